@@ -1,0 +1,1 @@
+"""ConvScope's model zoo: the registry, bundled architectures, their weights and training code."""

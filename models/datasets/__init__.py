@@ -1,0 +1,1 @@
+"""Datasets used to train and demonstrate the bundled models."""

@@ -1,0 +1,104 @@
+"""Preprocessing constructors: each returns a callable PIL image → float32 C×H×W tensor.
+
+The registry holds the constructor, not the callable, so every loaded model gets its own instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+Preprocess = Callable[[Image.Image], torch.Tensor]
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+SHAPES_MEAN, SHAPES_STD = 0.5, 0.5
+
+
+def mnist_style(mean: float = MNIST_MEAN, std: float = MNIST_STD) -> Preprocess:
+    """Greyscale 28×28 in MNIST's convention: a light digit on a dark background, centred.
+
+    Images that are already 28×28 (MNIST samples) are used as they are (inverted when their
+    background is light). Anything else — a phone photo of a digit, a drawing — is framed the way
+    MNIST's digits were: ink cropped, fitted in a 20×20 box and centred by its centre of mass.
+    """
+
+    def apply(image: Image.Image) -> torch.Tensor:
+        grey = np.asarray(ImageOps.grayscale(image), dtype=np.float32) / 255.0
+        if _border_mean(grey) > 0.5:
+            grey = 1.0 - grey
+        if grey.shape != (28, 28):
+            grey = _frame_like_mnist(grey)
+        tensor = torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32))[None]
+        return (tensor - mean) / std
+
+    return apply
+
+
+def _border_mean(grey: np.ndarray) -> float:
+    edges = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    return float(edges.mean())
+
+
+def _frame_like_mnist(grey: np.ndarray) -> np.ndarray:
+    ink = grey > 0.2 * max(float(grey.max()), 1e-6)
+    canvas = np.zeros((28, 28), dtype=np.float32)
+    if not ink.any():
+        resized = Image.fromarray((grey * 255).astype(np.uint8)).resize((28, 28), Image.BILINEAR)
+        return np.asarray(resized, dtype=np.float32) / 255.0
+    rows, cols = np.nonzero(ink)
+    crop = grey[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    h, w = crop.shape
+    scale = 20.0 / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    digit = Image.fromarray((crop * 255).astype(np.uint8)).resize((nw, nh), Image.LANCZOS)
+    digit_arr = np.asarray(digit, dtype=np.float32) / 255.0
+    total = digit_arr.sum()
+    if total > 0:
+        cy = (digit_arr.sum(axis=1) * np.arange(nh)).sum() / total
+        cx = (digit_arr.sum(axis=0) * np.arange(nw)).sum() / total
+    else:
+        cy, cx = nh / 2, nw / 2
+    top = int(np.clip(round(14 - cy), 0, 28 - nh))
+    left = int(np.clip(round(14 - cx), 0, 28 - nw))
+    canvas[top : top + nh, left : left + nw] = digit_arr
+    return canvas
+
+
+def rgb_square(size: int, mean: float = SHAPES_MEAN, std: float = SHAPES_STD) -> Preprocess:
+    """RGB resized so the shorter side is ``size``, centre-cropped to size×size, then normalised."""
+
+    def apply(image: Image.Image) -> torch.Tensor:
+        square = centre_square(image.convert("RGB"))
+        resized = square.resize((size, size), Image.BILINEAR)
+        arr = np.asarray(resized, dtype=np.float32) / 255.0
+        tensor = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+        return (tensor - mean) / std
+
+    return apply
+
+
+def torchvision_transforms(weights_enum_member: object) -> Preprocess:
+    """The weights' own inference transforms (resize, crop, ImageNet normalisation)."""
+    transforms = weights_enum_member.transforms()  # type: ignore[attr-defined]
+
+    def apply(image: Image.Image) -> torch.Tensor:
+        rgb = image.convert("RGB")
+        w, h = rgb.size
+        if max(w, h) > 2 * min(w, h):
+            # Resize-then-centre-crop keeps only the central square anyway; cropping to it first gives the
+            # same pixels and stops a 1×10000 strip from being resized to 256×2,560,000.
+            rgb = centre_square(rgb)
+        return transforms(rgb).to(torch.float32)
+
+    return apply
+
+
+def centre_square(image: Image.Image) -> Image.Image:
+    """The largest centred square of ``image``."""
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return image.crop((left, top, left + side, top + side))

@@ -1,0 +1,137 @@
+"""The ``convscope`` command: serve, models, train, download."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.main import create_app
+    from server.settings import Settings, resolve_device
+
+    overrides = {"host": args.host, "port": args.port, "device": args.device}
+    if args.model:
+        overrides["default_model"] = args.model
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        resolve_device(settings.device)
+    except RuntimeError as exc:
+        print(f"convscope: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+    server = uvicorn.Server(config)
+
+    url_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
+    original_startup = server.startup
+
+    async def startup(sockets=None):  # type: ignore[no-untyped-def]
+        await original_startup(sockets)
+        if server.started:
+            print(f"ConvScope is ready: http://{url_host}:{settings.port}/?model={settings.default_model}", flush=True)
+
+    server.startup = startup  # type: ignore[method-assign]
+    server.run()
+    return 0
+
+
+def _models(_: argparse.Namespace) -> int:
+    from models.registry import list_models
+
+    rows = [(e.id, e.family, e.weights.status().state, e.title, e.weights.status().detail) for e in list_models()]
+    width = max(len(r[0]) for r in rows)
+    for model_id, family, state, title, detail in rows:
+        print(f"{model_id:<{width}}  {family:<11}  {state:<12}  {title} — {detail}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from models.training.train import train_model
+
+    from models.registry import get_entry
+
+    try:
+        entry = get_entry(args.model)
+    except KeyError:
+        print(f"convscope: no model {args.model!r} (see `convscope models`)", file=sys.stderr)
+        return 2
+    if entry.family != "bundled":
+        print(f"convscope: {args.model} is a torchvision model; use `convscope download {args.model}`", file=sys.stderr)
+        return 2
+    metrics = train_model(
+        args.model, data_dir=args.data, out_dir=args.out, epochs=args.epochs, seed=args.seed, download=args.download
+    )
+    print(f"{args.model}: test accuracy {metrics['test_accuracy'] * 100:.2f}% on {metrics.get('test_set')}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from models.registry import HubWeights, WeightsError, get_entry
+
+    try:
+        source = get_entry(args.model).weights
+    except KeyError:
+        print(f"convscope: no model {args.model!r}", file=sys.stderr)
+        return 2
+    if not isinstance(source, HubWeights):
+        print(f"{args.model}'s weights are bundled; nothing to download.")
+        return 0
+    bar = tqdm(unit="B", unit_scale=True, desc=source.filename)
+
+    def progress(done: int, total: int | None) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        path = source.download(progress)
+    except WeightsError as exc:
+        bar.close()
+        print(f"convscope: {exc}", file=sys.stderr)
+        return 1
+    bar.close()
+    print(f"saved {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convscope", description="See inside convolutional networks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the app; prints the URL once ready")
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    serve.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
+    serve.add_argument("--model", default=None, help="model shown first (default lenet5)")
+    serve.set_defaults(func=_serve)
+
+    models = sub.add_parser("models", help="list models and the state of their weights")
+    models.set_defaults(func=_models)
+
+    train = sub.add_parser("train", help="retrain a bundled model from its data")
+    train.add_argument("model")
+    train.add_argument("--data", type=Path, default=None, help="data folder (default: CONVSCOPE_DATA_DIR or ../shared/data)")
+    train.add_argument("--out", type=Path, default=None, help="where to write weights and metrics (default models/weights)")
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--download", action="store_true", help="download MNIST's training set when online")
+    train.set_defaults(func=_train)
+
+    download = sub.add_parser("download", help="download a torchvision model's trained weights into the hub cache")
+    download.add_argument("model")
+    download.set_defaults(func=_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""FastAPI dependencies as ``Annotated`` aliases; tests override them with ``app.dependency_overrides``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import Depends, Query, Request
+
+from server.services.architecture import ArchitectureCatalog
+from server.services.image_store import ImageStore
+from server.services.model_runtime import ModelRuntime
+from server.services.weights_download import WeightsDownloads
+from server.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_runtime(request: Request) -> ModelRuntime:
+    return request.app.state.runtime
+
+
+def get_image_store(request: Request) -> ImageStore:
+    return request.app.state.image_store
+
+
+def get_architectures(request: Request) -> ArchitectureCatalog:
+    return request.app.state.architectures
+
+
+def get_downloads(request: Request) -> WeightsDownloads:
+    return request.app.state.downloads
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
+ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
+ArchitecturesDep = Annotated[ArchitectureCatalog, Depends(get_architectures)]
+DownloadsDep = Annotated[WeightsDownloads, Depends(get_downloads)]
+WeightsQuery = Annotated[
+    Literal["auto", "trained", "untrained"],
+    Query(description="auto: trained weights when present, else untrained (random, seeded)"),
+]
+
+
+def weights_header(variant: str) -> dict[str, str]:
+    """Every model-scoped answer says which weights produced it."""
+    return {"X-ConvScope-Weights": variant}

@@ -1,0 +1,67 @@
+"""The app factory: creates the app, adds middleware, static files, error handlers and routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from server import __version__
+from server.errors import install_error_handlers
+from server.routers import health, images, models
+from server.services.architecture import ArchitectureCatalog
+from server.services.image_store import ImageStore
+from server.services.model_runtime import ModelRuntime
+from server.services.weights_download import WeightsDownloads
+from server.settings import Settings, device_label, resolve_device
+
+log = logging.getLogger("convscope")
+
+ROUTERS = (
+    health.router,
+    models.router,
+    images.router,
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        device = resolve_device(settings.device)
+        runtime = ModelRuntime(device, settings.max_loaded_models)
+        runtime.entry(settings.default_model)  # fail fast on a misconfigured default
+        app.state.settings = settings
+        app.state.runtime = runtime
+        app.state.image_store = ImageStore(
+            settings.storage_dir, settings.image_store_budget_bytes, settings.max_image_pixels
+        )
+        app.state.architectures = ArchitectureCatalog()
+        app.state.downloads = WeightsDownloads(runtime)
+        log.info("ConvScope %s on %s", __version__, device_label(device))
+        yield
+
+    app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+
+    app.mount("/static", StaticFiles(directory=settings.frontend_dir / "static"), name="static")
+    templates = Jinja2Templates(directory=str(settings.frontend_dir / "templates"))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index(request: Request) -> HTMLResponse:
+        return templates.TemplateResponse(
+            request, "index.html", {"version": __version__, "default_model": settings.default_model}
+        )
+
+    return app

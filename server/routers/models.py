@@ -1,0 +1,76 @@
+"""Models, their architecture, their weights (as .npy) and weight downloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Response
+
+from models.registry import ModelEntry
+from server.deps import ArchitecturesDep, DownloadsDep, RuntimeDep, WeightsQuery, weights_header
+from server.errors import ApiError
+from server.responses import npy_response
+from server.services.model_runtime import ModelRuntime
+
+router = APIRouter(prefix="/api", tags=["models"])
+
+
+def model_summary(entry: ModelEntry, runtime: ModelRuntime) -> dict[str, Any]:
+    status = runtime.weights_status(entry)
+    return {
+        "id": entry.id,
+        "title": entry.title,
+        "dataset": entry.dataset,
+        "family": entry.family,
+        "description": entry.description,
+        "input": {"channels": entry.input.channels, "height": entry.input.height, "width": entry.input.width},
+        "num_classes": entry.num_classes,
+        "weights": {"state": status.state, "detail": status.detail},
+        "default_layer": entry.target_layer,
+        "metrics": entry.weights.metrics(),
+    }
+
+
+@router.get("/models")
+def list_models(runtime: RuntimeDep) -> dict[str, list[dict[str, Any]]]:
+    return {"models": [model_summary(entry, runtime) for entry in runtime.entries()]}
+
+
+@router.get("/models/{model}")
+def model_detail(model: str, runtime: RuntimeDep, architectures: ArchitecturesDep, response: Response,
+                 weights: WeightsQuery = "auto") -> dict[str, Any]:
+    entry = runtime.entry(model)
+    variant = runtime.resolve_variant(entry, weights)
+    response.headers.update(weights_header(variant))
+    return {**model_summary(entry, runtime), "weights_used": variant, **architectures.get(entry)}
+
+
+def _parameter(model: str, layer: str, name: str, runtime: ModelRuntime, weights: str) -> Response:
+    loaded = runtime.load(model, weights)
+    module = loaded.layer(layer)
+    tensor = getattr(module, name, None)
+    if tensor is None or not hasattr(tensor, "detach"):
+        raise ApiError(404, f"no_{name}", f"Layer {layer!r} of {model} ({type(module).__name__}) has no {name}.")
+    array = tensor.detach().float().cpu().numpy().astype(np.float32)
+    return npy_response(array, weights_header(loaded.variant))
+
+
+@router.get("/models/{model}/layers/{layer}/weights.npy")
+def layer_weights(model: str, layer: str, runtime: RuntimeDep, weights: WeightsQuery = "auto") -> Response:
+    return _parameter(model, layer, "weight", runtime, weights)
+
+
+@router.get("/models/{model}/layers/{layer}/bias.npy")
+def layer_bias(model: str, layer: str, runtime: RuntimeDep, weights: WeightsQuery = "auto") -> Response:
+    return _parameter(model, layer, "bias", runtime, weights)
+
+
+@router.post("/models/{model}/weights/download", status_code=202)
+def start_download(model: str, downloads: DownloadsDep) -> dict[str, Any]:
+    return downloads.start(model).as_json()
+
+
+@router.get("/models/{model}/weights/download")
+def download_progress(model: str, downloads: DownloadsDep) -> dict[str, Any]:
+    return downloads.get(model).as_json()

@@ -1,0 +1,142 @@
+"""Content-addressed image storage on disk, under a byte budget with least-recently-used eviction.
+
+An image's id is the sha256 of the bytes the user uploaded; what is stored is the decoded, upright RGB
+working copy as PNG, so every later request (and every replica given the same upload) sees the same pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from server.errors import ApiError
+from server.services.image_decode import decode_image
+
+_IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    image_id: str
+    width: int
+    height: int
+
+
+class ImageStore:
+    def __init__(self, root: Path, budget_bytes: int, max_pixels: int, decoded_cache_items: int = 16) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.budget_bytes = budget_bytes
+        self.max_pixels = max_pixels
+        self._lock = threading.Lock()
+        self._sizes: OrderedDict[str, int] = OrderedDict()  # id → bytes, oldest access first
+        self._decoded: OrderedDict[str, Image.Image] = OrderedDict()
+        self._decoded_cache_items = decoded_cache_items
+        self._scan()
+
+    def _scan(self) -> None:
+        entries = []
+        for path in self.root.glob("*.png"):
+            if _IMAGE_ID.match(path.stem):
+                stat = path.stat()
+                entries.append((stat.st_atime, path.stem, stat.st_size))
+        for _, image_id, size in sorted(entries):
+            self._sizes[image_id] = size
+
+    def _path(self, image_id: str) -> Path:
+        return self.root / f"{image_id}.png"
+
+    @property
+    def total_bytes(self) -> int:
+        with self._lock:
+            return sum(self._sizes.values())
+
+    def put(self, data: bytes) -> StoredImage:
+        """Store an upload (idempotent: the same bytes give the same id and are decoded once)."""
+        image_id = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            known = image_id in self._sizes and self._path(image_id).is_file()
+        if known:
+            image = self.open_image(image_id)
+            return StoredImage(image_id, image.width, image.height)
+        image = decode_image(data, self.max_pixels)
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", compress_level=1)
+        png = buf.getvalue()
+        path = self._path(image_id)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(png)
+        os.replace(tmp, path)
+        with self._lock:
+            self._sizes[image_id] = len(png)
+            self._sizes.move_to_end(image_id)
+            self._remember(image_id, image)
+            self._evict_locked(keep=image_id)
+        return StoredImage(image_id, image.width, image.height)
+
+    def open_image(self, image_id: str) -> Image.Image:
+        """The stored RGB image (a shared copy: callers must not modify it in place)."""
+        if not _IMAGE_ID.match(image_id):
+            raise ApiError(404, "unknown_image", "Image ids are 64 lowercase hex digits (the sha256 of the upload).")
+        with self._lock:
+            cached = self._decoded.get(image_id)
+            if cached is not None:
+                self._decoded.move_to_end(image_id)
+                self._touch_locked(image_id)
+                return cached
+        path = self._path(image_id)
+        try:
+            with Image.open(path) as img:
+                image = img.convert("RGB")
+        except FileNotFoundError:
+            with self._lock:
+                self._sizes.pop(image_id, None)
+            raise ApiError(
+                404, "unknown_image", f"No image {image_id[:12]}… is stored here; upload it again."
+            ) from None
+        with self._lock:
+            self._remember(image_id, image)
+            self._touch_locked(image_id)
+        return image
+
+    def png_bytes(self, image_id: str) -> bytes:
+        self.open_image(image_id)  # validates the id and refreshes its place in the LRU order
+        try:
+            return self._path(image_id).read_bytes()
+        except FileNotFoundError:
+            raise ApiError(404, "unknown_image", f"No image {image_id[:12]}… is stored here.") from None
+
+    def _touch_locked(self, image_id: str) -> None:
+        if image_id in self._sizes:
+            self._sizes.move_to_end(image_id)
+            now = time.time()
+            try:
+                os.utime(self._path(image_id), (now, now))
+            except OSError:
+                pass
+
+    def _remember(self, image_id: str, image: Image.Image) -> None:
+        self._decoded[image_id] = image
+        self._decoded.move_to_end(image_id)
+        while len(self._decoded) > self._decoded_cache_items:
+            self._decoded.popitem(last=False)
+
+    def _evict_locked(self, keep: str) -> None:
+        total = sum(self._sizes.values())
+        while total > self.budget_bytes and len(self._sizes) > 1:
+            oldest = next(iter(self._sizes))
+            if oldest == keep:
+                self._sizes.move_to_end(oldest)
+                continue
+            total -= self._sizes.pop(oldest)
+            self._decoded.pop(oldest, None)
+            self._path(oldest).unlink(missing_ok=True)

@@ -1,0 +1,130 @@
+"""Loaded models: built once, kept in a small LRU, shared read-only by every request.
+
+A request names a model and a weights variant (``auto``, ``trained`` or ``untrained``). ``auto`` means the
+trained weights when they are here (bundled or in the hub cache) and the seeded untrained ones otherwise;
+every answer says which was used, so nothing untrained is ever shown as trained.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+from torch import nn
+
+from models.preprocessing import Preprocess
+from models.registry import ModelEntry, WeightsError, WeightsStatus, get_entry, list_models
+from server.errors import ApiError
+
+WEIGHT_CHOICES = ("auto", "trained", "untrained")
+
+
+@dataclass
+class LoadedModel:
+    entry: ModelEntry
+    variant: str  # "trained" | "untrained"
+    module: nn.Module
+    device: torch.device
+    preprocess_fn: Preprocess
+    # Held while hooks are registered on ``module``: other requests run the same module concurrently.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """The float32 C×H×W tensor (on the CPU) the model sees for ``image``."""
+        return self.preprocess_fn(image)
+
+    def layer(self, name: str) -> nn.Module:
+        modules = dict(self.module.named_modules())
+        if not name or name not in modules:
+            raise ApiError(
+                404, "unknown_layer", f"Model {self.entry.id} has no layer named {name!r}; see /api/models/{self.entry.id}."
+            )
+        return modules[name]
+
+
+class ModelRuntime:
+    def __init__(self, device: torch.device, max_loaded: int = 4) -> None:
+        self.device = device
+        self.max_loaded = max(1, max_loaded)
+        self._loaded: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._failures: dict[str, str] = {}  # model id → why its trained weights could not be loaded
+        self._lock = threading.Lock()
+        self._build_locks: dict[tuple[str, str], threading.Lock] = {}
+
+    # --- registry views -------------------------------------------------------------------------
+    def entries(self) -> list[ModelEntry]:
+        return list_models()
+
+    def entry(self, model_id: str) -> ModelEntry:
+        try:
+            return get_entry(model_id)
+        except KeyError:
+            raise ApiError(404, "unknown_model", f"There is no model {model_id!r}; see /api/models.") from None
+
+    def weights_status(self, entry: ModelEntry) -> WeightsStatus:
+        failure = self._failures.get(entry.id)
+        if failure is not None:
+            return WeightsStatus("unavailable", failure)
+        return entry.weights.status()
+
+    def forget_failure(self, model_id: str) -> None:
+        """Called after a successful download: the model's weights may load now."""
+        with self._lock:
+            self._failures.pop(model_id, None)
+            for key in [k for k in self._loaded if k[0] == model_id]:
+                del self._loaded[key]
+
+    def resolve_variant(self, entry: ModelEntry, weights: str) -> str:
+        if weights not in WEIGHT_CHOICES:
+            raise ApiError(422, "invalid_weights", f"weights must be one of {', '.join(WEIGHT_CHOICES)}.")
+        if weights == "untrained":
+            return "untrained"
+        status = self.weights_status(entry)
+        if status.loadable:
+            return "trained"
+        if weights == "trained":
+            raise ApiError(
+                409, "weights_unavailable", f"Trained weights for {entry.id} are not available: {status.detail}"
+            )
+        return "untrained"
+
+    # --- loading ---------------------------------------------------------------------------------
+    def load(self, model_id: str, weights: str = "auto") -> LoadedModel:
+        entry = self.entry(model_id)
+        variant = self.resolve_variant(entry, weights)
+        key = (entry.id, variant)
+        with self._lock:
+            hit = self._loaded.get(key)
+            if hit is not None:
+                self._loaded.move_to_end(key)
+                return hit
+            build_lock = self._build_locks.setdefault(key, threading.Lock())
+        with build_lock:  # one build per model even when a class asks at once
+            with self._lock:
+                hit = self._loaded.get(key)
+                if hit is not None:
+                    return hit
+            try:
+                module = entry.build(trained=variant == "trained")
+            except WeightsError as exc:
+                with self._lock:
+                    self._failures[entry.id] = str(exc)
+                if weights == "auto":
+                    return self.load(model_id, "untrained")
+                raise ApiError(409, "weights_unavailable", f"Trained weights for {entry.id} failed to load: {exc}") from exc
+            for param in module.parameters():
+                param.requires_grad_(False)
+            module = module.to(self.device).eval()
+            loaded = LoadedModel(entry, variant, module, self.device, entry.make_preprocess())
+            with self._lock:
+                self._loaded[key] = loaded
+                while len(self._loaded) > self.max_loaded:
+                    self._loaded.popitem(last=False)
+            return loaded
+
+    def loaded_keys(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._loaded)

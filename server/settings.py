@@ -1,0 +1,61 @@
+"""All server settings in one object, read from CONVSCOPE_* environment variables (and the CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DeviceChoice = Literal["auto", "cpu", "cuda", "mps"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONVSCOPE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: DeviceChoice = "auto"
+    default_model: str = "lenet5"
+
+    storage_dir: Path = Field(default_factory=lambda: REPO_ROOT / "var" / "images")
+    frontend_dir: Path = REPO_ROOT / "frontend"
+    data_dir: Path | None = None  # MNIST samples for the gallery; found automatically when None
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 50_000_000  # decompression-bomb guard (width × height)
+    image_store_budget_bytes: int = 512 * 1024 * 1024
+    max_loaded_models: int = 4
+
+    cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` picks CUDA when available, then Apple's MPS, then the CPU."""
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda:0")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA device")
+        return torch.device("cuda:0")
+    if choice == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise RuntimeError("--device mps was asked for, but PyTorch sees no MPS device")
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{device.index or 0}"
+    return device.type
