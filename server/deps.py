@@ -10,6 +10,7 @@ from server.services.architecture import ArchitectureCatalog
 from server.services.image_store import ImageStore
 from server.services.model_runtime import ModelRuntime
 from server.services.weights_download import WeightsDownloads
+from server.services.work_limiter import WorkLimiter
 from server.settings import Settings
 
 
@@ -33,11 +34,16 @@ def get_downloads(request: Request) -> WeightsDownloads:
     return request.app.state.downloads
 
 
+def get_limiter(request: Request) -> WorkLimiter:
+    return request.app.state.limiter
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
 ArchitecturesDep = Annotated[ArchitectureCatalog, Depends(get_architectures)]
 DownloadsDep = Annotated[WeightsDownloads, Depends(get_downloads)]
+LimiterDep = Annotated[WorkLimiter, Depends(get_limiter)]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],
     Query(description="auto: trained weights when present, else untrained (random, seeded)"),

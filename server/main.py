@@ -19,6 +19,7 @@ from server.services.architecture import ArchitectureCatalog
 from server.services.image_store import ImageStore
 from server.services.model_runtime import ModelRuntime
 from server.services.weights_download import WeightsDownloads
+from server.services.work_limiter import WorkLimiter
 from server.settings import Settings, device_label, resolve_device
 
 log = logging.getLogger("convscope")
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.architectures = ArchitectureCatalog()
         app.state.downloads = WeightsDownloads(runtime)
+        app.state.limiter = WorkLimiter(settings.max_active_work, settings.max_waiting_work)
         log.info("ConvScope %s on %s", __version__, device_label(device))
         yield
 

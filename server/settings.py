@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = 50_000_000  # decompression-bomb guard (width × height)
     image_store_budget_bytes: int = 512 * 1024 * 1024
     max_loaded_models: int = 4
+    max_active_work: int = 2  # model computations at once (threads); more queue below
+    max_waiting_work: int = 64  # beyond this many queued, answer 503 + Retry-After at once
 
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
 
