@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from models.datasets import mnist, shapes
+
 DATASETS = ("shapes", "mnist")
 DEFAULT_COUNT = 12
 MAX_COUNT = 64
-# Shapes are generated from their index, so any index is a picture; the bound keeps ids (and the
-# work one request can ask for) small.
-SHAPES_TEST_SIZE = 10_000
+# Labels of this many leading Shapes test samples are scanned to pick a class-balanced gallery.
+_SHAPES_SCAN = 400
 
 _SAMPLE_ID = re.compile(r"(shapes|mnist)-test-(0|[1-9][0-9]{0,5})")
 
@@ -38,49 +39,49 @@ class Sample:
     url: str
 
 
-def sample_url(sample_id: str) -> str:
-    return f"/api/samples/{sample_id}.png"
+def _make(dataset: str, index: int, label: str) -> Sample:
+    sample_id = f"{dataset}-test-{index}"
+    return Sample(sample_id, dataset, label, f"/api/samples/{sample_id}.png")
 
 
 def list_samples(dataset: str, count: int = DEFAULT_COUNT, data_dir: Path | None = None) -> list[Sample]:
-    """Up to ``count`` samples of ``dataset`` whose labels cycle through the classes (0, 1, 2, …).
+    """Up to ``count`` test samples of ``dataset`` whose labels cycle through the classes (0, 1, 2, …).
 
-    MNIST gives an empty list when no MNIST test files can be found.
+    ``data_dir`` is where to look for MNIST first; MNIST gives an empty list when no MNIST test
+    files can be found.
     """
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}")
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
     count = max(0, min(int(count), MAX_COUNT))
     if dataset == "shapes":
-        return [_shapes_sample(i) for i in _shapes_indices(count)]
-    arrays = _mnist_arrays(_mnist_dir(data_dir))
+        labels = _shapes_test_labels()
+        return [_make("shapes", i, shapes.CLASSES[int(labels[i])]) for i in _balanced_indices(labels, count)]
+    arrays = _mnist_arrays(mnist.find_data_dir(data_dir))
     if arrays is None:
         return []
     _, labels = arrays
-    return [Sample(f"mnist-test-{i}", "mnist", str(int(labels[i])), sample_url(f"mnist-test-{i}"))
-            for i in _balanced_indices(labels, count)]
+    return [_make("mnist", i, str(int(labels[i]))) for i in _balanced_indices(labels, count)]
 
 
 def sample_png(sample_id: str, data_dir: Path | None = None) -> bytes:
     """The PNG bytes of one sample; :class:`UnknownSample` for an id that names none."""
-    dataset, index = _parse_id(sample_id)
+    match = _SAMPLE_ID.fullmatch(sample_id)
+    if match is None:
+        raise UnknownSample(f"{sample_id!r} is not a sample id; ids look like 'shapes-test-3' or 'mnist-test-42'.")
+    dataset, index = match.group(1), int(match.group(2))
     if dataset == "shapes":
-        if index >= SHAPES_TEST_SIZE:
-            raise UnknownSample(f"There is no Shapes test sample {index}; indices run from 0 to {SHAPES_TEST_SIZE - 1}.")
+        size = shapes.SPLIT_SIZES["test"]
+        if index >= size:
+            raise UnknownSample(f"There is no Shapes test sample {index}; indices run from 0 to {size - 1}.")
         return _shapes_png(index)
-    arrays = _mnist_arrays(_mnist_dir(data_dir))
+    arrays = _mnist_arrays(mnist.find_data_dir(data_dir))
     if arrays is None:
         raise UnknownSample("This server has no MNIST test images, so it has no MNIST samples.")
     images, _ = arrays
     if index >= len(images):
         raise UnknownSample(f"There is no MNIST test sample {index}; indices run from 0 to {len(images) - 1}.")
+    # MNIST's own convention, 28×28 grey with a light digit on black: exactly what the models saw.
     return _png(Image.fromarray(np.ascontiguousarray(images[index]), mode="L"))
-
-
-def _parse_id(sample_id: str) -> tuple[str, int]:
-    match = _SAMPLE_ID.fullmatch(sample_id)
-    if match is None:
-        raise UnknownSample(f"{sample_id!r} is not a sample id; ids look like 'shapes-test-3' or 'mnist-test-42'.")
-    return match.group(1), int(match.group(2))
 
 
 def _png(image: Image.Image) -> bytes:
@@ -89,80 +90,34 @@ def _png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-@lru_cache(maxsize=256)  # 64×64 PNGs of a few KB each: a bounded few hundred KB
+@lru_cache(maxsize=256)  # 64×64 PNGs of a few KB each: at most about a megabyte
 def _shapes_png(index: int) -> bytes:
-    from models.datasets import shapes
-
     image, _, _ = shapes.sample(index, split="test")
     return _png(image.convert("RGB"))
 
 
-@lru_cache(maxsize=4096)  # ints only: the labels of the prefix the gallery scans
-def _shapes_label(index: int) -> int:
-    from models.datasets import shapes
-
-    _, label_index, _ = shapes.sample(index, split="test")
-    return int(label_index)
+@lru_cache(maxsize=1)
+def _shapes_test_labels() -> np.ndarray:
+    return shapes.generate_split("test", count=_SHAPES_SCAN).labels
 
 
-def _shapes_sample(index: int) -> Sample:
-    from models.datasets import shapes
-
-    sample_id = f"shapes-test-{index}"
-    return Sample(sample_id, "shapes", shapes.CLASSES[_shapes_label(index)], sample_url(sample_id))
-
-
-@lru_cache(maxsize=8)
-def _shapes_indices(count: int) -> tuple[int, ...]:
-    """The first test indices whose labels cycle through the classes, so a gallery shows every class."""
-    from models.datasets import shapes
-
-    num_classes = len(shapes.CLASSES)
-    by_class: dict[int, list[int]] = {c: [] for c in range(num_classes)}
-    per_class = -(-count // num_classes)
-    index = 0
-    # Scan a bounded prefix: generation is cheap (64×64), and a skewed generator still ends the loop.
-    while index < min(SHAPES_TEST_SIZE, 20 * count + 100) and any(len(v) < per_class for v in by_class.values()):
-        label = _shapes_label(index)
-        if len(by_class[label]) < per_class:
-            by_class[label].append(index)
-        index += 1
-    return _interleave(by_class, count)
-
-
-def _balanced_indices(labels: np.ndarray, count: int) -> tuple[int, ...]:
-    by_class: dict[int, list[int]] = {}
-    per_class = -(-count // max(1, len(np.unique(labels))))
-    for cls in sorted(int(c) for c in np.unique(labels)):
-        by_class[cls] = [int(i) for i in np.flatnonzero(labels == cls)[:per_class]]
-    return _interleave(by_class, count)
-
-
-def _interleave(by_class: dict[int, list[int]], count: int) -> tuple[int, ...]:
+def _balanced_indices(labels: np.ndarray, count: int) -> list[int]:
+    """The first indices of each class, interleaved class by class (0, 1, …, 0, 1, …), ``count`` in all."""
+    classes = sorted(int(c) for c in np.unique(labels))
+    per_class = -(-count // max(1, len(classes)))
+    by_class = [np.flatnonzero(labels == c)[:per_class] for c in classes]
     out: list[int] = []
-    rank = 0
-    while len(out) < count and any(rank < len(v) for v in by_class.values()):
-        out.extend(v[rank] for _, v in sorted(by_class.items()) if rank < len(v))
-        rank += 1
-    return tuple(out[:count])
-
-
-def _mnist_dir(data_dir: Path | None) -> Path | None:
-    if data_dir is not None:
-        return data_dir
-    from models.datasets import mnist
-
-    return mnist.find_data_dir()
+    for rank in range(per_class):
+        out.extend(int(indices[rank]) for indices in by_class if rank < len(indices))
+    return out[:count]
 
 
 @lru_cache(maxsize=2)  # 10,000 × 28 × 28 bytes ≈ 7.8 MB per directory; two directories at most
 def _mnist_arrays(data_dir: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
     if data_dir is None:
         return None
-    from models.datasets import mnist
-
     try:
         images, labels = mnist.load_mnist_test(data_dir)
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # missing or malformed files: the gallery just has no digits
         return None
-    return np.asarray(images, dtype=np.uint8), np.asarray(labels)
+    return images, labels

@@ -1,0 +1,124 @@
+// Page bootstrap and the one render loop: URL state → model JSON → shell widgets → the active view.
+
+import { api } from './api.js';
+import { createUrlState } from './state.js';
+import { DEFAULT_VIEW } from './views/registry.js';
+import { createModelPicker } from './shell/model-picker.js';
+import { createWeightsDownload } from './shell/weights-download.js';
+import { createImageInput } from './shell/image-input.js';
+import { createDrawingCanvas, wantsDrawing } from './shell/drawing-canvas.js';
+import { createGallery } from './shell/gallery.js';
+import { createViewHost } from './shell/view-host.js';
+import { createNotices } from './shell/notices.js';
+
+const MODEL_CACHE_SIZE = 8;
+
+const defaultModel = document.body.dataset.defaultModel || 'lenet5';
+const state = createUrlState({ model: defaultModel, weights: 'auto', view: DEFAULT_VIEW });
+const modelCache = new Map(); // "id|weights" → model JSON, most recent last
+let renderSequence = 0; // only the latest render touches the page
+
+const notices = createNotices();
+const picker = createModelPicker({
+  // a new model starts from its best weights; the image stays, so models can be compared on it
+  onModel: (id) => state.set({ model: id, weights: 'auto' }),
+  onWeights: (weights) => state.set({ weights }),
+});
+const download = createWeightsDownload({
+  api,
+  onDone: async () => {
+    modelCache.clear();
+    await loadModelList();
+    state.set({ weights: 'auto' }, { replace: true });
+    render();
+  },
+});
+const imageInput = createImageInput({
+  api,
+  onImage: (imageId, { replace }) => state.set({ image: imageId }, { replace }),
+});
+const drawing = createDrawingCanvas({
+  onDrawing: (blob, { replace }) => imageInput.upload(blob, 'drawing.png', { replace }),
+  onClear: () => state.set({ image: null }),
+});
+const gallery = createGallery({ api, upload: (blob, name) => imageInput.upload(blob, name) });
+const views = createViewHost({ onSelect: (view) => state.set({ view }) });
+
+async function loadModelList() {
+  try {
+    const { models } = await api.models();
+    picker.setModels(models);
+    notices.clear('models');
+  } catch (err) {
+    notices.show('models', `The list of models could not be loaded: ${err.message}`);
+  }
+}
+
+/** The model JSON for the URL's model and weights, or null when the URL was corrected instead. */
+async function loadModel({ model: id, weights }) {
+  const key = `${id}|${weights}`;
+  if (modelCache.has(key)) {
+    const hit = modelCache.get(key);
+    modelCache.delete(key);
+    modelCache.set(key, hit);
+    return hit;
+  }
+  try {
+    const model = await api.model(id, weights);
+    modelCache.set(key, model);
+    if (modelCache.size > MODEL_CACHE_SIZE) modelCache.delete(modelCache.keys().next().value);
+    notices.clear('model');
+    return model;
+  } catch (err) {
+    // A shared link may name a model or weights this server lacks: say so, and show what it has.
+    if (err.status === 404 && id !== defaultModel) {
+      notices.show('model', `${err.message} Showing ${defaultModel} instead.`);
+      state.set({ model: defaultModel, weights: 'auto' }, { replace: true });
+      return null;
+    }
+    if (err.status === 409 && weights !== 'auto') {
+      notices.show('model', `${err.message} Showing the weights this server has instead.`);
+      state.set({ weights: 'auto' }, { replace: true });
+      return null;
+    }
+    throw err;
+  }
+}
+
+async function render() {
+  const mine = ++renderSequence;
+  const current = state.read();
+  document.body.classList.add('is-loading');
+  let model;
+  try {
+    model = await loadModel(current);
+  } catch (err) {
+    if (mine === renderSequence) notices.show('model', `Model ${current.model} could not be loaded: ${err.message}`);
+    return;
+  } finally {
+    if (mine === renderSequence) document.body.classList.remove('is-loading');
+  }
+  if (!model || mine !== renderSequence) return;
+
+  const imageId = current.image || null;
+  const weights = model.weights_used;
+  document.title = `${model.title} · ConvScope`;
+  picker.render(model);
+  download.render(model);
+  imageInput.render({ imageId, model, weights });
+  drawing.setVisible(wantsDrawing(model));
+  gallery.render({ model, imageId });
+  views.show(current.view, { model, imageId, weights, state, api });
+}
+
+async function start() {
+  // Write the defaults into the URL so that a copied link names its model and view explicitly.
+  const initial = state.read();
+  state.set({ model: initial.model, weights: initial.weights, view: initial.view }, { replace: true });
+  state.subscribe(render);
+  await loadModelList();
+  render();
+  gallery.load().then(() => render());
+}
+
+start();

@@ -1,0 +1,137 @@
+// A drawing pad for 28×28 models: white ink on black (MNIST's convention), a thick round brush, and
+// a debounced export so predictions follow the pen while the user draws.
+
+import { listen, disposer } from '../dom.js';
+
+const DEBOUNCE_MS = 200;
+// Relative to the 280-pixel canvas: a 20-px-tall digit in MNIST has strokes about 2–3 px wide.
+const BRUSH_WIDTH = 22;
+
+/**
+ * @param {object} opts
+ * @param {(blob: Blob, options: {replace: boolean}) => Promise<unknown>} opts.onDrawing  new pixels;
+ *   `replace` is false for the first export after a clear (a new history entry), true afterwards
+ * @param {() => void} opts.onClear  the user cleared the pad
+ */
+export function createDrawingCanvas({ onDrawing, onClear }) {
+  const card = document.getElementById('draw-card');
+  const canvas = document.getElementById('draw-canvas');
+  const clearButton = document.getElementById('draw-clear');
+  const ctx2d = canvas.getContext('2d');
+  const bag = disposer();
+  let last = null; // last pointer position while the pen is down
+  let timer = null;
+  let exporting = false;
+  let pendingExport = false;
+  let dirty = false; // pixels changed since the last export
+  let sessionStarted = false; // an export happened since the last clear
+
+  function wipe() {
+    ctx2d.fillStyle = '#000';
+    ctx2d.fillRect(0, 0, canvas.width, canvas.height);
+  }
+
+  function toCanvas(event) {
+    const rect = canvas.getBoundingClientRect();
+    return {
+      x: ((event.clientX - rect.left) / rect.width) * canvas.width,
+      y: ((event.clientY - rect.top) / rect.height) * canvas.height,
+    };
+  }
+
+  function stroke(from, to) {
+    ctx2d.strokeStyle = '#fff';
+    ctx2d.fillStyle = '#fff';
+    ctx2d.lineWidth = BRUSH_WIDTH;
+    ctx2d.lineCap = 'round';
+    ctx2d.lineJoin = 'round';
+    ctx2d.beginPath();
+    ctx2d.moveTo(from.x, from.y);
+    ctx2d.lineTo(to.x, to.y);
+    ctx2d.stroke();
+    dirty = true;
+    schedule();
+  }
+
+  function schedule() {
+    if (timer !== null) clearTimeout(timer);
+    timer = setTimeout(() => {
+      timer = null;
+      exportNow();
+    }, DEBOUNCE_MS);
+  }
+
+  // One upload at a time; strokes made meanwhile are sent when it finishes.
+  async function exportNow() {
+    if (!dirty) return;
+    if (exporting) {
+      pendingExport = true;
+      return;
+    }
+    exporting = true;
+    dirty = false;
+    try {
+      const blob = await new Promise((resolve) => canvas.toBlob(resolve, 'image/png'));
+      if (blob) {
+        const replace = sessionStarted;
+        sessionStarted = true;
+        await onDrawing(blob, { replace });
+      }
+    } finally {
+      exporting = false;
+      if (pendingExport) {
+        pendingExport = false;
+        exportNow();
+      }
+    }
+  }
+
+  bag.add(
+    listen(canvas, 'pointerdown', (event) => {
+      if (event.button !== 0) return;
+      event.preventDefault();
+      canvas.setPointerCapture(event.pointerId);
+      last = toCanvas(event);
+      stroke(last, last); // a dot for a tap
+    }),
+  );
+  bag.add(
+    listen(canvas, 'pointermove', (event) => {
+      if (last === null) return;
+      const next = toCanvas(event);
+      stroke(last, next);
+      last = next;
+    }),
+  );
+  const penUp = () => {
+    last = null;
+  };
+  bag.add(listen(canvas, 'pointerup', penUp));
+  bag.add(listen(canvas, 'pointercancel', penUp));
+  bag.add(
+    listen(clearButton, 'click', () => {
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
+      dirty = false;
+      pendingExport = false;
+      sessionStarted = false;
+      wipe();
+      onClear();
+    }),
+  );
+  bag.add(() => {
+    if (timer !== null) clearTimeout(timer);
+  });
+
+  wipe();
+
+  /** Show the pad only for models with 28×28 single-channel input. */
+  function setVisible(visible) {
+    card.hidden = !visible;
+  }
+
+  return { setVisible, dispose: bag.run };
+}
+
+/** Whether the drawing pad suits a model's input. */
+export const wantsDrawing = (model) => model.input.height === 28 && model.input.width === 28;

@@ -1,0 +1,133 @@
+// Getting an image in: file picker, drag-and-drop (anywhere on the page), paste (Ctrl+V). Shows the
+// uploaded image next to "what the model sees" (the preprocessed tensor as a picture).
+
+import { listen, disposer } from '../dom.js';
+
+/**
+ * @param {object} opts
+ * @param {object} opts.api  js/api.js
+ * @param {(imageId: string, options: {replace?: boolean}) => void} opts.onImage  an upload finished
+ */
+export function createImageInput({ api, onImage }) {
+  const dropzone = document.getElementById('dropzone');
+  const fileInput = document.getElementById('file-input');
+  const errorBox = document.getElementById('image-error');
+  const pair = document.getElementById('image-pair');
+  const original = document.getElementById('image-original');
+  const modelInput = document.getElementById('image-model-input');
+  const caption = document.getElementById('model-input-caption');
+  const bag = disposer();
+  let dragDepth = 0;
+  let uploads = 0;
+  let shown = { imageId: null, src: null };
+
+  function showError(message) {
+    errorBox.textContent = message;
+    errorBox.hidden = !message;
+  }
+
+  function setBusy(busy) {
+    uploads += busy ? 1 : -1;
+    dropzone.classList.toggle('is-busy', uploads > 0);
+  }
+
+  /**
+   * Upload a Blob and make it the current image. Resolves to the image id, or null after showing
+   * the server's error message.
+   */
+  async function upload(blob, filename = 'image.png', { replace = false } = {}) {
+    setBusy(true);
+    try {
+      const { image_id: imageId } = await api.uploadImage(blob, filename);
+      showError('');
+      onImage(imageId, { replace });
+      return imageId;
+    } catch (err) {
+      showError(`Could not use ${filename}: ${err.message}`);
+      return null;
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  function firstImageFile(list) {
+    for (const item of list || []) {
+      const file = item instanceof File ? item : item.kind === 'file' ? item.getAsFile() : null;
+      if (file) return file;
+    }
+    return null;
+  }
+
+  bag.add(
+    listen(fileInput, 'change', () => {
+      const file = fileInput.files && fileInput.files[0];
+      if (file) upload(file, file.name);
+      fileInput.value = ''; // picking the same file again should upload again
+    }),
+  );
+
+  // Dropping anywhere on the page uploads: on a projector the drop zone is a small target.
+  bag.add(
+    listen(document, 'dragenter', (event) => {
+      if (!event.dataTransfer || ![...event.dataTransfer.types].includes('Files')) return;
+      dragDepth += 1;
+      dropzone.classList.add('is-dragover');
+    }),
+  );
+  bag.add(
+    listen(document, 'dragleave', () => {
+      dragDepth = Math.max(0, dragDepth - 1);
+      if (dragDepth === 0) dropzone.classList.remove('is-dragover');
+    }),
+  );
+  bag.add(listen(document, 'dragover', (event) => event.preventDefault()));
+  bag.add(
+    listen(document, 'drop', (event) => {
+      event.preventDefault();
+      dragDepth = 0;
+      dropzone.classList.remove('is-dragover');
+      const file = firstImageFile(event.dataTransfer && event.dataTransfer.files);
+      if (file) upload(file, file.name);
+      else showError('Drop an image file (PNG, JPEG, GIF, WebP, BMP, TIFF).');
+    }),
+  );
+  bag.add(
+    listen(document, 'paste', (event) => {
+      const target = event.target;
+      if (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) return;
+      const file = firstImageFile(event.clipboardData && event.clipboardData.items);
+      if (!file) return;
+      event.preventDefault();
+      upload(file, file.name || 'pasted.png');
+    }),
+  );
+  bag.add(
+    listen(modelInput, 'error', () => {
+      if (modelInput.getAttribute('src')) {
+        showError('The server no longer has this image (it may have restarted). Upload it again.');
+      }
+    }),
+  );
+
+  /** Show the current image and what `model` makes of it (nothing when imageId is null). */
+  function render({ imageId, model, weights }) {
+    pair.hidden = !imageId;
+    if (!imageId) {
+      original.removeAttribute('src');
+      modelInput.removeAttribute('src');
+      shown = { imageId: null, src: null };
+      return;
+    }
+    const src = api.urls.modelInput(model.id, imageId, weights);
+    if (shown.imageId !== imageId) {
+      showError('');
+      original.src = api.urls.image(imageId);
+    }
+    if (shown.src !== src) modelInput.src = src;
+    shown = { imageId, src };
+    const { channels, height, width } = model.input;
+    caption.textContent = `What the model sees: ${width}×${height}${channels === 1 ? ' grey' : ' RGB'}`;
+  }
+
+  return { upload, render, showError, dispose: bag.run };
+}
