@@ -1,0 +1,239 @@
+"""The saliency pipeline every method shares, in the manner of a template method.
+
+A method's ``explain`` runs the same steps — forward pass, choose the target classes, differentiate the
+class scores, let the method weigh what it got, reduce to a signed raw map, scale for display — and each
+method overrides one step. The CAM family overrides the *weighting* (:meth:`BaseCAM.channel_weights`
+or :meth:`BaseCAM.cam`); the gradient family overrides the *input attribution*
+(:meth:`InputAttributionMethod.input_attributions`).
+
+Several target classes cost one pass wherever the method allows it: the forward pass runs once, and the
+class-score gradients for T classes come from one batched backward (``is_grads_batched``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from server.errors import ApiError
+from server.services.model_runtime import LoadedModel
+from server.services.saliency.hooks import capture_layer
+from server.services.saliency.scaling import Scaled, magnitude_percentile, min_max, upsample
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Target the ``k`` highest-scoring classes (decided after the forward pass)."""
+
+    k: int
+
+
+Targets = Sequence[int] | TopK
+
+
+@dataclass
+class Explanation:
+    """What one method said about one image, for T target classes.
+
+    ``attributions``: the method's native result per target (CAM: T×h×w signed; gradient methods:
+    T×C×H×W); ``raw``: the signed 2-D map per target (T×h×w, CAM at layer resolution, gradient methods
+    summed over input channels); ``maps``: the display maps, T of them, H×W in [0, 1] at input resolution.
+    """
+
+    method: str
+    layer: str | None
+    logits: torch.Tensor  # num_classes, float32 on the CPU
+    targets: list[int]
+    attributions: torch.Tensor
+    raw: torch.Tensor
+    maps: list[Scaled]
+
+
+def resolve_targets(logits: torch.Tensor, targets: Targets) -> list[int]:
+    """Class indices to explain; ``logits`` is 1×num_classes."""
+    num_classes = int(logits.shape[-1])
+    if isinstance(targets, TopK):
+        k = max(1, min(targets.k, num_classes))
+        return [int(i) for i in torch.topk(logits[0].detach(), k).indices]
+    chosen = [int(t) for t in targets]
+    if not chosen:
+        raise ApiError(422, "invalid_target", "At least one target class is needed.")
+    for t in chosen:
+        if not 0 <= t < num_classes:
+            raise ApiError(422, "invalid_target", f"target must be a class index from 0 to {num_classes - 1}; got {t}.")
+    return chosen
+
+
+def class_gradients(logits: torch.Tensor, wrt: torch.Tensor, targets: list[int]) -> torch.Tensor:
+    """∂logit[t]/∂wrt for each target t, as T×(wrt.shape[1:]) (``wrt`` has a batch dim of 1).
+
+    Several targets share one batched backward pass: the one-hot output gradients are stacked and
+    ``torch.autograd.grad(..., is_grads_batched=True)`` vectorises the backward over them.
+    """
+    if len(targets) == 1:
+        (grad,) = torch.autograd.grad(logits[0, targets[0]], wrt)
+        return grad
+    one_hot = torch.zeros((len(targets), *logits.shape), dtype=logits.dtype, device=logits.device)
+    one_hot[torch.arange(len(targets)), 0, torch.tensor(targets)] = 1.0
+    (grads,) = torch.autograd.grad(logits, wrt, one_hot, is_grads_batched=True)
+    return grads[:, 0]
+
+
+def check_logits(logits: object, model_id: str) -> torch.Tensor:
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != 1:
+        raise ApiError(422, "unsupported_model_output", f"{model_id}'s output is not one row of class scores.")
+    return logits
+
+
+class SaliencyMethod(ABC):
+    """One saliency method; subclasses set the class attributes and override one step."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    family: ClassVar[str]  # "cam" | "gradient"
+    uses_layer: ClassVar[bool]
+    display: ClassVar[str]  # "positive": ReLU then min–max; "magnitude": |raw| over a high percentile
+    cost: ClassVar[str] = "one forward and one backward pass"
+    summary: ClassVar[str] = ""
+
+    @abstractmethod
+    def attribute(
+        self, loaded: LoadedModel, batch: torch.Tensor, layer: str | None, targets: Targets, progress: Progress | None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """(logits 1×N, attributions T×…, targets): the method's own step(s)."""
+
+    @abstractmethod
+    def to_raw(self, attributions: torch.Tensor) -> torch.Tensor:
+        """The signed 2-D map per target, T×h×w."""
+
+    def explain(
+        self,
+        loaded: LoadedModel,
+        batch: torch.Tensor,
+        layer: str | None = None,
+        targets: Targets = TopK(1),
+        progress: Progress | None = None,
+    ) -> Explanation:
+        """Run the whole pipeline for ``batch`` (1×C×H×W on the model's device)."""
+        logits, attributions, chosen = self.attribute(loaded, batch, layer, targets, progress)
+        raw = self.to_raw(attributions).detach().float().cpu()
+        maps = self.scale(raw, (int(batch.shape[-2]), int(batch.shape[-1])))
+        return Explanation(
+            method=self.name,
+            layer=layer if self.uses_layer else None,
+            logits=logits.detach().float().cpu()[0],
+            targets=chosen,
+            attributions=attributions.detach().float().cpu(),
+            raw=raw,
+            maps=maps,
+        )
+
+    def scale(self, raw: torch.Tensor, size: tuple[int, int]) -> list[Scaled]:
+        """Explicit display steps: ReLU → upsample → min–max, or |·| → upsample → percentile."""
+        if self.display == "positive":
+            return min_max(upsample(raw.clamp(min=0), size))
+        return magnitude_percentile(upsample(raw, size))
+
+
+@dataclass
+class CamContext:
+    """What a CAM weighting step may use (activation K×h×w, gradients T×K×h×w or None)."""
+
+    loaded: LoadedModel
+    batch: torch.Tensor
+    activation: torch.Tensor
+    gradients: torch.Tensor | None
+    targets: list[int]
+    progress: Progress | None
+
+
+class BaseCAM(SaliencyMethod):
+    """Class activation maps: L = Σ_k w_k A^k over a conv layer's channels; methods choose w."""
+
+    family = "cam"
+    uses_layer = True
+    display = "positive"
+    uses_gradients: ClassVar[bool] = True
+
+    def attribute(
+        self, loaded: LoadedModel, batch: torch.Tensor, layer: str | None, targets: Targets, progress: Progress | None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        layer_name = layer or loaded.entry.target_layer
+        module = loaded.layer(layer_name)
+        # Grad mode is needed only from the captured layer on; the parameters are frozen.
+        with torch.enable_grad(), capture_layer(loaded, module) as captured:
+            logits = check_logits(loaded.module(batch), loaded.entry.id)
+        activation = spatial_activation(captured.activation, captured.shapes, layer_name, self.title)
+        chosen = resolve_targets(logits, targets)
+        gradients = None
+        if self.uses_gradients:
+            with torch.enable_grad():
+                gradients = class_gradients(logits, activation, chosen)
+        else:
+            logits = logits.detach()
+        ctx = CamContext(loaded, batch, activation.detach()[0], gradients, chosen, progress)
+        return logits, self.cam(ctx), chosen
+
+    def cam(self, ctx: CamContext) -> torch.Tensor:
+        """T×h×w signed map: Σ_k w_k A^k with the method's weights (per channel or per position)."""
+        weights = self.channel_weights(ctx)
+        return (weights * ctx.activation.unsqueeze(0)).sum(dim=1)
+
+    def channel_weights(self, ctx: CamContext) -> torch.Tensor:
+        """T×K×1×1 (per channel) or T×K×h×w (per position) weights."""
+        raise NotImplementedError
+
+    def to_raw(self, attributions: torch.Tensor) -> torch.Tensor:
+        return attributions
+
+
+def spatial_activation(
+    activation: torch.Tensor | None, shapes: list[tuple[int, ...]], layer: str, method: str
+) -> torch.Tensor:
+    """The captured 1×K×h×w activation, or a 422 saying why this layer cannot be used."""
+    if activation is None or not shapes:
+        raise ApiError(
+            422, "layer_not_used", f"Layer {layer!r} does not run in the forward pass, so it has no output to explain."
+        )
+    if activation.dim() != 4 or activation.shape[0] != 1:
+        shape = list(shapes[-1][1:]) if shapes[-1] else "not a tensor"
+        raise ApiError(
+            422,
+            "layer_not_spatial",
+            f"{method} needs a convolutional layer whose output is channels × height × width; "
+            f"{layer!r} gives {shape}. Pick a conv, activation or pooling layer before the classifier.",
+        )
+    return activation
+
+
+class InputAttributionMethod(SaliencyMethod):
+    """Gradient-family methods: a C×H×W attribution over the input pixels for each target."""
+
+    family = "gradient"
+    uses_layer = False
+    display = "magnitude"
+
+    def attribute(
+        self, loaded: LoadedModel, batch: torch.Tensor, layer: str | None, targets: Targets, progress: Progress | None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        with torch.inference_mode():
+            logits = check_logits(loaded.module(batch), loaded.entry.id).clone()
+        chosen = resolve_targets(logits, targets)
+        attributions = self.input_attributions(loaded, batch, layer, chosen, progress)
+        return logits, attributions, chosen
+
+    @abstractmethod
+    def input_attributions(
+        self, loaded: LoadedModel, batch: torch.Tensor, layer: str | None, targets: list[int], progress: Progress | None
+    ) -> torch.Tensor:
+        """T×C×H×W attributions for the target classes."""
+
+    def to_raw(self, attributions: torch.Tensor) -> torch.Tensor:
+        # Summing over input channels keeps the sign (evidence for vs against), as Captum's viewer does.
+        return attributions.sum(dim=1)

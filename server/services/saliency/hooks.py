@@ -1,0 +1,101 @@
+"""Hooks on the shared model, scoped to one request.
+
+The loaded module is shared by every request, so a hook registered on it would also fire for a forward
+pass another thread runs at the same moment (predictions, feature maps). Two guards keep requests apart:
+hooks are registered only while ``LoadedModel.lock`` is held, and every hook ignores calls from other
+threads. Hooks are always removed in ``finally``, also when the forward pass raises.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from server.services.model_runtime import LoadedModel
+
+ForwardHook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
+
+
+def _this_thread_only(hook: ForwardHook) -> ForwardHook:
+    owner = threading.get_ident()
+
+    def guarded(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+        if threading.get_ident() != owner:
+            return None  # another request's forward pass: leave it untouched
+        return hook(module, inputs, output)
+
+    return guarded
+
+
+@contextmanager
+def forward_hooks(loaded: LoadedModel, hooks: list[tuple[nn.Module, ForwardHook]]) -> Iterator[None]:
+    """Register ``(module, hook)`` forward hooks for the duration of the block, under the model's lock."""
+    with loaded.lock:
+        handles = []
+        try:
+            for module, hook in hooks:
+                handles.append(module.register_forward_hook(_this_thread_only(hook)))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+@dataclass
+class CapturedLayer:
+    """The output of one layer, made a leaf of the autograd graph.
+
+    Gradients of the class score with respect to ``activation`` stop there: nothing before the layer
+    is differentiated (the parameters are frozen, the input needs no gradient), so no weight gradient
+    is ever computed and the backward pass costs only the layers after the target.
+    """
+
+    activation: torch.Tensor | None = None
+    calls: int = 0
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
+
+    def hook(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+        self.calls += 1
+        if not isinstance(output, torch.Tensor):
+            self.shapes.append(())
+            return None
+        self.shapes.append(tuple(output.shape))
+        leaf = output.detach().requires_grad_(True)
+        self.activation = leaf
+        # Hand the rest of the network a copy: an in-place op after the layer (ReLU(inplace=True))
+        # may then modify it without touching the leaf whose values the CAM weights.
+        return leaf.clone()
+
+
+@contextmanager
+def capture_layer(loaded: LoadedModel, layer: nn.Module) -> Iterator[CapturedLayer]:
+    """Capture ``layer``'s output (the last call's, when the module runs more than once) as a grad leaf."""
+    captured = CapturedLayer()
+    with forward_hooks(loaded, [(layer, captured.hook)]):
+        yield captured
+
+
+def _guided_relu_hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+    if isinstance(output, torch.Tensor) and output.requires_grad:
+        # Guided backprop: only positive gradients pass back through a ReLU (the ReLU's own derivative
+        # then also zeroes positions whose input was negative).
+        output.register_hook(lambda grad: grad.clamp(min=0))
+    return None
+
+
+@contextmanager
+def guided_relus(loaded: LoadedModel) -> Iterator[int]:
+    """Guided-backprop hooks on every ``nn.ReLU`` module; yields how many were hooked.
+
+    The model itself is never modified: tensor hooks on the ReLU outputs belong to this request's graph.
+    ReLUs applied as functions (``F.relu``) inside a module are not seen and backpropagate as usual.
+    """
+    relus = [m for m in loaded.module.modules() if isinstance(m, nn.ReLU)]
+    with forward_hooks(loaded, [(m, _guided_relu_hook) for m in relus]):
+        yield len(relus)
