@@ -26,6 +26,7 @@ const picker = createModelPicker({
 });
 const download = createWeightsDownload({
   api,
+  notices,
   onDone: async () => {
     modelCache.clear();
     await loadModelList();

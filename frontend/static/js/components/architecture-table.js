@@ -4,6 +4,16 @@
 
 import { el, formatInt, formatShape } from '../dom.js';
 
+const KIND_ORDER = ['conv', 'pool', 'activation', 'norm', 'linear', 'other'];
+const KIND_NAMES = {
+  conv: 'convolution',
+  pool: 'pooling',
+  activation: 'activation',
+  norm: 'normalisation',
+  linear: 'linear',
+  other: 'other',
+};
+
 const pair = (v) => (Array.isArray(v) ? v : [v, v]);
 const square = (v) => {
   const [h, w] = pair(v);
@@ -48,11 +58,14 @@ function layerRow(layer, showBlocks) {
 }
 
 /**
- * @param {HTMLElement} container
+ * @param {HTMLElement} container  where the toolbar and table go
+ * @param {HTMLElement} legendSlot  where the colour legend of layer kinds goes (the card's head)
  * @param {(showBlocks: boolean) => void} onToggle  the user flipped "show blocks"
  */
-export function createArchitectureTable(container, onToggle) {
+export function createArchitectureTable(container, legendSlot, onToggle) {
   const checkbox = el('input', { type: 'checkbox', id: 'arch-show-blocks' });
+  const legend = el('ul', { className: 'kind-legend', attrs: { 'aria-label': 'Layer kinds' } });
+  legendSlot.append(legend);
   const toolbar = el('div', { className: 'table-toolbar' }, [
     el('span', { className: 'table-summary' }),
     el('label', { className: 'check', htmlFor: 'arch-show-blocks' }, [checkbox, ' Show blocks and containers']),
@@ -65,6 +78,8 @@ export function createArchitectureTable(container, onToggle) {
 
   function render(model, { showBlocks }) {
     checkbox.checked = showBlocks;
+    table.dataset.model = model.id;
+    table.dataset.blocks = String(showBlocks);
     const layers = model.layers.filter((layer) => showBlocks || layer.leaf);
     const { channels, height, width } = model.input;
     const inputRow = el('tr', { className: 'kind-input', dataset: { layer: '' } }, [
@@ -100,6 +115,8 @@ export function createArchitectureTable(container, onToggle) {
       leafParams === model.total_params
         ? ''
         : ` (${formatInt(model.total_params - leafParams)} held outside leaf layers)`;
+    const kinds = KIND_ORDER.filter((kind) => model.layers.some((l) => l.leaf && l.kind === kind));
+    legend.replaceChildren(...kinds.map((kind) => el('li', { className: `kind-${kind}`, text: KIND_NAMES[kind] })));
     toolbar.firstChild.textContent = `${formatInt(model.total_params)} parameters${note}`;
   }
 

@@ -12,6 +12,7 @@ export function createPredictionsChart(container) {
 
   function message(text, className = 'placeholder') {
     root.classList.remove('is-stale');
+    root.dataset.for = '';
     root.replaceChildren(el('p', { className, text }));
   }
 
@@ -23,6 +24,7 @@ export function createPredictionsChart(container) {
 
     /** A request is on its way: dim the bars already shown rather than blanking them (no flicker). */
     loading() {
+      root.dataset.for = '';
       if (root.querySelector('.bar-row')) root.classList.add('is-stale');
       else message('Running the model…');
     },
@@ -32,9 +34,13 @@ export function createPredictionsChart(container) {
       root.firstChild.setAttribute('role', 'alert');
     },
 
-    /** @param {{index:number,label:string,probability:number}[]} predictions  sorted, best first */
-    show(predictions) {
+    /**
+     * @param {{index:number,label:string,probability:number}[]} predictions  sorted, best first
+     * @param {string} key  what they are for ("model|weights|image"), kept in data-for for tests and tools
+     */
+    show(predictions, key = '') {
       root.classList.remove('is-stale');
+      root.dataset.for = key;
       const rows = predictions.map((p, rank) => {
         const fill = el('span', { className: 'bar-fill' });
         // CSSOM custom property (allowed by the CSP, unlike style="" attributes)

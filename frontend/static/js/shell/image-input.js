@@ -101,13 +101,22 @@ export function createImageInput({ api, onImage }) {
       upload(file, file.name || 'pasted.png');
     }),
   );
-  bag.add(
-    listen(modelInput, 'error', () => {
-      if (modelInput.getAttribute('src')) {
-        showError('The server no longer has this image (it may have restarted). Upload it again.');
-      }
-    }),
-  );
+  // A link can name an image this server does not have (another server, or a restart with a new
+  // store): show the server's reason instead of broken pictures. <img> does not expose the error
+  // body, so ask once more with fetch to get it.
+  const onMissing = async (event) => {
+    const src = event.target.getAttribute('src');
+    if (!src) return;
+    pair.hidden = true;
+    try {
+      await api.request(src);
+      showError('The image could not be displayed.');
+    } catch (err) {
+      if (event.target.getAttribute('src') === src) showError(err.message);
+    }
+  };
+  bag.add(listen(original, 'error', onMissing));
+  bag.add(listen(modelInput, 'error', onMissing));
 
   /** Show the current image and what `model` makes of it (nothing when imageId is null). */
   function render({ imageId, model, weights }) {

@@ -17,7 +17,7 @@ export function weightsLabel(weights) {
     case 'untrained':
       return 'untrained';
     case 'unavailable':
-      return 'untrained: weights unavailable';
+      return 'untrained (weights missing)';
     default:
       return weights.state;
   }
@@ -68,7 +68,7 @@ export function createModelPicker({ onModel, onWeights }) {
           members.map((m) =>
             el('option', {
               value: m.id,
-              text: `${m.title} — ${m.dataset} · ${weightsLabel(m.weights)}`,
+              text: `${m.title} · ${weightsLabel(m.weights)}`,
               title: m.weights.detail,
               dataset: { weightsState: m.weights.state },
             }),

@@ -10,8 +10,9 @@ const POLL_MS = 500;
  * @param {object} opts
  * @param {object} opts.api  js/api.js
  * @param {(modelId: string) => void} opts.onDone  called once the weights are in the cache
+ * @param {{show: Function, clear: Function}} opts.notices  where a failure's full message goes
  */
-export function createWeightsDownload({ api, onDone }) {
+export function createWeightsDownload({ api, onDone, notices }) {
   const root = document.getElementById('weights-download');
   const button = document.getElementById('download-button');
   const progress = document.getElementById('download-progress');
@@ -59,14 +60,17 @@ export function createWeightsDownload({ api, onDone }) {
     progress.hidden = true;
     button.disabled = false;
     button.textContent = 'Retry download';
-    text.textContent = `Download failed: ${message}`;
+    text.textContent = 'Download failed';
     text.classList.add('error-text');
+    // the full sentence goes below the bar, where there is room for it
+    notices.show('download', `Downloading the trained weights failed: ${message} The model keeps running untrained.`);
   }
 
   async function start() {
     const mine = generation;
     const id = modelId;
     text.classList.remove('error-text');
+    notices.clear('download');
     showStatus({ state: 'running', downloaded: 0, total: null });
     try {
       const status = await api.startDownload(id);
@@ -104,6 +108,7 @@ export function createWeightsDownload({ api, onDone }) {
       progress.hidden = true;
       text.textContent = '';
       text.classList.remove('error-text');
+      notices.clear('download');
       delete root.dataset.state;
     }
     root.hidden = model.weights.state !== 'downloadable';

@@ -13,13 +13,14 @@ export function mount(container, ctx) {
   const predictionsBody = el('div', { className: 'card-body' });
   const predictionsNote = el('p', { className: 'card-note' });
   const archBody = el('div', { className: 'card-body' });
+  const archHead = el('div', { className: 'card-head' }, [el('h2', { id: 'arch-heading', text: 'Architecture' })]);
   container.append(
     el('section', { className: 'card card-predictions', attrs: { 'aria-labelledby': 'pred-heading' } }, [
       el('div', { className: 'card-head' }, [el('h2', { id: 'pred-heading', text: 'Predictions' }), predictionsNote]),
       predictionsBody,
     ]),
     el('section', { className: 'card card-architecture', attrs: { 'aria-labelledby': 'arch-heading' } }, [
-      el('div', { className: 'card-head' }, [el('h2', { id: 'arch-heading', text: 'Architecture' })]),
+      archHead,
       archBody,
     ]),
   );
@@ -27,7 +28,7 @@ export function mount(container, ctx) {
     ctx: null,
     chart: createPredictionsChart(predictionsBody),
     note: predictionsNote,
-    table: createArchitectureTable(archBody, (showBlocks) => parts.ctx.state.set({ blocks: showBlocks ? '1' : null })),
+    table: createArchitectureTable(archBody, archHead, (showBlocks) => parts.ctx.state.set({ blocks: showBlocks ? '1' : null })),
     tableKey: null,
     predictionKey: null,
     abort: null,
@@ -69,7 +70,7 @@ async function loadPredictions(ctx) {
   parts.chart.loading();
   try {
     const answer = await api.predictions(model.id, imageId, weights, { topK: TOP_K, signal: abort.signal });
-    if (parts && parts.abort === abort) parts.chart.show(answer.predictions);
+    if (parts && parts.abort === abort) parts.chart.show(answer.predictions, `${model.id}|${weights}|${imageId}`);
   } catch (err) {
     if (isAbort(err) || !parts || parts.abort !== abort) return;
     parts.chart.error(`Predictions could not be computed: ${err.message}`);

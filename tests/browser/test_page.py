@@ -1,0 +1,296 @@
+"""The page in a real browser: loading, uploading, models, drawing, URL state — numbers checked against the API."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from PIL import Image
+
+from tests.browser.conftest import LAPTOP, PROJECTOR
+
+pytestmark = pytest.mark.browser
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def api(page, path: str) -> dict:
+    response = page.request.get(path)
+    assert response.ok, f"{path}: {response.status} {response.text()}"
+    return response.json()
+
+
+def query(page) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlparse(page.url).query).items()}
+
+
+def open_page(page, url: str = "/") -> None:
+    page.goto(url)
+    page.wait_for_selector("table.arch-table[data-model] tbody tr")
+
+
+def choose_model(page, model_id: str) -> None:
+    page.select_option("#model-select", model_id)
+    page.wait_for_selector(f"table.arch-table[data-model='{model_id}']")
+
+
+def wait_for_predictions(page) -> list[dict]:
+    """The bars once they are for the model, weights and image the URL names; returns their data."""
+    state = query(page)
+    model = api(page, f"/api/models/{state['model']}?weights={state.get('weights', 'auto')}")
+    key = f"{state['model']}|{model['weights_used']}|{state['image']}"
+    page.wait_for_selector(f".predictions[data-for='{key}'] .bar-row")
+    return page.eval_on_selector_all(
+        ".predictions .bar-row",
+        """rows => rows.map(row => {
+            const fill = row.querySelector('.bar-fill').getBoundingClientRect();
+            const track = row.querySelector('.bar-track').getBoundingClientRect();
+            return {
+                index: Number(row.dataset.index),
+                probability: Number(row.dataset.probability),
+                label: row.querySelector('.bar-label').textContent,
+                text: row.querySelector('.bar-value').textContent,
+                fill: fill.width, track: track.width,
+            };
+        })""",
+    )
+
+
+def assert_predictions_match_api(page, rows: list[dict]) -> None:
+    state = query(page)
+    model = api(page, f"/api/models/{state['model']}?weights={state.get('weights', 'auto')}")
+    truth = api(
+        page,
+        f"/api/models/{state['model']}/images/{state['image']}/predictions?top_k=5&weights={model['weights_used']}",
+    )["predictions"]
+    assert len(rows) == len(truth) == min(5, model["num_classes"])
+    for row, expected in zip(rows, truth):
+        assert row["index"] == expected["index"]
+        assert row["label"] == expected["label"]
+        assert row["probability"] == pytest.approx(expected["probability"], rel=1e-6)
+        assert row["text"] == f"{expected['probability'] * 100:.1f}%"
+        # the bar's length is the probability (2 px minimum so tiny bars stay visible)
+        assert row["fill"] == pytest.approx(max(2.0, expected["probability"] * row["track"]), abs=3.0)
+
+
+def table_layers(page) -> list[str]:
+    return page.eval_on_selector_all("table.arch-table tbody tr", "rows => rows.map(r => r.dataset.layer)")
+
+
+def upload_photo(page, photo: Path) -> str:
+    page.set_input_files("#file-input", str(photo))
+    image_id = hashlib.sha256(photo.read_bytes()).hexdigest()
+    page.wait_for_function("id => new URLSearchParams(location.search).get('image') === id", arg=image_id)
+    return image_id
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+def test_page_loads_without_errors(page, shots: Path) -> None:
+    open_page(page)
+    models = api(page, "/api/models")["models"]
+    state = query(page)
+    assert state["model"] == page.evaluate("document.body.dataset.defaultModel")
+    # every model is offered, grouped by family, with its weights state
+    options = page.eval_on_selector_all(
+        "#model-select optgroup option",
+        "opts => opts.map(o => ({id: o.value, group: o.parentElement.label, state: o.dataset.weightsState}))",
+    )
+    assert [o["id"] for o in options] == [m["id"] for m in models]
+    for option, model in zip(options, models):
+        assert option["state"] == model["weights"]["state"]
+        assert ("torchvision" in option["group"]) == (model["family"] == "torchvision")
+    # the architecture table is the API's: leaf layers, in order, and the total
+    model = api(page, f"/api/models/{state['model']}")
+    assert table_layers(page) == [""] + [layer["name"] for layer in model["layers"] if layer["leaf"]]
+    total = page.text_content("table.arch-table .total-params")
+    assert total == f"{model['total_params']:,}"
+    # the badge says untrained exactly when the model runs untrained
+    assert page.is_visible("#untrained-badge") == (model["weights_used"] == "untrained")
+    assert page.is_visible(".predictions .placeholder")
+    page.screenshot(path=str(shots / "page-empty-1280x720.png"))
+
+
+def test_upload_photo_shows_predictions_matching_api(page, photos: Path, shots: Path) -> None:
+    open_page(page, "/?model=tinyvgg-shapes")
+    image_id = upload_photo(page, photos / "cat.jpg")
+    rows = wait_for_predictions(page)
+    assert_predictions_match_api(page, rows)
+    # the uploaded image and what the model sees (64×64) are shown
+    page.wait_for_function(
+        "() => ['image-original', 'image-model-input'].every(id => document.getElementById(id).naturalWidth > 0)"
+    )
+    assert page.get_attribute("#image-original", "src").endswith(image_id)
+    assert page.evaluate("document.getElementById('image-model-input').naturalWidth") == 64
+    page.screenshot(path=str(shots / "page-photo-1280x720.png"))
+
+
+def test_bad_upload_shows_the_server_message(page, console, tmp_path: Path) -> None:
+    console.allow(r"Failed to load resource: the server responded with a status of 4(15|22)")
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("this is not a picture")
+    open_page(page)
+    page.set_input_files("#file-input", str(not_an_image))
+    page.wait_for_selector("#image-error:not([hidden])")
+    message = page.text_content("#image-error")
+    assert message.startswith("Could not use notes.txt: ")
+    assert len(message) > len("Could not use notes.txt: ") + 10
+    assert "image" not in query(page)
+
+
+def test_switching_models_updates_table_and_predictions(page, photos: Path, shots: Path) -> None:
+    open_page(page, "/?model=lenet5")
+    upload_photo(page, photos / "zebra.jpg")
+    seen_tables = []
+    for model_id in ("lenet5", "tinyvgg-shapes", "resnet18"):
+        if model_id != "lenet5":
+            choose_model(page, model_id)
+        model = api(page, f"/api/models/{model_id}")
+        assert query(page)["model"] == model_id
+        layers = table_layers(page)
+        assert layers == [""] + [layer["name"] for layer in model["layers"] if layer["leaf"]]
+        assert page.text_content("table.arch-table .total-params") == f"{model['total_params']:,}"
+        seen_tables.append(layers)
+        rows = wait_for_predictions(page)
+        assert_predictions_match_api(page, rows)
+        assert page.is_visible("#untrained-badge") == (model["weights_used"] == "untrained")
+        # the drawing pad is there for 28×28 models only
+        assert page.is_visible("#draw-card") == (model["input"]["height"] == 28)
+    assert len({tuple(t) for t in seen_tables}) == 3
+    # resnet18 offline: trained weights are downloadable, so it runs untrained and says so
+    assert page.is_visible("#untrained-badge")
+    assert page.is_visible("#download-button")
+    page.screenshot(path=str(shots / "page-resnet18-untrained-1280x720.png"))
+
+
+def test_drawing_classifies_as_you_draw(page, shots: Path) -> None:
+    open_page(page, "/?model=lenet5")
+    assert page.is_visible("#draw-card")
+    canvas = page.locator("#draw-canvas").bounding_box()
+    x, y, size = canvas["x"], canvas["y"], canvas["width"]
+    page.mouse.move(x + 0.35 * size, y + 0.2 * size)
+    page.mouse.down()
+    for t in range(12):  # a "7": the bar, then the stem
+        page.mouse.move(x + (0.35 + 0.3 * t / 11) * size, y + 0.2 * size)
+    for t in range(12):
+        page.mouse.move(x + (0.65 - 0.2 * t / 11) * size, y + (0.2 + 0.6 * t / 11) * size)
+    page.mouse.up()
+    page.wait_for_function("() => new URLSearchParams(location.search).has('image')")
+    rows = wait_for_predictions(page)
+    assert_predictions_match_api(page, rows)
+    # what was uploaded is the drawing: white ink on black, the canvas's size
+    image_id = query(page)["image"]
+    png = page.request.get(f"/api/images/{image_id}")
+    assert png.ok
+    picture = Image.open(io.BytesIO(png.body())).convert("L")
+    assert picture.size == (280, 280)
+    assert picture.getpixel((2, 2)) == 0
+    assert picture.getpixel((int(0.5 * 280), int(0.2 * 280))) == 255
+    page.screenshot(path=str(shots / "page-drawing-1280x720.png"))
+    # Clear empties the pad and drops the image from the state
+    page.click("#draw-clear")
+    page.wait_for_function("() => !new URLSearchParams(location.search).has('image')")
+    assert page.is_visible(".predictions .placeholder")
+
+
+def test_gallery_sample_is_uploaded_and_predicted(page) -> None:
+    open_page(page, "/?model=tinyvgg-shapes")
+    page.click("#gallery-tabs button[data-set='shapes']")
+    first = page.locator("#gallery button[data-sample]").first
+    sample_id = first.get_attribute("data-sample")
+    first.click()
+    page.wait_for_function("() => new URLSearchParams(location.search).has('image')")
+    sample_png = page.request.get(f"/api/samples/{sample_id}.png").body()
+    assert query(page)["image"] == hashlib.sha256(sample_png).hexdigest()
+    assert_predictions_match_api(page, wait_for_predictions(page))
+    assert first.get_attribute("aria-pressed") == "true"
+
+
+def test_url_state_round_trips_through_reload_and_history(page, photos: Path, shots: Path) -> None:
+    open_page(page, "/?model=lenet5")
+    image_id = upload_photo(page, photos / "dog.jpg")
+    choose_model(page, "tinyvgg-shapes")
+    page.check("#arch-show-blocks")
+    page.wait_for_selector("table.arch-table[data-blocks='true']")
+    before = query(page)
+    assert before == {"model": "tinyvgg-shapes", "weights": "auto", "view": "overview", "image": image_id, "blocks": "1"}
+    rows_before = wait_for_predictions(page)
+    layers_before = table_layers(page)
+    assert len(layers_before) > len([1 for name in layers_before if name and "." in name])  # containers shown
+
+    page.reload()
+    page.wait_for_selector("table.arch-table[data-model='tinyvgg-shapes'][data-blocks='true']")
+    assert query(page) == before
+    assert page.input_value("#model-select") == "tinyvgg-shapes"
+    assert page.is_checked("#arch-show-blocks")
+    assert table_layers(page) == layers_before
+    assert wait_for_predictions(page) == rows_before
+    assert page.get_attribute("#image-original", "src").endswith(image_id)
+
+    # a shared link in a new page gives the same view
+    other = page.context.new_page()
+    other.goto(page.url)
+    other.wait_for_selector("table.arch-table[data-model='tinyvgg-shapes'][data-blocks='true']")
+    assert wait_for_predictions(other) == rows_before
+    other.close()
+
+    # back: blocks off, then the model before
+    page.go_back()
+    page.wait_for_selector("table.arch-table[data-model='tinyvgg-shapes'][data-blocks='false']")
+    page.go_back()
+    page.wait_for_selector("table.arch-table[data-model='lenet5']")
+    assert page.input_value("#model-select") == "lenet5"
+    assert query(page)["image"] == image_id
+    assert_predictions_match_api(page, wait_for_predictions(page))
+    page.go_forward()
+    page.wait_for_selector("table.arch-table[data-model='tinyvgg-shapes']")
+    assert page.input_value("#model-select") == "tinyvgg-shapes"
+
+
+def test_weights_toggle_switches_to_untrained(page) -> None:
+    models = api(page, "/api/models")["models"]
+    trained = [m for m in models if m["weights"]["state"] in ("bundled", "cached")]
+    if not trained:
+        pytest.skip("no model has trained weights on this server")
+    model_id = trained[0]["id"]
+    open_page(page, f"/?model={model_id}")
+    assert page.is_visible("#weights-toggle")
+    assert not page.is_visible("#untrained-badge")
+    page.click("#weights-toggle button[data-weights='untrained']")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('weights') === 'untrained'")
+    page.wait_for_selector("#untrained-badge:not([hidden])")
+    assert page.get_attribute("#weights-toggle button[data-weights='untrained']", "aria-checked") == "true"
+
+
+def test_weights_toggle_hidden_without_trained_weights(page) -> None:
+    models = api(page, "/api/models")["models"]
+    without = [m for m in models if m["weights"]["state"] not in ("bundled", "cached")]
+    if not without:
+        pytest.skip("every model has trained weights on this server")
+    open_page(page, f"/?model={without[0]['id']}")
+    assert not page.is_visible("#weights-toggle")
+    assert page.is_visible("#untrained-badge")
+    option_text = page.text_content(f"#model-select option[value='{without[0]['id']}']")
+    assert re.search(r"untrained", option_text)
+
+
+def test_laptop_screenshot(browser, live_server: str, shots: Path, photos: Path) -> None:
+    context = browser.new_context(viewport=LAPTOP, base_url=live_server)
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        open_page(page, "/?model=lenet5")
+        page.set_input_files("#file-input", str(photos / "pizza.jpg"))
+        page.wait_for_selector(".predictions:not([data-for='']) .bar-row")
+        page.screenshot(path=str(shots / "page-laptop-1440x900.png"))
+        assert errors == []
+        assert PROJECTOR["width"] < LAPTOP["width"]
+    finally:
+        context.close()
