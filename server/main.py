@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 from server import __version__
 from server.errors import install_error_handlers
 from server.routers import health, images, models
+from server.security import SecurityHeadersMiddleware
 from server.services.architecture import ArchitectureCatalog
 from server.services.image_store import ImageStore
 from server.services.model_runtime import ModelRuntime
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
+    app.add_middleware(SecurityHeadersMiddleware)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

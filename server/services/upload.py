@@ -1,21 +1,33 @@
 """Reading an upload without trusting its size: the body is counted as it streams in and refused
-(413) the moment it passes the limit, so an oversized file is never held whole in memory."""
+(413) the moment it passes the limit, so an oversized file is never held whole in memory.
+
+Multipart bodies are parsed as they arrive and only the part named ``file`` is kept (in memory, at most
+the limit); nothing is spooled to temporary files, so an upload cut off half-way leaves nothing behind.
+The client's file name is never used for anything.
+"""
 
 from __future__ import annotations
 
-from fastapi import Request
-from starlette.datastructures import UploadFile
+from collections.abc import AsyncIterator
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
 
 from server.errors import ApiError
 
-MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file itself
+MULTIPART_SLACK = 64 * 1024  # boundaries, part headers and small fields around the file itself
+MAX_PARTS = 8
+MAX_PART_HEADER = 32 * 1024  # one part header line: room for absurd file names, not for a flood
+FILE_FIELD = b"file"
 
 
 async def read_upload(request: Request, limit: int) -> bytes:
-    """The uploaded file's bytes: multipart field ``file``, or a raw ``image/*`` body."""
-    content_type = request.headers.get("content-type", "").lower()
-    is_multipart = content_type.startswith("multipart/form-data")
-    if not is_multipart and not content_type.startswith(("image/", "application/octet-stream")):
+    """The uploaded file's bytes: multipart field ``file``, or a raw ``image/*`` / octet-stream body."""
+    content_type = request.headers.get("content-type", "")
+    media_type, params = parse_options_header(content_type)
+    is_multipart = media_type == b"multipart/form-data"
+    if not is_multipart and not (media_type.startswith(b"image/") or media_type == b"application/octet-stream"):
         raise ApiError(
             415,
             "unsupported_media_type",
@@ -27,33 +39,107 @@ async def read_upload(request: Request, limit: int) -> bytes:
         if not declared.isdigit():
             raise ApiError(400, "bad_content_length", "The Content-Length header is not a number.")
         if int(declared) > allowed:
-            raise _too_large(limit)
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > allowed:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    body = b"".join(chunks)
+            raise too_large(limit)
+    chunks = _bounded_stream(request, allowed, limit)
     if not is_multipart:
-        return body
-    request._body = body  # Starlette parses the form from the buffered body instead of the spent stream
+        return b"".join([chunk async for chunk in chunks])
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "malformed_multipart", "The multipart Content-Type has no boundary.")
+    return await _file_part(chunks, boundary, limit)
+
+
+async def _bounded_stream(request: Request, allowed: int, limit: int) -> AsyncIterator[bytes]:
+    """The body's chunks, refusing (413) as soon as more than ``allowed`` bytes have arrived."""
+    received = 0
     try:
-        form = await request.form(max_files=1, max_fields=8)
-    except Exception as exc:  # python-multipart's errors are varied; all mean a malformed body
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > allowed:
+                raise too_large(limit)
+            yield chunk
+    except ClientDisconnect:
+        # Nobody will read this answer; it only ends the request cleanly (and is not logged as a crash).
+        raise ApiError(400, "client_disconnected", "The client went away before the upload was complete.") from None
+
+
+class _FileCollector:
+    """python-multipart callbacks that keep the bytes of the part named ``file`` and nothing else."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.found = False
+        self.finished = False
+        self.parts = 0
+        self._in_file = False
+        self._header_name = b""
+        self._header_value = b""
+        self._disposition = b""
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_end": self.on_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise ApiError(400, "malformed_multipart", f"The upload has more than {MAX_PARTS} parts.")
+        self._in_file = False
+        self._disposition = b""
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        if self._header_name.lower() == b"content-disposition":
+            self._disposition = self._header_value
+        self._header_name, self._header_value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        if options.get(b"name") == FILE_FIELD:
+            if self.found:
+                raise ApiError(400, "malformed_multipart", "Send one file per upload.")
+            self.found = self._in_file = True
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._in_file:
+            if len(self.data) + (end - start) > self.limit:
+                raise too_large(self.limit)
+            self.data += data[start:end]
+
+    def on_end(self) -> None:
+        self.finished = True
+
+
+async def _file_part(chunks: AsyncIterator[bytes], boundary: bytes, limit: int) -> bytes:
+    collector = _FileCollector(limit)
+    try:
+        parser = MultipartParser(boundary, collector.callbacks(), max_header_size=MAX_PART_HEADER)  # type: ignore[arg-type]
+        async for chunk in chunks:
+            parser.write(chunk)
+        parser.finalize()
+    except (MultipartParseError, ValueError) as exc:
         raise ApiError(400, "malformed_multipart", f"The multipart body could not be parsed ({exc}).") from exc
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(422, "missing_file", "Send the image in a multipart field named 'file'.")
-        data = await upload.read()
-    finally:
-        await form.close()
-    if len(data) > limit:
-        raise _too_large(limit)
-    return data
+    if not collector.found:
+        raise ApiError(422, "missing_file", "Send the image in a multipart field named 'file'.")
+    if not collector.finished:
+        raise ApiError(400, "malformed_multipart", "The multipart body ended before its closing boundary.")
+    return bytes(collector.data)
 
 
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "file_too_large", f"The upload is larger than the {limit // (1024 * 1024)} MB limit.")
+def too_large(limit: int) -> ApiError:
+    """413 ``file_too_large``, naming the limit."""
+    size = f"{limit / (1024 * 1024):.0f} MB" if limit >= 1024 * 1024 else f"{limit:,} bytes"
+    return ApiError(413, "file_too_large", f"The upload is larger than the {size} limit.")

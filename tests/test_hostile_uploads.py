@@ -1,0 +1,290 @@
+"""Hostile and odd uploads through the real API: each gets its expected status and error code, never a 500;
+accepted ones are stored upright in RGB and every model can use them. Oversized bodies are refused while
+they stream in, and a decoder fed damaged files only ever answers with ApiError."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from server.errors import ApiError
+from server.main import create_app
+from server.services.image_decode import decode_image, looks_like_image
+from server.settings import Settings
+from tests.hostile_corpus import HostileUpload, encode, hostile_uploads, quadrants
+
+CORPUS = hostile_uploads()
+ACCEPTED = [case for case in CORPUS if case.status == 201]
+
+
+def test_the_corpus_is_big_and_covers_both_answers() -> None:
+    assert len(CORPUS) >= 40
+    assert len(ACCEPTED) >= 15
+    assert {case.status for case in CORPUS} >= {201, 400, 413, 415, 422}
+
+
+def post_case(client: TestClient, case: HostileUpload):
+    part = (case.filename, case.data) if case.content_type is None else (case.filename, case.data, case.content_type)
+    return client.post("/api/images", files={"file": part})
+
+
+def assert_error(response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert body["error"]["code"] == code, body
+    assert body["error"]["message"].strip(), body
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[c.name for c in CORPUS])
+def test_hostile_upload_gets_its_answer(module_client: TestClient, case: HostileUpload) -> None:
+    response = post_case(module_client, case)
+    if case.status != 201:
+        assert_error(response, case.status, case.code or "")
+        return
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert len(body["image_id"]) == 64
+    if case.size is not None:
+        assert (body["width"], body["height"]) == case.size
+    stored = module_client.get(f"/api/images/{body['image_id']}")
+    assert stored.status_code == 200
+    assert stored.headers["content-type"] == "image/png"
+    assert stored.headers["x-content-type-options"] == "nosniff"
+    picture = Image.open(io.BytesIO(stored.content))
+    assert picture.mode == "RGB"
+    assert picture.size == (body["width"], body["height"])
+    if case.check is not None:
+        case.check(picture)
+
+
+def test_odd_names_never_reach_the_file_system(tmp_path: Path) -> None:
+    store = tmp_path / "images"
+    with TestClient(create_app(Settings(storage_dir=store))) as client:
+        for case in CORPUS:
+            if case.name.startswith(("name_", "type_")):
+                assert post_case(client, case).status_code == case.status
+    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert len(files) == 1 and files[0].endswith(".png") and len(files[0]) == 64 + 4, files  # all one picture
+
+
+GEOMETRY = [c for c in ACCEPTED if c.name in ("one_by_one", "wide_strip_5000x1", "tall_strip_1x5000", "aspect_3000x2",
+                                               "png_16bit_grey", "cmyk_jpeg", "gif_animated_first_frame")]
+
+
+def test_odd_geometry_and_modes_are_usable_by_every_model(module_client: TestClient) -> None:
+    ids = []
+    for case in GEOMETRY:
+        response = post_case(module_client, case)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["image_id"])
+    for model in module_client.get("/api/models").json()["models"]:
+        spec = model["input"]
+        for image_id in ids:
+            tensor = np.load(io.BytesIO(module_client.get(
+                f"/api/models/{model['id']}/images/{image_id}/input.npy").content))
+            assert tensor.shape == (spec["channels"], spec["height"], spec["width"])
+            assert np.isfinite(tensor).all()
+            response = module_client.get(f"/api/models/{model['id']}/images/{image_id}/predictions?top_k=3")
+            assert response.status_code == 200, (model["id"], response.text)
+            probs = [p["probability"] for p in response.json()["predictions"]]
+            assert len(probs) == 3 and all(np.isfinite(probs)) and probs == sorted(probs, reverse=True)
+
+
+def test_raw_image_body_and_bad_content_types(module_client: TestClient) -> None:
+    png = encode(quadrants(), "PNG")
+    assert module_client.post("/api/images", content=png, headers={"content-type": "image/png"}).status_code == 201
+    assert module_client.post("/api/images", content=png,
+                              headers={"content-type": "application/octet-stream"}).status_code == 201
+    assert_error(module_client.post("/api/images", content=png, headers={"content-type": "text/plain"}),
+                 415, "unsupported_media_type")
+    assert_error(module_client.post("/api/images", content=png, headers={"content-type": "application/json"}),
+                 415, "unsupported_media_type")
+    assert_error(module_client.post("/api/images", content=png), 415, "unsupported_media_type")
+    assert_error(module_client.post("/api/images", content=b"", headers={"content-type": "image/png"}), 400, "empty_file")
+
+
+def test_malformed_multipart_bodies(module_client: TestClient) -> None:
+    png = encode(quadrants(), "PNG")
+    assert_error(module_client.post("/api/images", files={"other": ("a.png", png)}), 422, "missing_file")
+    assert_error(module_client.post("/api/images", data={"file": "just text"}), 415, "unsupported_media_type")
+    assert_error(module_client.post("/api/images", content=b"--x\r\nnonsense",
+                                    headers={"content-type": "multipart/form-data"}), 400, "malformed_multipart")
+    assert_error(module_client.post("/api/images", content=b"garbage without any boundary",
+                                    headers={"content-type": "multipart/form-data; boundary=zzz"}),
+                 400, "malformed_multipart")
+    two = [("file", ("a.png", png, "image/png")), ("file", ("b.png", png, "image/png"))]
+    assert_error(module_client.post("/api/images", files=two), 400, "malformed_multipart")
+    many = [(f"f{i}", (None, "x")) for i in range(20)] + [("file", ("a.png", png, "image/png"))]
+    assert_error(module_client.post("/api/images", files=many), 400, "malformed_multipart")
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n" + png[:50])
+    assert_error(module_client.post("/api/images", content=body, headers={"content-type": "multipart/form-data; boundary=b"}),
+                 400, "malformed_multipart")
+    assert_error(module_client.post("/api/images", content=png, headers={"content-type": "image/png",
+                                                                         "content-length": "abc"}),
+                 400, "bad_content_length")
+
+
+# --- oversized uploads, driven at the ASGI level so the body really streams -----------------------------
+
+class CountingBody:
+    """An upload body delivered in chunks; remembers how much of it the server asked for."""
+
+    def __init__(self, head: bytes, chunk: bytes, chunks: int, tail: bytes = b"") -> None:
+        self.parts = [head] + [chunk] * chunks + [tail]
+        self.pulled = 0
+        self.total = sum(len(p) for p in self.parts)
+
+    def bytes_pulled(self) -> int:
+        return sum(len(p) for p in self.parts[: self.pulled])
+
+    async def receive(self) -> dict:
+        if self.pulled >= len(self.parts):
+            await anyio.sleep(3600)  # the server must not wait for more than the body
+        part = self.parts[self.pulled]
+        self.pulled += 1
+        return {"type": "http.request", "body": part, "more_body": self.pulled < len(self.parts)}
+
+
+async def asgi_post(app: FastAPI, headers: list[tuple[bytes, bytes]], body: CountingBody) -> tuple[int, bytes]:
+    messages: list[dict] = []
+
+    async def send(message: dict) -> None:
+        messages.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/api/images", "raw_path": b"/api/images", "query_string": b"", "root_path": "",
+             "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app}
+    with anyio.fail_after(30):
+        await app(scope, body.receive, send)
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    return start["status"], b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+
+
+@pytest.fixture
+def small_limit_app(tmp_path: Path) -> Iterator[FastAPI]:
+    app = create_app(Settings(storage_dir=tmp_path / "images", max_upload_bytes=64 * 1024))
+    with TestClient(app):  # runs the lifespan; the tests below then call the app directly
+        yield app
+
+
+@pytest.mark.parametrize("multipart", [True, False])
+def test_oversized_upload_is_refused_while_streaming(small_limit_app: FastAPI, multipart: bool) -> None:
+    chunk = b"\x00" * 16 * 1024
+    if multipart:
+        head = b"--bnd\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n\r\n\x89PNG\r\n\x1a\n"
+        body = CountingBody(head, chunk, 4096, b"\r\n--bnd--\r\n")  # 64 MB announced by nobody: chunked
+        headers = [(b"content-type", b"multipart/form-data; boundary=bnd"), (b"transfer-encoding", b"chunked")]
+    else:
+        body = CountingBody(b"\x89PNG\r\n\x1a\n", chunk, 4096)
+        headers = [(b"content-type", b"image/png"), (b"transfer-encoding", b"chunked")]
+    status, content = anyio.run(asgi_post, small_limit_app, headers, body)
+    assert status == 413, content
+    assert b'"file_too_large"' in content
+    # Refused within a chunk or two of the 64 KB limit (+ multipart slack), not after reading 64 MB.
+    assert body.bytes_pulled() < 64 * 1024 * 2 + 64 * 1024 + len(chunk) * 2
+    assert body.bytes_pulled() < body.total / 100
+
+
+def test_declared_oversized_length_is_refused_before_reading(small_limit_app: FastAPI) -> None:
+    body = CountingBody(b"", b"\x00" * 1024, 10)
+    headers = [(b"content-type", b"image/png"), (b"content-length", str(10 * 1024 * 1024).encode())]
+    status, content = anyio.run(asgi_post, small_limit_app, headers, body)
+    assert status == 413 and b'"file_too_large"' in content
+    assert body.pulled == 0
+
+
+def test_upload_just_under_the_limit_is_accepted(small_limit_app: FastAPI) -> None:
+    noise = np.random.default_rng(1).integers(0, 256, (100, 150, 3), dtype=np.uint8)
+    png = encode(Image.fromarray(noise), "PNG")
+    assert 40 * 1024 < len(png) <= 64 * 1024, len(png)
+    with TestClient(small_limit_app) as client:
+        assert client.post("/api/images", files={"file": ("n.png", png, "image/png")}).status_code == 201
+
+
+def test_client_disconnect_mid_upload_leaves_nothing_behind(small_limit_app: FastAPI, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where any spooled upload would land
+    sent = {"n": 0}
+
+    async def receive() -> dict:
+        sent["n"] += 1
+        if sent["n"] == 1:
+            return {"type": "http.request", "body": b"\x89PNG\r\n\x1a\n" + b"\x00" * 1000, "more_body": True}
+        return {"type": "http.disconnect"}
+
+    async def run() -> list[dict]:
+        messages: list[dict] = []
+
+        async def send(message: dict) -> None:
+            messages.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/api/images", "raw_path": b"/api/images", "query_string": b"",
+                 "root_path": "", "headers": [(b"content-type", b"image/png")], "client": ("127.0.0.1", 1),
+                 "server": ("127.0.0.1", 80), "app": small_limit_app}
+        await small_limit_app(scope, receive, send)
+        return messages
+
+    messages = anyio.run(run)
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    assert start["status"] == 400  # answered cleanly (to nobody), not a logged 500
+    assert list((tmp_path / "images").iterdir()) == []
+    assert list(scratch.iterdir()) == []
+
+
+# --- the decoder alone, fed damaged variants of every readable format ----------------------------------
+
+def _seed_files() -> dict[str, bytes]:
+    q = quadrants(32, 24)
+    return {
+        "png": encode(q, "PNG"), "jpeg": encode(q, "JPEG"), "gif": encode(q.convert("P"), "GIF"),
+        "webp": encode(q, "WEBP"), "bmp": encode(q, "BMP"), "tiff": encode(q, "TIFF", compression="tiff_lzw"),
+        "jpeg_exif": encode(q, "JPEG", exif=Image.Exif().tobytes()),
+    }
+
+
+@pytest.mark.parametrize("fmt", sorted(_seed_files()))
+def test_damaged_files_only_ever_give_client_errors(fmt: str) -> None:
+    """Seeded mutations (flipped bytes, cuts, splices): every outcome is an image or an ApiError 4xx."""
+    seed = _seed_files()[fmt]
+    rng = np.random.default_rng(abs(hash(fmt)) % 2**32)
+    outcomes: set[int] = set()
+    for i in range(60):
+        data = bytearray(seed)
+        kind = i % 3
+        if kind == 0:
+            for pos in rng.integers(0, len(data), size=int(rng.integers(1, 8))):
+                data[pos] = int(rng.integers(0, 256))
+        elif kind == 1:
+            data = data[: int(rng.integers(1, len(data)))]
+        else:
+            start, stop = sorted(int(x) for x in rng.integers(0, len(data), size=2))
+            data = data[:start] + data[stop:] + bytes(rng.integers(0, 256, size=16, dtype=np.uint8))
+        try:
+            image = decode_image(bytes(data), 50_000_000)
+        except ApiError as exc:
+            assert 400 <= exc.status < 500, exc.message
+            outcomes.add(exc.status)
+        else:
+            assert image.mode == "RGB" and image.width >= 1 and image.height >= 1
+            outcomes.add(201)
+    assert outcomes - {201}, "no mutation was refused: the fuzzing did nothing"
+
+
+def test_signature_sniffing() -> None:
+    assert looks_like_image(encode(quadrants(), "PNG"))
+    assert looks_like_image(b"RIFF\x00\x00\x00\x00WEBPVP8 ")
+    assert not looks_like_image(b"<svg xmlns='http://www.w3.org/2000/svg'/>")
+    assert not looks_like_image(b"")
