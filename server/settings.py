@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     max_loaded_models: int = 4
     max_active_work: int = 2  # model computations at once (threads); more queue below
     max_waiting_work: int = 64  # beyond this many queued, answer 503 + Retry-After at once
+    work_wait_timeout_s: float = 20.0  # a queued request gives up (503 + Retry-After) after this long
+    batch_window_ms: float = 2.0  # predictions for the same model wait this long to share a forward pass
+    max_batch_size: int = 16
+    activation_cache_bytes: int = 256 * 1024 * 1024  # layer outputs kept per (model, image), float32
 
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
 

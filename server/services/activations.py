@@ -1,0 +1,241 @@
+"""Layer outputs ("feature maps") for one image: captured in one forward pass, cached under a byte budget.
+
+Capture registers forward hooks on the shared, read-only module while holding ``LoadedModel.lock`` and
+removes them in ``finally``, so no hook outlives the call, even when the forward raises. A hook only
+records calls made by the capturing thread: other requests may run the same module concurrently without
+the lock (predictions, for instance) and their outputs must not leak into ours.
+
+Every named module whose output is a tensor can be picked: convolutions, norms, activations, pools,
+whole blocks (residual block outputs), linear layers. A module called more than once per forward pass
+(torchvision's ResNet blocks reuse one ReLU) reports its *last* call, which is also what the
+architecture table lists as its output shape. Outputs are copied at hook time because later in-place
+operations (``ReLU(inplace=True)``, ``out += identity``) would otherwise overwrite them.
+
+The cache holds float32 arrays exactly as PyTorch computed them (no float16: served values must equal
+PyTorch's), one entry per (model, weights variant, image, layer), evicted least-recently-used by bytes.
+A capture keeps the requested layer and the layers nearest to it, up to half the budget, so one large
+model cannot flush everything else; a later miss simply recomputes the forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from server.errors import ApiError
+from server.services.model_runtime import LoadedModel
+
+OutputReducer = Callable[[str, np.ndarray], Any]
+
+
+def _first_tensor(output: Any) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    return None
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What one forward pass recorded: kept outputs (float32, batch dimension dropped) and reductions."""
+
+    outputs: dict[str, np.ndarray]
+    reduced: dict[str, Any]
+    calls: dict[str, int]
+
+
+def capture_layers(
+    loaded: LoadedModel,
+    batch: torch.Tensor,
+    keep: Collection[str] | None = None,
+    reduce: OutputReducer | None = None,
+) -> Capture:
+    """Run ``loaded.module`` on ``batch`` (1×C×H×W) once and record layer outputs.
+
+    ``keep``: names whose outputs are returned as arrays (``None`` = every layer). ``reduce``: called
+    with (name, output array) for every layer, its result kept instead of the array, so summaries of
+    all layers cost no more memory than their results. Unknown names in ``keep`` are ignored.
+    """
+    if batch.dim() < 1 or batch.shape[0] != 1:
+        raise ValueError("capture_layers expects a batch of exactly one image")
+    owner = threading.get_ident()
+    outputs: dict[str, np.ndarray] = {}
+    reduced: dict[str, Any] = {}
+    calls: dict[str, int] = {}
+    wanted = None if keep is None else set(keep)
+
+    def make_hook(name: str) -> Callable[[nn.Module, Any, Any], None]:
+        record = wanted is None or name in wanted
+
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if threading.get_ident() != owner:  # someone else's forward pass on the shared module
+                return
+            tensor = _first_tensor(output)
+            if tensor is None or tensor.dim() not in (2, 4):
+                return
+            calls[name] = calls.get(name, 0) + 1
+            if not record and reduce is None:
+                return
+            # a copy, detached and on the CPU: in-place operations later in the pass must not reach it
+            array = tensor[0].detach().to("cpu", torch.float32, copy=True).numpy()
+            if record:
+                outputs[name] = array
+            if reduce is not None:
+                reduced[name] = reduce(name, array)
+
+        return hook
+
+    module = loaded.module
+    with loaded.lock:
+        handles = []
+        try:
+            for name, sub in module.named_modules():
+                if name:
+                    handles.append(sub.register_forward_hook(make_hook(name)))
+            with torch.no_grad():
+                module(batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+    return Capture(outputs, reduced, calls)
+
+
+def selectable_layers(layers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The architecture table's layers whose output is a feature map (C×H×W) or a vector (F)."""
+    return [layer for layer in layers if layer.get("output_shape") and len(layer["output_shape"]) in (1, 3)]
+
+
+def _nbytes(shape: Sequence[int]) -> int:
+    return 4 * math.prod(int(s) for s in shape)
+
+
+class ActivationStore:
+    """Per-layer outputs for (model, variant, image), LRU by bytes, with one capture per key at a time."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = max(0, int(budget_bytes))
+        self._items: OrderedDict[tuple[str, str, str, str], np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self.captures = 0  # forward passes run, for tests and benchmarks
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _get(self, key: tuple[str, str, str, str]) -> np.ndarray | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def _put(self, key: tuple[str, str, str, str], array: np.ndarray) -> None:
+        if array.nbytes > self.budget_bytes:
+            return
+        array.setflags(write=False)  # shared by every request that reads it
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._items[key] = array
+            self._bytes += array.nbytes
+            while self._bytes > self.budget_bytes and self._items:
+                _, evicted = self._items.popitem(last=False)
+                self._bytes -= evicted.nbytes
+
+    def plan(self, layers: Sequence[dict[str, Any]], name: str) -> list[str]:
+        """Layers to keep from a capture for ``name``: it, then its nearest neighbours, within half the
+        budget; ordered farthest first so that the LRU keeps the requested layer longest."""
+        order = [layer["name"] for layer in layers]
+        sizes = {layer["name"]: _nbytes(layer["output_shape"]) for layer in layers}
+        if name not in sizes:
+            return [name]
+        at = order.index(name)
+        by_distance = sorted(range(len(order)), key=lambda i: (abs(i - at), i))
+        allowance = self.budget_bytes // 2
+        chosen: list[str] = []
+        used = 0
+        for i in by_distance:
+            size = sizes[order[i]]
+            if chosen and used + size > allowance:
+                continue
+            chosen.append(order[i])
+            used += size
+        return chosen[::-1]
+
+    def get(
+        self,
+        loaded: LoadedModel,
+        image_id: str,
+        layer: str,
+        layers: Sequence[dict[str, Any]],
+        batch_fn: Callable[[], torch.Tensor],
+        admit: Callable[[], Any] | None = None,
+    ) -> np.ndarray:
+        """The output of ``layer`` for ``image_id`` (float32, C×H×W or F), computing it on a miss.
+
+        ``layers``: the selectable layers (architecture table rows); ``batch_fn``: the model input;
+        ``admit``: a context-manager factory (the work limiter) held around the forward pass.
+        """
+        selectable = {entry["name"] for entry in layers}
+        if layer not in selectable:
+            loaded.layer(layer)  # 404 unknown_layer when there is no such module at all
+            raise ApiError(
+                422, "layer_has_no_feature_map",
+                f"Layer {layer!r} of {loaded.entry.id} does not output a feature map or vector.",
+            )
+        image_key = (loaded.entry.id, loaded.variant, image_id)
+        key = (*image_key, layer)
+        hit = self._get(key)
+        if hit is not None:
+            return hit
+        with self._lock:
+            key_lock = self._key_locks.setdefault(image_key, threading.Lock())
+        with key_lock:  # concurrent requests for one image wait for a single forward pass
+            hit = self._get(key)
+            if hit is not None:
+                return hit
+            keep = self.plan(layers, layer)
+            batch = batch_fn()
+            if admit is None:
+                captured = capture_layers(loaded, batch, keep)
+            else:
+                with admit():
+                    captured = capture_layers(loaded, batch, keep)
+            self.captures += 1
+            for name in keep:
+                if name in captured.outputs:
+                    self._put((*image_key, name), captured.outputs[name])
+            result = captured.outputs.get(layer)
+        with self._lock:
+            if not key_lock.locked():
+                self._key_locks.pop(image_key, None)
+        if result is None:
+            raise ApiError(
+                422, "layer_not_run",
+                f"Layer {layer!r} of {loaded.entry.id} did not run in the forward pass, so it has no output.",
+            )
+        return result
+
+
+def channel_stats(array: np.ndarray) -> dict[str, list[float]]:
+    """Per-channel mean, max, min and fraction of positive values (a vector counts as 1×1 channels)."""
+    flat = array.reshape(array.shape[0], -1).astype(np.float64)
+    return {
+        "mean": flat.mean(axis=1).astype(np.float32).tolist(),
+        "max": flat.max(axis=1).astype(np.float32).tolist(),
+        "min": flat.min(axis=1).astype(np.float32).tolist(),
+        "positive_fraction": (flat > 0).mean(axis=1).astype(np.float32).tolist(),
+    }

@@ -1,0 +1,101 @@
+"""The whole model at a glance for one image: every layer's range and strongest channels as thumbnails.
+
+One forward pass with a reducer (no layer's full output is kept), rendered once into a thumbnail strip
+and kept in a small LRU per (model, variant, image). The range over all layers is the "global" scale of
+the feature-map atlases.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from server.services.activations import capture_layers
+from server.services.atlas import THUMB_SIZE, THUMBS_PER_LAYER, strip_png, summarise_layer
+from server.services.model_runtime import LoadedModel
+
+
+@dataclass(frozen=True)
+class LayerOverview:
+    png: bytes
+    layers: list[dict[str, Any]]  # per selectable layer: name, min, max, strip row (or null), channels
+    global_range: tuple[float, float]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "thumb_size": THUMB_SIZE,
+            "thumbs_per_layer": THUMBS_PER_LAYER,
+            "global_range": list(self.global_range),
+            "layers": self.layers,
+        }
+
+
+def build_overview(loaded: LoadedModel, batch: torch.Tensor, layer_names: Sequence[str]) -> LayerOverview:
+    """Summaries of ``layer_names`` (in that order) from one forward pass."""
+    captured = capture_layers(loaded, batch, keep=(), reduce=summarise_layer)
+    summaries = [{"name": name, **captured.reduced[name]} for name in layer_names if name in captured.reduced]
+    png, rows = strip_png(summaries)
+    row_of = {row["name"]: row for row in rows}
+    layers = []
+    for summary in summaries:
+        row = row_of.get(summary["name"])
+        layers.append({
+            "name": summary["name"],
+            "min": summary["min"],
+            "max": summary["max"],
+            "top_channels": summary["top_channels"],
+            "row": row["row"] if row else None,
+            "colormap": row["colormap"] if row else None,
+            "range": row["range"] if row else None,
+        })
+    lows = [s["min"] for s in summaries] or [0.0]
+    highs = [s["max"] for s in summaries] or [0.0]
+    return LayerOverview(png, layers, (float(min(lows)), float(max(highs))))
+
+
+class LayerOverviews:
+    """A few recent overviews; concurrent requests for one image share a single forward pass."""
+
+    def __init__(self, max_items: int = 16) -> None:
+        self.max_items = max(1, max_items)
+        self._items: OrderedDict[tuple[str, str, str], LayerOverview] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple[str, str, str], threading.Lock] = {}
+
+    def get(
+        self,
+        loaded: LoadedModel,
+        image_id: str,
+        layer_names: Sequence[str],
+        batch_fn: Callable[[], torch.Tensor],
+        admit: Callable[[], Any] | None = None,
+    ) -> LayerOverview:
+        key = (loaded.entry.id, loaded.variant, image_id)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                hit = self._items.get(key)
+            if hit is not None:
+                return hit
+            batch = batch_fn()
+            if admit is None:
+                overview = build_overview(loaded, batch, layer_names)
+            else:
+                with admit():
+                    overview = build_overview(loaded, batch, layer_names)
+            with self._lock:
+                self._items[key] = overview
+                while len(self._items) > self.max_items:
+                    self._items.popitem(last=False)
+                self._key_locks.pop(key, None)
+        return overview
