@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, Query, Request
 
 from server.services.architecture import ArchitectureCatalog
+from server.services.batching import PredictionBatcher
 from server.services.image_store import ImageStore
 from server.services.model_runtime import ModelRuntime
 from server.services.weights_download import WeightsDownloads
@@ -38,12 +39,17 @@ def get_limiter(request: Request) -> WorkLimiter:
     return request.app.state.limiter
 
 
+def get_batcher(request: Request) -> PredictionBatcher:
+    return request.app.state.batcher
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
 ArchitecturesDep = Annotated[ArchitectureCatalog, Depends(get_architectures)]
 DownloadsDep = Annotated[WeightsDownloads, Depends(get_downloads)]
 LimiterDep = Annotated[WorkLimiter, Depends(get_limiter)]
+BatcherDep = Annotated[PredictionBatcher, Depends(get_batcher)]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],
     Query(description="auto: trained weights when present, else untrained (random, seeded)"),

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
@@ -17,6 +18,7 @@ from server.errors import install_error_handlers
 from server.routers import health, images, models
 from server.security import SecurityHeadersMiddleware
 from server.services.architecture import ArchitectureCatalog
+from server.services.batching import PredictionBatcher
 from server.services.image_store import ImageStore
 from server.services.model_runtime import ModelRuntime
 from server.services.weights_download import WeightsDownloads
@@ -47,7 +49,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.architectures = ArchitectureCatalog()
         app.state.downloads = WeightsDownloads(runtime)
-        app.state.limiter = WorkLimiter(settings.max_active_work, settings.max_waiting_work)
+        app.state.limiter = WorkLimiter(settings.max_active_work, settings.max_waiting_work,
+                                        settings.work_wait_timeout_s)
+        app.state.batcher = PredictionBatcher(app.state.limiter, settings.batch_window_ms / 1000,
+                                              settings.max_batch_size)
+        # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
+        threads = anyio.to_thread.current_default_thread_limiter()
+        threads.total_tokens = max(threads.total_tokens, settings.max_active_work + settings.max_waiting_work + 32)
         log.info("ConvScope %s on %s", __version__, device_label(device))
         yield
 

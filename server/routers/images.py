@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from server.deps import ImageStoreDep, LimiterDep, RuntimeDep, SettingsDep, WeightsQuery, weights_header
+from server.deps import BatcherDep, ImageStoreDep, RuntimeDep, SettingsDep, WeightsQuery, weights_header
 from server.errors import ApiError
 from server.responses import npy_response, png_response
 from server.services.model_inputs import input_batch, input_picture, input_tensor
-from server.services.predictions import top_k_predictions
+from server.services.predictions import predictions_from_logits
 from server.services.upload import read_upload
 
 router = APIRouter(prefix="/api", tags=["images"])
@@ -49,14 +49,14 @@ def model_input_picture(model: str, image_id: str, runtime: RuntimeDep, store: I
 
 
 @router.get("/models/{model}/images/{image_id}/predictions")
-def predictions(model: str, image_id: str, runtime: RuntimeDep, store: ImageStoreDep, limiter: LimiterDep,
+def predictions(model: str, image_id: str, runtime: RuntimeDep, store: ImageStoreDep, batcher: BatcherDep,
                 response: Response,
                 top_k: Annotated[int, Query(ge=1, le=1000)] = 5, weights: WeightsQuery = "auto") -> dict[str, Any]:
     loaded = runtime.load(model, weights)
     if top_k > loaded.entry.num_classes:
         raise ApiError(422, "invalid_top_k", f"top_k must be at most {loaded.entry.num_classes} for {model}.")
     response.headers.update(weights_header(loaded.variant))
-    batch = input_batch(loaded, store, image_id)
-    with limiter.admit():
-        preds = top_k_predictions(loaded, batch, top_k)
+    # Concurrent requests for this model share one forward pass; the batcher takes the limiter's slot.
+    logits = batcher.outputs(loaded, input_batch(loaded, store, image_id))
+    preds = predictions_from_logits(loaded, logits[0], top_k)
     return {"predictions": preds, "weights_used": loaded.variant}

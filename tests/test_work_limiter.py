@@ -1,0 +1,115 @@
+"""The bounded queue for model work: a few compute, a few wait, the rest hear 503 + Retry-After at once;
+slots always come back, whatever happens inside."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from server.errors import ApiError
+from server.main import create_app
+from server.services.work_limiter import WorkLimiter
+from server.settings import Settings
+from tests.conftest import png_bytes
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.002)
+
+
+def test_full_queue_is_refused_at_once_with_retry_after() -> None:
+    limiter = WorkLimiter(max_active=1, max_waiting=1, wait_timeout_s=60.0, retry_after_s=2)
+    entered = []
+
+    def waiter() -> None:
+        with limiter.admit():
+            entered.append(True)
+
+    with limiter.admit():
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        wait_until(lambda: limiter.waiting == 1)
+        started = time.monotonic()
+        with pytest.raises(ApiError) as info:
+            with limiter.admit():
+                pass
+        refused_after = time.monotonic() - started
+        assert not entered  # the waiter is still waiting for the slot held here
+    thread.join(10)
+    assert entered == [True]
+    assert info.value.status == 503 and info.value.code == "overloaded"
+    assert info.value.headers == {"Retry-After": "2"}
+    assert refused_after < limiter.wait_timeout_s / 10  # at once, not after a queueing timeout
+    assert limiter.active == 0 and limiter.waiting == 0 and limiter.rejected == 1
+
+
+def test_waiting_too_long_gives_up_with_retry_after_and_frees_its_place() -> None:
+    limiter = WorkLimiter(max_active=1, max_waiting=4, wait_timeout_s=0.2)
+    with limiter.admit():
+        with pytest.raises(ApiError) as info:
+            with limiter.admit():
+                pass
+        assert limiter.waiting == 0
+    assert info.value.status == 503 and "Retry-After" in info.value.headers
+    assert limiter.active == 0
+
+
+def test_slots_come_back_after_errors_and_concurrency_is_capped() -> None:
+    limiter = WorkLimiter(max_active=2, max_waiting=64)
+    peak = 0
+    inside = 0
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        nonlocal peak, inside
+        try:
+            with limiter.admit():
+                with lock:
+                    inside += 1
+                    peak = max(peak, inside)
+                time.sleep(0.005)
+                with lock:
+                    inside -= 1
+                if i % 3 == 0:
+                    raise ValueError("a failing computation")
+        except ValueError:
+            pass
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert peak == 2
+    assert limiter.active == 0 and limiter.waiting == 0 and limiter.rejected == 0
+
+
+@pytest.fixture
+def tight_client(tmp_path) -> TestClient:
+    settings = Settings(storage_dir=tmp_path / "images", max_active_work=1, max_waiting_work=0)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_api_answers_overload_with_503_and_recovers(tight_client: TestClient, upload) -> None:
+    image_id = upload(tight_client, png_bytes(np.full((28, 28), 90, dtype=np.uint8)))
+    url = f"/api/models/lenet5/images/{image_id}/predictions"
+    assert tight_client.get(url).status_code == 200
+    limiter: WorkLimiter = tight_client.app.state.limiter  # type: ignore[attr-defined]
+    with limiter.admit():  # the only compute slot is busy and nothing may queue
+        busy = tight_client.get(url)
+        cheap = tight_client.get("/api/models")  # requests without model work are not held up
+    assert busy.status_code == 503
+    assert busy.headers["retry-after"].isdigit()
+    assert busy.json()["error"]["code"] == "overloaded"
+    assert cheap.status_code == 200
+    assert tight_client.get(url).status_code == 200  # and everything works again
+    assert limiter.active == 0 and limiter.waiting == 0
