@@ -1,0 +1,112 @@
+"""Small models the saliency tests run on: TinyVGG and a little residual net with batch norm and in-place
+ReLUs (the torchvision pattern that trips up hook-based methods), wrapped as LoadedModels."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+from torch import nn
+
+from models.architectures import TinyVGG
+from models.registry import InputSpec, get_entry
+from server.services.model_runtime import LoadedModel
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + x)  # the same ReLU module runs twice, as in torchvision's BasicBlock
+
+
+class SmallResNet(nn.Module):
+    def __init__(self, num_classes: int = 6) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
+        self.layer1 = _Residual(8)
+        self.down = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True))
+        self.layer2 = _Residual(16)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer2(self.down(self.layer1(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def _randomise_batch_norm(module: nn.Module, generator: torch.Generator) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+
+
+def as_loaded(module: nn.Module, target_layer: str, num_classes: int, size: int, model_id: str) -> LoadedModel:
+    """``module`` frozen and in eval mode, as ModelRuntime hands models to services."""
+    entry = dataclasses.replace(
+        get_entry("tinyvgg-shapes"),
+        id=model_id,
+        categories=tuple(f"class {i}" for i in range(num_classes)),
+        input=InputSpec(3, size, size),
+        target_layer=target_layer,
+    )
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(entry, "untrained", module.eval(), torch.device("cpu"), lambda image: torch.zeros(3, size, size))
+
+
+def small_models() -> dict[str, tuple[LoadedModel, torch.Tensor]]:
+    """name → (loaded model, a 1×3×H×W input), all seeded."""
+    generator = torch.Generator().manual_seed(1234)
+    torch.manual_seed(7)
+    tiny = TinyVGG(num_classes=10)
+    torch.manual_seed(8)
+    res = SmallResNet(num_classes=6)
+    _randomise_batch_norm(res, generator)
+    return {
+        "tinyvgg": (
+            as_loaded(tiny, "block2.3", 10, 64, "test-tinyvgg"),
+            torch.randn(1, 3, 64, 64, generator=generator),
+        ),
+        "small-resnet": (
+            as_loaded(res, "layer2", 6, 32, "test-small-resnet"),
+            torch.randn(1, 3, 32, 32, generator=generator),
+        ),
+    }
+
+
+def reference_copy(loaded: LoadedModel) -> nn.Module:
+    """A private copy with trainable parameters, for reference libraries that backpropagate to weights."""
+    module = copy.deepcopy(loaded.module)
+    for p in module.parameters():
+        p.requires_grad_(True)
+    return module.eval()
+
+
+def hooks_left(module: nn.Module) -> int:
+    """Hooks still registered on any submodule (forward, pre-forward, backward)."""
+    total = 0
+    for m in module.modules():
+        total += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        total += len(getattr(m, "_backward_pre_hooks", {}))
+    return total
+
+
+def test_small_models_are_frozen_and_run() -> None:
+    for name, (loaded, x) in small_models().items():
+        logits = loaded.module(x)
+        assert logits.shape == (1, loaded.entry.num_classes), name
+        assert not logits.requires_grad, name  # frozen parameters: no graph unless a method asks for one
+        assert hooks_left(loaded.module) == 0
