@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from server import __version__
 from server.errors import install_error_handlers
 from server.routers import health, images, models
+from server.routers import activations, filters  # feature maps and learned filters (issue 3)
 from server.security import SecurityHeadersMiddleware
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
@@ -31,6 +32,8 @@ ROUTERS = (
     health.router,
     models.router,
     images.router,
+    activations.router,
+    filters.router,
 )
 
 
