@@ -75,6 +75,10 @@ class BundledWeights:
     def status(self) -> WeightsStatus:
         if not self.path.is_file():
             return WeightsStatus("unavailable", f"{self.path.name} is missing; run `convscope train` to make it")
+        problem = _unreadable_reason(self.path)
+        if problem is not None:
+            return WeightsStatus("unavailable", f"{self.path.name} could not be read ({problem}); "
+                                 "run `convscope train` to make it again")
         metrics = self.metrics() or {}
         acc = metrics.get("test_accuracy")
         detail = "trained by ConvScope's own training script"
@@ -95,6 +99,26 @@ class BundledWeights:
             return json.loads(self.metrics_path.read_text())
         except (OSError, ValueError):
             return None
+
+
+def _unreadable_reason(path: Path) -> str | None:
+    """Why the weights file at ``path`` cannot be read, or None; checked once per version of the file."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        return str(exc)
+    return _check_readable(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=64)
+def _check_readable(path: str, _mtime_ns: int, _size: int) -> str | None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, truncated, or not a tensor file at all
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return "it holds no state dict of tensors"
+    return None
 
 
 def hub_checkpoint_dir() -> Path:
@@ -219,7 +243,14 @@ class ModelEntry:
     def build(self, trained: bool) -> nn.Module:
         model = self.build_untrained()
         if trained:
-            model.load_state_dict(self.weights.load_state_dict())
+            state = self.weights.load_state_dict()
+            try:
+                model.load_state_dict(state)
+            except (RuntimeError, ValueError, TypeError, AttributeError) as exc:
+                # A readable file made for another architecture (wrong keys or shapes) is as unusable as a
+                # corrupt one: report it, never crash the request.
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise WeightsError(f"the weights do not fit {self.id}'s architecture ({first_line})") from exc
         return model.eval()
 
 

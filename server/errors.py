@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -48,6 +49,15 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "Invalid request — " + "; ".join(parts) if parts else "Invalid request."
 
 
+def release_accelerator_memory() -> None:
+    """Return cached, unused GPU memory to the device after an out-of-memory error."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        mps.empty_cache()
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -64,6 +74,15 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = "There is no such resource."
         return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(torch.OutOfMemoryError)
+    async def _out_of_memory(_: Request, exc: torch.OutOfMemoryError) -> JSONResponse:
+        # A request too big for the accelerator right now: free the allocator's cache and let the client
+        # retry; the server itself carries on (every hook and limiter slot is released by its finally).
+        log.warning("out of memory: %s", str(exc).splitlines()[0] if str(exc) else "")
+        release_accelerator_memory()
+        return error_response(503, "out_of_memory", "The server ran out of GPU memory for this request; "
+                              "try again in a moment, or use a smaller model or image.", {"Retry-After": "2"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
