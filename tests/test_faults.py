@@ -236,7 +236,7 @@ def test_clients_that_disconnect_leave_nothing_behind(live_server) -> None:
              f"/api/models/tinyvgg-shapes/images/{image_id}/layers/block1.0/activations.npy",
              f"/api/models/lenet5/images/{image_id}/saliency.npy?method=gradcam",
              f"/api/models/resnet18/images/{image_id}/predictions"]
-    for round_ in range(3):
+    for _ in range(3):
         for path in paths:
             hang_up_after(port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         # An upload cut off half-way (announced 1 MB, sent 8 KB), then one cut off inside the multipart headers.
