@@ -70,9 +70,13 @@ def _layers(loaded: LoadedModel, architectures: ArchitecturesDep) -> list[dict[s
 
 
 def _output(loaded: LoadedModel, image_id: str, layer: str, store: ImageStore, activations: ActivationStore,
-            architectures: ArchitecturesDep, limiter: WorkLimiter) -> np.ndarray:
-    return activations.get(loaded, image_id, layer, _layers(loaded, architectures),
-                           lambda: input_batch(loaded, store, image_id), limiter.admit)
+            architectures: ArchitecturesDep, limiter: WorkLimiter, overviews: LayerOverviews) -> np.ndarray:
+    layers = _layers(loaded, architectures)
+    names = [entry["name"] for entry in layers]
+    # the first forward pass for an image also summarises every layer for the strip: no second pass later
+    summarise = None if overviews.has(loaded, image_id) else atlas.summarise_layer
+    return activations.get(loaded, image_id, layer, layers, lambda: input_batch(loaded, store, image_id),
+                           limiter.admit, summarise, lambda reduced: overviews.adopt(loaded, image_id, names, reduced))
 
 
 def _overview(loaded: LoadedModel, image_id: str, store: ImageStore, overviews: LayerOverviews,
@@ -103,21 +107,23 @@ def _loaded(runtime: ModelRuntime, model: str, weights: str) -> LoadedModel:
 
 @router.get("/models/{model}/images/{image_id}/layers/{layer}/activations.npy")
 def layer_activations(model: str, image_id: str, layer: str, runtime: RuntimeDep, store: ImageStoreDep,
-                      activations: ActivationStoreDep, architectures: ArchitecturesDep, limiter: LimiterDep,
+                      activations: ActivationStoreDep, overviews: LayerOverviewsDep, architectures: ArchitecturesDep,
+                      limiter: LimiterDep,
                       weights: WeightsQuery = "auto") -> Response:
     """The layer's output for this image: float32 C×H×W (a vector of F for linear layers)."""
     loaded = _loaded(runtime, model, weights)
-    output = _output(loaded, image_id, layer, store, activations, architectures, limiter)
+    output = _output(loaded, image_id, layer, store, activations, architectures, limiter, overviews)
     return npy_response(output, weights_header(loaded.variant))
 
 
 @router.get("/models/{model}/images/{image_id}/layers/{layer}/stats.json")
 def layer_stats(model: str, image_id: str, layer: str, runtime: RuntimeDep, store: ImageStoreDep,
-                activations: ActivationStoreDep, architectures: ArchitecturesDep, limiter: LimiterDep,
+                activations: ActivationStoreDep, overviews: LayerOverviewsDep, architectures: ArchitecturesDep,
+                limiter: LimiterDep,
                 response: Response, weights: WeightsQuery = "auto") -> dict[str, Any]:
     """Per-channel mean, max, min and fraction > 0, for sorting channels."""
     loaded = _loaded(runtime, model, weights)
-    output = _output(loaded, image_id, layer, store, activations, architectures, limiter)
+    output = _output(loaded, image_id, layer, store, activations, architectures, limiter, overviews)
     response.headers.update(weights_header(loaded.variant))
     stats = channel_stats(atlas.as_channels(output))
     return {"layer": layer, "shape": list(output.shape), "channels": len(stats["mean"]), **stats,
@@ -132,7 +138,7 @@ def layer_atlas_json(model: str, image_id: str, layer: str, runtime: RuntimeDep,
                      weights: WeightsQuery = "auto") -> dict[str, Any]:
     """The atlas's grid geometry, colour map stops and each tile's value range (its legend)."""
     loaded = _loaded(runtime, model, weights)
-    output = _output(loaded, image_id, layer, store, activations, architectures, limiter)
+    output = _output(loaded, image_id, layer, store, activations, architectures, limiter, overviews)
     spec = _layout(loaded, image_id, output, scale, colormap, columns, store, overviews, architectures, limiter)
     response.headers.update(weights_header(loaded.variant))
     return {"layer": layer, "shape": list(output.shape), **spec.as_json(), "weights_used": loaded.variant}
@@ -145,7 +151,7 @@ def layer_atlas_png(model: str, image_id: str, layer: str, runtime: RuntimeDep, 
                     columns: ColumnsQuery = None, weights: WeightsQuery = "auto") -> Response:
     """Every channel of the layer in one grid picture; atlas.json with the same query describes it."""
     loaded = _loaded(runtime, model, weights)
-    output = _output(loaded, image_id, layer, store, activations, architectures, limiter)
+    output = _output(loaded, image_id, layer, store, activations, architectures, limiter, overviews)
     spec = _layout(loaded, image_id, output, scale, colormap, columns, store, overviews, architectures, limiter)
     headers = {**weights_header(loaded.variant), "X-ConvScope-Grid": f"{spec.columns}x{spec.rows}",
                "X-ConvScope-Tile": f"{spec.tile_width}x{spec.tile_height}"}
@@ -159,7 +165,7 @@ def channel_picture(model: str, image_id: str, layer: str, channel: int, runtime
                     weights: WeightsQuery = "auto") -> Response:
     """One channel at full resolution; its value range is in the X-ConvScope-Range header (low,high)."""
     loaded = _loaded(runtime, model, weights)
-    output = _output(loaded, image_id, layer, store, activations, architectures, limiter)
+    output = _output(loaded, image_id, layer, store, activations, architectures, limiter, overviews)
     channel = _channel(output, channel, layer)
     spec = _layout(loaded, image_id, output, scale, colormap, None, store, overviews, architectures, limiter)
     headers = {**weights_header(loaded.variant), "X-ConvScope-Colormap": spec.colormap,
@@ -169,11 +175,12 @@ def channel_picture(model: str, image_id: str, layer: str, channel: int, runtime
 
 @router.get("/models/{model}/images/{image_id}/layers/{layer}/channels/{channel}.npy")
 def channel_values(model: str, image_id: str, layer: str, channel: int, runtime: RuntimeDep, store: ImageStoreDep,
-                   activations: ActivationStoreDep, architectures: ArchitecturesDep, limiter: LimiterDep,
+                   activations: ActivationStoreDep, overviews: LayerOverviewsDep, architectures: ArchitecturesDep,
+                   limiter: LimiterDep,
                    weights: WeightsQuery = "auto") -> Response:
     """One channel's values, float32 H×W: the page reads the value under the cursor from it."""
     loaded = _loaded(runtime, model, weights)
-    output = _output(loaded, image_id, layer, store, activations, architectures, limiter)
+    output = _output(loaded, image_id, layer, store, activations, architectures, limiter, overviews)
     channel = _channel(output, channel, layer)
     return npy_response(atlas.as_channels(output)[channel], weights_header(loaded.variant))
 

@@ -183,11 +183,15 @@ class ActivationStore:
         layers: Sequence[dict[str, Any]],
         batch_fn: Callable[[], torch.Tensor],
         admit: Callable[[], Any] | None = None,
+        reduce: OutputReducer | None = None,
+        on_reduced: Callable[[dict[str, Any]], None] | None = None,
     ) -> np.ndarray:
         """The output of ``layer`` for ``image_id`` (float32, C×H×W or F), computing it on a miss.
 
         ``layers``: the selectable layers (architecture table rows); ``batch_fn``: the model input;
         ``admit``: a context-manager factory (the work limiter) held around the forward pass.
+        ``reduce`` / ``on_reduced``: on a miss, also summarise every layer in the same forward pass and
+        hand the summaries over (the layer overview adopts them instead of running the model again).
         """
         selectable = {entry["name"] for entry in layers}
         if layer not in selectable:
@@ -210,11 +214,13 @@ class ActivationStore:
             keep = self.plan(layers, layer)
             batch = batch_fn()
             if admit is None:
-                captured = capture_layers(loaded, batch, keep)
+                captured = capture_layers(loaded, batch, keep, reduce)
             else:
                 with admit():
-                    captured = capture_layers(loaded, batch, keep)
+                    captured = capture_layers(loaded, batch, keep, reduce)
             self.captures += 1
+            if on_reduced is not None and reduce is not None:
+                on_reduced(captured.reduced)
             for name in keep:
                 if name in captured.outputs:
                     self._put((*image_key, name), captured.outputs[name])

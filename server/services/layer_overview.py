@@ -38,7 +38,12 @@ class LayerOverview:
 def build_overview(loaded: LoadedModel, batch: torch.Tensor, layer_names: Sequence[str]) -> LayerOverview:
     """Summaries of ``layer_names`` (in that order) from one forward pass."""
     captured = capture_layers(loaded, batch, keep=(), reduce=summarise_layer)
-    summaries = [{"name": name, **captured.reduced[name]} for name in layer_names if name in captured.reduced]
+    return overview_from_summaries(captured.reduced, layer_names)
+
+
+def overview_from_summaries(reduced: dict[str, Any], layer_names: Sequence[str]) -> LayerOverview:
+    """The overview from :func:`summarise_layer` results keyed by layer name."""
+    summaries = [{"name": name, **reduced[name]} for name in layer_names if name in reduced]
     png, rows = strip_png(summaries)
     row_of = {row["name"]: row for row in rows}
     layers = []
@@ -66,6 +71,22 @@ class LayerOverviews:
         self._items: OrderedDict[tuple[str, str, str], LayerOverview] = OrderedDict()
         self._lock = threading.Lock()
         self._key_locks: dict[tuple[str, str, str], threading.Lock] = {}
+
+    def adopt(self, loaded: LoadedModel, image_id: str, layer_names: Sequence[str], reduced: dict[str, Any]) -> None:
+        """Keep an overview made from summaries that another forward pass computed anyway."""
+        key = (loaded.entry.id, loaded.variant, image_id)
+        with self._lock:
+            if key in self._items:
+                return
+        overview = overview_from_summaries(reduced, layer_names)
+        with self._lock:
+            self._items[key] = overview
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def has(self, loaded: LoadedModel, image_id: str) -> bool:
+        with self._lock:
+            return (loaded.entry.id, loaded.variant, image_id) in self._items
 
     def get(
         self,
