@@ -17,7 +17,7 @@ from server import __version__
 from server.errors import install_error_handlers
 from server.routers import health, images, models
 from server.routers import activations, filters  # feature maps and learned filters (issue 3)
-from server.security import SecurityHeadersMiddleware
+from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
 from server.services.image_store import ImageStore
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
+    app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images",))
     app.add_middleware(SecurityHeadersMiddleware)
     install_error_handlers(app)
     for router in ROUTERS:

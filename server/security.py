@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import error_response
 
 # The page is plain ES modules and stylesheets from /static: no inline script, no eval, no plug-ins, not
 # framable. Images and downloads the page makes itself (canvas exports, object URLs) are data:/blob: URLs.
@@ -69,3 +72,41 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class RequestBodyLimitMiddleware:
+    """Refuses request bodies over ``limit`` bytes (413 ``payload_too_large``): by Content-Length before
+    anything is read, else by counting while the body streams. Paths in ``exempt`` (the image upload, which
+    streams and enforces its own, larger limit) pass untouched."""
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: Iterable[str] = ()) -> None:
+        self.app = app
+        self.limit = limit
+        self.exempt = frozenset(exempt)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                response = (error_response(413, "payload_too_large", self._message()) if value.isdigit() else
+                            error_response(400, "bad_content_length", "The Content-Length header is not a number."))
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    # FastAPI re-raises HTTPExceptions from the body stream; the app's handler shapes it.
+                    raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _message(self) -> str:
+        return f"The request body is larger than the {self.limit:,}-byte limit."

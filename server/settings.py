@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     data_dir: Path | None = None  # MNIST samples for the gallery; found automatically when None
 
     max_upload_bytes: int = 20 * 1024 * 1024
+    max_body_bytes: int = 1024 * 1024  # any other request body (JSON for the sandbox)
     max_image_pixels: int = 50_000_000  # decompression-bomb guard (width × height)
     image_store_budget_bytes: int = 512 * 1024 * 1024
     max_loaded_models: int = 4
