@@ -31,22 +31,19 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def min_max(maps: torch.Tensor) -> list[Scaled]:
-    """Each map scaled so its minimum is 0 and its maximum 1."""
-    out = []
-    for m in maps:
-        low, high = float(m.min()), float(m.max())
-        out.append(Scaled(((m - low) / max(high - low, EPS)).clamp(0, 1), low, high))
-    return out
+    """Each map (T×H×W) scaled so its minimum is 0 and its maximum 1 — vectorised over the T maps."""
+    flat = maps.flatten(1)
+    low, high = flat.amin(dim=1), flat.amax(dim=1)
+    span = (high - low).clamp(min=EPS)
+    values = ((maps - low[:, None, None]) / span[:, None, None]).clamp_(0, 1)
+    return [Scaled(v, lo, hi) for v, lo, hi in zip(values, low.tolist(), high.tolist())]
 
 
 def magnitude_percentile(maps: torch.Tensor, percentile: float = 99.5) -> list[Scaled]:
     """|map| divided by its ``percentile``-th value and clipped: a few extreme pixels (common in
     gradient maps) would otherwise leave everything else black."""
-    out = []
-    for m in maps:
-        mag = m.abs()
-        high = float(torch.quantile(mag.flatten().double(), percentile / 100.0)) if mag.numel() else 0.0
-        if high <= EPS:
-            high = float(mag.max())
-        out.append(Scaled((mag / max(high, EPS)).clamp(0, 1), 0.0, high))
-    return out
+    mag = maps.abs().flatten(1)
+    high = torch.quantile(mag.double(), percentile / 100.0, dim=1).to(maps.dtype)
+    high = torch.where(high > EPS, high, mag.amax(dim=1))  # a map that is mostly zero: use its peak
+    values = (mag / high.clamp(min=EPS)[:, None]).clamp_(0, 1).reshape(maps.shape)
+    return [Scaled(v, 0.0, hi) for v, hi in zip(values, high.tolist())]
