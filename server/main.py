@@ -17,6 +17,7 @@ from server import __version__
 from server.errors import install_error_handlers
 from server.routers import health, images, models
 from server.routers import activations, filters  # feature maps and learned filters (issue 3)
+from server.routers import sandbox, trace  # step-through traces and the sandbox (issue 5)
 from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
@@ -34,6 +35,8 @@ ROUTERS = (
     images.router,
     activations.router,
     filters.router,
+    trace.router,
+    sandbox.router,
 )
 
 

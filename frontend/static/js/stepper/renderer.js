@@ -1,0 +1,308 @@
+// Canvas drawing primitives shared by the step-through and the sandbox: value maps with a padding ring,
+// kernel taps over them, small number grids, arrows and labels. Pure drawing: the caller decides what.
+
+// Blue – white – red for signed values (white is exactly zero) and a dark-to-light ramp for values of one
+// sign; the anchors are the ones server/services/colormaps.py uses, so page and server pictures agree.
+const DIVERGING = ['#053061', '#2166ac', '#4393c3', '#92c5de', '#d1e5f0', '#f7f7f7', '#fddbc7', '#f4a582', '#d6604d', '#b2182b', '#67001f'];
+const SEQUENTIAL = ['#440154', '#472d7b', '#3b528b', '#2c728e', '#21918c', '#28ae80', '#5ec962', '#addc30', '#fde725'];
+
+export const COLOURS = {
+  ink: '#0b1220',
+  ink2: '#3b4556',
+  line: '#c5cdd8',
+  accent: '#1d4ed8',
+  window: '#f59e0b',
+  current: '#e11d48',
+  padding: '#e2e8f0',
+  paddingLine: '#94a3b8',
+  surface: '#ffffff',
+  muted: '#f1f5f9',
+};
+export const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif';
+export const MONO = 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace';
+
+function hexToRgb(hex) {
+  const v = parseInt(hex.slice(1), 16);
+  return [(v >> 16) & 255, (v >> 8) & 255, v & 255];
+}
+
+function ramp(stops, t) {
+  const rgb = stops.map(hexToRgb);
+  const x = Math.min(Math.max(t, 0), 1) * (rgb.length - 1);
+  const i = Math.min(Math.floor(x), rgb.length - 2);
+  const f = x - i;
+  return rgb[i].map((c, k) => Math.round(c + (rgb[i + 1][k] - c) * f));
+}
+
+/** A colour scale for values in [lo, hi]: diverging around 0 when the values have both signs. */
+export function makeScale(lo, hi) {
+  const diverging = lo < 0;
+  const bound = Math.max(Math.abs(lo), Math.abs(hi), 1e-12);
+  const span = Math.max(hi - lo, 1e-12);
+  const rgbOf = diverging ? (v) => ramp(DIVERGING, (v / bound + 1) / 2) : (v) => ramp(SEQUENTIAL, (v - lo) / span);
+  return {
+    diverging,
+    lo: diverging ? -bound : lo,
+    hi: diverging ? bound : hi,
+    rgb: rgbOf,
+    colour: (v) => `rgb(${rgbOf(v).join(',')})`,
+    /** Ink that reads on the cell's colour. */
+    ink(v) {
+      const [r, g, b] = rgbOf(v);
+      return 0.299 * r + 0.587 * g + 0.114 * b > 140 ? COLOURS.ink : '#ffffff';
+    },
+    stops: diverging ? DIVERGING : SEQUENTIAL,
+  };
+}
+
+/** Range of a typed array or nested list. */
+export function rangeOf(values) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values.flat ? values.flat(2) : values) {
+    if (v === null || v === undefined || Number.isNaN(v)) continue;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return lo === Infinity ? [0, 1] : [lo, hi];
+}
+
+/** Short, honest numbers: integers stay integers; others keep `digits` decimals (fewer when large). */
+export function fmt(v, digits = 3) {
+  if (v === null || v === undefined) return '·';
+  if (Number.isInteger(v) && Math.abs(v) < 1e5) return String(v).replace('-', '−');
+  const a = Math.abs(v);
+  let text;
+  if (a !== 0 && (a < 1e-3 || a >= 1e5)) text = v.toExponential(1);
+  else if (a >= 1000) text = v.toFixed(0);
+  else if (a >= 100) text = v.toFixed(1);
+  else if (a !== 0 && a < 0.5 * 10 ** -digits) text = v.toPrecision(1); // never a misleading 0.00
+  else text = v.toFixed(digits);
+  return text.replace('-', '−');
+}
+
+export function clear(ctx, width, height) {
+  ctx.save();
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.fillStyle = COLOURS.surface;
+  ctx.fillRect(0, 0, ctx.canvas.width, ctx.canvas.height);
+  ctx.restore();
+  return { width, height };
+}
+
+export function label(ctx, text, x, y, { size = 15, weight = 600, colour = COLOURS.ink, align = 'left', font = FONT, baseline = 'alphabetic' } = {}) {
+  ctx.font = `${weight} ${size}px ${font}`;
+  ctx.fillStyle = colour;
+  ctx.textAlign = align;
+  ctx.textBaseline = baseline;
+  ctx.fillText(text, x, y);
+}
+
+/**
+ * Draw an H×W map (values(r, c) → number) inside box {x, y, w, h}, with `pad` {top, bottom, left, right}
+ * rows/columns of padding drawn hatched around it. `visible(r, c)` hides cells (not yet computed).
+ * Returns the geometry: {x0, y0, cell, rows, cols, pad} — x0/y0 is input cell (0, 0)'s corner.
+ */
+export function drawMap(ctx, box, { rows, cols, values, scale, pad = { top: 0, bottom: 0, left: 0, right: 0 }, visible = null, numbers = 'auto', grid = 'auto' }) {
+  const totalR = rows + pad.top + pad.bottom;
+  const totalC = cols + pad.left + pad.right;
+  const cell = Math.max(0.5, Math.min(box.w / totalC, box.h / totalR));
+  const ox = box.x + (box.w - cell * totalC) / 2;
+  const oy = box.y + (box.h - cell * totalR) / 2;
+  const x0 = ox + pad.left * cell;
+  const y0 = oy + pad.top * cell;
+  if (pad.top || pad.bottom || pad.left || pad.right) {
+    ctx.fillStyle = COLOURS.padding;
+    ctx.fillRect(ox, oy, cell * totalC, cell * totalR);
+    hatch(ctx, ox, oy, cell * totalC, cell * totalR, Math.max(4, cell / 2));
+  }
+  const image = ctx.createImageData(cols, rows);
+  for (let r = 0; r < rows; r += 1) {
+    for (let c = 0; c < cols; c += 1) {
+      const i = (r * cols + c) * 4;
+      if (visible && !visible(r, c)) {
+        image.data.set([241, 245, 249, 255], i);
+        continue;
+      }
+      const [cr, cg, cb] = scale.rgb(values(r, c));
+      image.data.set([cr, cg, cb, 255], i);
+    }
+  }
+  // draw through a scratch canvas so the map scales with crisp cells
+  const scratch = document.createElement('canvas');
+  scratch.width = cols;
+  scratch.height = rows;
+  scratch.getContext('2d').putImageData(image, 0, 0);
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(scratch, x0, y0, cols * cell, rows * cell);
+  const showGrid = grid === 'auto' ? cell >= 6 : grid;
+  if (showGrid) {
+    ctx.strokeStyle = 'rgba(15, 23, 42, 0.18)';
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    for (let r = -pad.top; r <= rows + pad.bottom; r += 1) {
+      ctx.moveTo(ox, y0 + r * cell);
+      ctx.lineTo(ox + totalC * cell, y0 + r * cell);
+    }
+    for (let c = -pad.left; c <= cols + pad.right; c += 1) {
+      ctx.moveTo(x0 + c * cell, oy);
+      ctx.lineTo(x0 + c * cell, oy + totalR * cell);
+    }
+    ctx.stroke();
+  }
+  const showNumbers = numbers === 'auto' ? cell >= 30 : numbers;
+  if (showNumbers) {
+    ctx.font = `${Math.min(15, Math.floor(cell / 2.6))}px ${MONO}`;
+    ctx.textAlign = 'center';
+    ctx.textBaseline = 'middle';
+    for (let r = 0; r < rows; r += 1) {
+      for (let c = 0; c < cols; c += 1) {
+        if (visible && !visible(r, c)) continue;
+        const v = values(r, c);
+        ctx.fillStyle = scale.ink(v);
+        ctx.fillText(fmt(v, 2), x0 + (c + 0.5) * cell, y0 + (r + 0.5) * cell);
+      }
+    }
+    if (pad.top || pad.bottom || pad.left || pad.right) {
+      ctx.fillStyle = COLOURS.paddingLine;
+      for (let r = -pad.top; r < rows + pad.bottom; r += 1) {
+        for (let c = -pad.left; c < cols + pad.right; c += 1) {
+          if (r >= 0 && r < rows && c >= 0 && c < cols) continue;
+          ctx.fillText('0', x0 + (c + 0.5) * cell, y0 + (r + 0.5) * cell);
+        }
+      }
+    }
+  }
+  ctx.strokeStyle = COLOURS.ink2;
+  ctx.lineWidth = 1.5;
+  ctx.strokeRect(x0, y0, cols * cell, rows * cell);
+  return { x0, y0, cell, rows, cols, pad, box };
+}
+
+function hatch(ctx, x, y, w, h, step) {
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(x, y, w, h);
+  ctx.clip();
+  ctx.strokeStyle = 'rgba(100, 116, 139, 0.35)';
+  ctx.lineWidth = 1;
+  ctx.beginPath();
+  for (let d = -h; d < w; d += step) {
+    ctx.moveTo(x + d, y + h);
+    ctx.lineTo(x + d + h, y);
+  }
+  ctx.stroke();
+  ctx.restore();
+}
+
+/** Outline each tap cell [{iy, ix, pad}] on a map drawn by drawMap, and the window's span, dashed. */
+export function drawTaps(ctx, geom, taps, { colour = COLOURS.window, highlight = -1 } = {}) {
+  if (!taps.length) return;
+  const { x0, y0, cell } = geom;
+  const ys = taps.map((t) => t.iy);
+  const xs = taps.map((t) => t.ix);
+  const top = Math.min(...ys);
+  const left = Math.min(...xs);
+  const bottom = Math.max(...ys) + 1;
+  const right = Math.max(...xs) + 1;
+  ctx.save();
+  ctx.setLineDash([5, 4]);
+  ctx.strokeStyle = colour;
+  ctx.lineWidth = 2;
+  ctx.strokeRect(x0 + left * cell - 2, y0 + top * cell - 2, (right - left) * cell + 4, (bottom - top) * cell + 4);
+  ctx.setLineDash([]);
+  ctx.fillStyle = 'rgba(245, 158, 11, 0.28)';
+  ctx.lineWidth = Math.max(1.5, Math.min(3, cell / 8));
+  taps.forEach((t, i) => {
+    ctx.fillRect(x0 + t.ix * cell, y0 + t.iy * cell, cell, cell);
+    ctx.strokeStyle = i === highlight ? COLOURS.current : colour;
+    ctx.strokeRect(x0 + t.ix * cell, y0 + t.iy * cell, cell, cell);
+  });
+  ctx.restore();
+}
+
+/** Outline one cell (the current output) of a map. */
+export function markCell(ctx, geom, r, c, colour = COLOURS.current) {
+  const { x0, y0, cell } = geom;
+  ctx.save();
+  ctx.strokeStyle = colour;
+  ctx.lineWidth = Math.max(2, Math.min(4, cell / 5));
+  ctx.strokeRect(x0 + c * cell - 1, y0 + r * cell - 1, cell + 2, cell + 2);
+  ctx.restore();
+}
+
+/**
+ * A small grid of numbers (row-major `values`), each cell tinted by `scale`; `mask[i]` true draws the
+ * cell as padding. Returns its box.
+ */
+export function drawNumberGrid(ctx, x, y, cell, rows, cols, values, { scale, mask = null, highlight = -1, title = '', digits = 2, numbers = true } = {}) {
+  if (title) label(ctx, title, x + (cols * cell) / 2, y - 8, { size: 13, weight: 600, colour: COLOURS.ink2, align: 'center' });
+  ctx.font = `${Math.min(14, Math.floor(cell / 3.3))}px ${MONO}`;
+  ctx.textAlign = 'center';
+  ctx.textBaseline = 'middle';
+  for (let r = 0; r < rows; r += 1) {
+    for (let c = 0; c < cols; c += 1) {
+      const i = r * cols + c;
+      const v = values[i];
+      const isPad = mask && mask[i];
+      ctx.fillStyle = isPad ? COLOURS.padding : v === null || v === undefined ? COLOURS.muted : scale.colour(v);
+      ctx.fillRect(x + c * cell, y + r * cell, cell, cell);
+      if (isPad) hatch(ctx, x + c * cell, y + r * cell, cell, cell, 6);
+      if (!numbers) continue;
+      ctx.fillStyle = isPad || v === null || v === undefined ? COLOURS.ink2 : scale.ink(v);
+      ctx.fillText(isPad ? (v === null ? 'pad' : fmt(v, digits)) : fmt(v, digits), x + (c + 0.5) * cell, y + (r + 0.5) * cell);
+    }
+  }
+  ctx.strokeStyle = 'rgba(15, 23, 42, 0.25)';
+  ctx.lineWidth = 1;
+  for (let r = 0; r <= rows; r += 1) {
+    ctx.beginPath();
+    ctx.moveTo(x, y + r * cell);
+    ctx.lineTo(x + cols * cell, y + r * cell);
+    ctx.stroke();
+  }
+  for (let c = 0; c <= cols; c += 1) {
+    ctx.beginPath();
+    ctx.moveTo(x + c * cell, y);
+    ctx.lineTo(x + c * cell, y + rows * cell);
+    ctx.stroke();
+  }
+  if (highlight >= 0) {
+    ctx.strokeStyle = COLOURS.current;
+    ctx.lineWidth = 3;
+    ctx.strokeRect(x + (highlight % cols) * cell, y + Math.floor(highlight / cols) * cell, cell, cell);
+  }
+  return { x, y, w: cols * cell, h: rows * cell };
+}
+
+/** A legend bar for `scale` with its end values, at (x, y), `w` wide. */
+export function drawLegend(ctx, scale, x, y, w, caption = '') {
+  const gradient = ctx.createLinearGradient(x, 0, x + w, 0);
+  scale.stops.forEach((c, i) => gradient.addColorStop(i / (scale.stops.length - 1), c));
+  ctx.fillStyle = gradient;
+  ctx.fillRect(x, y, w, 10);
+  ctx.strokeStyle = COLOURS.line;
+  ctx.strokeRect(x, y, w, 10);
+  label(ctx, fmt(scale.lo), x, y + 24, { size: 12, weight: 400, colour: COLOURS.ink2 });
+  label(ctx, fmt(scale.hi), x + w, y + 24, { size: 12, weight: 400, colour: COLOURS.ink2, align: 'right' });
+  if (scale.diverging) label(ctx, '0', x + w / 2, y + 24, { size: 12, weight: 400, colour: COLOURS.ink2, align: 'center' });
+  if (caption) label(ctx, caption, x + w / 2, y - 5, { size: 12, weight: 500, colour: COLOURS.ink2, align: 'center' });
+}
+
+/** The map cell under canvas point (px, py), or null. */
+export function cellAt(geom, px, py) {
+  if (!geom) return null;
+  const c = Math.floor((px - geom.x0) / geom.cell);
+  const r = Math.floor((py - geom.y0) / geom.cell);
+  if (r < 0 || c < 0 || r >= geom.rows || c >= geom.cols) return null;
+  return { r, c };
+}
+
+/** Canvas coordinates of a pointer event (the canvas may be scaled by CSS). */
+export function canvasPoint(canvas, event) {
+  const rect = canvas.getBoundingClientRect();
+  return {
+    x: ((event.clientX - rect.left) * canvas.width) / rect.width,
+    y: ((event.clientY - rect.top) * canvas.height) / rect.height,
+  };
+}
