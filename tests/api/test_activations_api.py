@@ -169,3 +169,25 @@ def test_unknown_image_and_model(module_client) -> None:
     assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_image"
     response = module_client.get(f"/api/models/nope/images/{'0' * 64}/layers/features.0/atlas.png")
     assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_model"
+
+
+def test_one_forward_pass_serves_the_layer_and_the_overview(module_client, monkeypatch) -> None:
+    rng = np.random.default_rng(11)
+    data = _png(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    image_id = module_client.post("/api/images", files={"file": ("q.png", data, "image/png")}).json()["image_id"]
+    base = _base("tinyvgg-shapes", image_id)
+    store = module_client.app.state.activations
+    before = store.captures
+    _get(module_client, f"{base}/layers/block2.0/atlas.png")
+    assert store.captures == before + 1
+    import server.services.layer_overview as layer_overview
+
+    def no_second_pass(*_args, **_kwargs):
+        raise AssertionError("the overview ran the model again")
+
+    monkeypatch.setattr(layer_overview, "build_overview", no_second_pass)
+    overview = _get(module_client, f"{base}/overview.json").json()
+    assert [layer["name"] for layer in overview["layers"]][:2] == ["block1", "block1.0"]
+    for name in ("block1.0", "block2.2", "classifier.1"):  # all other layers came from the same pass
+        _get(module_client, f"{base}/layers/{name}/activations.npy")
+    assert store.captures == before + 1
