@@ -83,8 +83,16 @@ def test_mnist_list_is_empty_without_data(tmp_path: Path, monkeypatch: pytest.Mo
 
 @pytest.mark.parametrize(
     "sample_id",
-    ["shapes-test-999999", "shapes-train-1", "cats-test-1", "shapes-test-01", "shapes-test--1", "shapes-test-1x",
-     "..%2Fsettings", "shapes-test-" + "9" * 40],
+    [
+        "shapes-test-999999",
+        "shapes-train-1",
+        "cats-test-1",
+        "shapes-test-01",
+        "shapes-test--1",
+        "shapes-test-1x",
+        "..%2Fsettings",
+        "shapes-test-" + "9" * 40,
+    ],
 )
 def test_unknown_sample_ids_are_404(client: TestClient, sample_id: str) -> None:
     answer = client.get(f"/api/samples/{sample_id}.png")

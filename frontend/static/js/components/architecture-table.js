@@ -39,7 +39,10 @@ function receptiveCells(rf) {
 
 function layerRow(layer, showBlocks) {
   const hyper = hyperText(layer);
-  const nameCell = el('td', { className: 'layer-name' }, [el('code', { text: layer.name })]);
+  // As a tree (blocks shown) a row names itself relative to its parent, indented by depth; the full
+  // module name, the one the API takes, stays in the tooltip.
+  const shownName = showBlocks ? layer.name.split('.').pop() : layer.name;
+  const nameCell = el('td', { className: 'layer-name', title: layer.name }, [el('code', { text: shownName })]);
   if (showBlocks) nameCell.classList.add(`depth-${Math.min(layer.depth, 6)}`);
   return el(
     'tr',

@@ -7,7 +7,7 @@ const SETS = [
   { id: 'shapes', title: 'Shapes' },
   { id: 'mnist', title: 'Digits' },
 ];
-const COUNT = 10;
+const COUNT = 12; // a 4 × 3 grid: every class once, then the first two again
 
 /**
  * @param {object} opts
