@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 
 from server import __version__
 from server.errors import install_error_handlers
-from server.routers import health, images, models
+from server.routers import health, images, models, samples
 from server.routers import activations, filters  # feature maps and learned filters (issue 3)
 from server.routers import sandbox, trace  # step-through traces and the sandbox (issue 5)
 from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
@@ -33,6 +33,7 @@ ROUTERS = (
     health.router,
     models.router,
     images.router,
+    samples.router,
     activations.router,
     filters.router,
     trace.router,
