@@ -111,7 +111,7 @@ def test_gradcam_equals_captum_layer_gradcam(name: str) -> None:
 
 CAM_REFERENCES = {
     "gradcam": RefGradCAM,
-    "gradcam++": RefGradCAMPlusPlus,
+    "gradcampp": RefGradCAMPlusPlus,
     "xgradcam": RefXGradCAM,
     "layercam": RefLayerCAM,
     "scorecam": RefScoreCAM,

@@ -15,7 +15,7 @@ MODELS = small_models()
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "xgradcam", "layercam"])
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "xgradcam", "layercam"])
 def test_top_k_maps_equal_separate_runs(name: str, method: str) -> None:
     loaded, x = MODELS[name]
     k = 5

@@ -37,7 +37,7 @@ class GradCAM(BaseCAM):
 class GradCAMPlusPlus(BaseCAM):
     """Chattopadhyay et al. 2018: positive gradients weighted by α_ij = G² / (2G² + Σ_ab A · G³)."""
 
-    name = "gradcam++"
+    name = "gradcampp"
     title = "Grad-CAM++"
     summary = "Weights positive gradients per position, so several instances of a class all show."
 

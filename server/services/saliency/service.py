@@ -22,7 +22,7 @@ from server.services.saliency.base import Explanation, Progress, TopK
 from server.services.saliency.methods import get_method
 from server.services.saliency.topk import predictions_with_saliency
 
-CACHE_BUDGET_BYTES = 32 * 1024 * 1024
+CACHE_BUDGET_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
