@@ -33,6 +33,20 @@ export function createViewHost({ onSelect }) {
     }),
   );
 
+  // Arrow keys move between tabs, as in any tab list.
+  bag.add(
+    listen(tabs, 'keydown', (event) => {
+      if (event.key !== 'ArrowRight' && event.key !== 'ArrowLeft') return;
+      const buttons = [...tabs.querySelectorAll('button:not(:disabled)')];
+      const at = buttons.indexOf(document.activeElement);
+      if (at < 0) return;
+      const next = buttons[(at + (event.key === 'ArrowRight' ? 1 : -1) + buttons.length) % buttons.length];
+      next.focus();
+      onSelect(next.dataset.view);
+      event.preventDefault();
+    }),
+  );
+
   function markTabs(activeId, model) {
     for (const button of tabs.querySelectorAll('button')) {
       const spec = findView(button.dataset.view);
@@ -40,6 +54,7 @@ export function createViewHost({ onSelect }) {
       button.disabled = !available;
       button.title = available ? '' : spec.unavailableReason || 'Not available for this model';
       button.setAttribute('aria-selected', String(button.dataset.view === activeId));
+      button.tabIndex = button.dataset.view === activeId ? 0 : -1;
     }
     host.setAttribute('aria-labelledby', `tab-${activeId}`);
   }
