@@ -88,7 +88,7 @@ def _draw_one(seed: int, index: int) -> tuple:
     bg_angle = u[6] * 2 * math.pi
     noise_sigma = u[7] * 0.08
     grating = label in _GRATING_ANGLES
-    radius = 10.0 + 8.0 * u[8] if grating else 8.0 + 10.0 * u[8]
+    radius = 9.0 + 6.0 * u[8] if grating else 7.0 + 8.0 * u[8]
     # The object lies wholly inside the image: its extent from the centre is at most `radius`.
     cx = radius + 0.5 + u[9] * (SIZE - 2 * radius - 1.0)
     cy = radius + 0.5 + u[10] * (SIZE - 2 * radius - 1.0)
