@@ -169,6 +169,19 @@ def test_translation_equivariance_demo() -> None:
     assert 0.0 <= answer["pool_unchanged_fraction"] <= 1.0
 
 
+@pytest.mark.parametrize("dy,dx,k", [(0, 1, 3), (1, 0, 3), (-2, 1, 3), (2, -3, 5), (1, 1, 2)])
+def test_equivariance_holds_exactly_on_the_interior_and_interior_is_tight(dy: int, dx: int, k: int) -> None:
+    rng = np.random.default_rng(abs(dy * 7 + dx * 3 + k))
+    x = rng.normal(size=(9, 10))
+    kernel = rng.normal(size=(k, k))
+    answer = sandbox.translation_demo(x.tolist(), kernel.tolist(), dy, dx)
+    inside = np.array(answer["interior"])
+    diff = np.abs(np.array(answer["shifted_output"]) - np.array(answer["output_shifted_by_same"]))
+    assert inside.any() and answer["max_difference_interior"] < 1e-12
+    assert diff[inside].max() < 1e-12
+    assert (diff[~inside] > 1e-9).mean() > 0.5  # the excluded cells do differ, mostly: the region is not padded out
+
+
 def test_gabor_is_zero_mean_and_oriented() -> None:
     g = np.array(kernel_presets.gabor(7, theta_deg=0, wavelength=4))
     assert abs(g.mean()) < 1e-3 and np.abs(g).max() == pytest.approx(1.0, abs=1e-3)

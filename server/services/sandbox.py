@@ -224,11 +224,14 @@ def translation_demo(values: Any, kernel: Any, dy: int, dx: int, pool_size: int 
     plain = np.array(convolve(x.tolist(), kernel, padding="same")["output"])
     after = np.array(convolve(moved.tolist(), kernel, padding="same")["output"])
     expected = shift(plain, dy, dx)
-    # Cells whose window touched the border (emptied or zero padded) may differ; compare the interior.
+    # Where the two must agree: the output cell is not in the strip the shift emptied, and its window does
+    # not reach past the far border (content pushed out of the frame is lost). Elsewhere they may differ.
     kh, kw = np.array(kernel).shape
-    margin_y, margin_x = abs(dy) + kh, abs(dx) + kw
     interior = np.zeros_like(plain, dtype=bool)
-    interior[margin_y:plain.shape[0] - margin_y, margin_x:plain.shape[1] - margin_x] = True
+    (pt, pb), (pl, pr) = wm.resolve_padding("same", x.shape[0], kh), wm.resolve_padding("same", x.shape[1], kw)
+    y0, y1 = _agreeing_range(dy, x.shape[0], pt, pb)
+    x0, x1 = _agreeing_range(dx, x.shape[1], pl, pr)
+    interior[y0:y1, x0:x1] = True
     diff = np.abs(after - expected)
     pooled_plain = np.array(pool(plain.tolist(), pool_size, pool_size, 0, pool_op)["output"])
     pooled_after = np.array(pool(after.tolist(), pool_size, pool_size, 0, pool_op)["output"])
@@ -247,3 +250,12 @@ def translation_demo(values: Any, kernel: Any, dy: int, dx: int, pool_size: int 
         "pool_unchanged_fraction": float(np.mean(pool_change <= 1e-9 * scale)),
         "pool_max_relative_change": float(pool_change.max() / scale),
     }
+
+
+def _agreeing_range(d: int, n: int, pad_before: int, pad_after: int) -> tuple[int, int]:
+    """[start, end) of output rows (or columns) where conv(shift(x)) = shift(conv(x)) for a shift by d."""
+    if d > 0:
+        return d, n - pad_after
+    if d < 0:
+        return pad_before, n + d
+    return 0, n

@@ -27,6 +27,7 @@ export const VIEWS = [
   { id: 'overview', title: 'Overview', load: () => import('./overview.js') },
   { id: 'layers', title: 'Layers', load: () => import('../layers/layers-view.js') },
   { id: 'stepper', title: 'Step-through', load: () => import('../stepper/panel.js') },
+  { id: 'sandbox', title: 'Sandbox', load: () => import('../sandbox/panel.js') },
 ];
 
 export const DEFAULT_VIEW = VIEWS[0].id;
