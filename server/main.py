@@ -18,6 +18,7 @@ from server.errors import install_error_handlers
 from server.routers import health, images, models, samples
 from server.routers import activations, filters  # feature maps and learned filters (issue 3)
 from server.routers import sandbox, trace  # step-through traces and the sandbox (issue 5)
+from server.routers import saliency  # saliency maps (issue 4)
 from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
@@ -38,6 +39,7 @@ ROUTERS = (
     filters.router,
     trace.router,
     sandbox.router,
+    saliency.router,
 )
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Response
 
 from server.deps import ImageStoreDep, LimiterDep, RuntimeDep, WeightsQuery, weights_header
 from server.responses import npy_response, png_response
+from server.services.colormaps import COLORMAPS, is_diverging
 from server.services.image_store import ImageStore
 from server.services.model_inputs import input_batch, input_picture, input_tensor
 from server.services.model_runtime import LoadedModel, ModelRuntime
@@ -39,7 +40,20 @@ OpacityQuery = Annotated[float, Query(ge=0.0, le=1.0, description="0: the input 
 
 @router.get("/saliency/methods")
 def methods() -> dict[str, Any]:
-    return {"methods": describe_methods(), "default": DEFAULT_METHOD, "default_colormap": DEFAULT_COLORMAP}
+    """The methods (for the page's picker) and the colour maps with their legend stops."""
+    return {
+        "methods": describe_methods(),
+        "default": DEFAULT_METHOD,
+        "default_colormap": DEFAULT_COLORMAP,
+        "colormaps": {name: legend(name)["stops"] for name in COLORMAPS if not is_diverging(name)},
+    }
+
+
+@router.get("/models/{model}/classes")
+def classes(model: str, runtime: RuntimeDep) -> dict[str, Any]:
+    """Every class label of the model, in index order (for the page's search over all labels)."""
+    entry = runtime.entry(model)
+    return {"model": entry.id, "classes": list(entry.categories)}
 
 
 def _resolve(

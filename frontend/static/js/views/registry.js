@@ -26,6 +26,7 @@
 export const VIEWS = [
   { id: 'overview', title: 'Overview', load: () => import('./overview.js') },
   { id: 'layers', title: 'Layers', load: () => import('../layers/layers-view.js') },
+  { id: 'saliency', title: 'Saliency', load: () => import('../saliency/saliency-view.js') },
   { id: 'stepper', title: 'Step-through', load: () => import('../stepper/panel.js') },
   { id: 'sandbox', title: 'Sandbox', load: () => import('../sandbox/panel.js') },
 ];
