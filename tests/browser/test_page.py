@@ -266,19 +266,32 @@ def test_url_state_round_trips_through_reload_and_history(page, photos: Path, sh
     assert page.input_value("#model-select") == "tinyvgg-shapes"
 
 
-def test_weights_toggle_switches_to_untrained(page) -> None:
+def test_weights_toggle_switches_between_trained_and_untrained(page) -> None:
     models = api(page, "/api/models")["models"]
-    trained = [m for m in models if m["weights"]["state"] in ("bundled", "cached")]
+    trained = [m for m in models if m["weights"]["state"] in ("bundled", "cached") and m["family"] == "bundled"]
     if not trained:
-        pytest.skip("no model has trained weights on this server")
+        pytest.skip("no bundled model has trained weights on this server")
     model_id = trained[0]["id"]
     open_page(page, f"/?model={model_id}")
+    page.locator("#gallery button[data-sample]").first.click()
+    page.wait_for_function("() => new URLSearchParams(location.search).has('image')")
     assert page.is_visible("#weights-toggle")
     assert not page.is_visible("#untrained-badge")
+    assert page.get_attribute("#weights-toggle button[data-weights='trained']", "aria-checked") == "true"
+    trained_rows = wait_for_predictions(page)
+    assert_predictions_match_api(page, trained_rows)
+
     page.click("#weights-toggle button[data-weights='untrained']")
     page.wait_for_function("() => new URLSearchParams(location.search).get('weights') === 'untrained'")
     page.wait_for_selector("#untrained-badge:not([hidden])")
     assert page.get_attribute("#weights-toggle button[data-weights='untrained']", "aria-checked") == "true"
+    untrained_rows = wait_for_predictions(page)
+    assert_predictions_match_api(page, untrained_rows)
+    assert untrained_rows != trained_rows
+
+    page.click("#weights-toggle button[data-weights='trained']")
+    page.wait_for_selector("#untrained-badge", state="hidden")
+    assert wait_for_predictions(page) == trained_rows
 
 
 def test_weights_toggle_hidden_without_trained_weights(page) -> None:
