@@ -45,7 +45,8 @@ SPLIT_SIZES: dict[str, int] = {"train": 24_000, "val": 2_000, "test": 5_000}
 _GRATING_ANGLES = {CLASSES.index(f"grating {a}°"): a for a in (0, 45, 90, 135)}
 _STAR_INNER = 0.45  # inner/outer radius of the five-pointed star
 _CROSS_HALF_WIDTH = 0.32  # arm half-width relative to arm length
-_MIN_CONTRAST = 0.45  # least RGB distance (0..1 scale) between object colour and either background end
+_MIN_CONTRAST = 0.3  # least luminance gap (0..1 scale) between object colour and either background end
+_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma weights
 _CHUNK = 512  # samples rasterised at once: bounds the float32 working set to ~25 MB per array
 
 
@@ -106,14 +107,26 @@ def _draw_one(seed: int, index: int) -> tuple:
     return (label, bg_from, bg_to, bg_angle, noise_sigma, colour, (cx, cy), radius, rotation, inner, period, phase, noise)
 
 
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ _LUMA
+
+
 def _contrasting_colour(rng: np.random.Generator, bg_from: np.ndarray, bg_to: np.ndarray) -> np.ndarray:
+    """A random colour whose luminance differs from both ends of the background gradient.
+
+    Luminance, not just RGB distance: an isoluminant red-on-green object would need colour-opponent
+    filters that a 10-channel first layer can hardly spare, and it is hard to see on a projector.
+    """
     candidates = rng.random((16, 3))
-    dist = np.minimum(np.linalg.norm(candidates - bg_from, axis=1), np.linalg.norm(candidates - bg_to, axis=1))
-    ok = np.flatnonzero(dist >= _MIN_CONTRAST)
+    lum = _luminance(candidates)
+    gap = np.minimum(np.abs(lum - _luminance(bg_from)), np.abs(lum - _luminance(bg_to)))
+    ok = np.flatnonzero(gap >= _MIN_CONTRAST)
     if ok.size:
         return candidates[ok[0]]
-    # Rare (mid-grey backgrounds): the per-channel opposite extreme always contrasts strongly.
-    return np.where((bg_from + bg_to) / 2 > 0.5, 0.0, 1.0)
+    # Mid-grey backgrounds: black or white, whichever is farther from both ends, always contrasts.
+    darkest = min(_luminance(bg_from), _luminance(bg_to))
+    brightest = max(_luminance(bg_from), _luminance(bg_to))
+    return np.zeros(3) if darkest >= 1.0 - brightest else np.ones(3)
 
 
 def _draw_params(seed: int, indices: range) -> _Params:
