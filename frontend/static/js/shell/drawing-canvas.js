@@ -128,6 +128,12 @@ export function createDrawingCanvas({ onDrawing, onClear }) {
   /** Show the pad only for models with 28×28 single-channel input. */
   function setVisible(visible) {
     card.hidden = !visible;
+    if (!visible && timer !== null) {
+      // a model without a pad: a stroke still waiting must not replace the image afterwards
+      clearTimeout(timer);
+      timer = null;
+      dirty = false;
+    }
   }
 
   return { setVisible, dispose: bag.run };
