@@ -367,3 +367,37 @@ def test_failed_weights_download_says_why(page, console) -> None:
     assert status["error"] and status["error"] in notice
     assert page.text_content("#download-button") == "Retry download"
     assert page.is_visible("#untrained-badge")
+
+
+def test_download_progress_is_polled_and_shown(page) -> None:
+    """The server side is faked with page.route: this checks the page's polling and progress display."""
+    model_id = "squeezenet1_1"
+    if api(page, f"/api/models/{model_id}")["weights"]["state"] != "downloadable":
+        pytest.skip(f"{model_id} weights are not downloadable here")
+    mib = 1024 * 1024
+    answers = [
+        {"state": "running", "downloaded": 0, "total": 4 * mib, "error": None},
+        {"state": "running", "downloaded": 1 * mib, "total": 4 * mib, "error": None},
+        {"state": "running", "downloaded": 3 * mib, "total": 4 * mib, "error": None},
+        {"state": "done", "downloaded": 4 * mib, "total": 4 * mib, "error": None},
+    ]
+    calls: list[str] = []
+
+    def fake(route, request) -> None:
+        calls.append(request.method)
+        body = answers[min(len(calls) - 1, len(answers) - 1)]
+        route.fulfill(status=202 if request.method == "POST" else 200, json=body)
+
+    page.route(f"**/api/models/{model_id}/weights/download", fake)
+    open_page(page, f"/?model={model_id}")
+    page.click("#download-button")
+    page.wait_for_function("() => document.getElementById('download-text').textContent === '1.0 MB of 4.0 MB'")
+    assert page.is_visible("#download-progress")
+    assert page.evaluate("document.getElementById('download-progress').value") == 1 * mib
+    page.wait_for_function("() => document.getElementById('download-text').textContent === '3.0 MB of 4.0 MB'")
+    page.wait_for_function("() => document.getElementById('weights-download').dataset.state === 'done'")
+    assert calls[0] == "POST" and set(calls[1:]) == {"GET"} and len(calls) == 4
+    assert page.text_content("#download-button") == "Downloaded"
+    # polling stopped once done
+    page.wait_for_timeout(1500)
+    assert len(calls) == 4
