@@ -401,3 +401,21 @@ def test_download_progress_is_polled_and_shown(page) -> None:
     # polling stopped once done
     page.wait_for_timeout(1500)
     assert len(calls) == 4
+
+
+def test_every_view_tab_mounts_and_unmounts_cleanly(page) -> None:
+    """Each registered view mounts, and leaving it leaves nothing behind (no errors, overview intact)."""
+    open_page(page, "/?model=tinyvgg-shapes")
+    page.locator("#gallery button[data-sample]").first.click()
+    page.wait_for_function("() => new URLSearchParams(location.search).has('image')")
+    rows = wait_for_predictions(page)
+    views = page.eval_on_selector_all("#view-tabs button:not(:disabled)", "bs => bs.map(b => b.dataset.view)")
+    assert views[0] == "overview"
+    for view in views[1:] + ["overview"]:
+        page.click(f"#view-tabs button[data-view='{view}']")
+        page.wait_for_function("v => new URLSearchParams(location.search).get('view') === v", arg=view)
+        page.wait_for_selector(f"#view .view-body.view-{view}")
+        assert page.get_attribute(f"#view-tabs button[data-view='{view}']", "aria-selected") == "true"
+        assert page.locator("#view .view-body").count() == 1  # the previous view is gone
+        page.wait_for_load_state("networkidle")
+    assert wait_for_predictions(page) == rows
