@@ -259,3 +259,47 @@ def test_channel_stats_match_torch() -> None:
     np.testing.assert_allclose(stats["max"], t.amax(1).numpy())
     np.testing.assert_allclose(stats["min"], t.amin(1).numpy())
     np.testing.assert_allclose(stats["positive_fraction"], (t > 0).float().mean(1).numpy(), rtol=1e-6)
+
+
+class _SometimesInPlace(nn.Module):
+    """Adds 1 in place to its first layer's output, but only for inputs with a positive sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 3)
+        self.b = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        z = self.b(y)
+        if x.sum() > 0:
+            y += 1.0  # overwrites the already recorded output of `a`
+        return z + y
+
+
+def _loaded(module: nn.Module) -> LoadedModel:
+    return LoadedModel(entry=None, variant="untrained", module=module.eval(), device=torch.device("cpu"),  # type: ignore[arg-type]
+                       preprocess_fn=lambda image: image)
+
+
+def test_outputs_no_later_operation_touches_are_shared_not_copied(runtime: ModelRuntime) -> None:
+    loaded = runtime.load("resnet18", "untrained")
+    x = _picture(loaded, seed=6)
+    capture_layers(loaded, x)  # learns which outputs later in-place operations overwrite
+    second = capture_layers(loaded, x)
+    reference = capture_layers(_loaded(_private_copy(loaded)), x).outputs  # a fresh module: copies everything
+    for name, array in second.outputs.items():
+        np.testing.assert_array_equal(array, reference[name], err_msg=name)
+    assert second.outputs["bn1"].min() < 0  # overwritten in place by the ReLU after it: must have been copied
+
+
+def test_a_shared_output_overwritten_after_all_is_captured_again() -> None:
+    torch.manual_seed(0)
+    loaded = _loaded(_SometimesInPlace())
+    negative = -torch.rand(1, 1, 6, 6)
+    positive = torch.rand(1, 1, 6, 6)
+    capture_layers(loaded, negative)  # `a` looks untouched here, so the next pass shares it
+    captured = capture_layers(loaded, positive)
+    with torch.no_grad():
+        expected = loaded.module.a(positive)[0].numpy()
+    np.testing.assert_allclose(captured.outputs["a"], expected, atol=1e-6)

@@ -138,7 +138,8 @@ def test_thumbnail_strip_rows_and_ranges() -> None:
               {"name": "fc", **atlas.summarise_layer("fc", np.arange(5, dtype=np.float32))},
               {"name": "relu", **atlas.summarise_layer("relu", _maps(shape=(4, 8, 8), signed=False))}]
     assert layers[1]["thumbs"] is None and layers[1]["top_channels"][0] == 4
-    png, meta = atlas.strip_png(layers)
+    meta = atlas.strip_rows(layers)
+    png = atlas.strip_png(layers, meta)
     image = _decode(png)
     size = atlas.THUMB_SIZE
     assert image.size == (atlas.THUMBS_PER_LAYER * size, 2 * size)

@@ -9,7 +9,8 @@ Every named module whose output is a tensor can be picked: convolutions, norms, 
 whole blocks (residual block outputs), linear layers. A module called more than once per forward pass
 (torchvision's ResNet blocks reuse one ReLU) reports its *last* call, which is also what the
 architecture table lists as its output shape. Outputs are copied at hook time because later in-place
-operations (``ReLU(inplace=True)``, ``out += identity``) would otherwise overwrite them.
+operations (``ReLU(inplace=True)``, ``out += identity``) would otherwise overwrite them — only those:
+see ``_VERDICTS`` below.
 
 The cache holds float32 arrays exactly as PyTorch computed them (no float16: served values must equal
 PyTorch's), one entry per (model, weights variant, image, layer), evicted least-recently-used by bytes.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -51,6 +53,25 @@ class Capture:
     calls: dict[str, int]
 
 
+# Copying every output costs as much as a good part of the forward pass itself (VGG-16: 110 MB), yet
+# only outputs that a later in-place operation overwrites need a copy. Which those are is learned per
+# module from passes that copy and then compare tensor version counters; an output is shared (no copy)
+# only once a pass has seen it survive untouched. Should a shared output change after all, the pass is
+# run again with it copied, so served values never depend on the guess.
+_VERDICTS: weakref.WeakKeyDictionary[nn.Module, dict[str, bool]] = weakref.WeakKeyDictionary()
+_VERDICTS_LOCK = threading.Lock()
+
+
+def _verdicts(module: nn.Module) -> dict[str, bool]:
+    with _VERDICTS_LOCK:
+        return dict(_VERDICTS.get(module, {}))
+
+
+def _learn(module: nn.Module, verdicts: dict[str, bool]) -> None:
+    with _VERDICTS_LOCK:
+        _VERDICTS.setdefault(module, {}).update(verdicts)
+
+
 def capture_layers(
     loaded: LoadedModel,
     batch: torch.Tensor,
@@ -65,14 +86,31 @@ def capture_layers(
     """
     if batch.dim() < 1 or batch.shape[0] != 1:
         raise ValueError("capture_layers expects a batch of exactly one image")
+    captured, learned, surprised = _capture_once(loaded, batch, keep, reduce, _verdicts(loaded.module))
+    _learn(loaded.module, learned)
+    if surprised:  # a shared output was overwritten later in the pass: run again, copying it this time
+        captured, learned, _ = _capture_once(loaded, batch, keep, reduce, _verdicts(loaded.module))
+        _learn(loaded.module, learned)
+    return captured
+
+
+def _capture_once(
+    loaded: LoadedModel,
+    batch: torch.Tensor,
+    keep: Collection[str] | None,
+    reduce: OutputReducer | None,
+    shareable: dict[str, bool],
+) -> tuple[Capture, dict[str, bool], bool]:
     owner = threading.get_ident()
     outputs: dict[str, np.ndarray] = {}
     reduced: dict[str, Any] = {}
     calls: dict[str, int] = {}
+    watched: dict[str, tuple[torch.Tensor, int, bool]] = {}  # name → (output, its version, shared)
     wanted = None if keep is None else set(keep)
 
     def make_hook(name: str) -> Callable[[nn.Module, Any, Any], None]:
         record = wanted is None or name in wanted
+        share = shareable.get(name, False)
 
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             if threading.get_ident() != owner:  # someone else's forward pass on the shared module
@@ -83,8 +121,9 @@ def capture_layers(
             calls[name] = calls.get(name, 0) + 1
             if not record and reduce is None:
                 return
-            # a copy, detached and on the CPU: in-place operations later in the pass must not reach it
-            array = tensor[0].detach().to("cpu", torch.float32, copy=True).numpy()
+            # detached, float32, on the CPU; a copy unless this output is known to stay untouched
+            array = tensor[0].detach().to("cpu", torch.float32, copy=not share).numpy()
+            watched[name] = (tensor, tensor._version, share)
             if record:
                 outputs[name] = array
             if reduce is not None:
@@ -104,7 +143,13 @@ def capture_layers(
         finally:
             for handle in handles:
                 handle.remove()
-    return Capture(outputs, reduced, calls)
+    learned: dict[str, bool] = {}
+    surprised = False
+    for name, (tensor, version, shared) in watched.items():
+        untouched = tensor._version == version
+        learned[name] = untouched
+        surprised = surprised or (shared and not untouched)
+    return Capture(outputs, reduced, calls), learned, surprised
 
 
 def selectable_layers(layers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

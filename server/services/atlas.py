@@ -227,22 +227,31 @@ def summarise_layer(_name: str, array: np.ndarray) -> dict[str, Any]:
     return summary
 
 
-def strip_png(summaries: Sequence[dict[str, Any]]) -> tuple[bytes, list[dict[str, Any]]]:
-    """One RGB PNG: row r holds layer r's thumbnails (each row scaled to its layer's range, auto colour
-    map); returns the PNG and, per layer, the row, colour map and range for its legend."""
-    size, per = THUMB_SIZE, THUMBS_PER_LAYER
-    rows = [s for s in summaries if s.get("thumbs") is not None]
-    canvas = np.full((max(1, len(rows)) * size, per * size, 3), 255, dtype=np.uint8)
-    meta: list[dict[str, Any]] = []
-    for r, summary in enumerate(rows):
+def strip_rows(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per layer with thumbnails: its row in the strip, colour map (auto) and range, for its legend."""
+    rows = []
+    for summary in (s for s in summaries if s.get("thumbs") is not None):
         cmap = choose_colormap("auto", summary["min"])
         lo, hi = _ranges(np.array([summary["min"]]), np.array([summary["max"]]), is_diverging(cmap))
-        unit = normalise(summary["thumbs"], lo[0], hi[0], _flat_value(cmap))
-        rgb = apply_colormap(unit, cmap)
+        rows.append({"name": summary["name"], "row": len(rows), "colormap": cmap,
+                     "range": [float(lo[0]), float(hi[0])],
+                     "channels": summary["top_channels"][: summary["thumbs"].shape[0]]})
+    return rows
+
+
+def strip_png(summaries: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]] | None = None) -> bytes:
+    """One RGB PNG: row r holds layer r's thumbnails, each row scaled to its layer's range."""
+    size, per = THUMB_SIZE, THUMBS_PER_LAYER
+    rows = strip_rows(summaries) if rows is None else rows
+    thumbs = {s["name"]: s["thumbs"] for s in summaries if s.get("thumbs") is not None}
+    canvas = np.full((max(1, len(rows)) * size, per * size, 3), 255, dtype=np.uint8)
+    for row in rows:
+        lo, hi = row["range"]
+        cmap = row["colormap"]
+        rgb = apply_colormap(normalise(thumbs[row["name"]], lo, hi, _flat_value(cmap)), cmap)
+        r = row["row"]
         for k in range(rgb.shape[0]):
             canvas[r * size:(r + 1) * size, k * size:(k + 1) * size] = rgb[k]
-        meta.append({"name": summary["name"], "row": r, "colormap": cmap, "range": [float(lo[0]), float(hi[0])],
-                     "channels": summary["top_channels"][: rgb.shape[0]]})
     buf = io.BytesIO()
     Image.fromarray(canvas).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buf.getvalue(), meta
+    return buf.getvalue()

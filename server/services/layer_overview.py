@@ -10,21 +10,36 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from server.services.activations import capture_layers
-from server.services.atlas import THUMB_SIZE, THUMBS_PER_LAYER, strip_png, summarise_layer
+from server.services.atlas import THUMB_SIZE, THUMBS_PER_LAYER, strip_png, strip_rows, summarise_layer
 from server.services.model_runtime import LoadedModel
 
 
-@dataclass(frozen=True)
 class LayerOverview:
-    png: bytes
-    layers: list[dict[str, Any]]  # per selectable layer: name, min, max, strip row (or null), channels
-    global_range: tuple[float, float]
+    """Summaries of every layer; the thumbnail strip is drawn on first use (it is not needed to open a
+    layer, so the forward pass that also made these summaries does not wait for it)."""
+
+    def __init__(self, summaries: list[dict[str, Any]], layers: list[dict[str, Any]],
+                 rows: list[dict[str, Any]], global_range: tuple[float, float]) -> None:
+        self.layers = layers  # per selectable layer: name, min, max, strip row (or null), channels
+        self.global_range = global_range
+        self._summaries: list[dict[str, Any]] | None = summaries
+        self._rows = rows
+        self._png: bytes | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def png(self) -> bytes:
+        with self._lock:
+            if self._png is None:
+                assert self._summaries is not None
+                self._png = strip_png(self._summaries, self._rows)
+                self._summaries = None  # the thumbnails now live in the PNG only
+            return self._png
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -44,7 +59,7 @@ def build_overview(loaded: LoadedModel, batch: torch.Tensor, layer_names: Sequen
 def overview_from_summaries(reduced: dict[str, Any], layer_names: Sequence[str]) -> LayerOverview:
     """The overview from :func:`summarise_layer` results keyed by layer name."""
     summaries = [{"name": name, **reduced[name]} for name in layer_names if name in reduced]
-    png, rows = strip_png(summaries)
+    rows = strip_rows(summaries)
     row_of = {row["name"]: row for row in rows}
     layers = []
     for summary in summaries:
@@ -60,7 +75,7 @@ def overview_from_summaries(reduced: dict[str, Any], layer_names: Sequence[str])
         })
     lows = [s["min"] for s in summaries] or [0.0]
     highs = [s["max"] for s in summaries] or [0.0]
-    return LayerOverview(png, layers, (float(min(lows)), float(max(highs))))
+    return LayerOverview(summaries, layers, rows, (float(min(lows)), float(max(highs))))
 
 
 class LayerOverviews:
