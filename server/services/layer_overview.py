@@ -33,6 +33,14 @@ class LayerOverview:
         self._lock = threading.Lock()
 
     @property
+    def nbytes(self) -> int:
+        """Bytes held: the thumbnails until the strip is drawn, then the PNG."""
+        with self._lock:
+            if self._png is not None:
+                return len(self._png)
+            return sum(int(s["thumbs"].nbytes) for s in self._summaries or () if s.get("thumbs") is not None)
+
+    @property
     def png(self) -> bytes:
         with self._lock:
             if self._png is None:
@@ -81,8 +89,9 @@ def overview_from_summaries(reduced: dict[str, Any], layer_names: Sequence[str])
 class LayerOverviews:
     """A few recent overviews; concurrent requests for one image share a single forward pass."""
 
-    def __init__(self, max_items: int = 16) -> None:
+    def __init__(self, max_items: int = 16, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_items = max(1, max_items)
+        self.max_bytes = max_bytes
         self._items: OrderedDict[tuple[str, str, str], LayerOverview] = OrderedDict()
         self._lock = threading.Lock()
         self._key_locks: dict[tuple[str, str, str], threading.Lock] = {}
@@ -96,8 +105,14 @@ class LayerOverviews:
         overview = overview_from_summaries(reduced, layer_names)
         with self._lock:
             self._items[key] = overview
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the oldest overviews beyond the count or byte limit (the newest always stays)."""
+        while len(self._items) > 1 and (
+            len(self._items) > self.max_items or sum(o.nbytes for o in self._items.values()) > self.max_bytes
+        ):
+            self._items.popitem(last=False)
 
     def has(self, loaded: LoadedModel, image_id: str) -> bool:
         with self._lock:
@@ -131,7 +146,6 @@ class LayerOverviews:
                     overview = build_overview(loaded, batch, layer_names)
             with self._lock:
                 self._items[key] = overview
-                while len(self._items) > self.max_items:
-                    self._items.popitem(last=False)
+                self._evict()
                 self._key_locks.pop(key, None)
         return overview

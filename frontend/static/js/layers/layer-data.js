@@ -62,9 +62,11 @@ function promiseCache(limit) {
 /** Fetchers with caching; one per mounted view. */
 export function createLayerData(api) {
   const cache = promiseCache(CACHE_ITEMS);
-  const json = (url) => cache.get(url, () => api.getJson(url));
+  const abort = new AbortController(); // clear() stops every request still on its way
+  const { signal } = abort;
+  const json = (url) => cache.get(url, () => api.getJson(url, { signal }));
   const npy = (url) =>
-    cache.get(url, async () => parseNpy(await (await api.request(url)).arrayBuffer()));
+    cache.get(url, async () => parseNpy(await (await api.request(url, { signal })).arrayBuffer()));
   const image = (url) =>
     cache.get(
       url,
@@ -74,6 +76,7 @@ export function createLayerData(api) {
           img.decoding = 'async';
           img.onload = () => resolve(img);
           img.onerror = () => reject(new Error(`the picture at ${url} could not be loaded`));
+          signal.addEventListener('abort', () => img.removeAttribute('src'), { once: true });
           img.src = url;
         }),
     );
@@ -85,11 +88,10 @@ export function createLayerData(api) {
   function hoverSource(urls, layer, shape) {
     const count = shape.reduce((a, b) => a * b, 1);
     if (count * 4 <= WHOLE_LAYER_MAX_BYTES) {
-      const whole = npy(urls.activations(layer));
       return {
         whole: true,
         channel: async (c) => {
-          const arr = await whole;
+          const arr = await npy(urls.activations(layer)); // fetched once, on the first hover
           const [C, H, W] = arr.shape.length === 1 ? [arr.shape[0], 1, 1] : arr.shape;
           if (c < 0 || c >= C) throw new Error(`no channel ${c}`);
           return { shape: [H, W], data: arr.data.subarray(c * H * W, (c + 1) * H * W) };
@@ -105,5 +107,14 @@ export function createLayerData(api) {
     };
   }
 
-  return { json, npy, image, hoverSource, clear: cache.clear };
+  return {
+    json,
+    npy,
+    image,
+    hoverSource,
+    clear() {
+      abort.abort();
+      cache.clear();
+    },
+  };
 }
