@@ -10,6 +10,10 @@ Fixtures for every browser test (mark the tests ``@pytest.mark.browser``):
   to a deliberately bad upload).
 - ``page``: a fresh page (own context, 1280×720, base URL set to the live server), checked by ``console``.
 - ``shots``: a folder for screenshots (``$CONVSCOPE_SHOTS_DIR``, default /tmp/shots).
+- ``photos``: the offline CC0 photos in ../shared/data/images (skips when absent).
+
+Helpers to drive the page (open it, read the URL state, wait for predictions and check them against
+the API) are in ``tests/browser/page_helpers.py``.
 """
 
 from __future__ import annotations
