@@ -1,0 +1,254 @@
+"""Load benchmark: a classroom of clients against a real uvicorn on loopback.
+
+Starts ``uvicorn server.main:create_app`` on 127.0.0.1 (a free port, a temporary image store), warms it
+up, then runs the same request mix twice:
+
+1. one client, sequentially (the baseline), and
+2. ``--clients`` asyncio clients (httpx) sharing ``--requests`` requests,
+
+and prints throughput for both and their ratio, every status seen, and the server's resident memory at
+the start and the end of the concurrent run. The mix: uploads of fresh images (new bytes every time, so
+each one is decoded), predictions, layer activations and Grad-CAM saliency, each on an image not analysed
+before (so they compute rather than hit a cache), across the small bundled models. The activation cache
+is given a small budget that the warm-up fills: memory is then measured in steady state. Deliberate 429/503 (overload) answers are counted apart from errors.
+
+Run:  .venv/bin/python bench/bench_load.py [--clients 32] [--requests 500] [--sequential 160]
+Goals (issue 6): zero errors besides 429/503, concurrent ≥ 0.9 × sequential throughput, RSS growth ≤ 50 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# (model, a layer for activations): small bundled models, so the run stays short on a shared CPU.
+MODELS = {"lenet5": "features.0", "tinyvgg-shapes": "block1.1", "mnist-deep": "conv2"}
+KINDS = ("upload", "predictions", "activations", "saliency")
+REQUEST_TIMEOUT_S = 120.0
+
+
+def png(seed: int) -> bytes:
+    """A 64×64 RGB picture unique to ``seed``: a blob on noise."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 80, (64, 64, 3), dtype=np.uint8)
+    y, x = rng.integers(12, 52, size=2)
+    arr[max(0, y - 10): y + 10, max(0, x - 10): x + 10] = rng.integers(150, 256, size=3, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class Plan:
+    """The request mix, in a fixed order so both runs do the same kinds of work in the same proportions.
+
+    Analysis requests each take an image no earlier request has analysed (from a pool uploaded before
+    the timing starts), so they compute instead of hitting a cache; uploads send bytes never seen before.
+    """
+
+    def __init__(self, pool: list[str], seed: int) -> None:
+        self.unused = iter(pool)
+        self.rng = random.Random(seed)
+        self.fresh_seeds = iter(range(1_000_000 * (seed + 1), 1_000_000 * (seed + 2)))
+
+    def requests(self, count: int) -> list[tuple[str, str, bytes | None]]:
+        out: list[tuple[str, str, bytes | None]] = []
+        for i in range(count):
+            kind = KINDS[i % len(KINDS)]
+            if kind == "upload":
+                out.append((kind, "/api/images", png(next(self.fresh_seeds))))
+                continue
+            model = self.rng.choice(list(MODELS))
+            base = f"/api/models/{model}/images/{next(self.unused)}"
+            if kind == "predictions":
+                out.append((kind, f"{base}/predictions", None))
+            elif kind == "activations":
+                out.append((kind, f"{base}/layers/{MODELS[model]}/activations.npy", None))
+            else:
+                out.append((kind, f"{base}/saliency.npy?method=gradcam", None))
+        return out
+
+
+@dataclass
+class Tally:
+    statuses: Counter = field(default_factory=Counter)
+    by_kind: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+    def record(self, kind: str, path: str, status: int, text: str) -> None:
+        self.statuses[status] += 1
+        self.by_kind[(kind, status)] += 1
+        if not (200 <= status < 300 or status in (429, 503)):
+            self.errors.append(f"{kind} {path} → {status} {text[:160]}")
+
+    @property
+    def deliberate(self) -> int:
+        return self.statuses[429] + self.statuses[503]
+
+
+async def send(client: httpx.AsyncClient, request: tuple[str, str, bytes | None], tally: Tally) -> None:
+    kind, path, body = request
+    try:
+        if body is not None:
+            response = await client.post(path, files={"file": ("fresh.png", body, "image/png")})
+        else:
+            response = await client.get(path)
+        tally.record(kind, path, response.status_code, response.text if response.status_code >= 400 else "")
+    except httpx.HTTPError as exc:
+        tally.record(kind, path, 0, f"{type(exc).__name__}: {exc}")
+
+
+async def run_sequential(base: str, requests: list) -> tuple[float, Tally]:
+    tally = Tally()
+    async with httpx.AsyncClient(base_url=base, timeout=REQUEST_TIMEOUT_S) as client:
+        started = time.perf_counter()
+        for request in requests:
+            await send(client, request, tally)
+        return time.perf_counter() - started, tally
+
+
+async def run_concurrent(base: str, requests: list, clients: int) -> tuple[float, Tally]:
+    tally = Tally()
+    queue: asyncio.Queue = asyncio.Queue()
+    for request in requests:
+        queue.put_nowait(request)
+
+    async def student() -> None:
+        # One connection per client, like one laptop each.
+        async with httpx.AsyncClient(base_url=base, timeout=REQUEST_TIMEOUT_S,
+                                     limits=httpx.Limits(max_connections=1)) as client:
+            while True:
+                try:
+                    request = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                await send(client, request, tally)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(student() for _ in range(clients)))
+    return time.perf_counter() - started, tally
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(storage: Path, log_path: Path, activation_cache_mb: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(storage), "PYTHONUNBUFFERED": "1",
+           "CONVSCOPE_ACTIVATION_CACHE_BYTES": str(activation_cache_mb * 2**20)}
+    command = [sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(base + "/api/health", timeout=2).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError("server did not start")
+
+
+def rss_mb(process: psutil.Process) -> float:
+    return process.memory_info().rss / 2**20
+
+
+def report(name: str, seconds: float, count: int, tally: Tally) -> float:
+    rate = count / seconds
+    kinds = ", ".join(f"{k} {s}×{n}" for (k, s), n in sorted(tally.by_kind.items()))
+    print(f"{name:<11} {count:4d} requests in {seconds:7.2f} s = {rate:7.1f} req/s | statuses {dict(tally.statuses)}")
+    print(f"{'':<11} by kind: {kinds}")
+    return rate
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--sequential", type=int, default=160, help="requests in the one-client baseline")
+    parser.add_argument("--warmup", type=int, default=240)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the concurrent run, printing RSS after each")
+    parser.add_argument("--activation-cache-mb", type=int, default=24,
+                        help="the server's activation cache budget: small, so that warm-up fills it")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="convscope-load-"))
+    server, base = start_server(tmp / "images", tmp / "server.log", args.activation_cache_mb)
+    proc = psutil.Process(server.pid)
+    try:
+        analyses = (args.warmup + args.sequential + args.requests * args.rounds) * 3 // 4 + 8
+        with httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT_S) as client:
+            pool = [client.post("/api/images", files={"file": ("pool.png", png(seed), "image/png")}).json()["image_id"]
+                    for seed in range(analyses)]
+        plan = Plan(pool, seed=1)
+        # Warm-up at full concurrency: every model loaded, every thread and allocator arena in use, and the
+        # (deliberately small) activation cache filled, so the measured runs start in steady state.
+        _, warm_tally = asyncio.run(run_concurrent(base, plan.requests(args.warmup), args.clients))
+        if warm_tally.errors:
+            print("warm-up errors:\n  " + "\n  ".join(warm_tally.errors[:10]))
+            return 1
+        print(f"server pid {server.pid} on {base}; device {httpx.get(base + '/api/health').json()['device']}; "
+              f"{os.cpu_count()} CPUs seen; mix {'/'.join(KINDS)} on {', '.join(MODELS)}; "
+              f"activation cache {args.activation_cache_mb} MB; {len(pool)} pool images")
+
+        seq_s, seq_tally = asyncio.run(run_sequential(base, plan.requests(args.sequential)))
+        seq_rate = report("sequential", seq_s, args.sequential, seq_tally)
+
+        rss_start = rss_mb(proc)
+        con_s, con_tally = asyncio.run(run_concurrent(base, plan.requests(args.requests), args.clients))
+        rss_end = rss_mb(proc)
+        con_rate = report(f"{args.clients} clients", con_s, args.requests, con_tally)
+
+        errors = seq_tally.errors + con_tally.errors
+        for round_no in range(2, args.rounds + 1):  # more of the same: does memory level off?
+            more_s, more_tally = asyncio.run(run_concurrent(base, plan.requests(args.requests), args.clients))
+            errors += more_tally.errors
+            print(f"round {round_no}: {args.requests / more_s:7.1f} req/s, RSS {rss_mb(proc):.1f} MB, "
+                  f"statuses {dict(more_tally.statuses)}")
+        ratio = con_rate / seq_rate
+        growth = rss_end - rss_start
+        print(f"throughput ratio (concurrent / sequential): {ratio:.2f}  (goal ≥ 0.90)")
+        print(f"deliberate 429/503: {con_tally.deliberate}; other errors: {len(errors)}  (goal 0)")
+        print(f"server RSS: {rss_start:.1f} MB at start of the concurrent run, {rss_end:.1f} MB after "
+              f"(growth {growth:+.1f} MB, goal ≤ 50)")
+        for line in errors[:20]:
+            print("  error:", line)
+        ok = not errors and ratio >= 0.9 and growth <= 50
+        print("RESULT:", "PASS" if ok else "FAIL")
+        return 0 if ok else 1
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
