@@ -17,6 +17,7 @@ const defaultModel = document.body.dataset.defaultModel || 'lenet5';
 const state = createUrlState({ model: defaultModel, weights: 'auto', view: DEFAULT_VIEW });
 const modelCache = new Map(); // "id|weights" → model JSON, most recent last
 let renderSequence = 0; // only the latest render touches the page
+const modelTitles = new Map(); // id → title, from the model list
 
 const notices = createNotices();
 const picker = createModelPicker({
@@ -49,6 +50,7 @@ async function loadModelList() {
   try {
     const { models } = await api.models();
     picker.setModels(models);
+    for (const m of models) modelTitles.set(m.id, m.title);
     notices.clear('models');
   } catch (err) {
     notices.show('models', `The list of models could not be loaded: ${err.message}`);
@@ -86,10 +88,27 @@ async function loadModel({ model: id, weights }) {
   }
 }
 
+const busy = document.getElementById('model-busy');
+let busyTimer = null;
+
+/** Say "Loading …" when a model takes a moment (big torchvision models on a CPU take seconds). */
+function setBusy(modelId) {
+  clearTimeout(busyTimer);
+  document.body.classList.toggle('is-loading', Boolean(modelId));
+  if (!modelId) {
+    busy.hidden = true;
+    return;
+  }
+  busyTimer = setTimeout(() => {
+    busy.textContent = `Loading ${modelTitles.get(modelId) || modelId}…`;
+    busy.hidden = false;
+  }, 150);
+}
+
 async function render() {
   const mine = ++renderSequence;
   const current = state.read();
-  document.body.classList.add('is-loading');
+  setBusy(current.model);
   let model;
   try {
     model = await loadModel(current);
@@ -97,7 +116,7 @@ async function render() {
     if (mine === renderSequence) notices.show('model', `Model ${current.model} could not be loaded: ${err.message}`);
     return;
   } finally {
-    if (mine === renderSequence) document.body.classList.remove('is-loading');
+    if (mine === renderSequence) setBusy(null);
   }
   if (!model || mine !== renderSequence) return;
 

@@ -97,6 +97,7 @@ export function createModelPicker({ onModel, onWeights }) {
     ];
     if (model.description) parts.push(el('span', { className: 'detail-description', text: ` — ${model.description}` }));
     detail.replaceChildren(...parts);
+    detail.title = detail.textContent; // the line is cut to one row; the whole of it on hover
   }
 
   return { setModels, render, dispose: bag.run };
