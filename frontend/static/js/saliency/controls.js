@@ -1,6 +1,6 @@
 // The Saliency view's toolbar: method, layer, colour map, opacity, and a search over every class label.
 
-import { el, listen, disposer, formatShape } from '../dom.js';
+import { el, listen, disposer } from '../dom.js';
 import { filterLabels, spatialLayers } from './saliency-math.js';
 
 const FAMILIES = [
@@ -8,11 +8,15 @@ const FAMILIES = [
   ['gradient', 'Gradient methods'],
 ];
 
-export function createControls(parent, { onChange, onOpacity }) {
+/**
+ * `parent` gets the toolbar; `searchParent` (the top-classes card's head) gets the class search.
+ * onChange(changes) gets URL-state changes; onOpacity(0..1) follows the slider live.
+ */
+export function createControls(parent, searchParent, { onChange, onOpacity }) {
   const bag = disposer();
   const method = el('select', { id: 'sal-method', className: 'sal-select' });
   const layer = el('select', { id: 'sal-layer', className: 'sal-select' });
-  const cmap = el('div', { className: 'segmented', attrs: { role: 'radiogroup', 'aria-label': 'Colour map' } });
+  const cmap = el('select', { id: 'sal-cmap', className: 'sal-select' });
   const opacity = el('input', { type: 'range', id: 'sal-opacity', min: '0', max: '100', step: '5', className: 'sal-opacity' });
   const opacityText = el('output', { className: 'sal-opacity-text', attrs: { for: 'sal-opacity' } });
   const search = el('input', {
@@ -28,25 +32,24 @@ export function createControls(parent, { onChange, onOpacity }) {
     el('div', { className: 'sal-toolbar' }, [
       field('Method', 'sal-method', method),
       field('Layer', 'sal-layer', layer),
-      el('div', { className: 'sal-field' }, [el('span', { className: 'toolbar-label', text: 'Colours' }), cmap]),
+      field('Colours', 'sal-cmap', cmap),
       field('Opacity', 'sal-opacity', el('span', { className: 'sal-opacity-wrap' }, [opacity, opacityText])),
-      el('div', { className: 'sal-field sal-search-field' }, [
-        el('label', { className: 'toolbar-label', attrs: { for: 'sal-search' }, text: 'Explain class' }),
-        search,
-        results,
-      ]),
     ]),
     about,
+  );
+  searchParent.append(
+    el('div', { className: 'sal-search-field' }, [
+      el('label', { className: 'toolbar-label', attrs: { for: 'sal-search' }, text: 'Explain any class' }),
+      search,
+      results,
+    ]),
   );
 
   let labels = [];
   let methods = [];
   bag.add(listen(method, 'change', () => onChange({ method: method.value })));
   bag.add(listen(layer, 'change', () => onChange({ cam_layer: layer.value })));
-  bag.add(listen(cmap, 'click', (e) => {
-    const b = e.target.closest('button');
-    if (b) onChange({ cmap: b.dataset.value });
-  }));
+  bag.add(listen(cmap, 'change', () => onChange({ cmap: cmap.value })));
   bag.add(listen(opacity, 'input', () => {
     opacityText.textContent = `${opacity.value}%`;
     onOpacity(Number(opacity.value) / 100);
@@ -95,14 +98,10 @@ export function createControls(parent, { onChange, onOpacity }) {
     );
     layer.replaceChildren(
       ...spatialLayers(model).map((l) =>
-        el('option', { value: l.name, text: `${l.name} · ${l.type} · ${formatShape(l.output_shape)}` }),
+        el('option', { value: l.name, text: `${l.name} · ${l.type} · ${l.output_shape.join('×')}` }),
       ),
     );
-    cmap.replaceChildren(
-      ...Object.keys(colormaps).map((name) =>
-        el('button', { type: 'button', text: name, dataset: { value: name }, attrs: { role: 'radio' } }),
-      ),
-    );
+    cmap.replaceChildren(...Object.keys(colormaps).map((name) => el('option', { value: name, text: name })));
   }
 
   /** Reflect the URL state in the controls. */
@@ -113,7 +112,7 @@ export function createControls(parent, { onChange, onOpacity }) {
     layer.disabled = !spec || !spec.uses_layer;
     layer.title = layer.disabled ? `${spec ? spec.title : 'This method'} works on the input pixels, not a layer` : '';
     about.textContent = spec ? `${spec.summary} Cost: ${spec.cost}.` : '';
-    for (const b of cmap.querySelectorAll('button')) b.setAttribute('aria-checked', String(b.dataset.value === st.cmap));
+    cmap.value = st.cmap;
     opacity.value = String(Math.round(st.opacity * 100));
     opacityText.textContent = `${opacity.value}%`;
   }

@@ -46,6 +46,7 @@ export function createFocus(parent) {
     heat.src = urls.png(info.index, cmap);
     heat.style.opacity = String(opacity);
     stack.dataset.target = String(info.index);
+    delete stack.dataset.values;
     title.textContent = `${method.title} · ${info.label}`;
     facts.textContent = `class #${info.index} · p = ${formatPercent(info.probability)} · logit ${formatValue(info.logit)}`
       + (layer ? ` · layer ${layer}` : ' · input pixels');
@@ -65,7 +66,9 @@ export function createFocus(parent) {
   }
 
   function setValues(values) {
-    if (current) current.values = values;
+    if (!current) return;
+    current.values = values;
+    stack.dataset.values = 'ready'; // hover values available (tests wait for this)
   }
 
   function setOpacity(opacity) {

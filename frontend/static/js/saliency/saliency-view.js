@@ -24,17 +24,21 @@ export function mount(container, ctx) {
   const set = (changes, replace = false) => view.ctx.state.set(changes, { replace });
   const untrained = el('p', { className: 'sal-untrained', attrs: { role: 'note' } });
   const controlsCard = el('section', { className: 'card sal-controls', attrs: { 'aria-label': 'Saliency settings' } });
+  const searchHost = el('div', { className: 'sal-top-tools' });
   const topCard = el('section', { className: 'card sal-top-card', attrs: { 'aria-labelledby': 'sal-top-heading' } }, [
-    el('div', { className: 'card-head' }, [el('h2', { id: 'sal-top-heading', text: 'Top classes' }), el('span', { className: 'card-note', text: 'click one to open it' })]),
+    el('div', { className: 'card-head' }, [
+      el('div', {}, [el('h2', { id: 'sal-top-heading', text: 'Top 5 classes' }), el('span', { className: 'card-note', text: 'click a map to open it below' })]),
+      searchHost,
+    ]),
   ]);
   const focusCard = el('section', { className: 'card sal-focus-card', attrs: { 'aria-label': 'Open class' } });
-  container.append(controlsCard, untrained, topCard, focusCard);
+  container.append(controlsCard, topCard, focusCard);
   view = {
     ctx, untrained, keys: {}, top: null, abort: null, focusAbort: null, stopPoll: null, methods: null, st: null,
-    controls: createControls(controlsCard, {
+    controls: createControls(controlsCard, searchHost, {
       onChange: (changes) => set(changes, 'opacity' in changes),
       onOpacity: (opacity) => {
-        view.top.setOpacity(opacity);
+        view.topClasses.setOpacity(opacity);
         view.focus.setOpacity(opacity);
         set({ opacity: opacity.toFixed(2) }, true);
       },
@@ -42,6 +46,7 @@ export function mount(container, ctx) {
     topClasses: createTopClasses(topCard, { onSelect: (index) => set({ target: String(index) }) }),
     focus: createFocus(focusCard),
   };
+  controlsCard.append(untrained);
   start(ctx);
 }
 
@@ -85,8 +90,8 @@ export function update(ctx) {
   view.controls.show(st);
   const spec = view.methods.methods.find((m) => m.name === st.method);
   view.untrained.hidden = weights !== 'untrained';
-  view.untrained.textContent = `Untrained weights: ${model.title} has random filters here, so these maps show what random `
-    + 'features respond to, not learned evidence for a class.';
+  view.untrained.textContent = 'Untrained weights: these maps show what random filters respond to, '
+    + 'not learned evidence for a class.';
   if (!imageId) {
     view.keys.top = null;
     view.topClasses.message(`Upload, draw or pick a sample image to see which pixels speak for each class.`);
