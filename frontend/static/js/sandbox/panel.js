@@ -51,7 +51,7 @@ export function mount(container, ctx) {
   const formula = el('div', { className: 'sandbox-formula', attrs: { role: 'status' } });
   const inputHost = el('div', { className: 'sandbox-editor' }, [el('h3', { text: 'Input' })]);
   const kernelHost = el('div', { className: 'sandbox-editor', dataset: { for: 'conv' } }, [el('h3', { text: 'Kernel' })]);
-  const canvas = el('canvas', { className: 'stepper-canvas', width: WIDTH, height: HEIGHT, attrs: { 'aria-label': 'Sandbox animation' } });
+  const canvas = el('canvas', { id: 'sandbox-canvas', className: 'stepper-canvas', width: WIDTH, height: HEIGHT, attrs: { 'aria-label': 'Sandbox animation' } });
   const tooltip = el('div', { className: 'stepper-tooltip', hidden: true });
   const playerHost = el('div');
   const exportNote = el('span', { className: 'stepper-export-note', attrs: { role: 'status' } });
@@ -211,6 +211,10 @@ function drawFrame(frame) {
   if (!v || !v.answer) return;
   v.hits = drawSandbox(v.g, { op: v.answerSettings.op, input: v.answerSettings.input, answer: v.answer, settings: v.answerSettings, step: frame });
   v.player.sync(frame, v.animator.count);
+  const step = v.answer.steps[frame];
+  Object.assign(v.canvas.dataset, { frame: String(frame), count: String(v.animator.count), cell: step.out.join(','),
+    value: String(step.activated ?? step.result), outputShape: v.answer.geometry.output_shape.join('x'),
+    outputGeom: JSON.stringify({ x0: v.hits.output.x0, y0: v.hits.output.y0, cell: v.hits.output.cell }) });
 }
 
 function describe(frame) {

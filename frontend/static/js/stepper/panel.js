@@ -38,7 +38,7 @@ export function mount(container, ctx) {
   const detail = el('input', { type: 'checkbox', id: 'stepper-detail', checked: true });
   const exportButtons = ['png', 'gif', 'webm'].map((kind) => el('button', { type: 'button', className: 'button button-small', text: kind.toUpperCase(), dataset: { export: kind }, title: kind === 'png' ? 'The current frame as PNG' : `The animation from this frame on (≤ ${MAX_EXPORT_FRAMES} frames) as ${kind.toUpperCase()}` }));
   const exportNote = el('span', { className: 'stepper-export-note', attrs: { role: 'status' } });
-  const canvas = el('canvas', { className: 'stepper-canvas', width: WIDTH, height: HEIGHT, attrs: { 'aria-label': 'Step-through animation' } });
+  const canvas = el('canvas', { id: 'stepper-canvas', className: 'stepper-canvas', width: WIDTH, height: HEIGHT, attrs: { 'aria-label': 'Step-through animation' } });
   const tooltip = el('div', { className: 'stepper-tooltip', hidden: true, attrs: { role: 'status' } });
   const stage = el('div', { className: 'stepper-stage' }, [canvas, tooltip]);
   const playerHost = el('div');
@@ -89,9 +89,14 @@ export function update(ctx) {
   if (key !== v.key) {
     v.key = key;
     start({ layer, layerName, channel, top });
-  } else if (v.setup && !v.animator.playing) {
+  } else if (v.setup && ctx.state.get('pos') !== v.lastPos) {
+    // the URL's cell changed from outside (a link, back/forward): go there
     const pos = parsePos(ctx.state.get('pos'), v.setup);
-    if (pos && currentCell().posIndex !== pos.y * v.setup.outW + pos.x) v.animator.seek((pos.y * v.setup.outW + pos.x) * v.setup.phases.length);
+    v.lastPos = ctx.state.get('pos');
+    if (pos) {
+      v.animator.pause();
+      v.animator.seek((pos.y * v.setup.outW + pos.x) * v.setup.phases.length);
+    }
   }
 }
 
@@ -136,6 +141,7 @@ async function start({ layer, layerName, channel, top }) {
   try {
     const [outC, outH, outW] = layer.output_shape;
     const pos = parsePos(ctx.state.get('pos'), { outH, outW }) || { y: 0, x: 0 };
+    v.lastPos = ctx.state.get('pos');
     const first = await v.data.trace(channel, pos.y, pos.x, top);
     if (myKey !== v.key) return;
     v.got.traces.set(`${pos.y}|${pos.x}`, first);
@@ -248,8 +254,27 @@ function geometryLines(s) {
 
 function drawFrame(frame) {
   if (!v || !v.setup) return;
-  v.hits = drawScene(v.g, sceneFor(frame));
+  const scene = sceneFor(frame);
+  v.hits = drawScene(v.g, scene);
   v.player.sync(frame, v.animator.count);
+  // what is on the canvas, for tests and assistive tools that cannot read pixels
+  const t = scene.trace;
+  const d = v.canvas.dataset;
+  Object.assign(d, { frame: String(frame), count: String(v.animator.count), cell: `${scene.pos.y},${scene.pos.x}`,
+    phase: String(currentCell(frame).phaseIndex), ready: t && scene.input && scene.output ? '1' : '0' });
+  d.value = t ? String(t.kind === 'conv' ? t.total : t.kind === 'pool' ? t.result : t.output) : '';
+  d.final = t && t.kind === 'conv' ? String(t.final) : '';
+  d.outputGeom = v.hits.output ? JSON.stringify({ x0: v.hits.output.x0, y0: v.hits.output.y0, cell: v.hits.output.cell }) : '';
+  if (!v.animator.playing) writePos();
+}
+
+/** Keep the URL on the cell shown (not while playing: one history write per frame would be noise). */
+function writePos() {
+  const { y, x } = currentCell();
+  const pos = `${y},${x}`;
+  if (pos === v.lastPos) return;
+  v.lastPos = pos;
+  v.ctx.state.set({ pos }, { replace: true });
 }
 
 function describe(frame) {
@@ -262,10 +287,7 @@ function describe(frame) {
 function onPlayState(playing) {
   if (!v) return;
   v.player.setPlaying(playing);
-  if (!playing && v.setup) {
-    const { y, x } = currentCell();
-    v.ctx.state.set({ pos: `${y},${x}` }, { replace: true });
-  }
+  if (!playing && v.setup) writePos();
 }
 
 function onCanvasClick(event) {
@@ -274,7 +296,6 @@ function onCanvasClick(event) {
   if (!cell || cell.map !== 'output') return;
   v.animator.pause();
   v.animator.seek((cell.r * v.setup.outW + cell.c) * v.setup.phases.length);
-  v.ctx.state.set({ pos: `${cell.r},${cell.c}` }, { replace: true });
 }
 
 async function loadSoftmax(key) {

@@ -150,7 +150,7 @@ export function drawMap(ctx, box, { rows, cols, values, scale, pad = { top: 0, b
     }
     ctx.stroke();
   }
-  const showNumbers = numbers === 'auto' ? cell >= 30 : numbers;
+  const showNumbers = numbers === 'auto' ? cell >= 44 : numbers;
   if (showNumbers) {
     ctx.font = `${Math.min(15, Math.floor(cell / 2.6))}px ${MONO}`;
     ctx.textAlign = 'center';
