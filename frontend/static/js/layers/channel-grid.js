@@ -39,6 +39,15 @@ export function createChannelGrid(parent, { onHover, onSelect }) {
   bag.add(listen(grid, 'pointermove', (event) => onHover(hitFromEvent(event))));
   bag.add(listen(grid, 'pointerleave', () => onHover(null)));
   bag.add(
+    listen(grid, 'keydown', (event) => {
+      const tile = event.target.closest('figure.tile');
+      if (tile && (event.key === 'Enter' || event.key === ' ')) {
+        event.preventDefault();
+        onSelect(Number(tile.dataset.channel));
+      }
+    }),
+  );
+  bag.add(
     listen(grid, 'click', (event) => {
       const hit = hitFromEvent(event);
       if (hit) onSelect(hit.channel);
@@ -58,7 +67,7 @@ export function createChannelGrid(parent, { onHover, onSelect }) {
       const ctx = canvas.getContext('2d');
       ctx.imageSmoothingEnabled = false;
       ctx.drawImage(picture, r.x, r.y, r.width, r.height, 0, 0, r.width, r.height);
-      return el('figure', { className: 'tile', dataset: { channel: String(c) }, attrs: { role: 'listitem' } }, [
+      return el('figure', { className: 'tile', tabIndex: 0, dataset: { channel: String(c) }, attrs: { role: 'listitem' } }, [
         canvas,
         el('figcaption', {}, [el('span', { className: 'tile-index', text: `#${c}` }), el('span', { className: 'tile-stat', text: caption(c) })]),
       ]);

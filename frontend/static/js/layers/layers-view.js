@@ -170,6 +170,7 @@ async function loadLayer(ctx, st) {
   const key = view.keys.layer;
   const name = st.layer.name;
   view.layer = null;
+  view.readout.textContent = 'Point at a channel to read its values.';
   view.status.hidden = false;
   view.status.textContent = `Computing ${name}…`;
   view.layerCard.classList.add('is-loading');
