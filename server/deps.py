@@ -10,6 +10,7 @@ from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
 from server.services.image_store import ImageStore
 from server.services.model_runtime import ModelRuntime
+from server.services.upload import UploadGate
 from server.services.weights_download import WeightsDownloads
 from server.services.work_limiter import WorkLimiter
 from server.settings import Settings
@@ -43,6 +44,10 @@ def get_batcher(request: Request) -> PredictionBatcher:
     return request.app.state.batcher
 
 
+def get_upload_gate(request: Request) -> UploadGate:
+    return request.app.state.upload_gate
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
@@ -50,6 +55,7 @@ ArchitecturesDep = Annotated[ArchitectureCatalog, Depends(get_architectures)]
 DownloadsDep = Annotated[WeightsDownloads, Depends(get_downloads)]
 LimiterDep = Annotated[WorkLimiter, Depends(get_limiter)]
 BatcherDep = Annotated[PredictionBatcher, Depends(get_batcher)]
+UploadGateDep = Annotated[UploadGate, Depends(get_upload_gate)]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],
     Query(description="auto: trained weights when present, else untrained (random, seeded)"),

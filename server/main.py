@@ -24,6 +24,7 @@ from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
 from server.services.image_store import ImageStore
 from server.services.model_runtime import ModelRuntime
+from server.services.upload import UploadGate
 from server.services.weights_download import WeightsDownloads
 from server.services.work_limiter import WorkLimiter
 from server.settings import Settings, device_label, resolve_device
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                         settings.work_wait_timeout_s)
         app.state.batcher = PredictionBatcher(app.state.limiter, settings.batch_window_ms / 1000,
                                               settings.max_batch_size)
+        app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
         # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, settings.max_active_work + settings.max_waiting_work + 32)

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = 20 * 1024 * 1024
     max_body_bytes: int = 1024 * 1024  # any other request body (JSON for the sandbox)
+    max_active_uploads: int = 8  # uploads read and decoded at once; more wait, their bodies unread
+    max_waiting_uploads: int = 256
     max_image_pixels: int = 50_000_000  # decompression-bomb guard (width × height)
     image_store_budget_bytes: int = 512 * 1024 * 1024
     max_loaded_models: int = 4

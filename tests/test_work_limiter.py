@@ -113,3 +113,64 @@ def test_api_answers_overload_with_503_and_recovers(tight_client: TestClient, up
     assert cheap.status_code == 200
     assert tight_client.get(url).status_code == 200  # and everything works again
     assert limiter.active == 0 and limiter.waiting == 0
+
+
+# --- the upload gate: a few uploads in memory at once, the rest wait with their bodies unread ----------
+
+def test_upload_gate_queues_then_refuses() -> None:
+    import anyio
+
+    from server.services.upload import UploadGate
+
+    async def scenario() -> list[str]:
+        gate = UploadGate(max_active=1, max_waiting=1, wait_timeout_s=30, retry_after_s=3)
+        events: list[str] = []
+
+        async def second() -> None:
+            async with gate.admit():
+                events.append("second in")
+
+        async with anyio.create_task_group() as tasks:
+            async with gate.admit():
+                tasks.start_soon(second)
+                while gate.waiting == 0:
+                    await anyio.sleep(0.001)
+                try:
+                    async with gate.admit():
+                        events.append("third in")
+                except ApiError as exc:
+                    events.append(f"third refused {exc.status} {exc.headers['Retry-After']}")
+                events.append("first out")
+        assert gate.active == 0 and gate.waiting == 0
+        timed = UploadGate(max_active=1, max_waiting=4, wait_timeout_s=0.05)
+        async with timed.admit():
+            try:
+                async with timed.admit():
+                    events.append("late in")
+            except ApiError as exc:
+                events.append(f"late refused {exc.status}")
+        assert timed.active == 0 and timed.waiting == 0
+        return events
+
+    assert anyio.run(scenario) == ["third refused 503 3", "first out", "second in", "late refused 503"]
+
+
+def test_busy_upload_gate_answers_before_reading_the_body(tmp_path) -> None:
+    import anyio
+
+    from tests.test_hostile_uploads import CountingBody, asgi_post
+
+    app = create_app(Settings(storage_dir=tmp_path / "images", max_active_uploads=1, max_waiting_uploads=0))
+    png = png_bytes(np.full((8, 8), 5, dtype=np.uint8))
+    with TestClient(app) as client:
+        body = CountingBody(png, b"", 0)
+        headers = [(b"content-type", b"image/png")]
+
+        async def busy() -> tuple[int, bytes]:
+            async with app.state.upload_gate.admit():  # type: ignore[attr-defined]
+                return await asgi_post(app, headers, body)
+
+        status, content = anyio.run(busy)
+        assert status == 503 and b'"overloaded"' in content
+        assert body.pulled == 0  # refused without touching the body
+        assert client.post("/api/images", content=png, headers={"content-type": "image/png"}).status_code == 201

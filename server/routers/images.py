@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from server.deps import BatcherDep, ImageStoreDep, RuntimeDep, SettingsDep, WeightsQuery, weights_header
+from server.deps import (
+    BatcherDep,
+    ImageStoreDep,
+    RuntimeDep,
+    SettingsDep,
+    UploadGateDep,
+    WeightsQuery,
+    weights_header,
+)
 from server.errors import ApiError
 from server.responses import npy_response, png_response
 from server.services.model_inputs import input_batch, input_picture, input_tensor
@@ -18,12 +26,14 @@ router = APIRouter(prefix="/api", tags=["images"])
 
 
 @router.post("/images", status_code=201)
-async def upload_image(request: Request, store: ImageStoreDep, settings: SettingsDep) -> dict[str, Any]:
-    data = await read_upload(request, settings.max_upload_bytes)
+async def upload_image(request: Request, store: ImageStoreDep, settings: SettingsDep,
+                       gate: UploadGateDep) -> dict[str, Any]:
     # Decoding is CPU work: off the event loop.
     from starlette.concurrency import run_in_threadpool
 
-    stored = await run_in_threadpool(store.put, data)
+    async with gate.admit():  # a few uploads in memory at once; the rest wait with their bodies unread
+        data = await read_upload(request, settings.max_upload_bytes)
+        stored = await run_in_threadpool(store.put, data)
     return {"image_id": stored.image_id, "width": stored.width, "height": stored.height}
 
 

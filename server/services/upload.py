@@ -8,7 +8,9 @@ The client's file name is never used for anything.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -143,3 +145,56 @@ def too_large(limit: int) -> ApiError:
     """413 ``file_too_large``, naming the limit."""
     size = f"{limit / (1024 * 1024):.0f} MB" if limit >= 1024 * 1024 else f"{limit:,} bytes"
     return ApiError(413, "file_too_large", f"The upload is larger than the {size} limit.")
+
+
+class UploadGate:
+    """At most ``max_active`` uploads are read and decoded at once: a class uploading phone photos together
+    must not hold them all in memory. The others wait their turn *before* their body is read (the bytes
+    stay in the network buffers, which the server stops draining), at most ``max_waiting`` of them and for
+    at most ``wait_timeout_s``; beyond that: 503 + Retry-After.
+
+    Used from the event loop only (the counters need no lock); the condition is made in the running loop.
+    """
+
+    def __init__(self, max_active: int, max_waiting: int, wait_timeout_s: float = 30.0, retry_after_s: int = 2):
+        self.max_active = max(1, max_active)
+        self.max_waiting = max(0, max_waiting)
+        self.wait_timeout_s = wait_timeout_s
+        self.retry_after_s = retry_after_s
+        self.active = 0
+        self.waiting = 0
+        self._condition: asyncio.Condition | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _cond(self) -> asyncio.Condition:
+        loop = asyncio.get_running_loop()
+        if self._condition is None or self._loop is not loop:
+            self._condition, self._loop = asyncio.Condition(), loop
+        return self._condition
+
+    def _overloaded(self, why: str) -> ApiError:
+        return ApiError(503, "overloaded", f"Too many uploads at once ({why}); try again in a moment.",
+                        {"Retry-After": str(self.retry_after_s)})
+
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """Hold one upload slot for the block."""
+        cond = self._cond()
+        async with cond:
+            if self.active >= self.max_active:
+                if self.waiting >= self.max_waiting:
+                    raise self._overloaded("queue full")
+                self.waiting += 1
+                try:
+                    await asyncio.wait_for(cond.wait_for(lambda: self.active < self.max_active), self.wait_timeout_s)
+                except TimeoutError:
+                    raise self._overloaded("waited too long") from None
+                finally:
+                    self.waiting -= 1
+            self.active += 1
+        try:
+            yield
+        finally:
+            async with cond:
+                self.active -= 1
+                cond.notify()
