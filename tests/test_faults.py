@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -192,13 +193,10 @@ def assert_nothing_left(app: FastAPI) -> None:
     assert leftovers == []
 
 
-@pytest.fixture
-def live_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FastAPI, int, Path]]:
-    """A real uvicorn on loopback, in this process, so the test can look inside the app afterwards."""
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    app = create_app(Settings(storage_dir=tmp_path / "images", max_active_work=1))
+@contextmanager
+def serving(app: FastAPI) -> Iterator[int]:
+    """Serve ``app`` with a real uvicorn on a free loopback port, in this process (so a test can look inside
+    the app afterwards); yields the port."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -210,11 +208,22 @@ def live_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tup
         assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
         time.sleep(0.05)
     try:
-        yield app, port, scratch
+        yield port
     finally:
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+@pytest.fixture
+def live_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FastAPI, int, Path]]:
+    """A real uvicorn with one compute slot, and a private temp folder to see what it leaves behind."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    app = create_app(Settings(storage_dir=tmp_path / "images", max_active_work=1))
+    with serving(app) as port:
+        yield app, port, scratch
 
 
 def hang_up_after(port: int, raw: bytes, wait: float = 0.0) -> None:

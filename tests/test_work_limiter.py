@@ -174,3 +174,40 @@ def test_busy_upload_gate_answers_before_reading_the_body(tmp_path) -> None:
         assert status == 503 and b'"overloaded"' in content
         assert body.pulled == 0  # refused without touching the body
         assert client.post("/api/images", content=png, headers={"content-type": "image/png"}).status_code == 201
+
+
+def test_real_server_sheds_overload_promptly(tmp_path) -> None:
+    """A real uvicorn with one compute slot and one queue place, hit by 12 clients at once with uncached
+    Grad-CAM work: the excess hears 503 + Retry-After straight away, the rest succeed, nothing else."""
+    import asyncio
+
+    import httpx
+
+    from tests.test_faults import serving
+
+    settings = Settings(storage_dir=tmp_path / "images", max_active_work=1, max_waiting_work=1,
+                        work_wait_timeout_s=60)
+    app = create_app(settings)
+    with serving(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        ids = [httpx.post(f"{base}/api/images", files={"file": ("a.png", png_bytes(np.full((32, 32), v, np.uint8)))}
+                          ).json()["image_id"] for v in range(12)]
+        assert httpx.get(f"{base}/api/models/tinyvgg-shapes/images/{ids[0]}/predictions").status_code == 200
+
+        async def one(client: httpx.AsyncClient, image_id: str) -> tuple[int, float, str | None]:
+            started = time.perf_counter()
+            response = await client.get(f"/api/models/tinyvgg-shapes/images/{image_id}/saliency.npy?method=scorecam")
+            return response.status_code, time.perf_counter() - started, response.headers.get("retry-after")
+
+        async def burst() -> list[tuple[int, float, str | None]]:
+            async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+                return await asyncio.gather(*(one(client, i) for i in ids[1:]))
+
+        results = asyncio.run(burst())
+    statuses = [status for status, _, _ in results]
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(503) >= 1 and statuses.count(200) >= 2, statuses
+    refused = [seconds for status, seconds, _ in results if status == 503]
+    assert all(retry and retry.isdigit() for status, _, retry in results if status == 503)
+    assert max(refused) < settings.work_wait_timeout_s / 4  # told at once, not after queueing until a timeout
+    assert app.state.limiter.rejected == statuses.count(503)
