@@ -71,7 +71,7 @@ export function createDrawingCanvas({ onDrawing, onClear }) {
     exporting = true;
     dirty = false;
     try {
-      const blob = await new Promise((resolve) => canvas.toBlob(resolve, 'image/png'));
+      const blob = canvasPng(canvas);
       if (blob) {
         const replace = sessionStarted;
         sessionStarted = true;
@@ -137,6 +137,19 @@ export function createDrawingCanvas({ onDrawing, onClear }) {
   }
 
   return { setVisible, dispose: bag.run };
+}
+
+/**
+ * The canvas as a PNG Blob, encoded synchronously: Chromium's toBlob() waits for an idle period
+ * (up to a second when the page is busy), which would make "classify as you draw" lag; a 280×280
+ * PNG encodes in a few milliseconds.
+ */
+function canvasPng(canvas) {
+  const dataUrl = canvas.toDataURL('image/png');
+  const binary = atob(dataUrl.slice(dataUrl.indexOf(',') + 1));
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i += 1) bytes[i] = binary.charCodeAt(i);
+  return new Blob([bytes], { type: 'image/png' });
 }
 
 /** Whether the drawing pad suits a model's input. */
