@@ -191,3 +191,35 @@ def test_one_forward_pass_serves_the_layer_and_the_overview(module_client, monke
     for name in ("block1.0", "block2.2", "classifier.1"):  # all other layers came from the same pass
         _get(module_client, f"{base}/layers/{name}/activations.npy")
     assert store.captures == before + 1
+
+
+def test_conv_output_follows_from_the_api_own_numbers(module_client, image_id) -> None:
+    """activations.npy of a conv layer == F.conv2d(activations.npy of the layer before, weights.npy, bias.npy)."""
+    import torch.nn.functional as F
+
+    layers = {layer["name"]: layer for layer in module_client.get("/api/models/tinyvgg-shapes").json()["layers"]}
+    base = _base("tinyvgg-shapes", image_id)
+    for previous, conv in (("block1.1", "block1.2"), ("block1.4", "block2.0")):
+        x = torch.from_numpy(_npy(_get(module_client, f"{base}/layers/{previous}/activations.npy").content))[None]
+        w = torch.from_numpy(_npy(_get(module_client, f"/api/models/tinyvgg-shapes/layers/{conv}/weights.npy").content))
+        b = torch.from_numpy(_npy(_get(module_client, f"/api/models/tinyvgg-shapes/layers/{conv}/bias.npy").content))
+        spec = layers[conv]
+        y = F.conv2d(x, w, b, tuple(spec["stride"]), tuple(spec["padding"]), tuple(spec["dilation"]), spec["groups"])
+        got = _npy(_get(module_client, f"{base}/layers/{conv}/activations.npy").content)
+        np.testing.assert_allclose(got, y[0].numpy(), atol=1e-5, rtol=1e-5, err_msg=conv)
+
+
+def test_activation_cache_budget_comes_from_the_settings(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from server.main import create_app
+    from server.settings import Settings
+
+    budget = 300_000
+    with TestClient(create_app(Settings(storage_dir=tmp_path / "images", activation_cache_bytes=budget))) as client:
+        data = _png(np.random.default_rng(3).integers(0, 256, (50, 50, 3), dtype=np.uint8))
+        image_id = client.post("/api/images", files={"file": ("b.png", data, "image/png")}).json()["image_id"]
+        for layer in ("block1.0", "block2.2", "classifier.1", "block1.2"):
+            _get(client, f"{_base('tinyvgg-shapes', image_id)}/layers/{layer}/atlas.png")
+            store = client.app.state.activations
+            assert store.budget_bytes == budget and 0 < store.nbytes <= budget
