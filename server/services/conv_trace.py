@@ -237,14 +237,14 @@ def conv_trace(cap: LayerCapture, module: nn.Conv2d, channel: int, y: int, x: in
     per_group_out = module.out_channels // module.groups
     group = channel // per_group_out
     first_in = group * per_group_in
-    t, l = window.rows.pad_before, window.cols.pad_before
+    pad_top, pad_left = window.rows.pad_before, window.cols.pad_before
     source = cap.input.double()
-    if module.padding_mode != "zeros" and (t or l or window.rows.pad_after or window.cols.pad_after):
-        source = F.pad(source[None], (l, window.cols.pad_after, t, window.rows.pad_after), mode=module.padding_mode)[0]
+    if module.padding_mode != "zeros" and (pad_top or pad_left or window.rows.pad_after or window.cols.pad_after):
+        source = F.pad(source[None], (pad_left, window.cols.pad_after, pad_top, window.rows.pad_after), mode=module.padding_mode)[0]
     else:
-        t = l = 0  # zero padding: padding cells read as 0 below, no padded copy needed
-    rows = torch.tensor([iy + t for *_k, iy, _ix, _p in cells]).clamp(0, source.shape[1] - 1)
-    cols = torch.tensor([ix + l for *_k, _iy, ix, _p in cells]).clamp(0, source.shape[2] - 1)
+        pad_top = pad_left = 0  # zero padding: padding cells read as 0 below, no padded copy needed
+    rows = torch.tensor([iy + pad_top for *_k, iy, _ix, _p in cells]).clamp(0, source.shape[1] - 1)
+    cols = torch.tensor([ix + pad_left for *_k, _iy, ix, _p in cells]).clamp(0, source.shape[2] - 1)
     is_pad = torch.tensor([p for *_rest, p in cells])
     channels = torch.arange(first_in, first_in + per_group_in)
     inputs = source[channels][:, rows, cols]  # per-group-in × taps

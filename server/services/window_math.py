@@ -168,10 +168,10 @@ class Window2d:
     def tiling_message(self) -> str | None:
         """None when every padded-input cell is reached by some window, else a sentence saying what is lost."""
         if self.rows.out_size == 0 or self.cols.out_size == 0:
-            return ("The kernel (spanning %d×%d cells with its dilation) is larger than the padded input (%d×%d): "
-                    "there is no output." % (self.rows.k_eff, self.cols.k_eff,
-                                              self.rows.size + self.rows.pad_before + self.rows.pad_after,
-                                              self.cols.size + self.cols.pad_before + self.cols.pad_after))
+            padded_h = self.rows.size + self.rows.pad_before + self.rows.pad_after
+            padded_w = self.cols.size + self.cols.pad_before + self.cols.pad_after
+            return (f"The kernel (spanning {self.rows.k_eff}×{self.cols.k_eff} cells with its dilation) is larger than "
+                    f"the padded input ({padded_h}×{padded_w}): there is no output.")
         parts = []
         if self.rows.leftover():
             parts.append(f"the last {self.rows.leftover()} row(s)")

@@ -1,0 +1,157 @@
+"""The Sandbox view in Chromium: the grids it animates equal F.conv2d / pooling, every control changes the
+computation, the URL reproduces it, presets and Gabor load, exports work, the extras show their results."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+
+def canvas(page) -> dict:
+    return page.eval_on_selector("#sandbox-canvas", "c => ({...c.dataset})")
+
+
+def wait_shape(page, shape: str) -> dict:
+    page.wait_for_function("s => document.querySelector('#sandbox-canvas')?.dataset.outputShape === s", arg=shape)
+    return canvas(page)
+
+
+def query(page) -> dict:
+    return page.evaluate("Object.fromEntries(new URLSearchParams(location.search))")
+
+
+def grid_values(page, label: str) -> list[list[float]]:
+    return page.eval_on_selector(f"table.grid-editor[aria-label='{label}']",
+                                 "t => [...t.rows].map(r => [...r.cells].map(c => Number(c.firstChild.value)))")
+
+
+def values_at_every_step(page) -> list[float]:
+    """Step through the whole animation and read each cell's value from the canvas."""
+    count = int(canvas(page)["count"])
+    page.eval_on_selector(".player-scrub", "s => { s.value = '0'; s.dispatchEvent(new Event('input')); }")
+    out = []
+    for i in range(count):
+        page.wait_for_function("i => document.querySelector('#sandbox-canvas').dataset.frame === String(i)", arg=i)
+        out.append(float(canvas(page)["value"]))
+        if i < count - 1:
+            page.click("[data-action='forward']")
+    return out
+
+
+def test_classic_slide_example_steps_through(page, shots: Path) -> None:
+    page.goto("/?view=sandbox")
+    state = wait_shape(page, "3x3")
+    assert int(state["count"]) == 9
+    assert values_at_every_step(page) == [4, 3, 4, 2, 4, 3, 2, 3, 4]
+    page.locator("#sandbox-canvas").screenshot(path=str(shots / "sandbox-slide.png"))
+
+
+@pytest.mark.parametrize("padding,stride,dilation,mode", [("same", 2, 1, "convolution"), ("full", 1, 2, "cross-correlation"),
+                                                          ("2", 3, 1, "cross-correlation")])
+def test_controls_change_the_computation_and_match_torch(page, padding: str, stride: int, dilation: int, mode: str) -> None:
+    page.goto("/?view=sandbox&in=" + ";".join(",".join(str((r * 5 + c * 3) % 7 - 3) for c in range(7)) for r in range(6))
+              + "&k=1,2,0;-1,0,3")
+    wait_shape(page, "5x5")
+    page.select_option("#sb-padding", padding)
+    page.fill("#sb-stride", str(stride))
+    page.dispatch_event("#sb-stride", "change")
+    page.fill("#sb-dilation", str(dilation))
+    page.dispatch_event("#sb-dilation", "change")
+    page.select_option("#sb-mode", mode)
+    x = np.array(grid_values(page, "Input"))
+    k = np.array(grid_values(page, "Kernel"))
+    kt = torch.from_numpy(k)
+    if mode == "convolution":
+        kt = torch.flip(kt, (0, 1))
+    geometry = page.request.post("/api/sandbox/convolve", data={
+        "input": x.tolist(), "kernel": k.tolist(), "padding": int(padding) if padding.isdigit() else padding,
+        "stride": stride, "dilation": dilation, "mode": mode}).json()["geometry"]
+    p = geometry["padding"]
+    want = F.conv2d(F.pad(torch.from_numpy(x)[None, None], (p["left"], p["right"], p["top"], p["bottom"])), kt[None, None],
+                    stride=stride, dilation=dilation)[0, 0].numpy()
+    wait_shape(page, f"{want.shape[0]}x{want.shape[1]}")
+    assert np.allclose(values_at_every_step(page), want.ravel(), atol=1e-9)
+    state = query(page)
+    assert state["pad"] == padding and state["stride"] == str(stride)
+    # the link reproduces the same computation
+    page.goto(page.url)
+    assert wait_shape(page, f"{want.shape[0]}x{want.shape[1]}")["count"] == str(want.size)
+
+
+def test_activation_bias_and_editing_a_cell(page) -> None:
+    page.goto("/?view=sandbox&bias=-3&act=relu")
+    wait_shape(page, "3x3")
+    assert values_at_every_step(page) == [1, 0, 1, 0, 1, 0, 0, 0, 1]
+    page.fill("table.grid-editor[aria-label='Input'] input[data-r='0'][data-c='0']", "5")
+    page.dispatch_event("table.grid-editor[aria-label='Input'] input[data-r='0'][data-c='0']", "change")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('in').startsWith('5,')")
+    page.wait_for_timeout(300)
+    assert values_at_every_step(page)[0] == 5  # (5+1+1+1+1) − 3
+
+
+def test_tiling_message_and_empty_output(page) -> None:
+    page.goto("/?view=sandbox&in=" + ";".join(["1,2,3,4,5,6"] * 6) + "&stride=2")
+    wait_shape(page, "2x2")
+    assert "do not tile" in page.text_content(".sandbox-formula")
+    assert "W_out = ⌊(6 + 0 + 0 − 1·(3 − 1) − 1) / 2⌋ + 1 = 2" in page.text_content(".sandbox-formula")
+    page.fill("#sb-dilation", "4")
+    page.dispatch_event("#sb-dilation", "change")
+    page.wait_for_function("() => document.querySelector('.sandbox-formula .error-text')")
+    assert "no output" in page.text_content(".sandbox-formula .error-text")
+
+
+def test_pooling_ops(page) -> None:
+    grid = [[1, 1, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 4]]
+    page.goto("/?view=sandbox&op=pool&in=" + ";".join(",".join(map(str, r)) for r in grid))
+    wait_shape(page, "2x2")
+    assert values_at_every_step(page) == [6, 8, 3, 4]
+    page.select_option("#sb-pool-op", "l2")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('pop') === 'l2'")
+    page.wait_for_timeout(300)
+    want = F.lp_pool2d(torch.tensor(grid, dtype=torch.float64)[None, None], 2, 2)[0, 0].numpy().ravel()
+    assert np.allclose(values_at_every_step(page), want)
+
+
+def test_presets_and_gabor(page) -> None:
+    page.goto("/?view=sandbox")
+    wait_shape(page, "3x3")
+    page.wait_for_selector("#sb-preset option[value='sobel_x']", state="attached")
+    page.select_option("#sb-preset", "sobel_x")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('k') === '-1,0,1;-2,0,2;-1,0,1'")
+    assert grid_values(page, "Kernel") == [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
+    page.select_option("#sb-preset", "gabor")
+    page.wait_for_function("() => (new URLSearchParams(location.search).get('k') || '').split(';').length === 7")
+    g = page.request.get("/api/sandbox/kernels/gabor?size=7&theta=0&wavelength=4").json()["kernel"]
+    assert np.allclose(grid_values(page, "Kernel"), g, atol=1e-4)
+    page.select_option("#sb-example", "impulse_7x7")
+    page.wait_for_function("() => (new URLSearchParams(location.search).get('in') || '').split(';').length === 7")
+
+
+def test_exports_and_extras(page, shots: Path) -> None:
+    page.goto("/")
+    picture = np.zeros((48, 64, 3), dtype=np.uint8)
+    picture[:, 32:] = 255
+    buf = io.BytesIO()
+    Image.fromarray(picture).save(buf, format="PNG")
+    image_id = page.request.post("/api/images", multipart={"file": {"name": "edge.png", "mimeType": "image/png",
+                                                                     "buffer": buf.getvalue()}}).json()["image_id"]
+    page.goto(f"/?view=sandbox&image={image_id}&k=-1,0,1;-2,0,2;-1,0,1")
+    wait_shape(page, "3x3")
+    with page.expect_download() as gif_download:
+        page.click(".sandbox-export [data-export='gif']")
+    gif = Image.open(gif_download.value.path())
+    assert gif.format == "GIF" and gif.n_frames == 9
+    page.wait_for_function("() => document.querySelector('.sandbox-filtered.pixelated')?.naturalWidth === 64")
+    assert "values from −4 to 4" in page.text_content(".sandbox-card .hint")
+    page.wait_for_function("() => document.querySelector('.sandbox-result')?.textContent.includes('pooled')")
+    page.select_option("#sb-example", "square_10x10")
+    page.wait_for_function("() => document.querySelector('.sandbox-result').textContent.includes('largest difference 0)')")
+    page.screenshot(path=str(shots / "sandbox-page.png"), full_page=True)
