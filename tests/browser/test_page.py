@@ -351,3 +351,22 @@ def test_every_view_tab_mounts_and_unmounts_cleanly(page) -> None:
         assert page.locator("#view .view-body").count() == 1  # the previous view is gone
         page.wait_for_load_state("networkidle")
     assert wait_for_predictions(page) == rows
+
+
+def test_predictions_follow_the_pen_before_it_lifts(page) -> None:
+    open_page(page, "/?model=lenet5")
+    canvas = page.locator("#draw-canvas").bounding_box()
+    x, y, size = canvas["x"], canvas["y"], canvas["width"]
+    page.mouse.move(x + 0.3 * size, y + 0.2 * size)
+    page.mouse.down()
+    shown_while_drawing = False
+    for t in range(60):  # a slow, unbroken stroke: never a pause long enough for the debounce alone
+        page.mouse.move(x + (0.3 + 0.006 * t) * size, y + (0.2 + 0.01 * t) * size)
+        page.wait_for_timeout(40)
+        if page.locator(".predictions:not([data-for='']) .bar-row").count():
+            shown_while_drawing = True
+            break
+    page.mouse.up()
+    assert shown_while_drawing, "no predictions until the pen was lifted"
+    page.wait_for_load_state("networkidle")  # the last export after pen-up has landed
+    assert_predictions_match_api(page, wait_for_predictions(page))

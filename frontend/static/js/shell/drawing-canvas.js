@@ -4,6 +4,7 @@
 import { listen, disposer } from '../dom.js';
 
 const DEBOUNCE_MS = 200;
+const MAX_WAIT_MS = 500;
 // Relative to the 280-pixel canvas: a 20-px-tall digit in MNIST has strokes about 2–3 px wide.
 const BRUSH_WIDTH = 22;
 
@@ -21,6 +22,7 @@ export function createDrawingCanvas({ onDrawing, onClear }) {
   const bag = disposer();
   let last = null; // last pointer position while the pen is down
   let timer = null;
+  let pendingSince = null; // when the oldest stroke not yet scheduled for export was drawn
   let exporting = false;
   let pendingExport = false;
   let dirty = false; // pixels changed since the last export
@@ -53,12 +55,18 @@ export function createDrawingCanvas({ onDrawing, onClear }) {
     schedule();
   }
 
+  // Debounced, with a ceiling: a pause of DEBOUNCE_MS sends the drawing, and a long unbroken stroke
+  // still sends it every MAX_WAIT_MS, so the bars follow the pen.
   function schedule() {
+    const now = performance.now();
+    if (pendingSince === null) pendingSince = now;
     if (timer !== null) clearTimeout(timer);
+    const wait = Math.max(0, Math.min(DEBOUNCE_MS, pendingSince + MAX_WAIT_MS - now));
     timer = setTimeout(() => {
       timer = null;
+      pendingSince = null;
       exportNow();
-    }, DEBOUNCE_MS);
+    }, wait);
   }
 
   // One upload at a time; strokes made meanwhile are sent when it finishes.
@@ -112,6 +120,7 @@ export function createDrawingCanvas({ onDrawing, onClear }) {
     listen(clearButton, 'click', () => {
       if (timer !== null) clearTimeout(timer);
       timer = null;
+      pendingSince = null;
       dirty = false;
       pendingExport = false;
       sessionStarted = false;
@@ -132,6 +141,7 @@ export function createDrawingCanvas({ onDrawing, onClear }) {
       // a model without a pad: a stroke still waiting must not replace the image afterwards
       clearTimeout(timer);
       timer = null;
+      pendingSince = null;
       dirty = false;
     }
   }
