@@ -368,5 +368,6 @@ def test_predictions_follow_the_pen_before_it_lifts(page) -> None:
             break
     page.mouse.up()
     assert shown_while_drawing, "no predictions until the pen was lifted"
-    page.wait_for_load_state("networkidle")  # the last export after pen-up has landed
+    page.wait_for_timeout(300)  # past the debounce: the last export after pen-up has started…
+    page.wait_for_selector("#dropzone:not(.is-busy)")  # …and its upload has finished
     assert_predictions_match_api(page, wait_for_predictions(page))
