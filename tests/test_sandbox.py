@@ -167,6 +167,11 @@ def test_translation_equivariance_demo() -> None:
     assert answer["max_difference_interior"] == 0.0
     assert answer["shifted_input"][4][4] == grid[4][3]
     assert 0.0 <= answer["pool_unchanged_fraction"] <= 1.0
+    # a one-column shift changes the max-pooled map less than the raw map, at the same positions
+    assert answer["pool_relative_change"] < answer["output_relative_change"]
+    plain, moved = np.array(answer["output"]), np.array(answer["shifted_output"])
+    assert answer["output_relative_change"] == pytest.approx(
+        np.linalg.norm(moved - plain) / max(np.linalg.norm(plain), np.linalg.norm(moved)))
 
 
 @pytest.mark.parametrize("dy,dx,k", [(0, 1, 3), (1, 0, 3), (-2, 1, 3), (2, -3, 5), (1, 1, 2)])

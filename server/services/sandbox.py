@@ -236,7 +236,8 @@ def translation_demo(values: Any, kernel: Any, dy: int, dx: int, pool_size: int 
     pooled_plain = np.array(pool(plain.tolist(), pool_size, pool_size, 0, pool_op)["output"])
     pooled_after = np.array(pool(after.tolist(), pool_size, pool_size, 0, pool_op)["output"])
     pool_change = np.abs(pooled_after - pooled_plain)
-    scale = max(float(np.abs(pooled_plain).max()), 1e-12)
+    pool_scale = max(float(np.abs(pooled_plain).max()), float(np.abs(pooled_after).max()), 1e-12)
+    out_scale = max(float(np.abs(plain).max()), float(np.abs(after).max()), 1e-12)
     return {
         "input": x.tolist(),
         "shifted_input": moved.tolist(),
@@ -247,8 +248,11 @@ def translation_demo(values: Any, kernel: Any, dy: int, dx: int, pool_size: int 
         "max_difference_interior": float(diff[interior].max()) if interior.any() else None,
         "pooled": pooled_plain.tolist(),
         "pooled_shifted": pooled_after.tolist(),
-        "pool_unchanged_fraction": float(np.mean(pool_change <= 1e-9 * scale)),
-        "pool_max_relative_change": float(pool_change.max() / scale),
+        # How much each map changes *at the same positions* when the input moves: pooling should change less.
+        "output_unchanged_fraction": float(np.mean(np.abs(after - plain) <= 1e-9 * out_scale)),
+        "pool_unchanged_fraction": float(np.mean(pool_change <= 1e-9 * pool_scale)),
+        "output_relative_change": _relative_change(plain, after),
+        "pool_relative_change": _relative_change(pooled_plain, pooled_after),
     }
 
 
@@ -259,3 +263,9 @@ def _agreeing_range(d: int, n: int, pad_before: int, pad_after: int) -> tuple[in
     if d < 0:
         return pad_before, n + d
     return 0, n
+
+
+def _relative_change(before: np.ndarray, after: np.ndarray) -> float:
+    """‖after − before‖ / max(‖before‖, ‖after‖): 0 = unchanged, 1 = as large as the map itself."""
+    scale = max(float(np.linalg.norm(before)), float(np.linalg.norm(after)), 1e-12)
+    return float(np.linalg.norm(after - before) / scale)

@@ -127,9 +127,11 @@ export function createExtras(parent, { ctx }) {
     });
     const interior = a.max_difference_interior === null ? 'the input is too small for an interior away from the borders'
       : `away from the borders the last two are identical (largest difference ${fmt(a.max_difference_interior, 3)})`;
-    shiftNote.textContent = `Shifting the input shifts the output the same way: ${interior}. After ${body.pool_op} pooling 2×2, `
-      + `${Math.round(a.pool_unchanged_fraction * 100)}% of the pooled values are unchanged and the largest change is `
-      + `${Math.round(a.pool_max_relative_change * 100)}% of the pooled range: pooling makes small shifts matter less.`;
+    const pct = (f) => `${Math.round(f * 100)}%`;
+    shiftNote.textContent = `Shifting the input shifts the output the same way: ${interior}. `
+      + `Compared at the same positions, the convolution output changes by ${pct(a.output_relative_change)} (relative L2) `
+      + `and ${pct(a.output_unchanged_fraction)} of its cells keep their value; after ${body.pool_op} pooling 2×2 the change is `
+      + `${pct(a.pool_relative_change)} and ${pct(a.pool_unchanged_fraction)} of the pooled values stay the same.`;
   }
 
   return {
