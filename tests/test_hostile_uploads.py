@@ -81,23 +81,45 @@ GEOMETRY = [c for c in ACCEPTED if c.name in ("one_by_one", "wide_strip_5000x1",
                                                "png_16bit_grey", "cmyk_jpeg", "gif_animated_first_frame")]
 
 
-def test_odd_geometry_and_modes_are_usable_by_every_model(module_client: TestClient) -> None:
+# Every bundled model and the lighter torchvision ones (the heavy ones share the same preprocessing code,
+# checked for every registry entry below without building the networks).
+PREDICTION_MODELS = ("lenet5", "mnist-shallow", "mnist-deep", "tinyvgg-shapes", "resnet18", "mobilenet_v3_small",
+                     "squeezenet1_1")
+
+
+def _upload_geometry(client: TestClient) -> list[str]:
     ids = []
     for case in GEOMETRY:
-        response = post_case(module_client, case)
+        response = post_case(client, case)
         assert response.status_code == 201, response.text
         ids.append(response.json()["image_id"])
-    for model in module_client.get("/api/models").json()["models"]:
-        spec = model["input"]
-        for image_id in ids:
-            tensor = np.load(io.BytesIO(module_client.get(
-                f"/api/models/{model['id']}/images/{image_id}/input.npy").content))
-            assert tensor.shape == (spec["channels"], spec["height"], spec["width"])
-            assert np.isfinite(tensor).all()
-            response = module_client.get(f"/api/models/{model['id']}/images/{image_id}/predictions?top_k=3")
-            assert response.status_code == 200, (model["id"], response.text)
-            probs = [p["probability"] for p in response.json()["predictions"]]
-            assert len(probs) == 3 and all(np.isfinite(probs)) and probs == sorted(probs, reverse=True)
+    return ids
+
+
+def test_odd_geometry_and_modes_preprocess_for_every_model(module_client: TestClient) -> None:
+    from models.registry import list_models
+
+    pictures = [Image.open(io.BytesIO(module_client.get(f"/api/images/{i}").content)).convert("RGB")
+                for i in _upload_geometry(module_client)]
+    for entry in list_models():
+        preprocess = entry.make_preprocess()
+        for picture in pictures:
+            tensor = preprocess(picture)
+            assert tuple(tensor.shape) == (entry.input.channels, entry.input.height, entry.input.width), entry.id
+            assert bool(tensor.isfinite().all()), (entry.id, picture.size)
+
+
+@pytest.mark.parametrize("model", PREDICTION_MODELS)
+def test_odd_geometry_and_modes_give_predictions(module_client: TestClient, model: str) -> None:
+    spec = module_client.get(f"/api/models/{model}").json()["input"]
+    for image_id in _upload_geometry(module_client):
+        tensor = np.load(io.BytesIO(module_client.get(f"/api/models/{model}/images/{image_id}/input.npy").content))
+        assert tensor.shape == (spec["channels"], spec["height"], spec["width"])
+        assert np.isfinite(tensor).all()
+        response = module_client.get(f"/api/models/{model}/images/{image_id}/predictions?top_k=3")
+        assert response.status_code == 200, (model, response.text)
+        probs = [p["probability"] for p in response.json()["predictions"]]
+        assert len(probs) == 3 and all(np.isfinite(probs)) and probs == sorted(probs, reverse=True)
 
 
 def test_raw_image_body_and_bad_content_types(module_client: TestClient) -> None:
