@@ -155,3 +155,21 @@ def test_exports_and_extras(page, shots: Path) -> None:
     page.select_option("#sb-example", "square_10x10")
     page.wait_for_function("() => document.querySelector('.sandbox-result').textContent.includes('largest difference 0)')")
     page.screenshot(path=str(shots / "sandbox-page.png"), full_page=True)
+
+
+def test_start_from_a_crop_of_the_current_image(page) -> None:
+    page.goto("/")
+    picture = np.zeros((40, 40, 3), dtype=np.uint8)
+    picture[:, 20:] = 200
+    buf = io.BytesIO()
+    Image.fromarray(picture).save(buf, format="PNG")
+    image_id = page.request.post("/api/images", multipart={"file": {"name": "step.png", "mimeType": "image/png",
+                                                                     "buffer": buf.getvalue()}}).json()["image_id"]
+    page.goto(f"/?view=sandbox&image={image_id}")
+    wait_shape(page, "3x3")
+    page.wait_for_selector("#sb-example option[value='crop']", state="attached")
+    page.select_option("#sb-example", "crop")
+    page.wait_for_function("() => (new URLSearchParams(location.search).get('in') || '').split(';').length === 8")
+    crop = page.request.get(f"/api/sandbox/images/{image_id}/crop?size=8&fit=32").json()["input"]
+    assert grid_values(page, "Input") == crop
+    assert wait_shape(page, "6x6")["count"] == "36"

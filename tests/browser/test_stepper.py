@@ -190,3 +190,15 @@ def test_leaving_the_view_stops_its_timers(page, image_id: str) -> None:
     page.wait_for_timeout(800)
     assert page.evaluate("window.__pendingTimers('animator.js')") == 0
     assert page.locator("#stepper-canvas").count() == 0
+
+
+def test_webm_export_is_a_webm_file(page, image_id: str) -> None:
+    page.goto(f"/?model=lenet5&view=stepper&image={image_id}&layer=features.2&pos=12,0")
+    wait_ready(page, "12,0")
+    page.select_option(".player-speed", "16")
+    remaining = int(canvas(page)["count"]) - int(canvas(page)["frame"])  # 14·14 cells; the export starts here
+    with page.expect_download(timeout=120_000) as download:
+        page.click("[data-export='webm']")
+    data = Path(download.value.path()).read_bytes()
+    assert data[:4] == b"\x1a\x45\xdf\xa3" and len(data) > 1000  # the EBML header of a WebM file
+    assert page.text_content(".stepper-export-note") == f"WEBM saved ({min(remaining, 120)} frames)"

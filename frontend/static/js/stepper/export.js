@@ -62,7 +62,7 @@ export function canRecordWebm() {
 /** Record the frames played at `fps` as WebM (real time: count/fps seconds). */
 export function exportWebm({ canvas, frames, draw, fps, filename, signal }) {
   return new Promise((resolve, reject) => {
-    const stream = canvas.captureStream(0);
+    const stream = canvas.captureStream(fps); // a new video frame whenever the canvas is painted, up to fps
     const track = stream.getVideoTracks()[0];
     const recorder = new MediaRecorder(stream, { mimeType: 'video/webm' });
     const parts = [];
@@ -89,7 +89,6 @@ export function exportWebm({ canvas, frames, draw, fps, filename, signal }) {
       }
       draw(frames[n]);
       n += 1;
-      if (track.requestFrame) track.requestFrame();
       timer = setTimeout(next, 1000 / fps);
     };
     if (signal) signal.addEventListener('abort', () => {

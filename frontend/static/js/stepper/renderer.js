@@ -195,6 +195,20 @@ function hatch(ctx, x, y, w, h, step) {
   ctx.restore();
 }
 
+/** Hatch a border band of a drawn map: cells another layer (e.g. a ZeroPad2d) added as padding. */
+export function shadeBorder(ctx, geom, band) {
+  const { x0, y0, cell, rows, cols } = geom;
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(x0, y0, cols * cell, rows * cell);
+  ctx.rect(x0 + band.left * cell, y0 + band.top * cell, (cols - band.left - band.right) * cell, (rows - band.top - band.bottom) * cell);
+  ctx.clip('evenodd');
+  ctx.fillStyle = 'rgba(226, 232, 240, 0.75)';
+  ctx.fillRect(x0, y0, cols * cell, rows * cell);
+  hatch(ctx, x0, y0, cols * cell, rows * cell, 6);
+  ctx.restore();
+}
+
 /** Outline each tap cell [{iy, ix, pad}] on a map drawn by drawMap, and the window's span, dashed. */
 export function drawTaps(ctx, geom, taps, { colour = COLOURS.window, highlight = -1 } = {}) {
   if (!taps.length) return;
@@ -237,7 +251,7 @@ export function markCell(ctx, geom, r, c, colour = COLOURS.current) {
  */
 export function drawNumberGrid(ctx, x, y, cell, rows, cols, values, { scale, mask = null, highlight = -1, title = '', digits = 2, numbers = true } = {}) {
   if (title) label(ctx, title, x + (cols * cell) / 2, y - 8, { size: 13, weight: 600, colour: COLOURS.ink2, align: 'center' });
-  ctx.font = `${Math.min(14, Math.floor(cell / 3.3))}px ${MONO}`;
+  ctx.font = `${Math.min(14, Math.floor(cell / 2.6))}px ${MONO}`;
   ctx.textAlign = 'center';
   ctx.textBaseline = 'middle';
   for (let r = 0; r < rows; r += 1) {

@@ -2,7 +2,7 @@
 // look the same as the screen): the layer input with the window, the output being filled in, the
 // receptive field on the picture, and the arithmetic of the current phase. Returns hit regions.
 
-import { COLOURS, MONO, clear, drawLegend, drawMap, drawNumberGrid, drawTaps, fmt, label, makeScale, markCell } from './renderer.js';
+import { COLOURS, MONO, clear, drawLegend, drawMap, drawNumberGrid, drawTaps, fmt, label, makeScale, markCell, shadeBorder } from './renderer.js';
 
 export const WIDTH = 960;
 export const HEIGHT = 520;
@@ -41,6 +41,7 @@ export function drawScene(ctx, s) {
     hits.input = drawMap(ctx, { x: 16, y: 80, ...mapBox }, {
       rows: s.input.h, cols: s.input.w, values: (r, c) => s.input.values[r * s.input.w + c], scale, pad: s.pad,
     });
+    if (s.trace && s.trace.padded_by) shadeBorder(ctx, hits.input, s.trace.padded_by); // zeros a ZeroPad2d added
     drawTaps(ctx, hits.input, s.taps, { highlight: s.tapHighlight ?? -1 });
     drawLegend(ctx, scale, 36, 310, 180);
     hits.input.values = s.input;
@@ -150,7 +151,7 @@ function drawConvMath(ctx, s, hits) {
   const windowScale = s.input ? makeScale(...s.input.range) : makeScale(...rangeOfList(ch.inputs)); // colours as on the map
   const kernelScale = makeScale(...rangeOfList(ch.weights));
   const productScale = makeScale(...rangeOfList(ch.products));
-  const show = cell >= 26;
+  const show = cell >= 24;
   const g1 = drawNumberGrid(ctx, x0, y0 + 14, cell, kh, kw, ch.inputs, { numbers: show, scale: windowScale, mask: t.padding, title: 'window', digits, highlight: s.tapHighlight ?? -1 });
   label(ctx, '×', x0 + gw + 12, y0 + 14 + (kh * cell) / 2 + 6, { size: 22, align: 'center' });
   const g2 = drawNumberGrid(ctx, x0 + gw + 24, y0 + 14, cell, kh, kw, ch.weights, { numbers: show, scale: kernelScale, title: 'kernel', digits, highlight: s.tapHighlight ?? -1 });
