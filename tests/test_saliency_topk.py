@@ -64,11 +64,14 @@ def test_top_k_is_clamped_to_the_number_of_classes() -> None:
     assert sorted(answer.explanation.targets) == list(range(loaded.entry.num_classes))
 
 
-def test_top_k_of_score_cam_and_occlusion_share_one_pass() -> None:
+def test_multi_class_runs_of_sampling_methods_equal_single_class_runs() -> None:
+    """Score-CAM and occlusion read every class from one set of passes; SmoothGrad and integrated
+    gradients share each batch's forward and batch the classes' backward passes."""
     loaded, x = MODELS["tinyvgg"]
-    for method in ("scorecam", "occlusion"):
+    for method in ("scorecam", "occlusion", "smoothgrad", "integrated-gradients"):
         batched = get_method(method).explain(loaded, x, loaded.entry.target_layer, TopK(3))
         for i, target in enumerate(batched.targets):
             single = get_method(method).explain(loaded, x, loaded.entry.target_layer, [target])
             scale = float(single.raw.abs().max())
+            assert scale > 0, method
             torch.testing.assert_close(batched.raw[i], single.raw[0], rtol=1e-4, atol=1e-5 * scale)

@@ -93,19 +93,21 @@ class ScoreCAM(BaseCAM):
 
     def channel_weights(self, ctx: CamContext) -> torch.Tensor:
         size = tuple(ctx.batch.shape[-2:])
-        masks = F.interpolate(ctx.activation.unsqueeze(0), size=size, mode="bilinear", align_corners=True)[0]
-        flat = masks.flatten(1)
-        lo = flat.min(dim=1).values[:, None, None]
-        hi = flat.max(dim=1).values[:, None, None]
-        masks = (masks - lo) / (hi - lo + EPS_SCORE)
-        channels = masks.shape[0]
-        targets = torch.tensor(ctx.targets, device=masks.device)
-        scores = torch.empty((channels, len(ctx.targets)), dtype=torch.float32, device=masks.device)
+        channels = ctx.activation.shape[0]
+        targets = torch.tensor(ctx.targets, device=ctx.activation.device)
+        scores = torch.empty((channels, len(ctx.targets)), dtype=torch.float32, device=ctx.activation.device)
         with torch.inference_mode():
             for start in range(0, channels, SCORE_CAM_BATCH):
                 stop = min(start + SCORE_CAM_BATCH, channels)
-                masked = ctx.batch * masks[start:stop, None]
-                scores[start:stop] = ctx.loaded.module(masked).float()[:, targets]
+                # Masks are made per batch: all of them at once would be K×H×W (411 MB for ResNet-50).
+                masks = F.interpolate(ctx.activation[None, start:stop], size=size, mode="bilinear", align_corners=True)[
+                    0
+                ]
+                flat = masks.flatten(1)
+                lo = flat.min(dim=1).values[:, None, None]
+                hi = flat.max(dim=1).values[:, None, None]
+                masks = (masks - lo) / (hi - lo + EPS_SCORE)
+                scores[start:stop] = ctx.loaded.module(ctx.batch * masks[:, None]).float()[:, targets]
                 if ctx.progress is not None:
                     ctx.progress(stop, channels)
         weights = torch.softmax(scores.t(), dim=1)  # T×K, softmax over channels

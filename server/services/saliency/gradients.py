@@ -33,19 +33,27 @@ def _input_gradients(loaded: LoadedModel, batch: torch.Tensor, targets: list[int
 
 
 def _sample_gradients(
-    loaded: LoadedModel, samples: torch.Tensor, target: int, progress: Progress | None, offset: int, total: int
+    loaded: LoadedModel, samples: torch.Tensor, targets: list[int], progress: Progress | None
 ) -> torch.Tensor:
-    """∂logit[target]/∂input for each row of ``samples`` (N×C×H×W), in batches."""
-    grads = torch.empty_like(samples)
+    """∂logit[t]/∂input for each target t and each row of ``samples`` (N×C×H×W): T×N×C×H×W.
+
+    Each batch of samples runs forward once; the T targets share one batched backward.
+    """
+    grads = torch.empty((len(targets), *samples.shape), dtype=samples.dtype, device=samples.device)
     for start in range(0, samples.shape[0], SAMPLE_BATCH):
         stop = min(start + SAMPLE_BATCH, samples.shape[0])
         x = samples[start:stop].detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            scores = loaded.module(x)[:, target]
-            # Rows are independent, so the gradient of the sum is each row's own gradient.
-            (grads[start:stop],) = torch.autograd.grad(scores.sum(), x)
+            logits = loaded.module(x)
+            # Rows are independent, so the gradient of a column's sum is each row's own gradient.
+            if len(targets) == 1:
+                (grads[0, start:stop],) = torch.autograd.grad(logits[:, targets[0]].sum(), x)
+            else:
+                one_hot = torch.zeros((len(targets), *logits.shape), dtype=logits.dtype, device=logits.device)
+                one_hot[torch.arange(len(targets)), :, torch.tensor(targets)] = 1.0
+                (grads[:, start:stop],) = torch.autograd.grad(logits, x, one_hot, is_grads_batched=True)
         if progress is not None:
-            progress(offset + stop, total)
+            progress(stop, samples.shape[0])
     return grads
 
 
@@ -96,7 +104,7 @@ class SmoothGrad(InputAttributionMethod):
 
     name = "smoothgrad"
     title = "SmoothGrad"
-    cost = "one forward and backward pass per noisy sample (25, batched)"
+    cost = "one forward and backward pass per noisy sample (25, batched; classes share them)"
     summary = "Vanilla gradient averaged over noisy copies of the image: less speckle."
 
     def __init__(self, samples: int = 25, noise_level: float = 0.15, seed: int = 0) -> None:
@@ -115,12 +123,7 @@ class SmoothGrad(InputAttributionMethod):
 
     def input_attributions(self, loaded, batch, layer, targets, progress):
         noisy = batch + self.noise(batch)
-        total = self.samples * len(targets)
-        out = [
-            _sample_gradients(loaded, noisy, t, progress, i * self.samples, total).mean(dim=0)
-            for i, t in enumerate(targets)
-        ]
-        return torch.stack(out)
+        return _sample_gradients(loaded, noisy, targets, progress).mean(dim=1)
 
 
 class IntegratedGradients(InputAttributionMethod):
@@ -129,7 +132,7 @@ class IntegratedGradients(InputAttributionMethod):
 
     name = "integrated-gradients"
     title = "Integrated gradients"
-    cost = "one forward and backward pass per integration step (32, batched)"
+    cost = "one forward and backward pass per integration step (32, batched; classes share them)"
     summary = "Gradients summed along the path from a blank image: attributions add up to the score change."
 
     def __init__(self, steps: int = 32) -> None:
@@ -146,12 +149,8 @@ class IntegratedGradients(InputAttributionMethod):
         weights = weights.to(batch.device, batch.dtype)
         baseline = torch.zeros_like(batch)
         path = baseline + alphas[:, None, None, None] * (batch - baseline)
-        total = self.steps * len(targets)
-        out = []
-        for i, t in enumerate(targets):
-            grads = _sample_gradients(loaded, path, t, progress, i * self.steps, total)
-            out.append((batch - baseline)[0] * (weights[:, None, None, None] * grads).sum(dim=0))
-        return torch.stack(out)
+        grads = _sample_gradients(loaded, path, targets, progress)  # T×steps×C×H×W
+        return (batch - baseline) * (weights[None, :, None, None, None] * grads).sum(dim=1)
 
 
 class Occlusion(InputAttributionMethod):
