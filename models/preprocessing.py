@@ -6,12 +6,24 @@ The registry holds the constructor, not the callable, so every loaded model gets
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-Preprocess = Callable[[Image.Image], torch.Tensor]
+
+@dataclass(frozen=True)
+class Preprocess:
+    """PIL image → float32 C×H×W tensor, plus the per-channel normalisation it ends with, so that the
+    page can show the model's input as a picture by undoing exactly that (x·std + mean)."""
+
+    fn: Callable[[Image.Image], torch.Tensor]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.fn(image)
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 SHAPES_MEAN, SHAPES_STD = 0.5, 0.5
@@ -34,7 +46,7 @@ def mnist_style(mean: float = MNIST_MEAN, std: float = MNIST_STD) -> Preprocess:
         tensor = torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32))[None]
         return (tensor - mean) / std
 
-    return apply
+    return Preprocess(apply, (mean,), (std,))
 
 
 def _border_mean(grey: np.ndarray) -> float:
@@ -77,7 +89,7 @@ def rgb_square(size: int, mean: float = SHAPES_MEAN, std: float = SHAPES_STD) ->
         tensor = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
         return (tensor - mean) / std
 
-    return apply
+    return Preprocess(apply, (mean,) * 3, (std,) * 3)
 
 
 def torchvision_transforms(weights_enum_member: object) -> Preprocess:
@@ -93,7 +105,7 @@ def torchvision_transforms(weights_enum_member: object) -> Preprocess:
             rgb = centre_square(rgb)
         return transforms(rgb).to(torch.float32)
 
-    return apply
+    return Preprocess(apply, tuple(float(m) for m in transforms.mean), tuple(float(s) for s in transforms.std))
 
 
 def centre_square(image: Image.Image) -> Image.Image:

@@ -41,11 +41,14 @@ def input_batch(loaded: LoadedModel, store: ImageStore, image_id: str) -> torch.
 
 
 def input_picture(loaded: LoadedModel, tensor: torch.Tensor) -> Image.Image:
-    """The model's input shown as a picture: each channel min–max scaled to 0–255."""
+    """The model's input shown as a picture: the preprocessing's normalisation undone (x·std + mean)."""
     arr = tensor.detach().cpu().numpy().astype(np.float64)
-    lo = arr.min(axis=(1, 2), keepdims=True)
-    hi = arr.max(axis=(1, 2), keepdims=True)
-    scaled = ((arr - lo) / np.maximum(hi - lo, 1e-12) * 255.0).round().astype(np.uint8)
-    if scaled.shape[0] == 1:
-        return Image.fromarray(scaled[0], mode="L")
-    return Image.fromarray(scaled[:3].transpose(1, 2, 0), mode="RGB")
+    channels = arr.shape[0]
+    mean = np.asarray(loaded.preprocess_fn.mean, dtype=np.float64).reshape(-1, 1, 1)
+    std = np.asarray(loaded.preprocess_fn.std, dtype=np.float64).reshape(-1, 1, 1)
+    if mean.shape[0] != channels:
+        mean, std = np.resize(mean, (channels, 1, 1)), np.resize(std, (channels, 1, 1))
+    pixels = np.clip((arr * std + mean) * 255.0, 0, 255).round().astype(np.uint8)
+    if channels == 1:
+        return Image.fromarray(pixels[0], mode="L")
+    return Image.fromarray(pixels[:3].transpose(1, 2, 0), mode="RGB")

@@ -184,3 +184,18 @@ def test_unknown_image_and_bad_ids(client) -> None:
 def test_upload_errors(client, payload: bytes, content_type: str, status: int, code: str) -> None:
     response = client.post("/api/images", files={"file": ("x.jpg", payload, content_type)})
     assert response.status_code == status and response.json()["error"]["code"] == code
+
+
+def test_input_png_undoes_the_normalisation(client) -> None:
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    image_id = client.post("/api/images", files={"file": ("s.png", _png(pixels), "image/png")}).json()["image_id"]
+    shown = np.asarray(Image.open(io.BytesIO(client.get(f"/api/models/tinyvgg-shapes/images/{image_id}/input.png").content)))
+    assert shown.shape == (64, 64, 3)
+    assert np.abs(shown.astype(int) - pixels.astype(int)).max() <= 1  # 64×64 in, 64×64 seen: same colours
+    grey = client.get(f"/api/models/resnet18/images/{image_id}/input.png")
+    seen = np.asarray(Image.open(io.BytesIO(grey.content)))
+    x = _npy(client.get(f"/api/models/resnet18/images/{image_id}/input.npy").content)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    expected = np.clip((x.transpose(1, 2, 0) * std + mean) * 255, 0, 255).round()
+    assert np.abs(seen.astype(float) - expected).max() <= 1
