@@ -42,6 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # (model, a layer for activations): small bundled models, so the run stays short on a shared CPU.
 MODELS = {"lenet5": "features.0", "tinyvgg-shapes": "block1.1", "mnist-deep": "conv2"}
 KINDS = ("upload", "predictions", "activations", "saliency")
+ACTIVATION_LAYERS = {**MODELS, "resnet18": "layer1.0.conv1", "mobilenet_v3_small": "features.1", "alexnet": "features.0"}
 REQUEST_TIMEOUT_S = 120.0
 
 
@@ -63,7 +64,9 @@ class Plan:
     the timing starts), so they compute instead of hitting a cache; uploads send bytes never seen before.
     """
 
-    def __init__(self, pool: list[str], seed: int) -> None:
+    def __init__(self, pool: list[str], seed: int, kinds: tuple[str, ...] = KINDS,
+                 models: tuple[str, ...] = tuple(MODELS)) -> None:
+        self.kinds, self.models = kinds, models
         self.unused = iter(pool)
         self.rng = random.Random(seed)
         self.fresh_seeds = iter(range(1_000_000 * (seed + 1), 1_000_000 * (seed + 2)))
@@ -71,16 +74,16 @@ class Plan:
     def requests(self, count: int) -> list[tuple[str, str, bytes | None]]:
         out: list[tuple[str, str, bytes | None]] = []
         for i in range(count):
-            kind = KINDS[i % len(KINDS)]
+            kind = self.kinds[i % len(self.kinds)]
             if kind == "upload":
                 out.append((kind, "/api/images", png(next(self.fresh_seeds))))
                 continue
-            model = self.rng.choice(list(MODELS))
+            model = self.rng.choice(self.models)
             base = f"/api/models/{model}/images/{next(self.unused)}"
             if kind == "predictions":
                 out.append((kind, f"{base}/predictions", None))
             elif kind == "activations":
-                out.append((kind, f"{base}/layers/{MODELS[model]}/activations.npy", None))
+                out.append((kind, f"{base}/layers/{ACTIVATION_LAYERS[model]}/activations.npy", None))
             else:
                 out.append((kind, f"{base}/saliency.npy?method=gradcam", None))
         return out
@@ -152,10 +155,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(storage: Path, log_path: Path, activation_cache_mb: int) -> tuple[subprocess.Popen, str]:
+def start_server(storage: Path, log_path: Path, activation_cache_mb: int,
+                 extra_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(storage), "PYTHONUNBUFFERED": "1",
-           "CONVSCOPE_ACTIVATION_CACHE_BYTES": str(activation_cache_mb * 2**20)}
+           "CONVSCOPE_ACTIVATION_CACHE_BYTES": str(activation_cache_mb * 2**20), **extra_env}
     command = [sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning", "--no-access-log"]
     with log_path.open("wb") as log:
@@ -195,17 +199,27 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="repeat the concurrent run, printing RSS after each")
     parser.add_argument("--activation-cache-mb", type=int, default=24,
                         help="the server's activation cache budget: small, so that warm-up fills it")
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, from {','.join(KINDS)}")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model ids")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for the server, e.g. CONVSCOPE_MAX_BATCH_SIZE=1 to turn batching off")
     args = parser.parse_args()
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    models = tuple(m for m in args.models.split(",") if m)
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds or not models or not set(models) <= set(ACTIVATION_LAYERS):
+        parser.error(f"kinds must come from {KINDS}; models from {sorted(ACTIVATION_LAYERS)}")
+    extra_env = dict(item.split("=", 1) for item in args.server_env)
 
     tmp = Path(tempfile.mkdtemp(prefix="convscope-load-"))
-    server, base = start_server(tmp / "images", tmp / "server.log", args.activation_cache_mb)
+    server, base = start_server(tmp / "images", tmp / "server.log", args.activation_cache_mb, extra_env)
     proc = psutil.Process(server.pid)
     try:
-        analyses = (args.warmup + args.sequential + args.requests * args.rounds) * 3 // 4 + 8
+        analyses = args.warmup + args.sequential + args.requests * args.rounds  # an upper bound
         with httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT_S) as client:
             pool = [client.post("/api/images", files={"file": ("pool.png", png(seed), "image/png")}).json()["image_id"]
                     for seed in range(analyses)]
-        plan = Plan(pool, seed=1)
+        plan = Plan(pool, seed=1, kinds=kinds, models=models)
         # Warm-up at full concurrency: every model loaded, every thread and allocator arena in use, and the
         # (deliberately small) activation cache filled, so the measured runs start in steady state.
         _, warm_tally = asyncio.run(run_concurrent(base, plan.requests(args.warmup), args.clients))
@@ -213,7 +227,7 @@ def main() -> int:
             print("warm-up errors:\n  " + "\n  ".join(warm_tally.errors[:10]))
             return 1
         print(f"server pid {server.pid} on {base}; device {httpx.get(base + '/api/health').json()['device']}; "
-              f"{os.cpu_count()} CPUs seen; mix {'/'.join(KINDS)} on {', '.join(MODELS)}; "
+              f"{os.cpu_count()} CPUs seen; mix {'/'.join(kinds)} on {', '.join(models)}; "
               f"activation cache {args.activation_cache_mb} MB; {len(pool)} pool images")
 
         seq_s, seq_tally = asyncio.run(run_sequential(base, plan.requests(args.sequential)))
