@@ -177,14 +177,15 @@ class CountingBody:
         return {"type": "http.request", "body": part, "more_body": self.pulled < len(self.parts)}
 
 
-async def asgi_post(app: FastAPI, headers: list[tuple[bytes, bytes]], body: CountingBody) -> tuple[int, bytes]:
+async def asgi_post(app: FastAPI, headers: list[tuple[bytes, bytes]], body: CountingBody,
+                    path: str = "/api/images") -> tuple[int, bytes]:
     messages: list[dict] = []
 
     async def send(message: dict) -> None:
         messages.append(message)
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/api/images", "raw_path": b"/api/images", "query_string": b"", "root_path": "",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
              "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app}
     with anyio.fail_after(30):
         await app(scope, body.receive, send)

@@ -105,6 +105,29 @@ def test_served_files_have_fixed_content_types(secured) -> None:
     assert client.post("/api/images", files={"file": ("x.svg", svg, "image/svg+xml")}).status_code == 415
 
 
+# --- request bodies of JSON endpoints are bounded too ------------------------------------------------------
+
+def test_json_bodies_over_the_limit_are_refused_while_streaming(tmp_path: Path) -> None:
+    from tests.test_hostile_uploads import CountingBody, asgi_post
+
+    app = create_app(Settings(storage_dir=tmp_path / "images", max_body_bytes=4096))
+    with TestClient(app) as client:
+        json_type = [(b"content-type", b"application/json")]
+        chunked = CountingBody(b'{"input": [', b"[1, 2, 3, 4, 5, 6, 7, 8]," * 40, 10_000, b"[1]]}")
+        status, content = anyio.run(asgi_post, app, json_type, chunked, "/api/sandbox/convolve")
+        assert status == 413 and b'"payload_too_large"' in content
+        assert chunked.bytes_pulled() < 4096 + 2 * 1024 and chunked.pulled < 10
+        declared = CountingBody(b"{}", b"", 0)
+        status, content = anyio.run(asgi_post, app, json_type + [(b"content-length", b"999999")], declared,
+                                    "/api/sandbox/convolve")
+        assert status == 413 and declared.pulled == 0
+        status, content = anyio.run(asgi_post, app, json_type + [(b"content-length", b"12x")], CountingBody(b"{}", b"", 0),
+                                    "/api/sandbox/convolve")
+        assert status == 400 and b'"bad_content_length"' in content
+        small = client.post("/api/sandbox/convolve", json={"input": [[1, 2], [3, 4]], "kernel": [[1]]})
+        assert small.status_code == 200
+
+
 # --- CORS -------------------------------------------------------------------------------------------------
 
 def test_cors_is_closed_by_default(secured) -> None:
