@@ -90,9 +90,13 @@ def _decode_opened(image: Image.Image) -> Image.Image:
     # copy is at most MAX_WORKING_SIDE anyway (draft never goes below the requested size).
     image.draft("RGB", (MAX_WORKING_SIDE, MAX_WORKING_SIDE))
     image.load()
-    image = ImageOps.exif_transpose(image) or image
+    ImageOps.exif_transpose(image, in_place=True)
+    if image.mode not in ("1", "P") and not image.mode.startswith("I;16"):
+        # Shrink first, in the file's own mode (Pillow premultiplies alpha while resampling): the colour
+        # conversions below then touch at most MAX_WORKING_SIDE² pixels instead of the whole photo.
+        image.thumbnail((MAX_WORKING_SIDE, MAX_WORKING_SIDE), Image.LANCZOS)
     rgb = _to_rgb(image)
-    rgb.thumbnail((MAX_WORKING_SIDE, MAX_WORKING_SIDE), Image.LANCZOS)
+    rgb.thumbnail((MAX_WORKING_SIDE, MAX_WORKING_SIDE), Image.LANCZOS)  # modes that could not shrink before
     return rgb
 
 
