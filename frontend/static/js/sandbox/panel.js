@@ -278,6 +278,9 @@ async function loadGabor() {
 async function runExport(kind) {
   if (!v.answer) return;
   v.animator.pause();
+  if (v.exportAbort) v.exportAbort.abort();
+  const abort = new AbortController();
+  v.exportAbort = abort; // unmount aborts it: no drawing on a view that is gone
   const name = `convscope-sandbox-${v.answerSettings.op}`;
   try {
     if (kind === 'png') {
@@ -287,12 +290,13 @@ async function runExport(kind) {
     }
     const frames = Array.from({ length: Math.min(MAX_EXPORT_FRAMES, v.animator.count) }, (_, i) => i);
     const draw = (f) => { v.hits = drawSandbox(v.g, { op: v.answerSettings.op, input: v.answerSettings.input, answer: v.answer, settings: v.answerSettings, step: f }); };
-    await exportGif({ canvas: v.canvas, frames, draw, delayMs: 1000 / v.player.speed(), filename: `${name}.gif`,
+    await exportGif({ canvas: v.canvas, frames, draw, delayMs: 1000 / v.player.speed(), filename: `${name}.gif`, signal: abort.signal,
       onProgress: (d, n) => { if (v) v.exportNote.textContent = `encoding GIF ${d}/${n}…`; } });
     if (v) v.exportNote.textContent = `GIF saved (${frames.length} frames)`;
   } catch (err) {
-    if (v) v.exportNote.textContent = `Export failed: ${err.message}`;
+    if (v && !isAbort(err)) v.exportNote.textContent = `Export failed: ${err.message}`;
   } finally {
+    if (v && v.exportAbort === abort) v.exportAbort = null;
     if (v) drawFrame(v.animator.frame);
   }
 }
@@ -301,6 +305,7 @@ export function unmount() {
   if (!v) return;
   v.animator.dispose();
   if (v.abort) v.abort.abort();
+  if (v.exportAbort) v.exportAbort.abort();
   v.player.dispose();
   v.inputEditor.dispose();
   v.kernelEditor.dispose();

@@ -216,7 +216,7 @@ function drawPoolMath(ctx, s, hits) {
   else if (t.op === 'avg') lines.push(`sum ${fmt(t.sum, 4)} ÷ ${t.divisor} = ${fmt(t.result, 4)}`);
   else lines.push(`(Σ xᵖ = ${fmt(t.sum_of_powers, 4)})^(1/${t.norm_type}) = ${fmt(t.result, 4)}`);
   lines.push(`PyTorch: ${fmt(t.layer_output, 4)}`);
-  if (t.padding.some(Boolean)) lines.push(t.op === 'max' ? 'padding cells never win a max' : 'padding cells count as zeros');
+  if (t.padding.some(Boolean)) lines.push(t.op === 'max' ? 'padding cells never win a max' : 'padding cells add nothing to the sum');
   lines.forEach((line) => {
     label(ctx, line, x0, y, { size: 15, font: MONO, weight: 600 });
     y += 24;
