@@ -74,7 +74,7 @@ TRAIN_CONFIGS: dict[str, TrainConfig] = {
     "mnist-shallow": TrainConfig(epochs=10, batch_size=64, learning_rate=2e-3, weight_decay=1e-4, augment="affine"),
     "mnist-deep": TrainConfig(epochs=8, batch_size=64, learning_rate=2e-3, weight_decay=1e-4, augment="affine"),
     "tinyvgg-shapes": TrainConfig(
-        epochs=8, batch_size=32, learning_rate=2e-3, weight_decay=1e-4, augment="dihedral", init="kaiming",
+        epochs=12, batch_size=32, learning_rate=2e-3, weight_decay=1e-4, augment="dihedral", init="kaiming",
         channels_last=True,
     ),
 }
@@ -316,9 +316,16 @@ def _train(
     n = len(data.train_x)
     steps_per_epoch = math.ceil(n / config.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
-    )
+    total_steps = config.epochs * steps_per_epoch
+    # OneCycleLR needs at least one step in each phase: tiny smoke runs get a longer warm-up share
+    # (unchanged 20% for any real run of ten steps or more), and under four steps a constant rate.
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    if total_steps >= 4:
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.learning_rate, total_steps=total_steps, pct_start=max(0.2, 2.0 / total_steps)
+        )
+    else:
+        schedule = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     history: list[dict[str, float]] = []
     for epoch in range(1, config.epochs + 1):
