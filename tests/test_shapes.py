@@ -123,16 +123,16 @@ def test_boxes_hold_every_changed_pixel_and_are_tight():
 
 
 def test_shapes_contrast_with_their_background():
+    luma = np.array([0.299, 0.587, 0.114])
     batch = shapes.generate(200, 5)
     background = shapes.generate(200, 5, objects=False)
     for i in range(200):
         if batch.labels[i] in GRATING_ANGLES:
             continue
         changed = (batch.images[i] != background.images[i]).any(axis=-1)
-        delta = batch.images[i][changed].astype(float) - background.images[i][changed].astype(float)
-        # The colour is ≥ 0.45 (RGB distance, 0..1 scale) from both background ends; noise and the
-        # gradient's midpoints lower that a little, never to nothing.
-        assert np.linalg.norm(delta, axis=1).mean() >= 0.3 * 255, i
+        gap = (batch.images[i][changed].astype(float) - background.images[i][changed].astype(float)) @ luma
+        # The colour's luminance is ≥ 0.3 from both background ends; pixel noise averages out.
+        assert abs(gap.mean()) >= 0.25 * 255, i
 
 
 def test_grating_stripes_run_at_their_class_angle():
