@@ -127,6 +127,7 @@ async function start({ layer, layerName, channel, top }) {
   const softmax = layerName === SOFTMAX;
   v.softmaxHost.hidden = !softmax;
   for (const name of ['channel', 'top', 'detail']) v.layerSelect.closest('.stepper-controls').querySelector(`[data-for="${name}"]`).hidden = softmax;
+  v.exportButtons[0].parentElement.hidden = softmax; // the softmax is a table, not an animation
   if (softmax) {
     showMessage('');
     v.stage.hidden = true;

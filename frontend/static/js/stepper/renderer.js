@@ -251,7 +251,7 @@ export function markCell(ctx, geom, r, c, colour = COLOURS.current) {
  */
 export function drawNumberGrid(ctx, x, y, cell, rows, cols, values, { scale, mask = null, highlight = -1, title = '', digits = 2, numbers = true } = {}) {
   if (title) label(ctx, title, x + (cols * cell) / 2, y - 8, { size: 13, weight: 600, colour: COLOURS.ink2, align: 'center' });
-  ctx.font = `${Math.min(14, Math.floor(cell / 2.6))}px ${MONO}`;
+  ctx.font = `${Math.min(14, Math.floor(cell / 2.8))}px ${MONO}`;
   ctx.textAlign = 'center';
   ctx.textBaseline = 'middle';
   for (let r = 0; r < rows; r += 1) {

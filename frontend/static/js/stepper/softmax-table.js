@@ -24,13 +24,14 @@ export function renderSoftmax(host, answer, model) {
     ]));
   }
   const head = el('tr', {}, ['class', 'logit z', 'z − max z', 'e^(z − max z)', 'p = e^(…) ÷ Σ', ''].map((t) => el('th', { text: t })));
-  host.replaceChildren(
+  const parts = [
     el('h3', { className: 'stepper-softmax-title', text: `Softmax over ${answer.num_classes} logits of ${model.title}` }),
     el('p', { className: 'stepper-formula', text: `p_i = e^(z_i − max z) / Σ_j e^(z_j − max z)   ·   max z = ${fmt(answer.max_logit, 4)}   ·   Σ = ${fmt(answer.sum_of_exponentials, 5)}` }),
     el('p', { className: 'hint', text: 'Subtracting the largest logit changes no probability (it cancels in the division) but keeps e^z from overflowing.' }),
     el('table', { className: 'stepper-softmax-table' }, [el('thead', {}, [head]), el('tbody', {}, rows)]),
-    answer.weights_used === 'untrained' ? el('p', { className: 'card-note warn', text: 'Untrained weights: these probabilities are not learned.' }) : null,
-  );
+  ];
+  if (answer.weights_used === 'untrained') parts.push(el('p', { className: 'card-note warn', text: 'Untrained weights: these probabilities are not learned.' }));
+  host.replaceChildren(...parts);
 }
 
 function barOf(p) {

@@ -164,28 +164,39 @@ function drawConvMath(ctx, s, hits) {
   ];
   const yS = y0 + 14 + kh * cell + 26;
   label(ctx, `Σ products = ${fmt(ch.sum, 4)}`, 936, yS, { size: 15, font: MONO, weight: 600, align: 'right' });
-  // the ledger: partial sums adding up
+  // the ledger: partial sums adding up, each revealed in its phase
+  const row = (head, value, extra = '') => ({ head: head.padEnd(18), value: fmt(value, 4).padStart(10), extra });
   const lines = [];
-  t.channels.forEach((c, j) => lines.push({ text: `${j === 0 ? '  ' : '+ '}${channelName(c.index, inC).padEnd(13)} ${fmt(c.sum, 4).padStart(10)}`, active: phase.kind === 'channel' && phase.j === j, shown: phaseAtLeast(s, j) }));
-  if (t.rest) lines.push({ text: `+ ${`${t.rest.channels} other channels`.padEnd(13)} ${fmt(t.rest.sum, 4).padStart(10)}`, active: phase.kind === 'rest', shown: phase.kind !== 'channel' });
-  const done = phase.kind === 'bias' || phase.kind === 'after';
-  lines.push({ text: `+ ${'bias'.padEnd(13)} ${fmt(t.bias, 4).padStart(10)}`, active: phase.kind === 'bias', shown: done });
-  lines.push({ text: `= ${'total'.padEnd(13)} ${fmt(t.total, 4).padStart(10)}   (PyTorch: ${fmt(t.layer_output, 4)})`, active: phase.kind === 'bias', shown: done, strong: true });
-  t.after.forEach((a) => {
-    const text = a.kind === 'norm' ? `→ ${a.layer} (batch norm) = ${fmt(a.output, 4)}` : `→ ${a.layer}: ${a.type} ${a.formula} = ${fmt(a.output, 4)}`;
-    lines.push({ text, active: phase.kind === 'after', shown: phase.kind === 'after', strong: true });
+  let running = 0;
+  const soFar = () => `   Σ so far ${fmt(running, 4)}`;
+  t.channels.forEach((c, j) => {
+    running += c.sum;
+    lines.push({ ...row(`${j === 0 ? '  ' : '+ '}${channelName(c.index, inC)}`, c.sum, j ? soFar() : ''), active: phase.kind === 'channel' && phase.j === j, shown: phaseAtLeast(s, j) });
   });
+  if (t.rest) {
+    running += t.rest.sum;
+    lines.push({ ...row(`+ ${t.rest.channels} other channels`, t.rest.sum, soFar()), active: phase.kind === 'rest', shown: phase.kind !== 'channel' });
+  }
+  const done = phase.kind === 'bias' || phase.kind === 'after';
+  lines.push({ ...row('+ bias', t.bias), active: phase.kind === 'bias', shown: done });
+  lines.push({ ...row('= total', t.total, `   (PyTorch: ${fmt(t.layer_output, 4)})`), active: phase.kind === 'bias', shown: done, strong: true });
+  t.after.forEach((a) => {
+    const head = a.kind === 'norm' ? `→ ${a.layer} (batch norm) = ` : `→ ${a.layer}: ${a.type} ${a.formula} = `;
+    lines.push({ head, value: fmt(a.output, 4), extra: '', active: phase.kind === 'after', shown: phase.kind === 'after', strong: true });
+  });
+  // keep the active line in view with the lines before it (the sum so far) when they do not all fit
   const maxLines = Math.floor((500 - yS - 24) / 21);
-  const visible = lines.length > maxLines ? lines.slice(lines.length - maxLines) : lines;
+  const active = Math.max(0, lines.findIndex((l) => l.active));
+  const first = Math.min(Math.max(0, active - (maxLines - 3)), Math.max(0, lines.length - maxLines));
+  const visible = lines.slice(first, first + maxLines);
   visible.forEach((line, i) => {
     const y = yS + 34 + i * 21;
     if (line.active) {
       ctx.fillStyle = '#fef3c7';
       ctx.fillRect(x0 - 6, y - 15, 440, 20);
     }
-    label(ctx, line.shown ? line.text : line.text.replace(/[−\d.e+]+\s*(\(.*\))?$/u, '…'), x0, y, {
-      size: 14, font: MONO, weight: line.strong ? 700 : 400, colour: line.shown ? COLOURS.ink : '#94a3b8',
-    });
+    const text = line.shown ? `${line.head}${line.value}${line.extra}` : `${line.head}${'…'.padStart(line.value.length)}`;
+    label(ctx, text, x0, y, { size: 14, font: MONO, weight: line.strong ? 700 : 400, colour: line.shown ? COLOURS.ink : '#94a3b8' });
   });
 }
 
