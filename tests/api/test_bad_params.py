@@ -264,3 +264,34 @@ def test_every_parameter_of_every_get_endpoint(api) -> None:
                         failures.append(f"{url[:200]} → {response.status_code} not in the error shape: {body}")
     assert requests > 300
     assert not failures, "\n".join(failures[:40])
+
+
+# --- every layer of the small models through every layer-scoped endpoint ---------------------------------
+
+LAYER_ENDPOINTS = ("{b}/layers/{layer}/activations.npy", "{b}/layers/{layer}/stats.json", "{b}/layers/{layer}/atlas.png",
+                   "{b}/layers/{layer}/channels/0.png", "{b}/layers/{layer}/channels/0.npy",
+                   "{b}/layers/{layer}/trace?channel=1&y=3&x=2", "{b}/layers/{layer}/trace/output.npy?stage=final",
+                   "/api/models/{m}/layers/{layer}/filters.png", "/api/models/{m}/layers/{layer}/histogram.json",
+                   "/api/models/{m}/layers/{layer}/bias.npy", "{b}/saliency.json?method=gradcam&layer={layer}")
+
+
+@pytest.mark.parametrize("model", ["lenet5", "mnist-shallow", "tinyvgg-shapes"])
+def test_every_layer_kind_on_every_layer_endpoint(api, model: str) -> None:
+    """Containers, activations, pads, flattens and linear layers too: a layer an endpoint cannot show gets
+    a 4xx, never a crash."""
+    client, image_id = api
+    paths = client.app.openapi()["paths"]  # type: ignore[attr-defined]
+    layers = [layer["name"] for layer in client.get(f"/api/models/{model}").json()["layers"]]
+    base = f"/api/models/{model}/images/{image_id}"
+    failures = []
+    for layer in layers:
+        for pattern in LAYER_ENDPOINTS:
+            url = pattern.format(b=base, m=model, layer=layer)
+            if not any(_matches(template, url.split("?")[0]) for template in paths):
+                continue
+            response = client.get(url)
+            if response.status_code >= 500:
+                failures.append(f"{url} → {response.status_code} {response.text[:200]}")
+            elif response.status_code >= 400:
+                assert set(response.json()) == {"error"}, url
+    assert not failures, "\n".join(failures[:20])
