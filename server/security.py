@@ -1,7 +1,11 @@
-"""Security headers on every answer: no MIME sniffing, a strict Content-Security-Policy, no referrers.
+"""Two plain ASGI middlewares (not ``BaseHTTPMiddleware``, so streaming bodies and client disconnects pass
+through untouched):
 
-A plain ASGI middleware (not ``BaseHTTPMiddleware``) so that streaming bodies and client disconnects pass
-through untouched; it only adds headers to the response start message.
+- :class:`SecurityHeadersMiddleware`: on every answer, no MIME sniffing, a strict Content-Security-Policy
+  (no inline script), no referrers, not framable.
+- :class:`RequestBodyLimitMiddleware`: request bodies are bounded (413) before they are read whole.
+
+CORS stays closed unless ``Settings.cors_origins`` names origins (wired in ``server.main``).
 """
 
 from __future__ import annotations
