@@ -8,13 +8,12 @@ import threading
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from server.errors import ApiError
 from server.services.saliency import METHODS, get_method
 from server.services.saliency.hooks import capture_layer, guided_relus
 from server.services.saliency.scaling import magnitude_percentile, min_max
-from tests.test_saliency_models import hooks_left, small_models
+from tests.test_saliency_models import HAND_GEOMETRY, aligned_upsample, hooks_left, small_models
 
 MODELS = small_models()
 
@@ -97,12 +96,13 @@ def test_guided_hooks_cover_reused_relus() -> None:
     assert hooks_left(loaded.module) == 0
 
 
-def test_gradcam_display_is_relu_upsample_min_max_of_the_raw_map() -> None:
+def test_gradcam_display_is_relu_aligned_upsample_min_max_of_the_raw_map() -> None:
     loaded, x = MODELS["small-resnet"]
     explanation = get_method("gradcam").explain(loaded, x, "layer2", list(range(loaded.entry.num_classes)))
     compared = 0
+    start, jump = HAND_GEOMETRY["small-resnet"]
     for raw, scaled in zip(explanation.raw, explanation.maps):
-        up = F.interpolate(raw.clamp(min=0)[None, None], size=(32, 32), mode="bilinear", align_corners=False)[0, 0]
+        up = torch.from_numpy(aligned_upsample(raw.clamp(min=0).numpy(), 32, start, jump)).float()
         if float(up.max()) <= float(up.min()):  # ReLU left nothing: the map is zeros, not NaN
             assert torch.equal(scaled.values, torch.zeros(32, 32))
             continue

@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -55,9 +57,11 @@ def _randomise_batch_norm(module: nn.Module, generator: torch.Generator) -> None
 
 def as_loaded(module: nn.Module, target_layer: str, num_classes: int, size: int, model_id: str) -> LoadedModel:
     """``module`` frozen and in eval mode, as ModelRuntime hands models to services."""
+    template = copy.deepcopy(module)  # the architecture, for tracing receptive fields
     entry = dataclasses.replace(
         get_entry("tinyvgg-shapes"),
         id=model_id,
+        builder=lambda: copy.deepcopy(template),
         categories=tuple(f"class {i}" for i in range(num_classes)),
         input=InputSpec(3, size, size),
         target_layer=target_layer,
@@ -95,6 +99,21 @@ def reference_copy(loaded: LoadedModel) -> nn.Module:
     return module.eval()
 
 
+# Receptive-field centres worked out by hand: unit i of the layer is centred on input pixel start + i·jump.
+# TinyVGG block2.3: two unpadded 3×3 convs (+2), a 2× pool (+0.5, ×2), two more unpadded convs (+1 each, ×2).
+# SmallResNet layer2: 'same' padding everywhere, one stride-2 conv: centres at 0, 2, 4, …
+HAND_GEOMETRY = {"tinyvgg": (6.5, 2.0), "small-resnet": (0.0, 2.0)}
+
+
+def aligned_upsample(raw: np.ndarray, size: int, start: float, jump: float) -> np.ndarray:
+    """Bilinear sampling of a h×w map at each pixel's receptive-field coordinate (y − start) / jump,
+    edges extended — written with np.interp, independently of the server's grid_sample version."""
+    units = np.arange(raw.shape[0], dtype=np.float64)
+    coords = (np.arange(size, dtype=np.float64) - start) / jump
+    rows = np.stack([np.interp(coords, units, raw[:, j]) for j in range(raw.shape[1])], axis=1)
+    return np.stack([np.interp(coords, units, rows[i]) for i in range(size)], axis=0)
+
+
 def hooks_left(module: nn.Module) -> int:
     """Hooks still registered on any submodule (forward, pre-forward, backward)."""
     total = 0
@@ -110,3 +129,29 @@ def test_small_models_are_frozen_and_run() -> None:
         assert logits.shape == (1, loaded.entry.num_classes), name
         assert not logits.requires_grad, name  # frozen parameters: no graph unless a method asks for one
         assert hooks_left(loaded.module) == 0
+
+
+def test_traced_geometry_matches_the_hand_derivation() -> None:
+    from server.services.saliency.geometry import layer_geometry
+
+    for name, (loaded, _) in small_models().items():
+        geometry = layer_geometry(loaded.entry, loaded.entry.target_layer)
+        start, jump = HAND_GEOMETRY[name]
+        assert geometry is not None and geometry.start == (start, start) and geometry.jump == (jump, jump), name
+
+
+def test_aligned_upsampling_puts_each_unit_on_its_receptive_field_centre() -> None:
+    from server.services.saliency.geometry import LayerGeometry
+    from server.services.saliency.scaling import upsample
+
+    raw = torch.zeros(1, 26, 26)
+    raw[0, 3, 20] = 1.0
+    up = upsample(raw, (64, 64), LayerGeometry((6.5, 6.5), (2.0, 2.0)))[0]
+    # unit (3, 20) is centred on pixel (12.5, 46.5): the two pixels either side share the peak
+    peak = float(up.max())
+    for row, col in ((12, 46), (12, 47), (13, 46), (13, 47)):
+        assert float(up[row, col]) == pytest.approx(peak, abs=1e-6)
+    assert float(up[11, 46]) < peak and float(up[12, 45]) < peak
+    np.testing.assert_allclose(up.numpy(), aligned_upsample(raw[0].numpy(), 64, 6.5, 2.0), atol=1e-6)
+    plain = upsample(raw, (64, 64))[0]
+    assert int(plain.argmax()) // 64 != 12  # a plain resize would have put it elsewhere

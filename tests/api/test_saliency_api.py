@@ -16,6 +16,7 @@ from models.datasets import shapes
 from server.services.colormaps import apply_colormap
 from server.services.saliency import METHODS
 from tests.conftest import load_npy, png_bytes
+from tests.test_saliency_models import aligned_upsample
 
 MODEL = "tinyvgg-shapes"
 
@@ -40,7 +41,8 @@ def _npy(client, url: str) -> np.ndarray:
 
 
 def _reference_gradcam(client, image_id: str, weights: str, layer: str, target: int) -> np.ndarray:
-    """Captum LayerGradCam (ReLU at the layer) on the app's model and input tensor, upsampled, min–max."""
+    """Captum LayerGradCam (ReLU at the layer) on the app's model and input tensor, sampled at each pixel's
+    receptive-field centre as /api/models/{model} reports it, then min–max scaled."""
     runtime = client.app.state.runtime
     loaded = runtime.load(MODEL, weights)
     x = torch.from_numpy(_npy(client, f"{_base(image_id)}/input.npy?weights={weights}"))[None]
@@ -51,9 +53,10 @@ def _reference_gradcam(client, image_id: str, weights: str, layer: str, target: 
     attribution = LayerGradCam(model, layer_module).attribute(
         x.requires_grad_(True), target=target, relu_attributions=True
     )
-    up = torch.nn.functional.interpolate(attribution.detach(), size=x.shape[-2:], mode="bilinear", align_corners=False)
-    up = up[0, 0]
-    return ((up - up.min()) / (up.max() - up.min()).clamp(min=1e-12)).numpy()
+    layers = {entry["name"]: entry for entry in client.get(f"/api/models/{MODEL}").json()["layers"]}
+    field = layers[layer]["receptive_field"]
+    up = aligned_upsample(attribution.detach()[0, 0].numpy(), x.shape[-1], field["start"][0], field["jump"][0])
+    return (up - up.min()) / max(up.max() - up.min(), 1e-12)
 
 
 @pytest.mark.parametrize("weights", ["untrained", "auto"])

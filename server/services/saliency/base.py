@@ -21,6 +21,7 @@ import torch
 
 from server.errors import ApiError
 from server.services.model_runtime import LoadedModel
+from server.services.saliency.geometry import LayerGeometry, layer_geometry
 from server.services.saliency.hooks import capture_layer
 from server.services.saliency.scaling import Scaled, magnitude_percentile, min_max, upsample
 
@@ -123,7 +124,7 @@ class SaliencyMethod(ABC):
         """Run the whole pipeline for ``batch`` (1×C×H×W on the model's device)."""
         logits, attributions, chosen = self.attribute(loaded, batch, layer, targets, progress)
         raw = self.to_raw(attributions).detach().float().cpu()
-        maps = self.scale(raw, (int(batch.shape[-2]), int(batch.shape[-1])))
+        maps = self.scale(raw, (int(batch.shape[-2]), int(batch.shape[-1])), self.geometry(loaded, layer))
         return Explanation(
             method=self.name,
             layer=layer if self.uses_layer else None,
@@ -134,11 +135,15 @@ class SaliencyMethod(ABC):
             maps=maps,
         )
 
-    def scale(self, raw: torch.Tensor, size: tuple[int, int]) -> list[Scaled]:
+    def geometry(self, loaded: LoadedModel, layer: str | None) -> LayerGeometry | None:
+        """Where the raw map's units sit on the input (None: the raw map is at input resolution)."""
+        return None
+
+    def scale(self, raw: torch.Tensor, size: tuple[int, int], geometry: LayerGeometry | None = None) -> list[Scaled]:
         """Explicit display steps: ReLU → upsample → min–max, or |·| → upsample → percentile."""
         if self.display == "positive":
-            return min_max(upsample(raw.clamp(min=0), size))
-        return magnitude_percentile(upsample(raw, size))
+            return min_max(upsample(raw.clamp(min=0), size, geometry))
+        return magnitude_percentile(upsample(raw, size, geometry))
 
 
 @dataclass
@@ -179,6 +184,9 @@ class BaseCAM(SaliencyMethod):
             logits = logits.detach()
         ctx = CamContext(loaded, batch, activation.detach()[0], gradients, chosen, progress)
         return logits, self.cam(ctx), chosen
+
+    def geometry(self, loaded: LoadedModel, layer: str | None) -> LayerGeometry | None:
+        return layer_geometry(loaded.entry, layer or loaded.entry.target_layer)
 
     def cam(self, ctx: CamContext) -> torch.Tensor:
         """T×h×w signed map: Σ_k w_k A^k with the method's weights (per channel or per position)."""

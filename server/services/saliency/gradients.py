@@ -80,7 +80,8 @@ class GuidedBackprop(InputAttributionMethod):
 
 
 class GuidedGradCAM(InputAttributionMethod):
-    """Selvaraju et al. 2017: guided backprop × the upsampled ReLU(Grad-CAM) of the chosen layer."""
+    """Selvaraju et al. 2017: guided backprop × ReLU(Grad-CAM) of the chosen layer, sampled at each
+    pixel's receptive-field centre (see geometry.py)."""
 
     name = "guided-gradcam"
     title = "Guided Grad-CAM"
@@ -89,8 +90,10 @@ class GuidedGradCAM(InputAttributionMethod):
     summary = "Guided backprop's detail, restricted to where Grad-CAM says the class is."
 
     def input_attributions(self, loaded, batch, layer, targets, progress):
-        cam = GradCAM().attribute(loaded, batch, layer, targets, None)[1].detach()
-        coarse = upsample(cam.clamp(min=0), (int(batch.shape[-2]), int(batch.shape[-1])))
+        gradcam = GradCAM()
+        cam = gradcam.attribute(loaded, batch, layer, targets, None)[1].detach()
+        size = (int(batch.shape[-2]), int(batch.shape[-1]))
+        coarse = upsample(cam.clamp(min=0), size, gradcam.geometry(loaded, layer))
         guided = _input_gradients(loaded, batch, targets, guided=True)
         return guided * coarse[:, None]
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from server.services.saliency.geometry import LayerGeometry
+
 EPS = 1e-12
 
 
@@ -23,11 +25,26 @@ class Scaled:
     high: float
 
 
-def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear (half-pixel centres, as cv2.resize and PIL do) T×h×w → T×H×W."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+def upsample(maps: torch.Tensor, size: tuple[int, int], geometry: LayerGeometry | None = None) -> torch.Tensor:
+    """T×h×w maps → T×H×W at the input's resolution, bilinearly.
+
+    With ``geometry``, each input pixel takes the map's value at its own receptive-field coordinate
+    (pixel y ↔ unit (y − start) / jump), edge units extending to the border; without it, the map is
+    stretched over the image (half-pixel centres, as cv2.resize and PIL do).
+    """
+    if geometry is None:
+        if tuple(maps.shape[-2:]) == tuple(size):
+            return maps
+        return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    h, w = maps.shape[-2:]
+    units_y = (torch.arange(size[0], dtype=torch.float32) - geometry.start[0]) / geometry.jump[0]
+    units_x = (torch.arange(size[1], dtype=torch.float32) - geometry.start[1]) / geometry.jump[1]
+    # grid_sample with align_corners=True maps -1 and +1 to the centres of the first and last units
+    gy = 2.0 * units_y / max(h - 1, 1) - 1.0
+    gx = 2.0 * units_x / max(w - 1, 1) - 1.0
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1).to(maps.device, maps.dtype)
+    grid = grid.unsqueeze(0).expand(maps.shape[0], *grid.shape)
+    return F.grid_sample(maps[:, None], grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0]
 
 
 def min_max(maps: torch.Tensor) -> list[Scaled]:
