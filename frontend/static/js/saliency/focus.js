@@ -54,7 +54,7 @@ export function createFocus(parent) {
       stops, low: info.low, high: info.high,
       text: magnitude
         ? `|attribution| summed over input channels; the top end is its 99.5th percentile (brighter values are clipped).`
-        : `ReLU of the signed map, upsampled; colours run from its lowest to its highest value.`,
+        : `ReLU of the signed map, placed on each pixel's receptive-field centre; colours run from its lowest to its highest value.`,
     });
     note.hidden = !info.empty;
     note.textContent = info.empty ? 'This map is zero everywhere: nothing at this layer speaks for this class.' : '';
