@@ -11,6 +11,7 @@ The geometry depends only on the architecture, so it is traced once per model on
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ class LayerGeometry:
     jump: tuple[float, float]
 
 
+log = logging.getLogger("convscope")
 _cache: dict[str, dict[str, LayerGeometry]] = {}
 _lock = threading.Lock()
 
@@ -39,7 +41,13 @@ def model_geometry(entry: ModelEntry) -> dict[str, LayerGeometry]:
     if hit is not None:
         return hit
     example = torch.zeros(1, entry.input.channels, entry.input.height, entry.input.width)
-    fields = trace_fields(entry.build_untrained(), example)
+    try:
+        fields = trace_fields(entry.build_untrained(), example)
+    except Exception:  # an architecture the tracer cannot follow: fall back to stretched maps, say so once
+        log.warning(
+            "receptive fields of %s could not be traced; saliency maps will be stretched", entry.id, exc_info=True
+        )
+        fields = {}
     geometry = {
         name: LayerGeometry(tuple(field.start), tuple(field.jump))  # type: ignore[arg-type]
         for name, field in fields.items()
