@@ -8,6 +8,7 @@ from fastapi import Depends, Query, Request
 
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
+from server.services.feature_maps import FeatureMaps
 from server.services.image_store import ImageStore
 from server.services.model_runtime import ModelRuntime
 from server.services.upload import UploadGate
@@ -48,12 +49,20 @@ def get_upload_gate(request: Request) -> UploadGate:
     return request.app.state.upload_gate
 
 
+def get_feature_maps(request: Request) -> FeatureMaps:
+    """Feature maps over the app's activation cache and layer overviews (made in the lifespan)."""
+    state = request.app.state
+    return FeatureMaps(state.activations, state.layer_overviews, state.architectures, state.image_store,
+                       state.limiter.admit)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
 ArchitecturesDep = Annotated[ArchitectureCatalog, Depends(get_architectures)]
 DownloadsDep = Annotated[WeightsDownloads, Depends(get_downloads)]
 LimiterDep = Annotated[WorkLimiter, Depends(get_limiter)]
+FeatureMapsDep = Annotated[FeatureMaps, Depends(get_feature_maps)]
 BatcherDep = Annotated[PredictionBatcher, Depends(get_batcher)]
 UploadGateDep = Annotated[UploadGate, Depends(get_upload_gate)]
 WeightsQuery = Annotated[

@@ -15,14 +15,24 @@ from fastapi.templating import Jinja2Templates
 
 from server import __version__
 from server.errors import install_error_handlers
-from server.routers import health, images, models, samples
-from server.routers import activations, filters  # feature maps and learned filters (issue 3)
-from server.routers import sandbox, trace  # step-through traces and the sandbox (issue 5)
-from server.routers import saliency  # saliency maps (issue 4)
+from server.routers import (  # feature maps and learned filters (issue 3)  # step-through traces and the sandbox (issue 5)
+    activations,
+    filters,
+    health,
+    images,
+    models,
+    saliency,  # saliency maps (issue 4)
+    samples,
+    sandbox,
+    trace,
+)
 from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
+from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
+from server.services.conv_trace import CaptureCache
 from server.services.image_store import ImageStore
+from server.services.layer_overview import LayerOverviews
 from server.services.model_runtime import ModelRuntime
 from server.services.upload import UploadGate
 from server.services.weights_download import WeightsDownloads
@@ -63,6 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                         settings.work_wait_timeout_s)
         app.state.batcher = PredictionBatcher(app.state.limiter, settings.batch_window_ms / 1000,
                                               settings.max_batch_size)
+        app.state.activations = ActivationStore(settings.activation_cache_bytes)
+        app.state.layer_overviews = LayerOverviews()
+        app.state.trace_captures = CaptureCache()
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
         # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
         threads = anyio.to_thread.current_default_thread_limiter()

@@ -3,41 +3,20 @@ statistics, and the overview strip of every layer. Every answer is a GET whose U
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
-from server.deps import ArchitecturesDep, ImageStoreDep, LimiterDep, RuntimeDep, WeightsQuery, weights_header
+from server.deps import FeatureMapsDep, RuntimeDep, WeightsQuery, weights_header
 from server.errors import ApiError
 from server.responses import npy_response, png_response
 from server.services import atlas
-from server.services.activations import ActivationStore, channel_stats
+from server.services.activations import channel_stats
 from server.services.colormaps import COLORMAPS
-from server.services.feature_maps import FeatureMaps
-from server.services.layer_overview import LayerOverviews
 
 router = APIRouter(prefix="/api", tags=["activations"])
 
-_STATE_LOCK = threading.Lock()
-DEFAULT_ACTIVATION_BUDGET = 256 * 1024 * 1024
-
-
-def get_feature_maps(request: Request, architectures: ArchitecturesDep, images: ImageStoreDep,
-                     limiter: LimiterDep) -> FeatureMaps:
-    """Feature maps over the app's caches, which are made on first use (budget from the settings)."""
-    state = request.app.state
-    with _STATE_LOCK:
-        if getattr(state, "activations", None) is None:
-            state.activations = ActivationStore(
-                getattr(state.settings, "activation_cache_bytes", DEFAULT_ACTIVATION_BUDGET))
-        if getattr(state, "layer_overviews", None) is None:
-            state.layer_overviews = LayerOverviews()
-    return FeatureMaps(state.activations, state.layer_overviews, architectures, images, limiter.admit)
-
-
-FeatureMapsDep = Annotated[FeatureMaps, Depends(get_feature_maps)]
 ScaleQuery = Annotated[
     Literal["channel", "layer", "global"],
     Query(description="colour scale per channel, per layer, or over all layers of the model for this image"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -17,23 +16,13 @@ from server.services.work_limiter import WorkLimiter
 
 router = APIRouter(prefix="/api", tags=["step-through"])
 
-_cache_lock = threading.Lock()
 Index = Annotated[int, Query(ge=0, le=1_000_000)]
-
-
-def _captures(request: Request) -> conv_trace.CaptureCache:
-    """One capture cache per app, made on first use."""
-    with _cache_lock:
-        cache = getattr(request.app.state, "trace_captures", None)
-        if cache is None:
-            cache = request.app.state.trace_captures = conv_trace.CaptureCache()
-        return cache
 
 
 def _capture(request: Request, loaded: LoadedModel, store: ImageStore, limiter: WorkLimiter, image_id: str,
              layer: str) -> conv_trace.LayerCapture:
     loaded.layer(layer)  # 404 for an unknown layer before any work
-    cache = _captures(request)
+    cache = request.app.state.trace_captures
     key = (loaded.entry.id, loaded.variant, image_id, layer)
     hit = cache.get(key)
     if hit is None:
