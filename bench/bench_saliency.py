@@ -84,17 +84,19 @@ def bench_model(runtime: ModelRuntime, model_id: str, repeats: int, peer_repeats
             attribution = captum.attribute(x, target=c, relu_attributions=True)
             LayerAttribution.interpolate(attribution, size, interpolate_mode="bilinear")
 
-    for fn in (bare, ours, pgc_loop, pgc_batch, captum_calls):  # warm-up (allocator, first-call costs)
+    for fn in (bare, ours, pgc_loop, pgc_batch, captum_calls)[: 5 if peer_repeats else 2]:  # warm-up
         fn()
     results: dict[str, list[float]] = {"bare": [], "ours": [], "pgc-loop": [], "pgc-batch": [], "captum": []}
     # Interleave rounds so that a burst of load from other processes hits every contender alike.
-    per_round = max(1, repeats // peer_repeats)
-    for _ in range(peer_repeats):
-        results["bare"] += timed(bare, per_round)
-        results["ours"] += timed(ours, per_round)
-        results["pgc-loop"] += timed(pgc_loop, 1)
-        results["pgc-batch"] += timed(pgc_batch, 1)
-        results["captum"] += timed(captum_calls, 1)
+    per_round = max(1, repeats // max(1, peer_repeats))
+    for _ in range(max(1, peer_repeats)):
+        for _ in range(per_round):  # bare and ours alternate call by call, so load bursts hit both
+            results["bare"] += timed(bare, 1)
+            results["ours"] += timed(ours, 1)
+        if peer_repeats:
+            results["pgc-loop"] += timed(pgc_loop, 1)
+            results["pgc-batch"] += timed(pgc_batch, 1)
+            results["captum"] += timed(captum_calls, 1)
     pgc.activations_and_grads.release()
     return results
 
@@ -103,7 +105,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet18", "vgg16", "resnet50"])
     parser.add_argument("--repeats", type=int, default=9, help="timed runs of bare/ours per model")
-    parser.add_argument("--peer-repeats", type=int, default=3, help="interleaved rounds (peers run once a round)")
+    parser.add_argument(
+        "--peer-repeats", type=int, default=3, help="interleaved rounds (peers run once a round); 0: ours vs bare only"
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -119,6 +123,10 @@ def main() -> None:
     print(header)
     for model_id in args.models:
         runs = bench_model(runtime, model_id, args.repeats, args.peer_repeats)
+        paired = statistics.median(o / b for o, b in zip(runs["ours"], runs["bare"]))
+        print(f"{model_id:<10} paired median of ours/bare over {len(runs['ours'])} alternating calls: {paired:.2f}×")
+        if not runs["captum"]:
+            continue
         for stat, reduce in (("min", min), ("median", statistics.median)):
             r = {name: reduce(times) for name, times in runs.items()}
             bare = r["bare"]
