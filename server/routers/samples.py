@@ -20,17 +20,17 @@ SAMPLE_CACHE = {"Cache-Control": "public, max-age=86400, immutable"}
 @router.get("/samples")
 def list_samples(
     settings: SettingsDep,
-    dataset: Literal["shapes", "mnist"] = "shapes",
+    dataset: Literal["shapes", "mnist", "photos"] = "shapes",
     count: Annotated[int, Query(ge=1, le=samples.MAX_COUNT)] = samples.DEFAULT_COUNT,
 ) -> dict[str, list[dict[str, str]]]:
-    """Samples whose labels cycle through the dataset's classes; MNIST is empty when its data is absent."""
+    """Samples whose labels cycle through the dataset's classes; MNIST and photos are empty when their data is absent."""
     found = samples.list_samples(dataset, count, data_dir=settings.data_dir)
     return {"samples": [{"id": s.id, "dataset": s.dataset, "label": s.label, "url": s.url} for s in found]}
 
 
 @router.get("/samples/{sample_id}.png", response_class=Response)
 def sample_png(sample_id: str, settings: SettingsDep) -> Response:
-    """One sample as PNG bytes (Shapes: 64×64 RGB; MNIST: 28×28 grey, light digit on black)."""
+    """One sample as PNG bytes (Shapes: 64×64 RGB; MNIST: 28×28 grey, light digit on black; photos: ≤ 512 px)."""
     try:
         png = samples.sample_png(sample_id, data_dir=settings.data_dir)
     except samples.UnknownSample as exc:

@@ -1,4 +1,5 @@
-"""Sample images for the page's gallery: Shapes test images and, when the data is on disk, MNIST test digits.
+"""Sample images for the page's gallery: Shapes test images and, when the data is on disk, MNIST test digits
+and photos (for the ImageNet models).
 
 Sample ids name where a picture comes from (``shapes-test-3``, ``mnist-test-42``), so one id always
 gives the same bytes: the page fetches a sample's PNG and uploads it like any other image, and the
@@ -18,13 +19,16 @@ from PIL import Image
 
 from models.datasets import mnist, shapes
 
-DATASETS = ("shapes", "mnist")
+DATASETS = ("shapes", "mnist", "photos")
 DEFAULT_COUNT = 12
 MAX_COUNT = 64
 # Labels of this many leading Shapes test samples are scanned to pick a class-balanced gallery.
 _SHAPES_SCAN = 400
 
 _SAMPLE_ID = re.compile(r"(shapes|mnist)-test-(0|[1-9][0-9]{0,5})")
+_PHOTO_ID = re.compile(r"photos-([a-z0-9][a-z0-9_-]{0,39})")
+_PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+PHOTO_MAX_SIDE = 512  # plenty for 224×224 models, and a light download for a class of laptops
 
 
 class UnknownSample(LookupError):
@@ -56,6 +60,10 @@ def list_samples(dataset: str, count: int = DEFAULT_COUNT, data_dir: Path | None
     if dataset == "shapes":
         labels = _shapes_test_labels()
         return [_make("shapes", i, shapes.CLASSES[int(labels[i])]) for i in _balanced_indices(labels, count)]
+    if dataset == "photos":
+        photos = _photo_files(_photos_dir(data_dir))
+        return [Sample(f"photos-{stem}", "photos", stem, f"/api/samples/photos-{stem}.png")
+                for stem in sorted(photos)[:count]]
     arrays = _mnist_arrays(mnist.find_data_dir(data_dir))
     if arrays is None:
         return []
@@ -65,6 +73,12 @@ def list_samples(dataset: str, count: int = DEFAULT_COUNT, data_dir: Path | None
 
 def sample_png(sample_id: str, data_dir: Path | None = None) -> bytes:
     """The PNG bytes of one sample; :class:`UnknownSample` for an id that names none."""
+    photo = _PHOTO_ID.fullmatch(sample_id)
+    if photo is not None:
+        path = _photo_files(_photos_dir(data_dir)).get(photo.group(1))
+        if path is None:
+            raise UnknownSample(f"This server has no photo {photo.group(1)!r}.")
+        return _photo_png(path)
     match = _SAMPLE_ID.fullmatch(sample_id)
     if match is None:
         raise UnknownSample(f"{sample_id!r} is not a sample id; ids look like 'shapes-test-3' or 'mnist-test-42'.")
@@ -88,6 +102,32 @@ def _png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
+
+
+def _photos_dir(data_dir: Path | None) -> Path | None:
+    """``images/`` beside the MNIST files (the offline data folder), when there is one."""
+    root = data_dir if data_dir is not None and (data_dir / "images").is_dir() else mnist.find_data_dir(data_dir)
+    return root / "images" if root is not None and (root / "images").is_dir() else None
+
+
+def _photo_files(folder: Path | None) -> dict[str, Path]:
+    """Photos by lower-case stem. Only names listed here can be served: ids never become paths."""
+    if folder is None:
+        return {}
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        stem = path.stem.lower()
+        if path.suffix.lower() in _PHOTO_SUFFIXES and path.is_file() and _PHOTO_ID.fullmatch(f"photos-{stem}"):
+            found.setdefault(stem, path)
+    return found
+
+
+@lru_cache(maxsize=16)  # a few hundred KB each
+def _photo_png(path: Path) -> bytes:
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    rgb.thumbnail((PHOTO_MAX_SIDE, PHOTO_MAX_SIDE), Image.LANCZOS)
+    return _png(rgb)
 
 
 @lru_cache(maxsize=256)  # 64×64 PNGs of a few KB each: at most about a megabyte

@@ -114,3 +114,30 @@ def test_bad_list_parameters_are_422(client: TestClient, params: dict) -> None:
 
 def test_max_count_is_served(client: TestClient) -> None:
     assert len(client.get("/api/samples", params={"count": 64}).json()["samples"]) == 64
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "images").is_dir(), reason="offline photos not found")
+def test_photos_come_from_the_data_folder_scaled_down(client: TestClient) -> None:
+    samples = client.get("/api/samples", params={"dataset": "photos", "count": 64}).json()["samples"]
+    on_disk = sorted(p.stem.lower() for p in (SHARED_DATA / "images").iterdir() if p.suffix in (".jpg", ".png"))
+    assert [s["label"] for s in samples] == on_disk
+    cat = next(s for s in samples if s["label"] == "cat")
+    assert cat["id"] == "photos-cat" and cat["dataset"] == "photos"
+    picture = _png(client.get(cat["url"]))
+    original = Image.open(SHARED_DATA / "images" / "cat.jpg")
+    assert max(picture.size) == 512 and picture.mode == "RGB"
+    assert abs(picture.size[0] / picture.size[1] - original.size[0] / original.size[1]) < 0.01
+
+
+@pytest.mark.parametrize("bad", ["photos-LICENSES", "photos-..%2Fmnist", "photos-nope", "photos-", "photos-cat.jpg"])
+def test_photo_ids_never_become_paths(client: TestClient, bad: str) -> None:
+    response = client.get(f"/api/samples/{bad}.png")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] in ("unknown_sample", "not_found")
+
+
+def test_no_photos_without_a_data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mnist, "find_data_dir", lambda explicit=None: None)
+    with TestClient(create_app(Settings(storage_dir=tmp_path / "images"))) as bare:
+        assert bare.get("/api/samples", params={"dataset": "photos"}).json() == {"samples": []}
+        assert bare.get("/api/samples/photos-cat.png").status_code == 404

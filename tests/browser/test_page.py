@@ -151,6 +151,17 @@ def test_gallery_sample_is_uploaded_and_predicted(page) -> None:
     assert first.get_attribute("aria-pressed") == "true"
 
 
+def test_imagenet_models_open_the_photos_tab(page, photos: Path) -> None:
+    open_page(page, "/?model=squeezenet1_1")
+    page.wait_for_selector("#gallery-tabs button[data-set='photos'][aria-selected='true']")
+    zebra = page.locator("#gallery button[data-sample='photos-zebra']")
+    zebra.click()
+    page.wait_for_function("() => new URLSearchParams(location.search).has('image')")
+    png = page.request.get("/api/samples/photos-zebra.png").body()
+    assert query(page)["image"] == hashlib.sha256(png).hexdigest()
+    assert_predictions_match_api(page, wait_for_predictions(page))
+
+
 def test_url_state_round_trips_through_reload_and_history(page, photos: Path, shots: Path) -> None:
     open_page(page, "/?model=lenet5")
     image_id = upload_photo(page, photos / "dog.jpg")

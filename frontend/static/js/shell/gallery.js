@@ -1,4 +1,4 @@
-// The sample gallery: Shapes test images, and MNIST test digits when the server has them. Picking a
+// The sample gallery: Shapes test images, and MNIST test digits and photos when the server has them. Picking a
 // sample fetches its PNG and uploads it like any image (ids are content hashes, so that is cheap).
 
 import { el, listen, disposer } from '../dom.js';
@@ -6,6 +6,7 @@ import { el, listen, disposer } from '../dom.js';
 const SETS = [
   { id: 'shapes', title: 'Shapes' },
   { id: 'mnist', title: 'Digits' },
+  { id: 'photos', title: 'Photos' },
 ];
 const COUNT = 12; // a 4 × 3 grid: every class once, then the first two again
 
@@ -81,7 +82,12 @@ export function createGallery({ api, upload }) {
       ...items.map((s) =>
         el('div', { attrs: { role: 'listitem' } }, [
           el('button', { type: 'button', className: 'sample', dataset: { sample: s.id }, title: `${s.label} (${s.id})` }, [
-            el('img', { src: s.url, alt: `${s.dataset} sample: ${s.label}`, className: 'pixelated', loading: 'lazy' }),
+            el('img', {
+              src: s.url,
+              alt: `${s.dataset} sample: ${s.label}`,
+              className: s.dataset === 'photos' ? 'photo' : 'pixelated',
+              loading: 'lazy',
+            }),
             el('span', { className: 'sample-label', text: s.label }),
           ]),
         ]),
@@ -100,7 +106,7 @@ export function createGallery({ api, upload }) {
   /** Follow the page: prefer the set that matches the model, mark the current image. */
   function render({ model, imageId }) {
     currentImage = imageId;
-    preferred = /mnist/i.test(model.dataset) ? 'mnist' : 'shapes';
+    preferred = /mnist/i.test(model.dataset) ? 'mnist' : /imagenet/i.test(model.dataset) ? 'photos' : 'shapes';
     if (!userChose && preferred !== active && samples.has(preferred)) show(preferred);
     else markCurrent();
   }
