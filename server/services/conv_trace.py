@@ -95,6 +95,8 @@ def capture(loaded: LoadedModel, batch: torch.Tensor, layer_name: str) -> LayerC
     def on_target(_m: nn.Module, inputs: tuple, output: Any) -> None:
         if threading.get_ident() != owner or "input" in seen or not isinstance(output, torch.Tensor):
             return
+        if not inputs or not isinstance(inputs[0], torch.Tensor):
+            return  # e.g. DenseNet's dense layers take a list: not traceable (422 below), never a crash
         seen["input"] = inputs[0].detach()[0].float().cpu().clone()
         seen["output"] = output.detach()[0].float().cpu().clone()
         if not follow:

@@ -295,3 +295,17 @@ def test_every_layer_kind_on_every_layer_endpoint(api, model: str) -> None:
             elif response.status_code >= 400:
                 assert set(response.json()) == {"error"}, url
     assert not failures, "\n".join(failures[:20])
+
+
+def test_layers_fed_a_list_are_refused_cleanly_by_the_trace(api) -> None:
+    """DenseNet's dense layers take a list of tensors: the step-through cannot show them, and says so (4xx)
+    instead of crashing. (Found by sweeping every layer of the torchvision models.)"""
+    client, image_id = api
+    paths = client.app.openapi()["paths"]  # type: ignore[attr-defined]
+    base = f"/api/models/densenet121/images/{image_id}/layers/features.denseblock1.denselayer1"
+    urls = [f"{base}/trace", f"{base}/trace?channel=1&y=3&x=2", f"{base}/trace/input.npy", f"{base}/trace/output.npy"]
+    urls = [u for u in urls if any(_matches(t, u.split("?")[0]) for t in paths)]
+    if not urls:
+        pytest.skip("no trace endpoints")
+    for url in urls:
+        assert_error(client.get(url), (404, 422))
