@@ -50,9 +50,8 @@ def _models(_: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from models.training.train import train_model
-
     from models.registry import get_entry
+    from models.training.train import train_model
 
     try:
         entry = get_entry(args.model)
