@@ -66,3 +66,9 @@ def upload() -> Callable[[TestClient, bytes], str]:
 
 def load_npy(content: bytes) -> np.ndarray:
     return np.load(io.BytesIO(content), allow_pickle=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests run last: sync Playwright keeps an asyncio loop running in the main thread for the rest
+    of the session, which would break later tests that start their own loop (anyio.run, asyncio.run)."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
