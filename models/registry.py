@@ -82,6 +82,8 @@ class BundledWeights:
         metrics = self.metrics() or {}
         acc = metrics.get("test_accuracy")
         detail = "trained by ConvScope's own training script"
+        if metrics.get("train_source"):
+            detail += f" on {metrics['train_source']}"
         if isinstance(acc, (int, float)):
             detail += f"; {acc * 100:.2f}% accuracy on {metrics.get('test_set', 'held-out data')}"
         return WeightsStatus("bundled", detail)

@@ -199,3 +199,11 @@ def test_input_png_undoes_the_normalisation(client) -> None:
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     expected = np.clip((x.transpose(1, 2, 0) * std + mean) * 255, 0, 255).round()
     assert np.abs(seen.astype(float) - expected).max() <= 1
+
+
+def test_bundled_weights_say_what_they_were_trained_and_tested_on(client) -> None:
+    models = {m["id"]: m for m in client.get("/api/models").json()["models"]}
+    for model_id in ("lenet5", "mnist-shallow", "mnist-deep", "tinyvgg-shapes"):
+        metrics, detail = models[model_id]["metrics"], models[model_id]["weights"]["detail"]
+        assert metrics["train_source"] in detail and metrics["test_set"] in detail
+        assert f"{metrics['test_accuracy'] * 100:.2f}%" in detail
