@@ -11,6 +11,7 @@ from server.services.batching import PredictionBatcher
 from server.services.feature_maps import FeatureMaps
 from server.services.image_store import ImageStore
 from server.services.model_runtime import ModelRuntime
+from server.services.saliency.service import SaliencyMaps
 from server.services.upload import UploadGate
 from server.services.weights_download import WeightsDownloads
 from server.services.work_limiter import WorkLimiter
@@ -56,6 +57,10 @@ def get_feature_maps(request: Request) -> FeatureMaps:
                        state.limiter.admit)
 
 
+def get_saliency_maps(request: Request) -> SaliencyMaps:
+    return request.app.state.saliency_maps
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
@@ -63,6 +68,7 @@ ArchitecturesDep = Annotated[ArchitectureCatalog, Depends(get_architectures)]
 DownloadsDep = Annotated[WeightsDownloads, Depends(get_downloads)]
 LimiterDep = Annotated[WorkLimiter, Depends(get_limiter)]
 FeatureMapsDep = Annotated[FeatureMaps, Depends(get_feature_maps)]
+SaliencyMapsDep = Annotated[SaliencyMaps, Depends(get_saliency_maps)]
 BatcherDep = Annotated[PredictionBatcher, Depends(get_batcher)]
 UploadGateDep = Annotated[UploadGate, Depends(get_upload_gate)]
 WeightsQuery = Annotated[

@@ -34,6 +34,7 @@ from server.services.conv_trace import CaptureCache
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
 from server.services.model_runtime import ModelRuntime
+from server.services.saliency.service import SaliencyMaps
 from server.services.upload import UploadGate
 from server.services.weights_download import WeightsDownloads
 from server.services.work_limiter import WorkLimiter
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.activations = ActivationStore(settings.activation_cache_bytes)
         app.state.layer_overviews = LayerOverviews()
         app.state.trace_captures = CaptureCache()
+        app.state.saliency_maps = SaliencyMaps(app.state.image_store, app.state.limiter.admit)
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
         # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
         threads = anyio.to_thread.current_default_thread_limiter()

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 import numpy as np
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from server.deps import ImageStoreDep, LimiterDep, RuntimeDep, WeightsQuery, weights_header
+from server.deps import ImageStoreDep, RuntimeDep, SaliencyMapsDep, WeightsQuery, weights_header
 from server.responses import npy_response, png_response
 from server.services.colormaps import COLORMAPS, is_diverging
-from server.services.image_store import ImageStore
-from server.services.model_inputs import input_batch, input_picture, input_tensor
-from server.services.model_runtime import LoadedModel, ModelRuntime
+from server.services.model_inputs import input_picture, input_tensor
+from server.services.model_runtime import LoadedModel
 from server.services.saliency import describe_methods
 from server.services.saliency.methods import DEFAULT_METHOD, get_method
 from server.services.saliency.overlay import DEFAULT_COLORMAP, check_colormap, legend, overlay_png
-from server.services.saliency.service import (
-    CACHE,
-    PROGRESS,
-    SaliencyKey,
-    SaliencyMap,
-    make_key,
-    saliency_map,
-    top_k_maps,
-)
+from server.services.saliency.service import SaliencyKey, SaliencyMap, make_key
 from server.services.saliency.topk import DEFAULT_K
-from server.services.work_limiter import WorkLimiter
 
 router = APIRouter(prefix="/api", tags=["saliency"])
 
@@ -56,31 +47,46 @@ def classes(model: str, runtime: RuntimeDep) -> dict[str, Any]:
     return {"model": entry.id, "classes": list(entry.categories)}
 
 
-def _resolve(
-    runtime: ModelRuntime, model: str, weights: str, image_id: str, method: str, layer: str | None, target: int | None
-) -> tuple[LoadedModel, SaliencyKey]:
-    loaded = runtime.load(model, weights)
-    return loaded, make_key(loaded, image_id, method, layer, target)
+@dataclass(frozen=True)
+class SaliencyQuery:
+    """What every saliency URL names, resolved: the loaded model (weights variant) and the result key."""
+
+    loaded: LoadedModel
+    key: SaliencyKey
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return weights_header(self.loaded.variant)
 
 
-def _map(
-    runtime: ModelRuntime,
-    store: ImageStore,
-    limiter: WorkLimiter,
+def one_class(
     model: str,
-    weights: str,
     image_id: str,
-    method: str,
-    layer: str | None,
-    target: int | None,
-) -> tuple[LoadedModel, SaliencyKey, SaliencyMap]:
-    loaded, key = _resolve(runtime, model, weights, image_id, method, layer, target)
-    hit = CACHE.get(key)
-    if hit is None:
-        batch = input_batch(loaded, store, image_id)
-        with limiter.admit():
-            hit = saliency_map(loaded, batch, key)
-    return loaded, key, hit
+    runtime: RuntimeDep,
+    method: MethodQuery = DEFAULT_METHOD,
+    layer: LayerQuery = None,
+    target: TargetQuery = None,
+    weights: WeightsQuery = "auto",
+) -> SaliencyQuery:
+    loaded = runtime.load(model, weights)
+    return SaliencyQuery(loaded, make_key(loaded, image_id, method, layer, target))
+
+
+def any_class(
+    model: str,
+    image_id: str,
+    runtime: RuntimeDep,
+    method: MethodQuery = DEFAULT_METHOD,
+    layer: LayerQuery = None,
+    weights: WeightsQuery = "auto",
+) -> SaliencyQuery:
+    return one_class(model, image_id, runtime, method, layer, None, weights)
+
+
+OneClass = Annotated[SaliencyQuery, Depends(one_class)]
+AnyClass = Annotated[SaliencyQuery, Depends(any_class)]
+KQuery = Annotated[int, Query(ge=1, le=20, description="how many of the top classes")]
+MAP = "/models/{model}/images/{image_id}/saliency"
 
 
 def _url(key: SaliencyKey, suffix: str, target: int | None, **extra: Any) -> str:
@@ -119,166 +125,82 @@ def _method_info(method: str) -> dict[str, Any]:
     return {"name": saliency.name, "title": saliency.title, "display": saliency.display, "family": saliency.family}
 
 
-@router.get("/models/{model}/images/{image_id}/saliency.npy")
-def saliency_npy(
-    model: str,
-    image_id: str,
-    runtime: RuntimeDep,
-    store: ImageStoreDep,
-    limiter: LimiterDep,
-    method: MethodQuery = DEFAULT_METHOD,
-    layer: LayerQuery = None,
-    target: TargetQuery = None,
-    weights: WeightsQuery = "auto",
-) -> Response:
+@router.get(MAP + ".npy")
+def saliency_npy(query: OneClass, maps: SaliencyMapsDep) -> Response:
     """float32 H×W at input resolution in [0, 1]."""
-    loaded, _, result = _map(runtime, store, limiter, model, weights, image_id, method, layer, target)
-    return npy_response(result.values, weights_header(loaded.variant))
+    return npy_response(maps.map(query.loaded, query.key).values, query.headers)
 
 
-@router.get("/models/{model}/images/{image_id}/saliency/raw.npy")
-def saliency_raw(
-    model: str,
-    image_id: str,
-    runtime: RuntimeDep,
-    store: ImageStoreDep,
-    limiter: LimiterDep,
-    method: MethodQuery = DEFAULT_METHOD,
-    layer: LayerQuery = None,
-    target: TargetQuery = None,
-    weights: WeightsQuery = "auto",
-) -> Response:
+@router.get(MAP + "/raw.npy")
+def saliency_raw(query: OneClass, maps: SaliencyMapsDep) -> Response:
     """The signed map before ReLU and scaling: CAMs at the layer's resolution, gradient methods at the
     input's (summed over input channels)."""
-    loaded, _, result = _map(runtime, store, limiter, model, weights, image_id, method, layer, target)
-    return npy_response(result.raw, weights_header(loaded.variant))
+    return npy_response(maps.map(query.loaded, query.key).raw, query.headers)
 
 
-@router.get("/models/{model}/images/{image_id}/saliency.png")
+@router.get(MAP + ".png")
 def saliency_png(
-    model: str,
-    image_id: str,
-    runtime: RuntimeDep,
+    query: OneClass,
+    maps: SaliencyMapsDep,
     store: ImageStoreDep,
-    limiter: LimiterDep,
-    method: MethodQuery = DEFAULT_METHOD,
-    layer: LayerQuery = None,
-    target: TargetQuery = None,
     colormap: ColormapQuery = DEFAULT_COLORMAP,
     opacity: OpacityQuery = 0.5,
-    weights: WeightsQuery = "auto",
 ) -> Response:
     """The colour-mapped map over the model's input picture (``opacity`` 1: the map alone)."""
     check_colormap(colormap)
-    loaded, _, result = _map(runtime, store, limiter, model, weights, image_id, method, layer, target)
-    picture = input_picture(loaded, input_tensor(loaded, store, image_id))
-    return png_response(overlay_png(result.values, picture, colormap, opacity), weights_header(loaded.variant))
+    result = maps.map(query.loaded, query.key)
+    picture = input_picture(query.loaded, input_tensor(query.loaded, store, query.key.image_id))
+    return png_response(overlay_png(result.values, picture, colormap, opacity), query.headers)
 
 
-@router.get("/models/{model}/images/{image_id}/saliency.json")
+@router.get(MAP + ".json")
 def saliency_json(
-    model: str,
-    image_id: str,
-    runtime: RuntimeDep,
-    store: ImageStoreDep,
-    limiter: LimiterDep,
-    response: Response,
-    method: MethodQuery = DEFAULT_METHOD,
-    layer: LayerQuery = None,
-    target: TargetQuery = None,
-    colormap: ColormapQuery = DEFAULT_COLORMAP,
-    weights: WeightsQuery = "auto",
+    query: OneClass, maps: SaliencyMapsDep, response: Response, colormap: ColormapQuery = DEFAULT_COLORMAP
 ) -> dict[str, Any]:
     """One class's map described: its class, the raw values 0 and 1 stand for, and its URLs."""
     check_colormap(colormap)
-    loaded, key, result = _map(runtime, store, limiter, model, weights, image_id, method, layer, target)
-    response.headers.update(weights_header(loaded.variant))
-    return {
-        "method": _method_info(method),
-        "layer": key.layer,
-        "weights_used": loaded.variant,
-        "legend": legend(colormap),
-        "map": _info(key, result, colormap),
-    }
+    result = maps.map(query.loaded, query.key)
+    response.headers.update(query.headers)
+    return {**_described(query, colormap), "map": _info(query.key, result, colormap)}
 
 
-def _top_k(
-    runtime: ModelRuntime,
-    store: ImageStore,
-    limiter: LimiterDep,
-    model: str,
-    weights: str,
-    image_id: str,
-    method: str,
-    layer: str | None,
-    k: int,
-) -> tuple[LoadedModel, SaliencyKey, list[SaliencyMap]]:
-    loaded, key = _resolve(runtime, model, weights, image_id, method, layer, None)
-    batch = input_batch(loaded, store, image_id)
-    with limiter.admit():
-        _, maps = top_k_maps(loaded, batch, key, k)
-    return loaded, key, maps
-
-
-KQuery = Annotated[int, Query(ge=1, le=20, description="how many of the top classes")]
-
-
-@router.get("/models/{model}/images/{image_id}/saliency/topk.json")
+@router.get(MAP + "/topk.json")
 def saliency_top_k(
-    model: str,
-    image_id: str,
-    runtime: RuntimeDep,
-    store: ImageStoreDep,
-    limiter: LimiterDep,
+    query: AnyClass,
+    maps: SaliencyMapsDep,
     response: Response,
-    method: MethodQuery = DEFAULT_METHOD,
-    layer: LayerQuery = None,
     k: KQuery = DEFAULT_K,
     colormap: ColormapQuery = DEFAULT_COLORMAP,
-    weights: WeightsQuery = "auto",
 ) -> dict[str, Any]:
     """The top-k predictions and each one's map, from one pass; each class's URLs are then cache hits."""
     check_colormap(colormap)
-    loaded, key, maps = _top_k(runtime, store, limiter, model, weights, image_id, method, layer, k)
-    response.headers.update(weights_header(loaded.variant))
+    _, found = maps.top_k(query.loaded, query.key, k)
+    response.headers.update(query.headers)
     return {
-        "method": _method_info(method),
-        "layer": key.layer,
-        "weights_used": loaded.variant,
-        "legend": legend(colormap),
-        "npy": _url(key, "/topk.npy", None, k=k),
-        "classes": [_info(key, m, colormap) for m in maps],
+        **_described(query, colormap),
+        "npy": _url(query.key, "/topk.npy", None, k=k),
+        "classes": [_info(query.key, m, colormap) for m in found],
     }
 
 
-@router.get("/models/{model}/images/{image_id}/saliency/topk.npy")
-def saliency_top_k_npy(
-    model: str,
-    image_id: str,
-    runtime: RuntimeDep,
-    store: ImageStoreDep,
-    limiter: LimiterDep,
-    method: MethodQuery = DEFAULT_METHOD,
-    layer: LayerQuery = None,
-    k: KQuery = DEFAULT_K,
-    weights: WeightsQuery = "auto",
-) -> Response:
+@router.get(MAP + "/topk.npy")
+def saliency_top_k_npy(query: AnyClass, maps: SaliencyMapsDep, k: KQuery = DEFAULT_K) -> Response:
     """k×H×W float32: the top-k classes' maps in prediction order."""
-    loaded, _, maps = _top_k(runtime, store, limiter, model, weights, image_id, method, layer, k)
-    return npy_response(np.stack([m.values for m in maps]), weights_header(loaded.variant))
+    _, found = maps.top_k(query.loaded, query.key, k)
+    return npy_response(np.stack([m.values for m in found]), query.headers)
 
 
-@router.get("/models/{model}/images/{image_id}/saliency/progress")
-def saliency_progress(
-    model: str,
-    image_id: str,
-    runtime: RuntimeDep,
-    response: Response,
-    method: MethodQuery = DEFAULT_METHOD,
-    layer: LayerQuery = None,
-    weights: WeightsQuery = "auto",
-) -> dict[str, Any]:
+@router.get(MAP + "/progress")
+def saliency_progress(query: AnyClass, maps: SaliencyMapsDep, response: Response) -> dict[str, Any]:
     """How far a long run (Score-CAM, occlusion, SmoothGrad…) for this image and method has got."""
-    loaded, key = _resolve(runtime, model, weights, image_id, method, layer, None)
-    response.headers.update(weights_header(loaded.variant))
-    return PROGRESS.get(key)
+    response.headers.update(query.headers)
+    return maps.progress.get(query.key)
+
+
+def _described(query: SaliencyQuery, colormap: str) -> dict[str, Any]:
+    return {
+        "method": _method_info(query.key.method),
+        "layer": query.key.layer,
+        "weights_used": query.loaded.variant,
+        "legend": legend(colormap),
+    }

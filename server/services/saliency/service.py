@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,8 @@ import numpy as np
 import torch
 
 from server.errors import ApiError
+from server.services.image_store import ImageStore
+from server.services.model_inputs import input_batch
 from server.services.model_runtime import LoadedModel
 from server.services.saliency.base import Explanation, Progress, TopK
 from server.services.saliency.methods import get_method
@@ -142,10 +146,6 @@ class ProgressBoard:
         return {"state": "running", "done": state[0], "total": state[1]}
 
 
-CACHE = ResultCache()
-PROGRESS = ProgressBoard()
-
-
 def _maps(loaded: LoadedModel, explanation: Explanation) -> list[SaliencyMap]:
     probs = torch.softmax(explanation.logits, dim=-1)
     labels = loaded.entry.categories
@@ -169,35 +169,51 @@ def _maps(loaded: LoadedModel, explanation: Explanation) -> list[SaliencyMap]:
     return out
 
 
-def saliency_map(loaded: LoadedModel, batch: torch.Tensor, key: SaliencyKey, cache: ResultCache = CACHE) -> SaliencyMap:
-    """The map for ``key`` (computing it when it is not cached); ``batch`` is the image's 1×C×H×W input."""
-    hit = cache.get(key)
-    if hit is not None:
-        return hit
-    saliency = get_method(key.method)
-    targets = [key.target] if key.target is not None else None
-    try:
-        explanation = saliency.explain(loaded, batch, key.layer, targets or TopK(1), PROGRESS.reporter(key))
-    finally:
-        PROGRESS.finish(key)
-    (result,) = _maps(loaded, explanation)
-    cache.put(key, result)
-    if key.target is None:  # also answer the explicit-target URL of the same map
-        cache.put(SaliencyKey(key.model, key.variant, key.image_id, key.method, key.layer, result.target), result)
-    return result
+class SaliencyMaps:
+    """Saliency maps of stored images: each result cached under its key (checked once, here), each
+    computation run under the work limiter, and the progress of long runs visible to the page."""
+
+    def __init__(self, store: ImageStore, admit: Callable[[], AbstractContextManager[Any]],
+                 cache: ResultCache | None = None) -> None:
+        self.store = store
+        self.admit = admit
+        self.cache = cache if cache is not None else ResultCache()
+        self.progress = ProgressBoard()
+
+    def map(self, loaded: LoadedModel, key: SaliencyKey) -> SaliencyMap:
+        """The map for ``key``, computed when it is not cached."""
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        batch = input_batch(loaded, self.store, key.image_id)
+        saliency = get_method(key.method)
+        targets = [key.target] if key.target is not None else None
+        with self.admit():
+            try:
+                explanation = saliency.explain(loaded, batch, key.layer, targets or TopK(1), self.progress.reporter(key))
+            finally:
+                self.progress.finish(key)
+        (result,) = _maps(loaded, explanation)
+        self.cache.put(key, result)
+        if key.target is None:  # also answer the explicit-target URL of the same map
+            self.cache.put(_with_target(key, result.target), result)
+        return result
+
+    def top_k(self, loaded: LoadedModel, key: SaliencyKey, k: int) -> tuple[list[dict[str, Any]], list[SaliencyMap]]:
+        """Predictions and maps of the top-``k`` classes in one pass; each map is cached under its class key."""
+        batch = input_batch(loaded, self.store, key.image_id)
+        with self.admit():
+            try:
+                answer = predictions_with_saliency(loaded, batch, key.layer, k, key.method, self.progress.reporter(key))
+            finally:
+                self.progress.finish(key)
+        maps = _maps(loaded, answer.explanation)
+        for result in maps:
+            self.cache.put(_with_target(key, result.target), result)
+        if maps:
+            self.cache.put(_with_target(key, None), maps[0])
+        return answer.predictions, maps
 
 
-def top_k_maps(
-    loaded: LoadedModel, batch: torch.Tensor, key: SaliencyKey, k: int, cache: ResultCache = CACHE
-) -> tuple[list[dict[str, Any]], list[SaliencyMap]]:
-    """Predictions and maps of the top-``k`` classes in one pass; each map is cached under its class key."""
-    try:
-        answer = predictions_with_saliency(loaded, batch, key.layer, k, key.method, PROGRESS.reporter(key))
-    finally:
-        PROGRESS.finish(key)
-    maps = _maps(loaded, answer.explanation)
-    for result in maps:
-        cache.put(SaliencyKey(key.model, key.variant, key.image_id, key.method, key.layer, result.target), result)
-    if maps:
-        cache.put(SaliencyKey(key.model, key.variant, key.image_id, key.method, key.layer, None), maps[0])
-    return answer.predictions, maps
+def _with_target(key: SaliencyKey, target: int | None) -> SaliencyKey:
+    return SaliencyKey(key.model, key.variant, key.image_id, key.method, key.layer, target)
