@@ -42,7 +42,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _models(_: argparse.Namespace) -> int:
     from models.registry import list_models
 
-    rows = [(e.id, e.family, e.weights.status().state, e.title, e.weights.status().detail) for e in list_models()]
+    rows = [(e.id, e.family, status.state, e.title, status.detail)
+            for e in list_models() for status in [e.weights.status()]]
     width = max(len(r[0]) for r in rows)
     for model_id, family, state, title, detail in rows:
         print(f"{model_id:<{width}}  {family:<11}  {state:<12}  {title} — {detail}")

@@ -6,6 +6,7 @@ import io
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from server.deps import (
     BatcherDep,
@@ -28,12 +29,9 @@ router = APIRouter(prefix="/api", tags=["images"])
 @router.post("/images", status_code=201)
 async def upload_image(request: Request, store: ImageStoreDep, settings: SettingsDep,
                        gate: UploadGateDep) -> dict[str, Any]:
-    # Decoding is CPU work: off the event loop.
-    from starlette.concurrency import run_in_threadpool
-
     async with gate.admit():  # a few uploads in memory at once; the rest wait with their bodies unread
         data = await read_upload(request, settings.max_upload_bytes)
-        stored = await run_in_threadpool(store.put, data)
+        stored = await run_in_threadpool(store.put, data)  # decoding is CPU work: off the event loop
     return {"image_id": stored.image_id, "width": stored.width, "height": stored.height}
 
 
