@@ -59,8 +59,11 @@ def model_input_picture(model: str, image_id: str, runtime: RuntimeDep, store: I
 @router.get("/models/{model}/images/{image_id}/predictions")
 def predictions(model: str, image_id: str, runtime: RuntimeDep, store: ImageStoreDep, batcher: BatcherDep,
                 response: Response,
-                top_k: Annotated[int, Query(ge=1, le=1000)] = 5, weights: WeightsQuery = "auto") -> dict[str, Any]:
+                top_k: Annotated[int | None, Query(ge=1, le=1000)] = None,
+                weights: WeightsQuery = "auto") -> dict[str, Any]:
     loaded = runtime.load(model, weights)
+    if top_k is None:  # top 5 by default, or every class of a model that has fewer
+        top_k = min(5, loaded.entry.num_classes)
     if top_k > loaded.entry.num_classes:
         raise ApiError(422, "invalid_top_k", f"top_k must be at most {loaded.entry.num_classes} for {model}.")
     response.headers.update(weights_header(loaded.variant))
