@@ -24,12 +24,16 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
     saliency,  # saliency maps (issue 4)
     samples,
     sandbox,
+    sessions,  # classroom sessions (issue 13)
     trace,
 )
 from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
 from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
+from server.services.classroom import Classroom, SessionLimits, make_backend
+from server.services.classroom.predictions import WallPredictions
+from server.services.classroom.shutdown import on_stop_signal
 from server.services.conv_trace import CaptureCache
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
@@ -52,6 +56,8 @@ ROUTERS = (
     trace.router,
     sandbox.router,
     saliency.router,
+    sessions.router,
+    sessions.join_router,
 )
 
 
@@ -82,8 +88,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, settings.max_active_work + settings.max_waiting_work + 32)
+        classroom = Classroom(make_backend(settings.redis_url), SessionLimits.from_settings(settings),
+                              WallPredictions(runtime, app.state.image_store, app.state.batcher), settings.default_model)
+        await classroom.start()
+        app.state.classroom = classroom
+        undo_signal = on_stop_signal(classroom.shut_down_streams)  # open event streams must not hold a stop
         log.info("ConvScope %s on %s", __version__, device_label(device))
-        yield
+        try:
+            yield
+        finally:
+            undo_signal()
+            await classroom.aclose()
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:
