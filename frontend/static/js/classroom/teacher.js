@@ -55,7 +55,14 @@ export function createTeacherPanel({ body, wallRoot, session, state, onProblem, 
   );
   document.body.classList.add('is-teaching');
 
-  const wall = createWall({ root: wallRoot, code, token, onPick: (imageId) => state.set({ image: imageId }) });
+  const wall = createWall({
+    root: wallRoot, code, token,
+    onPick: (imageId) => state.set({ image: imageId }),
+    onCount: (count) => {
+      counts = { ...counts, submissions: count };
+      renderCounts();
+    },
+  });
 
   function wallContext(force = false) {
     const current = state.read();

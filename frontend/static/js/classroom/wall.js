@@ -20,8 +20,9 @@ const percent = (p) => `${(p * 100).toFixed(p >= 0.995 || p < 0.01 ? 0 : 1)}%`;
  * @param {string} opts.code
  * @param {string} opts.token
  * @param {(imageId: string) => void} opts.onPick
+ * @param {(count: number) => void} opts.onCount  the wall now holds this many images
  */
-export function createWall({ root, code, token, onPick }) {
+export function createWall({ root, code, token, onPick, onCount }) {
   const bag = disposer();
   let sort = 'newest';
   let data = null;
@@ -84,8 +85,9 @@ export function createWall({ root, code, token, onPick }) {
     controller = new AbortController();
     try {
       data = await sessionApi.wall(code, token, { signal: controller.signal });
-      loadedFor = key;
+      loadedFor = `${data.submissions.length}|${model}|${weights}`;
       render(current);
+      onCount(data.submissions.length);
     } catch (err) {
       if (!isAbort(err)) summary.textContent = `The wall could not be loaded: ${err.message}`;
     }
@@ -106,6 +108,7 @@ export function createWall({ root, code, token, onPick }) {
       data = { ...(data || {}), submissions: [] };
       loadedFor = null;
       render(null);
+      onCount(0);
     } catch (err) {
       summary.textContent = err.message;
     } finally {
