@@ -53,6 +53,16 @@ def test_redis_backend_contract(redis_server: RedisServer) -> None:
             assert await backend.set_state("AAAAAA", {"view": "saliency"}) == 1
             changed, payload = await subscription.next(5)
             assert changed and payload == {"type": "state", "version": 1, "state": {"view": "saliency"}}
+            # a lost subscription reconnects and tells followers to re-read (changes may have been missed)
+            import redis
+
+            with redis.Redis.from_url(redis_server.url) as admin:
+                assert admin.client_kill_filter(_type="pubsub") >= 2
+            assert await subscription.next(10) == (True, None)
+            assert await backend.set_state("AAAAAA", {"view": "stepper"}) == 2
+            assert (await subscription.next(10))[1]["version"] == 2
+            await backend.set_state("AAAAAA", {"view": "saliency"})
+            assert (await subscription.next(10))[1]["version"] == 3
             # followers are counted across replicas, with a cap
             assert await backend.join("AAAAAA", "f1", cap=2, ttl_s=30) is Admission.OK
             assert await other.join("AAAAAA", "f2", 2, 30) is Admission.OK
