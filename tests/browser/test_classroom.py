@@ -171,3 +171,24 @@ def test_a_class_follows_explores_snaps_back_and_fills_the_wall(new_page, shots)
     for student in students:
         student.wait_for_selector("text=The class session has ended")
     assert teacher.request.get(f"/api/sessions/{code}").status == 404
+
+
+def test_follow_state_math(page) -> None:
+    """js/classroom/follow-state.js: what following changes, and which keys stay private to one browser."""
+    page.goto("/")  # the module is imported from the page's origin
+    result = page.evaluate("""async () => {
+        const m = await import('/static/js/classroom/follow-state.js');
+        const mine = {session: 'ABCDEF', model: 'lenet5', view: 'layers', layer: 'conv1', channel: '3'};
+        const teacher = {model: 'lenet5', view: 'stepper', layer: 'conv1', step: '12', session: 'ZZZZZZ'};
+        return {
+            changes: m.changesToFollow(mine, teacher),
+            shared: m.sharedState({session: 'ABCDEF', view: 'layers', empty: '', none: null}),
+            same: m.showsSameView({session: 'X', view: 'a'}, {view: 'a'}),
+            differ: m.showsSameView({view: 'a', layer: 'x'}, {view: 'a'}),
+            described: m.describeView({view: 'layers', layer: 'conv2', channel: '4'}, new Map([['layers', 'Layers']])),
+        };
+    }""")
+    assert result["changes"] == {"view": "stepper", "step": "12", "channel": None}
+    assert result["shared"] == {"view": "layers"}
+    assert result["same"] is True and result["differ"] is False
+    assert result["described"] == "Layers · conv2 · channel 4"
