@@ -136,3 +136,36 @@ def test_hub_gives_the_latest_state_and_loses_nothing() -> None:
         assert hub.watching() == 0 and not hub._channels
 
     asyncio.run(scenario())
+
+
+def test_a_stream_that_ends_frees_its_follower_place_and_subscription() -> None:
+    from server.services.classroom.service import Classroom, SessionLimits
+
+    async def scenario() -> None:
+        backend = InProcessBackend()
+        classroom = Classroom(backend, SessionLimits(heartbeat_s=0.05, max_followers=2), predictions=None,  # type: ignore[arg-type]
+                              default_model="lenet5")
+        created = await classroom.create("http://x", {"view": "layers"})
+        code = created["code"]
+        streams = [await classroom.follow(code, None) for _ in range(2)]
+        with pytest.raises(ApiError) as refused:
+            await classroom.follow(code, None)
+        assert refused.value.status == 429
+        for stream in streams:
+            assert await anext(stream) == b"retry: 2000\n\n"
+            assert b"event: state" in await anext(stream)
+        assert backend.hub.watching() == 2 and classroom.open_streams == 2
+        assert await anext(streams[0]) == b": keep-alive\n\n"
+        await streams[0].aclose()  # what a disconnect does (the response closes its generator)
+        assert backend.hub.watching() == 1 and classroom.open_streams == 1
+        assert (await backend.counts(code))[0] == 1
+        never_started = await classroom.follow(code, None)  # the place is free again
+        await never_started.aclose()  # a client gone before the first byte gives it back too
+        assert (await backend.counts(code))[0] == 1
+        classroom.shut_down_streams()  # a stopping server: the open stream ends without a word
+        assert [chunk async for chunk in streams[1]] == []
+        await streams[1].aclose()
+        assert backend.hub.watching() == 0 and classroom.open_streams == 0
+        assert (await backend.counts(code))[0] == 0
+
+    asyncio.run(scenario())

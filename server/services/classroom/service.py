@@ -12,7 +12,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -221,7 +221,7 @@ class Classroom:
         await self.backend.clear_submissions(record.code)
 
     # following -------------------------------------------------------------------------------------------
-    async def follow(self, code: str, last_event_id: str | None) -> AsyncIterator[bytes]:
+    async def follow(self, code: str, last_event_id: str | None) -> FollowStream:
         """Admit a follower (404 / 429 before any byte is sent) and return its event stream."""
         record = await self._record(code)
         if self.backend.hub.closing:
@@ -235,9 +235,10 @@ class Classroom:
         if result is Admission.FULL:
             raise _too_many("too_many_followers",
                             f"This session already has {self.limits.max_followers} followers.", 10)
-        return self._stream(record.code, follower, _event_id(last_event_id))
+        return FollowStream(self._stream(record.code, follower, _event_id(last_event_id)),
+                            lambda: self.backend.leave(record.code, follower))
 
-    async def _stream(self, code: str, follower: str, last_seen: int | None) -> AsyncIterator[bytes]:
+    async def _stream(self, code: str, follower: str, last_seen: int | None) -> AsyncGenerator[bytes, None]:
         subscription = self.backend.hub.subscribe(code)  # before reading: no change can slip between
         self._streams += 1
         limits = self.limits
@@ -282,6 +283,32 @@ class Classroom:
                     await self.backend.leave(code, follower)
                 except Exception as exc:  # noqa: BLE001 - the follower's count times out anyway
                     log.debug("leaving session %s failed: %s", code, exc)
+
+
+class FollowStream:
+    """A follower's event stream whose :meth:`aclose` gives the follower's place back even when the stream
+    never started (a client gone before the first byte), which a bare generator's ``finally`` cannot."""
+
+    def __init__(self, events: AsyncGenerator[bytes, None], release: Callable[[], Awaitable[None]]) -> None:
+        self._events = events
+        self._release = release
+        self._released = False
+
+    def __aiter__(self) -> FollowStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+        if not self._released:
+            self._released = True
+            with anyio.move_on_after(2, shield=True):
+                try:
+                    await self._release()
+                except Exception as exc:  # noqa: BLE001 - the follower's count times out anyway
+                    log.debug("releasing a follower failed: %s", exc)
 
 
 def _event_id(text: str | None) -> int | None:
