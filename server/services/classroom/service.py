@@ -104,6 +104,8 @@ class Classroom:
             except asyncio.CancelledError:
                 pass
         await self.backend.aclose()
+        if self.predictions is not None:
+            self.predictions.close()
 
     async def _sweep(self) -> None:
         interval = max(1.0, min(60.0, self.limits.idle_s / 4))
