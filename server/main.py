@@ -21,6 +21,7 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
     health,
     images,
     models,
+    network,  # the network overview and dense-layer detail (issue 12)
     saliency,  # saliency maps (issue 4)
     samples,
     sandbox,
@@ -34,6 +35,7 @@ from server.services.conv_trace import CaptureCache
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
 from server.services.model_runtime import ModelRuntime
+from server.services.network_overview import NetworkOverviews
 from server.services.saliency.service import SaliencyMaps
 from server.services.upload import UploadGate
 from server.services.weights_download import WeightsDownloads
@@ -52,6 +54,7 @@ ROUTERS = (
     trace.router,
     sandbox.router,
     saliency.router,
+    network.router,
 )
 
 
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.layer_overviews = LayerOverviews()
         app.state.trace_captures = CaptureCache()
         app.state.saliency_maps = SaliencyMaps(app.state.image_store, app.state.limiter.admit)
+        app.state.network_overviews = NetworkOverviews(settings.network_cache_items, settings.network_cache_bytes)
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
         # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
         threads = anyio.to_thread.current_default_thread_limiter()

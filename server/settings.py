@@ -42,6 +42,13 @@ class Settings(BaseSettings):
 
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
 
+    # network overview (every layer as a column of its strongest channels)
+    network_max_columns: int = 24  # deeper models are summarised by blocks so that this many fit
+    network_channels_per_column: int = 8  # thumbnails per wide column; the rest behind "+N more"
+    network_all_channels_up_to: int = 16  # a column this narrow shows every channel
+    network_cache_items: int = 16
+    network_cache_bytes: int = 32 * 1024 * 1024
+
 
 def resolve_device(choice: str) -> torch.device:
     """``auto`` picks CUDA when available, then Apple's MPS, then the CPU."""
