@@ -17,6 +17,7 @@ from server import __version__
 from server.errors import install_error_handlers
 from server.routers import (  # feature maps and learned filters (issue 3)  # step-through traces and the sandbox (issue 5)
     activations,
+    channels,  # what a channel looks for: dataset examples and feature visualisation (issue 12)
     filters,
     health,
     images,
@@ -30,8 +31,11 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
 from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
 from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
+from server.services.background_jobs import BackgroundJobs
 from server.services.batching import PredictionBatcher
+from server.services.channel_examples import ChannelExamples
 from server.services.conv_trace import CaptureCache
+from server.services.feature_vis import FeatureVisualisations
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
 from server.services.model_runtime import ModelRuntime
@@ -55,6 +59,7 @@ ROUTERS = (
     sandbox.router,
     saliency.router,
     network.router,
+    channels.router,
 )
 
 
@@ -86,8 +91,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, settings.max_active_work + settings.max_waiting_work + 32)
+        app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue)
+        app.state.channel_examples = ChannelExamples(
+            app.state.background_jobs, settings.channel_cache_dir, settings.data_dir,
+            max_k=settings.channel_examples_max_k, max_pixels=settings.channel_examples_max_pixels,
+            cache_bytes=settings.channel_cache_bytes, batch_size=settings.channel_examples_batch,
+            memory_items=settings.channel_examples_memory_items, admit=app.state.limiter.admit)
+        app.state.feature_vis = FeatureVisualisations(
+            app.state.background_jobs, settings.channel_cache_dir, settings.data_dir,
+            steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=app.state.limiter.admit)
         log.info("ConvScope %s on %s", __version__, device_label(device))
-        yield
+        try:
+            yield
+        finally:
+            app.state.background_jobs.close()
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:
