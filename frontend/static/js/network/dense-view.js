@@ -57,7 +57,7 @@ export function createDenseView(host) {
       el('td', { className: 'hint', text: `+${shortValue(a.rest.positive)} / ${shortValue(a.rest.negative)}` }),
     ]));
     rows.push(el('tr', { className: 'rest' }, [el('td', { text: 'bias b' }), el('td'), el('td'), el('td', { className: 'num', text: shortValue(a.bias) }), el('td')]));
-    const head = el('tr', {}, ['input x_i', 'weight w_i', 'x_i', 'w_i · x_i', ''].map((t) => el('th', { text: t })));
+    const head = el('tr', {}, ['input i', 'weight w_i', 'input x_i', 'w_i · x_i', ''].map((t) => el('th', { text: t })));
     root.replaceChildren(
       el('h3', { text: `Unit ${a.unit} of ${a.layer}: a weighted sum of all ${a.in_features} inputs` }),
       el('p', { className: 'net-formula', text: `y = b + Σ w_i · x_i = ${shortValue(a.bias)} + (${shortValue(a.sum_of_products)}) = ${shortValue(a.output)}` }),

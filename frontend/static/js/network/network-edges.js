@@ -55,7 +55,11 @@ export function createEdges(content, svg, columns, say) {
     const w = Number(unit.dataset.w || 1);
     const spatial = unit.classList.contains('net-tile');
     const canvasBox = spatial ? local(unit.querySelector('canvas').getBoundingClientRect(), origin) : box;
-    const cell = spatial ? cellAt(event.clientX - origin.left - canvasBox.x, event.clientY - origin.top - canvasBox.y, canvasBox.w, canvasBox.h, h, w) : { y: 0, x: 0 };
+    if (!canvasBox.w || !canvasBox.h) return; // hidden (the detail is open)
+    // keyboard focus has no pointer: use the tile's centre cell
+    const px = Number.isFinite(event.clientX) ? event.clientX - origin.left - canvasBox.x : canvasBox.w / 2;
+    const py = Number.isFinite(event.clientY) ? event.clientY - origin.top - canvasBox.y : canvasBox.h / 2;
+    const cell = spatial ? cellAt(px, py, canvasBox.w, canvasBox.h, h, w) : { y: 0, x: 0 };
     const key = `${name}|${channel}|${cell.y}|${cell.x}`;
     if (key === last) return;
     last = key;

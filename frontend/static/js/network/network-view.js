@@ -43,7 +43,8 @@ export function mount(container, ctx) {
   v.detail = createUnitDetail(detailHost, { onBack: () => v.ctx.state.set({ open: null, pos: null }) });
   bag.add(listen(content, 'pointermove', (e) => v.edges.hover(e)));
   bag.add(listen(content, 'pointerleave', () => v.edges.clear()));
-  bag.add(listen(content, 'focusin', (e) => v.edges.hover(e)));
+  // keyboard focus shows the edges too (a click's focus is not focus-visible: the pointer already did)
+  bag.add(listen(content, 'focusin', (e) => e.target.matches(':focus-visible') && v.edges.hover(e)));
   bag.add(listen(content, 'click', onClick));
   bag.add(listen(scroller, 'scroll', () => v.edges.clear(), { passive: true }));
   update(ctx);
