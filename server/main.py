@@ -92,13 +92,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, settings.max_active_work + settings.max_waiting_work + 32)
         app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue)
+        channel_dir = settings.channel_cache_dir or settings.storage_dir.parent / "channels"
         app.state.channel_examples = ChannelExamples(
-            app.state.background_jobs, settings.channel_cache_dir, settings.data_dir,
+            app.state.background_jobs, channel_dir, settings.data_dir,
             max_k=settings.channel_examples_max_k, max_pixels=settings.channel_examples_max_pixels,
             cache_bytes=settings.channel_cache_bytes, batch_size=settings.channel_examples_batch,
             memory_items=settings.channel_examples_memory_items, admit=app.state.limiter.admit)
         app.state.feature_vis = FeatureVisualisations(
-            app.state.background_jobs, settings.channel_cache_dir, settings.data_dir,
+            app.state.background_jobs, channel_dir, settings.data_dir,
             steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=app.state.limiter.admit)
         log.info("ConvScope %s on %s", __version__, device_label(device))
         try:

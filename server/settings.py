@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     network_cache_bytes: int = 32 * 1024 * 1024
 
     # what a channel looks for: dataset examples and feature visualisation (background jobs)
-    channel_cache_dir: Path = Field(default_factory=lambda: REPO_ROOT / "var" / "channels")
+    channel_cache_dir: Path | None = None  # None: "channels" beside storage_dir
     channel_jobs_queue: int = 8  # long jobs waiting for the one background worker; more answer 503
     channel_examples_max_k: int = 32  # images kept per channel (examples.json's k is at most this)
     channel_examples_max_pixels: int = 60_000_000  # images × input pixels one dataset pass may cost

@@ -151,3 +151,27 @@ def test_cache_dir_is_bounded(tmp_path: Path, lenet):
         (tmp_path / f"{name}.json").write_text("{}")
     service._evict(keep=tmp_path / "featurevis-b.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["featurevis-b.json", "featurevis-b.png"]
+
+
+def test_api_cancel_stops_a_running_job(tmp_path: Path):
+    settings = Settings(storage_dir=tmp_path / "images", channel_cache_dir=tmp_path / "channels",
+                        feature_vis_steps=1_000_000)  # would run for hours unless cancelled
+    app = create_app(settings)
+    with TestClient(app) as client:
+        url = "/api/models/lenet5/layers/features.0/channels/1/feature-vis"
+        assert client.post(url).status_code == 202
+        deadline = time.monotonic() + 60
+        while client.get(f"{url}.json").json()["progress"]["done"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.delete(url).status_code == 200
+        while (state := client.get(f"{url}.json").json()["state"]) == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert state == "cancelled"
+        assert client.get(f"{url}.png").status_code == 404
+        # asking again starts over (a cancelled run is not a result)
+        assert client.post(url).json()["state"] in ("queued", "running")
+    # leaving the app's lifespan cancelled that one too and stopped the worker
+    worker = app.state.background_jobs._thread
+    assert worker is not None and not worker.is_alive()

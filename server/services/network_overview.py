@@ -42,12 +42,14 @@ def _shown(layer: dict[str, Any]) -> bool:
     return bool(shape) and len(shape) in (1, 3) and layer.get("kind") not in SKIPPED_KINDS
 
 
-def choose_columns(layers: Sequence[dict[str, Any]], max_columns: int) -> list[dict[str, Any]]:
+def choose_columns(layers: Sequence[dict[str, Any]], max_columns: int, min_columns: int = 8) -> list[dict[str, Any]]:
     """The architecture table's rows that become columns, in forward order.
 
     Cutting the module tree at depth d gives the modules at depth d plus the leaves above it. The
-    deepest cut with at most ``max_columns`` columns wins (every leaf for the small models); when even
-    the top level has more, the top level is used and the page scrolls.
+    deepest cut with at most ``max_columns`` columns wins (every leaf for the small models, ResNet's
+    residual blocks); a model whose top level says too little (VGG: ``features``, ``avgpool``,
+    ``classifier``) gets its next deeper cut instead while that stays under twice the limit, and the
+    page scrolls sideways.
     """
     depths = sorted({int(layer.get("depth", 1)) for layer in layers}) or [1]
 
@@ -55,12 +57,15 @@ def choose_columns(layers: Sequence[dict[str, Any]], max_columns: int) -> list[d
         return [layer for layer in layers if _shown(layer)
                 and (int(layer.get("depth", 1)) == depth or (layer.get("leaf") and int(layer.get("depth", 1)) < depth))]
 
-    best = cut(depths[0])
-    for depth in depths:
-        columns = cut(depth)
-        if len(columns) <= max_columns and len(columns) >= len(best):
-            best = columns
-    return best
+    cuts = [cut(depth) for depth in depths]
+    fitting = [c for c in cuts if min_columns <= len(c) <= max_columns]
+    if fitting:
+        return max(fitting, key=len)
+    small = [c for c in cuts if len(c) <= max_columns]
+    roomy = [c for c in cuts if max_columns < len(c) <= 2 * max_columns]
+    if roomy and (not small or len(max(small, key=len)) < min_columns):
+        return min(roomy, key=len)
+    return max(small, key=len) if small else min(cuts, key=len)
 
 
 def _thumbnail(channel_map: np.ndarray) -> np.ndarray:

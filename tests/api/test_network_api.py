@@ -68,6 +68,13 @@ def test_deep_models_are_summarised_by_blocks():
     layers.append({"name": "fc", "depth": 1, "leaf": True, "kind": "linear", "output_shape": [10]})
     assert [c["name"] for c in choose_columns(layers, 40)] == ["stem"] + [f"b{b}.{i}" for b in range(6) for i in range(5)] + ["fc"]
     assert [c["name"] for c in choose_columns(layers, 12)] == ["stem"] + [f"b{b}" for b in range(6)] + ["fc"]
+    # VGG-like: a top level of three containers says too little, so the leaves are shown (and scroll)
+    vgg = [{"name": "features", "depth": 1, "leaf": False, "kind": "block", "output_shape": [8, 4, 4]}]
+    vgg += [{"name": f"features.{i}", "depth": 2, "leaf": True, "kind": "conv", "output_shape": [8, 4, 4]} for i in range(30)]
+    vgg += [{"name": "avgpool", "depth": 1, "leaf": True, "kind": "pool", "output_shape": [8, 1, 1]},
+            {"name": "fc", "depth": 1, "leaf": True, "kind": "linear", "output_shape": [10]}]
+    assert len(choose_columns(vgg, 24)) == 32
+    assert [c["name"] for c in choose_columns(vgg, 10)] == ["features", "avgpool", "fc"]  # 32 > 2 × 10
 
 
 def test_dense_unit_equals_pytorch(module_client, image_id):

@@ -75,7 +75,6 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("live-server")
     port = _free_port()
     env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(tmp / "images"), "PYTHONUNBUFFERED": "1"}
-    env["CONVSCOPE_CHANNEL_CACHE_DIR"] = str(tmp / "channels")  # examples and feature visualisations
     log_path = tmp / "server.log"
     command = [
         sys.executable,
