@@ -8,6 +8,7 @@ from fastapi import Depends, Query, Request
 
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
+from server.services.classroom import Classroom
 from server.services.feature_maps import FeatureMaps
 from server.services.image_store import ImageStore
 from server.services.model_runtime import ModelRuntime
@@ -61,6 +62,10 @@ def get_saliency_maps(request: Request) -> SaliencyMaps:
     return request.app.state.saliency_maps
 
 
+def get_classroom(request: Request) -> Classroom:
+    return request.app.state.classroom
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
@@ -71,6 +76,7 @@ FeatureMapsDep = Annotated[FeatureMaps, Depends(get_feature_maps)]
 SaliencyMapsDep = Annotated[SaliencyMaps, Depends(get_saliency_maps)]
 BatcherDep = Annotated[PredictionBatcher, Depends(get_batcher)]
 UploadGateDep = Annotated[UploadGate, Depends(get_upload_gate)]
+ClassroomDep = Annotated[Classroom, Depends(get_classroom)]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],
     Query(description="auto: trained weights when present, else untrained (random, seeded)"),
