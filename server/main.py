@@ -26,6 +26,7 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
     sandbox,
     trace,
 )
+from server.routers import live as live_router  # live mode over a WebSocket (issue 14)
 from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
 from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
@@ -33,6 +34,7 @@ from server.services.batching import PredictionBatcher
 from server.services.conv_trace import CaptureCache
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
+from server.services.live import LiveHub, LiveLimits
 from server.services.model_runtime import ModelRuntime
 from server.services.saliency.service import SaliencyMaps
 from server.services.upload import UploadGate
@@ -52,6 +54,7 @@ ROUTERS = (
     trace.router,
     sandbox.router,
     saliency.router,
+    live_router.router,
 )
 
 
@@ -79,6 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.trace_captures = CaptureCache()
         app.state.saliency_maps = SaliencyMaps(app.state.image_store, app.state.limiter.admit)
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
+        app.state.live = LiveHub(
+            runtime, app.state.architectures,
+            LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
+                       settings.live_idle_timeout_s),
+            app.state.limiter.admit, settings.max_live_clients, settings.cors_origins,
+        )
         # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, settings.max_active_work + settings.max_waiting_work + 32)

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
 
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
 
+    # live mode (WS /api/models/{model}/live): each live client computes one frame at a time
+    max_live_clients: int = 8  # live sockets open at once; more are refused (close 1013)
+    max_live_frame_bytes: int = 2 * 1024 * 1024  # one JPEG/PNG frame
+    max_live_frame_pixels: int = 4_000_000  # width × height of one frame (a 1080p webcam frame is 2.1 M)
+    live_atlas_max_pixels: int = 160_000  # the layer atlas sent per frame; larger layers are averaged down
+    live_idle_timeout_s: float = 120.0  # a live socket that sends no frame for this long is closed
+
 
 def resolve_device(choice: str) -> torch.device:
     """``auto`` picks CUDA when available, then Apple's MPS, then the CPU."""
