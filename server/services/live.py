@@ -99,6 +99,7 @@ class LiveConfig:
             "method": self.method,
             "saliency_layer": self.saliency_layer,
             "top_k": TOP_K,
+            "live_methods": [{"name": name, "title": get_method(name).title} for name in LIVE_METHODS],
             "limits": {"max_frame_bytes": limits.max_frame_bytes, "max_frame_pixels": limits.max_frame_pixels},
         }
 

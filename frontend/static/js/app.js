@@ -10,6 +10,7 @@ import { createDrawingCanvas, wantsDrawing } from './shell/drawing-canvas.js';
 import { createGallery } from './shell/gallery.js';
 import { createViewHost } from './shell/view-host.js';
 import { createNotices } from './shell/notices.js';
+import { createLiveCard } from './live/live-card.js';
 
 const MODEL_CACHE_SIZE = 8;
 
@@ -45,6 +46,7 @@ const drawing = createDrawingCanvas({
 });
 const gallery = createGallery({ api, upload: (blob, name) => imageInput.upload(blob, name) });
 const views = createViewHost({ onSelect: (view) => state.set({ view }) });
+const liveCard = createLiveCard({ onStart: () => state.set({ view: 'live' }) });
 
 async function loadModelList() {
   try {
@@ -128,6 +130,7 @@ async function render() {
   imageInput.render({ imageId, model, weights });
   drawing.setVisible(wantsDrawing(model));
   gallery.render({ model, imageId });
+  liveCard.render({ model, view: current.view });
   views.show(current.view, { model, imageId, weights, state, api });
 }
 
