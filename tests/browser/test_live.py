@@ -4,6 +4,7 @@ live mode for 28×28 models; Capture freezes the live state into a normal view w
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,3 +152,35 @@ def test_the_drawing_pad_updates_the_layer_maps_while_drawing(page, shots: Path)
     page.screenshot(path=str(shots / "live-drawing-1280x720.png"))
     page.set_viewport_size(SMALL_LAPTOP)
     page.screenshot(path=str(shots / "live-drawing-1024x640.png"))
+
+
+def test_js_meter_url_and_frame_size(page) -> None:
+    page.goto("/")  # the modules are imported on their own; the page only gives them an origin
+    got = page.evaluate("""async () => {
+      const meter = await import('/static/js/live/live-meter.js');
+      const socket = await import('/static/js/live/live-socket.js');
+      const camera = await import('/static/js/live/camera-source.js');
+      const m = meter.createMeter({ windowMs: 1000, samples: 4 });
+      // 11 answers 100 ms apart, each 40 ms after its frame was sent, the last two 250 ms
+      for (let i = 0; i <= 10; i += 1) m.answer(1000 + i * 100, 1000 + i * 100 - (i >= 9 ? 250 : 40), 20, i === 5 ? 3 : 0);
+      const steady = m.read(2000);
+      const later = m.read(5000);
+      return {
+        steady, later,
+        q: [meter.quantile([5, 1, 4, 2, 3], 0.5), meter.quantile([], 0.5)],
+        text: meter.formatReadout({ fps: 9.87, p50: 41.6, p95: 250 }),
+        url: socket.liveUrl({ protocol: 'https:', host: 'example.org:8443' }, 'tf/efficientnet lite0',
+                            { weights: 'trained', layer: 'blocks.6.0', method: '' }),
+        sizes: [camera.frameSize(1920, 1080), camera.frameSize(320, 240), camera.frameSize(480, 1280)],
+      };
+    }""")
+    # the last second holds answers at 1000..2000 ms → 10 intervals over 1 s
+    assert got["steady"]["fps"] == pytest.approx(10.0, rel=1e-6)
+    assert got["steady"]["answered"] == 11 and got["steady"]["dropped"] == 3
+    # latency over the last 4 samples (40, 40, 250, 250): p50 rounds to an element, p95 the largest
+    assert got["steady"]["p50"] in (40, 250) and got["steady"]["p95"] == 250
+    assert got["later"]["fps"] == 0  # nothing for 3 s: the rate falls to zero
+    assert got["q"][0] == 3 and math.isnan(got["q"][1])
+    assert got["text"] == {"rate": "9.9 frames/s", "latency": "latency 42 ms (p95 250 ms)"}
+    assert got["url"] == "wss://example.org:8443/api/models/tf%2Fefficientnet%20lite0/live?weights=trained&layer=blocks.6.0"
+    assert got["sizes"] == [{"width": 640, "height": 360}, {"width": 320, "height": 240}, {"width": 240, "height": 640}]
