@@ -129,7 +129,8 @@ export function update(ctx) {
   fillMethods(st.method);
   view.saliencyOff.hidden = Boolean(st.method);
   view.saliencyBody.hidden = !st.method;
-  view.predictionsNote.textContent = weights === 'untrained' ? 'untrained weights: these probabilities are not learned' : `top 5 of ${model.num_classes}`;
+  view.predictionsNote.textContent = weights === 'untrained' ? 'untrained: not learned' : `top 5 of ${model.num_classes}`;
+  view.predictionsNote.title = weights === 'untrained' ? 'The model runs with random, untrained weights: these probabilities mean nothing yet.' : '';
   view.predictionsNote.classList.toggle('warn', weights === 'untrained');
   const socketKey = `${model.id}|${weights}|${st.layer}|${st.method}`;
   if (socketKey !== view.socketKey) connect(socketKey, { model, weights, ...st });
