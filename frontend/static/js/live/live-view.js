@@ -95,7 +95,7 @@ export function mount(container, ctx) {
     input,
     meter: createMeter(),
     socket: null, socketKey: '', source: null, sourceKey: '', sourceSeq: 0,
-    paused: false, shown: null, raf: 0, methods: [],
+    paused: false, shown: null, raf: 0, methods: [], holdUntil: 0,
   };
   const set = (changes) => view.ctx.state.set(changes, { replace: true });
   bag.add(listen(layerSelect.node, 'change', () => set({ layer: layerSelect.node.value })));
@@ -165,7 +165,11 @@ function connect(key, { model, weights, layer, method }) {
       fillMethods(readState(view.ctx).method);
     },
     onAnswer: (answer, frame) => showAnswer(key, answer, frame),
-    onError: (error) => say(error.message, 'error'),
+    onError: (error) => {
+      say(error.message, 'error');
+      // a busy server says when to come back: no frames until then
+      if (error.retry_after_s) view.holdUntil = performance.now() + error.retry_after_s * 1000;
+    },
     onState: (state, why) => {
       view.container.dataset.socket = state;
       if (state === 'open') say('');
@@ -215,6 +219,7 @@ async function startSource() {
 function pump() {
   const { source, socket } = view;
   if (view.paused || !source || !socket || !socket.canSend() || !source.fresh()) return;
+  if (performance.now() < view.holdUntil) return;
   const bytes = source.grab();
   if (bytes) socket.send(bytes);
 }
