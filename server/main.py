@@ -17,10 +17,12 @@ from server import __version__
 from server.errors import install_error_handlers
 from server.routers import (  # feature maps and learned filters (issue 3)  # step-through traces and the sandbox (issue 5)
     activations,
+    channels,  # what a channel looks for: dataset examples and feature visualisation (issue 12)
     filters,
     health,
     images,
     models,
+    network,  # the network overview and dense-layer detail (issue 12)
     saliency,  # saliency maps (issue 4)
     samples,
     sandbox,
@@ -30,12 +32,16 @@ from server.routers import live as live_router  # live mode over a WebSocket (is
 from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
 from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
+from server.services.background_jobs import BackgroundJobs
 from server.services.batching import PredictionBatcher
+from server.services.channel_examples import ChannelExamples
 from server.services.conv_trace import CaptureCache
+from server.services.feature_vis import FeatureVisualisations
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
 from server.services.live import LiveHub, LiveLimits
 from server.services.model_runtime import ModelRuntime
+from server.services.network_overview import NetworkOverviews
 from server.services.saliency.service import SaliencyMaps
 from server.services.upload import UploadGate
 from server.services.weights_download import WeightsDownloads
@@ -55,6 +61,8 @@ ROUTERS = (
     sandbox.router,
     saliency.router,
     live_router.router,
+    network.router,
+    channels.router,
 )
 
 
@@ -81,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.layer_overviews = LayerOverviews()
         app.state.trace_captures = CaptureCache()
         app.state.saliency_maps = SaliencyMaps(app.state.image_store, app.state.limiter.admit)
+        app.state.network_overviews = NetworkOverviews(settings.network_cache_items, settings.network_cache_bytes)
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
         app.state.live = LiveHub(
             runtime, app.state.architectures,
@@ -91,8 +100,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, settings.max_active_work + settings.max_waiting_work + 32)
+        app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue)
+        channel_dir = settings.channel_cache_dir or settings.storage_dir.parent / "channels"
+        app.state.channel_examples = ChannelExamples(
+            app.state.background_jobs, channel_dir, settings.data_dir,
+            max_k=settings.channel_examples_max_k, max_pixels=settings.channel_examples_max_pixels,
+            cache_bytes=settings.channel_cache_bytes, batch_size=settings.channel_examples_batch,
+            memory_items=settings.channel_examples_memory_items, admit=app.state.limiter.admit)
+        app.state.feature_vis = FeatureVisualisations(
+            app.state.background_jobs, channel_dir, settings.data_dir,
+            steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=app.state.limiter.admit)
         log.info("ConvScope %s on %s", __version__, device_label(device))
-        yield
+        try:
+            yield
+        finally:
+            app.state.background_jobs.close()
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:
