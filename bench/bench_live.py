@@ -80,8 +80,8 @@ def free_port() -> int:
 
 def start_server(threads: int, store: Path, max_clients: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(store), "OMP_NUM_THREADS": str(threads),
-           "MKL_NUM_THREADS": str(threads), "CONVSCOPE_MAX_LIVE_CLIENTS": str(max_clients), "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(store), "CONVSCOPE_TORCH_THREADS": str(threads),
+           "CONVSCOPE_MAX_LIVE_CLIENTS": str(max_clients), "PYTHONPATH": str(REPO_ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning"],

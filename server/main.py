@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
+import torch
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
@@ -72,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         device = resolve_device(settings.device)
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
         runtime = ModelRuntime(device, settings.max_loaded_models)
         runtime.entry(settings.default_model)  # fail fast on a misconfigured default
         app.state.settings = settings

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     max_live_frame_pixels: int = 4_000_000  # width × height of one frame (a 1080p webcam frame is 2.1 M)
     live_atlas_max_pixels: int = 160_000  # the layer atlas sent per frame; larger layers are averaged down
     live_idle_timeout_s: float = 120.0  # a live socket that sends no frame for this long is closed
+    # PyTorch's intra-op threads (None: its default, one per core). On a CPU shared with other work, 1 avoids
+    # OpenMP threads spinning against each other: measured in bench/bench_live.py (see its notes)
+    torch_threads: int | None = Field(default=None, ge=1)
 
 
 def resolve_device(choice: str) -> torch.device:
