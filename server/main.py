@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
+import torch
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
@@ -29,6 +30,7 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
     sessions,  # classroom sessions (issue 13)
     trace,
 )
+from server.routers import live as live_router  # live mode over a WebSocket (issue 14)
 from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
 from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
@@ -42,6 +44,7 @@ from server.services.conv_trace import CaptureCache
 from server.services.feature_vis import FeatureVisualisations
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
+from server.services.live import LiveHub, LiveLimits
 from server.services.model_runtime import ModelRuntime
 from server.services.network_overview import NetworkOverviews
 from server.services.saliency.service import SaliencyMaps
@@ -62,6 +65,7 @@ ROUTERS = (
     trace.router,
     sandbox.router,
     saliency.router,
+    live_router.router,
     network.router,
     channels.router,
     sessions.router,
@@ -75,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         device = resolve_device(settings.device)
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
         runtime = ModelRuntime(device, settings.max_loaded_models)
         runtime.entry(settings.default_model)  # fail fast on a misconfigured default
         app.state.settings = settings
@@ -94,6 +100,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.saliency_maps = SaliencyMaps(app.state.image_store, app.state.limiter.admit)
         app.state.network_overviews = NetworkOverviews(settings.network_cache_items, settings.network_cache_bytes)
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
+        app.state.live = LiveHub(
+            runtime, app.state.architectures,
+            LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
+                       settings.live_idle_timeout_s),
+            app.state.limiter.admit, settings.max_live_clients, settings.cors_origins,
+        )
         # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, settings.max_active_work + settings.max_waiting_work + 32)

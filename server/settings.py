@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     sse_heartbeat_s: float = 15.0  # a comment line on every quiet event stream, so proxies keep it open
     sse_max_stream_s: float = 600.0  # streams end after this; browsers reconnect with Last-Event-ID
     shutdown_grace_s: float = 5.0  # `convscope serve` waits at most this long for open requests on shutdown
+    # live mode (WS /api/models/{model}/live): each live client computes one frame at a time
+    max_live_clients: int = 8  # live sockets open at once; more are refused (close 1013)
+    max_live_frame_bytes: int = 2 * 1024 * 1024  # one JPEG/PNG frame
+    max_live_frame_pixels: int = 4_000_000  # width × height of one frame (a 1080p webcam frame is 2.1 M)
+    live_atlas_max_pixels: int = 160_000  # the layer atlas sent per frame; larger layers are averaged down
+    live_idle_timeout_s: float = 120.0  # a live socket that sends no frame for this long is closed
+    # PyTorch's intra-op threads (None: its default, one per core). On a CPU shared with other work, 1 avoids
+    # OpenMP threads spinning against each other: measured in bench/bench_live.py (see its notes)
+    torch_threads: int | None = Field(default=None, ge=1)
 
 
 def resolve_device(choice: str) -> torch.device:
