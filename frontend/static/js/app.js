@@ -11,6 +11,7 @@ import { createGallery } from './shell/gallery.js';
 import { createViewHost } from './shell/view-host.js';
 import { createNotices } from './shell/notices.js';
 import { createClassroom } from './classroom/classroom.js';
+import { createLiveCard } from './live/live-card.js';
 
 const MODEL_CACHE_SIZE = 8;
 
@@ -46,6 +47,7 @@ const drawing = createDrawingCanvas({
 });
 const gallery = createGallery({ api, upload: (blob, name) => imageInput.upload(blob, name) });
 const views = createViewHost({ onSelect: (view) => state.set({ view }) });
+const liveCard = createLiveCard({ onStart: () => state.set({ view: 'live' }) });
 
 async function loadModelList() {
   try {
@@ -129,6 +131,7 @@ async function render() {
   imageInput.render({ imageId, model, weights });
   drawing.setVisible(wantsDrawing(model));
   gallery.render({ model, imageId });
+  liveCard.render({ model, view: current.view });
   views.show(current.view, { model, imageId, weights, state, api });
 }
 
