@@ -232,11 +232,12 @@ def test_idle_sessions_expire(tmp_path) -> None:
 
 
 def test_teacher_requests_keep_a_session_alive(tmp_path) -> None:
-    settings = Settings(storage_dir=tmp_path / "images", session_idle_s=1.0)
+    # 3 s of idle time: room for a slow request on a busy machine between two of the teacher's
+    settings = Settings(storage_dir=tmp_path / "images", session_idle_s=3.0)
     with TestClient(create_app(settings)) as client:
         code, teacher = start(client)
         other, _ = start(client)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while client.get(f"/api/sessions/{other}").status_code == 200:  # the untouched one expires…
             assert time.monotonic() < deadline
             assert client.get(f"/api/sessions/{code}", headers=teacher).status_code == 200  # …this one not
