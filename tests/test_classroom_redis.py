@@ -157,3 +157,27 @@ def test_teacher_on_one_replica_students_on_another(replicas: tuple[Server, Serv
             assert teacher_http.delete(f"/api/sessions/{code}", headers=teacher).status_code == 200
             assert next_event(events, "closed")["data"] == {"code": code}
         assert student.get(f"/api/sessions/{code}").status_code == 404
+
+
+def test_an_unreachable_redis_answers_503_and_the_server_stays_up(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from server.main import create_app
+    from server.settings import Settings
+
+    redis_server = start_redis(tmp_path)
+    try:
+        settings = Settings(storage_dir=tmp_path / "images", redis_url=redis_server.url)
+        with TestClient(create_app(settings)) as client:
+            created = client.post("/api/sessions").json()
+            code = created["code"]
+            assert client.get(f"/api/sessions/{code}").status_code == 200
+            redis_server.stop()
+            for response in (client.get(f"/api/sessions/{code}"), client.post("/api/sessions"),
+                             client.get(f"/api/sessions/{code}/events")):
+                assert response.status_code == 503, response.text
+                assert response.json()["error"]["code"] == "sessions_unavailable"
+                assert response.headers["Retry-After"]
+            assert client.get("/api/health").status_code == 200
+    finally:
+        redis_server.stop()

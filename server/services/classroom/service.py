@@ -277,6 +277,8 @@ class Classroom:
                     sent = payload["version"]
                     yield sse_message("state", payload, sent)
             # Every stream is bounded in time; EventSource reconnects on its own with Last-Event-ID.
+        except ApiError as exc:  # the session store failed mid-stream: end it, the client reconnects
+            log.info("ending a follow stream of %s: %s", code, exc.message)
         finally:
             subscription.close()
             self._streams -= 1
