@@ -56,6 +56,21 @@ def test_redis_backend_contract(redis_server: RedisServer) -> None:
             assert await backend.create(record, 2, 60) is None
             assert await other.create(SessionRecord("BBBBBB", "d", "u", {}, 0, 1.0), 2, 60) is Admission.OK
             assert await backend.create(SessionRecord("CCCCCC", "d", "u", {}, 0, 1.0), 2, 60) is Admission.FULL
+            # sessions per creator (address), across replicas; closing one frees its place
+            assert await backend.create(SessionRecord("DDDDDD", "d", "u", {}, 0, 1.0, "10.0.0.9"), 9, 60, 2) \
+                is Admission.OK
+            assert await other.create(SessionRecord("EEEEEE", "d", "u", {}, 0, 1.0, "10.0.0.9"), 9, 60, 2) \
+                is Admission.OK
+            assert await backend.create(SessionRecord("FFFFFF", "d", "u", {}, 0, 1.0, "10.0.0.9"), 9, 60, 2) \
+                is Admission.CREATOR_FULL
+            assert await backend.create(SessionRecord("GGGGGG", "d", "u", {}, 0, 1.0, "10.0.0.8"), 9, 60, 2) \
+                is Admission.OK
+            assert await other.touch("DDDDDD", 60)
+            assert await other.close("DDDDDD")
+            assert await backend.create(SessionRecord("FFFFFF", "d", "u", {}, 0, 1.0, "10.0.0.9"), 9, 60, 2) \
+                is Admission.OK
+            for code in ("EEEEEE", "FFFFFF", "GGGGGG"):
+                assert await backend.close(code)
             assert (await other.get("AAAAAA")) == record
             # a change made through one replica wakes the other's followers
             subscription = other.hub.subscribe("AAAAAA")

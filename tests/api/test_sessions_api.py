@@ -41,7 +41,12 @@ def digit(value: int) -> bytes:
     return png_bytes((rng.random((28, 28)) * 255).astype(np.uint8))
 
 
-def test_create_answers_201_with_code_token_and_join_url(client: TestClient) -> None:
+def test_create_answers_201_with_code_token_and_join_url(tmp_path) -> None:
+    with TestClient(create_app(Settings(storage_dir=tmp_path / "images", max_sessions_per_address=0))) as client:
+        check_create(client)
+
+
+def check_create(client: TestClient) -> None:
     response = client.post("/api/sessions")
     assert response.status_code == 201
     data = response.json()
@@ -115,6 +120,18 @@ def test_session_cap_answers_429(small: TestClient) -> None:
     response = small.post("/api/sessions")
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "too_many_sessions" and response.headers["Retry-After"]
+
+
+def test_sessions_per_address_are_capped(tmp_path) -> None:
+    settings = Settings(storage_dir=tmp_path / "images", max_sessions_per_address=2)
+    with TestClient(create_app(settings)) as client:
+        first, teacher = start(client)
+        start(client)
+        refused = client.post("/api/sessions")
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_sessions_here"
+        assert refused.headers["Retry-After"]
+        client.delete(f"/api/sessions/{first}", headers=teacher)
+        start(client)  # ending one frees a place for this address
 
 
 def test_closing_frees_a_place_and_ends_the_session(small: TestClient) -> None:

@@ -36,18 +36,33 @@ log = logging.getLogger("convscope")
 _CREATE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+if tonumber(ARGV[11]) > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+  if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[11]) then return -2 end
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 redis.call('HSET', KEYS[2], 'token', ARGV[5], 'join_url', ARGV[6], 'state', ARGV[7], 'version', 0,
-           'created', ARGV[8])
+           'created', ARGV[8], 'creator', ARGV[10])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[9])
+if ARGV[10] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[9])
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
 return 1
 """
 
+# The creator's set of sessions is named from the session hash (single Redis, not Redis Cluster).
 _TOUCH = """
 if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
 for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 redis.call('ZADD', KEYS[5], 'XX', ARGV[2], ARGV[3])
+local creator = redis.call('HGET', KEYS[1], 'creator')
+if creator and creator ~= '' then
+  local key = ARGV[4] .. creator
+  redis.call('ZADD', key, 'XX', ARGV[2], ARGV[3])
+  redis.call('PEXPIRE', key, ARGV[1])
+end
 return 1
 """
 
@@ -60,6 +75,8 @@ return v
 """
 
 _CLOSE = """
+local creator = redis.call('HGET', KEYS[1], 'creator')
+if creator and creator ~= '' then redis.call('ZREM', ARGV[3] .. creator, ARGV[1]) end
 local existed = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[5], ARGV[1])
@@ -120,6 +137,7 @@ def _reachable(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
 
 
 _RESULTS = {1: Admission.OK, 0: Admission.FULL, -1: Admission.GONE, -2: Admission.STUDENT_FULL}
+_CREATE_RESULTS = {1: Admission.OK, 0: Admission.FULL, -2: Admission.CREATOR_FULL}
 
 
 class RedisBackend(SessionBackend):
@@ -155,6 +173,10 @@ class RedisBackend(SessionBackend):
     @property
     def _index(self) -> str:
         return f"{self._prefix}sessions"
+
+    @property
+    def _creators(self) -> str:
+        return f"{self._prefix}creator:"
 
     # lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -210,13 +232,15 @@ class RedisBackend(SessionBackend):
 
     # sessions --------------------------------------------------------------------------------------------
     @_reachable
-    async def create(self, record: SessionRecord, max_sessions: int, idle_s: float) -> Admission | None:
+    async def create(self, record: SessionRecord, max_sessions: int, idle_s: float,
+                     per_creator: int = 0) -> Admission | None:
         now = self._clock()
         result = await self._scripts["create"](
-            keys=[self._index, self._session(record.code)],
+            keys=[self._index, self._session(record.code), self._creators + record.creator],
             args=[now, max_sessions, now + idle_s, int(idle_s * 1000), record.token_digest, record.join_url,
-                  json.dumps(record.state), record.created, record.code])
-        return None if result == -1 else _RESULTS[int(result)]
+                  json.dumps(record.state), record.created, record.code, record.creator,
+                  per_creator if record.creator else 0])
+        return None if result == -1 else _CREATE_RESULTS[int(result)]
 
     @_reachable
     async def get(self, code: str) -> SessionRecord | None:
@@ -225,12 +249,13 @@ class RedisBackend(SessionBackend):
             return None
         return SessionRecord(code=code, token_digest=fields["token"], join_url=fields["join_url"],
                              state=json.loads(fields["state"]), version=int(fields["version"]),
-                             created=float(fields["created"]))
+                             created=float(fields["created"]), creator=fields.get("creator", ""))
 
     @_reachable
     async def touch(self, code: str, idle_s: float) -> bool:
         result = await self._scripts["touch"](
-            keys=[*self._keys(code), self._index], args=[int(idle_s * 1000), self._clock() + idle_s, code])
+            keys=[*self._keys(code), self._index],
+            args=[int(idle_s * 1000), self._clock() + idle_s, code, self._creators])
         return bool(result)
 
     @_reachable
@@ -241,7 +266,8 @@ class RedisBackend(SessionBackend):
 
     @_reachable
     async def close(self, code: str) -> bool:
-        result = await self._scripts["close"](keys=[*self._keys(code), self._index], args=[code, self._channel(code)])
+        result = await self._scripts["close"](keys=[*self._keys(code), self._index],
+                                              args=[code, self._channel(code), self._creators])
         return bool(result)
 
     @_reachable
