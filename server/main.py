@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 
 from server import __version__
 from server.errors import install_error_handlers
+from server.responses import ScopeHeadersMiddleware
 from server.routers import (  # feature maps and learned filters (issue 3)  # step-through traces and the sandbox (issue 5)
     activations,
     filters,
@@ -27,14 +28,20 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
     trace,
 )
 from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
+from server.services import samples as sample_gallery
 from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
-from server.services.conv_trace import CaptureCache
+from server.services.cancel import cancel_all
+from server.services.conv_trace import Traces
+from server.services.feature_maps import FeatureMaps
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
+from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import ModelRuntime
+from server.services.predictions import ModelOutputs
 from server.services.saliency.service import SaliencyMaps
+from server.services.scheduler import DisconnectWatch, Scheduler, cancel_on_signals
 from server.services.upload import UploadGate
 from server.services.weights_download import WeightsDownloads
 from server.services.work_limiter import WorkLimiter
@@ -61,35 +68,57 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         device = resolve_device(settings.device)
-        runtime = ModelRuntime(device, settings.max_loaded_models)
+        runtime = ModelRuntime(device, settings.max_loaded_models, ArchitectureCatalog(settings.architecture_cache_bytes),
+                               settings.loaded_models_bytes)
         runtime.entry(settings.default_model)  # fail fast on a misconfigured default
         app.state.settings = settings
         app.state.runtime = runtime
         app.state.image_store = ImageStore(
-            settings.storage_dir, settings.image_store_budget_bytes, settings.max_image_pixels
+            settings.storage_dir, settings.image_store_budget_bytes, settings.max_image_pixels,
+            decoded_budget_bytes=settings.decoded_image_cache_bytes,
         )
-        app.state.architectures = ArchitectureCatalog()
         app.state.downloads = WeightsDownloads(runtime)
+        sample_gallery.cache.budget_bytes = settings.sample_cache_bytes
+        app.state.architectures = runtime.catalog
         app.state.limiter = WorkLimiter(settings.max_active_work, settings.max_waiting_work,
-                                        settings.work_wait_timeout_s)
-        app.state.batcher = PredictionBatcher(app.state.limiter, settings.batch_window_ms / 1000,
-                                              settings.max_batch_size)
+                                        settings.work_wait_timeout_s, name="model work")
+        app.state.heavy_limiter = WorkLimiter(settings.max_active_heavy_work, settings.max_waiting_heavy_work,
+                                              settings.heavy_work_wait_timeout_s,
+                                              per_client=settings.heavy_work_per_client, name="long computations")
+        scheduler = Scheduler(app.state.limiter, app.state.heavy_limiter, settings.heavy_threshold_s)
+        app.state.scheduler = scheduler
+        app.state.batcher = PredictionBatcher(scheduler, settings.batch_window_ms / 1000, settings.max_batch_size)
+        inputs = ModelInputs(app.state.image_store, settings.model_input_cache_bytes)
+        app.state.inputs = inputs
+        app.state.outputs = ModelOutputs(inputs, app.state.batcher, settings.logits_cache_bytes)
         app.state.activations = ActivationStore(settings.activation_cache_bytes)
-        app.state.layer_overviews = LayerOverviews()
-        app.state.trace_captures = CaptureCache()
-        app.state.saliency_maps = SaliencyMaps(app.state.image_store, app.state.limiter.admit)
+        app.state.layer_overviews = LayerOverviews(settings.overview_cache_bytes)
+        app.state.feature_maps = FeatureMaps(app.state.activations, app.state.layer_overviews, runtime.catalog,
+                                             inputs, scheduler.admit, app.state.outputs)
+        app.state.traces = Traces(inputs, scheduler.admit, app.state.outputs, settings.trace_cache_bytes)
+        app.state.saliency_maps = SaliencyMaps(inputs, scheduler.admit, app.state.outputs,
+                                               settings.saliency_cache_bytes)
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
-        # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
+        # Sync endpoints run in threadpool threads, and queued model work waits in them: every such wait is
+        # bounded (the pools' queues, the caches' waiters), so there are always threads left for the rest.
         threads = anyio.to_thread.current_default_thread_limiter()
-        threads.total_tokens = max(threads.total_tokens, settings.max_active_work + settings.max_waiting_work + 32)
+        waits = (settings.max_active_work + settings.max_waiting_work + settings.max_active_heavy_work
+                 + settings.max_waiting_heavy_work)
+        threads.total_tokens = max(threads.total_tokens, waits + 64)
         log.info("ConvScope %s on %s", __version__, device_label(device))
-        yield
+        with cancel_on_signals():  # SIGTERM cancels the work in flight first: shutdown takes seconds
+            try:
+                yield
+            finally:
+                cancel_all()
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
     app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images",))
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(DisconnectWatch)  # cancels the work of GETs whose client went away
+    app.add_middleware(ScopeHeadersMiddleware)  # headers dependencies set (X-ConvScope-Weights)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
