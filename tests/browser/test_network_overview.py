@@ -181,3 +181,43 @@ def _shape_png() -> bytes:
     image.save(buf, format="PNG")
     return buf.getvalue()
 
+
+
+JS_READ = """async ({ pairs }) => {
+  const m = await import('/static/js/network/network-math.js');
+  return pairs.map(({ field, prevField, h, prevH }) =>
+    Array.from({ length: h }, (_, y) => m.readRange(field, prevField, 0, y, prevH)));
+}"""
+
+
+@pytest.mark.parametrize("model", ["lenet5", "mnist-shallow", "mnist-deep", "tinyvgg-shapes"])
+def test_edges_read_exactly_the_window_of_the_real_layer(page, model: str) -> None:
+    """network-math.js's rows read, from receptive fields alone, equal the layer's own window (window_math.py)."""
+    from server.services import window_math as wm
+
+    page.goto("/")
+    info = api(page, f"/api/models/{model}")
+    leaves = [row for row in info["layers"] if row["leaf"] and len(row["output_shape"]) == 3]
+    identity = {"size": [1, 1], "jump": [1, 1], "start": [0, 0]}
+    pairs, expected = [], []
+    prev_field, prev_h = identity, info["input"]["height"]
+    for row in leaves:
+        h = row["output_shape"][1]
+        if row["kind"] in ("conv", "pool") and row.get("kernel_size"):
+            window = wm.window2d((prev_h, prev_h), tuple(row["kernel_size"]), stride=row["stride"],
+                                 padding=tuple(row["padding"]) if isinstance(row["padding"], list) else row["padding"],
+                                 dilation=row.get("dilation", 1), ceil_mode=bool(row.get("ceil_mode")))
+            rows = []
+            for y in range(h):
+                taps = [t[2] for t in window.cells(y, 0) if not t[4]]
+                rows.append([min(taps), max(taps)])
+        elif row["kind"] == "padding":  # ZeroPad2d: cell y shows input row y − top; pad rows read nothing
+            top = row["padding_lrtb"][2]
+            rows = [[max(0, y - top), min(prev_h - 1, y - top)] for y in range(h)]
+        else:
+            rows = [[y, y] for y in range(h)]  # element-wise: the same cell
+        pairs.append({"field": row["receptive_field"], "prevField": prev_field, "h": h, "prevH": prev_h})
+        expected.append(rows)
+        prev_field, prev_h = row["receptive_field"], h
+    got = page.evaluate(JS_READ, {"pairs": pairs})
+    assert got == expected

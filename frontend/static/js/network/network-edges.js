@@ -71,13 +71,14 @@ export function createEdges(content, svg, columns, say) {
     const read = readBox(column, prev, cell.y, cell.x);
     const which = column.name === '@softmax' ? { all: true } : readChannels(column, prev.channels, channel);
     const [, ph = 1, pw = 1] = prev.shape;
+    const padOnly = read.bottom < read.top || read.right < read.left; // a zero-padding cell reads nothing
     let drawn = 0;
     let hidden = 0;
     const sources = prev.name === '@input'
       ? [content.querySelector('.net-input-image')].filter(Boolean).map((node) => ({ node, channel: null }))
       : unitsOf(prev.name).map((node) => ({ node, channel: Number(node.dataset.channel) }));
     const wanted = which.all ? null : new Set(which.channels);
-    for (const { node, channel: c } of sources) {
+    for (const { node, channel: c } of padOnly ? [] : sources) {
       if (wanted && c !== null && !wanted.has(c)) continue;
       if (drawn >= MAX_EDGES) { hidden += 1; continue; }
       const srcCanvas = node.querySelector('canvas') || node;
@@ -98,6 +99,10 @@ export function createEdges(content, svg, columns, say) {
     const what = column.name === '@softmax' ? `class ${unit.querySelector('.net-prob-label').textContent}`
       : `${column.name} ${column.vector ? 'unit' : 'channel'} ${channel}${where}`;
     const from = prev.name === '@input' ? 'the input image' : prev.name;
+    if (padOnly) {
+      say(`${what} is zero padding added around ${prev.name === '@input' ? 'the input image' : prev.name}: it reads nothing.`);
+      return;
+    }
     const region = prev.vector || column.vector ? 'every value' : `a ${size} window`;
     const noun = prev.vector ? 'unit' : 'channel';
     say(`${what} reads ${region} of ${totalRead} ${noun}${totalRead === 1 ? '' : 's'} of ${from}`
