@@ -70,6 +70,21 @@ def test_lenet_columns_edges_and_details(page, shots: Path) -> None:
     assert page.locator(".net-edges .net-edge-box").count() == 1
     assert "5×5 window of 1 channel of the input image" in _hover_tile(page, "features.0", 0, 0.5, 0.5)
 
+    # hover cost: synthetic pointer moves over every cell of a tile (each redraws the edges)
+    hover_ms = page.evaluate("""() => {
+      const canvas = document.querySelector(".net-col[data-layer='features.3'] .net-tile canvas");
+      const r = canvas.getBoundingClientRect();
+      const t0 = performance.now();
+      let n = 0;
+      for (let y = 0; y < 10; y += 1) for (let x = 0; x < 10; x += 1, n += 1) {
+        canvas.dispatchEvent(new PointerEvent('pointermove', { bubbles: true,
+          clientX: r.left + (x + 0.5) * r.width / 10, clientY: r.top + (y + 0.5) * r.height / 10 }));
+      }
+      return (performance.now() - t0) / n;
+    }""")
+    assert page.locator(".net-edges .net-edge-box").count() == 6
+    print(f"\nlenet5 hover: {hover_ms:.2f} ms per pointer move that redraws the edges")
+
     # click a conv unit: its step-through opens in place on the hovered cell, and Back returns
     _hover_tile(page, "features.3", 1, 0.25, 0.75)
     channel = page.get_attribute(".net-col[data-layer='features.3'] .net-tile >> nth=1", "data-channel")
