@@ -170,6 +170,12 @@ def test_resnet_is_summarised_and_grows(page, shots: Path, photos: Path) -> None
     text = _hover_tile(page, "layer2.0", 0)
     assert "channels of layer1.1" in text
     page.screenshot(path=str(shots / "network-resnet18-1280x720.png"))
+    # a whole block has no step-through: its channel's map opens, with the panels under it
+    page.locator(".net-col[data-layer='layer2.0'] .net-tile").first.click()
+    page.wait_for_function("() => { const i = document.querySelector('.net-map'); return i && i.complete && i.naturalWidth === 28; }")
+    assert "BasicBlock" in page.text_content(".net-detail-title")
+    page.click(".net-back")
+    page.wait_for_selector(".net:visible")
     page.set_viewport_size({"width": 1024, "height": 640})
     page.wait_for_selector(".net[data-ready='1']")
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
