@@ -166,6 +166,9 @@ def test_resnet_is_summarised_and_grows(page, shots: Path, photos: Path) -> None
     page.click(".net-col[data-layer='conv1'] .net-more")
     page.wait_for_function(f"() => document.querySelectorAll(\"{conv1}\").length === 32")
     assert page.text_content(".net-col[data-layer='conv1'] .net-more") == "+32 more"
+    # the first conv reads a 7×7 window of each of the three input channels, drawn on each
+    assert "reads a 7×7 window of 3 channels of the input image" in _hover_tile(page, "conv1", 0, 0.3, 0.4)
+    assert page.locator(".net-edges .net-edge-box").count() == 3
     # a block reads every channel of the block before it, in a window its receptive fields give
     text = _hover_tile(page, "layer2.0", 0)
     assert "channels of layer1.1" in text

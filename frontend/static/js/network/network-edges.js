@@ -74,9 +74,11 @@ export function createEdges(content, svg, columns, say) {
     const padOnly = read.bottom < read.top || read.right < read.left; // a zero-padding cell reads nothing
     let drawn = 0;
     let hidden = 0;
-    const sources = prev.name === '@input'
-      ? [content.querySelector('.net-input-image')].filter(Boolean).map((node) => ({ node, channel: null }))
-      : unitsOf(prev.name).map((node) => ({ node, channel: Number(node.dataset.channel) }));
+    const inputChannels = [...content.querySelectorAll('.net-input-channel')];
+    let sources;
+    if (prev.name !== '@input') sources = unitsOf(prev.name).map((node) => ({ node, channel: Number(node.dataset.channel) }));
+    else if (inputChannels.length) sources = inputChannels.map((node) => ({ node, channel: Number(node.dataset.channel) }));
+    else sources = [content.querySelector('.net-input-image')].filter(Boolean).map((node) => ({ node, channel: null }));
     const wanted = which.all ? null : new Set(which.channels);
     for (const { node, channel: c } of padOnly ? [] : sources) {
       if (wanted && c !== null && !wanted.has(c)) continue;

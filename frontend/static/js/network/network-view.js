@@ -8,6 +8,7 @@ import { buildColumn, buildInput, buildOutput, vectorFrom, TILE, GAP } from './n
 import { createEdges } from './network-edges.js';
 import { rowsThatFit } from './network-math.js';
 import { createUnitDetail } from './unit-detail.js';
+import { parseNpy } from '../layers/npy.js';
 
 const MAX_ROWS = 8;
 let v = null;
@@ -101,14 +102,18 @@ async function load(ctx, key) {
   const started = performance.now();
   try {
     const base = `/images/${encodeURIComponent(imageId)}`;
-    const [net, image, predictions] = await Promise.all([
+    const [net, image, predictions, input] = await Promise.all([
       api.getJson(api.urls.modelPath(model.id, `${base}/network.json`, { weights }), { signal }),
       loadImage(api.urls.modelPath(model.id, `${base}/network.png`, { weights }), signal),
       api.predictions(model.id, imageId, weights, { topK: Math.min(10, model.num_classes), signal }),
+      // a colour input is also shown as its three channels, so the first layer's edges go to each
+      model.input.channels === 3
+        ? api.request(api.urls.modelPath(model.id, `${base}/input.npy`, { weights }), { signal }).then((r) => r.arrayBuffer()).then(parseNpy)
+        : null,
     ]);
     if (!v || v.key !== key) return;
     say('');
-    render(ctx, net, image, predictions.predictions);
+    render(ctx, net, image, predictions.predictions, input);
     const d = v.network.dataset;
     d.ready = '1';
     d.paintMs = String(Math.round(performance.now() - started));
@@ -128,7 +133,7 @@ function loadImage(src, signal) {
   });
 }
 
-function render(ctx, net, image, predictions) {
+function render(ctx, net, image, predictions, inputNpy) {
   const { model, imageId, weights, api } = ctx;
   const layerInfo = new Map(model.layers.map((l) => [l.name, l]));
   const input = { name: '@input', shape: [model.input.channels, model.input.height, model.input.width], channels: model.input.channels,
@@ -144,7 +149,7 @@ function render(ctx, net, image, predictions) {
     onGrow: () => v.edges.clear(),
   };
   v.content.replaceChildren(
-    buildInput(model, api.urls.modelInput(model.id, imageId, weights)),
+    buildInput(model, api.urls.modelInput(model.id, imageId, weights), inputNpy),
     ...columns.map((c) => buildColumn(c, colCtx)),
     buildOutput(predictions, weights === 'untrained'),
     v.svg,
