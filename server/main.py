@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
+import torch
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
@@ -26,18 +27,24 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
     saliency,  # saliency maps (issue 4)
     samples,
     sandbox,
+    sessions,  # classroom sessions (issue 13)
     trace,
 )
+from server.routers import live as live_router  # live mode over a WebSocket (issue 14)
 from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
 from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
 from server.services.background_jobs import BackgroundJobs
 from server.services.batching import PredictionBatcher
 from server.services.channel_examples import ChannelExamples
+from server.services.classroom import Classroom, SessionLimits, make_backend
+from server.services.classroom.predictions import WallPredictions
+from server.services.classroom.shutdown import on_stop_signal
 from server.services.conv_trace import CaptureCache
 from server.services.feature_vis import FeatureVisualisations
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
+from server.services.live import LiveHub, LiveLimits
 from server.services.model_runtime import ModelRuntime
 from server.services.network_overview import NetworkOverviews
 from server.services.saliency.service import SaliencyMaps
@@ -58,8 +65,11 @@ ROUTERS = (
     trace.router,
     sandbox.router,
     saliency.router,
+    live_router.router,
     network.router,
     channels.router,
+    sessions.router,
+    sessions.join_router,
 )
 
 
@@ -69,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         device = resolve_device(settings.device)
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
         runtime = ModelRuntime(device, settings.max_loaded_models)
         runtime.entry(settings.default_model)  # fail fast on a misconfigured default
         app.state.settings = settings
@@ -88,6 +100,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.saliency_maps = SaliencyMaps(app.state.image_store, app.state.limiter.admit)
         app.state.network_overviews = NetworkOverviews(settings.network_cache_items, settings.network_cache_bytes)
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
+        app.state.live = LiveHub(
+            runtime, app.state.architectures,
+            LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
+                       settings.live_idle_timeout_s),
+            app.state.limiter.admit, settings.max_live_clients, settings.cors_origins,
+        )
         # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, settings.max_active_work + settings.max_waiting_work + 32)
@@ -101,11 +119,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.feature_vis = FeatureVisualisations(
             app.state.background_jobs, channel_dir, settings.data_dir,
             steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=app.state.limiter.admit)
+        classroom = Classroom(make_backend(settings.redis_url), SessionLimits.from_settings(settings),
+                              WallPredictions(runtime, app.state.image_store, app.state.batcher), settings.default_model)
+        await classroom.start()
+        app.state.classroom = classroom
+        undo_signal = on_stop_signal(classroom.shut_down_streams)  # open event streams must not hold a stop
         log.info("ConvScope %s on %s", __version__, device_label(device))
         try:
             yield
         finally:
             app.state.background_jobs.close()
+            undo_signal()
+            await classroom.aclose()
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:
