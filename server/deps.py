@@ -9,11 +9,14 @@ from starlette.requests import HTTPConnection
 
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
+from server.services.channel_examples import ChannelExamples
 from server.services.classroom import Classroom
 from server.services.feature_maps import FeatureMaps
+from server.services.feature_vis import FeatureVisualisations
 from server.services.image_store import ImageStore
 from server.services.live import LiveHub
 from server.services.model_runtime import ModelRuntime
+from server.services.network_overview import NetworkOverviews
 from server.services.saliency.service import SaliencyMaps
 from server.services.upload import UploadGate
 from server.services.weights_download import WeightsDownloads
@@ -64,6 +67,18 @@ def get_saliency_maps(request: Request) -> SaliencyMaps:
     return request.app.state.saliency_maps
 
 
+def get_network_overviews(request: Request) -> NetworkOverviews:
+    return request.app.state.network_overviews
+
+
+def get_channel_examples(request: Request) -> ChannelExamples:
+    return request.app.state.channel_examples
+
+
+def get_feature_vis(request: Request) -> FeatureVisualisations:
+    return request.app.state.feature_vis
+
+
 def get_classroom(request: Request) -> Classroom:
     return request.app.state.classroom
 def get_live_hub(connection: HTTPConnection) -> LiveHub:
@@ -79,6 +94,9 @@ DownloadsDep = Annotated[WeightsDownloads, Depends(get_downloads)]
 LimiterDep = Annotated[WorkLimiter, Depends(get_limiter)]
 FeatureMapsDep = Annotated[FeatureMaps, Depends(get_feature_maps)]
 SaliencyMapsDep = Annotated[SaliencyMaps, Depends(get_saliency_maps)]
+NetworkOverviewsDep = Annotated[NetworkOverviews, Depends(get_network_overviews)]
+ChannelExamplesDep = Annotated[ChannelExamples, Depends(get_channel_examples)]
+FeatureVisDep = Annotated[FeatureVisualisations, Depends(get_feature_vis)]
 BatcherDep = Annotated[PredictionBatcher, Depends(get_batcher)]
 UploadGateDep = Annotated[UploadGate, Depends(get_upload_gate)]
 ClassroomDep = Annotated[Classroom, Depends(get_classroom)]

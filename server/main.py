@@ -98,7 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.layer_overviews = LayerOverviews()
         app.state.trace_captures = CaptureCache()
         app.state.saliency_maps = SaliencyMaps(app.state.image_store, app.state.limiter.admit)
-        app.state.network_overviews = NetworkOverviews(settings.network_cache_items, settings.network_cache_bytes)
+        app.state.network_overviews = NetworkOverviews(
+            app.state.image_store, app.state.limiter.admit, max_columns=settings.network_max_columns,
+            per_column=settings.network_channels_per_column, all_up_to=settings.network_all_channels_up_to,
+            max_items=settings.network_cache_items, max_bytes=settings.network_cache_bytes)
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
         app.state.live = LiveHub(
             runtime, app.state.architectures,

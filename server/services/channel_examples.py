@@ -16,6 +16,7 @@ with a clear message; LeNet on them takes seconds).
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 import time
 from collections import OrderedDict
@@ -33,6 +34,7 @@ from models.datasets import mnist, shapes
 from server.errors import ApiError
 from server.services import samples
 from server.services.background_jobs import BackgroundJobs, Job
+from server.services.model_inputs import input_picture
 from server.services.model_runtime import LoadedModel
 from server.services.saliency.hooks import forward_hooks
 
@@ -289,6 +291,24 @@ class ChannelExamples:
             if hit is not None:
                 return hit, None
         return None, job
+
+    def crop_png(self, loaded: LoadedModel, dataset: str, layers: list[dict[str, Any]], row: dict[str, Any],
+                 channel: int, index: int) -> tuple[bytes, tuple[int, int, int, int]]:
+        """Dataset image ``index`` as the model sees it, cropped to the layer's receptive field around the
+        channel's maximum; 404 while the table is computed or when the image is not one of its examples."""
+        table, _ = self.table(loaded, dataset, layers)
+        if table is None:
+            raise ApiError(404, "not_ready", "The examples are still being computed; ask examples.json for progress.")
+        hit = next((e for e in examples_for(table, row["name"], channel, self.max_k) if e["index"] == index), None)
+        if hit is None:
+            raise ApiError(404, "not_an_example",
+                           f"{dataset} image {index} is not among the top examples of channel {channel}.")
+        picture = input_picture(loaded, loaded.preprocess(self.dataset(dataset).image(index)))
+        box = field_box(row.get("receptive_field"), hit["y"], hit["x"], picture.height, picture.width)
+        top, left, bottom, right = box
+        buf = io.BytesIO()
+        picture.crop((left, top, right + 1, bottom + 1)).save(buf, format="PNG")
+        return buf.getvalue(), box
 
     def _evict_files(self, keep: Path) -> None:
         """Oldest example tables go first once the folder holds more than the byte budget."""

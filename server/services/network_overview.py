@@ -30,6 +30,8 @@ from server.errors import ApiError
 from server.services.activations import capture_layers
 from server.services.atlas import as_channels, choose_colormap, normalise
 from server.services.colormaps import apply_colormap, colormap_stops, is_diverging
+from server.services.image_store import ImageStore
+from server.services.model_inputs import input_batch
 from server.services.model_runtime import LoadedModel
 from server.services.saliency.hooks import forward_hooks
 
@@ -161,9 +163,16 @@ def build_network(loaded: LoadedModel, batch: torch.Tensor, columns: Sequence[di
 
 
 class NetworkOverviews:
-    """A few recent overviews per (model, variant, image), LRU by count and bytes; one build per key."""
+    """The network overview and dense-unit answers for stored images: builds, admission and a few recent
+    overviews per (model, variant, image), LRU by count and bytes, one build per key at a time."""
 
-    def __init__(self, max_items: int, max_bytes: int) -> None:
+    def __init__(self, images: ImageStore, admit: Callable[[], AbstractContextManager[Any]], *, max_columns: int,
+                 per_column: int, all_up_to: int, max_items: int, max_bytes: int) -> None:
+        self.images = images
+        self.admit = admit
+        self.max_columns = max_columns
+        self.per_column = per_column
+        self.all_up_to = all_up_to
         self.max_items = max(1, max_items)
         self.max_bytes = max_bytes
         self._items: OrderedDict[tuple[str, str, str], NetworkOverview] = OrderedDict()
@@ -171,22 +180,25 @@ class NetworkOverviews:
         self._key_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self.builds = 0
 
-    def get(self, loaded: LoadedModel, image_id: str, build: Callable[[], NetworkOverview],
-            admit: Callable[[], AbstractContextManager[Any]]) -> NetworkOverview:
+    def overview(self, loaded: LoadedModel, image_id: str, layers: Sequence[dict[str, Any]]) -> NetworkOverview:
+        """The overview of ``image_id`` (404 for an unknown image before any work)."""
         key = (loaded.entry.id, loaded.variant, image_id)
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
                 return hit
+        batch = input_batch(loaded, self.images, image_id)
+        columns = choose_columns(layers, self.max_columns)
+        with self._lock:
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:
             with self._lock:
                 hit = self._items.get(key)
             if hit is not None:
                 return hit
-            with admit():
-                made = build()
+            with self.admit():
+                made = build_network(loaded, batch, columns, self.per_column, self.all_up_to)
             with self._lock:
                 self.builds += 1
                 self._items[key] = made
@@ -195,6 +207,13 @@ class NetworkOverviews:
                     self._items.popitem(last=False)
                 self._key_locks.pop(key, None)
         return made
+
+    def dense(self, loaded: LoadedModel, image_id: str, layer: str, unit: int, top: int) -> dict[str, Any]:
+        """:func:`dense_contributions` for a stored image, admitted by the work limiter."""
+        loaded.layer(layer)
+        batch = input_batch(loaded, self.images, image_id)
+        with self.admit():
+            return dense_contributions(loaded, batch, layer, unit, top)
 
 
 # --- one unit of a linear layer: which inputs make it ---------------------------------------------------
