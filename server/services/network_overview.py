@@ -37,11 +37,15 @@ from server.services.saliency.hooks import forward_hooks
 
 THUMB_MAX = 32  # a thumbnail's longer side, in map cells
 SKIPPED_KINDS = ("reshape", "dropout", "identity")
+# pass-through modules: their output is the previous column again (timm's BatchNormAct2d has an Identity
+# "drop" between the norm and its activation)
+SKIPPED_TYPES = ("Identity", "Dropout", "Dropout2d", "Flatten")
 
 
 def _shown(layer: dict[str, Any]) -> bool:
     shape = layer.get("output_shape")
-    return bool(shape) and len(shape) in (1, 3) and layer.get("kind") not in SKIPPED_KINDS
+    return (bool(shape) and len(shape) in (1, 3) and layer.get("kind") not in SKIPPED_KINDS
+            and layer.get("type") not in SKIPPED_TYPES)
 
 
 def choose_columns(layers: Sequence[dict[str, Any]], max_columns: int, min_columns: int = 8) -> list[dict[str, Any]]:
@@ -62,12 +66,12 @@ def choose_columns(layers: Sequence[dict[str, Any]], max_columns: int, min_colum
     cuts = [cut(depth) for depth in depths]
     fitting = [c for c in cuts if min_columns <= len(c) <= max_columns]
     if fitting:
-        return max(fitting, key=len)
+        return max(reversed(fitting), key=len)  # ties: the deeper cut
     small = [c for c in cuts if len(c) <= max_columns]
     roomy = [c for c in cuts if max_columns < len(c) <= 2 * max_columns]
     if roomy and (not small or len(max(small, key=len)) < min_columns):
         return min(roomy, key=len)
-    return max(small, key=len) if small else min(cuts, key=len)
+    return max(reversed(small), key=len) if small else min(cuts, key=len)
 
 
 def _thumbnail(channel_map: np.ndarray) -> np.ndarray:
