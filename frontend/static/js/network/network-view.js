@@ -94,6 +94,7 @@ async function load(ctx, key) {
   v.vectors.clear();
   delete v.network.dataset.ready;
   v.note.textContent = '';
+  v.readout.hidden = true; // nothing to point at until the columns are drawn
   if (!imageId) {
     say(`Upload, draw or pick a sample image (left) to see every layer of ${model.title} at once.`);
     return;
@@ -114,6 +115,7 @@ async function load(ctx, key) {
     if (!v || v.key !== key) return;
     say('');
     render(ctx, net, image, predictions.predictions, input);
+    v.readout.hidden = false;
     const d = v.network.dataset;
     d.ready = '1';
     d.paintMs = String(Math.round(performance.now() - started));
