@@ -92,6 +92,9 @@ def test_mnist_examples_equal_brute_force(channel_client, shared_data: Path):
         logits = loaded.module(x)[:, 3].numpy()
     top = np.argsort(-logits, kind="stable")[:3]
     assert [e["index"] for e in other.json()["examples"]] == [int(i) for i in top]
+    # the pass left no hook on the app's shared model
+    shared = channel_client.app.state.runtime.load("lenet5", "auto").module
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in shared.modules())
 
 
 def test_crop_is_the_receptive_field_of_the_maximum(channel_client, shared_data: Path):
