@@ -60,13 +60,14 @@ def channel_examples(model: str, layer: str, channel: int, runtime: RuntimeDep, 
 @router.get(f"{CHANNEL}/examples/{{index}}.png")
 def example_crop(model: str, layer: str, channel: int, index: int, runtime: RuntimeDep, service: ChannelExamplesDep,
                  architectures: ArchitecturesDep, dataset: DatasetQuery = "mnist",
+                 context: Annotated[bool, Query(description="a wider region, enlarged, with the field outlined")] = False,
                  weights: WeightsQuery = "auto") -> Response:
     """Dataset image ``index`` as the model sees it, cropped to this channel's receptive field around its
     maximum (only images among the channel's top examples; 404 otherwise, and while computing)."""
     loaded = runtime.load(model, weights)
     row = _layer(loaded, architectures, layer, channel)
     layers = selectable_layers(architectures.get(loaded.entry)["layers"])
-    png, (top, left, bottom, right) = service.crop_png(loaded, dataset, layers, row, channel, index)
+    png, (top, left, bottom, right) = service.crop_png(loaded, dataset, layers, row, channel, index, context)
     return png_response(png, {**weights_header(loaded.variant), "X-ConvScope-Box": f"{top},{left},{bottom},{right}"})
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from models.datasets import mnist, shapes
 from server.errors import ApiError
@@ -293,9 +293,11 @@ class ChannelExamples:
         return None, job
 
     def crop_png(self, loaded: LoadedModel, dataset: str, layers: list[dict[str, Any]], row: dict[str, Any],
-                 channel: int, index: int) -> tuple[bytes, tuple[int, int, int, int]]:
+                 channel: int, index: int, context: bool = False) -> tuple[bytes, tuple[int, int, int, int]]:
         """Dataset image ``index`` as the model sees it, cropped to the layer's receptive field around the
-        channel's maximum; 404 while the table is computed or when the image is not one of its examples."""
+        channel's maximum; 404 while the table is computed or when the image is not one of its examples.
+        ``context``: a region at least twice the field (and ≥ 32 px) around it, enlarged with whole pixels
+        to ≥ 96 px, with the field outlined — for early layers whose fields are a few pixels."""
         table, _ = self.table(loaded, dataset, layers)
         if table is None:
             raise ApiError(404, "not_ready", "The examples are still being computed; ask examples.json for progress.")
@@ -307,7 +309,10 @@ class ChannelExamples:
         box = field_box(row.get("receptive_field"), hit["y"], hit["x"], picture.height, picture.width)
         top, left, bottom, right = box
         buf = io.BytesIO()
-        picture.crop((left, top, right + 1, bottom + 1)).save(buf, format="PNG")
+        if context:
+            with_context(picture, box).save(buf, format="PNG")
+        else:
+            picture.crop((left, top, right + 1, bottom + 1)).save(buf, format="PNG")
         return buf.getvalue(), box
 
     def _evict_files(self, keep: Path) -> None:
@@ -337,6 +342,24 @@ def examples_for(table: ExampleTable, layer: str, channel: int, k: int) -> list[
         out.append({"index": int(indices[channel, j]), "value": float(values[channel, j]),
                     "y": int(positions[channel, j, 0]), "x": int(positions[channel, j, 1])})
     return out
+
+
+def with_context(picture: Image.Image, box: tuple[int, int, int, int], min_side: int = 32,
+                 min_pixels: int = 96) -> Image.Image:
+    """The region around ``box`` (inclusive top, left, bottom, right), enlarged, with ``box`` outlined."""
+    top, left, bottom, right = box
+    height, width = picture.height, picture.width
+    side_h = min(height, max(min_side, 2 * (bottom - top + 1)))
+    side_w = min(width, max(min_side, 2 * (right - left + 1)))
+    y0 = int(min(max(0, (top + bottom + 1) // 2 - side_h // 2), height - side_h))
+    x0 = int(min(max(0, (left + right + 1) // 2 - side_w // 2), width - side_w))
+    region = picture.convert("RGB").crop((x0, y0, x0 + side_w, y0 + side_h))
+    scale = max(1, -(-min_pixels // max(side_h, side_w)))
+    region = region.resize((side_w * scale, side_h * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(region)
+    draw.rectangle(((left - x0) * scale, (top - y0) * scale, (right - x0 + 1) * scale - 1, (bottom - y0 + 1) * scale - 1),
+                   outline=(255, 136, 0), width=max(1, scale // 3))
+    return region
 
 
 def field_box(field: dict[str, Any] | None, y: int, x: int, height: int, width: int) -> tuple[int, int, int, int]:

@@ -245,3 +245,33 @@ def test_edges_read_exactly_the_window_of_the_real_layer(page, model: str) -> No
         prev_field, prev_h = row["receptive_field"], h
     got = page.evaluate(JS_READ, {"pairs": pairs})
     assert got == expected
+
+
+def test_efficientnet_lite0_overview(page, shots: Path, photos: Path) -> None:
+    """The real ImageNet model: MBConv blocks as columns, the stem's step-through, photo examples."""
+    page.goto("/")
+    if "efficientnet_lite0" not in {m["id"] for m in api(page, "/api/models")["models"]}:
+        pytest.skip("no efficientnet_lite0 on this server")
+    image = _upload(page, (photos / "cat.jpg").read_bytes(), "cat.jpg")
+    timing = _open(page, f"/?model=efficientnet_lite0&image={image}&view=network")
+    truth = api(page, f"/api/models/efficientnet_lite0/images/{image}/network.json")
+    names = [c["name"] for c in truth["columns"]]
+    assert int(timing["columns"]) == len(names) <= 24
+    assert sum(name.startswith("blocks.") for name in names) == 16  # the 16 MBConv blocks
+    top = page.locator(".net-prob .net-prob-label").first.text_content()
+    assert top == api(page, f"/api/models/efficientnet_lite0/images/{image}/predictions?top_k=1")["predictions"][0]["label"]
+    assert "reads a 3×3 window of 3 channels of the input image" in _hover_tile(page, "conv_stem", 0)
+    page.screenshot(path=str(shots / "network-efficientnet-1280x720.png"))
+    page.set_viewport_size({"width": 1024, "height": 640})
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    page.screenshot(path=str(shots / "network-efficientnet-1024x640.png"))
+    page.set_viewport_size({"width": 1280, "height": 720})
+    # the stem opens its step-through; the photos that excite that channel most come under it
+    page.locator(".net-col[data-layer='conv_stem'] .net-tile").first.click()
+    page.wait_for_selector("#stepper-canvas[data-ready='1']")
+    page.wait_for_selector(".chan-examples img", timeout=240_000)
+    assert page.locator(".chan-examples img").count() == 9
+    page.locator(".chan").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "network-efficientnet-detail-1280x720.png"))
+    print(f"\nefficientnet_lite0 network view: {timing['paintMs']} ms from mount to painted columns "
+          f"(first forward pass included), {timing['sincePage']:.0f} ms since navigation")
