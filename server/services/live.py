@@ -42,6 +42,7 @@ from server.services import atlas
 from server.services.activations import selectable_layers
 from server.services.architecture import ArchitectureCatalog
 from server.services.colormaps import apply_colormap, colormap_stops
+from server.services.hooks import CapturedLayer, forward_hooks
 from server.services.image_decode import decode_image
 from server.services.model_inputs import input_picture
 from server.services.model_runtime import LoadedModel, ModelRuntime
@@ -54,7 +55,6 @@ from server.services.saliency.base import (
     resolve_targets,
     spatial_activation,
 )
-from server.services.saliency.hooks import CapturedLayer, forward_hooks
 from server.services.saliency.methods import get_method
 
 # CAM methods whose cost is one forward pass plus (at most) one backward to the target layer.

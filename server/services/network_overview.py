@@ -14,8 +14,6 @@ captures the layer's input with a request-scoped forward hook and multiplies by 
 from __future__ import annotations
 
 import io
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -29,11 +27,11 @@ from torch import nn
 from server.errors import ApiError
 from server.services.activations import capture_layers
 from server.services.atlas import as_channels, choose_colormap, normalise
+from server.services.cache import ResultCache
 from server.services.colormaps import apply_colormap, colormap_stops, is_diverging
-from server.services.image_store import ImageStore
-from server.services.model_inputs import input_batch
+from server.services.hooks import forward_hooks
+from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import LoadedModel
-from server.services.saliency.hooks import forward_hooks
 
 THUMB_MAX = 32  # a thumbnail's longer side, in map cells
 SKIPPED_KINDS = ("reshape", "dropout", "identity")
@@ -167,55 +165,37 @@ def build_network(loaded: LoadedModel, batch: torch.Tensor, columns: Sequence[di
 
 
 class NetworkOverviews:
-    """The network overview and dense-unit answers for stored images: builds, admission and a few recent
-    overviews per (model, variant, image), LRU by count and bytes, one build per key at a time."""
+    """The network overview and dense-unit answers for stored images: inputs, admission, and the overviews
+    in a byte-budgeted single-flight :class:`ResultCache` per (model, variant, image)."""
 
-    def __init__(self, images: ImageStore, admit: Callable[[], AbstractContextManager[Any]], *, max_columns: int,
-                 per_column: int, all_up_to: int, max_items: int, max_bytes: int) -> None:
-        self.images = images
+    def __init__(self, inputs: ModelInputs, admit: Callable[[], AbstractContextManager[Any]], *, max_columns: int,
+                 per_column: int, all_up_to: int, budget_bytes: int) -> None:
+        self.inputs = inputs
         self.admit = admit
         self.max_columns = max_columns
         self.per_column = per_column
         self.all_up_to = all_up_to
-        self.max_items = max(1, max_items)
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[str, str, str], NetworkOverview] = OrderedDict()
-        self._lock = threading.Lock()
-        self._key_locks: dict[tuple[str, str, str], threading.Lock] = {}
-        self.builds = 0
+        self.cache: ResultCache[NetworkOverview] = ResultCache("network overviews", budget_bytes)
 
     def overview(self, loaded: LoadedModel, image_id: str, layers: Sequence[dict[str, Any]]) -> NetworkOverview:
         """The overview of ``image_id`` (404 for an unknown image before any work)."""
         key = (loaded.entry.id, loaded.variant, image_id)
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit
-        batch = input_batch(loaded, self.images, image_id)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        batch = self.inputs.batch(loaded, image_id)
         columns = choose_columns(layers, self.max_columns)
-        with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                hit = self._items.get(key)
-            if hit is not None:
-                return hit
+
+        def build() -> NetworkOverview:
             with self.admit():
-                made = build_network(loaded, batch, columns, self.per_column, self.all_up_to)
-            with self._lock:
-                self.builds += 1
-                self._items[key] = made
-                while len(self._items) > 1 and (len(self._items) > self.max_items
-                                                or sum(o.nbytes for o in self._items.values()) > self.max_bytes):
-                    self._items.popitem(last=False)
-                self._key_locks.pop(key, None)
-        return made
+                return build_network(loaded, batch, columns, self.per_column, self.all_up_to)
+
+        return self.cache.get_or_compute(key, build)
 
     def dense(self, loaded: LoadedModel, image_id: str, layer: str, unit: int, top: int) -> dict[str, Any]:
-        """:func:`dense_contributions` for a stored image, admitted by the work limiter."""
+        """:func:`dense_contributions` for a stored image, admitted like every model computation."""
         loaded.layer(layer)
-        batch = input_batch(loaded, self.images, image_id)
+        batch = self.inputs.batch(loaded, image_id)
         with self.admit():
             return dense_contributions(loaded, batch, layer, unit, top)
 
