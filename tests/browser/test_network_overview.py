@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,12 @@ def test_lenet_columns_edges_and_details(page, shots: Path) -> None:
     assert "reads a 5×5 window of 6 channels of features.2" in text, text
     assert page.locator(".net-edges .net-edge-box").count() == 6
     assert page.locator(".net-edges .net-edge").count() == 6
+    # and the exact value of the cell under the pointer, from the channel's .npy
+    page.wait_for_function("() => / = /.test(document.querySelector('.net-readout').textContent)")
+    channel, y, x = re.search(r"channel (\d+) cell \(y (\d+), x (\d+)\)", text).groups()
+    maps = np.load(io.BytesIO(page.request.get(f"/api/models/lenet5/images/{image}/layers/features.3/activations.npy").body()))
+    shown = float(re.search(r" = (\S+) reads", page.text_content(".net-readout")).group(1))
+    assert shown == pytest.approx(float(maps[int(channel), int(y), int(x)]), rel=5e-3, abs=1e-3)  # 3 digits shown
     # the box drawn on an input tile is 5/14 of its side (a 5×5 window of a 14×14 map)
     side = page.locator(".net-col[data-layer='features.2'] .net-tile canvas").first.bounding_box()["width"]
     rect = page.locator(".net-edges .net-edge-box").first.bounding_box()

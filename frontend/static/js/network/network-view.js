@@ -38,9 +38,9 @@ export function mount(container, ctx) {
   container.append(network, detailHost);
   v = {
     ctx, bag, note, readout, svg, content, scroller, message, network, legends, detailHost, key: null, abort: null,
-    cols: [], atlases: new Map(), vectors: new Map(),
+    cols: [], atlases: new Map(), vectors: new Map(), maps: new Map(),
   };
-  v.edges = createEdges(content, svg, () => v.cols, (text) => { readout.textContent = text; });
+  v.edges = createEdges(content, svg, () => v.cols, (text) => { readout.textContent = text; }, valueAt);
   v.detail = createUnitDetail(detailHost, { onBack: () => v.ctx.state.set({ open: null, pos: null }) });
   bag.add(listen(content, 'pointermove', (e) => v.edges.hover(e)));
   bag.add(listen(content, 'pointerleave', () => v.edges.clear()));
@@ -92,6 +92,7 @@ async function load(ctx, key) {
   v.cols = [];
   v.atlases.clear();
   v.vectors.clear();
+  v.maps.clear();
   delete v.network.dataset.ready;
   v.note.textContent = '';
   v.readout.hidden = true; // nothing to point at until the columns are drawn
@@ -174,6 +175,23 @@ function fetchAtlas(ctx, name) {
     v.atlases.set(name, promise);
   }
   return v.atlases.get(name);
+}
+
+const MAPS_KEPT = 64; // channel maps fetched for hover values (each at most a few hundred KB)
+
+/** The value of cell (y, x) of channel `c` of `layer`, from its channels/{c}.npy (fetched once). */
+function valueAt(layer, c, y, x) {
+  if (!v || !v.ctx.imageId) return null;
+  const ctx = v.ctx;
+  const key = `${layer}|${c}`;
+  if (!v.maps.has(key)) {
+    const url = ctx.api.urls.modelPath(ctx.model.id, `/images/${encodeURIComponent(ctx.imageId)}/layers/${encodeURIComponent(layer)}/channels/${c}.npy`, { weights: ctx.weights });
+    const promise = ctx.api.request(url, { signal: v.abort.signal }).then((r) => r.arrayBuffer()).then(parseNpy);
+    promise.catch(() => v && v.maps.delete(key));
+    v.maps.set(key, promise);
+    if (v.maps.size > MAPS_KEPT) v.maps.delete(v.maps.keys().next().value);
+  }
+  return v.maps.get(key).then((npy) => npy.data[y * npy.shape[npy.shape.length - 1] + x]);
 }
 
 function fetchVector(ctx, name) {
