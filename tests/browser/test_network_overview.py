@@ -105,12 +105,16 @@ def test_lenet_columns_edges_and_details(page, shots: Path) -> None:
     page.click(".net-back")
     page.wait_for_selector(".net[data-ready='1']:visible")
     assert "open" not in query(page)
-
-    # browser back/forward reproduce the detail (the state is in the URL)
+    # the same unit in the Layers view
     page.go_back()
     page.wait_for_selector("#stepper-canvas[data-ready='1']")
-    page.go_forward()
-    page.wait_for_selector(".net:visible")
+    page.click(".net-to-layers")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('view') === 'layers'")
+    assert (query(page)["layer"], query(page)["channel"]) == ("features.3", channel)
+    page.go_back()
+    page.go_back()
+    page.wait_for_selector(".net[data-ready='1']:visible")
+
 
     # a linear unit: the dense view, its sum equal to the layer's output from activations.npy (PyTorch)
     unit = page.locator(".net-col[data-layer='classifier.3'] .net-unit").first
