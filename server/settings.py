@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     public_url: str | None = None  # the address students reach (join URL, QR); derived from the request when None
     session_idle_s: float = 2 * 3600  # a session nobody touches (teacher page, submissions) ends after this
     max_sessions: int = 50
+    max_sessions_per_address: int = 5  # live sessions started from one client address (0: no such cap)
     max_followers_per_session: int = 200
     max_submissions_per_session: int = 300
     max_submissions_per_student: int = 5
