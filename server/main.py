@@ -31,6 +31,7 @@ from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
 from server.services.conv_trace import CaptureCache
+from server.services.image_decode import IsolatedDecoder, decode_limits
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
 from server.services.model_runtime import ModelRuntime
@@ -66,7 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.runtime = runtime
         app.state.image_store = ImageStore(
-            settings.storage_dir, settings.image_store_budget_bytes, settings.max_image_pixels
+            settings.storage_dir, settings.image_store_budget_bytes, settings.max_image_pixels,
+            decoder=IsolatedDecoder(decode_limits(settings)),
         )
         app.state.architectures = ArchitectureCatalog()
         app.state.downloads = WeightsDownloads(runtime)
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threads.total_tokens = max(threads.total_tokens, settings.max_active_work + settings.max_waiting_work + 32)
         log.info("ConvScope %s on %s", __version__, device_label(device))
         yield
+        app.state.image_store.close()
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:
