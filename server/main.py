@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -26,7 +25,12 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
     sandbox,
     trace,
 )
-from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
+from server.security import (
+    JsonCORSMiddleware,
+    RequestBodyLimitMiddleware,
+    SecurityHeadersMiddleware,
+    install_request_guards,
+)
 from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
@@ -90,8 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
-    app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images",))
+        app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
+    app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images",),
+                       idle_timeout=settings.body_idle_timeout_s, total_timeout=settings.body_read_timeout_s)
+    install_request_guards(app, settings)  # origin, HEAD, URL length, Host (issue 10)
     app.add_middleware(SecurityHeadersMiddleware)
     install_error_handlers(app)
     for router in ROUTERS:
