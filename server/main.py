@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from server import __version__
 from server.errors import install_error_handlers
+from server.openapi import install_openapi
 from server.routers import (  # feature maps and learned filters (issue 3)  # step-through traces and the sandbox (issue 5)
     activations,
     filters,
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_openapi(app)  # media types, the shared error schema, summaries, tags (issue 15)
 
     app.mount("/static", StaticFiles(directory=settings.frontend_dir / "static"), name="static")
     templates = Jinja2Templates(directory=str(settings.frontend_dir / "templates"))

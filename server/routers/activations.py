@@ -22,7 +22,8 @@ ScaleQuery = Annotated[
     Query(description="colour scale per channel, per layer, or over all layers of the model for this image"),
 ]
 ColormapQuery = Annotated[
-    str, Query(description="auto (diverging for signed data, else viridis) or one of: " + ", ".join(COLORMAPS))
+    str, Query(description="auto (diverging for signed data, else viridis) or one of: " + ", ".join(COLORMAPS),
+               json_schema_extra={"enum": ["auto", *COLORMAPS]})  # checked by _colormap from the same list
 ]
 ColumnsQuery = Annotated[int | None, Query(ge=1, le=4096, description="atlas columns; default: a square grid")]
 LAYER = "/models/{model}/images/{image_id}/layers/{layer}"

@@ -18,14 +18,16 @@ from server.services.model_runtime import LoadedModel, ModelRuntime
 router = APIRouter(prefix="/api", tags=["filters"])
 
 StartQuery = Annotated[int, Query(ge=0, description="first channel of the page")]
-CountQuery = Annotated[int | None, Query(ge=1, description="channels on the page (at most 64 per axis)")]
+CountQuery = Annotated[int | None, Query(ge=1, le=256, description="channels on the page: at most 64 per axis (256 "
+                                                            "kernels of an RGB-input layer), and no more than the "
+                                                            "layer has from the start; a page beyond is 404")]
 
 
 def _conv_weight(runtime: ModelRuntime, model: str, layer: str, weights: str) -> tuple[LoadedModel, np.ndarray]:
     loaded = runtime.load(model, weights)
     module = loaded.layer(layer)
     if not isinstance(module, nn.Conv2d):
-        raise ApiError(422, "not_a_conv_layer",
+        raise ApiError(404, "not_a_conv_layer",
                        f"Layer {layer!r} of {model} is a {type(module).__name__}; kernel pictures are for Conv2d layers.")
     return loaded, module.weight.detach().float().cpu().numpy()
 
@@ -36,7 +38,7 @@ def _kernels(runtime: ModelRuntime, model: str, layer: str, weights: str, out_st
     try:
         page = kernel_page(weight.shape, out_start, out_count, in_start, in_count)
     except FilterRequestError as exc:
-        raise ApiError(422, "invalid_page", f"{exc}.") from None
+        raise ApiError(404, "invalid_page", f"There is no such page of this layer: {exc}.") from None
     png, meta = kernel_atlas(weight, page)
     return loaded, png, meta
 
