@@ -92,6 +92,38 @@ class Error(BaseModel):
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
+# Documented answers of the main operations (documentation only: ``responses={...: {"model": ...}}`` does
+# not filter what the endpoint returns; schemathesis checks that the answers match them).
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+    device: str = Field(description="cpu, cuda:N or mps", examples=["cpu"])
+    version: str
+
+
+class Uploaded(BaseModel):
+    image_id: str = Field(pattern="^[0-9a-f]{64}$", description="sha256 of the uploaded bytes")
+    width: int = Field(ge=1, le=2048, description="of the stored, upright working copy")
+    height: int = Field(ge=1, le=2048)
+
+
+class Prediction(BaseModel):
+    index: int = Field(ge=0, description="class index")
+    label: str
+    probability: float = Field(ge=0, le=1)
+
+
+class Predictions(BaseModel):
+    predictions: list[Prediction] = Field(description="most probable first")
+    weights_used: str = Field(description="trained or untrained")
+
+
+def json_answer(model: type[BaseModel], example: Any, status: int = 200,
+                description: str = "Successful Response") -> dict[int | str, dict[str, Any]]:
+    """``responses=`` declaring the JSON answer's schema (a pydantic model) with an example."""
+    return {status: {"model": model, "description": description,
+                     "content": {"application/json": {"example": example}}}}
+
+
 def binary(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for an endpoint whose 200 answer is a binary file."""
     return {200: {"description": description, "content": {media_type: {"schema": {"type": "string", "format": "binary"}}}}}
@@ -147,6 +179,14 @@ def _fix_operation(path: str, method: str, operation: dict[str, Any]) -> None:
         response["content"] = {"application/json": {"schema": ERROR_REF}}
         if status in (429, 503):
             response["headers"] = _retry_after()
+    for status, response in responses.items():
+        content = response.get("content", {})
+        if status.startswith("2") and any(media != "application/json" and spec.get("schema", {}).get("format") == "binary"
+                                          for media, spec in content.items()):
+            content.pop("application/json", None)  # a binary answer declared by its router: not JSON too
+        schema = content.get("application/json", {}).get("schema", {})
+        if status.startswith("2") and "$ref" in schema:  # a declared model, not FastAPI's "any dict" beside it
+            response["content"]["application/json"]["schema"] = {"$ref": schema["$ref"]}
     for status, response in responses.items():  # errors a router declared itself: the same schema
         if status[0] in "45":
             response["content"] = {"application/json": {"schema": ERROR_REF}}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from server.deps import FeatureMapsDep, RuntimeDep, WeightsQuery, weights_header
 from server.errors import ApiError
@@ -26,6 +26,7 @@ ColormapQuery = Annotated[
                json_schema_extra={"enum": ["auto", *COLORMAPS]})  # checked by _colormap from the same list
 ]
 ColumnsQuery = Annotated[int | None, Query(ge=1, le=4096, description="atlas columns; default: a square grid")]
+ChannelPath = Annotated[int, Path(ge=0, le=65535, description="channel index of the layer's output")]
 LAYER = "/models/{model}/images/{image_id}/layers/{layer}"
 
 
@@ -88,7 +89,7 @@ def layer_atlas_png(model: str, image_id: str, layer: str, runtime: RuntimeDep, 
 
 
 @router.get(f"{LAYER}/channels/{{channel}}.png")
-def channel_picture(model: str, image_id: str, layer: str, channel: int, runtime: RuntimeDep, maps: FeatureMapsDep,
+def channel_picture(model: str, image_id: str, layer: str, channel: ChannelPath, runtime: RuntimeDep, maps: FeatureMapsDep,
                     scale: ScaleQuery = "channel", colormap: ColormapQuery = "auto",
                     weights: WeightsQuery = "auto") -> Response:
     """One channel at full resolution; its value range is in the X-ConvScope-Range header (low,high)."""
@@ -102,7 +103,7 @@ def channel_picture(model: str, image_id: str, layer: str, channel: int, runtime
 
 
 @router.get(f"{LAYER}/channels/{{channel}}.npy")
-def channel_values(model: str, image_id: str, layer: str, channel: int, runtime: RuntimeDep, maps: FeatureMapsDep,
+def channel_values(model: str, image_id: str, layer: str, channel: ChannelPath, runtime: RuntimeDep, maps: FeatureMapsDep,
                    weights: WeightsQuery = "auto") -> Response:
     """One channel's values, float32 H×W: the page reads the value under the cursor from it."""
     loaded = runtime.load(model, weights)

@@ -17,7 +17,8 @@ from server.services.model_runtime import LoadedModel, ModelRuntime
 
 router = APIRouter(prefix="/api", tags=["filters"])
 
-StartQuery = Annotated[int, Query(ge=0, description="first channel of the page")]
+MAX_CHANNEL_INDEX = 65535  # far above any layer's channel count; the bound keeps the schema honest
+StartQuery = Annotated[int, Query(ge=0, le=MAX_CHANNEL_INDEX, description="first channel of the page")]
 CountQuery = Annotated[int | None, Query(ge=1, le=256, description="channels on the page: at most 64 per axis (256 "
                                                             "kernels of an RGB-input layer), and no more than the "
                                                             "layer has from the start; a page beyond is 404")]

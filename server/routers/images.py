@@ -17,7 +17,7 @@ from server.deps import (
     WeightsQuery,
     weights_header,
 )
-from server.openapi import binary, json_example
+from server.openapi import Predictions, Uploaded, binary, json_answer
 from server.responses import npy_response, png_response
 from server.services.model_inputs import input_batch, input_picture, input_tensor
 from server.services.predictions import predictions_from_logits
@@ -39,8 +39,7 @@ UPLOAD_BODY = {
             "encoding": {"file": {"contentType": "image/png, image/jpeg, image/gif, image/webp, image/bmp, "
                                                  "image/tiff, application/octet-stream"}},
         },
-        "image/png": _BINARY, "image/jpeg": _BINARY, "image/gif": _BINARY, "image/webp": _BINARY,
-        "image/bmp": _BINARY, "image/tiff": _BINARY, "application/octet-stream": _BINARY,
+        "image/*": _BINARY, "application/octet-stream": _BINARY,
     },
 }
 UPLOADED = {"image_id": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "width": 640, "height": 480}
@@ -50,7 +49,7 @@ PREDICTIONS = {"predictions": [{"index": 7, "label": "7", "probability": 0.981},
 
 @router.post("/images", status_code=201, summary="Upload an image; its id is the sha256 of the bytes",
              openapi_extra={"requestBody": UPLOAD_BODY},
-             responses=json_example(UPLOADED, 201, "Stored: the id and the size of the upright working copy"))
+             responses=json_answer(Uploaded, UPLOADED, 201, "Stored: the id and the size of the upright working copy"))
 async def upload_image(request: Request, store: ImageStoreDep, settings: SettingsDep,
                        gate: UploadGateDep) -> dict[str, Any]:
     async with gate.admit():  # a few uploads in memory at once; the rest wait with their bodies unread
@@ -83,7 +82,7 @@ def model_input_picture(model: str, image_id: str, runtime: RuntimeDep, store: I
 
 
 @router.get("/models/{model}/images/{image_id}/predictions", summary="The top classes and their probabilities",
-            responses=json_example(PREDICTIONS))
+            responses=json_answer(Predictions, PREDICTIONS))
 def predictions(model: str, image_id: str, runtime: RuntimeDep, store: ImageStoreDep, batcher: BatcherDep,
                 response: Response,
                 top_k: Annotated[int, Query(ge=1, le=1000, description="how many classes; more than the model "

@@ -50,7 +50,7 @@ def layer_trace(model: str, image_id: str, layer: str, request: Request, respons
 
 @router.get("/models/{model}/images/{image_id}/layers/{layer}/trace/input.npy")
 def layer_input(model: str, image_id: str, layer: str, request: Request, runtime: RuntimeDep, store: ImageStoreDep,
-                limiter: LimiterDep, channel: Annotated[int | None, Query(ge=0)] = None,
+                limiter: LimiterDep, channel: Annotated[int | None, Query(ge=0, le=65535)] = None,
                 weights: WeightsQuery = "auto") -> Response:
     """The tensor entering the layer (C×H×W float32), or one channel of it (H×W)."""
     loaded = runtime.load(model, weights)
@@ -64,7 +64,7 @@ def layer_input(model: str, image_id: str, layer: str, request: Request, runtime
 
 @router.get("/models/{model}/images/{image_id}/layers/{layer}/trace/output.npy")
 def layer_output(model: str, image_id: str, layer: str, request: Request, runtime: RuntimeDep, store: ImageStoreDep,
-                 limiter: LimiterDep, channel: Annotated[int | None, Query(ge=0)] = None,
+                 limiter: LimiterDep, channel: Annotated[int | None, Query(ge=0, le=65535)] = None,
                  stage: Literal["layer", "final"] = "layer", weights: WeightsQuery = "auto") -> Response:
     """The layer's output (``stage=final``: after the batch norm / activation that follow it)."""
     loaded = runtime.load(model, weights)
