@@ -12,5 +12,6 @@ router = APIRouter(prefix="/api", tags=["health"])
 
 @router.get("/health", summary="Is the server up, on which device, which version",
             responses=json_answer(Health, {"status": "ok", "device": "cpu", "version": "0.1.0"}))
-def health(runtime: RuntimeDep) -> dict[str, str]:
+async def health(runtime: RuntimeDep) -> dict[str, str]:
+    """No model work and no thread: answers at once, however busy the model pools are."""
     return {"status": "ok", "device": device_label(runtime.device), "version": __version__}
