@@ -14,6 +14,7 @@ import { createGridEditor } from './grid-editor.js';
 import { ACTIVATIONS, MAX_INPUT, MAX_KERNEL, POOL_OPS, readSettings, requestBody, toQuery } from './settings.js';
 import { resizeGrid } from './grid-codec.js';
 import { createExtras } from './extras.js';
+import { fitCanvasToViewport } from '../common/fit-canvas.js';
 
 let v = null;
 
@@ -106,6 +107,7 @@ export function mount(container, ctx) {
   }, 'click');
   exportButtons.forEach((button) => on(button, () => runExport(button.dataset.export), 'click'));
   bag.add(setupHover(canvas, tooltip, () => v.hits));
+  bag.add(fitCanvasToViewport(canvas).dispose);
   loadPresets();
   update(ctx);
 }
