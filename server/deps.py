@@ -11,6 +11,7 @@ from server.services.batching import PredictionBatcher
 from server.services.feature_maps import FeatureMaps
 from server.services.image_store import ImageStore
 from server.services.model_runtime import ModelRuntime
+from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.upload import UploadGate
 from server.services.weights_download import WeightsDownloads
@@ -61,6 +62,10 @@ def get_saliency_maps(request: Request) -> SaliencyMaps:
     return request.app.state.saliency_maps
 
 
+def get_gradcam_steps(request: Request) -> GradCamStepsService:
+    return request.app.state.gradcam_steps
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
@@ -71,6 +76,7 @@ FeatureMapsDep = Annotated[FeatureMaps, Depends(get_feature_maps)]
 SaliencyMapsDep = Annotated[SaliencyMaps, Depends(get_saliency_maps)]
 BatcherDep = Annotated[PredictionBatcher, Depends(get_batcher)]
 UploadGateDep = Annotated[UploadGate, Depends(get_upload_gate)]
+GradCamStepsDep = Annotated[GradCamStepsService, Depends(get_gradcam_steps)]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],
     Query(description="auto: trained weights when present, else untrained (random, seeded)"),

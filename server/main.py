@@ -26,6 +26,7 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
     sandbox,
     trace,
 )
+from server.routers import gradcam_steps as gradcam_steps_router  # Grad-CAM taken apart (issue 12)
 from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
 from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
@@ -34,6 +35,7 @@ from server.services.conv_trace import CaptureCache
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
 from server.services.model_runtime import ModelRuntime
+from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.upload import UploadGate
 from server.services.weights_download import WeightsDownloads
@@ -52,6 +54,7 @@ ROUTERS = (
     trace.router,
     sandbox.router,
     saliency.router,
+    gradcam_steps_router.router,
 )
 
 
@@ -78,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.layer_overviews = LayerOverviews()
         app.state.trace_captures = CaptureCache()
         app.state.saliency_maps = SaliencyMaps(app.state.image_store, app.state.limiter.admit)
+        app.state.gradcam_steps = GradCamStepsService(app.state.image_store, app.state.limiter.admit,
+                                                      settings.gradcam_steps_cache_bytes)
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
         # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
         threads = anyio.to_thread.current_default_thread_limiter()

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     batch_window_ms: float = 2.0  # predictions for the same model wait this long to share a forward pass
     max_batch_size: int = 16
     activation_cache_bytes: int = 256 * 1024 * 1024  # layer outputs kept per (model, image), float32
+    gradcam_steps_cache_bytes: int = 32 * 1024 * 1024  # Grad-CAM steps (layer output + weights) per key
 
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
 
