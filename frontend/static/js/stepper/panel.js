@@ -13,6 +13,7 @@ import { MAX_EXPORT_FRAMES, canRecordWebm, exportGif, exportPng, exportWebm } fr
 import { renderSoftmax } from './softmax-table.js';
 import { pick, setupHover } from './hover.js';
 import { fitCanvasToViewport } from '../common/fit-canvas.js';
+import { createExplainPanel, explainButton } from '../common/explain.js';
 
 const SOFTMAX = '@softmax';
 const TOPS = [3, 8, 16];
@@ -46,16 +47,21 @@ export function mount(container, ctx) {
   const message = el('p', { className: 'stepper-message', hidden: true });
   const softmaxHost = el('div', { className: 'stepper-softmax', hidden: true });
   const geometry = el('p', { className: 'stepper-geometry', attrs: { 'aria-label': 'Output size of this layer' } });
+  const topHelp = explainButton('top-channels');
+  const detailHelp = explainButton('each-input-channel');
+  const rfHelp = explainButton('receptive-field');
+  const explain = createExplainPanel('stepper', ['receptive-field', 'jump', 'top-channels', 'stride', 'padding', 'dilation', 'groups', 'output-size']);
   const controls = el('div', { className: 'stepper-controls' }, [
     el('label', { className: 'stepper-field' }, ['Layer ', layerSelect]),
     el('label', { className: 'stepper-field', attrs: { 'data-for': 'channel' } }, ['Output channel ', channelInput]),
-    el('label', { className: 'stepper-field', attrs: { 'data-for': 'top' } }, [topSelect]),
-    el('label', { className: 'stepper-field', attrs: { 'data-for': 'detail' } }, [detail, ' each input channel']),
+    el('span', { className: 'stepper-field', attrs: { 'data-for': 'top' } }, [topSelect, topHelp]),
+    el('span', { className: 'stepper-field', attrs: { 'data-for': 'detail' } }, [el('label', {}, [detail, ' each input channel']), detailHelp]),
+    el('span', { className: 'stepper-field', attrs: { 'data-for': 'rf' } }, ['Receptive field', rfHelp]),
     el('span', { className: 'stepper-export' }, ['Export ', ...exportButtons, exportNote]),
   ]);
-  container.append(el('section', { className: 'card stepper' }, [controls, message, el('div', { className: 'stepper-player-host' }, [playerHost, stage]), geometry, softmaxHost]));
+  container.append(el('section', { className: 'card stepper' }, [explain.element, controls, message, el('div', { className: 'stepper-player-host' }, [playerHost, stage]), geometry, softmaxHost]));
 
-  v = { ctx, bag, canvas, g: canvas.getContext('2d'), tooltip, geometry, layerSelect, channelInput, topSelect, detail, message,
+  v = { ctx, bag, canvas, g: canvas.getContext('2d'), tooltip, geometry, explain, rfHelp, layerSelect, channelInput, topSelect, detail, message,
     softmaxHost, stage, playerHost, exportButtons, exportNote, data: createTraceData(ctx.api), key: null, setup: null,
     got: { traces: new Map(), inputs: new Map(), outputs: new Map() }, hits: null, exportAbort: null, rfImage: null };
   v.animator = createAnimator({ count: 1, onFrame: drawFrame, onPlayState: onPlayState });
@@ -130,7 +136,7 @@ async function start({ layer, layerName, channel, top }) {
   const softmax = layerName === SOFTMAX;
   v.geometry.textContent = '';
   v.softmaxHost.hidden = !softmax;
-  for (const name of ['channel', 'top', 'detail']) v.layerSelect.closest('.stepper-controls').querySelector(`[data-for="${name}"]`).hidden = softmax;
+  for (const name of ['channel', 'top', 'detail', 'rf']) v.layerSelect.closest('.stepper-controls').querySelector(`[data-for="${name}"]`).hidden = softmax;
   v.exportButtons[0].parentElement.hidden = softmax; // the softmax is a table, not an animation
   if (softmax) {
     showMessage('');
@@ -156,6 +162,8 @@ async function start({ layer, layerName, channel, top }) {
     const [, inH, inW] = first.input_shape || [0, outH, outW];
     v.setup = { layer, channel, top, outC, outH, outW, inH, inW, phases: perCell, kind: first.kind, window: layerWindow(layer, first, inH, inW) };
     v.geometry.textContent = geometryText(v.setup.window);
+    v.rfHelp.update({ model: ctx.model, layer });
+    v.explain.update({ model: ctx.model, layer }, [['This layer', `${layer.name} · ${subtitle(v.setup, null)}`], ['Output size here', v.geometry.textContent]]);
     v.rfImage = new Image();
     v.rfImage.onload = () => v && v.setup && redraw();
     v.rfImage.src = ctx.api.urls.modelInput(ctx.model.id, ctx.imageId, ctx.weights);
