@@ -73,7 +73,7 @@ def test_layer_map_is_placed_by_receptive_field(page, shots: Path) -> None:
     image = upload_sample(page, "shapes-test-0")
     page.goto(f"/?model=tinyvgg-shapes&image={image}&view=layers&layer=block2.3&channel=3")
     page.wait_for_selector(".detail-stage[data-channel='3'] img.detail-map[data-placement]")
-    layer = next(l for l in api(page, "/api/models/tinyvgg-shapes")["layers"] if l["name"] == "block2.3")
+    layer = next(x for x in api(page, "/api/models/tinyvgg-shapes")["layers"] if x["name"] == "block2.3")
     field, (_, h, w) = layer["receptive_field"], layer["output_shape"]
     stage = page.locator(".detail-stage").bounding_box()
     overlay = page.locator(".detail-stage img.detail-map").bounding_box()
