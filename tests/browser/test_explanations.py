@@ -137,3 +137,49 @@ def test_stale_step_through_position_leaves_the_url(page) -> None:
     page.click("#view-tabs button[data-view='layers']")
     page.wait_for_selector(".grid-host figure.tile")
     assert "pos=" not in page.url
+
+
+def test_saliency_while_computing_shows_no_broken_image_or_empty_legend(page) -> None:
+    page.goto("/")
+    image = upload_sample(page, "shapes-test-0")
+    held = []
+    page.route("**/saliency/topk.json*", lambda route: held.append(route))
+    with page.expect_request(lambda request: "topk.json" in request.url):
+        page.goto(f"/?model=tinyvgg-shapes&image={image}&view=saliency")
+    page.wait_for_function("() => document.querySelector('.sal-focus-placeholder') && !document.querySelector('.sal-focus-placeholder').hidden")
+    assert held, "the top-k request should be waiting"
+    assert "Computing" in page.text_content(".sal-focus-placeholder")
+    broken = page.evaluate(
+        "() => [...document.querySelectorAll('#view img')].filter((i) => i.checkVisibility() && !i.getAttribute('src')).length")
+    assert broken == 0
+    assert not page.locator(".sal-focus .sal-legend").is_visible()
+    for route in held:
+        route.continue_()
+    page.unroute("**/saliency/topk.json*")
+    page.wait_for_selector(".sal-focus-stack:not([hidden]) img.sal-heat[src]")
+    assert page.locator(".sal-focus .sal-legend").is_visible()
+    assert page.locator(".sal-focus-placeholder").is_hidden()
+
+
+CLIPPED_WITHOUT_ELLIPSIS = """() => [...document.querySelectorAll('#view *, .topbar *')].filter((e) => {
+  if (!e.checkVisibility() || e.tagName === 'CANVAS' || (e.children.length && e.tagName !== 'SELECT')) return false;
+  const s = getComputedStyle(e);
+  const clips = ['hidden', 'clip'].includes(s.overflowX);
+  return clips && e.scrollWidth > e.clientWidth + 1 && s.textOverflow !== 'ellipsis' && (e.textContent || e.value || '').trim();
+}).map((e) => `${e.tagName}.${e.className}: ${e.textContent.trim().slice(0, 40)}`)"""
+
+
+@pytest.mark.parametrize("view", ["layers", "stepper"])
+def test_cut_labels_end_with_an_ellipsis(page, view) -> None:
+    """ResNet-18's long layer and type names ('layer1.0.conv1', 'AdaptiveAvgPool2d') in narrow boxes."""
+    page.set_viewport_size({"width": 1024, "height": 640})
+    page.goto("/")
+    image = upload_sample(page, "shapes-test-0")
+    page.goto(f"/?model=resnet18&weights=untrained&image={image}&view={view}&layer=layer1.0.conv1")
+    page.wait_for_selector(".strip-box .strip-type" if view == "layers" else "#stepper-canvas[data-ready='1']", timeout=120_000)
+    assert page.evaluate(CLIPPED_WITHOUT_ELLIPSIS) == []
+    # selects are checked too: a layer name longer than the select ends with '…', and its title has it whole
+    select = "#stepper-layer" if view == "stepper" else "#model-select"
+    assert page.eval_on_selector(select, "s => getComputedStyle(s).textOverflow") == "ellipsis"
+    if view == "stepper":
+        assert page.get_attribute("#stepper-layer", "title") == "layer1.0.conv1 · Conv2d"

@@ -117,6 +117,8 @@ function fillLayerSelect(layers, selected) {
       el('option', { value: SOFTMAX, text: 'softmax at the output' }));
   }
   v.layerSelect.value = selected;
+  const option = v.layerSelect.selectedOptions[0];
+  v.layerSelect.title = option ? option.textContent : ''; // the full name when the select is narrower
 }
 
 function showMessage(text) {
