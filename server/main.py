@@ -17,10 +17,12 @@ from server import __version__
 from server.errors import install_error_handlers
 from server.routers import (  # feature maps and learned filters (issue 3)  # step-through traces and the sandbox (issue 5)
     activations,
+    channels,  # what a channel looks for: dataset examples and feature visualisation (issue 12)
     filters,
     health,
     images,
     models,
+    network,  # the network overview and dense-layer detail (issue 12)
     saliency,  # saliency maps (issue 4)
     samples,
     sandbox,
@@ -30,11 +32,15 @@ from server.routers import gradcam_steps as gradcam_steps_router  # Grad-CAM tak
 from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
 from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
+from server.services.background_jobs import BackgroundJobs
 from server.services.batching import PredictionBatcher
+from server.services.channel_examples import ChannelExamples
 from server.services.conv_trace import CaptureCache
+from server.services.feature_vis import FeatureVisualisations
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
 from server.services.model_runtime import ModelRuntime
+from server.services.network_overview import NetworkOverviews
 from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.upload import UploadGate
@@ -55,6 +61,8 @@ ROUTERS = (
     sandbox.router,
     saliency.router,
     gradcam_steps_router.router,
+    network.router,
+    channels.router,
 )
 
 
@@ -83,12 +91,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.saliency_maps = SaliencyMaps(app.state.image_store, app.state.limiter.admit)
         app.state.gradcam_steps = GradCamStepsService(app.state.image_store, app.state.limiter.admit,
                                                       settings.gradcam_steps_cache_bytes)
+        app.state.network_overviews = NetworkOverviews(settings.network_cache_items, settings.network_cache_bytes)
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
         # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, settings.max_active_work + settings.max_waiting_work + 32)
+        app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue)
+        channel_dir = settings.channel_cache_dir or settings.storage_dir.parent / "channels"
+        app.state.channel_examples = ChannelExamples(
+            app.state.background_jobs, channel_dir, settings.data_dir,
+            max_k=settings.channel_examples_max_k, max_pixels=settings.channel_examples_max_pixels,
+            cache_bytes=settings.channel_cache_bytes, batch_size=settings.channel_examples_batch,
+            memory_items=settings.channel_examples_memory_items, admit=app.state.limiter.admit)
+        app.state.feature_vis = FeatureVisualisations(
+            app.state.background_jobs, channel_dir, settings.data_dir,
+            steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=app.state.limiter.admit)
         log.info("ConvScope %s on %s", __version__, device_label(device))
-        yield
+        try:
+            yield
+        finally:
+            app.state.background_jobs.close()
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:

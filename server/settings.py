@@ -43,6 +43,23 @@ class Settings(BaseSettings):
 
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
 
+    # network overview (every layer as a column of its strongest channels)
+    network_max_columns: int = 24  # deeper models are summarised by blocks so that this many fit
+    network_channels_per_column: int = 8  # thumbnails per wide column; the rest behind "+N more"
+    network_all_channels_up_to: int = 16  # a column this narrow shows every channel
+    network_cache_items: int = 16
+    network_cache_bytes: int = 32 * 1024 * 1024
+
+    # what a channel looks for: dataset examples and feature visualisation (background jobs)
+    channel_cache_dir: Path | None = None  # None: "channels" beside storage_dir
+    channel_jobs_queue: int = 8  # long jobs waiting for the one background worker; more answer 503
+    channel_examples_max_k: int = 32  # images kept per channel (examples.json's k is at most this)
+    channel_examples_max_pixels: int = 60_000_000  # images × input pixels one dataset pass may cost
+    channel_examples_batch: int = 64
+    channel_examples_memory_items: int = 4  # (model, weights, dataset) tables kept in memory
+    channel_cache_bytes: int = 256 * 1024 * 1024  # on disk, examples and feature visualisations each
+    feature_vis_steps: int = 128
+
 
 def resolve_device(choice: str) -> torch.device:
     """``auto`` picks CUDA when available, then Apple's MPS, then the CPU."""

@@ -24,6 +24,7 @@
  * tab is then shown disabled with `unavailableReason`.
  */
 export const VIEWS = [
+  { id: 'network', title: 'Network', load: () => import('../network/network-view.js') },
   { id: 'overview', title: 'Overview', load: () => import('./overview.js') },
   { id: 'layers', title: 'Layers', load: () => import('../layers/layers-view.js') },
   { id: 'saliency', title: 'Saliency', load: () => import('../saliency/saliency-view.js') },
