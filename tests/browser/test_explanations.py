@@ -183,3 +183,22 @@ def test_cut_labels_end_with_an_ellipsis(page, view) -> None:
     assert page.eval_on_selector(select, "s => getComputedStyle(s).textOverflow") == "ellipsis"
     if view == "stepper":
         assert page.get_attribute("#stepper-layer", "title") == "layer1.0.conv1 · Conv2d"
+
+
+def test_dense_versus_conv_parameter_counts_are_computed(page) -> None:
+    import torch.nn as nn
+
+    page.goto("/")
+    image = upload_sample(page, "mnist-test-3")
+    page.goto(f"/?model=lenet5&image={image}&view=stepper&layer=features.3")
+    page.wait_for_selector("#stepper-canvas[data-ready='1']")
+    page.click(".explain-panel summary")
+    text = page.text_content(".explain-panel dd[data-concept='parameters']")
+    layers = {layer["name"]: layer for layer in api(page, "/api/models/lenet5")["layers"]}
+    layer, before = layers["features.3"], layers["features.2"]
+    conv = sum(p.numel() for p in nn.Conv2d(6, 16, 5).parameters())
+    in_n, out_n = int(np.prod(before["output_shape"])), int(np.prod(layer["output_shape"]))
+    dense = sum(p.numel() for p in nn.Linear(in_n, out_n).parameters())
+    assert conv == layer["params"]
+    assert f"= {conv:,} parameters (the model reports {layer['params']:,})" in text
+    assert f"{in_n:,} × {out_n:,} + {out_n:,} = {dense:,}: {round(dense / conv):,}× more" in text

@@ -38,6 +38,7 @@ export const CONCEPTS = {
     text: 'On: one step per input channel (window × kernel = products, then the sum so far). Off: one step per '
       + 'output cell with all channels added at once.',
   },
+  parameters: { title: 'Parameters: convolution vs dense', text: 'A convolution\'s parameters are its kernels and biases, shared by every position.' },
   stride: { title: 'Stride', text: 'How far the window moves between two output cells. Stride 2 halves the output size.' },
   padding: { title: 'Padding', text: 'Zeros added around the input (hatched cells) so the window can also sit on the border.' },
   dilation: { title: 'Dilation', text: 'Gaps between the kernel\'s taps: a 3×3 kernel with dilation 2 covers 5×5 input cells with 9 taps.' },
@@ -130,10 +131,48 @@ export function receptiveFieldFacts(model, layer) {
   return { size, jump, source: from ? from.source : null, lines };
 }
 
+const int = (v) => Number(v).toLocaleString('en-US');
+
+/** The output shape [C, H, W] of what feeds `layer` (model input for the first layer), or null. */
+function inputShape(model, layer) {
+  const facts = receptiveFieldFacts(model, layer);
+  if (facts && facts.source === 'the input') return [model.input.channels, model.input.height, model.input.width];
+  const source = facts && facts.source && model.layers.find((l) => l.name === facts.source);
+  return source && Array.isArray(source.output_shape) && source.output_shape.length === 3 ? source.output_shape : null;
+}
+
+/**
+ * Parameter sharing in numbers: this conv layer's parameters against a dense (fully connected) layer
+ * between the same input and output sizes. Returns {conv, dense, ratio, text} or null (not a conv layer).
+ */
+export function parameterFacts(model, layer) {
+  if (!layer || layer.kind !== 'conv' || !layer.kernel_size || !Array.isArray(layer.output_shape)) return null;
+  const [kh, kw] = pair(layer.kernel_size);
+  const perKernel = (layer.in_channels / (layer.groups || 1)) * kh * kw;
+  const bias = layer.bias ? layer.out_channels : 0;
+  const conv = layer.out_channels * perKernel + bias;
+  const shape = inputShape(model, layer);
+  const outN = layer.output_shape.reduce((a, b) => a * b, 1);
+  let text = `This convolution: ${layer.out_channels} kernels × ${layer.in_channels / (layer.groups || 1)}×${kh}×${kw} weights`
+    + `${bias ? ` + ${bias} biases` : ''} = ${int(conv)} parameters (the model reports ${int(layer.params)}).`;
+  if (!shape || shape[0] !== layer.in_channels) return { conv, dense: null, ratio: null, text };
+  const inN = shape.reduce((a, b) => a * b, 1);
+  const dense = inN * outN + outN;
+  const ratio = dense / conv;
+  text += ` A dense layer from the same ${shape.join('×')} input (${int(inN)} values) to the same ${layer.output_shape.join('×')} output`
+    + ` (${int(outN)} values) would need ${int(inN)} × ${int(outN)} + ${int(outN)} = ${int(dense)}: ${int(Math.round(ratio))}× more,`
+    + ' because a convolution reuses its small kernels at every position (parameter sharing) and reads only a window.';
+  return { conv, dense, ratio, text };
+}
+
 /** The text for a "?" next to a control: the concept's sentence, plus the layer's numbers for RF/jump. */
 export function conceptText(id, { model, layer } = {}) {
   const concept = CONCEPTS[id];
   if (!concept) return '';
+  if (id === 'parameters' && model && layer) {
+    const facts = parameterFacts(model, layer);
+    if (facts) return facts.text;
+  }
   if ((id === 'receptive-field' || id === 'jump') && model && layer) {
     const facts = receptiveFieldFacts(model, layer);
     if (facts) return `${concept.text} ${facts.lines.join(' ')}`;

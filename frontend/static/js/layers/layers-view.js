@@ -63,7 +63,7 @@ export function mount(container, ctx) {
   const zoom = el('input', { type: 'range', min: '28', max: '200', step: '4', value: '72', id: 'tile-zoom', className: 'zoom' });
   const group = (label, ...controls) => el('span', { className: 'toolbar-group' }, [label, ...controls]);
   const rfHelp = explainButton('receptive-field');
-  const explain = createExplainPanel('layers', ['receptive-field', 'jump', 'scale', 'tile-number', 'map-over-image']);
+  const explain = createExplainPanel('layers', ['receptive-field', 'jump', 'parameters', 'scale', 'tile-number', 'map-over-image']);
   const toolbar = el('div', { className: 'layer-toolbar' }, [
     group(el('span', { className: 'toolbar-label', text: 'Sort' }), sort, explainButton('tile-number')),
     group(el('span', { className: 'toolbar-label', text: 'Scale' }), scale, explainButton('scale')),

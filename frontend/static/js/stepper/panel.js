@@ -50,7 +50,7 @@ export function mount(container, ctx) {
   const topHelp = explainButton('top-channels');
   const detailHelp = explainButton('each-input-channel');
   const rfHelp = explainButton('receptive-field');
-  const explain = createExplainPanel('stepper', ['receptive-field', 'jump', 'top-channels', 'stride', 'padding', 'dilation', 'groups', 'output-size']);
+  const explain = createExplainPanel('stepper', ['receptive-field', 'jump', 'parameters', 'top-channels', 'stride', 'padding', 'dilation', 'groups', 'output-size']);
   const controls = el('div', { className: 'stepper-controls' }, [
     el('label', { className: 'stepper-field' }, ['Layer ', layerSelect]),
     el('label', { className: 'stepper-field', attrs: { 'data-for': 'channel' } }, ['Output channel ', channelInput]),
