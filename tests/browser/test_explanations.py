@@ -202,3 +202,17 @@ def test_dense_versus_conv_parameter_counts_are_computed(page) -> None:
     assert conv == layer["params"]
     assert f"= {conv:,} parameters (the model reports {layer['params']:,})" in text
     assert f"{in_n:,} × {out_n:,} + {out_n:,} = {dense:,}: {round(dense / conv):,}× more" in text
+
+
+@pytest.mark.parametrize(("model", "sample", "layer"), [("lenet5", "mnist-test-3", "features.1"), ("tinyvgg-shapes", "shapes-test-0", "block1.1")])
+def test_activation_is_plotted_through_pytorchs_value(page, model, sample, layer, shots: Path) -> None:
+    page.goto("/")
+    image = upload_sample(page, sample)
+    page.goto(f"/?model={model}&image={image}&view=stepper&layer={layer}&pos=12,13")
+    page.wait_for_selector("#stepper-canvas[data-ready='1'][data-cell='12,13'][data-plot]")
+    plot = json.loads(page.get_attribute("#stepper-canvas", "data-plot"))
+    out = np.load(__import__("io").BytesIO(page.request.get(f"/api/models/{model}/images/{image}/layers/{layer}/activations.npy").body()))
+    assert plot["torch"] == pytest.approx(float(out[0, 12, 13]), rel=1e-6, abs=1e-7)
+    # the curve drawn is the function PyTorch applied: it passes through the marked point
+    assert plot["fx"] == pytest.approx(plot["torch"], rel=1e-5, abs=1e-6)
+    page.locator("#stepper-canvas").screenshot(path=str(shots / f"activation-plot-{model}.png"))
