@@ -52,6 +52,18 @@ class ShiftRequest(BaseModel):
     pool_op: Literal["max", "avg", "l2"] = "max"
 
 
+class MixRequest(BaseModel):
+    channels: Annotated[list[Grid], Field(max_length=64)]
+    weights: Grid
+    bias: Annotated[list[float], Field(max_length=64)] | None = None
+
+
+@router.post("/sandbox/mix")
+def mix(body: MixRequest) -> dict[str, Any]:
+    """A 1×1 convolution over several channels (channel mixing), every product returned."""
+    return sandbox.mix_channels(body.channels, body.weights, body.bias)
+
+
 @router.post("/sandbox/convolve")
 def convolve(body: ConvolveRequest) -> dict[str, Any]:
     return sandbox.convolve(body.input, body.kernel, body.padding, body.stride, body.dilation, body.mode,
