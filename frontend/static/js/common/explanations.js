@@ -39,6 +39,12 @@ export const CONCEPTS = {
       + 'output cell with all channels added at once.',
   },
   parameters: { title: 'Parameters: convolution vs dense', text: 'A convolution\'s parameters are its kernels and biases, shared by every position.' },
+  'one-by-one': {
+    title: '1×1 convolution',
+    text: 'A 1×1 kernel reads no neighbours: at each position it multiplies the input channels\' values by one weight each '
+      + 'and adds them (plus a bias). Each output channel is a different mix. Networks use it to change the number of '
+      + 'channels cheaply: C_in × C_out weights, whatever the image size.',
+  },
   stride: { title: 'Stride', text: 'How far the window moves between two output cells. Stride 2 halves the output size.' },
   padding: { title: 'Padding', text: 'Zeros added around the input (hatched cells) so the window can also sit on the border.' },
   dilation: { title: 'Dilation', text: 'Gaps between the kernel\'s taps: a 3×3 kernel with dilation 2 covers 5×5 input cells with 9 taps.' },

@@ -5,6 +5,7 @@ import { el, listen, disposer, isAbort } from '../dom.js';
 import { COLOURS, clear, drawLegend, drawNumberGrid, fmt, label, makeScale, rangeOf } from '../stepper/renderer.js';
 import { encodeGrid } from './grid-codec.js';
 import { explainButton } from '../common/explain.js';
+import { createChannelMix } from './channel-mix.js';
 
 const SHIFT_W = 960;
 const SHIFT_H = 630;
@@ -50,6 +51,7 @@ export function createExtras(parent, { ctx }) {
   let shiftAbort = null;
   let objectUrl = null;
   let current = { ctx, settings: null };
+  const mix = createChannelMix(parent, { getCtx: () => current.ctx });
 
   [dy, dx, poolOp].forEach((control) => bag.add(listen(control, 'change', () => refreshShift(true))));
 
@@ -188,10 +190,12 @@ export function createExtras(parent, { ctx }) {
   return {
     update(nextCtx, settings) {
       current = { ctx: nextCtx, settings };
+      mix.update(nextCtx);
       refreshFilter();
       refreshShift();
     },
     dispose() {
+      mix.dispose();
       if (filterAbort) filterAbort.abort();
       if (shiftAbort) shiftAbort.abort();
       if (objectUrl) URL.revokeObjectURL(objectUrl);
