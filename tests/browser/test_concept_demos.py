@@ -90,3 +90,29 @@ def test_real_one_by_one_layers_open_in_the_step_through(page) -> None:
     assert f"layer={name}" in page.url.replace("%2E", ".")
     assert page.locator("#stepper-layer").input_value() == name
     assert "kernel 1×1" in page.text_content(".explain-panel")
+
+
+def test_flatten_linear_softmax_adds_up(page, shots) -> None:
+    page.goto("/")
+    image = upload_sample(page, "mnist-test-3")
+    page.goto(f"/?model=lenet5&image={image}&view=stepper&layer=@softmax")
+    page.wait_for_selector(".linear-table")
+    softmax = page.request.get(f"/api/models/lenet5/images/{image}/softmax?top=10").json()
+
+    def check(index: int) -> None:
+        table = page.locator(f".linear-table[data-target='{index}']")
+        table.wait_for()
+        cells = table.locator("tbody tr td:last-child").all_text_contents()
+        values = [number(t) for t in cells]
+        *terms, logit = values  # products, the other inputs, the bias, then the logit
+        assert sum(terms) == pytest.approx(logit, abs=2e-3)
+        expected = next(c for c in softmax["classes"] if c["index"] == index)["logit"]
+        assert float(table.get_attribute("data-logit")) == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+    check(softmax["classes"][0]["index"])
+    assert "16×5×5 maps are read" in page.text_content(".flatten-step") and "400 numbers" in page.text_content(".flatten-step")
+    page.screenshot(path=str(shots / "flatten-linear-softmax.png"), full_page=True)
+    second = softmax["classes"][1]["index"]
+    page.click(f"tr.softmax-row[data-index='{second}']")
+    check(second)
+    assert f"cls={second}" in page.url

@@ -11,6 +11,7 @@ import { WIDTH, HEIGHT, convPhases, drawScene, channelName } from './trace-scene
 import { window2d, receptiveBox } from './window-math.js';
 import { MAX_EXPORT_FRAMES, canRecordWebm, exportGif, exportPng, exportWebm } from './export.js';
 import { renderSoftmax } from './softmax-table.js';
+import { showOutput } from './flatten-linear.js';
 import { pick, setupHover } from './hover.js';
 import { fitCanvasToViewport } from '../common/fit-canvas.js';
 import { createExplainPanel, explainButton } from '../common/explain.js';
@@ -94,7 +95,7 @@ export function update(ctx) {
   }
   const layer = layers.find((l) => l.name === layerName);
   const channel = layer ? Math.min(Math.max(0, Number(ctx.state.get('channel')) || 0), layer.output_shape[0] - 1) : 0;
-  const key = [ctx.model.id, ctx.weights, ctx.imageId, layerName, channel, top, v.detail.checked].join('|');
+  const key = [ctx.model.id, ctx.weights, ctx.imageId, layerName, channel, top, v.detail.checked, layerName === SOFTMAX ? ctx.state.get('cls') : ''].join('|');
   if (key !== v.key) {
     v.key = key;
     start({ layer, layerName, channel, top });
@@ -316,10 +317,12 @@ function onCanvasClick(event) {
 }
 
 async function loadSoftmax(key) {
-  v.softmaxHost.replaceChildren(el('p', { className: 'hint', text: 'Computing the softmax…' }));
+  const target = /^\d+$/.test(v.ctx.state.get('cls') || '') ? Number(v.ctx.state.get('cls')) : null;
+  if (v.outputAbort) v.outputAbort.abort();
+  v.outputAbort = new AbortController();
   try {
-    const answer = await v.data.softmax(10);
-    if (v && v.key === key) renderSoftmax(v.softmaxHost, answer, v.ctx.model);
+    await showOutput(v.softmaxHost, { ctx: v.ctx, softmax: (top) => v.data.softmax(top), signal: v.outputAbort.signal, target, renderSoftmax,
+      onPick: (index) => v.ctx.state.set({ cls: String(index) }, { replace: true }) });
   } catch (err) {
     if (!isAbort(err) && v && v.key === key) v.softmaxHost.replaceChildren(el('p', { className: 'error-text', text: err.message }));
   }
@@ -372,6 +375,7 @@ export function unmount() {
   v.animator.dispose();
   if (v.exportAbort) v.exportAbort.abort();
   v.data.dispose();
+  if (v.outputAbort) v.outputAbort.abort();
   v.player.dispose();
   v.bag.run();
   if (v.rfImage) v.rfImage.onload = null;
