@@ -15,6 +15,7 @@ import { ACTIVATIONS, MAX_INPUT, MAX_KERNEL, POOL_OPS, readSettings, requestBody
 import { resizeGrid } from './grid-codec.js';
 import { createExtras } from './extras.js';
 import { fitCanvasToViewport } from '../common/fit-canvas.js';
+import { createExplainPanel } from '../common/explain.js';
 
 let v = null;
 
@@ -58,7 +59,8 @@ export function mount(container, ctx) {
   const exportNote = el('span', { className: 'stepper-export-note', attrs: { role: 'status' } });
   const exportButtons = ['png', 'gif'].map((kind) => el('button', { type: 'button', className: 'button button-small', text: kind.toUpperCase(), dataset: { export: kind } }));
   const extrasHost = el('div', { className: 'sandbox-extras' });
-  container.append(el('section', { className: 'card sandbox' }, [
+  const explain = createExplainPanel('sandbox', ['padding', 'stride', 'dilation', 'output-size', 'pooling', 'one-by-one']);
+  container.append(el('section', { className: 'card sandbox' }, [explain.element,
     el('div', { className: 'sandbox-controls' }, [field('', c.op), field('Input ', c.example), field('size ', el('span', {}, [c.rows, ' × ', c.cols]))]),
     el('div', { className: 'sandbox-controls', dataset: { for: 'conv' } }, [field('Kernel ', c.preset), gabor, field('size ', el('span', {}, [c.krows, ' × ', c.kcols])),
       field('padding ', c.padding), field('stride ', c.stride), field('dilation ', c.dilation), field('', c.mode)]),

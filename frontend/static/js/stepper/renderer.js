@@ -153,7 +153,11 @@ export function drawMap(ctx, box, { rows, cols, values, scale, pad = { top: 0, b
   }
   const showNumbers = numbers === 'auto' ? cell >= 44 : numbers;
   if (showNumbers) {
-    ctx.font = `${Math.min(15, Math.floor(cell / 2.6))}px ${MONO}`;
+    // one font for the map: the largest (≤ 24 px, ≤ half a cell) at which every number fits its cell
+    const all = [];
+    for (let r = 0; r < rows; r += 1) for (let c = 0; c < cols; c += 1) all.push(values(r, c));
+    const fit = fitNumbers(ctx, all, cell, { digits: 2, maxFont: Math.min(24, Math.floor(cell / 2)), minFont: 9 });
+    ctx.font = `${fit.size || 9}px ${MONO}`;
     ctx.textAlign = 'center';
     ctx.textBaseline = 'middle';
     for (let r = 0; r < rows; r += 1) {
@@ -161,7 +165,7 @@ export function drawMap(ctx, box, { rows, cols, values, scale, pad = { top: 0, b
         if (visible && !visible(r, c)) continue;
         const v = values(r, c);
         ctx.fillStyle = scale.ink(v);
-        ctx.fillText(fmt(v, 2), x0 + (c + 0.5) * cell, y0 + (r + 0.5) * cell);
+        if (fit.size) ctx.fillText(fit.text(v), x0 + (c + 0.5) * cell, y0 + (r + 0.5) * cell);
       }
     }
     if (pad.top || pad.bottom || pad.left || pad.right) {
