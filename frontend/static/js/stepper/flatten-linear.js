@@ -48,7 +48,7 @@ export function renderFlattenLinear(host, { model, chain, dense, cls }) {
     el('td', { className: 'num', text: fmt(dense.output, 4) })]));
   parts.push(
     el('p', { className: 'stepper-formula', text: `Linear: z(${cls.label}) = bias + Σ_i w_i · x_i over ${dense.in_features} inputs; the ${dense.contributions.length} largest terms:` }),
-    el('table', { className: 'stepper-softmax-table linear-table', dataset: { target: String(cls.index), logit: String(dense.output) } }, [
+    el('table', { className: 'linear-table', dataset: { target: String(cls.index), logit: String(dense.output) } }, [
       el('thead', {}, [el('tr', {}, ['input', 'x_i', 'weight w_i', 'w_i · x_i'].map((t) => el('th', { text: t })))]),
       el('tbody', {}, rows),
     ]),
