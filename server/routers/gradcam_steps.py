@@ -8,7 +8,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
-from server.deps import GradCamStepsDep, RuntimeDep, WeightsQuery, weights_header
+from server.deps import GradCamStepsDep, LoadedModelDep, WeightsQuery
 from server.responses import npy_response
 from server.services.saliency.gradcam_steps import MAX_TOP
 
@@ -21,10 +21,9 @@ TopQuery = Annotated[int, Query(ge=1, le=MAX_TOP, description="how many A^k maps
 
 
 @router.get(STEPS + ".json")
-def gradcam_steps(model: str, image_id: str, runtime: RuntimeDep, service: GradCamStepsDep, layer: LayerQuery = None,
+def gradcam_steps(model: str, image_id: str, loaded: LoadedModelDep, service: GradCamStepsDep, layer: LayerQuery = None,
                   target: TargetQuery = None, top: TopQuery = 8, weights: WeightsQuery = "auto") -> Response:
     """Every step of Grad-CAM for one class at one layer, with the URL of the maps (.npy)."""
-    loaded = runtime.load(model, weights)
     key = service.key(loaded, image_id, layer, target)
     steps = service.steps(loaded, key)
     answer: dict[str, Any] = steps.describe(top)
@@ -33,14 +32,13 @@ def gradcam_steps(model: str, image_id: str, runtime: RuntimeDep, service: GradC
     answer["maps_url"] = f"{base}/gradcam-steps.npy?{query}"
     answer["raw_url"] = f"{base}/raw.npy?{urlencode({'method': 'gradcam', 'layer': steps.layer, 'target': steps.target, 'weights': loaded.variant})}"
     answer["maps"] = "float32 (top + 2)×h×w: the top channels' A^k in the order of 'top', then Σ_k α_k A^k, then its ReLU"
-    return JSONResponse(answer, headers=weights_header(loaded.variant))
+    return JSONResponse(answer)
 
 
 @router.get(STEPS + ".npy")
-def gradcam_steps_maps(model: str, image_id: str, runtime: RuntimeDep, service: GradCamStepsDep, layer: LayerQuery = None,
+def gradcam_steps_maps(model: str, image_id: str, loaded: LoadedModelDep, service: GradCamStepsDep, layer: LayerQuery = None,
                        target: TargetQuery = None, top: TopQuery = 8, weights: WeightsQuery = "auto") -> Response:
     """float32 (top + 2)×h×w: the top A^k maps, the weighted sum Σ_k α_k A^k, and ReLU of it."""
-    loaded = runtime.load(model, weights)
     steps = service.steps(loaded, service.key(loaded, image_id, layer, target))
-    return npy_response(steps.stack(top), weights_header(loaded.variant))
+    return npy_response(steps.stack(top))
 

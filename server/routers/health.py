@@ -10,5 +10,6 @@ router = APIRouter(prefix="/api", tags=["health"])
 
 
 @router.get("/health")
-def health(runtime: RuntimeDep) -> dict[str, str]:
+async def health(runtime: RuntimeDep) -> dict[str, str]:
+    """No model work and no thread: answers at once, however busy the model pools are."""
     return {"status": "ok", "device": device_label(runtime.device), "version": __version__}

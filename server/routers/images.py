@@ -9,17 +9,16 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from server.deps import (
-    BatcherDep,
     ImageStoreDep,
-    RuntimeDep,
+    InputsDep,
+    LoadedModelDep,
+    OutputsDep,
     SettingsDep,
     UploadGateDep,
-    WeightsQuery,
-    weights_header,
 )
 from server.errors import ApiError
 from server.responses import npy_response, png_response
-from server.services.model_inputs import input_batch, input_picture, input_tensor
+from server.services.model_inputs import input_picture
 from server.services.predictions import predictions_from_logits
 from server.services.upload import read_upload
 
@@ -41,30 +40,23 @@ def stored_image(image_id: str, store: ImageStoreDep) -> Response:
 
 
 @router.get("/models/{model}/images/{image_id}/input.npy")
-def model_input(model: str, image_id: str, runtime: RuntimeDep, store: ImageStoreDep,
-                weights: WeightsQuery = "auto") -> Response:
-    loaded = runtime.load(model, weights)
-    return npy_response(input_tensor(loaded, store, image_id).numpy(), weights_header(loaded.variant))
+def model_input(image_id: str, loaded: LoadedModelDep, inputs: InputsDep) -> Response:
+    return npy_response(inputs.tensor(loaded, image_id).numpy())
 
 
 @router.get("/models/{model}/images/{image_id}/input.png")
-def model_input_picture(model: str, image_id: str, runtime: RuntimeDep, store: ImageStoreDep,
-                        weights: WeightsQuery = "auto") -> Response:
-    loaded = runtime.load(model, weights)
+def model_input_picture(image_id: str, loaded: LoadedModelDep, inputs: InputsDep) -> Response:
     buf = io.BytesIO()
-    input_picture(loaded, input_tensor(loaded, store, image_id)).save(buf, format="PNG")
-    return png_response(buf.getvalue(), weights_header(loaded.variant))
+    input_picture(loaded, inputs.tensor(loaded, image_id)).save(buf, format="PNG")
+    return png_response(buf.getvalue())
 
 
 @router.get("/models/{model}/images/{image_id}/predictions")
-def predictions(model: str, image_id: str, runtime: RuntimeDep, store: ImageStoreDep, batcher: BatcherDep,
-                response: Response,
-                top_k: Annotated[int, Query(ge=1, le=1000)] = 5, weights: WeightsQuery = "auto") -> dict[str, Any]:
-    loaded = runtime.load(model, weights)
+def predictions(model: str, image_id: str, loaded: LoadedModelDep, outputs: OutputsDep,
+                top_k: Annotated[int, Query(ge=1, le=1000)] = 5) -> dict[str, Any]:
     if top_k > loaded.entry.num_classes:
         raise ApiError(422, "invalid_top_k", f"top_k must be at most {loaded.entry.num_classes} for {model}.")
-    response.headers.update(weights_header(loaded.variant))
-    # Concurrent requests for this model share one forward pass; the batcher takes the limiter's slot.
-    logits = batcher.outputs(loaded, input_batch(loaded, store, image_id))
-    preds = predictions_from_logits(loaded, logits[0], top_k)
+    # One forward result per (model, weights, image), shared with feature maps and saliency; concurrent
+    # misses for one model share one batched forward pass.
+    preds = predictions_from_logits(loaded, outputs.logits(loaded, image_id), top_k)
     return {"predictions": preds, "weights_used": loaded.variant}

@@ -8,10 +8,10 @@ import numpy as np
 from fastapi import APIRouter, Response
 
 from models.registry import ModelEntry
-from server.deps import ArchitecturesDep, DownloadsDep, RuntimeDep, WeightsQuery, weights_header
+from server.deps import ArchitecturesDep, DownloadsDep, LoadedModelDep, RuntimeDep, WeightsQuery, weights_header
 from server.errors import ApiError
 from server.responses import npy_response
-from server.services.model_runtime import ModelRuntime
+from server.services.model_runtime import LoadedModel, ModelRuntime
 
 router = APIRouter(prefix="/api", tags=["models"])
 
@@ -46,24 +46,24 @@ def model_detail(model: str, runtime: RuntimeDep, architectures: ArchitecturesDe
     return {**model_summary(entry, runtime), "weights_used": variant, **architectures.get(entry)}
 
 
-def _parameter(model: str, layer: str, name: str, runtime: ModelRuntime, weights: str) -> Response:
-    loaded = runtime.load(model, weights)
+def _parameter(loaded: LoadedModel, layer: str, name: str) -> Response:
+    model = loaded.entry.id
     module = loaded.layer(layer)
     tensor = getattr(module, name, None)
     if tensor is None or not hasattr(tensor, "detach"):
         raise ApiError(404, f"no_{name}", f"Layer {layer!r} of {model} ({type(module).__name__}) has no {name}.")
     array = tensor.detach().float().cpu().numpy().astype(np.float32)
-    return npy_response(array, weights_header(loaded.variant))
+    return npy_response(array)
 
 
 @router.get("/models/{model}/layers/{layer}/weights.npy")
-def layer_weights(model: str, layer: str, runtime: RuntimeDep, weights: WeightsQuery = "auto") -> Response:
-    return _parameter(model, layer, "weight", runtime, weights)
+def layer_weights(layer: str, loaded: LoadedModelDep) -> Response:
+    return _parameter(loaded, layer, "weight")
 
 
 @router.get("/models/{model}/layers/{layer}/bias.npy")
-def layer_bias(model: str, layer: str, runtime: RuntimeDep, weights: WeightsQuery = "auto") -> Response:
-    return _parameter(model, layer, "bias", runtime, weights)
+def layer_bias(layer: str, loaded: LoadedModelDep) -> Response:
+    return _parameter(loaded, layer, "bias")
 
 
 @router.post("/models/{model}/weights/download", status_code=202)

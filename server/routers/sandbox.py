@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from server.deps import ImageStoreDep, LimiterDep
+from server.deps import ImageStoreDep, SchedulerDep
 from server.errors import ApiError
 from server.responses import png_response
 from server.services import image_filter, kernel_presets, sandbox
@@ -65,24 +65,27 @@ def mix(body: MixRequest) -> dict[str, Any]:
 
 
 @router.post("/sandbox/convolve")
-def convolve(body: ConvolveRequest) -> dict[str, Any]:
-    return sandbox.convolve(body.input, body.kernel, body.padding, body.stride, body.dilation, body.mode,
-                            body.bias, body.activation, body.negative_slope)
+def convolve(body: ConvolveRequest, work: SchedulerDep) -> dict[str, Any]:
+    return work.run("sandbox/convolve", lambda: sandbox.convolve(
+        body.input, body.kernel, body.padding, body.stride, body.dilation, body.mode, body.bias, body.activation,
+        body.negative_slope))
 
 
 @router.post("/sandbox/pool")
-def pool(body: PoolRequest) -> dict[str, Any]:
-    return sandbox.pool(body.input, body.kernel_size, body.stride, body.padding, body.op)
+def pool(body: PoolRequest, work: SchedulerDep) -> dict[str, Any]:
+    return work.run("sandbox/pool", lambda: sandbox.pool(body.input, body.kernel_size, body.stride, body.padding,
+                                                         body.op))
 
 
 @router.post("/sandbox/shift")
-def shift(body: ShiftRequest) -> dict[str, Any]:
+def shift(body: ShiftRequest, work: SchedulerDep) -> dict[str, Any]:
     sandbox.as_grid(body.kernel, "kernel", sandbox.MAX_KERNEL)
-    return sandbox.translation_demo(body.input, body.kernel, body.dy, body.dx, body.pool_size, body.pool_op)
+    return work.run("sandbox/shift", lambda: sandbox.translation_demo(body.input, body.kernel, body.dy, body.dx,
+                                                                      body.pool_size, body.pool_op))
 
 
 @router.get("/sandbox/presets")
-def presets() -> dict[str, Any]:
+async def presets() -> dict[str, Any]:  # no model work, no thread: never waits behind model work
     return kernel_presets.catalogue()
 
 
@@ -117,7 +120,7 @@ def _padding_param(text: str) -> Any:
 
 
 @router.get("/sandbox/images/{image_id}/filtered.png")
-def filtered_image(image_id: str, store: ImageStoreDep, limiter: LimiterDep,
+def filtered_image(image_id: str, store: ImageStoreDep, work: SchedulerDep,
                    preset: str | None = None, kernel: str | None = None,
                    padding: str = "same", stride: Annotated[int, Query(ge=1, le=8)] = 1,
                    dilation: Annotated[int, Query(ge=1, le=6)] = 1, mode: Mode = "cross-correlation",
@@ -133,8 +136,8 @@ def filtered_image(image_id: str, store: ImageStoreDep, limiter: LimiterDep,
     else:
         raise ApiError(422, "invalid_kernel", f"Give kernel= rows or a preset: {', '.join(kernel_presets.KERNELS)}, gabor.")
     image = store.open_image(image_id)
-    with limiter.admit():
-        result = image_filter.filter_image(image, rows, _padding_param(padding), stride, dilation, mode)
+    result = work.run("sandbox/filtered", lambda: image_filter.filter_image(
+        image, rows, _padding_param(padding), stride, dilation, mode))
     legend = result.legend()
     return png_response(result.png, {
         "X-ConvScope-Min": f"{legend['min']:.6g}",

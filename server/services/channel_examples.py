@@ -33,8 +33,8 @@ from models.datasets import mnist, shapes
 from server.errors import ApiError
 from server.services import samples
 from server.services.background_jobs import BackgroundJobs, Job
+from server.services.hooks import forward_hooks
 from server.services.model_runtime import LoadedModel
-from server.services.saliency.hooks import forward_hooks
 
 DATASETS = ("mnist", "shapes", "photos")
 FORMAT_VERSION = 1

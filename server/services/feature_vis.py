@@ -33,8 +33,8 @@ from PIL import Image
 
 from server.errors import ApiError
 from server.services.background_jobs import BackgroundJobs, Job
+from server.services.hooks import forward_hooks
 from server.services.model_runtime import LoadedModel
-from server.services.saliency.hooks import forward_hooks
 
 
 class _Reached(Exception):

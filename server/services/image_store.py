@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from server.errors import ApiError
+from server.services.cache import ResultCache
 from server.services.image_decode import decode_image
 
 _IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -32,15 +33,17 @@ class StoredImage:
 
 
 class ImageStore:
-    def __init__(self, root: Path, budget_bytes: int, max_pixels: int, decoded_cache_items: int = 16) -> None:
+    def __init__(self, root: Path, budget_bytes: int, max_pixels: int, decoded_cache_items: int = 16,
+                 decoded_budget_bytes: int = 256 * 1024 * 1024) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.budget_bytes = budget_bytes
         self.max_pixels = max_pixels
         self._lock = threading.Lock()
         self._sizes: OrderedDict[str, int] = OrderedDict()  # id → bytes, oldest access first
-        self._decoded: OrderedDict[str, Image.Image] = OrderedDict()
-        self._decoded_cache_items = decoded_cache_items
+        # decoded working copies (single-flight: one decode per image however many ask at once)
+        self._decoded: ResultCache[Image.Image] = ResultCache("decoded images", decoded_budget_bytes,
+                                                              max_items=decoded_cache_items)
         self._scan()
 
     def _scan(self) -> None:
@@ -87,26 +90,22 @@ class ImageStore:
         """The stored RGB image (a shared copy: callers must not modify it in place)."""
         if not _IMAGE_ID.match(image_id):
             raise ApiError(404, "unknown_image", "Image ids are 64 lowercase hex digits (the sha256 of the upload).")
+        image = self._decoded.get_or_compute(image_id, lambda: self._read(image_id))
         with self._lock:
-            cached = self._decoded.get(image_id)
-            if cached is not None:
-                self._decoded.move_to_end(image_id)
-                self._touch_locked(image_id)
-                return cached
+            self._touch_locked(image_id)
+        return image
+
+    def _read(self, image_id: str) -> Image.Image:
         path = self._path(image_id)
         try:
             with Image.open(path) as img:
-                image = img.convert("RGB")
+                return img.convert("RGB")
         except FileNotFoundError:
             with self._lock:
                 self._sizes.pop(image_id, None)
             raise ApiError(
                 404, "unknown_image", f"No image {image_id[:12]}… is stored here; upload it again."
             ) from None
-        with self._lock:
-            self._remember(image_id, image)
-            self._touch_locked(image_id)
-        return image
 
     def png_bytes(self, image_id: str) -> bytes:
         self.open_image(image_id)  # validates the id and refreshes its place in the LRU order
@@ -125,10 +124,7 @@ class ImageStore:
                 pass
 
     def _remember(self, image_id: str, image: Image.Image) -> None:
-        self._decoded[image_id] = image
-        self._decoded.move_to_end(image_id)
-        while len(self._decoded) > self._decoded_cache_items:
-            self._decoded.popitem(last=False)
+        self._decoded.put(image_id, image)
 
     def _evict_locked(self, keep: str) -> None:
         total = sum(self._sizes.values())
@@ -138,5 +134,5 @@ class ImageStore:
                 self._sizes.move_to_end(oldest)
                 continue
             total -= self._sizes.pop(oldest)
-            self._decoded.pop(oldest, None)
+            self._decoded.discard(oldest)
             self._path(oldest).unlink(missing_ok=True)

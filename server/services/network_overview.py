@@ -30,8 +30,8 @@ from server.errors import ApiError
 from server.services.activations import capture_layers
 from server.services.atlas import as_channels, choose_colormap, normalise
 from server.services.colormaps import apply_colormap, colormap_stops, is_diverging
+from server.services.hooks import forward_hooks
 from server.services.model_runtime import LoadedModel
-from server.services.saliency.hooks import forward_hooks
 
 THUMB_MAX = 32  # a thumbnail's longer side, in map cells
 SKIPPED_KINDS = ("reshape", "dropout", "identity")

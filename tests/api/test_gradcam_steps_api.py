@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from models.datasets import shapes
-from server.services.saliency.geometry import layer_geometry
 from server.services.saliency.scaling import min_max, upsample
 from tests.conftest import load_npy, png_bytes
 
@@ -100,8 +99,8 @@ def test_every_step_matches_pytorch_and_the_saliency_api(module_client, image_id
     np.testing.assert_array_equal(relu, np.maximum(weighted, 0))
     assert answer["relu"]["max"] == pytest.approx(float(relu.max()), rel=1e-6)
     shown = load_npy(_get(module_client, f"{base}/saliency.npy?method=gradcam&layer={layer}&target={target}").content)
-    entry = module_client.app.state.runtime.entry(model)
-    (scaled,) = min_max(upsample(torch.from_numpy(relu)[None], shown.shape, layer_geometry(entry, layer)))
+    loaded = module_client.app.state.runtime.load(model, "auto")
+    (scaled,) = min_max(upsample(torch.from_numpy(relu)[None], shown.shape, loaded.geometry(layer)))
     np.testing.assert_allclose(scaled.values.numpy(), shown, atol=1e-5)
 
 
@@ -130,9 +129,9 @@ def test_cache_is_bounded_and_evicts(module_client, image_ids) -> None:
     app = module_client.app
     loaded = app.state.runtime.load("tinyvgg-shapes", "auto")
     one = app.state.gradcam_steps.steps(loaded, app.state.gradcam_steps.key(loaded, image_ids["rgb"], None, 0)).nbytes
-    small = GradCamStepsService(app.state.image_store, app.state.limiter.admit, budget_bytes=int(2.5 * one))
+    small = GradCamStepsService(app.state.inputs, None, budget_bytes=int(2.5 * one))
     results = [small.steps(loaded, small.key(loaded, image_ids["rgb"], None, t)) for t in range(5)]
     assert [r.target for r in results] == list(range(5))
-    assert 0 < small.nbytes <= small.budget_bytes and len(small._items) == 2
+    assert 0 < small.nbytes <= small.budget_bytes and len(small.cache) == 2
     # the most recent ones are kept: asking again returns the same object without recomputing
     assert small.steps(loaded, small.key(loaded, image_ids["rgb"], None, 4)) is results[4]

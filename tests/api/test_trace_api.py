@@ -23,6 +23,9 @@ CONV_CASES = [
     ("resnet18", "conv1"),  # 7×7, stride 2, padding 3, then batch norm and ReLU
     ("resnet18", "layer4.0.conv1"),  # 256 input channels: summarised
     ("mobilenet_v3_small", "features.1.block.0.0"),  # depthwise, stride 2
+    ("efficientnet_lite0", "conv_stem"),  # TensorFlow 'same' padding done in forward (timm's Conv2dSame)
+    ("efficientnet_lite0", "blocks.1.0.conv_dw"),  # depthwise 3×3, stride 2, asymmetric 'same'
+    ("efficientnet_lite0", "blocks.1.0.conv_pwl"),  # 1×1 projection, 96 input channels: summarised
 ]
 POOL_CASES = [("tinyvgg-shapes", "block1.4"), ("lenet5", "features.2"), ("resnet18", "maxpool"),
               ("resnet18", "avgpool"), ("squeezenet1_1", "features.2")]
@@ -185,8 +188,8 @@ def test_bad_requests_are_clear_errors(module_client, image_id: str, path: str, 
 def test_repeated_traces_reuse_the_capture(module_client, image_id: str) -> None:
     base = f"/api/models/lenet5/images/{image_id}/layers/features.3/trace"
     first = module_client.get(base, params={"channel": 0, "y": 0, "x": 0}).json()
-    cache = module_client.app.state.trace_captures
-    size = len(cache)
+    cache = module_client.app.state.traces.cache
+    size, runs = len(cache), cache.stats.computations
     for y, x in itertools.product(range(3), range(3)):
         assert module_client.get(base, params={"channel": 1, "y": y, "x": x}).status_code == 200
-    assert len(cache) == size and first["kind"] == "conv"
+    assert len(cache) == size and cache.stats.computations == runs and first["kind"] == "conv"

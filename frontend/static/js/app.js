@@ -11,6 +11,8 @@ import { createGallery } from './shell/gallery.js';
 import { createViewHost } from './shell/view-host.js';
 import { createNotices } from './shell/notices.js';
 import { createPresenter } from './common/presenter.js';
+import { createClassroom } from './classroom/classroom.js';
+import { createLiveCard } from './live/live-card.js';
 
 const MODEL_CACHE_SIZE = 8;
 
@@ -44,10 +46,15 @@ const drawing = createDrawingCanvas({
   onDrawing: (blob, { replace }) => imageInput.upload(blob, 'drawing.png', { replace }),
   onClear: () => state.set({ image: null }),
 });
-const gallery = createGallery({ api, upload: (blob, name) => imageInput.upload(blob, name) });
+const gallery = createGallery({
+  api,
+  upload: (blob, name) => imageInput.upload(blob, name),
+  switchModel: (id) => state.set({ model: id, weights: 'auto' }),
+});
 // a step-through cell (pos) belongs to the view, image and model it was picked on: drop it when they change
 const views = createViewHost({ onSelect: (view) => state.set({ view, pos: null }) });
 const presenter = createPresenter(document.getElementById('presenter-controls'), state);
+const liveCard = createLiveCard({ onStart: () => state.set({ view: 'live' }) });
 
 async function loadModelList() {
   try {
@@ -132,6 +139,7 @@ async function render() {
   imageInput.render({ imageId, model, weights });
   drawing.setVisible(wantsDrawing(model));
   gallery.render({ model, imageId });
+  liveCard.render({ model, view: current.view });
   views.show(current.view, { model, imageId, weights, state, api });
 }
 
@@ -140,6 +148,7 @@ async function start() {
   const initial = state.read();
   state.set({ model: initial.model, weights: initial.weights, view: initial.view }, { replace: true });
   state.subscribe(render);
+  createClassroom({ state, notices }); // after the defaults are in the URL: a teacher publishes them
   await loadModelList();
   render();
   gallery.load().then(() => render());

@@ -13,10 +13,8 @@ page can draw the formula with the real numbers. Results are cached by key withi
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,11 +22,11 @@ import numpy as np
 import torch
 
 from server.errors import ApiError
-from server.services.image_store import ImageStore
-from server.services.model_inputs import input_batch
+from server.services.cache import ResultCache
+from server.services.hooks import capture_layer
+from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import LoadedModel
 from server.services.saliency.base import TopK, check_logits, class_gradients, resolve_targets, spatial_activation
-from server.services.saliency.hooks import capture_layer
 
 MAX_TOP = 32
 
@@ -146,17 +144,25 @@ def compute_steps(loaded: LoadedModel, batch: torch.Tensor, layer: str, target: 
     )
 
 
-class GradCamStepsService:
-    """Grad-CAM steps of stored images, computed under the work limiter and cached within a byte budget."""
+Admit = Callable[[str, str], AbstractContextManager[Any]]  # (work label, prior cost class) → held slot
 
-    def __init__(self, store: ImageStore, admit: Callable[[], AbstractContextManager[Any]],
-                 budget_bytes: int = 32 * 1024 * 1024) -> None:
-        self.store = store
+
+class GradCamStepsService:
+    """Grad-CAM steps of stored images: one :class:`ResultCache` (single-flight, byte budget from Settings),
+    every computation under the scheduler's admission like the saliency maps."""
+
+    def __init__(self, inputs: ModelInputs, admit: Admit | None = None, budget_bytes: int = 32 * 1024 * 1024) -> None:
+        self.inputs = inputs
         self.admit = admit
-        self.budget_bytes = budget_bytes
-        self._items: OrderedDict[StepsKey, GradCamSteps] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
+        self.cache: ResultCache[GradCamSteps] = ResultCache("gradcam_steps", budget_bytes)
+
+    @property
+    def budget_bytes(self) -> int:
+        return self.cache.budget_bytes
+
+    @property
+    def nbytes(self) -> int:
+        return self.cache.nbytes
 
     def key(self, loaded: LoadedModel, image_id: str, layer: str | None, target: int | None) -> StepsKey:
         """Validate layer and target (no model work) and build the cache key."""
@@ -168,34 +174,13 @@ class GradCamStepsService:
         return StepsKey(loaded.entry.id, loaded.variant, image_id, name, target)
 
     def steps(self, loaded: LoadedModel, key: StepsKey) -> GradCamSteps:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit
-        batch = input_batch(loaded, self.store, key.image_id)
-        with self.admit():
-            result = compute_steps(loaded, batch, key.layer, key.target)
-        self._put(key, result)
-        if key.target is None:
-            self._put(StepsKey(key.model, key.variant, key.image_id, key.layer, result.target), result)
+        def compute() -> GradCamSteps:
+            batch = self.inputs.batch(loaded, key.image_id)
+            label = f"gradcam-steps/{loaded.entry.id}/{key.layer}"
+            with self.admit(label, "cheap") if self.admit else nullcontext():
+                return compute_steps(loaded, batch, key.layer, key.target)
+
+        result = self.cache.get_or_compute(key, compute)
+        if key.target is None:  # the same numbers answer the explicit-target URL
+            self.cache.put(StepsKey(key.model, key.variant, key.image_id, key.layer, result.target), result)
         return result
-
-    def _put(self, key: StepsKey, value: GradCamSteps) -> None:
-        if value.nbytes > self.budget_bytes:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None and all(v is not old for v in self._items.values()):
-                self._bytes -= old.nbytes
-            if all(v is not value for v in self._items.values()):
-                self._bytes += value.nbytes
-            self._items[key] = value
-            while self._bytes > self.budget_bytes and self._items:
-                _, evicted = self._items.popitem(last=False)
-                if all(v is not evicted for v in self._items.values()):
-                    self._bytes -= evicted.nbytes
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes

@@ -30,6 +30,7 @@ export const VIEWS = [
   { id: 'saliency', title: 'Saliency', load: () => import('../saliency/saliency-view.js') },
   { id: 'stepper', title: 'Step-through', load: () => import('../stepper/panel.js') },
   { id: 'sandbox', title: 'Sandbox', load: () => import('../sandbox/panel.js') },
+  { id: 'live', title: 'Live', load: () => import('../live/live-view.js') },
 ];
 
 export const DEFAULT_VIEW = VIEWS[0].id;
