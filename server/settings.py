@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     batch_window_ms: float = 2.0  # predictions for the same model wait this long to share a forward pass
     max_batch_size: int = 16
     activation_cache_bytes: int = 256 * 1024 * 1024  # layer outputs kept per (model, image), float32
+    gradcam_steps_cache_bytes: int = 32 * 1024 * 1024  # Grad-CAM steps (layer output + weights) per key
     # Every per-image / per-model result lives in one kind of cache (server/services/cache.py), each within
     # its own byte budget. By default: 256 (activations) + 256 (decoded images)
     # + 64 (model inputs) + 16 (logits) + 64 (overviews) + 128 (traces) + 64 (saliency) + 16 (architectures)
