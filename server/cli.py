@@ -27,7 +27,8 @@ def _serve(args: argparse.Namespace) -> int:
     if _registry(settings.models_file) is None:  # a broken models file stops here, with its reason
         return 2
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+                            timeout_graceful_shutdown=settings.shutdown_grace_s)  # open streams never hold a stop
     server = uvicorn.Server(config)
 
     url_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
@@ -143,7 +144,7 @@ def _explain(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     out = args.out or Path(f"{Path(args.image).stem}-{args.model}-{args.method}")
     try:
-        runtime = ModelRuntime(resolve_device(settings.device), 1, registry)
+        runtime = ModelRuntime(resolve_device(settings.device), 1, registry=registry)
         loaded = runtime.load(args.model, args.weights)
         image = decode_image(data, settings.max_image_pixels)
         report = explain_image(loaded, image, out, method=args.method, layer=args.layer, top=args.top)
