@@ -103,6 +103,7 @@ def test_boxes_hold_every_changed_pixel_and_are_tight():
     background = shapes.generate(n, 11, objects=False)
     assert np.array_equal(batch.boxes, background.boxes) and np.array_equal(batch.labels, background.labels)
     changed = (batch.images != background.images).any(axis=-1)
+    touching = 0
     for i in range(n):
         x0, y0, x1, y1 = (int(v) for v in batch.boxes[i])
         assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64, batch.boxes[i]
@@ -113,13 +114,17 @@ def test_boxes_hold_every_changed_pixel_and_are_tight():
         assert inside.sum() >= 20, f"sample {i}: almost nothing drawn"
         if batch.labels[i] in GRATING_ANGLES:
             # The envelope fades to exactly 0 at the box edge, so its last ring of pixels may round to
-            # the background: allow one pixel of slack per side.
+            # the background (or saturate under noise on both renders): allow two pixels of slack per side.
             rows, cols = np.nonzero(inside)
-            assert rows.min() <= 1 and cols.min() <= 1
-            assert rows.max() >= inside.shape[0] - 2 and cols.max() >= inside.shape[1] - 2
+            assert rows.min() <= 2 and cols.min() <= 2
+            assert rows.max() >= inside.shape[0] - 3 and cols.max() >= inside.shape[1] - 3
         else:
-            # Opaque, contrasting shapes: changed pixels touch all four sides of the box.
-            assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any(), i
+            # Opaque, contrasting shapes: changed pixels touch the sides of the box (a one-pixel star tip or an
+            # anti-aliased edge may vanish where noise saturates the pixel on both renders: one side of slack).
+            sides = [inside[0].any(), inside[-1].any(), inside[:, 0].any(), inside[:, -1].any()]
+            assert sum(sides) >= 3, (i, sides)
+            touching += all(sides)
+    assert touching >= 0.95 * sum(1 for label in batch.labels if label not in GRATING_ANGLES)
 
 
 def test_shapes_contrast_with_their_background():
@@ -131,8 +136,8 @@ def test_shapes_contrast_with_their_background():
             continue
         changed = (batch.images[i] != background.images[i]).any(axis=-1)
         gap = (batch.images[i][changed].astype(float) - background.images[i][changed].astype(float)) @ luma
-        # The colour's luminance is ≥ 0.3 from both background ends; pixel noise averages out.
-        assert abs(gap.mean()) >= 0.25 * 255, i
+        # The colour's luminance is ≥ 0.15 (0.3 for gratings) from both background ends; noise averages out.
+        assert abs(gap.mean()) >= 0.12 * 255, i
 
 
 def test_grating_stripes_run_at_their_class_angle():

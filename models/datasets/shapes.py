@@ -47,6 +47,10 @@ _STAR_INNER = 0.45  # inner/outer radius of the five-pointed star
 _CROSS_HALF_WIDTH = 0.32  # arm half-width relative to arm length
 _MIN_CONTRAST = 0.3  # least luminance gap (0..1 scale) between object colour and either background end
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma weights
+# Shapes that may be drawn as outlines only, with how far (in line widths) the inner copy's circumradius
+# sits inside: a circle's outline would be a ring (another class), so circles stay filled.
+_OUTLINED = {"square": math.sqrt(2.0), "triangle": 2.0, "star": 2.6, "cross": 1.6}
+_EDGE = 0.1  # anti-aliased coverage below this is dropped: every pixel inside a box visibly changes
 _CHUNK = 512  # samples rasterised at once: bounds the float32 working set to ~25 MB per array
 
 
@@ -77,6 +81,13 @@ class _Params:
     period: np.ndarray  # N, grating period in pixels
     phase: np.ndarray  # N, grating phase
     noise: np.ndarray  # N×64×64×3 standard normal
+    # The wide rendering distribution (a user's drawings look like none of one narrow style):
+    bg_kind: np.ndarray  # N: 0 linear gradient, 1 flat colour, 2 gradient plus soft colour blotches
+    blotches: np.ndarray  # N×6×6×3 in [-1, 1], upsampled smoothly over the image (bg_kind 2)
+    blotch_amp: np.ndarray  # N
+    speckle: np.ndarray  # N×64×64 int8: 0 none, 1 black, 2 white (salt-and-pepper noise)
+    inner_radius: np.ndarray  # N: > 0 draws only the outline (the shape minus this smaller copy)
+    antialias: np.ndarray  # N bool: 2×2 supersampled edges instead of hard ones
 
 
 def _draw_one(seed: int, index: int) -> tuple:
@@ -87,9 +98,10 @@ def _draw_one(seed: int, index: int) -> tuple:
     bg_from = u[0:3]
     bg_to = np.clip(bg_from + (u[3:6] - 0.5) * 0.5, 0.0, 1.0)
     bg_angle = u[6] * 2 * math.pi
-    noise_sigma = u[7] * 0.08
+    w = np.random.default_rng([seed, index, 7]).random(12)  # the style draws, apart from the geometry's
+    noise_sigma = (w[1] ** 1.5) * 0.16
     grating = label in _GRATING_ANGLES
-    radius = 9.0 + 6.0 * u[8] if grating else 7.0 + 8.0 * u[8]
+    radius = 8.0 + 12.0 * u[8] if grating else 7.0 + 15.5 * u[8]  # under 7 px a square, triangle and star blur together
     # The object lies wholly inside the image: its extent from the centre is at most `radius`.
     cx = radius + 0.5 + u[9] * (SIZE - 2 * radius - 1.0)
     cy = radius + 0.5 + u[10] * (SIZE - 2 * radius - 1.0)
@@ -99,19 +111,35 @@ def _draw_one(seed: int, index: int) -> tuple:
     inner = 0.45 + v[0] * (min(0.7, 1.0 - 2.5 / radius) - 0.45)
     period = 4.0 + 3.0 * v[1]
     phase = v[2] * 2 * math.pi
-    colour = _contrasting_colour(rng, bg_from, bg_to)
+    bg_kind = int(w[0] * 3)
+    if bg_kind == 1:
+        bg_to = bg_from
+    colour = _contrasting_colour(rng, bg_from, bg_to, _MIN_CONTRAST * (1.0 if grating else 0.5 + 0.5 * w[7]))
     # Uniform noise scaled to unit variance: a quarter of the cost of Gaussian draws, looks the same.
     noise = rng.random((SIZE, SIZE, 3), dtype=np.float32)
     noise -= 0.5
     noise *= math.sqrt(12.0)
-    return (label, bg_from, bg_to, bg_angle, noise_sigma, colour, (cx, cy), radius, rotation, inner, period, phase, noise)
+    style = np.random.default_rng([seed, index, 11])
+    blotches = (style.random((6, 6, 3), dtype=np.float32) - 0.5) * 2.0
+    blotch_amp = 0.12 + 0.18 * w[8] if bg_kind == 2 else 0.0
+    speckle = np.zeros((SIZE, SIZE), dtype=np.int8)
+    if w[2] < 0.25:
+        hits = style.random((SIZE, SIZE)) < 0.005 + 0.04 * w[3]
+        speckle[hits] = 1 + (style.random(int(hits.sum())) < 0.5)
+    outline = CLASSES[label] in _OUTLINED and w[4] < 0.4
+    thickness = 1.3 + 2.2 * w[5]
+    inner_radius = max(radius - thickness * _OUTLINED.get(CLASSES[label], 0.0), 0.0) if outline else 0.0
+    antialias = bool(w[6] < 0.5)
+    return (label, bg_from, bg_to, bg_angle, noise_sigma, colour, (cx, cy), radius, rotation, inner, period, phase, noise,
+            bg_kind, blotches, blotch_amp, speckle, inner_radius, antialias)
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb @ _LUMA
 
 
-def _contrasting_colour(rng: np.random.Generator, bg_from: np.ndarray, bg_to: np.ndarray) -> np.ndarray:
+def _contrasting_colour(rng: np.random.Generator, bg_from: np.ndarray, bg_to: np.ndarray,
+                        min_contrast: float = _MIN_CONTRAST) -> np.ndarray:
     """A random colour whose luminance differs from both ends of the background gradient.
 
     Luminance, not just RGB distance: an isoluminant red-on-green object would need colour-opponent
@@ -120,7 +148,7 @@ def _contrasting_colour(rng: np.random.Generator, bg_from: np.ndarray, bg_to: np
     candidates = rng.random((16, 3))
     lum = _luminance(candidates)
     gap = np.minimum(np.abs(lum - _luminance(bg_from)), np.abs(lum - _luminance(bg_to)))
-    ok = np.flatnonzero(gap >= _MIN_CONTRAST)
+    ok = np.flatnonzero(gap >= min_contrast)
     if ok.size:
         return candidates[ok[0]]
     # Mid-grey backgrounds: black or white, whichever is farther from both ends, always contrasts.
@@ -150,21 +178,49 @@ def _draw_params(seed: int, indices: range) -> _Params:
         period=f32(cols[10]),
         phase=f32(cols[11]),
         noise=np.stack(cols[12]) if rows else np.zeros((0, SIZE, SIZE, 3), np.float32),
+        bg_kind=np.asarray(cols[13], dtype=np.int64),
+        blotches=np.stack(cols[14]) if rows else np.zeros((0, 6, 6, 3), np.float32),
+        blotch_amp=f32(cols[15]),
+        speckle=np.stack(cols[16]) if rows else np.zeros((0, SIZE, SIZE), np.int8),
+        inner_radius=f32(cols[17]),
+        antialias=np.asarray(cols[18], dtype=bool),
     )
 
 
 def _alpha(p: _Params) -> np.ndarray:
-    """Object opacity N×64×64 in [0, 1]; exactly 0 wherever the object does not reach."""
+    """Object opacity N×64×64 in [0, 1]; exactly 0 wherever the object does not reach.
+
+    Outlined shapes are the shape minus a smaller copy; anti-aliased ones average 2×2 sub-pixel samples
+    (coverage under ``_EDGE`` is dropped, so a box never holds a pixel the object leaves unchanged)."""
+    outlined = p.inner_radius > 0
+
+    def shape(offset: tuple[float, float]) -> np.ndarray:
+        centre = p.centre + np.asarray(offset, dtype=np.float32)
+        full = _coverage(p, centre, p.radius)
+        if outlined.any():
+            full = np.clip(full - np.where(outlined[:, None, None], _coverage(p, centre, np.maximum(p.inner_radius, 1.0)), 0.0), 0, 1)
+        return full
+
+    alpha = shape((0.0, 0.0))
+    if p.antialias.any():
+        smooth = sum(shape((ox, oy)) for ox in (-0.25, 0.25) for oy in (-0.25, 0.25)) / 4.0
+        grating = np.isin(p.labels, list(_GRATING_ANGLES))
+        pick = (p.antialias & ~grating)[:, None, None]
+        alpha = np.where(pick, np.where(smooth >= _EDGE, smooth, 0.0), alpha).astype(np.float32)
+    return alpha
+
+
+def _coverage(p: _Params, centre: np.ndarray, radius: np.ndarray) -> np.ndarray:
     n = p.labels.shape[0]
     grid = np.arange(SIZE, dtype=np.float32) + 0.5
-    dx = grid[None, None, :] - p.centre[:, 0, None, None]
-    dy = grid[None, :, None] - p.centre[:, 1, None, None]
+    dx = grid[None, None, :] - centre[:, 0, None, None]
+    dy = grid[None, :, None] - centre[:, 1, None, None]
     cos = np.cos(p.rotation)[:, None, None]
     sin = np.sin(p.rotation)[:, None, None]
     # Local coordinates: u along the object's rotated x axis, v along its rotated y axis.
     u = cos * dx + sin * dy
     v = -sin * dx + cos * dy
-    r = p.radius[:, None, None]
+    r = radius[:, None, None]
     dist2 = dx * dx + dy * dy
     alpha = np.zeros((n, SIZE, SIZE), dtype=np.float32)
 
@@ -248,6 +304,9 @@ def _render(p: _Params, objects: bool) -> tuple[np.ndarray, np.ndarray]:
     # In-place arithmetic below: the N×64×64×3 passes are the cost of rendering.
     image = t * (p.bg_to - p.bg_from)[:, None, None, :]
     image += p.bg_from[:, None, None, :]
+    if (p.blotch_amp > 0).any():  # soft colour blotches: a 6×6 field, bilinearly spread over 64×64
+        spread = _BLOTCH_SPREAD
+        image += np.einsum("yi,nijc,xj->nyxc", spread, p.blotches, spread) * p.blotch_amp[:, None, None, None]
     alpha = _alpha(p)
     if objects:
         blend = p.colour[:, None, None, :] - image
@@ -256,10 +315,26 @@ def _render(p: _Params, objects: bool) -> tuple[np.ndarray, np.ndarray]:
     noise = p.noise
     noise *= p.noise_sigma[:, None, None, None]
     image += noise
+    image[p.speckle == 1] = 0.0
+    image[p.speckle == 2] = 1.0
     np.clip(image, 0.0, 1.0, out=image)
     image *= 255.0
     image += 0.5  # round half up; values are non-negative so truncation below rounds
     return image.astype(np.uint8), _boxes(alpha > 0)
+
+
+def _bilinear_spread(src: int, dst: int) -> np.ndarray:
+    """dst×src weights that resample ``src`` samples over ``dst`` pixels linearly (edges clamped)."""
+    pos = np.clip((np.arange(dst) + 0.5) * src / dst - 0.5, 0, src - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, src - 1)
+    weights = np.zeros((dst, src), dtype=np.float32)
+    weights[np.arange(dst), lo] += 1 - (pos - lo)
+    weights[np.arange(dst), hi] += pos - lo
+    return weights
+
+
+_BLOTCH_SPREAD = _bilinear_spread(6, SIZE)
 
 
 def _boxes(mask: np.ndarray) -> np.ndarray:
