@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runtime, app.state.architectures,
             LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
                        settings.live_idle_timeout_s),
-            app.state.limiter.admit, settings.max_live_clients, settings.cors_origins,
+            lambda _label: app.state.limiter.admit(), settings.max_live_clients, settings.cors_origins,
         )
         # Queued model work waits in threadpool threads: leave room for them plus the cheap requests.
         threads = anyio.to_thread.current_default_thread_limiter()

@@ -65,7 +65,9 @@ SALIENCY_OPACITY = 0.55
 INPUT_PICTURE_MAX_PIXELS = 64 * 64  # the model's input picture is sent along for small inputs only
 JPEG_QUALITY = 85
 
-Admit = Callable[[], AbstractContextManager[Any]]
+# Admission of one frame's computation, given the work's label ("live/<model>/<method or maps>"): a
+# context manager holding a slot of the app's model-work pool for the block.
+Admit = Callable[[str], AbstractContextManager[Any]]
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,11 @@ class LiveConfig:
     layer_shape: tuple[int, ...]
     method: str | None
     saliency_layer: str | None
+
+    @property
+    def label(self) -> str:
+        """What admission control calls this work."""
+        return f"live/{self.loaded.entry.id}/{self.method or 'maps'}"
 
     def describe(self, limits: LiveLimits) -> dict[str, Any]:
         return {
@@ -305,7 +312,7 @@ def compute_frame(config: LiveConfig, data: bytes, limits: LiveLimits, admit: Ad
     start = time.perf_counter()
     tensor = frame_tensor(config, data, limits)
     decoded = time.perf_counter()
-    with admit():
+    with admit(config.label):
         result = forward(config, tensor)
     computed = time.perf_counter()
     answer = encode_answer(config, tensor, result, limits)
