@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
+from server.services.classroom import Classroom
 from server.services.feature_maps import FeatureMaps
 from server.services.image_store import ImageStore
 from server.services.live import LiveHub
@@ -63,6 +64,8 @@ def get_saliency_maps(request: Request) -> SaliencyMaps:
     return request.app.state.saliency_maps
 
 
+def get_classroom(request: Request) -> Classroom:
+    return request.app.state.classroom
 def get_live_hub(connection: HTTPConnection) -> LiveHub:
     """Live sessions (WebSocket endpoints get an HTTPConnection, not a Request)."""
     return connection.app.state.live
@@ -78,6 +81,7 @@ FeatureMapsDep = Annotated[FeatureMaps, Depends(get_feature_maps)]
 SaliencyMapsDep = Annotated[SaliencyMaps, Depends(get_saliency_maps)]
 BatcherDep = Annotated[PredictionBatcher, Depends(get_batcher)]
 UploadGateDep = Annotated[UploadGate, Depends(get_upload_gate)]
+ClassroomDep = Annotated[Classroom, Depends(get_classroom)]
 LiveHubDep = Annotated[LiveHub, Depends(get_live_hub)]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],

@@ -27,6 +27,7 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
     saliency,  # saliency maps (issue 4)
     samples,
     sandbox,
+    sessions,  # classroom sessions (issue 13)
     trace,
 )
 from server.routers import live as live_router  # live mode over a WebSocket (issue 14)
@@ -36,6 +37,9 @@ from server.services.architecture import ArchitectureCatalog
 from server.services.background_jobs import BackgroundJobs
 from server.services.batching import PredictionBatcher
 from server.services.channel_examples import ChannelExamples
+from server.services.classroom import Classroom, SessionLimits, make_backend
+from server.services.classroom.predictions import WallPredictions
+from server.services.classroom.shutdown import on_stop_signal
 from server.services.conv_trace import CaptureCache
 from server.services.feature_vis import FeatureVisualisations
 from server.services.image_store import ImageStore
@@ -64,6 +68,8 @@ ROUTERS = (
     live_router.router,
     network.router,
     channels.router,
+    sessions.router,
+    sessions.join_router,
 )
 
 
@@ -113,11 +119,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.feature_vis = FeatureVisualisations(
             app.state.background_jobs, channel_dir, settings.data_dir,
             steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=app.state.limiter.admit)
+        classroom = Classroom(make_backend(settings.redis_url), SessionLimits.from_settings(settings),
+                              WallPredictions(runtime, app.state.image_store, app.state.batcher), settings.default_model)
+        await classroom.start()
+        app.state.classroom = classroom
+        undo_signal = on_stop_signal(classroom.shut_down_streams)  # open event streams must not hold a stop
         log.info("ConvScope %s on %s", __version__, device_label(device))
         try:
             yield
         finally:
             app.state.background_jobs.close()
+            undo_signal()
+            await classroom.aclose()
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:

@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     channel_cache_bytes: int = 256 * 1024 * 1024  # on disk, examples and feature visualisations each
     feature_vis_steps: int = 128
 
+    # Classroom sessions (issue 13)
+    redis_url: str | None = None  # sessions shared by replicas through Redis; in this process's memory when None
+    public_url: str | None = None  # the address students reach (join URL, QR); derived from the request when None
+    session_idle_s: float = 2 * 3600  # a session nobody touches (teacher page, submissions) ends after this
+    max_sessions: int = 50
+    max_followers_per_session: int = 200
+    max_submissions_per_session: int = 300
+    max_submissions_per_student: int = 5
+    max_session_state_bytes: int = 4096
+    max_submission_name_chars: int = 40
+    sse_heartbeat_s: float = 15.0  # a comment line on every quiet event stream, so proxies keep it open
+    sse_max_stream_s: float = 600.0  # streams end after this; browsers reconnect with Last-Event-ID
+    shutdown_grace_s: float = 5.0  # `convscope serve` waits at most this long for open requests on shutdown
     # live mode (WS /api/models/{model}/live): each live client computes one frame at a time
     max_live_clients: int = 8  # live sockets open at once; more are refused (close 1013)
     max_live_frame_bytes: int = 2 * 1024 * 1024  # one JPEG/PNG frame

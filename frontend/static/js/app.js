@@ -10,6 +10,7 @@ import { createDrawingCanvas, wantsDrawing } from './shell/drawing-canvas.js';
 import { createGallery } from './shell/gallery.js';
 import { createViewHost } from './shell/view-host.js';
 import { createNotices } from './shell/notices.js';
+import { createClassroom } from './classroom/classroom.js';
 import { createLiveCard } from './live/live-card.js';
 
 const MODEL_CACHE_SIZE = 8;
@@ -139,6 +140,7 @@ async function start() {
   const initial = state.read();
   state.set({ model: initial.model, weights: initial.weights, view: initial.view }, { replace: true });
   state.subscribe(render);
+  createClassroom({ state, notices }); // after the defaults are in the URL: a teacher publishes them
   await loadModelList();
   render();
   gallery.load().then(() => render());
