@@ -14,6 +14,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from models.models_file import app_registry
+from models.registry import ModelRegistry
 from server import __version__
 from server.errors import install_error_handlers
 from server.routers import (  # feature maps and learned filters (issue 3)  # step-through traces and the sandbox (issue 5)
@@ -73,7 +75,8 @@ ROUTERS = (
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
+    """The app; ``registry`` (default: the built-in models plus ``settings.models_file``'s) lists its models."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -81,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         device = resolve_device(settings.device)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        runtime = ModelRuntime(device, settings.max_loaded_models)
+        runtime = ModelRuntime(device, settings.max_loaded_models, registry or app_registry(settings.models_file))
         runtime.entry(settings.default_model)  # fail fast on a misconfigured default
         app.state.settings = settings
         app.state.runtime = runtime

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     port: int = 8000
     device: DeviceChoice = "auto"
     default_model: str = "lenet5"
+    models_file: Path | None = None  # a TOML file of the user's own models (CONVSCOPE_MODELS_FILE)
 
     storage_dir: Path = Field(default_factory=lambda: REPO_ROOT / "var" / "images")
     frontend_dir: Path = REPO_ROOT / "frontend"

@@ -45,7 +45,11 @@ const drawing = createDrawingCanvas({
   onDrawing: (blob, { replace }) => imageInput.upload(blob, 'drawing.png', { replace }),
   onClear: () => state.set({ image: null }),
 });
-const gallery = createGallery({ api, upload: (blob, name) => imageInput.upload(blob, name) });
+const gallery = createGallery({
+  api,
+  upload: (blob, name) => imageInput.upload(blob, name),
+  switchModel: (id) => state.set({ model: id, weights: 'auto' }),
+});
 const views = createViewHost({ onSelect: (view) => state.set({ view }) });
 const liveCard = createLiveCard({ onStart: () => state.set({ view: 'live' }) });
 
