@@ -37,17 +37,52 @@ class Settings(BaseSettings):
     max_active_work: int = 2  # model computations at once (threads); more queue below
     max_waiting_work: int = 64  # beyond this many queued, answer 503 + Retry-After at once
     work_wait_timeout_s: float = 20.0  # a queued request gives up (503 + Retry-After) after this long
+    # Heavy work (measured: labels whose mean run is ≥ heavy_threshold_s; see server/services/scheduler.py)
+    # runs in its own pool, so it never takes the slots above, which cheap work uses.
+    max_active_heavy_work: int = 1
+    max_waiting_heavy_work: int = 32
+    heavy_work_wait_timeout_s: float = 120.0
+    heavy_work_per_client: int = 2  # places (running + waiting) one client may hold in the heavy pool; then 429
+    heavy_threshold_s: float = 0.5
     batch_window_ms: float = 2.0  # predictions for the same model wait this long to share a forward pass
     max_batch_size: int = 16
     activation_cache_bytes: int = 256 * 1024 * 1024  # layer outputs kept per (model, image), float32
+    gradcam_steps_cache_bytes: int = 32 * 1024 * 1024  # Grad-CAM steps (layer output + weights) per key
+    # Every per-image / per-model result lives in one kind of cache (server/services/cache.py), each within
+    # its own byte budget. By default: 256 (activations) + 256 (decoded images)
+    # + 64 (model inputs) + 16 (logits) + 64 (overviews) + 128 (traces) + 64 (saliency) + 16 (architectures)
+    # + 32 (gallery samples) = 896 MiB;
+    # loaded models' parameters are bounded apart (loaded_models_bytes and max_loaded_models).
+    decoded_image_cache_bytes: int = 256 * 1024 * 1024  # decoded RGB working copies (width × height × 3)
+    model_input_cache_bytes: int = 64 * 1024 * 1024  # preprocessed float32 input tensors per (model, image)
+    logits_cache_bytes: int = 16 * 1024 * 1024  # one forward result per (model, weights, image)
+    overview_cache_bytes: int = 64 * 1024 * 1024  # the overview strip of every layer per (model, image)
+    trace_cache_bytes: int = 128 * 1024 * 1024  # a layer's input and output for step-through traces
+    saliency_cache_bytes: int = 64 * 1024 * 1024  # saliency maps (display + raw) per key
+    architecture_cache_bytes: int = 16 * 1024 * 1024  # architecture tables and receptive fields per model
+    sample_cache_bytes: int = 32 * 1024 * 1024  # gallery sample PNGs and the MNIST test arrays
+    loaded_models_bytes: int = 4 * 1024 * 1024 * 1024  # parameters of loaded models (VGG-16 alone: 528 MB)
 
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
 
+    # Hardening (issue 10): decoding untrusted images in a child process under hard limits,
+    max_decoded_bytes: int = 150 * 1024 * 1024  # the decoded picture in its working mode (palette+alpha: 4 B/px)
+    max_jpeg_scans: int = 100  # progressive JPEGs from real encoders have ~10
+    decode_cpu_seconds: float = 10.0  # CPU time one decode may take (its process's RLIMIT_CPU)
+    decode_memory_bytes: int = 1024 * 1024 * 1024  # memory one decode may add (its process's RLIMIT_AS)
+    decode_timeout_s: float = 40.0  # wall clock, then the decoding process is killed
+    max_decode_processes: int = 4
+    # request bodies that stall free their slot,
+    body_idle_timeout_s: float = 15.0  # no byte of the body for this long: 408
+    body_read_timeout_s: float = 300.0  # the whole body, however it trickles in: 408
+    max_url_bytes: int = 8192  # path + query string; longer: 414
+    # and which Host names are answered: empty = loopback names when the connection came in on a loopback
+    # address, any name otherwise (a classroom on the LAN); ["*"] = any; else exactly these (and their ports).
+    allowed_hosts: list[str] = Field(default_factory=list)
     # network overview (every layer as a column of its strongest channels)
     network_max_columns: int = 24  # deeper models are summarised by blocks so that this many fit
     network_channels_per_column: int = 8  # thumbnails per wide column; the rest behind "+N more"
     network_all_channels_up_to: int = 16  # a column this narrow shows every channel
-    network_cache_items: int = 16
     network_cache_bytes: int = 32 * 1024 * 1024
 
     # what a channel looks for: dataset examples and feature visualisation (background jobs)
@@ -65,6 +100,7 @@ class Settings(BaseSettings):
     public_url: str | None = None  # the address students reach (join URL, QR); derived from the request when None
     session_idle_s: float = 2 * 3600  # a session nobody touches (teacher page, submissions) ends after this
     max_sessions: int = 50
+    max_sessions_per_address: int = 5  # live sessions started from one client address (0: no such cap)
     max_followers_per_session: int = 200
     max_submissions_per_session: int = 300
     max_submissions_per_student: int = 5

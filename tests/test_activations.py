@@ -305,21 +305,22 @@ def test_a_shared_output_overwritten_after_all_is_captured_again() -> None:
     np.testing.assert_allclose(captured.outputs["a"], expected, atol=1e-6)
 
 
-def test_layer_overviews_are_bounded_by_count_and_bytes(runtime: ModelRuntime) -> None:
+def test_layer_overviews_are_bounded_by_bytes(runtime: ModelRuntime) -> None:
     from server.services.atlas import summarise_layer
-    from server.services.layer_overview import LayerOverviews
+    from server.services.layer_overview import LayerOverviews, overview_from_summaries
 
     loaded = runtime.load("tinyvgg-shapes", "auto")
     names = [layer["name"] for layer in selectable_layers(describe(loaded.entry)["layers"])]
     reduced = capture_layers(loaded, _picture(loaded), keep=(), reduce=summarise_layer).reduced
-    by_count = LayerOverviews(max_items=2)
+    size = overview_from_summaries(reduced, names).nbytes
+    by_count = LayerOverviews(budget_bytes=2 * size + size // 2)  # room for two
     for image in ("a", "b", "c"):
         by_count.adopt(loaded, image, names, reduced)
     assert [by_count.has(loaded, i) for i in ("a", "b", "c")] == [False, True, True]
-    one = LayerOverviews(max_bytes=1)
+    one = LayerOverviews(budget_bytes=1)  # too small for any: computed, served, not kept
     for image in ("a", "b"):
         one.adopt(loaded, image, names, reduced)
-    assert [one.has(loaded, i) for i in ("a", "b")] == [False, True]
+    assert [one.has(loaded, i) for i in ("a", "b")] == [False, False]
     overview = by_count.get(loaded, "c", names, lambda: _picture(loaded))
     before = overview.nbytes
     assert overview.png.startswith(b"\x89PNG") and overview.nbytes == len(overview.png) != before

@@ -209,7 +209,7 @@ def test_bad_positions(loaded: LoadedModel, batch: torch.Tensor) -> None:
 
 def test_cache_respects_budget(loaded: LoadedModel, batch: torch.Tensor) -> None:
     cap = ct.capture(loaded, batch, "grouped")
-    cache = ct.CaptureCache(budget_bytes=cap.nbytes * 2 + 1)
+    cache = ct.Traces(None, budget_bytes=cap.nbytes * 2 + 1).cache
     for i in range(5):
         cache.put(("m", "v", str(i), "grouped"), cap)
     assert len(cache) == 2 and cache.get(("m", "v", "4", "grouped")) is cap

@@ -178,11 +178,12 @@ def assert_nothing_left(app: FastAPI) -> None:
     """No limiter slot held, no batch open, no hook on any loaded model, no temporary file in the store."""
     state = app.state
     deadline = time.monotonic() + 60
-    while state.limiter.active or state.limiter.waiting or state.batcher.pending():
+    while (state.limiter.active or state.limiter.waiting or state.heavy_limiter.active or state.heavy_limiter.waiting
+           or state.batcher.pending()):
         assert time.monotonic() < deadline, "work never finished"
         time.sleep(0.01)
-    for key in state.runtime.loaded_keys():
-        loaded = state.runtime.load(key[0], key[1])
+    for loaded in state.runtime.cache.values():
+        key = (loaded.entry.id, loaded.variant)
         for name, module in loaded.module.named_modules():
             for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
                 assert not getattr(module, attr), f"{key} {name or '<root>'} still has {attr}"

@@ -66,3 +66,74 @@ def test_no_hook_survives_a_hook_that_raises(runtime: ModelRuntime) -> None:
     # and the shared module still answers as before
     assert capture_layers(loaded, _input(loaded), keep=["fc"]).outputs["fc"].shape == (1000,)
     _assert_no_hooks(loaded.module)
+
+
+# --- every hook site, through the one hook module -------------------------------------------------------
+
+def _sites(loaded: LoadedModel, x: torch.Tensor | None = None) -> dict[str, object]:
+    """Each place that hooks a model, as a call on ``loaded`` (the shared module) or on a private copy."""
+    from server.services import conv_trace
+    from server.services.receptive_field import trace_fields
+    from server.services.saliency import get_method
+
+    x = _input(loaded) if x is None else x
+    layer = loaded.entry.target_layer
+    return {
+        "activations": lambda: capture_layers(loaded, x),
+        "conv_trace": lambda: conv_trace.capture(loaded, x, layer),
+        "receptive_field": lambda: trace_fields(loaded.module, x),
+        "saliency/gradcam": lambda: get_method("gradcam").explain(loaded, x, layer),
+        "saliency/guided-backprop": lambda: get_method("guided-backprop").explain(loaded, x),
+        "saliency/guided-gradcam": lambda: get_method("guided-gradcam").explain(loaded, x, layer),
+    }
+
+
+@pytest.mark.parametrize("site", ["activations", "conv_trace", "receptive_field", "saliency/gradcam",
+                                  "saliency/guided-backprop", "saliency/guided-gradcam"])
+@pytest.mark.parametrize("model_id", ["lenet5", "resnet18"])
+def test_no_hook_survives_any_hook_site(runtime: ModelRuntime, model_id: str, site: str) -> None:
+    loaded = runtime.load(model_id, "untrained")
+    _sites(loaded)[site]()
+    _assert_no_hooks(loaded.module)
+    assert not loaded.lock.locked()
+
+
+@pytest.mark.parametrize("site", ["activations", "receptive_field", "saliency/gradcam", "saliency/guided-backprop"])
+def test_no_hook_survives_a_failing_pass_at_any_hook_site(runtime: ModelRuntime, site: str) -> None:
+    loaded = runtime.load("lenet5", "untrained")
+    bad = _input(loaded, height=20)  # passes the convolutions, fails at the first Linear layer
+    with pytest.raises(Exception):  # noqa: B017 - whatever the site raises, its hooks must be gone
+        _sites(loaded, bad)[site]()
+    _assert_no_hooks(loaded.module)
+    assert not loaded.lock.locked()
+
+
+def test_architecture_tables_hook_a_private_copy_and_remove_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.registry import get_entry
+    from server.services.architecture import describe
+
+    entry = get_entry("tinyvgg-shapes")
+    built: list[nn.Module] = []
+    original = type(entry).build_untrained
+
+    def keep(self):  # type: ignore[no-untyped-def]
+        built.append(original(self))
+        return built[-1]
+
+    monkeypatch.setattr(type(entry), "build_untrained", keep)
+    assert describe(entry)["layers"]
+    assert built
+    for model in built:
+        _assert_no_hooks(model)
+
+
+def test_only_the_hook_module_registers_hooks() -> None:
+    """One hook module: no other file of the server registers a module or tensor hook."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parent.parent / "server"
+    pattern = re.compile(r"register_(forward_hook|forward_pre_hook|full_backward_hook|full_backward_pre_hook"
+                         r"|backward_hook|hook)\(")
+    sites = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if pattern.search(p.read_text()))
+    assert sites == ["services/hooks.py"]

@@ -132,16 +132,17 @@ def test_small_models_are_frozen_and_run() -> None:
 
 
 def test_traced_geometry_matches_the_hand_derivation() -> None:
-    from server.services.saliency.geometry import layer_geometry
+    from server.services.architecture import ArchitectureCatalog
 
+    catalog = ArchitectureCatalog()
     for name, (loaded, _) in small_models().items():
-        geometry = layer_geometry(loaded.entry, loaded.entry.target_layer)
+        geometry = catalog.geometry(loaded.entry, loaded.entry.target_layer)
         start, jump = HAND_GEOMETRY[name]
         assert geometry is not None and geometry.start == (start, start) and geometry.jump == (jump, jump), name
 
 
 def test_aligned_upsampling_puts_each_unit_on_its_receptive_field_centre() -> None:
-    from server.services.saliency.geometry import LayerGeometry
+    from server.services.architecture import LayerGeometry
     from server.services.saliency.scaling import upsample
 
     raw = torch.zeros(1, 26, 26)

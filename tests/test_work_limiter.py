@@ -101,11 +101,12 @@ def tight_client(tmp_path) -> TestClient:
 
 def test_api_answers_overload_with_503_and_recovers(tight_client: TestClient, upload) -> None:
     image_id = upload(tight_client, png_bytes(np.full((28, 28), 90, dtype=np.uint8)))
-    url = f"/api/models/lenet5/images/{image_id}/predictions"
-    assert tight_client.get(url).status_code == 200
+    other = upload(tight_client, png_bytes(np.full((28, 28), 30, dtype=np.uint8)))
+    url = f"/api/models/lenet5/images/{other}/predictions"
+    assert tight_client.get(f"/api/models/lenet5/images/{image_id}/predictions").status_code == 200
     limiter: WorkLimiter = tight_client.app.state.limiter  # type: ignore[attr-defined]
     with limiter.admit():  # the only compute slot is busy and nothing may queue
-        busy = tight_client.get(url)
+        busy = tight_client.get(url)  # a new image: model work (the first one's logits are cached now)
         cheap = tight_client.get("/api/models")  # requests without model work are not held up
     assert busy.status_code == 503
     assert busy.headers["retry-after"].isdigit()
@@ -178,15 +179,16 @@ def test_busy_upload_gate_answers_before_reading_the_body(tmp_path) -> None:
 
 def test_real_server_sheds_overload_promptly(tmp_path) -> None:
     """A real uvicorn with one compute slot and one queue place, hit by 12 clients at once with uncached
-    Grad-CAM work: the excess hears 503 + Retry-After straight away, the rest succeed, nothing else."""
+    Score-CAM work (heavy: its own pool, sized here to one slot and one queue place, with no per-client cap):
+    the excess hears 503 + Retry-After straight away, the rest succeed, nothing else."""
     import asyncio
 
     import httpx
 
     from tests.test_faults import serving
 
-    settings = Settings(storage_dir=tmp_path / "images", max_active_work=1, max_waiting_work=1,
-                        work_wait_timeout_s=60)
+    settings = Settings(storage_dir=tmp_path / "images", max_active_heavy_work=1, max_waiting_heavy_work=1,
+                        heavy_work_wait_timeout_s=60, heavy_work_per_client=100)
     app = create_app(settings)
     with serving(app) as port:
         base = f"http://127.0.0.1:{port}"
@@ -209,5 +211,5 @@ def test_real_server_sheds_overload_promptly(tmp_path) -> None:
     assert statuses.count(503) >= 1 and statuses.count(200) >= 2, statuses
     refused = [seconds for status, seconds, _ in results if status == 503]
     assert all(retry and retry.isdigit() for status, _, retry in results if status == 503)
-    assert max(refused) < settings.work_wait_timeout_s / 4  # told at once, not after queueing until a timeout
-    assert app.state.limiter.rejected == statuses.count(503)
+    assert max(refused) < settings.heavy_work_wait_timeout_s / 4  # told at once, not after queueing until a timeout
+    assert app.state.heavy_limiter.rejected == statuses.count(503)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
-from server.deps import FeatureMapsDep, RuntimeDep, WeightsQuery, weights_header
+from server.deps import FeatureMapsDep, LoadedModelDep
 from server.errors import ApiError
 from server.responses import npy_response, png_response
 from server.services import atlas
@@ -22,9 +22,11 @@ ScaleQuery = Annotated[
     Query(description="colour scale per channel, per layer, or over all layers of the model for this image"),
 ]
 ColormapQuery = Annotated[
-    str, Query(description="auto (diverging for signed data, else viridis) or one of: " + ", ".join(COLORMAPS))
+    str, Query(description="auto (diverging for signed data, else viridis) or one of: " + ", ".join(COLORMAPS),
+               json_schema_extra={"enum": ["auto", *COLORMAPS]})  # checked by _colormap from the same list
 ]
 ColumnsQuery = Annotated[int | None, Query(ge=1, le=4096, description="atlas columns; default: a square grid")]
+ChannelPath = Annotated[int, Path(ge=0, le=65535, description="channel index of the layer's output")]
 LAYER = "/models/{model}/images/{image_id}/layers/{layer}"
 
 
@@ -42,87 +44,70 @@ def _channel(output: np.ndarray, channel: int, layer: str) -> int:
 
 
 @router.get(f"{LAYER}/activations.npy")
-def layer_activations(model: str, image_id: str, layer: str, runtime: RuntimeDep, maps: FeatureMapsDep,
-                      weights: WeightsQuery = "auto") -> Response:
+def layer_activations(image_id: str, layer: str, loaded: LoadedModelDep, maps: FeatureMapsDep) -> Response:
     """The layer's output for this image: float32 C×H×W (a vector of F for linear layers)."""
-    loaded = runtime.load(model, weights)
-    return npy_response(maps.output(loaded, image_id, layer), weights_header(loaded.variant))
+    return npy_response(maps.output(loaded, image_id, layer))
 
 
 @router.get(f"{LAYER}/stats.json")
-def layer_stats(model: str, image_id: str, layer: str, runtime: RuntimeDep, maps: FeatureMapsDep,
-                response: Response, weights: WeightsQuery = "auto") -> dict[str, Any]:
+def layer_stats(image_id: str, layer: str, loaded: LoadedModelDep, maps: FeatureMapsDep) -> dict[str, Any]:
     """Per-channel mean, max, min and fraction > 0, for sorting channels."""
-    loaded = runtime.load(model, weights)
     output = maps.output(loaded, image_id, layer)
-    response.headers.update(weights_header(loaded.variant))
     stats = channel_stats(atlas.as_channels(output))
     return {"layer": layer, "shape": list(output.shape), "channels": len(stats["mean"]), **stats,
             "weights_used": loaded.variant}
 
 
 @router.get(f"{LAYER}/atlas.json")
-def layer_atlas_json(model: str, image_id: str, layer: str, runtime: RuntimeDep, maps: FeatureMapsDep,
-                     response: Response, scale: ScaleQuery = "layer", colormap: ColormapQuery = "auto",
-                     columns: ColumnsQuery = None, weights: WeightsQuery = "auto") -> dict[str, Any]:
+def layer_atlas_json(image_id: str, layer: str, loaded: LoadedModelDep, maps: FeatureMapsDep,
+                     scale: ScaleQuery = "layer", colormap: ColormapQuery = "auto",
+                     columns: ColumnsQuery = None) -> dict[str, Any]:
     """The atlas's grid geometry, colour map stops and each tile's value range (its legend)."""
-    loaded = runtime.load(model, weights)
     output = maps.output(loaded, image_id, layer)
     spec = maps.layout(loaded, image_id, output, scale, _colormap(colormap), columns)
-    response.headers.update(weights_header(loaded.variant))
     return {"layer": layer, "shape": list(output.shape), **spec.as_json(), "weights_used": loaded.variant}
 
 
 @router.get(f"{LAYER}/atlas.png")
-def layer_atlas_png(model: str, image_id: str, layer: str, runtime: RuntimeDep, maps: FeatureMapsDep,
-                    scale: ScaleQuery = "layer", colormap: ColormapQuery = "auto", columns: ColumnsQuery = None,
-                    weights: WeightsQuery = "auto") -> Response:
+def layer_atlas_png(image_id: str, layer: str, loaded: LoadedModelDep, maps: FeatureMapsDep,
+                    scale: ScaleQuery = "layer", colormap: ColormapQuery = "auto", columns: ColumnsQuery = None) -> Response:
     """Every channel of the layer in one grid picture; atlas.json with the same query describes it."""
-    loaded = runtime.load(model, weights)
     output = maps.output(loaded, image_id, layer)
     spec = maps.layout(loaded, image_id, output, scale, _colormap(colormap), columns)
-    headers = {**weights_header(loaded.variant), "X-ConvScope-Grid": f"{spec.columns}x{spec.rows}",
+    headers = {"X-ConvScope-Grid": f"{spec.columns}x{spec.rows}",
                "X-ConvScope-Tile": f"{spec.tile_width}x{spec.tile_height}"}
     return png_response(atlas.atlas_png(output, spec), headers)
 
 
 @router.get(f"{LAYER}/channels/{{channel}}.png")
-def channel_picture(model: str, image_id: str, layer: str, channel: int, runtime: RuntimeDep, maps: FeatureMapsDep,
-                    scale: ScaleQuery = "channel", colormap: ColormapQuery = "auto",
-                    weights: WeightsQuery = "auto") -> Response:
+def channel_picture(image_id: str, layer: str, channel: ChannelPath, loaded: LoadedModelDep, maps: FeatureMapsDep,
+                    scale: ScaleQuery = "channel", colormap: ColormapQuery = "auto") -> Response:
     """One channel at full resolution; its value range is in the X-ConvScope-Range header (low,high)."""
-    loaded = runtime.load(model, weights)
     output = maps.output(loaded, image_id, layer)
     channel = _channel(output, channel, layer)
     spec = maps.layout(loaded, image_id, output, scale, _colormap(colormap))
-    headers = {**weights_header(loaded.variant), "X-ConvScope-Colormap": spec.colormap,
+    headers = {"X-ConvScope-Colormap": spec.colormap,
                "X-ConvScope-Range": f"{float(spec.low[channel])!r},{float(spec.high[channel])!r}"}
     return png_response(atlas.channel_png(output, channel, spec), headers)
 
 
 @router.get(f"{LAYER}/channels/{{channel}}.npy")
-def channel_values(model: str, image_id: str, layer: str, channel: int, runtime: RuntimeDep, maps: FeatureMapsDep,
-                   weights: WeightsQuery = "auto") -> Response:
+def channel_values(image_id: str, layer: str, channel: ChannelPath, loaded: LoadedModelDep,
+                   maps: FeatureMapsDep) -> Response:
     """One channel's values, float32 H×W: the page reads the value under the cursor from it."""
-    loaded = runtime.load(model, weights)
     output = maps.output(loaded, image_id, layer)
     channel = _channel(output, channel, layer)
-    return npy_response(atlas.as_channels(output)[channel], weights_header(loaded.variant))
+    return npy_response(atlas.as_channels(output)[channel])
 
 
 @router.get("/models/{model}/images/{image_id}/overview.json")
-def layers_overview(model: str, image_id: str, runtime: RuntimeDep, maps: FeatureMapsDep, response: Response,
-                    weights: WeightsQuery = "auto") -> dict[str, Any]:
+def layers_overview(image_id: str, loaded: LoadedModelDep, maps: FeatureMapsDep) -> dict[str, Any]:
     """Every layer's value range and strongest channels; ``row`` is its row in overview.png."""
-    loaded = runtime.load(model, weights)
     overview = maps.overview(loaded, image_id)
-    response.headers.update(weights_header(loaded.variant))
     return {**overview.as_json(), "weights_used": loaded.variant}
 
 
 @router.get("/models/{model}/images/{image_id}/overview.png")
-def layers_overview_png(model: str, image_id: str, runtime: RuntimeDep, maps: FeatureMapsDep,
-                        weights: WeightsQuery = "auto") -> Response:
+def layers_overview_png(image_id: str, loaded: LoadedModelDep, maps: FeatureMapsDep) -> Response:
     """Thumbnails of every layer's strongest channels, one row per layer (see overview.json)."""
-    loaded = runtime.load(model, weights)
-    return png_response(maps.overview(loaded, image_id).png, weights_header(loaded.variant))
+    return png_response(maps.overview(loaded, image_id).png)

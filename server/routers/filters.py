@@ -9,65 +9,63 @@ import numpy as np
 from fastapi import APIRouter, Query, Response
 from torch import nn
 
-from server.deps import RuntimeDep, WeightsQuery, weights_header
+from server.deps import LoadedModelDep
 from server.errors import ApiError
 from server.responses import png_response
 from server.services.filters import FilterRequestError, kernel_atlas, kernel_page, weight_histogram
-from server.services.model_runtime import LoadedModel, ModelRuntime
+from server.services.model_runtime import LoadedModel
 
 router = APIRouter(prefix="/api", tags=["filters"])
 
-StartQuery = Annotated[int, Query(ge=0, description="first channel of the page")]
-CountQuery = Annotated[int | None, Query(ge=1, description="channels on the page (at most 64 per axis)")]
+MAX_CHANNEL_INDEX = 65535  # far above any layer's channel count; the bound keeps the schema honest
+StartQuery = Annotated[int, Query(ge=0, le=MAX_CHANNEL_INDEX, description="first channel of the page")]
+CountQuery = Annotated[int | None, Query(ge=1, le=256, description="channels on the page: at most 64 per axis (256 "
+                                                            "kernels of an RGB-input layer), and no more than the "
+                                                            "layer has from the start; a page beyond is 404")]
 
 
-def _conv_weight(runtime: ModelRuntime, model: str, layer: str, weights: str) -> tuple[LoadedModel, np.ndarray]:
-    loaded = runtime.load(model, weights)
+def _conv_weight(loaded: LoadedModel, layer: str) -> np.ndarray:
+    model = loaded.entry.id
     module = loaded.layer(layer)
     if not isinstance(module, nn.Conv2d):
-        raise ApiError(422, "not_a_conv_layer",
+        raise ApiError(404, "not_a_conv_layer",
                        f"Layer {layer!r} of {model} is a {type(module).__name__}; kernel pictures are for Conv2d layers.")
-    return loaded, module.weight.detach().float().cpu().numpy()
+    return module.weight.detach().float().cpu().numpy()
 
 
-def _kernels(runtime: ModelRuntime, model: str, layer: str, weights: str, out_start: int, out_count: int | None,
-             in_start: int, in_count: int | None) -> tuple[LoadedModel, bytes, dict[str, Any]]:
-    loaded, weight = _conv_weight(runtime, model, layer, weights)
+def _kernels(loaded: LoadedModel, layer: str, out_start: int, out_count: int | None,
+             in_start: int, in_count: int | None) -> tuple[bytes, dict[str, Any]]:
+    weight = _conv_weight(loaded, layer)
     try:
         page = kernel_page(weight.shape, out_start, out_count, in_start, in_count)
     except FilterRequestError as exc:
-        raise ApiError(422, "invalid_page", f"{exc}.") from None
-    png, meta = kernel_atlas(weight, page)
-    return loaded, png, meta
+        raise ApiError(404, "invalid_page", f"There is no such page of this layer: {exc}.") from None
+    return kernel_atlas(weight, page)
 
 
 @router.get("/models/{model}/layers/{layer}/filters.png")
-def filters_png(model: str, layer: str, runtime: RuntimeDep, out_start: StartQuery = 0, out_count: CountQuery = None,
-                in_start: StartQuery = 0, in_count: CountQuery = None, weights: WeightsQuery = "auto") -> Response:
+def filters_png(layer: str, loaded: LoadedModelDep, out_start: StartQuery = 0, out_count: CountQuery = None,
+                in_start: StartQuery = 0, in_count: CountQuery = None) -> Response:
     """A conv layer's kernels: colour images for an RGB first layer, else diverging per-input slices."""
-    loaded, png, _ = _kernels(runtime, model, layer, weights, out_start, out_count, in_start, in_count)
-    return png_response(png, weights_header(loaded.variant))
+    png, _ = _kernels(loaded, layer, out_start, out_count, in_start, in_count)
+    return png_response(png)
 
 
 @router.get("/models/{model}/layers/{layer}/filters.json")
-def filters_json(model: str, layer: str, runtime: RuntimeDep, response: Response, out_start: StartQuery = 0,
-                 out_count: CountQuery = None, in_start: StartQuery = 0, in_count: CountQuery = None,
-                 weights: WeightsQuery = "auto") -> dict[str, Any]:
+def filters_json(layer: str, loaded: LoadedModelDep, out_start: StartQuery = 0,
+                 out_count: CountQuery = None, in_start: StartQuery = 0, in_count: CountQuery = None) -> dict[str, Any]:
     """Geometry, page and scale of filters.png with the same query."""
-    loaded, _, meta = _kernels(runtime, model, layer, weights, out_start, out_count, in_start, in_count)
-    response.headers.update(weights_header(loaded.variant))
+    _, meta = _kernels(loaded, layer, out_start, out_count, in_start, in_count)
     return {"layer": layer, **meta, "weights_used": loaded.variant}
 
 
 @router.get("/models/{model}/layers/{layer}/histogram.json")
-def weights_histogram(model: str, layer: str, runtime: RuntimeDep, response: Response,
-                      bins: Annotated[int, Query(ge=2, le=512)] = 50, weights: WeightsQuery = "auto") -> dict[str, Any]:
+def weights_histogram(model: str, layer: str, loaded: LoadedModelDep,
+                      bins: Annotated[int, Query(ge=2, le=512)] = 50) -> dict[str, Any]:
     """Histogram (counts and edges) of the layer's weight tensor."""
-    loaded = runtime.load(model, weights)
     module = loaded.layer(layer)
     weight = getattr(module, "weight", None)
     if weight is None or not hasattr(weight, "detach"):
         raise ApiError(404, "no_weight", f"Layer {layer!r} of {model} ({type(module).__name__}) has no weights.")
-    response.headers.update(weights_header(loaded.variant))
     return {"layer": layer, **weight_histogram(weight.detach().float().cpu().numpy(), bins),
             "weights_used": loaded.variant}

@@ -8,10 +8,11 @@ import numpy as np
 from fastapi import APIRouter, Response
 
 from models.registry import ModelEntry
-from server.deps import ArchitecturesDep, DownloadsDep, RuntimeDep, WeightsQuery, weights_header
+from server.deps import ArchitecturesDep, DownloadsDep, LoadedModelDep, RuntimeDep, WeightsQuery, weights_header
 from server.errors import ApiError
+from server.openapi import json_example
 from server.responses import npy_response
-from server.services.model_runtime import ModelRuntime
+from server.services.model_runtime import LoadedModel, ModelRuntime
 
 router = APIRouter(prefix="/api", tags=["models"])
 
@@ -32,12 +33,16 @@ def model_summary(entry: ModelEntry, runtime: ModelRuntime) -> dict[str, Any]:
     }
 
 
-@router.get("/models")
+@router.get("/models", summary="Every model: input size, classes, the state of its weights",
+            responses=json_example({"models": [{"id": "lenet5", "title": "LeNet-5", "dataset": "mnist",
+                                                "input": {"channels": 1, "height": 28, "width": 28},
+                                                "num_classes": 10, "weights": {"state": "bundled",
+                                                                               "detail": "trained on MNIST"}}]}))
 def list_models(runtime: RuntimeDep) -> dict[str, list[dict[str, Any]]]:
     return {"models": [model_summary(entry, runtime) for entry in runtime.entries()]}
 
 
-@router.get("/models/{model}")
+@router.get("/models/{model}", summary="One model with its layers (name, type, output shape, parameters)")
 def model_detail(model: str, runtime: RuntimeDep, architectures: ArchitecturesDep, response: Response,
                  weights: WeightsQuery = "auto") -> dict[str, Any]:
     entry = runtime.entry(model)
@@ -46,31 +51,33 @@ def model_detail(model: str, runtime: RuntimeDep, architectures: ArchitecturesDe
     return {**model_summary(entry, runtime), "weights_used": variant, **architectures.get(entry)}
 
 
-def _parameter(model: str, layer: str, name: str, runtime: ModelRuntime, weights: str) -> Response:
-    loaded = runtime.load(model, weights)
+def _parameter(loaded: LoadedModel, layer: str, name: str) -> Response:
+    model = loaded.entry.id
     module = loaded.layer(layer)
     tensor = getattr(module, name, None)
     if tensor is None or not hasattr(tensor, "detach"):
         raise ApiError(404, f"no_{name}", f"Layer {layer!r} of {model} ({type(module).__name__}) has no {name}.")
     array = tensor.detach().float().cpu().numpy().astype(np.float32)
-    return npy_response(array, weights_header(loaded.variant))
+    return npy_response(array)
 
 
-@router.get("/models/{model}/layers/{layer}/weights.npy")
-def layer_weights(model: str, layer: str, runtime: RuntimeDep, weights: WeightsQuery = "auto") -> Response:
-    return _parameter(model, layer, "weight", runtime, weights)
+@router.get("/models/{model}/layers/{layer}/weights.npy",
+            summary="A layer's weight tensor as PyTorch holds it (conv: O×I/groups×kh×kw), float32 .npy")
+def layer_weights(layer: str, loaded: LoadedModelDep) -> Response:
+    return _parameter(loaded, layer, "weight")
 
 
-@router.get("/models/{model}/layers/{layer}/bias.npy")
-def layer_bias(model: str, layer: str, runtime: RuntimeDep, weights: WeightsQuery = "auto") -> Response:
-    return _parameter(model, layer, "bias", runtime, weights)
+@router.get("/models/{model}/layers/{layer}/bias.npy", summary="A layer's bias, float32 .npy (404 where it has none)")
+def layer_bias(layer: str, loaded: LoadedModelDep) -> Response:
+    return _parameter(loaded, layer, "bias")
 
 
-@router.post("/models/{model}/weights/download", status_code=202)
+@router.post("/models/{model}/weights/download", status_code=202,
+             summary="Start downloading a torchvision model's ImageNet weights (hash-checked)")
 def start_download(model: str, downloads: DownloadsDep) -> dict[str, Any]:
     return downloads.start(model).as_json()
 
 
-@router.get("/models/{model}/weights/download")
+@router.get("/models/{model}/weights/download", summary="Progress of a weights download")
 def download_progress(model: str, downloads: DownloadsDep) -> dict[str, Any]:
     return downloads.get(model).as_json()

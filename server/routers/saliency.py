@@ -9,23 +9,25 @@ from urllib.parse import quote, urlencode
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Response
 
-from server.deps import ImageStoreDep, RuntimeDep, SaliencyMapsDep, WeightsQuery, weights_header
+from server.deps import InputsDep, LoadedModelDep, RuntimeDep, SaliencyMapsDep
 from server.responses import npy_response, png_response
 from server.services.colormaps import COLORMAPS, is_diverging
-from server.services.model_inputs import input_picture, input_tensor
+from server.services.model_inputs import input_picture
 from server.services.model_runtime import LoadedModel
 from server.services.saliency import describe_methods
-from server.services.saliency.methods import DEFAULT_METHOD, get_method
+from server.services.saliency.methods import DEFAULT_METHOD, METHODS, get_method
 from server.services.saliency.overlay import DEFAULT_COLORMAP, check_colormap, legend, overlay_png
 from server.services.saliency.service import SaliencyKey, SaliencyMap, make_key
-from server.services.saliency.topk import DEFAULT_K
+from server.services.saliency.topk import DEFAULT_K, MAX_K
 
 router = APIRouter(prefix="/api", tags=["saliency"])
 
-MethodQuery = Annotated[str, Query(description="a saliency method name; see /api/saliency/methods")]
+# Names are checked by the services (unknown_method, unknown_colormap) against the same lists as these enums.
+MethodQuery = Annotated[str, Query(description="a saliency method name; see /api/saliency/methods",
+                                   json_schema_extra={"enum": list(METHODS)})]
 LayerQuery = Annotated[str | None, Query(description="a layer name; default: the model's last conv block")]
-TargetQuery = Annotated[int | None, Query(ge=0, description="class index; default: the top-1 class")]
-ColormapQuery = Annotated[str, Query(description="colour map name")]
+TargetQuery = Annotated[int | None, Query(ge=0, le=65535, description="class index; default: the top-1 class")]
+ColormapQuery = Annotated[str, Query(description="colour map name", json_schema_extra={"enum": list(COLORMAPS)})]
 OpacityQuery = Annotated[float, Query(ge=0.0, le=1.0, description="0: the input only, 1: the map only")]
 
 
@@ -54,38 +56,29 @@ class SaliencyQuery:
     loaded: LoadedModel
     key: SaliencyKey
 
-    @property
-    def headers(self) -> dict[str, str]:
-        return weights_header(self.loaded.variant)
-
 
 def one_class(
-    model: str,
     image_id: str,
-    runtime: RuntimeDep,
+    loaded: LoadedModelDep,
     method: MethodQuery = DEFAULT_METHOD,
     layer: LayerQuery = None,
     target: TargetQuery = None,
-    weights: WeightsQuery = "auto",
 ) -> SaliencyQuery:
-    loaded = runtime.load(model, weights)
     return SaliencyQuery(loaded, make_key(loaded, image_id, method, layer, target))
 
 
 def any_class(
-    model: str,
     image_id: str,
-    runtime: RuntimeDep,
+    loaded: LoadedModelDep,
     method: MethodQuery = DEFAULT_METHOD,
     layer: LayerQuery = None,
-    weights: WeightsQuery = "auto",
 ) -> SaliencyQuery:
-    return one_class(model, image_id, runtime, method, layer, None, weights)
+    return one_class(image_id, loaded, method, layer, None)
 
 
 OneClass = Annotated[SaliencyQuery, Depends(one_class)]
 AnyClass = Annotated[SaliencyQuery, Depends(any_class)]
-KQuery = Annotated[int, Query(ge=1, le=20, description="how many of the top classes")]
+KQuery = Annotated[int, Query(ge=1, le=MAX_K, description="how many of the top classes (at most the model's)")]
 MAP = "/models/{model}/images/{image_id}/saliency"
 
 
@@ -128,39 +121,38 @@ def _method_info(method: str) -> dict[str, Any]:
 @router.get(MAP + ".npy")
 def saliency_npy(query: OneClass, maps: SaliencyMapsDep) -> Response:
     """float32 H×W at input resolution in [0, 1]."""
-    return npy_response(maps.map(query.loaded, query.key).values, query.headers)
+    return npy_response(maps.map(query.loaded, query.key).values)
 
 
 @router.get(MAP + "/raw.npy")
 def saliency_raw(query: OneClass, maps: SaliencyMapsDep) -> Response:
     """The signed map before ReLU and scaling: CAMs at the layer's resolution, gradient methods at the
     input's (summed over input channels)."""
-    return npy_response(maps.map(query.loaded, query.key).raw, query.headers)
+    return npy_response(maps.map(query.loaded, query.key).raw)
 
 
 @router.get(MAP + ".png")
 def saliency_png(
     query: OneClass,
     maps: SaliencyMapsDep,
-    store: ImageStoreDep,
+    inputs: InputsDep,
     colormap: ColormapQuery = DEFAULT_COLORMAP,
     opacity: OpacityQuery = 0.5,
 ) -> Response:
     """The colour-mapped map over the model's input picture (``opacity`` 1: the map alone)."""
     check_colormap(colormap)
     result = maps.map(query.loaded, query.key)
-    picture = input_picture(query.loaded, input_tensor(query.loaded, store, query.key.image_id))
-    return png_response(overlay_png(result.values, picture, colormap, opacity), query.headers)
+    picture = input_picture(query.loaded, inputs.tensor(query.loaded, query.key.image_id))
+    return png_response(overlay_png(result.values, picture, colormap, opacity))
 
 
 @router.get(MAP + ".json")
 def saliency_json(
-    query: OneClass, maps: SaliencyMapsDep, response: Response, colormap: ColormapQuery = DEFAULT_COLORMAP
+    query: OneClass, maps: SaliencyMapsDep, colormap: ColormapQuery = DEFAULT_COLORMAP
 ) -> dict[str, Any]:
     """One class's map described: its class, the raw values 0 and 1 stand for, and its URLs."""
     check_colormap(colormap)
     result = maps.map(query.loaded, query.key)
-    response.headers.update(query.headers)
     return {**_described(query, colormap), "map": _info(query.key, result, colormap)}
 
 
@@ -168,14 +160,12 @@ def saliency_json(
 def saliency_top_k(
     query: AnyClass,
     maps: SaliencyMapsDep,
-    response: Response,
     k: KQuery = DEFAULT_K,
     colormap: ColormapQuery = DEFAULT_COLORMAP,
 ) -> dict[str, Any]:
     """The top-k predictions and each one's map, from one pass; each class's URLs are then cache hits."""
     check_colormap(colormap)
     _, found = maps.top_k(query.loaded, query.key, k)
-    response.headers.update(query.headers)
     return {
         **_described(query, colormap),
         "npy": _url(query.key, "/topk.npy", None, k=k),
@@ -187,13 +177,12 @@ def saliency_top_k(
 def saliency_top_k_npy(query: AnyClass, maps: SaliencyMapsDep, k: KQuery = DEFAULT_K) -> Response:
     """k×H×W float32: the top-k classes' maps in prediction order."""
     _, found = maps.top_k(query.loaded, query.key, k)
-    return npy_response(np.stack([m.values for m in found]), query.headers)
+    return npy_response(np.stack([m.values for m in found]))
 
 
 @router.get(MAP + "/progress")
-def saliency_progress(query: AnyClass, maps: SaliencyMapsDep, response: Response) -> dict[str, Any]:
+def saliency_progress(query: AnyClass, maps: SaliencyMapsDep) -> dict[str, Any]:
     """How far a long run (Score-CAM, occlusion, SmoothGrad…) for this image and method has got."""
-    response.headers.update(query.headers)
     return maps.progress.get(query.key)
 
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,8 @@ import torch
 from torch import nn
 
 from server.errors import ApiError
+from server.services.cache import ResultCache
+from server.services.hooks import forward_hooks
 from server.services.model_runtime import LoadedModel
 
 OutputReducer = Callable[[str, np.ndarray], Any]
@@ -51,6 +53,7 @@ class Capture:
     outputs: dict[str, np.ndarray]
     reduced: dict[str, Any]
     calls: dict[str, int]
+    logits: torch.Tensor | None = None  # the model's output, float32 on the CPU (1×N), when a tensor
 
 
 # Copying every output costs as much as a good part of the forward pass itself (VGG-16: 110 MB), yet
@@ -101,7 +104,6 @@ def _capture_once(
     reduce: OutputReducer | None,
     shareable: dict[str, bool],
 ) -> tuple[Capture, dict[str, bool], bool]:
-    owner = threading.get_ident()
     outputs: dict[str, np.ndarray] = {}
     reduced: dict[str, Any] = {}
     calls: dict[str, int] = {}
@@ -113,8 +115,6 @@ def _capture_once(
         share = shareable.get(name, False)
 
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            if threading.get_ident() != owner:  # someone else's forward pass on the shared module
-                return
             tensor = _first_tensor(output)
             if tensor is None or tensor.dim() not in (2, 4):
                 return
@@ -131,25 +131,17 @@ def _capture_once(
 
         return hook
 
-    module = loaded.module
-    with loaded.lock:
-        handles = []
-        try:
-            for name, sub in module.named_modules():
-                if name:
-                    handles.append(sub.register_forward_hook(make_hook(name)))
-            with torch.no_grad():
-                module(batch)
-        finally:
-            for handle in handles:
-                handle.remove()
+    hooks = [(sub, make_hook(name)) for name, sub in loaded.module.named_modules() if name]
+    with forward_hooks(loaded, hooks), torch.no_grad():
+        output = loaded.module(batch)
     learned: dict[str, bool] = {}
     surprised = False
     for name, (tensor, version, shared) in watched.items():
         untouched = tensor._version == version
         learned[name] = untouched
         surprised = surprised or (shared and not untouched)
-    return Capture(outputs, reduced, calls), learned, surprised
+    logits = output.detach().float().cpu() if isinstance(output, torch.Tensor) else None
+    return Capture(outputs, reduced, calls, logits), learned, surprised
 
 
 def selectable_layers(layers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -162,43 +154,24 @@ def _nbytes(shape: Sequence[int]) -> int:
 
 
 class ActivationStore:
-    """Per-layer outputs for (model, variant, image), LRU by bytes, with one capture per key at a time."""
+    """Per-layer outputs for (model, variant, image) in a :class:`ResultCache` (LRU by bytes); one capture
+    per image at a time, shared by every request that needs it."""
 
     def __init__(self, budget_bytes: int) -> None:
-        self.budget_bytes = max(0, int(budget_bytes))
-        self._items: OrderedDict[tuple[str, str, str, str], np.ndarray] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self._key_locks: dict[tuple[str, str, str], threading.Lock] = {}
-        self.captures = 0  # forward passes run, for tests and benchmarks
+        self.cache: ResultCache[np.ndarray] = ResultCache("activations", budget_bytes)
+        self.budget_bytes = self.cache.budget_bytes
+
+    @property
+    def captures(self) -> int:
+        """Forward passes run, for tests and benchmarks."""
+        return self.cache.stats.computations
 
     @property
     def nbytes(self) -> int:
-        return self._bytes
+        return self.cache.nbytes
 
     def __len__(self) -> int:
-        return len(self._items)
-
-    def _get(self, key: tuple[str, str, str, str]) -> np.ndarray | None:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-            return hit
-
-    def _put(self, key: tuple[str, str, str, str], array: np.ndarray) -> None:
-        if array.nbytes > self.budget_bytes:
-            return
-        array.setflags(write=False)  # shared by every request that reads it
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= old.nbytes
-            self._items[key] = array
-            self._bytes += array.nbytes
-            while self._bytes > self.budget_bytes and self._items:
-                _, evicted = self._items.popitem(last=False)
-                self._bytes -= evicted.nbytes
+        return len(self.cache)
 
     def plan(self, layers: Sequence[dict[str, Any]], name: str) -> list[str]:
         """Layers to keep from a capture for ``name``: it, then its nearest neighbours, within half the
@@ -229,14 +202,14 @@ class ActivationStore:
         batch_fn: Callable[[], torch.Tensor],
         admit: Callable[[], Any] | None = None,
         reduce: OutputReducer | None = None,
-        on_reduced: Callable[[dict[str, Any]], None] | None = None,
+        on_captured: Callable[[Capture], None] | None = None,
     ) -> np.ndarray:
         """The output of ``layer`` for ``image_id`` (float32, C×H×W or F), computing it on a miss.
 
         ``layers``: the selectable layers (architecture table rows); ``batch_fn``: the model input;
-        ``admit``: a context-manager factory (the work limiter) held around the forward pass.
-        ``reduce`` / ``on_reduced``: on a miss, also summarise every layer in the same forward pass and
-        hand the summaries over (the layer overview adopts them instead of running the model again).
+        ``admit``: a context-manager factory (admission control) held around the forward pass.
+        ``reduce`` / ``on_captured``: on a miss, also summarise every layer in the same forward pass and
+        hand the capture over (the layer overview adopts the summaries, the logits cache the output).
         """
         selectable = {entry["name"] for entry in layers}
         if layer not in selectable:
@@ -247,38 +220,35 @@ class ActivationStore:
             )
         image_key = (loaded.entry.id, loaded.variant, image_id)
         key = (*image_key, layer)
-        hit = self._get(key)
-        if hit is not None:
-            return hit
-        with self._lock:
-            key_lock = self._key_locks.setdefault(image_key, threading.Lock())
-        with key_lock:  # concurrent requests for one image wait for a single forward pass
-            hit = self._get(key)
-            if hit is not None:
-                return hit
+
+        ran: list[bool] = []
+
+        def compute() -> Capture:
+            ran.append(True)
             keep = self.plan(layers, layer)
             batch = batch_fn()
-            if admit is None:
+            with admit() if admit is not None else nullcontext():
                 captured = capture_layers(loaded, batch, keep, reduce)
-            else:
-                with admit():
-                    captured = capture_layers(loaded, batch, keep, reduce)
-            self.captures += 1
-            if on_reduced is not None and reduce is not None:
-                on_reduced(captured.reduced)
+            if on_captured is not None:
+                on_captured(captured)
             for name in keep:
                 if name in captured.outputs:
-                    self._put((*image_key, name), captured.outputs[name])
-            result = captured.outputs.get(layer)
-        with self._lock:
-            if not key_lock.locked():
-                self._key_locks.pop(image_key, None)
-        if result is None:
-            raise ApiError(
-                422, "layer_not_run",
-                f"Layer {layer!r} of {loaded.entry.id} did not run in the forward pass, so it has no output.",
-            )
-        return result
+                    self.cache.put((*image_key, name), captured.outputs[name])
+            return captured
+
+        for _ in range(3):  # a capture already running for another layer may not keep ours: then run ours
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+            captured = self.cache.get_or_compute((*image_key, "capture"), compute, keep=False)
+            if layer in captured.outputs:
+                return captured.outputs[layer]
+            if ran:
+                break  # our own pass did not run the layer
+        raise ApiError(
+            422, "layer_not_run",
+            f"Layer {layer!r} of {loaded.entry.id} did not run in the forward pass, so it has no output.",
+        )
 
 
 def channel_stats(array: np.ndarray) -> dict[str, list[float]]:

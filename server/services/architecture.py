@@ -3,7 +3,8 @@ hyper-parameters and receptive field, for the model's own input size."""
 
 from __future__ import annotations
 
-import threading
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,7 +12,11 @@ from torch import nn
 
 from models.layer_semantics import conv_padding
 from models.registry import ModelEntry
-from server.services.receptive_field import trace_fields
+from server.services.cache import ResultCache
+from server.services.hooks import recording_hooks
+from server.services.receptive_field import Field, trace_fields
+
+log = logging.getLogger("convscope")
 
 _KINDS: tuple[tuple[tuple[type, ...], str], ...] = (
     ((nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d), "conv"),
@@ -92,23 +97,50 @@ def _shape(output: Any) -> list[int] | None:
     return None
 
 
+@dataclass(frozen=True)
+class LayerGeometry:
+    """Unit (i, j) of the layer is centred on input pixel (start[0] + i·jump[0], start[1] + j·jump[1])."""
+
+    start: tuple[float, float]
+    jump: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A model's table (as the API serves it) and the receptive fields it was made from."""
+
+    table: dict[str, Any]
+    geometry: dict[str, LayerGeometry]  # layers whose field is smaller than the whole image
+
+    @property
+    def nbytes(self) -> int:
+        return 512 * (len(self.table["layers"]) + len(self.geometry))
+
+
 def describe(entry: ModelEntry) -> dict[str, Any]:
-    """Layers in ``named_modules`` order and the total parameter count, on a private untrained copy."""
+    """The architecture table of ``entry`` (see :func:`describe_architecture`)."""
+    return describe_architecture(entry).table
+
+
+def describe_architecture(entry: ModelEntry) -> Architecture:
+    """Layers in ``named_modules`` order and the total parameter count, on a private untrained copy.
+
+    The receptive fields are traced here, once per model, for the table and the saliency geometry alike.
+    """
     model = entry.build_untrained()  # architecture only; never the shared, served module
     example = torch.zeros(1, entry.input.channels, entry.input.height, entry.input.width)
     shapes: dict[str, list[int] | None] = {}
-    handles = []
+    named = [(name, module) for name, module in model.named_modules() if name]
+    hooks = [(module, lambda _m, _i, out, name=name: shapes.__setitem__(name, _shape(out))) for name, module in named]
+    with recording_hooks(model, hooks), torch.no_grad():
+        model(example)
+    fields: dict[str, Field]
     try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(
-                    lambda _m, _i, out, name=name: shapes.__setitem__(name, _shape(out))))
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
-    fields = trace_fields(model, example)
+        fields = trace_fields(model, example)
+    except Exception:  # an architecture the tracer cannot follow: no fields, stretched saliency maps; say so
+        log.warning("receptive fields of %s could not be traced; saliency maps will be stretched", entry.id,
+                    exc_info=True)
+        fields = {}
     layers = []
     for name, module in model.named_modules():
         if not name:
@@ -126,21 +158,30 @@ def describe(entry: ModelEntry) -> dict[str, Any]:
         }
         layer.update(hyper_parameters(module))
         layers.append(layer)
-    return {"layers": layers, "total_params": sum(p.numel() for p in model.parameters())}
+    geometry = {
+        name: LayerGeometry(tuple(field.start), tuple(field.jump))  # type: ignore[arg-type]
+        for name, field in fields.items()
+        if not field.whole_image
+    }
+    table = {"layers": layers, "total_params": sum(p.numel() for p in model.parameters())}
+    return Architecture(table, geometry)
 
 
 class ArchitectureCatalog:
     """Descriptions are computed once per model (they do not depend on weights) and kept."""
 
-    def __init__(self) -> None:
-        self._cache: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, budget_bytes: int = 16 * 1024 * 1024) -> None:
+        self.cache: ResultCache[Architecture] = ResultCache("architectures", budget_bytes)
+
+    def architecture(self, entry: ModelEntry) -> Architecture:
+        return self.cache.get_or_compute(entry.id, lambda: describe_architecture(entry))
 
     def get(self, entry: ModelEntry) -> dict[str, Any]:
-        with self._lock:
-            hit = self._cache.get(entry.id)
-        if hit is None:
-            hit = describe(entry)
-            with self._lock:
-                self._cache[entry.id] = hit
-        return hit
+        """The architecture table the API serves."""
+        return self.architecture(entry).table
+
+    def geometry(self, entry: ModelEntry, layer: str | None) -> LayerGeometry | None:
+        """Where the layer's units sit on the input; None when its field is the whole image (or unknown)."""
+        if layer is None:
+            return None
+        return self.architecture(entry).geometry.get(layer)

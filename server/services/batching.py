@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 import torch
 
 from server.errors import ApiError
+from server.services.cancel import current_token
 from server.services.model_runtime import LoadedModel
+from server.services.scheduler import Scheduler
 from server.services.work_limiter import WorkLimiter
 
 
@@ -45,8 +47,8 @@ class BatchingStats:
 class PredictionBatcher:
     """Runs ``loaded.module`` on 1×C×H×W inputs, batching concurrent calls for the same module."""
 
-    def __init__(self, limiter: WorkLimiter, window_s: float = 0.002, max_batch: int = 16) -> None:
-        self.limiter = limiter
+    def __init__(self, limiter: WorkLimiter | Scheduler, window_s: float = 0.002, max_batch: int = 16) -> None:
+        self.limiter = limiter  # a pool, or the scheduler (which picks the pool by measured cost)
         self.window_s = max(0.0, window_s)
         self.max_batch = max(1, max_batch)
         self.stats = BatchingStats()
@@ -84,7 +86,9 @@ class PredictionBatcher:
                 batch.full.set()
         if leader:
             return self._lead(key, batch)[0:1]
-        batch.done.wait()
+        token = current_token()
+        while not batch.done.wait(0.05):  # bounded by the leader's admission; our client may leave earlier
+            token.check()
         if batch.error is not None:
             if isinstance(batch.error, ApiError):  # a fresh copy: each request raises its own
                 err = batch.error
@@ -95,9 +99,12 @@ class PredictionBatcher:
 
     def _lead(self, key: tuple, batch: _Batch) -> torch.Tensor:
         try:
-            if self.window_s and self.limiter.active > 0:
+            label = f"forward/{batch.loaded.entry.id}"
+            scheduler = self.limiter if isinstance(self.limiter, Scheduler) else None
+            pool = scheduler.select(label) if scheduler is not None else self.limiter
+            if self.window_s and pool.active > 0:
                 batch.full.wait(self.window_s)  # others are computing: give followers a moment to join
-            with self.limiter.admit():
+            with scheduler.admit(label) if scheduler is not None else pool.admit():
                 self._close(key, batch)  # later requests start the next batch
                 stacked = torch.cat(batch.inputs) if len(batch.inputs) > 1 else batch.inputs[0]
                 with torch.inference_mode():

@@ -16,8 +16,8 @@ forward pass. Sums are float64 over PyTorch's float32 values; tests check them a
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,8 @@ from models.layer_semantics import conv_padding, fused_activation
 from server.errors import ApiError
 from server.services import window_math as wm
 from server.services.architecture import layer_kind
+from server.services.cache import ResultCache
+from server.services.hooks import forward_hooks
 from server.services.model_runtime import LoadedModel
 
 MAX_TOP = 64
@@ -105,13 +107,12 @@ def capture(loaded: LoadedModel, batch: torch.Tensor, layer_name: str) -> LayerC
         follow = fused
     before = leaves[index - 1] if index else None
     pad_module = before if before is not None and isinstance(before[1], _ZERO_PADS) else None
-    owner = threading.get_ident()
     seen: dict[str, Any] = {}
     chain: list[tuple[str, nn.Module, torch.Tensor]] = []
     pending: dict[str, bool] = {}
 
     def on_target(_m: nn.Module, inputs: tuple, output: Any) -> None:
-        if threading.get_ident() != owner or "input" in seen or not isinstance(output, torch.Tensor):
+        if "input" in seen or not isinstance(output, torch.Tensor):
             return
         if not inputs or not isinstance(inputs[0], torch.Tensor):
             return  # e.g. DenseNet's dense layers take a list: not traceable (422 below), never a crash
@@ -121,12 +122,12 @@ def capture(loaded: LoadedModel, batch: torch.Tensor, layer_name: str) -> LayerC
             raise _Stop
 
     def on_pad(_m: nn.Module, _inputs: tuple, output: Any) -> None:
-        if threading.get_ident() == owner and "pad" not in seen:
+        if "pad" not in seen:
             seen["pad"] = output.detach()[0].float().cpu().clone()
 
     def pre_follow(name: str, stage: int) -> Any:
         def hook(_m: nn.Module, inputs: tuple) -> None:
-            if threading.get_ident() != owner or len(chain) != stage or "output" not in seen:
+            if len(chain) != stage or "output" not in seen:
                 return
             previous = seen["output"] if stage == 0 else chain[-1][2]
             x = inputs[0].detach()[0].float().cpu()
@@ -135,35 +136,29 @@ def capture(loaded: LoadedModel, batch: torch.Tensor, layer_name: str) -> LayerC
 
     def post_follow(name: str, module: nn.Module, stage: int) -> Any:
         def hook(_m: nn.Module, _inputs: tuple, output: Any) -> None:
-            if threading.get_ident() != owner or not pending.pop(name, False):
+            if not pending.pop(name, False):
                 return
             chain.append((name, module, output.detach()[0].float().cpu().clone()))
             if len(chain) == len(follow):
                 raise _Stop
         return hook
 
-    with loaded.lock:
-        handles = []
-        try:
-            handles.append(target.register_forward_hook(on_target))
-            if pad_module is not None:
-                handles.append(pad_module[1].register_forward_hook(on_pad))
-            for stage, (name, module) in enumerate(follow):
-                handles.append(module.register_forward_pre_hook(pre_follow(name, stage)))
-                act = fused_activation(module) if fused and stage == 0 else None
-                if act is not None:  # the norm's own output is what enters its activation
-                    handles.append(act.register_forward_pre_hook(
-                        lambda m, inputs, hook=post_follow(name, module, stage): hook(m, inputs, inputs[0])))
-                else:
-                    handles.append(module.register_forward_hook(post_follow(name, module, stage)))
-            try:
-                with torch.no_grad():
-                    loaded.module(batch)
-            except _Stop:
-                pass
-        finally:
-            for handle in handles:
-                handle.remove()
+    hooks = [(target, on_target)]
+    pre_hooks = []
+    if pad_module is not None:
+        hooks.append((pad_module[1], on_pad))
+    for stage, (name, module) in enumerate(follow):
+        pre_hooks.append((module, pre_follow(name, stage)))
+        act = fused_activation(module) if fused and stage == 0 else None
+        if act is not None:  # the norm's own output is what enters its activation
+            pre_hooks.append((act, lambda m, inputs, hook=post_follow(name, module, stage): hook(m, inputs, inputs[0])))
+        else:
+            hooks.append((module, post_follow(name, module, stage)))
+    try:
+        with forward_hooks(loaded, hooks, pre_hooks), torch.no_grad():
+            loaded.module(batch)
+    except _Stop:
+        pass
     if "input" not in seen:
         raise ApiError(422, "layer_not_traceable", f"Layer {layer_name!r} did not run on a single tensor in the forward pass.")
     result = LayerCapture(seen["input"], seen["output"], chain)
@@ -173,30 +168,31 @@ def capture(loaded: LoadedModel, batch: torch.Tensor, layer_name: str) -> LayerC
     return result
 
 
-class CaptureCache:
-    """Captures by (model, weights variant, image, layer), least recently used evicted past a byte budget."""
+class Traces:
+    """Captures by (model, weights variant, image, layer) in a :class:`ResultCache`, computed under
+    admission control; stepping from cell to cell then costs no forward pass."""
 
-    def __init__(self, budget_bytes: int = 128 * 1024 * 1024) -> None:
-        self.budget_bytes = budget_bytes
-        self._items: OrderedDict[tuple[str, str, str, str], LayerCapture] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, inputs: Any, admit: Callable[[str, str], AbstractContextManager[Any]] | None = None,
+                 outputs: Any = None, budget_bytes: int = 128 * 1024 * 1024) -> None:
+        self.inputs = inputs  # ModelInputs
+        self.admit = admit
+        self.outputs = outputs  # ModelOutputs: the softmax trace reads the image's shared forward result
+        self.cache: ResultCache[LayerCapture] = ResultCache("traces", budget_bytes)
 
-    def get(self, key: tuple[str, str, str, str]) -> LayerCapture | None:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-            return hit
+    def softmax(self, loaded: LoadedModel, image_id: str, top: int) -> dict[str, Any]:
+        """Softmax at the output: logits, exponentials, their sum and the probabilities."""
+        return softmax_trace(self.outputs.logits(loaded, image_id), loaded.entry.categories, top)
 
-    def put(self, key: tuple[str, str, str, str], value: LayerCapture) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > 1 and sum(v.nbytes for v in self._items.values()) > self.budget_bytes:
-                self._items.popitem(last=False)
+    def capture(self, loaded: LoadedModel, image_id: str, layer: str) -> LayerCapture:
+        loaded.layer(layer)  # 404 for an unknown layer before any work
 
-    def __len__(self) -> int:
-        return len(self._items)
+        def compute() -> LayerCapture:
+            batch = self.inputs.batch(loaded, image_id)
+            label = f"trace/{loaded.entry.id}"
+            with self.admit(label, "cheap") if self.admit is not None else nullcontext():
+                return capture(loaded, batch, layer)
+
+        return self.cache.get_or_compute((loaded.entry.id, loaded.variant, image_id, layer), compute)
 
 
 def _index(tensor: torch.Tensor, channel: int, y: int, x: int) -> float:

@@ -12,29 +12,37 @@ import numpy as np
 import torch
 
 from server.services import atlas
-from server.services.activations import ActivationStore, selectable_layers
+from server.services.activations import ActivationStore, Capture, selectable_layers
 from server.services.architecture import ArchitectureCatalog
-from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverview, LayerOverviews
-from server.services.model_inputs import input_batch
+from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import LoadedModel
+from server.services.predictions import ModelOutputs
 
 
 class FeatureMaps:
     def __init__(self, activations: ActivationStore, overviews: LayerOverviews, architectures: ArchitectureCatalog,
-                 images: ImageStore, admit: Callable[[], AbstractContextManager[Any]] | None = None) -> None:
+                 inputs: ModelInputs, admit: Callable[[str, str], AbstractContextManager[Any]] | None = None,
+                 outputs: ModelOutputs | None = None) -> None:
         self.activations = activations
         self.overviews = overviews
         self.architectures = architectures
-        self.images = images
-        self.admit = admit  # held around every forward pass (the work limiter)
+        self.inputs = inputs
+        self._admit = admit  # held around every forward pass (admission control)
+        self.outputs = outputs  # the logits of every capture are filed there
+
+    def _admitter(self, loaded: LoadedModel) -> Callable[[], AbstractContextManager[Any]] | None:
+        admit = self._admit
+        if admit is None:
+            return None
+        return lambda: admit(f"capture/{loaded.entry.id}", "cheap")
 
     def layers(self, loaded: LoadedModel) -> list[dict[str, Any]]:
         """Rows of the architecture table whose output is a feature map or a vector."""
         return selectable_layers(self.architectures.get(loaded.entry)["layers"])
 
     def _batch(self, loaded: LoadedModel, image_id: str) -> Callable[[], torch.Tensor]:
-        return lambda: input_batch(loaded, self.images, image_id)
+        return lambda: self.inputs.batch(loaded, image_id)
 
     def output(self, loaded: LoadedModel, image_id: str, layer: str) -> np.ndarray:
         """The layer's float32 output for the image (C×H×W or F); 404 / 422 ApiErrors for bad layers."""
@@ -42,15 +50,21 @@ class FeatureMaps:
         names = [entry["name"] for entry in layers]
         # the first forward pass for an image also summarises every layer for the strip: no second pass
         summarise = None if self.overviews.has(loaded, image_id) else atlas.summarise_layer
+
+        def adopt(captured: Capture) -> None:
+            if summarise is not None:
+                self.overviews.adopt(loaded, image_id, names, captured.reduced)
+            if self.outputs is not None:
+                self.outputs.remember(loaded, image_id, captured.logits)
+
         return self.activations.get(
-            loaded, image_id, layer, layers, self._batch(loaded, image_id), self.admit,
-            summarise, lambda reduced: self.overviews.adopt(loaded, image_id, names, reduced),
+            loaded, image_id, layer, layers, self._batch(loaded, image_id), self._admitter(loaded), summarise, adopt,
         )
 
     def overview(self, loaded: LoadedModel, image_id: str) -> LayerOverview:
         """Every layer's range and strongest channels for the image."""
         names = [layer["name"] for layer in self.layers(loaded)]
-        return self.overviews.get(loaded, image_id, names, self._batch(loaded, image_id), self.admit)
+        return self.overviews.get(loaded, image_id, names, self._batch(loaded, image_id), self._admitter(loaded))
 
     def layout(self, loaded: LoadedModel, image_id: str, output: np.ndarray, scale: str, colormap: str,
                columns: int | None = None) -> atlas.AtlasLayout:

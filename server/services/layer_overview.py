@@ -8,14 +8,15 @@ the feature-map atlases.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 
 from server.services.activations import capture_layers
 from server.services.atlas import THUMB_SIZE, THUMBS_PER_LAYER, strip_png, strip_rows, summarise_layer
+from server.services.cache import ResultCache
 from server.services.model_runtime import LoadedModel
 
 
@@ -87,36 +88,23 @@ def overview_from_summaries(reduced: dict[str, Any], layer_names: Sequence[str])
 
 
 class LayerOverviews:
-    """A few recent overviews; concurrent requests for one image share a single forward pass."""
+    """Recent overviews in a :class:`ResultCache`; concurrent requests for one image share one forward pass."""
 
-    def __init__(self, max_items: int = 16, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self.max_items = max(1, max_items)
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[str, str, str], LayerOverview] = OrderedDict()
-        self._lock = threading.Lock()
-        self._key_locks: dict[tuple[str, str, str], threading.Lock] = {}
+    def __init__(self, budget_bytes: int = 64 * 1024 * 1024) -> None:
+        self.cache: ResultCache[LayerOverview] = ResultCache("overviews", budget_bytes)
+
+    @staticmethod
+    def _key(loaded: LoadedModel, image_id: str) -> tuple[str, str, str]:
+        return (loaded.entry.id, loaded.variant, image_id)
 
     def adopt(self, loaded: LoadedModel, image_id: str, layer_names: Sequence[str], reduced: dict[str, Any]) -> None:
         """Keep an overview made from summaries that another forward pass computed anyway."""
-        key = (loaded.entry.id, loaded.variant, image_id)
-        with self._lock:
-            if key in self._items:
-                return
-        overview = overview_from_summaries(reduced, layer_names)
-        with self._lock:
-            self._items[key] = overview
-            self._evict()
-
-    def _evict(self) -> None:
-        """Drop the oldest overviews beyond the count or byte limit (the newest always stays)."""
-        while len(self._items) > 1 and (
-            len(self._items) > self.max_items or sum(o.nbytes for o in self._items.values()) > self.max_bytes
-        ):
-            self._items.popitem(last=False)
+        key = self._key(loaded, image_id)
+        if key not in self.cache:
+            self.cache.put(key, overview_from_summaries(reduced, layer_names))
 
     def has(self, loaded: LoadedModel, image_id: str) -> bool:
-        with self._lock:
-            return (loaded.entry.id, loaded.variant, image_id) in self._items
+        return self._key(loaded, image_id) in self.cache
 
     def get(
         self,
@@ -126,26 +114,9 @@ class LayerOverviews:
         batch_fn: Callable[[], torch.Tensor],
         admit: Callable[[], Any] | None = None,
     ) -> LayerOverview:
-        key = (loaded.entry.id, loaded.variant, image_id)
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                hit = self._items.get(key)
-            if hit is not None:
-                return hit
+        def compute() -> LayerOverview:
             batch = batch_fn()
-            if admit is None:
-                overview = build_overview(loaded, batch, layer_names)
-            else:
-                with admit():
-                    overview = build_overview(loaded, batch, layer_names)
-            with self._lock:
-                self._items[key] = overview
-                self._evict()
-                self._key_locks.pop(key, None)
-        return overview
+            with admit() if admit is not None else nullcontext():
+                return build_overview(loaded, batch, layer_names)
+
+        return self.cache.get_or_compute(self._key(loaded, image_id), compute)

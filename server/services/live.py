@@ -39,10 +39,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from server.errors import ApiError
-from server.services import atlas
+from server.services import atlas, cancel
 from server.services.activations import selectable_layers
 from server.services.architecture import ArchitectureCatalog
 from server.services.colormaps import apply_colormap, colormap_stops
+from server.services.hooks import CapturedLayer, forward_hooks
 from server.services.image_decode import decode_image
 from server.services.model_inputs import input_picture
 from server.services.model_runtime import LoadedModel, ModelRuntime
@@ -55,7 +56,6 @@ from server.services.saliency.base import (
     resolve_targets,
     spatial_activation,
 )
-from server.services.saliency.hooks import CapturedLayer, forward_hooks
 from server.services.saliency.methods import get_method
 
 # CAM methods whose cost is one forward pass plus (at most) one backward to the target layer.
@@ -399,10 +399,12 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class LiveSession:
     """One client's live stream: a receiver that files frames into the slot and a worker that computes."""
 
-    def __init__(self, config: LiveConfig, limits: LiveLimits, admit: Admit) -> None:
+    def __init__(self, config: LiveConfig, limits: LiveLimits, admit: Admit, client: str = "local") -> None:
         self.config = config
         self.limits = limits
         self.admit = admit
+        self.client = client  # who admission control sees: one live socket is one client
+        self.token = cancel.CancelToken()  # set when the socket closes: a frame waiting for a slot gives up
         self.slot = FrameSlot()
         self.stats = SessionStats()
 
@@ -417,8 +419,10 @@ class LiveSession:
             tasks.start_soon(self._decode, handover, send)
             tasks.start_soon(self._compute, prepared, send)
             try:
-                await self._receive_frames(receive, send)
+                with cancel.live(self.token):  # a server shutting down cancels it too
+                    await self._receive_frames(receive, send)
             finally:
+                self.token.cancel()
                 # A frame being decoded or computed finishes in its thread first (a worker thread cannot be
                 # stopped; hooks and the limiter slot are released by its own finally blocks), then the
                 # stages end.
@@ -467,8 +471,7 @@ class LiveSession:
             self.stats.computing = True
             started = time.monotonic()
             try:
-                answer, times = await anyio.to_thread.run_sync(run_frame, self.config, item.tensor, self.limits,
-                                                               self.admit)
+                answer, times = await anyio.to_thread.run_sync(self._run_frame, item.tensor)
             except ApiError as err:
                 await self._send_error(send, err, frame, item.replaced)
                 continue
@@ -480,6 +483,10 @@ class LiveSession:
             timing["queue_ms"] = round((started - frame.received) * 1000 - item.decode_ms, 2)
             timing["server_ms"] = round((time.monotonic() - frame.received) * 1000, 2)
             await send({"frame": frame.number, "dropped": item.replaced, **answer, "timing": timing})
+
+    def _run_frame(self, tensor: torch.Tensor) -> tuple[dict[str, Any], FrameTimes]:
+        with cancel.bound(self.token, self.client):  # admission control reads both from the context
+            return run_frame(self.config, tensor, self.limits, self.admit)
 
     async def _send_error(self, send: Send, err: ApiError, frame: Frame, replaced: int) -> None:
         self.stats.errors += 1
@@ -519,6 +526,7 @@ class LiveHub:
         self.max_clients = max(1, max_clients)
         self._sessions: set[LiveSession] = set()
         self._lock = threading.Lock()
+        self._opened = 0
         self.refused = 0
 
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
@@ -531,10 +539,14 @@ class LiveHub:
         return resolve_config(loaded, self.architectures, layer, method, saliency_layer)
 
     @contextmanager
-    def session(self, config: LiveConfig) -> Iterator[LiveSession]:
-        """A registered session for the block; ApiError 503 when ``max_clients`` are already live."""
-        live = LiveSession(config, self.limits, self.admit)
+    def session(self, config: LiveConfig, peer: str = "local") -> Iterator[LiveSession]:
+        """A registered session for the block; ApiError 503 when ``max_clients`` are already live.
+
+        ``peer``: the client's address. Each socket is its own client for admission control (two tabs on
+        one laptop are two live clients, each with its fair share)."""
         with self._lock:
+            self._opened += 1
+            live = LiveSession(config, self.limits, self.admit, f"{peer}/live-{self._opened}")
             if len(self._sessions) >= self.max_clients:
                 self.refused += 1
                 raise ApiError(503, "too_many_live_clients",

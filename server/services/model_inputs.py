@@ -1,43 +1,34 @@
-"""The tensor a model sees for a stored image, cached per (model, variant, image)."""
+"""The tensor a model sees for a stored image, cached per (model, image), and that tensor as a picture."""
 
 from __future__ import annotations
-
-import threading
-from collections import OrderedDict
 
 import numpy as np
 import torch
 from PIL import Image
 
+from server.services.cache import ResultCache
 from server.services.image_store import ImageStore
 from server.services.model_runtime import LoadedModel
 
-_CACHE_ITEMS = 64
-_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
-_cache_lock = threading.Lock()
 
+class ModelInputs:
+    """Preprocessed inputs of stored images (float32 C×H×W on the CPU) in a :class:`ResultCache`."""
 
-def input_tensor(loaded: LoadedModel, store: ImageStore, image_id: str) -> torch.Tensor:
-    """Float32 C×H×W on the CPU: exactly what ``input.npy`` serves and the model is fed."""
-    # Preprocessing depends on the model, not on its weights variant.
-    key = (loaded.entry.id, image_id)
-    with _cache_lock:
-        hit = _cache.get(key)
-        if hit is not None:
-            _cache.move_to_end(key)
-            return hit
-    image = store.open_image(image_id)
-    tensor = loaded.preprocess(image).contiguous()
-    with _cache_lock:
-        _cache[key] = tensor
-        while len(_cache) > _CACHE_ITEMS:
-            _cache.popitem(last=False)
-    return tensor
+    def __init__(self, store: ImageStore, budget_bytes: int = 64 * 1024 * 1024) -> None:
+        self.store = store
+        self.cache: ResultCache[torch.Tensor] = ResultCache("model inputs", budget_bytes)
 
+    def tensor(self, loaded: LoadedModel, image_id: str) -> torch.Tensor:
+        """Exactly what ``input.npy`` serves and the model is fed."""
+        # Preprocessing depends on the model, not on its weights variant.
+        return self.cache.get_or_compute(
+            (loaded.entry.id, image_id),
+            lambda: loaded.preprocess(self.store.open_image(image_id)).contiguous(),
+        )
 
-def input_batch(loaded: LoadedModel, store: ImageStore, image_id: str) -> torch.Tensor:
-    """1×C×H×W on the model's device."""
-    return input_tensor(loaded, store, image_id).unsqueeze(0).to(loaded.device)
+    def batch(self, loaded: LoadedModel, image_id: str) -> torch.Tensor:
+        """1×C×H×W on the model's device."""
+        return self.tensor(loaded, image_id).unsqueeze(0).to(loaded.device)
 
 
 def input_picture(loaded: LoadedModel, tensor: torch.Tensor) -> Image.Image:

@@ -8,7 +8,6 @@ every answer says which was used, so nothing untrained is ever shown as trained.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +17,8 @@ from torch import nn
 from models.preprocessing import Preprocess
 from models.registry import ModelEntry, ModelRegistry, WeightsError, WeightsStatus, default_registry
 from server.errors import ApiError
+from server.services.architecture import ArchitectureCatalog, LayerGeometry
+from server.services.cache import ResultCache
 
 WEIGHT_CHOICES = ("auto", "trained", "untrained")
 
@@ -31,6 +32,19 @@ class LoadedModel:
     preprocess_fn: Preprocess
     # Held while hooks are registered on ``module``: other requests run the same module concurrently.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    catalog: ArchitectureCatalog | None = None  # the runtime's: architecture tables and receptive fields
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of parameters and buffers (what keeping the model loaded costs)."""
+        tensors = [*self.module.parameters(), *self.module.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def geometry(self, layer: str | None) -> LayerGeometry | None:
+        """Where ``layer``'s units sit on the input (traced once per model by the architecture catalog)."""
+        if self.catalog is None:
+            self.catalog = ArchitectureCatalog()
+        return self.catalog.geometry(self.entry, layer)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The float32 C×H×W tensor (on the CPU) the model sees for ``image``."""
@@ -46,14 +60,16 @@ class LoadedModel:
 
 
 class ModelRuntime:
-    def __init__(self, device: torch.device, max_loaded: int = 4, registry: ModelRegistry | None = None) -> None:
+    def __init__(self, device: torch.device, max_loaded: int = 4, catalog: ArchitectureCatalog | None = None,
+                 budget_bytes: int = 4 * 1024 * 1024 * 1024, registry: ModelRegistry | None = None) -> None:
         self.device = device
         self.registry = registry if registry is not None else default_registry()
         self.max_loaded = max(1, max_loaded)
-        self._loaded: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self.catalog = catalog if catalog is not None else ArchitectureCatalog()
+        # (model id, variant) → LoadedModel; one build per key even when a class asks at once
+        self.cache: ResultCache[LoadedModel] = ResultCache("models", budget_bytes, max_items=self.max_loaded)
         self._failures: dict[str, str] = {}  # model id → why its trained weights could not be loaded
         self._lock = threading.Lock()
-        self._build_locks: dict[tuple[str, str], threading.Lock] = {}
 
     # --- registry views -------------------------------------------------------------------------
     def entries(self) -> list[ModelEntry]:
@@ -78,8 +94,7 @@ class ModelRuntime:
         """Called after a successful download: the model's weights may load now."""
         with self._lock:
             self._failures.pop(model_id, None)
-            for key in [k for k in self._loaded if k[0] == model_id]:
-                del self._loaded[key]
+        self.cache.discard_where(lambda key: key[0] == model_id)
 
     def resolve_variant(self, entry: ModelEntry, weights: str) -> str:
         if weights not in WEIGHT_CHOICES:
@@ -99,36 +114,23 @@ class ModelRuntime:
     def load(self, model_id: str, weights: str = "auto") -> LoadedModel:
         entry = self.entry(model_id)
         variant = self.resolve_variant(entry, weights)
-        key = (entry.id, variant)
-        with self._lock:
-            hit = self._loaded.get(key)
-            if hit is not None:
-                self._loaded.move_to_end(key)
-                return hit
-            build_lock = self._build_locks.setdefault(key, threading.Lock())
-        with build_lock:  # one build per model even when a class asks at once
+        try:
+            return self.cache.get_or_compute((entry.id, variant), lambda: self._build(entry, variant))
+        except WeightsError as exc:
             with self._lock:
-                hit = self._loaded.get(key)
-                if hit is not None:
-                    return hit
-            try:
-                module = entry.build(trained=variant == "trained")
-            except WeightsError as exc:
-                with self._lock:
-                    self._failures[entry.id] = str(exc)
-                if weights == "auto":
-                    return self.load(model_id, "untrained")
-                raise ApiError(409, "weights_unavailable", f"Trained weights for {entry.id} failed to load: {exc}") from exc
-            for param in module.parameters():
-                param.requires_grad_(False)
-            module = module.to(self.device).eval()
-            loaded = LoadedModel(entry, variant, module, self.device, entry.make_preprocess())
-            with self._lock:
-                self._loaded[key] = loaded
-                while len(self._loaded) > self.max_loaded:
-                    self._loaded.popitem(last=False)
-            return loaded
+                self._failures[entry.id] = str(exc)
+            if weights == "auto":
+                return self.load(model_id, "untrained")
+            raise ApiError(409, "weights_unavailable", f"Trained weights for {entry.id} failed to load: {exc}") from exc
 
-    def loaded_keys(self) -> list[tuple[str, str]]:
-        with self._lock:
-            return list(self._loaded)
+    def loaded(self, model_id: str, weights: str = "auto") -> LoadedModel | None:
+        """The model when it is loaded already (no waiting, no building), else None."""
+        entry = self.entry(model_id)
+        return self.cache.get((entry.id, self.resolve_variant(entry, weights)))
+
+    def _build(self, entry: ModelEntry, variant: str) -> LoadedModel:
+        module = entry.build(trained=variant == "trained")
+        for param in module.parameters():
+            param.requires_grad_(False)
+        module = module.to(self.device).eval()
+        return LoadedModel(entry, variant, module, self.device, entry.make_preprocess(), catalog=self.catalog)

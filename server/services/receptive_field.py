@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
+from server.services.hooks import recording_hooks
+
 
 @dataclass(frozen=True)
 class Field:
@@ -173,7 +175,6 @@ def trace_fields(model: torch.nn.Module, example: torch.Tensor) -> dict[str, Fie
     h, w = int(example.shape[-2]), int(example.shape[-1])
     tracker = _FieldTracker((h, w))
     by_module: dict[str, Field] = {}
-    handles = []
 
     def make_hook(name: str) -> Callable:
         def hook(_module: torch.nn.Module, _inp: Any, output: Any) -> None:
@@ -184,15 +185,9 @@ def trace_fields(model: torch.nn.Module, example: torch.Tensor) -> dict[str, Fie
                 by_module[name] = field
         return hook
 
-    try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(make_hook(name)))
-        x = example.clone()
-        with torch.no_grad(), tracker:
-            tracker.remember(x, Field((1.0, 1.0), (1.0, 1.0), (0.0, 0.0)))
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooks = [(module, make_hook(name)) for name, module in model.named_modules() if name]
+    x = example.clone()
+    with recording_hooks(model, hooks), torch.no_grad(), tracker:
+        tracker.remember(x, Field((1.0, 1.0), (1.0, 1.0), (0.0, 0.0)))
+        model(x)
     return by_module

@@ -11,13 +11,13 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from models.datasets import mnist, shapes
+from server.services.cache import ResultCache
 
 DATASETS = ("shapes", "mnist", "photos")
 DEFAULT_COUNT = 12
@@ -29,6 +29,10 @@ _SAMPLE_ID = re.compile(r"(shapes|mnist)-test-(0|[1-9][0-9]{0,5})")
 _PHOTO_ID = re.compile(r"photos-([a-z0-9][a-z0-9_-]{0,39})")
 _PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 PHOTO_MAX_SIDE = 512  # plenty for 224×224 models, and a light download for a class of laptops
+
+# Sample PNGs, the MNIST arrays and the Shapes labels: one ResultCache (its budget is
+# Settings.sample_cache_bytes, applied by the app's lifespan).
+cache: ResultCache[object] = ResultCache("samples", 32 * 1024 * 1024)
 
 
 class UnknownSample(LookupError):
@@ -122,23 +126,28 @@ def _photo_files(folder: Path | None) -> dict[str, Path]:
     return found
 
 
-@lru_cache(maxsize=16)  # a few hundred KB each
 def _photo_png(path: Path) -> bytes:
+    return cache.get_or_compute(("photo", path), lambda: _read_photo(path))  # type: ignore[return-value]
+
+
+def _read_photo(path: Path) -> bytes:
     with Image.open(path) as image:
         rgb = image.convert("RGB")
     rgb.thumbnail((PHOTO_MAX_SIDE, PHOTO_MAX_SIDE), Image.LANCZOS)
     return _png(rgb)
 
 
-@lru_cache(maxsize=256)  # 64×64 PNGs of a few KB each: at most about a megabyte
 def _shapes_png(index: int) -> bytes:
-    image, _, _ = shapes.sample(index, split="test")
-    return _png(image.convert("RGB"))
+    def make() -> bytes:
+        image, _, _ = shapes.sample(index, split="test")
+        return _png(image.convert("RGB"))
+
+    return cache.get_or_compute(("shapes", index), make)  # type: ignore[return-value]
 
 
-@lru_cache(maxsize=1)
 def _shapes_test_labels() -> np.ndarray:
-    return shapes.generate_split("test", count=_SHAPES_SCAN).labels
+    return cache.get_or_compute(  # type: ignore[return-value]
+        ("shapes-labels",), lambda: shapes.generate_split("test", count=_SHAPES_SCAN).labels)
 
 
 def _balanced_indices(labels: np.ndarray, count: int) -> list[int]:
@@ -152,10 +161,14 @@ def _balanced_indices(labels: np.ndarray, count: int) -> list[int]:
     return out[:count]
 
 
-@lru_cache(maxsize=2)  # 10,000 × 28 × 28 bytes ≈ 7.8 MB per directory; two directories at most
 def _mnist_arrays(data_dir: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """10,000 × 28 × 28 bytes ≈ 7.8 MB per directory."""
     if data_dir is None:
         return None
+    return cache.get_or_compute(("mnist", data_dir), lambda: _load_mnist(data_dir))  # type: ignore[return-value]
+
+
+def _load_mnist(data_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         images, labels = mnist.load_mnist_test(data_dir)
     except (OSError, ValueError):  # missing or malformed files: the gallery just has no digits

@@ -284,3 +284,17 @@ def test_disconnect_frees_everything(live_client: TestClient, photo: bytes, quer
         ws.receive_json()
         ws.send_bytes(photo)
         assert len(_answer(ws)["predictions"]) == 5
+
+
+def test_a_frame_waiting_for_the_model_is_abandoned_on_disconnect(live_client: TestClient, photo: bytes) -> None:
+    limiter = live_client.app.state.limiter
+    hub = live_client.app.state.live
+    with ExitStack() as busy:  # every work slot stays taken until the end of the test
+        for _ in range(limiter.max_active):
+            busy.enter_context(limiter.admit())
+        with live_client.websocket_connect("/api/models/lenet5/live") as ws:
+            ws.receive_json()
+            ws.send_bytes(photo)
+            _wait_for(lambda: limiter.waiting == 1, "the frame waits for a slot")
+        # the session ends although no slot was ever free: its waiting frame gave up
+        _wait_for(lambda: hub.active == 0 and limiter.waiting == 0, "the session and its wait are gone")

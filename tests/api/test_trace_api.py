@@ -188,8 +188,8 @@ def test_bad_requests_are_clear_errors(module_client, image_id: str, path: str, 
 def test_repeated_traces_reuse_the_capture(module_client, image_id: str) -> None:
     base = f"/api/models/lenet5/images/{image_id}/layers/features.3/trace"
     first = module_client.get(base, params={"channel": 0, "y": 0, "x": 0}).json()
-    cache = module_client.app.state.trace_captures
-    size = len(cache)
+    cache = module_client.app.state.traces.cache
+    size, runs = len(cache), cache.stats.computations
     for y, x in itertools.product(range(3), range(3)):
         assert module_client.get(base, params={"channel": 1, "y": y, "x": x}).status_code == 200
-    assert len(cache) == size and first["kind"] == "conv"
+    assert len(cache) == size and cache.stats.computations == runs and first["kind"] == "conv"

@@ -1,33 +1,23 @@
-"""The current model's prediction on each submission, through the app's own prediction path (the shared
-batcher and work limiter), with a bounded cache: the wall is asked for again and again while a class
-submits, and each (model, weights, image) needs one forward pass, ever."""
+"""The current model's prediction on each submission, through the app's own prediction path
+(:class:`ModelOutputs`: the shared batcher, the scheduler's admission and the one result cache): the wall is
+asked for again and again while a class submits, and each (model, weights, image) needs one forward pass."""
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from server.errors import ApiError
-from server.services.batching import PredictionBatcher
-from server.services.image_store import ImageStore
-from server.services.model_inputs import input_batch
 from server.services.model_runtime import LoadedModel, ModelRuntime
-from server.services.predictions import predictions_from_logits
+from server.services.predictions import ModelOutputs, predictions_from_logits
 
 TOP_K = 3
 
 
 class WallPredictions:
-    def __init__(self, runtime: ModelRuntime, store: ImageStore, batcher: PredictionBatcher,
-                 cache_items: int = 4096, fan_out: int = 8) -> None:
+    def __init__(self, runtime: ModelRuntime, outputs: ModelOutputs, fan_out: int = 8) -> None:
         self.runtime = runtime
-        self.store = store
-        self.batcher = batcher
-        self._cache_items = cache_items
-        self._cache: OrderedDict[tuple[str, str, str], list[dict[str, Any]]] = OrderedDict()
-        self._lock = threading.Lock()
+        self.outputs = outputs
         self._pool = ThreadPoolExecutor(max_workers=max(1, fan_out), thread_name_prefix="wall-predictions")
 
     def predict(self, model: str, weights: str, image_ids: list[str]) -> dict[str, Any]:
@@ -45,14 +35,11 @@ class WallPredictions:
         results: dict[str, Any] = {}
         missing = []
         for image_id in image_ids:
-            with self._lock:
-                hit = self._cache.get((loaded.entry.id, loaded.variant, image_id))
-                if hit is not None:
-                    self._cache.move_to_end((loaded.entry.id, loaded.variant, image_id))
+            hit = self.outputs.cache.get(self.outputs.key(loaded, image_id))
             if hit is None:
                 missing.append(image_id)
             else:
-                results[image_id] = {"predictions": hit}
+                results[image_id] = {"predictions": predictions_from_logits(loaded, hit, TOP_K)}
         futures = {image_id: self._pool.submit(self._predict_one, loaded, image_id) for image_id in missing}
         overloaded: ApiError | None = None
         for image_id, future in futures.items():
@@ -68,13 +55,7 @@ class WallPredictions:
                 "results": {image_id: results[image_id] for image_id in image_ids}}
 
     def _predict_one(self, loaded: LoadedModel, image_id: str) -> list[dict[str, Any]]:
-        logits = self.batcher.outputs(loaded, input_batch(loaded, self.store, image_id))
-        top = predictions_from_logits(loaded, logits[0], TOP_K)
-        with self._lock:
-            self._cache[(loaded.entry.id, loaded.variant, image_id)] = top
-            while len(self._cache) > self._cache_items:
-                self._cache.popitem(last=False)
-        return top
+        return predictions_from_logits(loaded, self.outputs.logits(loaded, image_id), TOP_K)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

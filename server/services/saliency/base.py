@@ -20,9 +20,9 @@ from typing import ClassVar
 import torch
 
 from server.errors import ApiError
+from server.services.architecture import LayerGeometry
+from server.services.hooks import capture_layer
 from server.services.model_runtime import LoadedModel
-from server.services.saliency.geometry import LayerGeometry, layer_geometry
-from server.services.saliency.hooks import capture_layer
 from server.services.saliency.scaling import Scaled, magnitude_percentile, min_max, upsample
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -30,9 +30,10 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 @dataclass(frozen=True)
 class TopK:
-    """Target the ``k`` highest-scoring classes (decided after the forward pass)."""
+    """Target the ``k`` highest-scoring classes (decided after the forward pass), then ``extra`` ones."""
 
     k: int
+    extra: tuple[int, ...] = ()
 
 
 Targets = Sequence[int] | TopK
@@ -61,13 +62,14 @@ def resolve_targets(logits: torch.Tensor, targets: Targets) -> list[int]:
     num_classes = int(logits.shape[-1])
     if isinstance(targets, TopK):
         k = max(1, min(targets.k, num_classes))
-        return [int(i) for i in torch.topk(logits[0].detach(), k).indices]
+        top = [int(i) for i in torch.topk(logits[0].detach(), k).indices]
+        return top + [int(t) for t in dict.fromkeys(targets.extra) if int(t) not in top and 0 <= int(t) < num_classes]
     chosen = [int(t) for t in targets]
     if not chosen:
         raise ApiError(422, "invalid_target", "At least one target class is needed.")
     for t in chosen:
         if not 0 <= t < num_classes:
-            raise ApiError(422, "invalid_target", f"target must be a class index from 0 to {num_classes - 1}; got {t}.")
+            raise ApiError(404, "invalid_target", f"target must be a class index from 0 to {num_classes - 1}; got {t}.")
     return chosen
 
 
@@ -101,6 +103,11 @@ class SaliencyMethod(ABC):
     uses_layer: ClassVar[bool]
     display: ClassVar[str]  # "positive": ReLU then min–max; "magnitude": |raw| over a high percentile
     cost: ClassVar[str] = "one forward and one backward pass"
+    # True when more target classes cost little more than one (shared forward passes, a backward that
+    # stops at the layer): then the first request for an image computes the top classes' maps with it.
+    shares_targets: ClassVar[bool] = True
+    # A prior for the scheduler until it has measured the method on a model: many passes per map.
+    heavy: ClassVar[bool] = False
     summary: ClassVar[str] = ""
 
     @abstractmethod
@@ -186,7 +193,7 @@ class BaseCAM(SaliencyMethod):
         return logits, self.cam(ctx), chosen
 
     def geometry(self, loaded: LoadedModel, layer: str | None) -> LayerGeometry | None:
-        return layer_geometry(loaded.entry, layer or loaded.entry.target_layer)
+        return loaded.geometry(layer or loaded.entry.target_layer)
 
     def cam(self, ctx: CamContext) -> torch.Tensor:
         """T×h×w signed map: Σ_k w_k A^k with the method's weights (per channel or per position)."""
@@ -226,6 +233,7 @@ class InputAttributionMethod(SaliencyMethod):
     family = "gradient"
     uses_layer = False
     display = "magnitude"
+    shares_targets = False  # each class is one more backward pass through the whole network
 
     def attribute(
         self, loaded: LoadedModel, batch: torch.Tensor, layer: str | None, targets: Targets, progress: Progress | None

@@ -89,6 +89,7 @@ class ScoreCAM(BaseCAM):
     title = "Score-CAM"
     uses_gradients = False
     cost = "one forward pass per channel of the layer (batched)"
+    heavy = True
     summary = "Gradient-free: how much each channel's mask alone keeps the class score."
 
     def channel_weights(self, ctx: CamContext) -> torch.Tensor:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from server.services.hooks import guided_relus
 from server.services.model_runtime import LoadedModel
 from server.services.saliency.base import InputAttributionMethod, Progress, check_logits, class_gradients
 from server.services.saliency.cams import GradCAM
-from server.services.saliency.hooks import guided_relus
 from server.services.saliency.scaling import upsample
 
 SAMPLE_BATCH = 16
@@ -108,6 +108,7 @@ class SmoothGrad(InputAttributionMethod):
     name = "smoothgrad"
     title = "SmoothGrad"
     cost = "one forward and backward pass per noisy sample (25, batched; classes share them)"
+    heavy = True
     summary = "Vanilla gradient averaged over noisy copies of the image: less speckle."
 
     def __init__(self, samples: int = 25, noise_level: float = 0.15, seed: int = 0) -> None:
@@ -136,6 +137,7 @@ class IntegratedGradients(InputAttributionMethod):
     name = "integrated-gradients"
     title = "Integrated gradients"
     cost = "one forward and backward pass per integration step (32, batched; classes share them)"
+    heavy = True
     summary = "Gradients summed along the path from a blank image: attributions add up to the score change."
 
     def __init__(self, steps: int = 32) -> None:
@@ -167,6 +169,8 @@ class Occlusion(InputAttributionMethod):
     name = "occlusion"
     title = "Occlusion"
     cost = "one forward pass per window position (batched)"
+    heavy = True
+    shares_targets = True  # the occluded batches' scores serve every class
     summary = "How much the class score drops when a patch of the image is hidden."
 
     def window(self, height: int, width: int) -> tuple[int, int]:

@@ -1,17 +1,16 @@
 """Saliency for stored images: the request key, a byte-bounded result cache, and progress of long runs.
 
 Every view is a GET whose URL holds the full state, so the same key always gives the same map: results
-are cached by key (model, weights variant, image, method, layer, target) within a byte budget. The top-k
+are cached by key (model, weights variant, image, method, layer, target) within a byte budget. Every
 computation files each class's map under the key a single-class request would use, so the page's k
-overlay images after one ``topk.json`` cost nothing more.
+overlay images after one ``topk.json`` cost nothing more, and a ``topk.json`` after them neither.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,14 +18,13 @@ import numpy as np
 import torch
 
 from server.errors import ApiError
-from server.services.image_store import ImageStore
-from server.services.model_inputs import input_batch
+from server.services.cache import ResultCache
+from server.services.cancel import checkpoint
+from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import LoadedModel
-from server.services.saliency.base import Explanation, Progress, TopK
+from server.services.predictions import ModelOutputs
+from server.services.saliency.base import Explanation, Progress, Targets, TopK
 from server.services.saliency.methods import get_method
-from server.services.saliency.topk import predictions_with_saliency
-
-CACHE_BUDGET_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,49 +67,12 @@ def make_key(loaded: LoadedModel, image_id: str, method: str, layer: str | None,
         layer_name = layer or loaded.entry.target_layer
         loaded.layer(layer_name)  # 404 unknown_layer
     if target is not None and not 0 <= target < loaded.entry.num_classes:
-        raise ApiError(
-            422,
+        raise ApiError(  # a class the model does not have: 404, like an unknown layer
+            404,
             "invalid_target",
             f"target must be a class index from 0 to {loaded.entry.num_classes - 1}; got {target}.",
         )
     return SaliencyKey(loaded.entry.id, loaded.variant, image_id, method, layer_name, target)
-
-
-class ResultCache:
-    """LRU of SaliencyMaps within a byte budget."""
-
-    def __init__(self, budget_bytes: int = CACHE_BUDGET_BYTES) -> None:
-        self.budget_bytes = budget_bytes
-        self._items: OrderedDict[SaliencyKey, SaliencyMap] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: SaliencyKey) -> SaliencyMap | None:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-            return hit
-
-    def put(self, key: SaliencyKey, value: SaliencyMap) -> None:
-        if value.nbytes > self.budget_bytes:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= old.nbytes
-            self._items[key] = value
-            self._bytes += value.nbytes
-            while self._bytes > self.budget_bytes:
-                _, evicted = self._items.popitem(last=False)
-                self._bytes -= evicted.nbytes
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class ProgressBoard:
@@ -169,50 +130,111 @@ def _maps(loaded: LoadedModel, explanation: Explanation) -> list[SaliencyMap]:
     return out
 
 
-class SaliencyMaps:
-    """Saliency maps of stored images: each result cached under its key (checked once, here), each
-    computation run under the work limiter, and the progress of long runs visible to the page."""
+Admit = Callable[[str, str], AbstractContextManager[Any]]  # (work label, prior cost class) → held slot
+SHARED_TOP_K = 5  # the first request for an image and layer also computes this many top classes
 
-    def __init__(self, store: ImageStore, admit: Callable[[], AbstractContextManager[Any]],
-                 cache: ResultCache | None = None) -> None:
-        self.store = store
+
+class SaliencyMaps:
+    """Saliency maps of stored images: every result in one :class:`ResultCache` (single-flight, so
+    concurrent identical requests share one computation), every computation under admission control, and
+    the progress of long runs visible to the page (each progress report is also a cancellation checkpoint).
+
+    The first request for an image, method and layer computes the top classes' maps in the same pass
+    (plus the requested class) when the method makes extra classes cheap, so that the maps of the other
+    top classes — which the page and API.md clients ask for next — are cache hits."""
+
+    def __init__(self, inputs: ModelInputs, admit: Admit | None = None, outputs: ModelOutputs | None = None,
+                 budget_bytes: int = 64 * 1024 * 1024) -> None:
+        self.inputs = inputs
         self.admit = admit
-        self.cache = cache if cache is not None else ResultCache()
+        self.outputs = outputs
+        self.cache: ResultCache[Any] = ResultCache("saliency", budget_bytes)
         self.progress = ProgressBoard()
+
+    def _run(self, loaded: LoadedModel, key: SaliencyKey, targets: Targets, label: str) -> Explanation:
+        batch = self.inputs.batch(loaded, key.image_id)
+        saliency = get_method(key.method)
+        report = self.progress.reporter(key)
+
+        def progress(done: int, total: int) -> None:
+            report(done, total)
+            checkpoint()  # a client that left (with nobody else waiting) stops the run here
+
+        prior = "heavy" if saliency.heavy or (label == "topk" and saliency.family == "gradient") else "cheap"
+        with self.admit(f"saliency/{loaded.entry.id}/{key.method}/{label}", prior) if self.admit else nullcontext():
+            try:
+                explanation = saliency.explain(loaded, batch, key.layer, targets, progress)
+            finally:
+                self.progress.finish(key)
+        if self.outputs is not None:
+            self.outputs.remember(loaded, key.image_id, explanation.logits)
+        return explanation
+
+    def _file(self, loaded: LoadedModel, key: SaliencyKey, explanation: Explanation, top: int) -> list[SaliencyMap]:
+        """Cache every class's map under its own key, the top-1 under the no-target key, and the order of
+        the top ``top`` classes (for top-k requests)."""
+        maps = _maps(loaded, explanation)
+        for result in maps:
+            self.cache.put(_with_target(key, result.target), result)
+        if maps and top >= 1:
+            self.cache.put(_with_target(key, None), maps[0])
+            self.cache.put(_order_key(key), tuple(m.target for m in maps[:top]))
+        return maps
 
     def map(self, loaded: LoadedModel, key: SaliencyKey) -> SaliencyMap:
         """The map for ``key``, computed when it is not cached."""
-        hit = self.cache.get(key)
-        if hit is not None:
-            return hit
-        batch = input_batch(loaded, self.store, key.image_id)
         saliency = get_method(key.method)
-        targets = [key.target] if key.target is not None else None
-        with self.admit():
-            try:
-                explanation = saliency.explain(loaded, batch, key.layer, targets or TopK(1), self.progress.reporter(key))
-            finally:
-                self.progress.finish(key)
-        (result,) = _maps(loaded, explanation)
-        self.cache.put(key, result)
-        if key.target is None:  # also answer the explicit-target URL of the same map
-            self.cache.put(_with_target(key, result.target), result)
-        return result
+        for _ in range(3):
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+            if saliency.shares_targets:
+                extra = () if key.target is None else (key.target,)
+                targets: Targets = TopK(SHARED_TOP_K, extra)
+                top = SHARED_TOP_K
+            else:
+                targets = [key.target] if key.target is not None else TopK(1)
+                top = 1 if key.target is None else 0
+
+            def compute(targets: Targets = targets, top: int = top) -> dict[int | None, SaliencyMap]:
+                explanation = self._run(loaded, key, targets, "map")
+                maps = self._file(loaded, key, explanation, top)
+                found: dict[int | None, SaliencyMap] = {m.target: m for m in maps}
+                if top >= 1 and maps:
+                    found[None] = maps[0]
+                return found
+
+            # one run per image, method, layer (and class, when each class is its own run) at a time
+            run = (*ProgressBoard.run_key(key), None if saliency.shares_targets else key.target)
+            found = self.cache.get_or_compute(run, compute, keep=False)
+            if key.target in found:
+                return found[key.target]
+        raise ApiError(503, "overloaded", "The server is busy (saliency runs); try again in a moment.",
+                       {"Retry-After": "1"})
 
     def top_k(self, loaded: LoadedModel, key: SaliencyKey, k: int) -> tuple[list[dict[str, Any]], list[SaliencyMap]]:
-        """Predictions and maps of the top-``k`` classes in one pass; each map is cached under its class key."""
-        batch = input_batch(loaded, self.store, key.image_id)
-        with self.admit():
-            try:
-                answer = predictions_with_saliency(loaded, batch, key.layer, k, key.method, self.progress.reporter(key))
-            finally:
-                self.progress.finish(key)
-        maps = _maps(loaded, answer.explanation)
-        for result in maps:
-            self.cache.put(_with_target(key, result.target), result)
-        if maps:
-            self.cache.put(_with_target(key, None), maps[0])
-        return answer.predictions, maps
+        """Predictions and maps of the top-``k`` classes in one pass; each map is cached under its class key,
+        and a later top-k (of at most as many classes) is answered from the cache."""
+        order = self.cache.get(_order_key(key))
+        if order is not None and len(order) >= k:
+            maps = [self.cache.get(_with_target(key, t)) for t in order[:k]]
+            if all(m is not None for m in maps):
+                return _predictions(loaded, maps), maps  # type: ignore[arg-type]
+
+        def compute() -> list[SaliencyMap]:
+            explanation = self._run(loaded, key, TopK(k), "topk")
+            return self._file(loaded, key, explanation, k)
+
+        maps = self.cache.get_or_compute((*ProgressBoard.run_key(key), "top", k), compute, keep=False)
+        return _predictions(loaded, maps), maps
+
+
+def _predictions(loaded: LoadedModel, maps: list[SaliencyMap]) -> list[dict[str, Any]]:
+    return [{"index": m.target, "label": m.label, "probability": m.probability} for m in maps]
+
+
+def _order_key(key: SaliencyKey) -> tuple[Any, ...]:
+    return (*ProgressBoard.run_key(key), "order")
 
 
 def _with_target(key: SaliencyKey, target: int | None) -> SaliencyKey:

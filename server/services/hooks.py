@@ -1,50 +1,75 @@
-"""Hooks on the shared model, scoped to one request.
+"""Every hook ConvScope puts on a model, in one place.
 
 The loaded module is shared by every request, so a hook registered on it would also fire for a forward
 pass another thread runs at the same moment (predictions, feature maps). Two guards keep requests apart:
-hooks are registered only while ``LoadedModel.lock`` is held, and every hook ignores calls from other
-threads. Hooks are always removed in ``finally``, also when the forward pass raises.
+hooks on a shared model are registered only while ``LoadedModel.lock`` is held, and every hook ignores
+calls from other threads. Hooks are always removed in ``finally``, also when the forward pass raises.
+
+Users: layer outputs for feature maps (``activations``), step-through captures (``conv_trace``), the
+architecture table's output shapes and the receptive-field tracer (private copies: no lock needed, the
+same guard), and saliency (a layer's output as an autograd leaf, guided-backprop ReLUs).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from server.services.model_runtime import LoadedModel
-
 ForwardHook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
+ForwardPreHook = Callable[[nn.Module, tuple[Any, ...]], Any]
 
 
-def _this_thread_only(hook: ForwardHook) -> ForwardHook:
+def _this_thread_only(hook: Callable[..., Any]) -> Callable[..., Any]:
     owner = threading.get_ident()
 
-    def guarded(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+    def guarded(module: nn.Module, *args: Any) -> Any:
         if threading.get_ident() != owner:
             return None  # another request's forward pass: leave it untouched
-        return hook(module, inputs, output)
+        return hook(module, *args)
 
     return guarded
 
 
 @contextmanager
-def forward_hooks(loaded: LoadedModel, hooks: list[tuple[nn.Module, ForwardHook]]) -> Iterator[None]:
-    """Register ``(module, hook)`` forward hooks for the duration of the block, under the model's lock."""
-    with loaded.lock:
+def recording_hooks(
+    model: nn.Module,
+    hooks: Sequence[tuple[nn.Module, ForwardHook]],
+    pre_hooks: Sequence[tuple[nn.Module, ForwardPreHook]] = (),
+    lock: Any = None,
+) -> Iterator[None]:
+    """Forward (and pre-forward) hooks on modules of ``model`` for the duration of the block.
+
+    ``lock``: held from registration to removal (the shared model's lock; None for a private copy).
+    Every hook only sees the registering thread's calls; all are removed in ``finally``.
+    """
+    with lock if lock is not None else nullcontext():
         handles = []
         try:
+            for module, pre in pre_hooks:
+                handles.append(module.register_forward_pre_hook(_this_thread_only(pre)))
             for module, hook in hooks:
                 handles.append(module.register_forward_hook(_this_thread_only(hook)))
             yield
         finally:
             for handle in handles:
                 handle.remove()
+
+
+@contextmanager
+def forward_hooks(
+    loaded: Any,
+    hooks: Sequence[tuple[nn.Module, ForwardHook]],
+    pre_hooks: Sequence[tuple[nn.Module, ForwardPreHook]] = (),
+) -> Iterator[None]:
+    """Hooks on the shared model of ``loaded`` (a LoadedModel), under its lock."""
+    with recording_hooks(loaded.module, hooks, pre_hooks, lock=loaded.lock):
+        yield
 
 
 @dataclass
@@ -74,7 +99,7 @@ class CapturedLayer:
 
 
 @contextmanager
-def capture_layer(loaded: LoadedModel, layer: nn.Module) -> Iterator[CapturedLayer]:
+def capture_layer(loaded: Any, layer: nn.Module) -> Iterator[CapturedLayer]:
     """Capture ``layer``'s output (the last call's, when the module runs more than once) as a grad leaf."""
     captured = CapturedLayer()
     with forward_hooks(loaded, [(layer, captured.hook)]):
@@ -90,7 +115,7 @@ def _guided_relu_hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -
 
 
 @contextmanager
-def guided_relus(loaded: LoadedModel) -> Iterator[int]:
+def guided_relus(loaded: Any) -> Iterator[int]:
     """Guided-backprop hooks on every ``nn.ReLU`` module; yields how many were hooked.
 
     The model itself is never modified: tensor hooks on the ReLU outputs belong to this request's graph.
