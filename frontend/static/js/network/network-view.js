@@ -58,7 +58,7 @@ function onClick(event) {
   const changes = { open: 'unit', layer: unit.dataset.layer, channel: unit.dataset.layer === '@softmax' ? null : unit.dataset.channel, pos: null };
   if (unit.classList.contains('net-tile') && column) {
     const last = v.edges.lastCell();
-    if (last && last.layer === column.name) changes.pos = `${last.y},${last.x}`;
+    if (last && last.layer === column.name && String(last.channel) === unit.dataset.channel) changes.pos = `${last.y},${last.x}`;
   }
   v.ctx.state.set(changes);
 }
