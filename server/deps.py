@@ -25,6 +25,7 @@ from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import LoadedModel, ModelRuntime
 from server.services.network_overview import NetworkOverviews
 from server.services.predictions import ModelOutputs
+from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.scheduler import Scheduler
 from server.services.upload import UploadGate
@@ -86,6 +87,10 @@ async def get_feature_vis(request: Request) -> FeatureVisualisations:
     return request.app.state.feature_vis
 
 
+async def get_gradcam_steps(request: Request) -> GradCamStepsService:
+    return request.app.state.gradcam_steps
+
+
 async def get_classroom(request: Request) -> Classroom:
     return request.app.state.classroom
 
@@ -108,6 +113,7 @@ ChannelExamplesDep = Annotated[ChannelExamples, Depends(get_channel_examples)]
 FeatureVisDep = Annotated[FeatureVisualisations, Depends(get_feature_vis)]
 BatcherDep = Annotated[PredictionBatcher, Depends(get_batcher)]
 UploadGateDep = Annotated[UploadGate, Depends(get_upload_gate)]
+GradCamStepsDep = Annotated[GradCamStepsService, Depends(get_gradcam_steps)]
 ClassroomDep = Annotated[Classroom, Depends(get_classroom)]
 LiveHubDep = Annotated[LiveHub, Depends(get_live_hub)]
 WeightsQuery = Annotated[

@@ -19,7 +19,6 @@ import hashlib
 import io
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from models.datasets import mnist, shapes
 from server.errors import ApiError
 from server.services import samples
 from server.services.background_jobs import BackgroundJobs, Job
+from server.services.cache import ResultCache
 from server.services.hooks import forward_hooks
 from server.services.model_inputs import input_picture
 from server.services.model_runtime import LoadedModel
@@ -224,7 +224,9 @@ class ChannelExamples:
         self.batch_size = batch_size
         self.memory_items = max(1, memory_items)
         self.admit = admit
-        self._tables: OrderedDict[tuple[str, str, str], ExampleTable] = OrderedDict()
+        # the tables in memory (the files on disk are the lasting cache)
+        self.tables: ResultCache[ExampleTable] = ResultCache("channel example tables", cache_bytes,
+                                                             max_items=self.memory_items)
         self._lock = threading.Lock()
         self._datasets: dict[str, Dataset] = {}
 
@@ -244,20 +246,14 @@ class ChannelExamples:
         return self.cache_dir / f"examples-{digest}.npz"
 
     def _remember(self, key: tuple[str, str, str], table: ExampleTable) -> None:
-        with self._lock:
-            self._tables[key] = table
-            self._tables.move_to_end(key)
-            while len(self._tables) > self.memory_items:
-                self._tables.popitem(last=False)
+        self.tables.put(key, table)
 
     def table(self, loaded: LoadedModel, dataset: str, layers: list[dict[str, Any]]) -> tuple[ExampleTable | None, Job | None]:
         """The table when ready, else the job computing it (started on first use)."""
         key = (loaded.entry.id, loaded.variant, dataset)
-        with self._lock:
-            hit = self._tables.get(key)
-            if hit is not None:
-                self._tables.move_to_end(key)
-                return hit, None
+        hit = self.tables.get(key)
+        if hit is not None:
+            return hit, None
         path = self._path(key)
         if path.exists():
             table = ExampleTable.load(path)
@@ -286,8 +282,7 @@ class ChannelExamples:
 
         job = self.jobs.submit(key, run, total=data.size)
         if job.state == "done":  # finished between our look and the submit
-            with self._lock:
-                hit = self._tables.get(key)
+            hit = self.tables.get(key)
             if hit is not None:
                 return hit, None
         return None, job
