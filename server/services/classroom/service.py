@@ -188,7 +188,7 @@ class Classroom:
             raise ApiError(422, "invalid_image_id", "image_id is the id an upload answered (64 hex digits).")
         display = clean_name(name, self.limits.max_name_chars)
         # The image must be here (or in the shared store) now, so the wall never shows a broken picture.
-        await run_in_threadpool(self.predictions.store.open_image, image_id)
+        await run_in_threadpool(self.predictions.require_image, image_id)
         submission = Submission(id=secrets.token_hex(6), image_id=image_id, name=display, submitted_at=time.time())
         result = await self.backend.add_submission(record.code, submission, student,
                                                    self.limits.max_submissions,
