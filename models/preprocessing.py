@@ -114,3 +114,56 @@ def centre_square(image: Image.Image) -> Image.Image:
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
     return image.crop((left, top, left + side, top + side))
+
+
+_INTERPOLATIONS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+                   "lanczos": Image.LANCZOS}
+
+
+def resize_crop_normalise(
+    height: int,
+    width: int,
+    resize: int | None = None,
+    mean: tuple[float, ...] = (0.0,),
+    std: tuple[float, ...] = (1.0,),
+    interpolation: str = "bilinear",
+    grayscale: bool = False,
+) -> Preprocess:
+    """The usual inference transform: with ``resize``, the shorter side is resized to it and the centre
+    height×width cropped (torchvision's / timm's Resize + CenterCrop); without, the whole image is resized
+    to height×width. Then to [0, 1], minus ``mean``, over ``std`` (one value per channel, or one for all)."""
+    channels = 1 if grayscale else 3
+    mean_t = tuple(float(m) for m in mean) * (channels if len(mean) == 1 else 1)
+    std_t = tuple(float(s) for s in std) * (channels if len(std) == 1 else 1)
+    if len(mean_t) != channels or len(std_t) != channels:
+        raise ValueError(f"mean and std need 1 or {channels} values")
+    resample = _INTERPOLATIONS[interpolation]
+    mean_v = torch.tensor(mean_t, dtype=torch.float32)[:, None, None]
+    std_v = torch.tensor(std_t, dtype=torch.float32)[:, None, None]
+
+    def apply(image: Image.Image) -> torch.Tensor:
+        picture = image.convert("L" if grayscale else "RGB")
+        if resize is None:
+            picture = picture.resize((width, height), resample)
+        else:
+            w, h = picture.size
+            if max(w, h) > 2 * min(w, h):  # a long strip: only its centre survives the crop anyway
+                picture = centre_square(picture)
+                w, h = picture.size
+            # torchvision's Resize(int) rule: the shorter side becomes ``resize``, the longer is truncated
+            new_w, new_h = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
+            if (new_w, new_h) != (w, h):
+                picture = picture.resize((new_w, new_h), resample)
+            left = int(round((new_w - width) / 2.0))
+            top = int(round((new_h - height) / 2.0))
+            if new_w < width or new_h < height:  # torchvision pads a too-small image with zeros
+                canvas = Image.new(picture.mode, (max(new_w, width), max(new_h, height)))
+                canvas.paste(picture, (max(0, (width - new_w) // 2), max(0, (height - new_h) // 2)))
+                picture, new_w, new_h = canvas, canvas.size[0], canvas.size[1]
+                left, top = int(round((new_w - width) / 2.0)), int(round((new_h - height) / 2.0))
+            picture = picture.crop((left, top, left + width, top + height))
+        arr = np.asarray(picture, dtype=np.float32) / 255.0
+        tensor = torch.from_numpy(np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)))
+        return (tensor - mean_v) / std_v
+
+    return Preprocess(apply, mean_t, std_t)

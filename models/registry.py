@@ -1,37 +1,47 @@
-"""The model registry, in the spirit of torchvision's ``models/_api.py``.
+"""The model registry, in the spirit of torchvision's ``models/_api.py``: one open table of models.
 
 Each :class:`ModelEntry` holds a builder (architecture with random, seeded initialisation), a weights
 source that knows where trained weights come from and what state they are in, the class labels, the
-input size and a preprocessing *constructor*. ``list_models()`` / ``get_entry(id)`` are the lookup.
-Nothing here touches the network: a download happens only when a user asks for one.
+input size and a preprocessing *constructor*. Every model — bundled, torchvision, timm, or defined in a
+user's models file — goes into a :class:`ModelRegistry` through one function, :meth:`ModelRegistry.register`
+(``register_model`` for the process-wide default); ``list_models()`` / ``get_entry(id)`` / ``get_model(id)``
+are the lookup. Nothing here touches the network: a download happens only when a user asks for one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
+import dataclasses
 import re
-import tempfile
-import urllib.request
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlparse
+from typing import Any
 
 import torch
 from torch import nn
 
-from models import architectures
+from models import architectures, efficientnet_lite
 from models.datasets import shapes
 from models.preprocessing import Preprocess, mnist_style, rgb_square, torchvision_transforms
+from models.weight_sources import (  # noqa: F401  (re-exported: the registry is where people look)
+    BundledWeights,
+    HubWeights,
+    LocalWeights,
+    NoWeights,
+    PackagedWeights,
+    ProgressCallback,
+    TimmCacheWeights,
+    WeightsError,
+    WeightsSource,
+    WeightsStatus,
+    hub_checkpoint_dir,
+)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 UNTRAINED_SEED = 0
-
-ProgressCallback = Callable[[int, int | None], None]
+MODEL_ID = re.compile(r"[a-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -42,194 +52,21 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
-class WeightsStatus:
-    """``state`` is one of bundled | cached | downloadable | untrained | unavailable."""
-
-    state: str
-    detail: str
-
-    @property
-    def loadable(self) -> bool:
-        return self.state in ("bundled", "cached")
-
-
-class WeightsSource(Protocol):
-    def status(self) -> WeightsStatus: ...
-
-    def load_state_dict(self) -> dict[str, torch.Tensor]: ...
-
-    def metrics(self) -> dict[str, Any] | None: ...
-
-
-class WeightsError(RuntimeError):
-    """Trained weights could not be loaded; the message is a sentence for a person."""
-
-
-@dataclass(frozen=True)
-class BundledWeights:
-    """Weights trained by our own scripts and committed next to their metrics file."""
-
-    path: Path
-    metrics_path: Path
-
-    def status(self) -> WeightsStatus:
-        if not self.path.is_file():
-            return WeightsStatus("unavailable", f"{self.path.name} is missing; run `convscope train` to make it")
-        problem = _unreadable_reason(self.path)
-        if problem is not None:
-            return WeightsStatus("unavailable", f"{self.path.name} could not be read ({problem}); "
-                                 "run `convscope train` to make it again")
-        metrics = self.metrics() or {}
-        acc = metrics.get("test_accuracy")
-        detail = "trained by ConvScope's own training script"
-        if metrics.get("train_source"):
-            detail += f" on {metrics['train_source']}"
-        if isinstance(acc, (int, float)):
-            detail += f"; {acc * 100:.2f}% accuracy on {metrics.get('test_set', 'held-out data')}"
-        return WeightsStatus("bundled", detail)
-
-    def load_state_dict(self) -> dict[str, torch.Tensor]:
-        try:
-            return torch.load(self.path, map_location="cpu", weights_only=True)
-        except FileNotFoundError as exc:
-            raise WeightsError(f"{self.path.name} is missing") from exc
-        except Exception as exc:  # a corrupt or foreign file: say so, never crash the server
-            raise WeightsError(f"{self.path.name} could not be read: {exc}") from exc
-
-    def metrics(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.metrics_path.read_text())
-        except (OSError, ValueError):
-            return None
-
-
-def _unreadable_reason(path: Path) -> str | None:
-    """Why the weights file at ``path`` cannot be read, or None; checked once per version of the file."""
-    try:
-        stat = path.stat()
-    except OSError as exc:
-        return str(exc)
-    return _check_readable(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-@lru_cache(maxsize=64)
-def _check_readable(path: str, _mtime_ns: int, _size: int) -> str | None:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, or not a tensor file at all
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        return "it holds no state dict of tensors"
-    return None
-
-
-def hub_checkpoint_dir() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")
-
-
-@dataclass(frozen=True)
-class HubWeights:
-    """torchvision weights in the torch hub cache, where torchvision itself looks for them.
-
-    The file name carries the first hex digits of the file's sha256 (torchvision's convention); the
-    check runs on download and on every load, so a truncated or corrupt file is reported, not used.
-    """
-
-    url: str
-
-    @property
-    def filename(self) -> str:
-        return os.path.basename(urlparse(self.url).path)
-
-    @property
-    def cached_path(self) -> Path:
-        return hub_checkpoint_dir() / self.filename
-
-    @property
-    def hash_prefix(self) -> str | None:
-        match = _HASH_IN_NAME.search(self.filename)
-        return match.group(1) if match else None
-
-    def status(self) -> WeightsStatus:
-        if self.cached_path.is_file():
-            return WeightsStatus("cached", f"trained ImageNet weights in the torch hub cache ({self.filename})")
-        return WeightsStatus(
-            "downloadable",
-            f"trained weights ({self.filename}) are not in the torch hub cache; until they are downloaded "
-            "the model runs with untrained (random) weights",
-        )
-
-    def verify(self, path: Path) -> None:
-        prefix = self.hash_prefix
-        if prefix is None:
-            return
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        if not digest.hexdigest().startswith(prefix):
-            raise WeightsError(
-                f"{path.name} fails its hash check (sha256 starts {digest.hexdigest()[:8]}, expected {prefix}): "
-                "the file is corrupt or truncated; delete it and download again"
-            )
-
-    def load_state_dict(self) -> dict[str, torch.Tensor]:
-        path = self.cached_path
-        if not path.is_file():
-            raise WeightsError(f"{self.filename} is not in the torch hub cache ({path.parent})")
-        self.verify(path)
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise WeightsError(f"{self.filename} could not be read: {exc}") from exc
-
-    def download(self, progress: ProgressCallback | None = None, timeout: float = 30.0) -> Path:
-        """Download into the hub cache with a hash check; the file appears only once verified."""
-        dest = self.cached_path
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=self.filename + ".", suffix=".partial", dir=dest.parent)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(self.url, timeout=timeout) as response:
-                total = response.headers.get("Content-Length")
-                total_bytes = int(total) if total and total.isdigit() else None
-                done = 0
-                while chunk := response.read(1 << 16):
-                    out.write(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total_bytes)
-            self.verify(tmp)
-            os.replace(tmp, dest)
-            return dest
-        except WeightsError:
-            raise
-        except Exception as exc:
-            raise WeightsError(f"downloading {self.filename} failed: {exc}") from exc
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def metrics(self) -> dict[str, Any] | None:
-        return None
-
-
-@dataclass(frozen=True)
 class ModelEntry:
     id: str
     title: str
     dataset: str
-    family: str  # "bundled" | "torchvision"
+    family: str  # "bundled" | "torchvision" | "timm" | "file"
     input: InputSpec
     categories: tuple[str, ...]
     builder: Callable[[], nn.Module]
     make_preprocess: Callable[[], Preprocess]
     weights: WeightsSource
-    target_layer: str  # the last convolutional block: Grad-CAM's default layer
+    # Grad-CAM's default layer; "" → found at registration (the last convolution whose output is spatial)
+    target_layer: str = ""
     description: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    problem: str = ""  # why this entry cannot be built at all (a bad models-file entry); "" when it can
 
     @property
     def num_classes(self) -> int:
@@ -379,15 +216,179 @@ def _torchvision_entry(model_id: str, title: str, target_layer: str, description
 
 
 @lru_cache(maxsize=1)
-def _registry() -> dict[str, ModelEntry]:
-    entries = _bundled_entries() + [_torchvision_entry(*spec) for spec in TORCHVISION_MODELS]
-    return {entry.id: entry for entry in entries}
+def imagenet_categories() -> tuple[str, ...]:
+    """ImageNet-1k's class names as the torchvision models label them (one list everywhere)."""
+    import torchvision
+
+    return tuple(torchvision.models.ResNet18_Weights.DEFAULT.meta["categories"])
+
+
+def efficientnet_entry() -> ModelEntry:
+    return ModelEntry(
+        id=efficientnet_lite.MODEL_ID,
+        title="EfficientNet-Lite0",
+        dataset="ImageNet-1k",
+        family="timm",
+        input=InputSpec(3, efficientnet_lite.INPUT_SIZE, efficientnet_lite.INPUT_SIZE),
+        categories=imagenet_categories(),
+        builder=efficientnet_lite.build,
+        make_preprocess=efficientnet_lite.preprocess,
+        weights=efficientnet_lite.WEIGHTS,
+        description="Tan & Le's EfficientNet-Lite0 (timm tf_efficientnet_lite0): inverted-residual blocks of "
+                    "1×1 and depthwise convolutions with batch norm and ReLU6; the official ImageNet weights, "
+                    "shipped with the install.",
+        # Set, not found: the last spatial conv (conv_head, 1×1 over 7×7) points at the object less often on
+        # composites than the last stage's output (tests/test_efficientnet.py prints both).
+        target_layer=efficientnet_lite.GRADCAM_LAYER,
+        meta={"timm_name": efficientnet_lite.TIMM_NAME},
+    )
+
+
+def timm_entry(model_id: str, timm_name: str, title: str = "", *, kwargs: dict[str, Any] | None = None,
+               categories: tuple[str, ...] | None = None, weights: WeightsSource | None = None,
+               input_spec: InputSpec | None = None, make_preprocess: Callable[[], Preprocess] | None = None,
+               target_layer: str = "", description: str = "") -> ModelEntry:
+    """A timm model by name, labelled like the torchvision ones: untrained unless ``weights`` are given or
+    timm's pretrained weights are already in its cache. Preprocessing defaults to timm's pretrained config."""
+    import timm
+    from timm.data import resolve_data_config
+
+    from models.preprocessing import resize_crop_normalise
+
+    if not timm.is_model(timm_name):
+        raise ValueError(f"timm has no model named {timm_name!r}")
+    build_kwargs = dict(kwargs or {})
+
+    def builder() -> nn.Module:
+        return timm.create_model(timm_name, pretrained=False, **build_kwargs)
+
+    cfg = resolve_data_config({}, pretrained_cfg=timm.models.get_pretrained_cfg(timm_name).to_dict()
+                              if timm.models.get_pretrained_cfg(timm_name) is not None else {})
+    _c, height, width = cfg["input_size"]
+    num_classes = int(build_kwargs.get("num_classes", 1000))
+    if categories is None:
+        categories = imagenet_categories() if num_classes == 1000 else tuple(f"class {i}" for i in range(num_classes))
+    if input_spec is None:
+        input_spec = InputSpec(3, int(height), int(width))
+    if make_preprocess is None:
+        resize = int(input_spec.height / cfg.get("crop_pct", 1.0)) if cfg.get("crop_pct") else None
+        mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+        interp = cfg.get("interpolation", "bilinear")
+        interp = interp if interp in ("nearest", "bilinear", "bicubic", "lanczos") else "bilinear"
+        spec = input_spec
+
+        def make_preprocess() -> Preprocess:
+            return resize_crop_normalise(spec.height, spec.width, resize=resize, mean=mean, std=std,
+                                         interpolation=interp)
+    if weights is None:
+        weights = TimmCacheWeights(timm_name) if num_classes == 1000 and not build_kwargs else NoWeights(
+            f"timm {timm_name} with custom arguments has no pretrained weights here; it runs untrained")
+    return ModelEntry(
+        id=model_id, title=title or timm_name, dataset="ImageNet-1k" if num_classes == 1000 else "custom",
+        family="timm", input=input_spec, categories=categories, builder=builder, make_preprocess=make_preprocess,
+        weights=weights, target_layer=target_layer, description=description or f"timm's {timm_name}.",
+        meta={"timm_name": timm_name},
+    )
+
+
+def find_target_layer(model: nn.Module, input_spec: InputSpec) -> str:
+    """The last convolution (in execution order) whose output is still spatial (more than 1×1): where
+    Grad-CAM looks by default. Found with one forward pass of a zero image on the given module."""
+    order: list[tuple[str, tuple[int, ...]]] = []
+    handles = []
+    try:
+        for name, module in model.named_modules():
+            if name and isinstance(module, nn.modules.conv._ConvNd):
+                handles.append(module.register_forward_hook(
+                    lambda _m, _i, out, name=name: order.append((name, tuple(out.shape)))))
+        with torch.no_grad():
+            model(torch.zeros(1, input_spec.channels, input_spec.height, input_spec.width))
+    finally:
+        for handle in handles:
+            handle.remove()
+    spatial = [name for name, shape in order if len(shape) == 4 and shape[-1] * shape[-2] > 1]
+    if not spatial:
+        raise ValueError("the model has no convolution with a spatial output; set target_layer explicitly")
+    return spatial[-1]
+
+
+class ModelRegistry:
+    """An open table of models: :meth:`register` is the one way in, for every kind of model."""
+
+    def __init__(self, entries: Iterable[ModelEntry] = ()) -> None:
+        self._entries: dict[str, ModelEntry] = {}
+        self._lock = threading.Lock()
+        for entry in entries:
+            self.register(entry)
+
+    def register(self, entry: ModelEntry, *, replace: bool = False) -> ModelEntry:
+        """Add ``entry`` (``replace=True`` to swap one with the same id). An entry without a
+        ``target_layer`` gets the found one. Returns the entry as stored."""
+        if not MODEL_ID.fullmatch(entry.id):
+            raise ValueError(f"model id {entry.id!r} must match [a-z0-9._-]+")
+        with self._lock:
+            if entry.id in self._entries and not replace:
+                raise ValueError(f"a model with id {entry.id!r} is already registered")
+        if not entry.target_layer and not entry.problem:
+            entry = dataclasses.replace(entry, target_layer=find_target_layer(entry.build_untrained(), entry.input))
+        with self._lock:
+            self._entries[entry.id] = entry
+        return entry
+
+    def unregister(self, model_id: str) -> None:
+        with self._lock:
+            self._entries.pop(model_id, None)
+
+    def get(self, model_id: str) -> ModelEntry:
+        """The entry for ``model_id``; ``KeyError`` when there is none."""
+        with self._lock:
+            return self._entries[model_id]
+
+    def list(self) -> list[ModelEntry]:
+        with self._lock:
+            return list(self._entries.values())
+
+    def __contains__(self, model_id: object) -> bool:
+        with self._lock:
+            return model_id in self._entries
+
+    def copy(self) -> ModelRegistry:
+        clone = ModelRegistry()
+        with self._lock:
+            clone._entries = dict(self._entries)
+        return clone
+
+
+def register_builtin_models(registry: ModelRegistry) -> ModelRegistry:
+    """The models that come with ConvScope: bundled, EfficientNet-Lite0 and the torchvision classifiers."""
+    for entry in _bundled_entries():
+        registry.register(entry)
+    registry.register(efficientnet_entry())
+    for spec in TORCHVISION_MODELS:
+        registry.register(_torchvision_entry(*spec))
+    return registry
+
+
+@lru_cache(maxsize=1)
+def default_registry() -> ModelRegistry:
+    """The process-wide registry, with the built-in models (made on first use, never at import)."""
+    return register_builtin_models(ModelRegistry())
+
+
+def register_model(entry: ModelEntry, *, replace: bool = False) -> ModelEntry:
+    """Register ``entry`` in the process-wide registry (as torchvision's ``register_model``)."""
+    return default_registry().register(entry, replace=replace)
 
 
 def list_models() -> list[ModelEntry]:
-    return list(_registry().values())
+    return default_registry().list()
 
 
 def get_entry(model_id: str) -> ModelEntry:
     """The entry for ``model_id``; ``KeyError`` when there is none."""
-    return _registry()[model_id]
+    return default_registry().get(model_id)
+
+
+def get_model(model_id: str, trained: bool = True) -> nn.Module:
+    """The built model in eval mode (as torchvision's ``get_model``), trained weights loaded strictly."""
+    return get_entry(model_id).build(trained)

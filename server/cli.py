@@ -23,7 +23,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"convscope: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+                            timeout_graceful_shutdown=settings.shutdown_grace_s)  # open streams never hold a stop
     server = uvicorn.Server(config)
 
     url_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host

@@ -9,13 +9,16 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from server.responses import add_response_header
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
+from server.services.classroom import Classroom
 from server.services.conv_trace import Traces
 from server.services.feature_maps import FeatureMaps
 from server.services.image_store import ImageStore
+from server.services.live import LiveHub
 from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import LoadedModel, ModelRuntime
 from server.services.predictions import ModelOutputs
@@ -68,6 +71,13 @@ async def get_saliency_maps(request: Request) -> SaliencyMaps:
     return request.app.state.saliency_maps
 
 
+def get_classroom(request: Request) -> Classroom:
+    return request.app.state.classroom
+def get_live_hub(connection: HTTPConnection) -> LiveHub:
+    """Live sessions (WebSocket endpoints get an HTTPConnection, not a Request)."""
+    return connection.app.state.live
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
@@ -78,6 +88,8 @@ FeatureMapsDep = Annotated[FeatureMaps, Depends(get_feature_maps)]
 SaliencyMapsDep = Annotated[SaliencyMaps, Depends(get_saliency_maps)]
 BatcherDep = Annotated[PredictionBatcher, Depends(get_batcher)]
 UploadGateDep = Annotated[UploadGate, Depends(get_upload_gate)]
+ClassroomDep = Annotated[Classroom, Depends(get_classroom)]
+LiveHubDep = Annotated[LiveHub, Depends(get_live_hub)]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],
     Query(description="auto: trained weights when present, else untrained (random, seeded)"),

@@ -7,38 +7,53 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
+import torch
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from models.models_file import app_registry
+from models.registry import ModelRegistry
 from server import __version__
 from server.errors import install_error_handlers
 from server.responses import ScopeHeadersMiddleware
 from server.routers import (  # feature maps and learned filters (issue 3)  # step-through traces and the sandbox (issue 5)
     activations,
+    channels,  # what a channel looks for: dataset examples and feature visualisation (issue 12)
     filters,
     health,
     images,
     models,
+    network,  # the network overview and dense-layer detail (issue 12)
     saliency,  # saliency maps (issue 4)
     samples,
     sandbox,
+    sessions,  # classroom sessions (issue 13)
     trace,
 )
+from server.routers import live as live_router  # live mode over a WebSocket (issue 14)
 from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
 from server.services import samples as sample_gallery
 from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
+from server.services.background_jobs import BackgroundJobs
 from server.services.batching import PredictionBatcher
 from server.services.cancel import cancel_all
+from server.services.channel_examples import ChannelExamples
+from server.services.classroom import Classroom, SessionLimits, make_backend
+from server.services.classroom.predictions import WallPredictions
+from server.services.classroom.shutdown import on_stop_signal
 from server.services.conv_trace import Traces
 from server.services.feature_maps import FeatureMaps
+from server.services.feature_vis import FeatureVisualisations
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
+from server.services.live import LiveHub, LiveLimits
 from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import ModelRuntime
+from server.services.network_overview import NetworkOverviews
 from server.services.predictions import ModelOutputs
 from server.services.saliency.service import SaliencyMaps
 from server.services.scheduler import DisconnectWatch, Scheduler, cancel_on_signals
@@ -59,17 +74,25 @@ ROUTERS = (
     trace.router,
     sandbox.router,
     saliency.router,
+    live_router.router,
+    network.router,
+    channels.router,
+    sessions.router,
+    sessions.join_router,
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
+    """The app; ``registry`` (default: the built-in models plus ``settings.models_file``'s) lists its models."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         device = resolve_device(settings.device)
-        runtime = ModelRuntime(device, settings.max_loaded_models, ArchitectureCatalog(settings.architecture_cache_bytes),
-                               settings.loaded_models_bytes)
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        runtime = ModelRuntime(device, settings.max_loaded_models, registry or app_registry(settings.models_file),
+                               ArchitectureCatalog(settings.architecture_cache_bytes), settings.loaded_models_bytes)
         runtime.entry(settings.default_model)  # fail fast on a misconfigured default
         app.state.settings = settings
         app.state.runtime = runtime
@@ -98,19 +121,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.traces = Traces(inputs, scheduler.admit, app.state.outputs, settings.trace_cache_bytes)
         app.state.saliency_maps = SaliencyMaps(inputs, scheduler.admit, app.state.outputs,
                                                settings.saliency_cache_bytes)
+        app.state.network_overviews = NetworkOverviews(settings.network_cache_items, settings.network_cache_bytes)
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
+        app.state.live = LiveHub(
+            runtime, app.state.architectures,
+            LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
+                       settings.live_idle_timeout_s),
+            app.state.limiter.admit, settings.max_live_clients, settings.cors_origins,
+        )
         # Sync endpoints run in threadpool threads, and queued model work waits in them: every such wait is
         # bounded (the pools' queues, the caches' waiters), so there are always threads left for the rest.
         threads = anyio.to_thread.current_default_thread_limiter()
         waits = (settings.max_active_work + settings.max_waiting_work + settings.max_active_heavy_work
                  + settings.max_waiting_heavy_work)
         threads.total_tokens = max(threads.total_tokens, waits + 64)
+        app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue)
+        channel_dir = settings.channel_cache_dir or settings.storage_dir.parent / "channels"
+        app.state.channel_examples = ChannelExamples(
+            app.state.background_jobs, channel_dir, settings.data_dir,
+            max_k=settings.channel_examples_max_k, max_pixels=settings.channel_examples_max_pixels,
+            cache_bytes=settings.channel_cache_bytes, batch_size=settings.channel_examples_batch,
+            memory_items=settings.channel_examples_memory_items, admit=app.state.limiter.admit)
+        app.state.feature_vis = FeatureVisualisations(
+            app.state.background_jobs, channel_dir, settings.data_dir,
+            steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=app.state.limiter.admit)
+        classroom = Classroom(make_backend(settings.redis_url), SessionLimits.from_settings(settings),
+                              WallPredictions(runtime, app.state.image_store, app.state.batcher), settings.default_model)
+        await classroom.start()
+        app.state.classroom = classroom
+        undo_signal = on_stop_signal(classroom.shut_down_streams)  # open event streams must not hold a stop
         log.info("ConvScope %s on %s", __version__, device_label(device))
-        with cancel_on_signals():  # SIGTERM cancels the work in flight first: shutdown takes seconds
+        with cancel_on_signals():  # SIGTERM cancels the model work in flight first: shutdown takes seconds
             try:
                 yield
             finally:
                 cancel_all()
+                app.state.background_jobs.close()
+                undo_signal()
+                await classroom.aclose()
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     port: int = 8000
     device: DeviceChoice = "auto"
     default_model: str = "lenet5"
+    models_file: Path | None = None  # a TOML file of the user's own models (CONVSCOPE_MODELS_FILE)
 
     storage_dir: Path = Field(default_factory=lambda: REPO_ROOT / "var" / "images")
     frontend_dir: Path = REPO_ROOT / "frontend"
@@ -62,6 +63,46 @@ class Settings(BaseSettings):
     loaded_models_bytes: int = 4 * 1024 * 1024 * 1024  # parameters of loaded models (VGG-16 alone: 528 MB)
 
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
+
+    # network overview (every layer as a column of its strongest channels)
+    network_max_columns: int = 24  # deeper models are summarised by blocks so that this many fit
+    network_channels_per_column: int = 8  # thumbnails per wide column; the rest behind "+N more"
+    network_all_channels_up_to: int = 16  # a column this narrow shows every channel
+    network_cache_items: int = 16
+    network_cache_bytes: int = 32 * 1024 * 1024
+
+    # what a channel looks for: dataset examples and feature visualisation (background jobs)
+    channel_cache_dir: Path | None = None  # None: "channels" beside storage_dir
+    channel_jobs_queue: int = 8  # long jobs waiting for the one background worker; more answer 503
+    channel_examples_max_k: int = 32  # images kept per channel (examples.json's k is at most this)
+    channel_examples_max_pixels: int = 60_000_000  # images × input pixels one dataset pass may cost
+    channel_examples_batch: int = 64
+    channel_examples_memory_items: int = 4  # (model, weights, dataset) tables kept in memory
+    channel_cache_bytes: int = 256 * 1024 * 1024  # on disk, examples and feature visualisations each
+    feature_vis_steps: int = 128
+
+    # Classroom sessions (issue 13)
+    redis_url: str | None = None  # sessions shared by replicas through Redis; in this process's memory when None
+    public_url: str | None = None  # the address students reach (join URL, QR); derived from the request when None
+    session_idle_s: float = 2 * 3600  # a session nobody touches (teacher page, submissions) ends after this
+    max_sessions: int = 50
+    max_followers_per_session: int = 200
+    max_submissions_per_session: int = 300
+    max_submissions_per_student: int = 5
+    max_session_state_bytes: int = 4096
+    max_submission_name_chars: int = 40
+    sse_heartbeat_s: float = 15.0  # a comment line on every quiet event stream, so proxies keep it open
+    sse_max_stream_s: float = 600.0  # streams end after this; browsers reconnect with Last-Event-ID
+    shutdown_grace_s: float = 5.0  # `convscope serve` waits at most this long for open requests on shutdown
+    # live mode (WS /api/models/{model}/live): each live client computes one frame at a time
+    max_live_clients: int = 8  # live sockets open at once; more are refused (close 1013)
+    max_live_frame_bytes: int = 2 * 1024 * 1024  # one JPEG/PNG frame
+    max_live_frame_pixels: int = 4_000_000  # width × height of one frame (a 1080p webcam frame is 2.1 M)
+    live_atlas_max_pixels: int = 160_000  # the layer atlas sent per frame; larger layers are averaged down
+    live_idle_timeout_s: float = 120.0  # a live socket that sends no frame for this long is closed
+    # PyTorch's intra-op threads (None: its default, one per core). On a CPU shared with other work, 1 avoids
+    # OpenMP threads spinning against each other: measured in bench/bench_live.py (see its notes)
+    torch_threads: int | None = Field(default=None, ge=1)
 
 
 def resolve_device(choice: str) -> torch.device:

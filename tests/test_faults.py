@@ -25,7 +25,6 @@ from fastapi.testclient import TestClient
 from models import registry
 from models.registry import BundledWeights, ModelEntry
 from server.main import create_app
-from server.services import model_runtime
 from server.settings import Settings
 from tests.conftest import png_bytes
 
@@ -66,26 +65,24 @@ def write_weights(kind: str, path: Path, entry: ModelEntry, other: ModelEntry, m
 def weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]], Path]:
     """Point the bundled models at temporary weights files of the given kinds (good, garbage, missing…)."""
 
+    registries: list[registry.ModelRegistry] = []  # the apps below serve the last one made
+
     def make(kinds: dict[str, str]) -> Path:
         folder = tmp_path / "weights"
         folder.mkdir(exist_ok=True)
         originals = {e.id: e for e in registry.list_models()}
-        patched = dict(originals)
+        patched = registry.default_registry().copy()
         for model_id, kind in kinds.items():
             entry = originals[model_id]
             path = folder / f"{model_id}.pt"
             other = originals["tinyvgg-shapes" if model_id != "tinyvgg-shapes" else "lenet5"]
             write_weights(kind, path, entry, other, tmp_path / "pwned")
             weights = BundledWeights(path, folder / f"{model_id}.metrics.json")
-            patched[model_id] = dataclasses.replace(entry, weights=weights)
-
-        def get_entry(model_id: str) -> ModelEntry:
-            return patched[model_id]
-
-        monkeypatch.setattr(model_runtime, "get_entry", get_entry)
-        monkeypatch.setattr(model_runtime, "list_models", lambda: list(patched.values()))
+            patched.register(dataclasses.replace(entry, weights=weights), replace=True)
+        registries.append(patched)
         return tmp_path
 
+    make.registries = registries  # type: ignore[attr-defined]
     return make
 
 
@@ -96,7 +93,8 @@ def states(client: TestClient) -> dict[str, dict[str, str]]:
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "wrong_architecture", "code_on_load", "empty", "missing"])
 def test_broken_weights_mark_only_that_model_unavailable(weights_dir, tmp_path: Path, kind: str, upload) -> None:
     root = weights_dir({"lenet5": "good", "mnist-shallow": kind, "mnist-deep": "good", "tinyvgg-shapes": "good"})
-    with TestClient(create_app(Settings(storage_dir=tmp_path / "images"))) as client:
+    app = create_app(Settings(storage_dir=tmp_path / "images"), registry=weights_dir.registries[-1])
+    with TestClient(app) as client:
         image_id = upload(client, png_bytes(np.full((28, 28), 50, dtype=np.uint8)))
         # Whatever the damage, the model is still usable untrained (clearly labelled), or trained on request: 409.
         auto = client.get(f"/api/models/mnist-shallow/images/{image_id}/predictions")
@@ -118,7 +116,8 @@ def test_broken_weights_mark_only_that_model_unavailable(weights_dir, tmp_path: 
 
 def test_unreadable_weights_are_reported_before_first_use(weights_dir, tmp_path: Path) -> None:
     weights_dir({"lenet5": "garbage", "mnist-deep": "missing", "mnist-shallow": "good"})
-    with TestClient(create_app(Settings(storage_dir=tmp_path / "images"))) as client:
+    app = create_app(Settings(storage_dir=tmp_path / "images"), registry=weights_dir.registries[-1])
+    with TestClient(app) as client:
         found = states(client)
     assert found["lenet5"]["state"] == "unavailable" and "could not be read" in found["lenet5"]["detail"]
     assert found["mnist-deep"]["state"] == "unavailable" and "missing" in found["mnist-deep"]["detail"]

@@ -27,7 +27,7 @@ def test_registry_lists_bundled_and_torchvision_models() -> None:
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
 def test_entry_schema(entry) -> None:  # type: ignore[no-untyped-def]
     assert entry.title and entry.dataset and entry.description
-    assert entry.family in ("bundled", "torchvision")
+    assert entry.family in ("bundled", "torchvision", "timm")
     assert entry.input.channels in (1, 3) and entry.input.height > 0 and entry.input.width > 0
     assert len(entry.categories) == entry.num_classes > 1
     assert all(isinstance(c, str) and c for c in entry.categories)

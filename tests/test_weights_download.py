@@ -110,11 +110,10 @@ def test_download_through_the_api_switches_the_model_to_trained(
     entry = registry.get_entry("squeezenet1_1")
     payload = _trained_like(entry)
     patched = dataclasses.replace(entry, weights=_publish(root, base_url, payload))
-    table = dict(registry._registry())
-    table["squeezenet1_1"] = patched
-    monkeypatch.setattr(registry, "_registry", lambda: table)
+    table = registry.default_registry().copy()
+    table.register(patched, replace=True)
 
-    with TestClient(create_app(Settings(storage_dir=tmp_path / "images"))) as client:
+    with TestClient(create_app(Settings(storage_dir=tmp_path / "images"), registry=table)) as client:
         assert client.get("/api/models/squeezenet1_1").json()["weights_used"] == "untrained"
         assert client.get("/api/models/squeezenet1_1/weights/download").status_code == 404
         started = client.post("/api/models/squeezenet1_1/weights/download")

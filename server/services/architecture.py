@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.layer_semantics import conv_padding
 from models.registry import ModelEntry
 from server.services.cache import ResultCache
 from server.services.hooks import recording_hooks
@@ -49,7 +50,8 @@ def _pair(v: Any) -> list[int]:
 def hyper_parameters(module: nn.Module) -> dict[str, Any]:
     """The numbers that decide how a conv or pool layer slides over its input."""
     if isinstance(module, nn.Conv2d):
-        padding = module.padding if isinstance(module.padding, str) else _pair(module.padding)
+        raw = conv_padding(module)  # 'same' for timm's dynamic-same convs, which hold padding 0
+        padding = raw if isinstance(raw, str) else _pair(raw)
         return {
             "in_channels": module.in_channels,
             "out_channels": module.out_channels,

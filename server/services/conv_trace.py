@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.layer_semantics import conv_padding, fused_activation
 from server.errors import ApiError
 from server.services import window_math as wm
 from server.services.architecture import layer_kind
@@ -81,12 +82,29 @@ def _follow_candidates(leaves: list[tuple[str, nn.Module]], index: int) -> list[
     return found
 
 
+def _fused_follow(module: nn.Module, layer_name: str) -> list[tuple[str, nn.Module]] | None:
+    """A batch norm that applies its activation itself (timm's BatchNormAct2d) right after the conv:
+    [(norm), (its activation)], or [(norm)] when that activation is the identity; None otherwise."""
+    named = list(module.named_modules())
+    index = next((i for i, (n, _m) in enumerate(named) if n == layer_name), None)
+    if index is None or index + 1 >= len(named):
+        return None
+    name, norm = named[index + 1]
+    if not isinstance(norm, nn.BatchNorm2d) or not any(True for _ in norm.children()):
+        return None
+    act = fused_activation(norm)
+    return [(name, norm)] + ([(f"{name}.act", act)] if act is not None else [])
+
+
 def capture(loaded: LoadedModel, batch: torch.Tensor, layer_name: str) -> LayerCapture:
     """Run the model on ``batch`` (1×C×H×W) and record what enters and leaves ``layer_name``."""
     target = loaded.layer(layer_name)
     leaves = _leaves(loaded.module)
     index = next((i for i, (n, _m) in enumerate(leaves) if n == layer_name), None)
     follow = _follow_candidates(leaves, index) if index is not None and isinstance(target, nn.Conv2d) else []
+    fused = _fused_follow(loaded.module, layer_name) if isinstance(target, nn.Conv2d) else None
+    if fused:
+        follow = fused
     before = leaves[index - 1] if index else None
     pad_module = before if before is not None and isinstance(before[1], _ZERO_PADS) else None
     seen: dict[str, Any] = {}
@@ -131,7 +149,11 @@ def capture(loaded: LoadedModel, batch: torch.Tensor, layer_name: str) -> LayerC
         hooks.append((pad_module[1], on_pad))
     for stage, (name, module) in enumerate(follow):
         pre_hooks.append((module, pre_follow(name, stage)))
-        hooks.append((module, post_follow(name, module, stage)))
+        act = fused_activation(module) if fused and stage == 0 else None
+        if act is not None:  # the norm's own output is what enters its activation
+            pre_hooks.append((act, lambda m, inputs, hook=post_follow(name, module, stage): hook(m, inputs, inputs[0])))
+        else:
+            hooks.append((module, post_follow(name, module, stage)))
     try:
         with forward_hooks(loaded, hooks, pre_hooks), torch.no_grad():
             loaded.module(batch)
@@ -194,8 +216,9 @@ def _pair(v: Any) -> tuple[int, int]:
 
 def _conv_window(module: nn.Conv2d, in_hw: tuple[int, int]) -> wm.Window2d:
     k, s, d = _pair(module.kernel_size), _pair(module.stride), _pair(module.dilation)
-    if isinstance(module.padding, str):
-        pads: Any = module.padding  # 'valid' | 'same' (PyTorch: stride 1, extra cell after, as ours)
+    padding = conv_padding(module)  # timm's dynamic-same convs pad in forward, as TensorFlow's 'same'
+    if isinstance(padding, str):
+        pads: Any = padding  # 'valid' | 'same' (PyTorch: stride 1, extra cell after, as ours)
         pads = (pads, pads)
     else:
         pads = _pair(module.padding)

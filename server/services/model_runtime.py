@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from models.preprocessing import Preprocess
-from models.registry import ModelEntry, WeightsError, WeightsStatus, get_entry, list_models
+from models.registry import ModelEntry, ModelRegistry, WeightsError, WeightsStatus, default_registry
 from server.errors import ApiError
 from server.services.architecture import ArchitectureCatalog, LayerGeometry
 from server.services.cache import ResultCache
@@ -60,9 +60,10 @@ class LoadedModel:
 
 
 class ModelRuntime:
-    def __init__(self, device: torch.device, max_loaded: int = 4, catalog: ArchitectureCatalog | None = None,
-                 budget_bytes: int = 4 * 1024 * 1024 * 1024) -> None:
+    def __init__(self, device: torch.device, max_loaded: int = 4, registry: ModelRegistry | None = None,
+                 catalog: ArchitectureCatalog | None = None, budget_bytes: int = 4 * 1024 * 1024 * 1024) -> None:
         self.device = device
+        self.registry = registry if registry is not None else default_registry()
         self.max_loaded = max(1, max_loaded)
         self.catalog = catalog if catalog is not None else ArchitectureCatalog()
         # (model id, variant) → LoadedModel; one build per key even when a class asks at once
@@ -72,13 +73,16 @@ class ModelRuntime:
 
     # --- registry views -------------------------------------------------------------------------
     def entries(self) -> list[ModelEntry]:
-        return list_models()
+        return self.registry.list()
 
     def entry(self, model_id: str) -> ModelEntry:
         try:
-            return get_entry(model_id)
+            entry = self.registry.get(model_id)
         except KeyError:
             raise ApiError(404, "unknown_model", f"There is no model {model_id!r}; see /api/models.") from None
+        if entry.problem:  # listed so that its reason shows, but there is nothing to run
+            raise ApiError(409, "model_unavailable", f"Model {model_id} is unavailable: {entry.problem}")
+        return entry
 
     def weights_status(self, entry: ModelEntry) -> WeightsStatus:
         failure = self._failures.get(entry.id)

@@ -111,27 +111,29 @@ class DisconnectWatch:
         token = CancelToken()
         client = _client_id(scope)
         first = await receive()
+        gone = asyncio.Event()
         if first.get("type") == "http.disconnect":
             token.cancel()
+            gone.set()
         delivered = False
-        done = asyncio.Event()
 
         async def watch() -> None:
             try:
-                while True:
+                while not gone.is_set():
                     message = await receive()
                     if message.get("type") == "http.disconnect":
-                        token.cancel()
-                        return
+                        break
             except Exception:  # the server is closing the connection
-                token.cancel()
+                pass
+            token.cancel()
+            gone.set()
 
         async def app_receive() -> Message:
             nonlocal delivered
             if not delivered:
                 delivered = True
                 return first
-            await done.wait()  # nothing more will come for a GET until the response is sent
+            await gone.wait()  # a GET has nothing more to receive: only its disconnect (event streams wait here)
             return {"type": "http.disconnect"}
 
         watcher = asyncio.ensure_future(watch())
@@ -139,7 +141,6 @@ class DisconnectWatch:
             with live(token), bound(token, client):
                 await self.app(scope, app_receive, send)
         finally:
-            done.set()
             watcher.cancel()
 
 

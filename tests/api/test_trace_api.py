@@ -23,6 +23,9 @@ CONV_CASES = [
     ("resnet18", "conv1"),  # 7×7, stride 2, padding 3, then batch norm and ReLU
     ("resnet18", "layer4.0.conv1"),  # 256 input channels: summarised
     ("mobilenet_v3_small", "features.1.block.0.0"),  # depthwise, stride 2
+    ("efficientnet_lite0", "conv_stem"),  # TensorFlow 'same' padding done in forward (timm's Conv2dSame)
+    ("efficientnet_lite0", "blocks.1.0.conv_dw"),  # depthwise 3×3, stride 2, asymmetric 'same'
+    ("efficientnet_lite0", "blocks.1.0.conv_pwl"),  # 1×1 projection, 96 input channels: summarised
 ]
 POOL_CASES = [("tinyvgg-shapes", "block1.4"), ("lenet5", "features.2"), ("resnet18", "maxpool"),
               ("resnet18", "avgpool"), ("squeezenet1_1", "features.2")]

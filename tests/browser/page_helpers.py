@@ -25,7 +25,12 @@ def query(page) -> dict[str, str]:
 
 
 def open_page(page, url: str = "/") -> None:
-    """Load a page URL and wait until the shell has rendered the model (architecture table filled)."""
+    """Load a page URL and wait until the shell has rendered the model (architecture table filled).
+
+    The architecture table is the Overview tab's, so a URL without a view opens that tab (the page's
+    own first view is the Network)."""
+    if "view=" not in url:
+        url += ("&" if "?" in url else "?") + "view=overview"
     page.goto(url)
     page.wait_for_selector("table.arch-table[data-model] tbody tr")
 

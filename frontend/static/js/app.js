@@ -10,6 +10,8 @@ import { createDrawingCanvas, wantsDrawing } from './shell/drawing-canvas.js';
 import { createGallery } from './shell/gallery.js';
 import { createViewHost } from './shell/view-host.js';
 import { createNotices } from './shell/notices.js';
+import { createClassroom } from './classroom/classroom.js';
+import { createLiveCard } from './live/live-card.js';
 
 const MODEL_CACHE_SIZE = 8;
 
@@ -43,8 +45,13 @@ const drawing = createDrawingCanvas({
   onDrawing: (blob, { replace }) => imageInput.upload(blob, 'drawing.png', { replace }),
   onClear: () => state.set({ image: null }),
 });
-const gallery = createGallery({ api, upload: (blob, name) => imageInput.upload(blob, name) });
+const gallery = createGallery({
+  api,
+  upload: (blob, name) => imageInput.upload(blob, name),
+  switchModel: (id) => state.set({ model: id, weights: 'auto' }),
+});
 const views = createViewHost({ onSelect: (view) => state.set({ view }) });
+const liveCard = createLiveCard({ onStart: () => state.set({ view: 'live' }) });
 
 async function loadModelList() {
   try {
@@ -128,6 +135,7 @@ async function render() {
   imageInput.render({ imageId, model, weights });
   drawing.setVisible(wantsDrawing(model));
   gallery.render({ model, imageId });
+  liveCard.render({ model, view: current.view });
   views.show(current.view, { model, imageId, weights, state, api });
 }
 
@@ -136,6 +144,7 @@ async function start() {
   const initial = state.read();
   state.set({ model: initial.model, weights: initial.weights, view: initial.view }, { replace: true });
   state.subscribe(render);
+  createClassroom({ state, notices }); // after the defaults are in the URL: a teacher publishes them
   await loadModelList();
   render();
   gallery.load().then(() => render());

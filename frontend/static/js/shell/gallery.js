@@ -9,13 +9,15 @@ const SETS = [
   { id: 'photos', title: 'Photos' },
 ];
 const COUNT = 12; // a 4 × 3 grid: every class once, then the first two again
+export const PHOTO_MODEL = 'efficientnet_lite0'; // ImageNet-trained and bundled: photos mean something to it
 
 /**
  * @param {object} opts
  * @param {object} opts.api  js/api.js
  * @param {(blob: Blob, filename: string) => Promise<string|null>} opts.upload  upload + select; the image id
+ * @param {(id: string) => void} [opts.switchModel]  picking a photo on a non-ImageNet model switches to PHOTO_MODEL
  */
-export function createGallery({ api, upload }) {
+export function createGallery({ api, upload, switchModel }) {
   const tabs = document.getElementById('gallery-tabs');
   const list = document.getElementById('gallery');
   const note = document.getElementById('gallery-note');
@@ -26,6 +28,7 @@ export function createGallery({ api, upload }) {
   let userChose = false; // once the user picks a tab, model changes no longer switch it
   let currentImage = null;
   let preferred = 'shapes';
+  let currentModel = null;
 
   bag.add(
     listen(tabs, 'click', (event) => {
@@ -40,6 +43,10 @@ export function createGallery({ api, upload }) {
       const button = event.target.closest('button[data-sample]');
       if (!button) return;
       const sample = samples.get(active).find((s) => s.id === button.dataset.sample);
+      if (sample.dataset === 'photos' && switchModel && currentModel && !/imagenet/i.test(currentModel.dataset)) {
+        note.textContent = `Photos are shown on ${PHOTO_MODEL}, an ImageNet-trained model; ${currentModel.title} knows only ${currentModel.dataset}.`;
+        switchModel(PHOTO_MODEL);
+      }
       button.classList.add('is-loading');
       try {
         const blob = await api.blob(sample.url);
@@ -106,6 +113,7 @@ export function createGallery({ api, upload }) {
   /** Follow the page: prefer the set that matches the model, mark the current image. */
   function render({ model, imageId }) {
     currentImage = imageId;
+    currentModel = model;
     preferred = /mnist/i.test(model.dataset) ? 'mnist' : /imagenet/i.test(model.dataset) ? 'photos' : 'shapes';
     if (!userChose && preferred !== active && samples.has(preferred)) show(preferred);
     else markCurrent();

@@ -1,9 +1,14 @@
-// The header's model controls: the model <select> (grouped bundled / torchvision, each option saying
+// The header's model controls: the model <select> (grouped bundled / timm / torchvision / models file, each option saying
 // what state its weights are in), the trained/untrained toggle, the UNTRAINED badge and the detail line.
 
 import { el, listen, disposer } from '../dom.js';
 
-const FAMILY_TITLES = { bundled: 'Bundled (offline)', torchvision: 'torchvision (ImageNet)' };
+const FAMILY_TITLES = {
+  bundled: 'Bundled (offline)',
+  timm: 'timm (ImageNet)',
+  torchvision: 'torchvision (ImageNet)',
+  file: 'Your models (models file)',
+};
 
 /** What an option says about the model's weights, in a few words. */
 export function weightsLabel(weights) {
@@ -12,19 +17,21 @@ export function weightsLabel(weights) {
       return 'trained';
     case 'cached':
       return 'trained (cached)';
+    case 'local':
+      return 'trained (your weights)';
     case 'downloadable':
       return 'untrained until downloaded';
     case 'untrained':
       return 'untrained';
     case 'unavailable':
-      return 'untrained (weights missing)';
+      return 'unavailable — hover for why';
     default:
       return weights.state;
   }
 }
 
 /** Trained weights can be loaded for this model right now. */
-export const hasTrainedWeights = (summary) => ['bundled', 'cached'].includes(summary.weights.state);
+export const hasTrainedWeights = (summary) => ['bundled', 'cached', 'local'].includes(summary.weights.state);
 
 function weightsSentence(model) {
   if (model.weights_used !== 'untrained') return `weights: ${model.weights.detail}`;

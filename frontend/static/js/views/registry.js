@@ -24,11 +24,13 @@
  * tab is then shown disabled with `unavailableReason`.
  */
 export const VIEWS = [
+  { id: 'network', title: 'Network', load: () => import('../network/network-view.js') },
   { id: 'overview', title: 'Overview', load: () => import('./overview.js') },
   { id: 'layers', title: 'Layers', load: () => import('../layers/layers-view.js') },
   { id: 'saliency', title: 'Saliency', load: () => import('../saliency/saliency-view.js') },
   { id: 'stepper', title: 'Step-through', load: () => import('../stepper/panel.js') },
   { id: 'sandbox', title: 'Sandbox', load: () => import('../sandbox/panel.js') },
+  { id: 'live', title: 'Live', load: () => import('../live/live-view.js') },
 ];
 
 export const DEFAULT_VIEW = VIEWS[0].id;

@@ -1,0 +1,188 @@
+// The Network view: the whole model on one screen for the current image, CNN-Explainer style but for any
+// model — the input at the left, one column per layer of its strongest channels, the class probabilities
+// at the right. Hovering a unit draws what it reads; clicking one opens its detail in place (URL key
+// open=unit with layer / channel / pos, shared with the step-through) and "Back to the network" returns.
+
+import { el, listen, disposer, isAbort } from '../dom.js';
+import { buildColumn, buildInput, buildOutput, vectorFrom, TILE, GAP } from './network-columns.js';
+import { createEdges } from './network-edges.js';
+import { rowsThatFit } from './network-math.js';
+import { createUnitDetail } from './unit-detail.js';
+
+const MAX_ROWS = 8;
+let v = null;
+
+export function ensureStylesheet(href, key) {
+  if (document.querySelector(`link[data-${key}]`)) return;
+  document.head.append(el('link', { rel: 'stylesheet', href, dataset: { [key.replace(/-(\w)/g, (_, c) => c.toUpperCase())]: '1' } }));
+}
+
+export function mount(container, ctx) {
+  ensureStylesheet('/static/js/network/network.css', 'network-css');
+  const bag = disposer();
+  const note = el('p', { className: 'card-note net-note' });
+  const readout = el('p', { className: 'net-readout', attrs: { role: 'status' }, text: 'Point at a unit to see what it reads; click it to open it.' });
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.setAttribute('class', 'net-edges');
+  svg.setAttribute('aria-hidden', 'true');
+  const content = el('div', { className: 'net-content' });
+  const scroller = el('div', { className: 'net-scroll' }, [content]);
+  const message = el('p', { className: 'hint net-message', hidden: true });
+  const legends = el('p', { className: 'hint net-legends' });
+  const network = el('section', { className: 'card net', attrs: { 'aria-labelledby': 'net-heading' } }, [
+    el('div', { className: 'card-head' }, [el('h2', { id: 'net-heading', text: 'Network' }), note]),
+    message, scroller, readout, legends,
+  ]);
+  const detailHost = el('div', { className: 'net-detail-host', hidden: true });
+  container.append(network, detailHost);
+  v = {
+    ctx, bag, note, readout, svg, content, scroller, message, network, legends, detailHost, key: null, abort: null,
+    cols: [], atlases: new Map(), vectors: new Map(),
+  };
+  v.edges = createEdges(content, svg, () => v.cols, (text) => { readout.textContent = text; });
+  v.detail = createUnitDetail(detailHost, { onBack: () => v.ctx.state.set({ open: null, pos: null }) });
+  bag.add(listen(content, 'pointermove', (e) => v.edges.hover(e)));
+  bag.add(listen(content, 'pointerleave', () => v.edges.clear()));
+  // keyboard focus shows the edges too (a click's focus is not focus-visible: the pointer already did)
+  bag.add(listen(content, 'focusin', (e) => e.target.matches(':focus-visible') && v.edges.hover(e)));
+  bag.add(listen(content, 'click', onClick));
+  bag.add(listen(scroller, 'scroll', () => v.edges.clear(), { passive: true }));
+  update(ctx);
+}
+
+function onClick(event) {
+  const unit = event.target.closest('.net-tile, .net-unit, .net-prob');
+  if (!unit || unit.closest('.net-more-row')) return;
+  const column = v.cols.find((c) => c.name === unit.dataset.layer);
+  const changes = { open: 'unit', layer: unit.dataset.layer, channel: unit.dataset.layer === '@softmax' ? null : unit.dataset.channel, pos: null };
+  if (unit.classList.contains('net-tile') && column) {
+    const last = v.edges.lastCell();
+    if (last && last.layer === column.name) changes.pos = `${last.y},${last.x}`;
+  }
+  v.ctx.state.set(changes);
+}
+
+export function update(ctx) {
+  if (!v) return;
+  v.ctx = ctx;
+  const open = ctx.state.get('open') === 'unit' && ctx.imageId;
+  v.network.hidden = Boolean(open);
+  v.detailHost.hidden = !open;
+  if (open) v.detail.show(ctx, v.cols);
+  else v.detail.hide();
+  const key = `${ctx.model.id}|${ctx.weights}|${ctx.imageId}`;
+  if (key === v.key) return;
+  v.key = key;
+  load(ctx, key);
+}
+
+function say(text) {
+  v.message.textContent = text;
+  v.message.hidden = !text;
+}
+
+async function load(ctx, key) {
+  const { model, imageId, weights, api } = ctx;
+  if (v.abort) v.abort.abort();
+  v.abort = new AbortController();
+  const { signal } = v.abort;
+  v.content.replaceChildren();
+  v.legends.replaceChildren();
+  v.cols = [];
+  v.atlases.clear();
+  v.vectors.clear();
+  delete v.network.dataset.ready;
+  v.note.textContent = '';
+  if (!imageId) {
+    say(`Upload, draw or pick a sample image (left) to see every layer of ${model.title} at once.`);
+    return;
+  }
+  say('Running the network…');
+  const started = performance.now();
+  try {
+    const base = `/images/${encodeURIComponent(imageId)}`;
+    const [net, image, predictions] = await Promise.all([
+      api.getJson(api.urls.modelPath(model.id, `${base}/network.json`, { weights }), { signal }),
+      loadImage(api.urls.modelPath(model.id, `${base}/network.png`, { weights }), signal),
+      api.predictions(model.id, imageId, weights, { topK: Math.min(10, model.num_classes), signal }),
+    ]);
+    if (!v || v.key !== key) return;
+    say('');
+    render(ctx, net, image, predictions.predictions);
+    const d = v.network.dataset;
+    d.ready = '1';
+    d.paintMs = String(Math.round(performance.now() - started));
+    d.columns = String(net.columns.length);
+  } catch (err) {
+    if (!isAbort(err) && v && v.key === key) say(`The network could not be drawn: ${err.message}`);
+  }
+}
+
+function loadImage(src, signal) {
+  return new Promise((resolve, reject) => {
+    const image = new Image();
+    image.onload = () => resolve(image);
+    image.onerror = () => reject(new Error('network.png could not be loaded'));
+    signal.addEventListener('abort', () => { image.src = ''; reject(new DOMException('aborted', 'AbortError')); });
+    image.src = src;
+  });
+}
+
+function render(ctx, net, image, predictions) {
+  const { model, imageId, weights, api } = ctx;
+  const layerInfo = new Map(model.layers.map((l) => [l.name, l]));
+  const input = { name: '@input', shape: [model.input.channels, model.input.height, model.input.width], channels: model.input.channels,
+    field: { size: [1, 1], jump: [1, 1], start: [0, 0] }, vector: false };
+  const columns = net.columns.map((c) => ({ ...c, layer: layerInfo.get(c.name) || {}, field: (layerInfo.get(c.name) || {}).receptive_field }));
+  v.cols = [input, ...columns];
+  const top = v.scroller.getBoundingClientRect().top;
+  const rows = Math.min(MAX_ROWS, rowsThatFit(window.innerHeight - top - 170, TILE, GAP, 4));
+  const colCtx = {
+    image, rows,
+    fetchAtlas: (name) => fetchAtlas(ctx, name),
+    fetchVector: (name) => fetchVector(ctx, name),
+    onGrow: () => v.edges.clear(),
+  };
+  v.content.replaceChildren(
+    buildInput(model, api.urls.modelInput(model.id, imageId, weights)),
+    ...columns.map((c) => buildColumn(c, colCtx)),
+    buildOutput(predictions, weights === 'untrained'),
+    v.svg,
+  );
+  const blocks = columns.filter((c) => !c.leaf).length;
+  v.note.textContent = `${columns.length} layers${blocks ? ` (${blocks} blocks shown by their output)` : ''} · strongest channels first`;
+  const diverging = columns.some((c) => c.range[0] < 0);
+  v.legends.textContent = `Colours: each column has its own scale, drawn under its name with its lowest and highest value${diverging ? '; a column with negative values uses a diverging map where white is exactly 0' : ''}. The small number on a tile is its channel index.`;
+}
+
+function fetchAtlas(ctx, name) {
+  if (!v.atlases.has(name)) {
+    const path = `/images/${encodeURIComponent(ctx.imageId)}/layers/${encodeURIComponent(name)}`;
+    const params = { weights: ctx.weights, scale: 'layer' };
+    const promise = Promise.all([
+      ctx.api.getJson(ctx.api.urls.modelPath(ctx.model.id, `${path}/atlas.json`, params), { signal: v.abort.signal }),
+      loadImage(ctx.api.urls.modelPath(ctx.model.id, `${path}/atlas.png`, params), v.abort.signal),
+    ]).then(([atlas, image]) => ({ atlas, image }));
+    promise.catch(() => v && v.atlases.delete(name));
+    v.atlases.set(name, promise);
+  }
+  return v.atlases.get(name);
+}
+
+function fetchVector(ctx, name) {
+  if (!v.vectors.has(name)) {
+    const url = ctx.api.urls.modelPath(ctx.model.id, `/images/${encodeURIComponent(ctx.imageId)}/layers/${encodeURIComponent(name)}/activations.npy`, { weights: ctx.weights });
+    const promise = ctx.api.request(url, { signal: v.abort.signal }).then((r) => r.arrayBuffer()).then(vectorFrom);
+    promise.catch(() => v && v.vectors.delete(name));
+    v.vectors.set(name, promise);
+  }
+  return v.vectors.get(name);
+}
+
+export function unmount() {
+  if (!v) return;
+  if (v.abort) v.abort.abort();
+  v.detail.dispose();
+  v.bag.run();
+  v = null;
+}

@@ -1,0 +1,85 @@
+"""Live mode over a WebSocket: ``WS /api/models/{model}/live?layer=&method=&saliency_layer=&weights=``.
+
+Protocol (all server messages are JSON text; the client sends binary frames):
+
+1. On connect the server answers ``{"ready": {model, weights_used, input, layer, layer_shape, method,
+   saliency_layer, top_k, limits: {max_frame_bytes, max_frame_pixels}}}``. A bad query (unknown model or
+   layer, a method live mode does not offer) gets ``{"error": {code, message, status}}`` and the socket
+   is closed with code 1008; too many live clients: the same with code 1013 (try again later).
+2. The client sends frames: binary messages holding JPEG or PNG bytes (any size up to the limits; the
+   model's own preprocessing crops and resizes, exactly as for an upload).
+3. For each frame it computes, the server sends one message::
+
+     {"frame": n, "dropped": d, "weights_used",
+      "predictions": [{"index", "label", "probability"}, ...],      # top 5, as GET .../predictions
+      "layer": {"name", "shape", "atlas": "data:image/png;base64,…",  # palette PNG, channel c at
+                "channels", "tile", "grid", "image", "colormap",    #   column c % columns, row c // columns
+                "stops", "data_range", "tiles": {"low", "high"},    # the legend, as atlas.json
+                "downsampled": f, "channel_shape": [H, W]},         # tiles averaged f×f when large
+      "input": "data:image/png;base64,…",                           # what the model sees (inputs ≤ 64×64)
+      "saliency": {"method", "layer", "target", "label", "probability", "overlay": "data:image/…",
+                   "opacity", "colormap", "stops", "raw_range"},    # only with ?method=
+      "timing": {"queue_ms", "decode_ms", "model_ms", "encode_ms", "server_ms"}}
+
+   ``n`` numbers the frames received on this socket (from 1); ``d`` how many frames were replaced by
+   newer ones, unanswered, since the previous answer (latest frame wins: at most one frame waits).
+4. A bad frame (not an image: 415, damaged: 422, empty: 400, too many bytes or pixels: 413) or a busy
+   server (503, with ``retry_after_s``) gets ``{"error": {code, message, status}, "frame": n}``; the
+   socket stays open. A text message gets a 400 error message. After ``live_idle_timeout_s`` without a
+   message the server says so and closes the socket.
+
+Nothing a client sends is stored; the page's "Capture" uploads a frame through ``POST /api/images``.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketState
+
+from server.deps import LiveHubDep
+from server.errors import ApiError
+
+router = APIRouter(prefix="/api", tags=["live"])
+
+CLOSE_POLICY = 1008  # a query the server refuses
+CLOSE_TRY_AGAIN = 1013  # too busy for another live client
+
+
+@router.websocket("/models/{model}/live")
+async def live(websocket: WebSocket, model: str, hub: LiveHubDep, layer: str | None = None,
+               method: str | None = None, saliency_layer: str | None = None, weights: str = "auto") -> None:
+    if not hub.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host")):
+        await websocket.close(code=CLOSE_POLICY, reason="origin not allowed")
+        return
+    await websocket.accept()
+
+    async def receive() -> bytes | str | None:
+        try:
+            message = await websocket.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        if message.get("bytes") is not None:
+            return message["bytes"]
+        return message.get("text") or ""
+
+    try:
+        config = await run_in_threadpool(hub.configure, model, weights, layer, method or None, saliency_layer)
+        with hub.session(config) as session:
+            await session.run(receive, websocket.send_json)
+    except ApiError as err:
+        error = {"code": err.code, "message": err.message, "status": err.status}
+        if "Retry-After" in err.headers:
+            error["retry_after_s"] = float(err.headers["Retry-After"])
+        await websocket.send_json({"error": error})
+        await websocket.close(code=CLOSE_TRY_AGAIN if err.status in (429, 503) else CLOSE_POLICY, reason=err.code)
+        return
+    except WebSocketDisconnect:
+        return
+    if websocket.client_state == WebSocketState.CONNECTED and websocket.application_state == WebSocketState.CONNECTED:
+        try:
+            await websocket.close()
+        except RuntimeError:  # the client went away meanwhile
+            pass

@@ -1,0 +1,120 @@
+"""Classroom sessions over HTTP: create, follow (Server-Sent Events), set state, the class wall, the QR code."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
+from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
+
+from server.deps import ClassroomDep, SettingsDep
+from server.errors import ApiError
+from server.responses import png_response
+from server.services.classroom.codes import normalize_code
+from server.services.classroom.join_url import join_base
+from server.services.classroom.qr import qr_png
+
+router = APIRouter(prefix="/api", tags=["sessions"])
+join_router = APIRouter(include_in_schema=False)
+
+Authorization = Annotated[str | None, Header()]
+_STUDENT = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+class NewSession(BaseModel):
+    state: dict[str, Any] | None = None
+
+
+class StateBody(BaseModel):
+    state: dict[str, Any]
+
+
+class SubmissionBody(BaseModel):
+    image_id: str
+    name: str | None = None
+
+
+class EventStreamResponse(StreamingResponse):
+    """text/event-stream that always closes its generator (follower count, subscription), however it ends."""
+
+    media_type = "text/event-stream"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+
+
+@router.post("/sessions", status_code=201)
+async def create_session(request: Request, classroom: ClassroomDep, settings: SettingsDep,
+                         body: NewSession | None = None) -> dict[str, Any]:
+    base = join_base(request.url.scheme, request.headers.get("host"), settings.host, settings.public_url)
+    created = await classroom.create(base.url, body.state if body else None)
+    return {**created, **({"warning": base.warning} if base.warning else {})}
+
+
+@router.get("/sessions/{code}")
+async def session_info(code: str, classroom: ClassroomDep, authorization: Authorization = None) -> dict[str, Any]:
+    return await classroom.info(code, authorization)
+
+
+@router.delete("/sessions/{code}")
+async def close_session(code: str, classroom: ClassroomDep, authorization: Authorization = None) -> dict[str, Any]:
+    await classroom.close(code, authorization)
+    return {"code": normalize_code(code), "closed": True}
+
+
+@router.put("/sessions/{code}/state")
+async def set_state(code: str, body: StateBody, classroom: ClassroomDep,
+                    authorization: Authorization = None) -> dict[str, Any]:
+    return await classroom.set_state(code, authorization, body.state)
+
+
+@router.get("/sessions/{code}/events", response_class=EventStreamResponse)
+async def follow(code: str, classroom: ClassroomDep,
+                 last_event_id: Annotated[str | None, Header()] = None) -> EventStreamResponse:
+    stream = await classroom.follow(code, last_event_id)
+    return EventStreamResponse(stream, headers={"Cache-Control": "no-cache, no-transform",
+                                                "X-Accel-Buffering": "no"})
+
+
+@router.post("/sessions/{code}/submissions", status_code=201)
+async def submit(code: str, body: SubmissionBody, request: Request, classroom: ClassroomDep,
+                 x_convscope_student: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+    # Per-student caps count by the page's own random id when it sends one (students behind one NAT stay
+    # apart), else by address. A student who forges ids still meets the per-session cap.
+    host = request.client.host if request.client else "unknown"
+    student = f"{host}|{x_convscope_student}" if x_convscope_student and _STUDENT.match(x_convscope_student) \
+        else host
+    return await classroom.submit(code, body.image_id, body.name, student)
+
+
+@router.get("/sessions/{code}/submissions")
+async def wall(code: str, classroom: ClassroomDep, authorization: Authorization = None) -> dict[str, Any]:
+    return await classroom.wall(code, authorization)
+
+
+@router.delete("/sessions/{code}/submissions")
+async def clear_wall(code: str, classroom: ClassroomDep, authorization: Authorization = None) -> dict[str, Any]:
+    await classroom.clear(code, authorization)
+    return {"code": normalize_code(code), "submissions": 0}
+
+
+@router.get("/sessions/{code}/qr.png")
+async def join_qr(code: str, classroom: ClassroomDep) -> Response:
+    info = await classroom.info(code)
+    return png_response(qr_png(info["join_url"]), {"Cache-Control": "private, max-age=3600"})
+
+
+@join_router.get("/join/{code}")
+def join(code: str) -> RedirectResponse:
+    canonical = normalize_code(code)
+    if canonical is None:
+        raise ApiError(404, "unknown_session", "A session code is six letters and digits, like K7XQ2M.")
+    return RedirectResponse(f"/?session={canonical}", status_code=303)

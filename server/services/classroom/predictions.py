@@ -1,0 +1,72 @@
+"""The current model's prediction on each submission, through the app's own prediction path (the shared
+batcher and work limiter), with a bounded cache: the wall is asked for again and again while a class
+submits, and each (model, weights, image) needs one forward pass, ever."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from server.errors import ApiError
+from server.services.batching import PredictionBatcher
+from server.services.cache import ResultCache
+from server.services.image_store import ImageStore
+from server.services.model_inputs import input_batch
+from server.services.model_runtime import LoadedModel, ModelRuntime
+from server.services.predictions import predictions_from_logits
+
+TOP_K = 3
+
+
+class WallPredictions:
+    def __init__(self, runtime: ModelRuntime, store: ImageStore, batcher: PredictionBatcher,
+                 cache_items: int = 4096, fan_out: int = 8) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.batcher = batcher
+        self._cache: ResultCache[list[dict[str, Any]]] = ResultCache("wall predictions", 64 * 1024 * 1024,
+                                                                     max_items=cache_items)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, fan_out), thread_name_prefix="wall-predictions")
+
+    def predict(self, model: str, weights: str, image_ids: list[str]) -> dict[str, Any]:
+        """``{"model", "weights_used", "results": {image_id: {"predictions": [...]} | {"error": ...}}}``.
+
+        Blocking (forward passes): call it from a worker thread. Images not cached yet are predicted by a
+        few threads at once, so the shared batcher runs them as batches. A model that cannot run (unknown
+        id, missing weights) answers every image with the same error instead of failing the whole wall.
+        """
+        try:
+            loaded = self.runtime.load(model, weights)
+        except ApiError as exc:
+            return {"model": model, "weights_used": None, "error": exc.message,
+                    "results": {image_id: {"error": exc.message} for image_id in image_ids}}
+        results: dict[str, Any] = {}
+        missing = []
+        for image_id in image_ids:
+            hit = self._cache.get((loaded.entry.id, loaded.variant, image_id))
+            if hit is None:
+                missing.append(image_id)
+            else:
+                results[image_id] = {"predictions": hit}
+        futures = {image_id: self._pool.submit(self._predict_one, loaded, image_id) for image_id in missing}
+        overloaded: ApiError | None = None
+        for image_id, future in futures.items():
+            try:
+                results[image_id] = {"predictions": future.result()}
+            except ApiError as exc:
+                if exc.status == 503:
+                    overloaded = exc  # the server is overloaded: the client retries the whole wall
+                results[image_id] = {"error": exc.message}
+        if overloaded is not None:
+            raise overloaded
+        return {"model": loaded.entry.id, "weights_used": loaded.variant,
+                "results": {image_id: results[image_id] for image_id in image_ids}}
+
+    def _predict_one(self, loaded: LoadedModel, image_id: str) -> list[dict[str, Any]]:
+        logits = self.batcher.outputs(loaded, input_batch(loaded, self.store, image_id))
+        top = predictions_from_logits(loaded, logits[0], TOP_K)
+        self._cache.put((loaded.entry.id, loaded.variant, image_id), top)
+        return top
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,263 @@
+"""Sessions in Redis, shared by every replica pointed at the same ``CONVSCOPE_REDIS_URL``.
+
+Layout (``P`` is the key prefix, default ``convscope:``): a hash ``P s:CODE`` (token digest, join URL, state
+JSON, version, created), a sorted set of followers ``P s:CODE:f`` (scored by the time their count runs
+out, so a replica that dies does not leave ghosts), the wall as a list ``P s:CODE:sub`` with per-student
+counts in the hash ``P s:CODE:stu``, and an index of live sessions ``P sessions`` (scored by expiry). Every
+key of a session carries the session's idle expiry, so Redis itself forgets abandoned sessions.
+
+Each check-and-change is one Lua script (atomic in Redis). State changes are published on ``P ev:CODE``;
+each replica holds ONE pattern subscription and wakes its own followers through the :class:`ChangeHub`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from server.services.classroom.backend import (
+    Admission,
+    ChangeHub,
+    SessionBackend,
+    SessionRecord,
+    Submission,
+)
+
+log = logging.getLogger("convscope")
+
+_CREATE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+redis.call('HSET', KEYS[2], 'token', ARGV[5], 'join_url', ARGV[6], 'state', ARGV[7], 'version', 0,
+           'created', ARGV[8])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[9])
+return 1
+"""
+
+_TOUCH = """
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
+for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+redis.call('ZADD', KEYS[5], 'XX', ARGV[2], ARGV[3])
+return 1
+"""
+
+_SET_STATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'state', ARGV[1])
+redis.call('PUBLISH', ARGV[2], '{"type":"state","version":' .. v .. ',"state":' .. ARGV[1] .. '}')
+return v
+"""
+
+_CLOSE = """
+local existed = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
+if existed == 1 then redis.call('PUBLISH', ARGV[2], '{"type":"closed"}') end
+return existed
+"""
+
+_JOIN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
+"""
+
+_REFRESH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
+"""
+
+_SUBMIT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[3]) then return 0 end
+local n = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
+if n >= tonumber(ARGV[4]) then return -2 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+return 1
+"""
+
+_RESULTS = {1: Admission.OK, 0: Admission.FULL, -1: Admission.GONE, -2: Admission.STUDENT_FULL}
+
+
+class RedisBackend(SessionBackend):
+    def __init__(self, url: str, prefix: str = "convscope:", clock=time.time) -> None:  # type: ignore[no-untyped-def]
+        import redis.asyncio as redis  # only needed when Redis is configured
+
+        self.hub = ChangeHub()
+        self._redis = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+        self._prefix = prefix
+        self._clock = clock
+        self._scripts = {name: self._redis.register_script(source) for name, source in (
+            ("create", _CREATE), ("touch", _TOUCH), ("set_state", _SET_STATE), ("close", _CLOSE),
+            ("join", _JOIN), ("refresh", _REFRESH), ("submit", _SUBMIT))}
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    # keys ------------------------------------------------------------------------------------------------
+    def _session(self, code: str) -> str:
+        return f"{self._prefix}s:{code}"
+
+    def _keys(self, code: str) -> list[str]:
+        base = self._session(code)
+        return [base, base + ":f", base + ":sub", base + ":stu"]
+
+    def _channel(self, code: str) -> str:
+        return f"{self._prefix}ev:{code}"
+
+    @property
+    def _index(self) -> str:
+        return f"{self._prefix}sessions"
+
+    # lifecycle -------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._redis.ping()  # fail at start-up, not at the first class, when Redis is unreachable
+        self._listener = asyncio.create_task(self._listen(), name="convscope-session-events")
+        await asyncio.wait_for(self._subscribed.wait(), 10)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            try:
+                await self._listener
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down either way
+                pass
+        await self._redis.aclose()
+
+    async def _listen(self) -> None:
+        """One pattern subscription per replica; reconnects with back-off and then re-syncs every follower."""
+        pattern = self._channel("*")
+        skip = len(self._channel(""))
+        backoff = 0.2
+        first = True
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(pattern)
+                self._subscribed.set()
+                if not first:
+                    self.hub.resync_all()  # changes may have been published while we were away
+                first = False
+                backoff = 0.2
+                while True:
+                    message = await pubsub.get_message(timeout=30)
+                    if message is None or message.get("type") != "pmessage":
+                        continue
+                    try:
+                        payload = json.loads(message["data"])
+                    except ValueError:
+                        continue
+                    self.hub.publish(message["channel"][skip:], payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a lost link must not end the listener
+                log.warning("session events: Redis subscription lost (%s); reconnecting", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    # sessions --------------------------------------------------------------------------------------------
+    async def create(self, record: SessionRecord, max_sessions: int, idle_s: float) -> Admission | None:
+        now = self._clock()
+        result = await self._scripts["create"](
+            keys=[self._index, self._session(record.code)],
+            args=[now, max_sessions, now + idle_s, int(idle_s * 1000), record.token_digest, record.join_url,
+                  json.dumps(record.state), record.created, record.code])
+        return None if result == -1 else _RESULTS[int(result)]
+
+    async def get(self, code: str) -> SessionRecord | None:
+        fields = await self._redis.hgetall(self._session(code))
+        if not fields or "token" not in fields:
+            return None
+        return SessionRecord(code=code, token_digest=fields["token"], join_url=fields["join_url"],
+                             state=json.loads(fields["state"]), version=int(fields["version"]),
+                             created=float(fields["created"]))
+
+    async def touch(self, code: str, idle_s: float) -> bool:
+        result = await self._scripts["touch"](
+            keys=[*self._keys(code), self._index], args=[int(idle_s * 1000), self._clock() + idle_s, code])
+        return bool(result)
+
+    async def set_state(self, code: str, state: dict[str, str]) -> int | None:
+        encoded = json.dumps(state, separators=(",", ":"), ensure_ascii=False)
+        version = await self._scripts["set_state"](keys=[self._session(code)], args=[encoded, self._channel(code)])
+        return None if int(version) < 0 else int(version)
+
+    async def close(self, code: str) -> bool:
+        result = await self._scripts["close"](keys=[*self._keys(code), self._index], args=[code, self._channel(code)])
+        return bool(result)
+
+    async def expire_idle(self) -> list[str]:
+        # Redis expires the keys itself; trim the index so the session cap counts only live sessions.
+        await self._redis.zremrangebyscore(self._index, "-inf", self._clock())
+        return []
+
+    async def session_count(self) -> int:
+        await self.expire_idle()
+        return int(await self._redis.zcard(self._index))
+
+    # followers -------------------------------------------------------------------------------------------
+    async def join(self, code: str, follower_id: str, cap: int, ttl_s: float) -> Admission:
+        now = self._clock()
+        keys = self._keys(code)
+        result = await self._scripts["join"](keys=keys[:2], args=[now, now + ttl_s, cap, follower_id])
+        return _RESULTS[int(result)]
+
+    async def refresh(self, code: str, follower_id: str, ttl_s: float) -> bool:
+        keys = self._keys(code)
+        return bool(await self._scripts["refresh"](keys=keys[:2], args=[self._clock() + ttl_s, follower_id]))
+
+    async def leave(self, code: str, follower_id: str) -> None:
+        await self._redis.zrem(self._keys(code)[1], follower_id)
+
+    async def counts(self, code: str) -> tuple[int, int]:
+        keys = self._keys(code)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zcount(keys[1], f"({self._clock()}", "+inf")
+            pipe.llen(keys[2])
+            followers, submissions = await pipe.execute()
+        return int(followers), int(submissions)
+
+    # the wall --------------------------------------------------------------------------------------------
+    async def add_submission(self, code: str, submission: Submission, student: str,
+                             per_session: int, per_student: int) -> Admission:
+        keys = self._keys(code)
+        result = await self._scripts["submit"](
+            keys=[keys[0], keys[2], keys[3]],
+            args=[json.dumps(submission.as_json()), student, per_session, per_student])
+        return _RESULTS[int(result)]
+
+    async def submissions(self, code: str) -> list[Submission]:
+        items = await self._redis.lrange(self._keys(code)[2], 0, -1)
+        out = []
+        for item in items:
+            data: dict[str, Any] = json.loads(item)
+            out.append(Submission(**data))
+        return out
+
+    async def clear_submissions(self, code: str) -> None:
+        keys = self._keys(code)
+        await self._redis.delete(keys[2], keys[3])
+

@@ -1,0 +1,91 @@
+"""server/services/live.py without a socket: the one-slot mailbox, the origin rule, the compact atlas, and
+one frame's forward pass against plain PyTorch."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from io import BytesIO
+
+import anyio
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from server.services import atlas
+from server.services.architecture import ArchitectureCatalog
+from server.services.live import Frame, FrameSlot, compact_atlas, forward, origin_allowed, resolve_config
+from server.services.model_runtime import ModelRuntime
+from tests.test_hook_removal import _assert_no_hooks
+
+
+def test_the_slot_keeps_only_the_newest_frame() -> None:
+    async def scenario() -> list[tuple[int, int]]:
+        slot = FrameSlot()
+        taken = []
+        for number in range(1, 5):
+            slot.put(Frame(number, b"x", 0.0))
+        taken.append(await slot.take())
+        assert not slot.waiting
+        slot.put(Frame(5, b"y", 0.0))
+        taken.append(await slot.take())
+        with anyio.move_on_after(0.05) as waited:  # nothing waits: take() blocks
+            await slot.take()
+        assert waited.cancelled_caught
+        return [(frame.number, replaced) for frame, replaced in taken]
+
+    assert anyio.run(scenario) == [(4, 3), (5, 0)]
+
+
+@pytest.mark.parametrize(("origin", "host", "allowed", "ok"), [
+    (None, "127.0.0.1:8000", [], True),  # not a browser
+    ("http://127.0.0.1:8000", "127.0.0.1:8000", [], True),
+    ("http://localhost:8000", "127.0.0.1:8000", [], False),
+    ("https://evil.example", "127.0.0.1:8000", [], False),
+    ("https://class.example", "10.0.0.2:8000", ["https://class.example"], True),
+    ("http://127.0.0.1:8000", None, [], False),
+])
+def test_origin_rule(origin: str | None, host: str | None, allowed: list[str], ok: bool) -> None:
+    assert origin_allowed(origin, host, allowed) is ok
+
+
+def test_compact_atlas_averages_tiles_and_keeps_the_true_range() -> None:
+    rng = np.random.default_rng(0)
+    output = rng.normal(size=(8, 40, 40)).astype(np.float32)
+    png, described = compact_atlas(output, 8 * 20 * 20)
+    assert described["downsampled"] == 2 and described["tile"] == {"height": 20, "width": 20}
+    assert described["data_range"] == pytest.approx([float(output.min()), float(output.max())])
+    pooled = output.reshape(8, 20, 2, 20, 2).mean(axis=(2, 4))
+    spec = atlas.layout(output, "layer", "auto")
+    got = np.asarray(Image.open(BytesIO(png)))
+    expected = atlas.atlas_indices(pooled, replace(spec, tile_height=20, tile_width=20))
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # float sums in another order
+    _, small = compact_atlas(output, 10**6)
+    assert small["downsampled"] == 1 and small["tile"] == {"height": 40, "width": 40}
+
+
+@pytest.mark.parametrize("method", [None, "gradcam", "eigencam"])
+def test_one_frame_is_one_forward_pass_equal_to_pytorch(method: str | None) -> None:
+    runtime = ModelRuntime(torch.device("cpu"))
+    loaded = runtime.load("tinyvgg-shapes")
+    config = resolve_config(loaded, ArchitectureCatalog(), "block1.1", method, None)
+    x = torch.rand(3, 64, 64)
+    calls = []
+    counter = loaded.module.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        result = forward(config, x)
+    finally:
+        counter.remove()
+    assert len(calls) == 1
+    with torch.inference_mode():
+        logits = loaded.module(x[None])[0]
+        expected_layer = loaded.module.block1[:2](x[None])[0]
+    torch.testing.assert_close(result.logits, logits)
+    np.testing.assert_allclose(result.layer_output, expected_layer.numpy(), rtol=1e-5, atol=1e-6)
+    if method is None:
+        assert result.saliency is None
+    else:
+        assert result.saliency["target"] == int(logits.argmax())
+        values = result.saliency["values"]
+        assert values.shape == (64, 64) and values.min() >= 0 and values.max() <= 1
+    _assert_no_hooks(loaded.module)
