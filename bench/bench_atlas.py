@@ -26,7 +26,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 from server.main import create_app  # noqa: E402
 from server.services.activations import ActivationStore  # noqa: E402
 from server.services.layer_overview import LayerOverviews  # noqa: E402
-from server.services.model_inputs import input_batch  # noqa: E402
 from server.settings import Settings  # noqa: E402
 
 PHOTO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images" / "cat.jpg"
@@ -67,7 +66,7 @@ def main() -> None:
             app.state.layer_overviews = LayerOverviews()
 
         loaded = app.state.runtime.load("resnet18", "untrained")
-        batch = input_batch(loaded, app.state.image_store, image_id)
+        batch = app.state.inputs.batch(loaded, image_id)
         with torch.no_grad():
             loaded.module(batch)
 

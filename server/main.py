@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio.to_thread
 import torch
 from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -18,6 +18,7 @@ from models.models_file import app_registry
 from models.registry import ModelRegistry
 from server import __version__
 from server.errors import install_error_handlers
+from server.openapi import install_openapi
 from server.responses import ScopeHeadersMiddleware
 from server.routers import (  # feature maps and learned filters (issue 3)  # step-through traces and the sandbox (issue 5)
     activations,
@@ -33,8 +34,14 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
     sessions,  # classroom sessions (issue 13)
     trace,
 )
+from server.routers import gradcam_steps as gradcam_steps_router  # Grad-CAM taken apart (issue 12)
 from server.routers import live as live_router  # live mode over a WebSocket (issue 14)
-from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
+from server.security import (
+    JsonCORSMiddleware,
+    RequestBodyLimitMiddleware,
+    SecurityHeadersMiddleware,
+    install_request_guards,
+)
 from server.services import samples as sample_gallery
 from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
@@ -48,6 +55,7 @@ from server.services.classroom.shutdown import on_stop_signal
 from server.services.conv_trace import Traces
 from server.services.feature_maps import FeatureMaps
 from server.services.feature_vis import FeatureVisualisations
+from server.services.image_decode import IsolatedDecoder, decode_limits
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
 from server.services.live import LiveHub, LiveLimits
@@ -55,6 +63,10 @@ from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import ModelRuntime
 from server.services.network_overview import NetworkOverviews
 from server.services.predictions import ModelOutputs
+<<<<<<< HEAD
+=======
+from server.services.saliency.gradcam_steps import GradCamStepsService
+>>>>>>> main
 from server.services.saliency.service import SaliencyMaps
 from server.services.scheduler import DisconnectWatch, Scheduler, cancel_on_signals
 from server.services.upload import UploadGate
@@ -74,6 +86,7 @@ ROUTERS = (
     trace.router,
     sandbox.router,
     saliency.router,
+    gradcam_steps_router.router,
     live_router.router,
     network.router,
     channels.router,
@@ -91,14 +104,20 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         device = resolve_device(settings.device)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
+<<<<<<< HEAD
         runtime = ModelRuntime(device, settings.max_loaded_models, registry or app_registry(settings.models_file),
                                ArchitectureCatalog(settings.architecture_cache_bytes), settings.loaded_models_bytes)
+=======
+        runtime = ModelRuntime(device, settings.max_loaded_models, ArchitectureCatalog(settings.architecture_cache_bytes),
+                               settings.loaded_models_bytes, registry or app_registry(settings.models_file))
+>>>>>>> main
         runtime.entry(settings.default_model)  # fail fast on a misconfigured default
         app.state.settings = settings
         app.state.runtime = runtime
         app.state.image_store = ImageStore(
             settings.storage_dir, settings.image_store_budget_bytes, settings.max_image_pixels,
             decoded_budget_bytes=settings.decoded_image_cache_bytes,
+            decoder=IsolatedDecoder(decode_limits(settings)),
         )
         app.state.downloads = WeightsDownloads(runtime)
         sample_gallery.cache.budget_bytes = settings.sample_cache_bytes
@@ -121,13 +140,25 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         app.state.traces = Traces(inputs, scheduler.admit, app.state.outputs, settings.trace_cache_bytes)
         app.state.saliency_maps = SaliencyMaps(inputs, scheduler.admit, app.state.outputs,
                                                settings.saliency_cache_bytes)
+<<<<<<< HEAD
         app.state.network_overviews = NetworkOverviews(settings.network_cache_items, settings.network_cache_bytes)
+=======
+        app.state.gradcam_steps = GradCamStepsService(inputs, scheduler.admit, settings.gradcam_steps_cache_bytes)
+        app.state.network_overviews = NetworkOverviews(
+            inputs, partial(scheduler.admit, "network"), max_columns=settings.network_max_columns,
+            per_column=settings.network_channels_per_column, all_up_to=settings.network_all_channels_up_to,
+            budget_bytes=settings.network_cache_bytes)
+>>>>>>> main
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
         app.state.live = LiveHub(
             runtime, app.state.architectures,
             LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
                        settings.live_idle_timeout_s),
+<<<<<<< HEAD
             app.state.limiter.admit, settings.max_live_clients, settings.cors_origins,
+=======
+            lambda label: scheduler.admit(label, "cheap"), settings.max_live_clients, settings.cors_origins,
+>>>>>>> main
         )
         # Sync endpoints run in threadpool threads, and queued model work waits in them: every such wait is
         # bounded (the pools' queues, the caches' waiters), so there are always threads left for the rest.
@@ -135,23 +166,32 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         waits = (settings.max_active_work + settings.max_waiting_work + settings.max_active_heavy_work
                  + settings.max_waiting_heavy_work)
         threads.total_tokens = max(threads.total_tokens, waits + 64)
+<<<<<<< HEAD
+=======
+        # long background passes (dataset examples, feature visualisation) run in the heavy pool
+        long_work = partial(scheduler.admit, "channels/background", "heavy")
+>>>>>>> main
         app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue)
         channel_dir = settings.channel_cache_dir or settings.storage_dir.parent / "channels"
         app.state.channel_examples = ChannelExamples(
             app.state.background_jobs, channel_dir, settings.data_dir,
             max_k=settings.channel_examples_max_k, max_pixels=settings.channel_examples_max_pixels,
             cache_bytes=settings.channel_cache_bytes, batch_size=settings.channel_examples_batch,
-            memory_items=settings.channel_examples_memory_items, admit=app.state.limiter.admit)
+            memory_items=settings.channel_examples_memory_items, admit=long_work)
         app.state.feature_vis = FeatureVisualisations(
             app.state.background_jobs, channel_dir, settings.data_dir,
-            steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=app.state.limiter.admit)
+            steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=long_work)
         classroom = Classroom(make_backend(settings.redis_url), SessionLimits.from_settings(settings),
-                              WallPredictions(runtime, app.state.image_store, app.state.batcher), settings.default_model)
+                              WallPredictions(runtime, app.state.outputs), settings.default_model)
         await classroom.start()
         app.state.classroom = classroom
         undo_signal = on_stop_signal(classroom.shut_down_streams)  # open event streams must not hold a stop
         log.info("ConvScope %s on %s", __version__, device_label(device))
+<<<<<<< HEAD
         with cancel_on_signals():  # SIGTERM cancels the model work in flight first: shutdown takes seconds
+=======
+        with cancel_on_signals():  # SIGTERM cancels the work in flight first: shutdown takes seconds
+>>>>>>> main
             try:
                 yield
             finally:
@@ -159,17 +199,24 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 app.state.background_jobs.close()
                 undo_signal()
                 await classroom.aclose()
+<<<<<<< HEAD
+=======
+                app.state.image_store.close()  # the decoder's idle worker process
+>>>>>>> main
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
-    app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images",))
+        app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
+    app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images",),
+                       idle_timeout=settings.body_idle_timeout_s, total_timeout=settings.body_read_timeout_s)
+    install_request_guards(app, settings)  # origin, HEAD, URL length, Host (issue 10)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(DisconnectWatch)  # cancels the work of GETs whose client went away
     app.add_middleware(ScopeHeadersMiddleware)  # headers dependencies set (X-ConvScope-Weights)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_openapi(app)  # media types, the shared error schema, summaries, tags (issue 15)
 
     app.mount("/static", StaticFiles(directory=settings.frontend_dir / "static"), name="static")
     templates = Jinja2Templates(directory=str(settings.frontend_dir / "templates"))

@@ -203,8 +203,8 @@ def test_waiters_are_bounded() -> None:
 
 
 def test_only_one_cache_class_holds_results() -> None:
-    """Every per-image or per-model result goes through ResultCache: no service keeps its own LRU. (The image
-    store's index of files on disk and the background jobs' table are not result caches.)"""
+    """Every per-image or per-model result goes through ResultCache: no service keeps its own dict/LRU.
+    (The image store's index of files on disk and the background jobs' registry hold no results.)"""
     import pathlib
     import re
 

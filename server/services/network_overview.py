@@ -30,15 +30,23 @@ from server.services.atlas import as_channels, choose_colormap, normalise
 from server.services.cache import ResultCache
 from server.services.colormaps import apply_colormap, colormap_stops, is_diverging
 from server.services.hooks import forward_hooks
+<<<<<<< HEAD
+=======
+from server.services.model_inputs import ModelInputs
+>>>>>>> main
 from server.services.model_runtime import LoadedModel
 
 THUMB_MAX = 32  # a thumbnail's longer side, in map cells
 SKIPPED_KINDS = ("reshape", "dropout", "identity")
+# pass-through modules: their output is the previous column again (timm's BatchNormAct2d has an Identity
+# "drop" between the norm and its activation)
+SKIPPED_TYPES = ("Identity", "Dropout", "Dropout2d", "Flatten")
 
 
 def _shown(layer: dict[str, Any]) -> bool:
     shape = layer.get("output_shape")
-    return bool(shape) and len(shape) in (1, 3) and layer.get("kind") not in SKIPPED_KINDS
+    return (bool(shape) and len(shape) in (1, 3) and layer.get("kind") not in SKIPPED_KINDS
+            and layer.get("type") not in SKIPPED_TYPES)
 
 
 def choose_columns(layers: Sequence[dict[str, Any]], max_columns: int, min_columns: int = 8) -> list[dict[str, Any]]:
@@ -59,12 +67,12 @@ def choose_columns(layers: Sequence[dict[str, Any]], max_columns: int, min_colum
     cuts = [cut(depth) for depth in depths]
     fitting = [c for c in cuts if min_columns <= len(c) <= max_columns]
     if fitting:
-        return max(fitting, key=len)
+        return max(reversed(fitting), key=len)  # ties: the deeper cut
     small = [c for c in cuts if len(c) <= max_columns]
     roomy = [c for c in cuts if max_columns < len(c) <= 2 * max_columns]
     if roomy and (not small or len(max(small, key=len)) < min_columns):
         return min(roomy, key=len)
-    return max(small, key=len) if small else min(cuts, key=len)
+    return max(reversed(small), key=len) if small else min(cuts, key=len)
 
 
 def _thumbnail(channel_map: np.ndarray) -> np.ndarray:
@@ -160,6 +168,7 @@ def build_network(loaded: LoadedModel, batch: torch.Tensor, columns: Sequence[di
 
 
 class NetworkOverviews:
+<<<<<<< HEAD
     """Recent overviews per (model, variant, image) in a :class:`ResultCache` (count and bytes); one build
     per key however many ask at once."""
 
@@ -178,6 +187,41 @@ class NetworkOverviews:
                 return build()
 
         return self.cache.get_or_compute((loaded.entry.id, loaded.variant, image_id), compute)
+=======
+    """The network overview and dense-unit answers for stored images: inputs, admission, and the overviews
+    in a byte-budgeted single-flight :class:`ResultCache` per (model, variant, image)."""
+
+    def __init__(self, inputs: ModelInputs, admit: Callable[[], AbstractContextManager[Any]], *, max_columns: int,
+                 per_column: int, all_up_to: int, budget_bytes: int) -> None:
+        self.inputs = inputs
+        self.admit = admit
+        self.max_columns = max_columns
+        self.per_column = per_column
+        self.all_up_to = all_up_to
+        self.cache: ResultCache[NetworkOverview] = ResultCache("network overviews", budget_bytes)
+
+    def overview(self, loaded: LoadedModel, image_id: str, layers: Sequence[dict[str, Any]]) -> NetworkOverview:
+        """The overview of ``image_id`` (404 for an unknown image before any work)."""
+        key = (loaded.entry.id, loaded.variant, image_id)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        batch = self.inputs.batch(loaded, image_id)
+        columns = choose_columns(layers, self.max_columns)
+
+        def build() -> NetworkOverview:
+            with self.admit():
+                return build_network(loaded, batch, columns, self.per_column, self.all_up_to)
+
+        return self.cache.get_or_compute(key, build)
+
+    def dense(self, loaded: LoadedModel, image_id: str, layer: str, unit: int, top: int) -> dict[str, Any]:
+        """:func:`dense_contributions` for a stored image, admitted like every model computation."""
+        loaded.layer(layer)
+        batch = self.inputs.batch(loaded, image_id)
+        with self.admit():
+            return dense_contributions(loaded, batch, layer, unit, top)
+>>>>>>> main
 
 
 # --- one unit of a linear layer: which inputs make it ---------------------------------------------------

@@ -111,15 +111,16 @@ class DisconnectWatch:
         token = CancelToken()
         client = _client_id(scope)
         first = await receive()
-        gone = asyncio.Event()
         if first.get("type") == "http.disconnect":
             token.cancel()
-            gone.set()
         delivered = False
+        gone = asyncio.Event()  # the client disconnected: streaming answers (event streams) must hear it too
+        if token.cancelled:
+            gone.set()
 
         async def watch() -> None:
             try:
-                while not gone.is_set():
+                while True:
                     message = await receive()
                     if message.get("type") == "http.disconnect":
                         break
@@ -133,7 +134,7 @@ class DisconnectWatch:
             if not delivered:
                 delivered = True
                 return first
-            await gone.wait()  # a GET has nothing more to receive: only its disconnect (event streams wait here)
+            await gone.wait()  # nothing but a disconnect can come for a GET
             return {"type": "http.disconnect"}
 
         watcher = asyncio.ensure_future(watch())

@@ -1,6 +1,6 @@
-"""The current model's prediction on each submission, through the app's own prediction path (the shared
-batcher and work limiter), with a bounded cache: the wall is asked for again and again while a class
-submits, and each (model, weights, image) needs one forward pass, ever."""
+"""The current model's prediction on each submission, through the app's own prediction path
+(:class:`ModelOutputs`: the shared batcher, the scheduler's admission and the one result cache): the wall is
+asked for again and again while a class submits, and each (model, weights, image) needs one forward pass."""
 
 from __future__ import annotations
 
@@ -8,24 +8,30 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from server.errors import ApiError
+<<<<<<< HEAD
 from server.services.batching import PredictionBatcher
 from server.services.cache import ResultCache
 from server.services.image_store import ImageStore
 from server.services.model_inputs import input_batch
+=======
+>>>>>>> main
 from server.services.model_runtime import LoadedModel, ModelRuntime
-from server.services.predictions import predictions_from_logits
+from server.services.predictions import ModelOutputs, predictions_from_logits
 
 TOP_K = 3
 
 
 class WallPredictions:
-    def __init__(self, runtime: ModelRuntime, store: ImageStore, batcher: PredictionBatcher,
-                 cache_items: int = 4096, fan_out: int = 8) -> None:
+    def __init__(self, runtime: ModelRuntime, outputs: ModelOutputs, fan_out: int = 8) -> None:
         self.runtime = runtime
+<<<<<<< HEAD
         self.store = store
         self.batcher = batcher
         self._cache: ResultCache[list[dict[str, Any]]] = ResultCache("wall predictions", 64 * 1024 * 1024,
                                                                      max_items=cache_items)
+=======
+        self.outputs = outputs
+>>>>>>> main
         self._pool = ThreadPoolExecutor(max_workers=max(1, fan_out), thread_name_prefix="wall-predictions")
 
     def predict(self, model: str, weights: str, image_ids: list[str]) -> dict[str, Any]:
@@ -43,11 +49,15 @@ class WallPredictions:
         results: dict[str, Any] = {}
         missing = []
         for image_id in image_ids:
+<<<<<<< HEAD
             hit = self._cache.get((loaded.entry.id, loaded.variant, image_id))
+=======
+            hit = self.outputs.cache.get(self.outputs.key(loaded, image_id))
+>>>>>>> main
             if hit is None:
                 missing.append(image_id)
             else:
-                results[image_id] = {"predictions": hit}
+                results[image_id] = {"predictions": predictions_from_logits(loaded, hit, TOP_K)}
         futures = {image_id: self._pool.submit(self._predict_one, loaded, image_id) for image_id in missing}
         overloaded: ApiError | None = None
         for image_id, future in futures.items():
@@ -62,11 +72,19 @@ class WallPredictions:
         return {"model": loaded.entry.id, "weights_used": loaded.variant,
                 "results": {image_id: results[image_id] for image_id in image_ids}}
 
+    def require_image(self, image_id: str) -> None:
+        """Raise the store's 404 unless the image is stored here (or in the shared image directory)."""
+        self.outputs.inputs.store.open_image(image_id)
+
     def _predict_one(self, loaded: LoadedModel, image_id: str) -> list[dict[str, Any]]:
+<<<<<<< HEAD
         logits = self.batcher.outputs(loaded, input_batch(loaded, self.store, image_id))
         top = predictions_from_logits(loaded, logits[0], TOP_K)
         self._cache.put((loaded.entry.id, loaded.variant, image_id), top)
         return top
+=======
+        return predictions_from_logits(loaded, self.outputs.logits(loaded, image_id), TOP_K)
+>>>>>>> main
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
