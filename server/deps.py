@@ -14,28 +14,18 @@ from starlette.requests import HTTPConnection
 from server.responses import add_response_header
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
-<<<<<<< HEAD
-from server.services.classroom import Classroom
-from server.services.conv_trace import Traces
-from server.services.feature_maps import FeatureMaps
-=======
 from server.services.channel_examples import ChannelExamples
 from server.services.classroom import Classroom
 from server.services.conv_trace import Traces
 from server.services.feature_maps import FeatureMaps
 from server.services.feature_vis import FeatureVisualisations
->>>>>>> main
 from server.services.image_store import ImageStore
 from server.services.live import LiveHub
 from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import LoadedModel, ModelRuntime
-<<<<<<< HEAD
-from server.services.predictions import ModelOutputs
-=======
 from server.services.network_overview import NetworkOverviews
 from server.services.predictions import ModelOutputs
 from server.services.saliency.gradcam_steps import GradCamStepsService
->>>>>>> main
 from server.services.saliency.service import SaliencyMaps
 from server.services.scheduler import Scheduler
 from server.services.upload import UploadGate

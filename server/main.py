@@ -63,10 +63,7 @@ from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import ModelRuntime
 from server.services.network_overview import NetworkOverviews
 from server.services.predictions import ModelOutputs
-<<<<<<< HEAD
-=======
 from server.services.saliency.gradcam_steps import GradCamStepsService
->>>>>>> main
 from server.services.saliency.service import SaliencyMaps
 from server.services.scheduler import DisconnectWatch, Scheduler, cancel_on_signals
 from server.services.upload import UploadGate
@@ -104,13 +101,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         device = resolve_device(settings.device)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-<<<<<<< HEAD
-        runtime = ModelRuntime(device, settings.max_loaded_models, registry or app_registry(settings.models_file),
-                               ArchitectureCatalog(settings.architecture_cache_bytes), settings.loaded_models_bytes)
-=======
         runtime = ModelRuntime(device, settings.max_loaded_models, ArchitectureCatalog(settings.architecture_cache_bytes),
                                settings.loaded_models_bytes, registry or app_registry(settings.models_file))
->>>>>>> main
         runtime.entry(settings.default_model)  # fail fast on a misconfigured default
         app.state.settings = settings
         app.state.runtime = runtime
@@ -140,25 +132,17 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         app.state.traces = Traces(inputs, scheduler.admit, app.state.outputs, settings.trace_cache_bytes)
         app.state.saliency_maps = SaliencyMaps(inputs, scheduler.admit, app.state.outputs,
                                                settings.saliency_cache_bytes)
-<<<<<<< HEAD
-        app.state.network_overviews = NetworkOverviews(settings.network_cache_items, settings.network_cache_bytes)
-=======
         app.state.gradcam_steps = GradCamStepsService(inputs, scheduler.admit, settings.gradcam_steps_cache_bytes)
         app.state.network_overviews = NetworkOverviews(
             inputs, partial(scheduler.admit, "network"), max_columns=settings.network_max_columns,
             per_column=settings.network_channels_per_column, all_up_to=settings.network_all_channels_up_to,
             budget_bytes=settings.network_cache_bytes)
->>>>>>> main
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
         app.state.live = LiveHub(
             runtime, app.state.architectures,
             LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
                        settings.live_idle_timeout_s),
-<<<<<<< HEAD
-            app.state.limiter.admit, settings.max_live_clients, settings.cors_origins,
-=======
             lambda label: scheduler.admit(label, "cheap"), settings.max_live_clients, settings.cors_origins,
->>>>>>> main
         )
         # Sync endpoints run in threadpool threads, and queued model work waits in them: every such wait is
         # bounded (the pools' queues, the caches' waiters), so there are always threads left for the rest.
@@ -166,11 +150,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         waits = (settings.max_active_work + settings.max_waiting_work + settings.max_active_heavy_work
                  + settings.max_waiting_heavy_work)
         threads.total_tokens = max(threads.total_tokens, waits + 64)
-<<<<<<< HEAD
-=======
         # long background passes (dataset examples, feature visualisation) run in the heavy pool
         long_work = partial(scheduler.admit, "channels/background", "heavy")
->>>>>>> main
         app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue)
         channel_dir = settings.channel_cache_dir or settings.storage_dir.parent / "channels"
         app.state.channel_examples = ChannelExamples(
@@ -187,11 +168,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         app.state.classroom = classroom
         undo_signal = on_stop_signal(classroom.shut_down_streams)  # open event streams must not hold a stop
         log.info("ConvScope %s on %s", __version__, device_label(device))
-<<<<<<< HEAD
-        with cancel_on_signals():  # SIGTERM cancels the model work in flight first: shutdown takes seconds
-=======
         with cancel_on_signals():  # SIGTERM cancels the work in flight first: shutdown takes seconds
->>>>>>> main
             try:
                 yield
             finally:
@@ -199,10 +176,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 app.state.background_jobs.close()
                 undo_signal()
                 await classroom.aclose()
-<<<<<<< HEAD
-=======
                 app.state.image_store.close()  # the decoder's idle worker process
->>>>>>> main
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:

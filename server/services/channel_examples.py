@@ -35,10 +35,7 @@ from server.services import samples
 from server.services.background_jobs import BackgroundJobs, Job
 from server.services.cache import ResultCache
 from server.services.hooks import forward_hooks
-<<<<<<< HEAD
-=======
 from server.services.model_inputs import input_picture
->>>>>>> main
 from server.services.model_runtime import LoadedModel
 
 DATASETS = ("mnist", "shapes", "photos")
@@ -227,14 +224,9 @@ class ChannelExamples:
         self.batch_size = batch_size
         self.memory_items = max(1, memory_items)
         self.admit = admit
-<<<<<<< HEAD
-        self._tables: ResultCache[ExampleTable] = ResultCache("channel example tables", cache_bytes,
-                                                              max_items=self.memory_items)
-=======
         # the tables in memory (the files on disk are the lasting cache)
         self.tables: ResultCache[ExampleTable] = ResultCache("channel example tables", cache_bytes,
                                                              max_items=self.memory_items)
->>>>>>> main
         self._lock = threading.Lock()
         self._datasets: dict[str, Dataset] = {}
 
@@ -254,20 +246,12 @@ class ChannelExamples:
         return self.cache_dir / f"examples-{digest}.npz"
 
     def _remember(self, key: tuple[str, str, str], table: ExampleTable) -> None:
-<<<<<<< HEAD
-        self._tables.put(key, table)
-=======
         self.tables.put(key, table)
->>>>>>> main
 
     def table(self, loaded: LoadedModel, dataset: str, layers: list[dict[str, Any]]) -> tuple[ExampleTable | None, Job | None]:
         """The table when ready, else the job computing it (started on first use)."""
         key = (loaded.entry.id, loaded.variant, dataset)
-<<<<<<< HEAD
-        hit = self._tables.get(key)
-=======
         hit = self.tables.get(key)
->>>>>>> main
         if hit is not None:
             return hit, None
         path = self._path(key)

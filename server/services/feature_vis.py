@@ -49,17 +49,6 @@ def fourier_scale(height: int, width: int, decay: float = 1.0) -> torch.Tensor:
     return 1.0 / torch.clamp(freq, min=1.0 / max(height, width)) ** decay
 
 
-<<<<<<< HEAD
-_MIXING: ResultCache[tuple[tuple[float, ...], ...]] = ResultCache("colour mixing", 64 * 1024, max_items=4)
-
-
-def colour_mixing(source: str, data_dir: str | None) -> tuple[tuple[float, ...], ...]:
-    """Cached :func:`_colour_mixing`."""
-    return _MIXING.get_or_compute((source, data_dir), lambda: _colour_mixing(source, data_dir))
-
-
-def _colour_mixing(source: str, data_dir: str | None) -> tuple[tuple[float, ...], ...]:
-=======
 _MIXINGS: ResultCache[tuple[tuple[float, ...], ...]] = ResultCache("colour mixing matrices", 64 * 1024)
 
 
@@ -69,7 +58,6 @@ def colour_mixing(source: str, data_dir: str | None) -> tuple[tuple[float, ...],
 
 
 def measure_colour_mixing(source: str, data_dir: str | None) -> tuple[tuple[float, ...], ...]:
->>>>>>> main
     """The square root of the RGB covariance of natural images (rows = output colours), normalised so
     that its largest column has unit length; identity when no images are at hand."""
     pixels = _colour_samples(source, None if data_dir is None else Path(data_dir))

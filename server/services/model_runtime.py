@@ -62,13 +62,8 @@ class LoadedModel:
 
 
 class ModelRuntime:
-<<<<<<< HEAD
-    def __init__(self, device: torch.device, max_loaded: int = 4, registry: ModelRegistry | None = None,
-                 catalog: ArchitectureCatalog | None = None, budget_bytes: int = 4 * 1024 * 1024 * 1024) -> None:
-=======
     def __init__(self, device: torch.device, max_loaded: int = 4, catalog: ArchitectureCatalog | None = None,
                  budget_bytes: int = 4 * 1024 * 1024 * 1024, registry: ModelRegistry | None = None) -> None:
->>>>>>> main
         self.device = device
         self.registry = registry if registry is not None else default_registry()
         self.max_loaded = max(1, max_loaded)

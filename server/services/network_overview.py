@@ -30,10 +30,7 @@ from server.services.atlas import as_channels, choose_colormap, normalise
 from server.services.cache import ResultCache
 from server.services.colormaps import apply_colormap, colormap_stops, is_diverging
 from server.services.hooks import forward_hooks
-<<<<<<< HEAD
-=======
 from server.services.model_inputs import ModelInputs
->>>>>>> main
 from server.services.model_runtime import LoadedModel
 
 THUMB_MAX = 32  # a thumbnail's longer side, in map cells
@@ -168,26 +165,6 @@ def build_network(loaded: LoadedModel, batch: torch.Tensor, columns: Sequence[di
 
 
 class NetworkOverviews:
-<<<<<<< HEAD
-    """Recent overviews per (model, variant, image) in a :class:`ResultCache` (count and bytes); one build
-    per key however many ask at once."""
-
-    def __init__(self, max_items: int, max_bytes: int) -> None:
-        self.cache: ResultCache[NetworkOverview] = ResultCache("network overviews", max_bytes,
-                                                               max_items=max(1, max_items))
-
-    @property
-    def builds(self) -> int:
-        return self.cache.stats.computations
-
-    def get(self, loaded: LoadedModel, image_id: str, build: Callable[[], NetworkOverview],
-            admit: Callable[[], AbstractContextManager[Any]]) -> NetworkOverview:
-        def compute() -> NetworkOverview:
-            with admit():
-                return build()
-
-        return self.cache.get_or_compute((loaded.entry.id, loaded.variant, image_id), compute)
-=======
     """The network overview and dense-unit answers for stored images: inputs, admission, and the overviews
     in a byte-budgeted single-flight :class:`ResultCache` per (model, variant, image)."""
 
@@ -221,7 +198,6 @@ class NetworkOverviews:
         batch = self.inputs.batch(loaded, image_id)
         with self.admit():
             return dense_contributions(loaded, batch, layer, unit, top)
->>>>>>> main
 
 
 # --- one unit of a linear layer: which inputs make it ---------------------------------------------------

@@ -59,6 +59,11 @@ class ModelOutputs:
         """The logits for the image, computed (batched with concurrent requests) on a miss."""
         return self.result(loaded, image_id).logits
 
+    def cached_logits(self, loaded: LoadedModel, image_id: str) -> torch.Tensor | None:
+        """The logits when some pass computed them already (never computes)."""
+        hit = self.cache.get(self.key(loaded, image_id))
+        return None if hit is None else hit.logits
+
     def graph(self, loaded: LoadedModel, image_id: str, layer: str | None) -> LayerGraph | None:
         """The kept graph from ``layer`` for the image, when a pass kept one (never computes)."""
         hit = self.cache.get(self.key(loaded, image_id))

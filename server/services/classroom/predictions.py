@@ -8,13 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from server.errors import ApiError
-<<<<<<< HEAD
-from server.services.batching import PredictionBatcher
-from server.services.cache import ResultCache
-from server.services.image_store import ImageStore
-from server.services.model_inputs import input_batch
-=======
->>>>>>> main
 from server.services.model_runtime import LoadedModel, ModelRuntime
 from server.services.predictions import ModelOutputs, predictions_from_logits
 
@@ -24,14 +17,7 @@ TOP_K = 3
 class WallPredictions:
     def __init__(self, runtime: ModelRuntime, outputs: ModelOutputs, fan_out: int = 8) -> None:
         self.runtime = runtime
-<<<<<<< HEAD
-        self.store = store
-        self.batcher = batcher
-        self._cache: ResultCache[list[dict[str, Any]]] = ResultCache("wall predictions", 64 * 1024 * 1024,
-                                                                     max_items=cache_items)
-=======
         self.outputs = outputs
->>>>>>> main
         self._pool = ThreadPoolExecutor(max_workers=max(1, fan_out), thread_name_prefix="wall-predictions")
 
     def predict(self, model: str, weights: str, image_ids: list[str]) -> dict[str, Any]:
@@ -49,11 +35,7 @@ class WallPredictions:
         results: dict[str, Any] = {}
         missing = []
         for image_id in image_ids:
-<<<<<<< HEAD
-            hit = self._cache.get((loaded.entry.id, loaded.variant, image_id))
-=======
-            hit = self.outputs.cache.get(self.outputs.key(loaded, image_id))
->>>>>>> main
+            hit = self.outputs.cached_logits(loaded, image_id)
             if hit is None:
                 missing.append(image_id)
             else:
@@ -77,14 +59,7 @@ class WallPredictions:
         self.outputs.inputs.store.open_image(image_id)
 
     def _predict_one(self, loaded: LoadedModel, image_id: str) -> list[dict[str, Any]]:
-<<<<<<< HEAD
-        logits = self.batcher.outputs(loaded, input_batch(loaded, self.store, image_id))
-        top = predictions_from_logits(loaded, logits[0], TOP_K)
-        self._cache.put((loaded.entry.id, loaded.variant, image_id), top)
-        return top
-=======
         return predictions_from_logits(loaded, self.outputs.logits(loaded, image_id), TOP_K)
->>>>>>> main
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
