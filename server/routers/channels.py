@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from server.deps import ArchitecturesDep, RuntimeDep, WeightsQuery, weights_header
@@ -17,11 +17,17 @@ from server.services.channel_examples import ChannelExamples
 from server.services.feature_vis import FeatureVisualisations
 from server.services.model_inputs import input_picture
 from server.services.model_runtime import LoadedModel
+from server.settings import Settings
 
 router = APIRouter(prefix="/api", tags=["channels"])
 CHANNEL = "/models/{model}/layers/{layer}/channels/{channel}"
 Seed = Annotated[int, Query(ge=0, le=9999, description="random seed of the optimisation")]
-DatasetQuery = Annotated[str, Query(description="mnist | shapes | photos")]
+DatasetQuery = Annotated[str, Query(description="mnist | shapes | photos", json_schema_extra={"enum": ["mnist", "shapes", "photos"]})]
+# examples.json's k: at most what the server keeps per channel (Settings.channel_examples_max_k; the schema
+# states the default, and a server configured lower says so with 422 k_too_large)
+MAX_K = Settings.model_fields["channel_examples_max_k"].default
+ChannelPath = Annotated[int, Path(ge=0, le=65535, description="channel index of the layer's output")]
+ExampleIndex = Annotated[int, Path(ge=0, le=1024, description="position in examples.json's list")]
 
 
 def _examples(request: Request) -> ChannelExamples:
@@ -45,10 +51,12 @@ def _layer(loaded: LoadedModel, architectures: ArchitecturesDep, layer: str, cha
     return row
 
 
-@router.get(f"{CHANNEL}/examples.json")
-def channel_examples(model: str, layer: str, channel: int, request: Request, runtime: RuntimeDep,
+@router.get(f"{CHANNEL}/examples.json",
+            responses={202: {"description": "Still computing: the progress, and Retry-After",
+                             "content": {"application/json": {}}}})
+def channel_examples(model: str, layer: str, channel: ChannelPath, request: Request, runtime: RuntimeDep,
                      architectures: ArchitecturesDep, dataset: DatasetQuery = "mnist",
-                     k: Annotated[int, Query(ge=1, le=64)] = 9, weights: WeightsQuery = "auto") -> Any:
+                     k: Annotated[int, Query(ge=1, le=MAX_K)] = 9, weights: WeightsQuery = "auto") -> Any:
     """The k dataset images whose maximum of this channel is largest, largest first (202 while computing)."""
     loaded = runtime.load(model, weights)
     _layer(loaded, architectures, layer, channel)
@@ -71,7 +79,7 @@ def channel_examples(model: str, layer: str, channel: int, request: Request, run
 
 
 @router.get(f"{CHANNEL}/examples/{{index}}.png")
-def example_crop(model: str, layer: str, channel: int, index: int, request: Request, runtime: RuntimeDep,
+def example_crop(model: str, layer: str, channel: ChannelPath, index: ExampleIndex, request: Request, runtime: RuntimeDep,
                  architectures: ArchitecturesDep, dataset: DatasetQuery = "mnist",
                  weights: WeightsQuery = "auto") -> Response:
     """Dataset image ``index`` as the model sees it, cropped to this channel's receptive field around its
@@ -95,7 +103,7 @@ def example_crop(model: str, layer: str, channel: int, index: int, request: Requ
 
 
 @router.get(f"{CHANNEL}/feature-vis.json")
-def feature_vis_status(model: str, layer: str, channel: int, request: Request, response: Response,
+def feature_vis_status(model: str, layer: str, channel: ChannelPath, request: Request, response: Response,
                        runtime: RuntimeDep, architectures: ArchitecturesDep, seed: Seed = 0,
                        weights: WeightsQuery = "auto") -> dict[str, Any]:
     """The state of the image optimised to excite this channel: missing, queued, running (with progress), done."""
@@ -105,8 +113,9 @@ def feature_vis_status(model: str, layer: str, channel: int, request: Request, r
     return _feature_vis(request).status(loaded, layer, channel, seed)
 
 
-@router.post(f"{CHANNEL}/feature-vis", status_code=202)
-def feature_vis_start(model: str, layer: str, channel: int, request: Request, response: Response,
+@router.post(f"{CHANNEL}/feature-vis", status_code=202,
+             responses={200: {"description": "Already made: its state", "content": {"application/json": {}}}})
+def feature_vis_start(model: str, layer: str, channel: ChannelPath, request: Request, response: Response,
                       runtime: RuntimeDep, architectures: ArchitecturesDep, seed: Seed = 0,
                       weights: WeightsQuery = "auto") -> dict[str, Any]:
     """Start optimising an image for this channel (or answer the run already made or under way)."""
@@ -120,7 +129,7 @@ def feature_vis_start(model: str, layer: str, channel: int, request: Request, re
 
 
 @router.delete(f"{CHANNEL}/feature-vis")
-def feature_vis_cancel(model: str, layer: str, channel: int, request: Request, response: Response,
+def feature_vis_cancel(model: str, layer: str, channel: ChannelPath, request: Request, response: Response,
                        runtime: RuntimeDep, architectures: ArchitecturesDep, seed: Seed = 0,
                        weights: WeightsQuery = "auto") -> dict[str, Any]:
     """Cancel a queued or running optimisation (a finished one stays)."""
@@ -131,7 +140,7 @@ def feature_vis_cancel(model: str, layer: str, channel: int, request: Request, r
 
 
 @router.get(f"{CHANNEL}/feature-vis.png")
-def feature_vis_png(model: str, layer: str, channel: int, request: Request, runtime: RuntimeDep,
+def feature_vis_png(model: str, layer: str, channel: ChannelPath, request: Request, runtime: RuntimeDep,
                     architectures: ArchitecturesDep, seed: Seed = 0, weights: WeightsQuery = "auto") -> Response:
     """The optimised image (the model's input size, as a picture); 404 until it is made."""
     loaded = runtime.load(model, weights)

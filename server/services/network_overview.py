@@ -204,7 +204,8 @@ def dense_contributions(loaded: LoadedModel, batch: torch.Tensor, layer_name: st
     """Unit ``unit`` of linear layer ``layer_name``: output = bias + Σ_i w_i·x_i, its largest terms first."""
     module = loaded.layer(layer_name)
     if not isinstance(module, nn.Linear):
-        raise ApiError(422, "not_linear", f"Layer {layer_name!r} is a {type(module).__name__}, not a linear layer.")
+        # no dense units to show: 404, like an unknown layer
+        raise ApiError(404, "not_linear", f"Layer {layer_name!r} is a {type(module).__name__}, not a linear layer.")
     if not 0 <= unit < module.out_features:
         raise ApiError(404, "unknown_unit",
                        f"Layer {layer_name!r} has units 0 to {module.out_features - 1}; there is no {unit}.")
