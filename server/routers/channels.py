@@ -27,7 +27,7 @@ DatasetQuery = Annotated[str, Query(description="mnist | shapes | photos", json_
 # states the default, and a server configured lower says so with 422 k_too_large)
 MAX_K = Settings.model_fields["channel_examples_max_k"].default
 ChannelPath = Annotated[int, Path(ge=0, le=65535, description="channel index of the layer's output")]
-ExampleIndex = Annotated[int, Path(ge=0, le=1024, description="position in examples.json's list")]
+ExampleIndex = Annotated[int, Path(ge=0, le=10_000_000, description="the image's index in the dataset, as examples.json gives it")]
 
 
 def _examples(request: Request) -> ChannelExamples:
