@@ -34,6 +34,7 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
     sessions,  # classroom sessions (issue 13)
     trace,
 )
+from server.routers import gradcam_steps as gradcam_steps_router  # Grad-CAM taken apart (issue 12)
 from server.routers import live as live_router  # live mode over a WebSocket (issue 14)
 from server.security import (
     JsonCORSMiddleware,
@@ -62,6 +63,7 @@ from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import ModelRuntime
 from server.services.network_overview import NetworkOverviews
 from server.services.predictions import ModelOutputs
+from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.scheduler import DisconnectWatch, Scheduler, cancel_on_signals
 from server.services.upload import UploadGate
@@ -81,6 +83,7 @@ ROUTERS = (
     trace.router,
     sandbox.router,
     saliency.router,
+    gradcam_steps_router.router,
     live_router.router,
     network.router,
     channels.router,
@@ -129,13 +132,17 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         app.state.traces = Traces(inputs, scheduler.admit, app.state.outputs, settings.trace_cache_bytes)
         app.state.saliency_maps = SaliencyMaps(inputs, scheduler.admit, app.state.outputs,
                                                settings.saliency_cache_bytes)
-        app.state.network_overviews = NetworkOverviews(settings.network_cache_items, settings.network_cache_bytes)
+        app.state.gradcam_steps = GradCamStepsService(inputs, scheduler.admit, settings.gradcam_steps_cache_bytes)
+        app.state.network_overviews = NetworkOverviews(
+            inputs, partial(scheduler.admit, "network"), max_columns=settings.network_max_columns,
+            per_column=settings.network_channels_per_column, all_up_to=settings.network_all_channels_up_to,
+            budget_bytes=settings.network_cache_bytes)
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
         app.state.live = LiveHub(
             runtime, app.state.architectures,
             LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
                        settings.live_idle_timeout_s),
-            partial(scheduler.admit, "live", "cheap"), settings.max_live_clients, settings.cors_origins,
+            lambda label: scheduler.admit(label, "cheap"), settings.max_live_clients, settings.cors_origins,
         )
         # Sync endpoints run in threadpool threads, and queued model work waits in them: every such wait is
         # bounded (the pools' queues, the caches' waiters), so there are always threads left for the rest.

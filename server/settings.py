@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     batch_window_ms: float = 2.0  # predictions for the same model wait this long to share a forward pass
     max_batch_size: int = 16
     activation_cache_bytes: int = 256 * 1024 * 1024  # layer outputs kept per (model, image), float32
+    gradcam_steps_cache_bytes: int = 32 * 1024 * 1024  # Grad-CAM steps (layer output + weights) per key
     # Every per-image / per-model result lives in one kind of cache (server/services/cache.py), each within
     # its own byte budget. By default: 256 (activations) + 256 (decoded images)
     # + 64 (model inputs) + 16 (logits) + 64 (overviews) + 128 (traces) + 64 (saliency) + 16 (architectures)
@@ -82,13 +83,12 @@ class Settings(BaseSettings):
     network_max_columns: int = 24  # deeper models are summarised by blocks so that this many fit
     network_channels_per_column: int = 8  # thumbnails per wide column; the rest behind "+N more"
     network_all_channels_up_to: int = 16  # a column this narrow shows every channel
-    network_cache_items: int = 16
     network_cache_bytes: int = 32 * 1024 * 1024
 
     # what a channel looks for: dataset examples and feature visualisation (background jobs)
     channel_cache_dir: Path | None = None  # None: "channels" beside storage_dir
     channel_jobs_queue: int = 8  # long jobs waiting for the one background worker; more answer 503
-    channel_examples_max_k: int = 32  # images kept per channel (examples.json's k is at most this)
+    channel_examples_max_k: int = 64  # images kept per channel (examples.json's k is at most this)
     channel_examples_max_pixels: int = 60_000_000  # images × input pixels one dataset pass may cost
     channel_examples_batch: int = 64
     channel_examples_memory_items: int = 4  # (model, weights, dataset) tables kept in memory
@@ -100,6 +100,7 @@ class Settings(BaseSettings):
     public_url: str | None = None  # the address students reach (join URL, QR); derived from the request when None
     session_idle_s: float = 2 * 3600  # a session nobody touches (teacher page, submissions) ends after this
     max_sessions: int = 50
+    max_sessions_per_address: int = 5  # live sessions started from one client address (0: no such cap)
     max_followers_per_session: int = 200
     max_submissions_per_session: int = 300
     max_submissions_per_student: int = 5

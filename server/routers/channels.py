@@ -2,40 +2,32 @@
 
 from __future__ import annotations
 
-import io
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 
-from server.deps import ArchitecturesDep, RuntimeDep, WeightsQuery, weights_header
+from server.deps import ArchitecturesDep, ChannelExamplesDep, FeatureVisDep, RuntimeDep, WeightsQuery, weights_header
 from server.errors import ApiError
+from server.openapi import binary, json_example
 from server.responses import png_response
 from server.services import channel_examples as examples
 from server.services.activations import selectable_layers
-from server.services.channel_examples import ChannelExamples
-from server.services.feature_vis import FeatureVisualisations
-from server.services.model_inputs import input_picture
 from server.services.model_runtime import LoadedModel
-from server.settings import Settings
 
 router = APIRouter(prefix="/api", tags=["channels"])
 CHANNEL = "/models/{model}/layers/{layer}/channels/{channel}"
 Seed = Annotated[int, Query(ge=0, le=9999, description="random seed of the optimisation")]
-DatasetQuery = Annotated[str, Query(description="mnist | shapes | photos", json_schema_extra={"enum": ["mnist", "shapes", "photos"]})]
-# examples.json's k: at most what the server keeps per channel (Settings.channel_examples_max_k; the schema
-# states the default, and a server configured lower says so with 422 k_too_large)
-MAX_K = Settings.model_fields["channel_examples_max_k"].default
-ChannelPath = Annotated[int, Path(ge=0, le=65535, description="channel index of the layer's output")]
-ExampleIndex = Annotated[int, Path(ge=0, le=10_000_000, description="the image's index in the dataset, as examples.json gives it")]
-
-
-def _examples(request: Request) -> ChannelExamples:
-    return request.app.state.channel_examples
-
-
-def _feature_vis(request: Request) -> FeatureVisualisations:
-    return request.app.state.feature_vis
+DatasetQuery = Annotated[Literal["mnist", "shapes", "photos"],
+                         Query(description="mnist: the 10,000 MNIST test images; shapes: the Shapes test split; "
+                                           "photos: the gallery photos")]
+Channel = Annotated[int, Path(ge=0, le=1_000_000, description="the channel (a unit for vector layers)")]
+DatasetIndex = Annotated[int, Path(ge=0, le=1_000_000, description="the image's index in the dataset")]
+EXAMPLE = {"model": "lenet5", "layer": "features.3", "channel": 5, "dataset": "mnist", "images": 10000,
+           "weights_used": "trained", "examples": [{"index": 8519, "value": 12.0, "y": 4, "x": 2, "sample_id": "mnist-test-8519"}]}
+COMPUTING = {"model": "lenet5", "layer": "features.3", "channel": 5, "dataset": "mnist", "state": "running",
+             "progress": {"done": 2500, "total": 10000}}
+VIS = {"state": "running", "progress": {"done": 40, "total": 128}, "objective": 1.9, "seed": 0}
 
 
 def _layer(loaded: LoadedModel, architectures: ArchitecturesDep, layer: str, channel: int) -> dict[str, Any]:
@@ -51,16 +43,15 @@ def _layer(loaded: LoadedModel, architectures: ArchitecturesDep, layer: str, cha
     return row
 
 
-@router.get(f"{CHANNEL}/examples.json",
-            responses={202: {"description": "Still computing: the progress, and Retry-After",
-                             "content": {"application/json": {}}}})
-def channel_examples(model: str, layer: str, channel: ChannelPath, request: Request, runtime: RuntimeDep,
+@router.get(f"{CHANNEL}/examples.json", responses={
+    **json_example(EXAMPLE), **json_example(COMPUTING, 202, "Being precomputed for this model and dataset: poll again "
+                                                          "after Retry-After seconds")})
+def channel_examples(model: str, layer: str, channel: Channel, runtime: RuntimeDep, service: ChannelExamplesDep,
                      architectures: ArchitecturesDep, dataset: DatasetQuery = "mnist",
-                     k: Annotated[int, Query(ge=1, le=MAX_K)] = 9, weights: WeightsQuery = "auto") -> Any:
+                     k: Annotated[int, Query(ge=1, le=64)] = 9, weights: WeightsQuery = "auto") -> Any:
     """The k dataset images whose maximum of this channel is largest, largest first (202 while computing)."""
     loaded = runtime.load(model, weights)
     _layer(loaded, architectures, layer, channel)
-    service = _examples(request)
     if k > service.max_k:
         raise ApiError(422, "k_too_large", f"k is at most {service.max_k} here.")
     layers = selectable_layers(architectures.get(loaded.entry)["layers"])
@@ -78,71 +69,63 @@ def channel_examples(model: str, layer: str, channel: ChannelPath, request: Requ
                          "weights_used": loaded.variant, "examples": found}, headers=headers)
 
 
-@router.get(f"{CHANNEL}/examples/{{index}}.png")
-def example_crop(model: str, layer: str, channel: ChannelPath, index: ExampleIndex, request: Request, runtime: RuntimeDep,
+@router.get(f"{CHANNEL}/examples/{{index}}.png", responses=binary("image/png", "The crop (or, with context, the "
+                                                                              "region with the field outlined)."))
+def example_crop(model: str, layer: str, channel: Channel, index: DatasetIndex, runtime: RuntimeDep, service: ChannelExamplesDep,
                  architectures: ArchitecturesDep, dataset: DatasetQuery = "mnist",
+                 context: Annotated[bool, Query(description="a wider region, enlarged, with the field outlined")] = False,
                  weights: WeightsQuery = "auto") -> Response:
     """Dataset image ``index`` as the model sees it, cropped to this channel's receptive field around its
     maximum (only images among the channel's top examples; 404 otherwise, and while computing)."""
     loaded = runtime.load(model, weights)
     row = _layer(loaded, architectures, layer, channel)
-    service = _examples(request)
     layers = selectable_layers(architectures.get(loaded.entry)["layers"])
-    table, _ = service.table(loaded, dataset, layers)
-    if table is None:
-        raise ApiError(404, "not_ready", "The examples are still being computed; ask examples.json for progress.")
-    hit = next((e for e in examples.examples_for(table, layer, channel, service.max_k) if e["index"] == index), None)
-    if hit is None:
-        raise ApiError(404, "not_an_example", f"{dataset} image {index} is not among the top examples of channel {channel}.")
-    picture = input_picture(loaded, loaded.preprocess(service.dataset(dataset).image(index)))
-    top, left, bottom, right = examples.field_box(row.get("receptive_field"), hit["y"], hit["x"], picture.height, picture.width)
-    crop = picture.crop((left, top, right + 1, bottom + 1))
-    buf = io.BytesIO()
-    crop.save(buf, format="PNG")
-    return png_response(buf.getvalue(), {**weights_header(loaded.variant), "X-ConvScope-Box": f"{top},{left},{bottom},{right}"})
+    png, (top, left, bottom, right) = service.crop_png(loaded, dataset, layers, row, channel, index, context)
+    return png_response(png, {**weights_header(loaded.variant), "X-ConvScope-Box": f"{top},{left},{bottom},{right}"})
 
 
 @router.get(f"{CHANNEL}/feature-vis.json")
-def feature_vis_status(model: str, layer: str, channel: ChannelPath, request: Request, response: Response,
+def feature_vis_status(model: str, layer: str, channel: Channel, response: Response, visuals: FeatureVisDep,
                        runtime: RuntimeDep, architectures: ArchitecturesDep, seed: Seed = 0,
                        weights: WeightsQuery = "auto") -> dict[str, Any]:
     """The state of the image optimised to excite this channel: missing, queued, running (with progress), done."""
     loaded = runtime.load(model, weights)
     _layer(loaded, architectures, layer, channel)
     response.headers.update(weights_header(loaded.variant))
-    return _feature_vis(request).status(loaded, layer, channel, seed)
+    return visuals.status(loaded, layer, channel, seed)
 
 
-@router.post(f"{CHANNEL}/feature-vis", status_code=202,
-             responses={200: {"description": "Already made: its state", "content": {"application/json": {}}}})
-def feature_vis_start(model: str, layer: str, channel: ChannelPath, request: Request, response: Response,
+@router.post(f"{CHANNEL}/feature-vis", status_code=202, responses={
+    **json_example(VIS, 202, "Started (or already queued or running)"),
+    **json_example({**VIS, "state": "done"}, 200, "Already made: nothing started")})
+def feature_vis_start(model: str, layer: str, channel: Channel, response: Response, visuals: FeatureVisDep,
                       runtime: RuntimeDep, architectures: ArchitecturesDep, seed: Seed = 0,
                       weights: WeightsQuery = "auto") -> dict[str, Any]:
     """Start optimising an image for this channel (or answer the run already made or under way)."""
     loaded = runtime.load(model, weights)
     _layer(loaded, architectures, layer, channel)
     response.headers.update(weights_header(loaded.variant))
-    answer = _feature_vis(request).start(loaded, layer, channel, seed)
+    answer = visuals.start(loaded, layer, channel, seed)
     if answer["state"] == "done":
         response.status_code = 200
     return answer
 
 
 @router.delete(f"{CHANNEL}/feature-vis")
-def feature_vis_cancel(model: str, layer: str, channel: ChannelPath, request: Request, response: Response,
+def feature_vis_cancel(model: str, layer: str, channel: Channel, response: Response, visuals: FeatureVisDep,
                        runtime: RuntimeDep, architectures: ArchitecturesDep, seed: Seed = 0,
                        weights: WeightsQuery = "auto") -> dict[str, Any]:
     """Cancel a queued or running optimisation (a finished one stays)."""
     loaded = runtime.load(model, weights)
     _layer(loaded, architectures, layer, channel)
     response.headers.update(weights_header(loaded.variant))
-    return _feature_vis(request).cancel(loaded, layer, channel, seed)
+    return visuals.cancel(loaded, layer, channel, seed)
 
 
-@router.get(f"{CHANNEL}/feature-vis.png")
-def feature_vis_png(model: str, layer: str, channel: ChannelPath, request: Request, runtime: RuntimeDep,
+@router.get(f"{CHANNEL}/feature-vis.png", responses=binary("image/png", "The optimised picture."))
+def feature_vis_png(model: str, layer: str, channel: Channel, runtime: RuntimeDep, visuals: FeatureVisDep,
                     architectures: ArchitecturesDep, seed: Seed = 0, weights: WeightsQuery = "auto") -> Response:
     """The optimised image (the model's input size, as a picture); 404 until it is made."""
     loaded = runtime.load(model, weights)
     _layer(loaded, architectures, layer, channel)
-    return png_response(_feature_vis(request).png(loaded, layer, channel, seed), weights_header(loaded.variant))
+    return png_response(visuals.png(loaded, layer, channel, seed), weights_header(loaded.variant))

@@ -75,6 +75,18 @@ class ShiftRequest(BaseModel):
     pool_op: Literal["max", "avg", "l2"] = "max"
 
 
+class MixRequest(BaseModel):
+    channels: Annotated[list[Grid], Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS)]
+    weights: Grid
+    bias: Annotated[list[Value], Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS)] | None = None
+
+
+@router.post("/sandbox/mix", summary="A 1×1 convolution over several channels (channel mixing), every product shown")
+def mix(body: MixRequest, work: SchedulerDep) -> dict[str, Any]:
+    """A 1×1 convolution over several channels (channel mixing), every product returned."""
+    return work.run("sandbox/mix", lambda: sandbox.mix_channels(body.channels, body.weights, body.bias))
+
+
 CONVOLVE_EXAMPLE = {"output": [[4.0, 0.0]], "with_bias": [[4.0, 0.0]], "activated": [[4.0, 0.0]],
                     "kernel": [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], "mode": "cross-correlation", "steps": [
                         {"out": [0, 0], "cells": [[0, 0], [0, 1], [0, 2]], "inputs": [0, 0, 1],

@@ -269,3 +269,39 @@ def _relative_change(before: np.ndarray, after: np.ndarray) -> float:
     """‖after − before‖ / max(‖before‖, ‖after‖): 0 = unchanged, 1 = as large as the map itself."""
     scale = max(float(np.linalg.norm(before)), float(np.linalg.norm(after)), 1e-12)
     return float(np.linalg.norm(after - before) / scale)
+
+
+MAX_MIX_CHANNELS = 8  # input and output channels of the 1×1 (channel-mixing) demo
+MAX_MIX_SIDE = 8
+
+
+def mix_channels(channels: Any, weights: Any, bias: Any = None) -> dict[str, Any]:
+    """A 1×1 convolution over several channels: out[o, y, x] = Σ_c w[o, c] · in[c, y, x] + b[o].
+
+    ``channels`` is C_in grids of the same H×W, ``weights`` a C_out×C_in matrix (the 1×1 kernels), ``bias``
+    C_out numbers (zeros when omitted). Every output cell is the same weighted mix of the channels at that one
+    position: no neighbours are read, only channels are mixed. Each output cell's products and sum are returned.
+    """
+    if not isinstance(channels, Sequence) or not 1 <= len(channels) <= MAX_MIX_CHANNELS:
+        raise _invalid("invalid_channels", f"channels must be a list of 1 to {MAX_MIX_CHANNELS} grids.")
+    grids = [as_grid(c, "channel", MAX_MIX_SIDE) for c in channels]
+    if any(g.shape != grids[0].shape for g in grids):
+        raise _invalid("invalid_channels", "every channel must have the same height and width.")
+    x = np.stack(grids)  # C_in×H×W
+    w = as_grid(weights, "weights", MAX_MIX_CHANNELS)
+    if w.shape[1] != x.shape[0]:
+        raise _invalid("invalid_weights", f"weights must have one column per input channel ({x.shape[0]}); got {w.shape[1]}.")
+    b = np.zeros(w.shape[0]) if bias is None else np.asarray(as_grid([bias], "bias", MAX_MIX_CHANNELS)[0])
+    if b.shape != (w.shape[0],):
+        raise _invalid("invalid_bias", f"bias must have one number per output channel ({w.shape[0]}).")
+    products = w[:, :, None, None] * x[None]  # C_out×C_in×H×W
+    out = products.sum(axis=1) + b[:, None, None]
+    return {
+        "output": out.tolist(),
+        "weights": w.tolist(),
+        "bias": b.tolist(),
+        "shape": {"in": list(x.shape), "out": list(out.shape)},
+        # products[o][c] is the H×W grid w[o, c]·in[c]: the page reads any cell's terms from it
+        "products": products.tolist(),
+        "parameters": int(w.size + b.size),
+    }

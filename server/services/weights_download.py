@@ -8,6 +8,7 @@ from typing import Any
 
 from models.registry import HubWeights, WeightsError
 from server.errors import ApiError
+from server.services.download_errors import describe_failure
 from server.services.model_runtime import ModelRuntime
 
 
@@ -55,7 +56,7 @@ class WeightsDownloads:
             job.state = "done"
             self.runtime.forget_failure(job.model_id)
         except WeightsError as exc:
-            job.state, job.error = "failed", str(exc)
+            job.state, job.error = "failed", describe_failure(exc, source, job.model_id)
 
     def get(self, model_id: str) -> DownloadJob:
         entry = self.runtime.entry(model_id)

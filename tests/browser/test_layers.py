@@ -89,6 +89,7 @@ def test_open_sort_hover_and_filters(page, shots: Path) -> None:
     # hover a cell of the second tile and read its value
     channel = order[1]
     canvas = page.locator(f".channel-grid figure.tile[data-channel='{channel}'] canvas")
+    canvas.scroll_into_view_if_needed()  # the explanation panel above the toolbar may push it below the fold
     box = canvas.bounding_box()
     H, W = values.shape[1:]
     y, x = 17, 40
@@ -142,6 +143,7 @@ def test_vector_layer_values(page) -> None:
     mosaic = page.locator(".vector-mosaic")
     cols = page.evaluate("document.querySelector('.vector-mosaic').width")
     rows = page.evaluate("document.querySelector('.vector-mosaic').height")
+    mosaic.scroll_into_view_if_needed()
     box = mosaic.bounding_box()
     k = 13  # index order: feature k sits at row k // cols, column k % cols
     page.mouse.move(

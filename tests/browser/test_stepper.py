@@ -128,7 +128,7 @@ def test_click_output_cell_jumps_and_hover_shows_numbers(page, image_id: str) ->
     state = wait_ready(page, "0,0")
     geom = json.loads(state["outputGeom"])
     box = page.locator("#stepper-canvas").bounding_box()
-    scale = box["width"] / 960
+    scale = box["width"] / 1200
     target = {"x": (geom["x0"] + (7 + 0.5) * geom["cell"]) * scale, "y": (geom["y0"] + (11 + 0.5) * geom["cell"]) * scale}
     page.locator("#stepper-canvas").hover(position=target)
     tip = page.locator(".stepper-tooltip")
@@ -167,12 +167,12 @@ def test_exports_are_real_files(page, image_id: str, tmp_path: Path) -> None:
     with page.expect_download() as png_download:
         page.click("[data-export='png']")
     png = Image.open(png_download.value.path())
-    assert png.format == "PNG" and png.size == (960, 520)
+    assert png.format == "PNG" and png.size == (1200, 520)
     page.select_option(".player-speed", "8")
     with page.expect_download(timeout=120_000) as gif_download:
         page.click("[data-export='gif']")
     gif = Image.open(gif_download.value.path())
-    assert gif.format == "GIF" and gif.size == (960, 520) and gif.n_frames == 120
+    assert gif.format == "GIF" and gif.size == (1200, 520) and gif.n_frames == 120
     first = np.asarray(gif.convert("RGB")).copy()
     gif.seek(60)
     later = np.asarray(gif.convert("RGB"))

@@ -10,6 +10,7 @@ import { createDrawingCanvas, wantsDrawing } from './shell/drawing-canvas.js';
 import { createGallery } from './shell/gallery.js';
 import { createViewHost } from './shell/view-host.js';
 import { createNotices } from './shell/notices.js';
+import { createPresenter } from './common/presenter.js';
 import { createClassroom } from './classroom/classroom.js';
 import { createLiveCard } from './live/live-card.js';
 
@@ -24,7 +25,7 @@ const modelTitles = new Map(); // id → title, from the model list
 const notices = createNotices();
 const picker = createModelPicker({
   // a new model starts from its best weights; the image stays, so models can be compared on it
-  onModel: (id) => state.set({ model: id, weights: 'auto' }),
+  onModel: (id) => state.set({ model: id, weights: 'auto', pos: null }),
   onWeights: (weights) => state.set({ weights }),
 });
 const download = createWeightsDownload({
@@ -39,7 +40,7 @@ const download = createWeightsDownload({
 });
 const imageInput = createImageInput({
   api,
-  onImage: (imageId, { replace }) => state.set({ image: imageId }, { replace }),
+  onImage: (imageId, { replace }) => state.set({ image: imageId, pos: null }, { replace }),
 });
 const drawing = createDrawingCanvas({
   onDrawing: (blob, { replace }) => imageInput.upload(blob, 'drawing.png', { replace }),
@@ -50,7 +51,9 @@ const gallery = createGallery({
   upload: (blob, name) => imageInput.upload(blob, name),
   switchModel: (id) => state.set({ model: id, weights: 'auto' }),
 });
-const views = createViewHost({ onSelect: (view) => state.set({ view }) });
+// a step-through cell (pos) belongs to the view, image and model it was picked on: drop it when they change
+const views = createViewHost({ onSelect: (view) => state.set({ view, pos: null }) });
+const presenter = createPresenter(document.getElementById('presenter-controls'), state);
 const liveCard = createLiveCard({ onStart: () => state.set({ view: 'live' }) });
 
 async function loadModelList() {
@@ -115,6 +118,7 @@ function setBusy(modelId) {
 async function render() {
   const mine = ++renderSequence;
   const current = state.read();
+  presenter.render(current);
   setBusy(current.model);
   let model;
   try {

@@ -3,6 +3,7 @@
 
 import { el, listen, disposer } from '../dom.js';
 import { cellAt } from './channel-math.js';
+import { mapPlacement, placementNote } from '../common/rf-placement.js';
 
 /**
  * @param {HTMLElement} parent
@@ -55,11 +56,16 @@ export function createChannelDetail(parent, { onHover, onOpacity }) {
   bag.add(listen(stage, 'pointerleave', () => onHover(null)));
 
   /** Show channel `c` of a layer whose maps are `H`×`W`. */
-  function show({ c, layerName, mapUrl, inputUrl, H, W, inputSize, opacity, vector = false }) {
+  function show({ c, layerName, mapUrl, inputUrl, H, W, inputSize, opacity, field = null, vector = false, label = null }) {
     channel = c;
     shape = [H, W];
     stage.hidden = vector;
     controls.hidden = vector;
+    if (vector && label !== null) {
+      title.textContent = `${layerName} · class ${c} “${label}”`;
+      note.textContent = 'This layer gives one score (logit) per class, listed on the left; the softmax turns them into the probabilities. Point at a row to read its value.';
+      return;
+    }
     if (vector) {
       title.textContent = `${layerName} · feature ${c}`;
       note.textContent = 'This layer outputs a vector: one number per feature, no map to lay over the image. Point at the mosaic to read each value.';
@@ -72,10 +78,12 @@ export function createChannelDetail(parent, { onHover, onOpacity }) {
     slider.value = String(opacity);
     overlay.style.opacity = String(opacity / 100);
     stage.dataset.channel = String(c);
-    const stretched = inputSize && (inputSize[0] !== H || inputSize[1] !== W);
-    note.textContent = stretched
-      ? `${H}×${W} map stretched over the ${inputSize[0]}×${inputSize[1]} input.`
-      : `${H}×${W}, the input's own size.`;
+    // each value on its receptive field's centre (the geometry the saliency maps use), not stretched
+    const box = mapPlacement(field, [H, W], inputSize);
+    const pct = (v) => `${(v * 100).toFixed(4)}%`;
+    Object.assign(overlay.style, { top: pct(box.fraction.top), left: pct(box.fraction.left), height: pct(box.fraction.height), width: pct(box.fraction.width) });
+    overlay.dataset.placement = JSON.stringify({ top: box.top, left: box.left, height: box.height, width: box.width });
+    note.textContent = placementNote(box, [H, W], inputSize);
   }
 
   return { show, root, dispose: () => bag.run() };

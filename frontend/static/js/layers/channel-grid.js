@@ -18,6 +18,8 @@ export function createChannelGrid(parent, { onHover, onSelect }) {
   function hitFromEvent(event) {
     if (!current) return null;
     if (current.vector) {
+      const row = event.target.closest('li.class-row');
+      if (row) return { channel: Number(row.dataset.channel), y: 0, x: 0 };
       const canvas = event.target.closest('canvas.vector-mosaic');
       if (!canvas) return null;
       const rect = canvas.getBoundingClientRect();
@@ -97,15 +99,38 @@ export function createChannelGrid(parent, { onHover, onSelect }) {
     grid.replaceChildren(mosaic);
   }
 
+  /** The output layer: one row per class, its name, its colour and its score (not an unlabelled mosaic). */
+  function renderClasses(atlas, picture, order, stat, labels) {
+    const source = el('canvas', { width: atlas.image.width, height: atlas.image.height });
+    const sctx = source.getContext('2d');
+    sctx.drawImage(picture, 0, 0);
+    const pixels = sctx.getImageData(0, 0, source.width, source.height).data;
+    const rows = order.map((c) => {
+      const at = ((Math.floor(c / atlas.grid.columns)) * source.width + (c % atlas.grid.columns)) * 4;
+      const [r, g, b] = pixels.subarray(at, at + 3);
+      const swatch = el('span', { className: 'class-swatch' });
+      swatch.style.background = `rgb(${r}, ${g}, ${b})`; // CSSOM, not a style attribute (the CSP forbids those)
+      return el('li', { className: 'class-row', dataset: { channel: String(c) }, attrs: { title: `${labels[c]}: ${stat ? stat[c] : ''}` } }, [
+        swatch,
+        el('span', { className: 'class-name', text: labels[c] }),
+        el('span', { className: 'class-value', text: stat ? shortValue(stat[c]) : '' }),
+      ]);
+    });
+    grid.classList.add('is-vector');
+    grid.replaceChildren(el('ol', { className: 'class-list', attrs: { 'aria-label': 'The score of every class' } }, rows));
+  }
+
   /**
    * Show a layer. `atlas`: atlas.json; `picture`: the decoded atlas.png; `order`: channel order;
-   * `stat`: per-channel values shown under each tile (or null).
+   * `stat`: per-channel values shown under each tile (or null); `labels`: class names when the layer
+   * is the model's output (one value per class).
    */
-  function show({ atlas, picture, order, stat }) {
+  function show({ atlas, picture, order, stat, labels = null }) {
     const vector = atlas.tile.width === 1 && atlas.tile.height === 1;
     current = { atlas, vector, order, mosaicCols: 1 };
     grid.dataset.layer = atlas.layer;
-    if (vector) renderVector(atlas, picture, order);
+    if (vector && labels && labels.length === order.length) renderClasses(atlas, picture, order, stat, labels);
+    else if (vector) renderVector(atlas, picture, order);
     else renderTiles(atlas, picture, order, (c) => (stat ? shortValue(stat[c]) : ''));
   }
 

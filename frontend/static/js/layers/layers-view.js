@@ -10,6 +10,7 @@ import { createFiltersPanel, hasTrainedWeights } from './filters-panel.js';
 import { createLegend } from './legend.js';
 import { createLayerData, layerUrls } from './layer-data.js';
 import { formatValue, sortChannels } from './channel-math.js';
+import { createExplainPanel, explainButton } from '../common/explain.js';
 
 const STYLESHEET = '/static/js/layers/layers.css';
 const SORTS = [['index', 'Index'], ['mean', 'Mean'], ['max', 'Max']];
@@ -60,10 +61,12 @@ export function mount(container, ctx) {
   const sort = segmented('Sort channels by', SORTS, 'sort');
   const scale = segmented('Colour scale per', SCALES, 'scale');
   const zoom = el('input', { type: 'range', min: '28', max: '200', step: '4', value: '72', id: 'tile-zoom', className: 'zoom' });
-  const group = (label, control) => el('span', { className: 'toolbar-group' }, [label, control]);
+  const group = (label, ...controls) => el('span', { className: 'toolbar-group' }, [label, ...controls]);
+  const rfHelp = explainButton('receptive-field');
+  const explain = createExplainPanel('layers', ['receptive-field', 'jump', 'parameters', 'scale', 'tile-number', 'map-over-image']);
   const toolbar = el('div', { className: 'layer-toolbar' }, [
-    group(el('span', { className: 'toolbar-label', text: 'Sort' }), sort),
-    group(el('span', { className: 'toolbar-label', text: 'Scale' }), scale),
+    group(el('span', { className: 'toolbar-label', text: 'Sort' }), sort, explainButton('tile-number')),
+    group(el('span', { className: 'toolbar-label', text: 'Scale' }), scale, explainButton('scale')),
     group(el('label', { className: 'toolbar-label', attrs: { for: 'tile-zoom' }, text: 'Zoom' }), zoom),
   ]);
   const legendHost = el('div', { className: 'layer-legend' });
@@ -72,8 +75,8 @@ export function mount(container, ctx) {
   const status = el('p', { className: 'layer-status placeholder' });
   const gridHost = el('div', { className: 'grid-host' });
   const layerCard = el('section', { className: 'card layer-card', attrs: { 'aria-label': 'Feature maps' } }, [
-    el('div', { className: 'card-head' }, [el('div', {}, [title, subtitle])]),
-    toolbar, legendHost, readout, status, gridHost,
+    el('div', { className: 'card-head' }, [el('div', {}, [title, subtitle, ' ', rfHelp])]),
+    explain.element, toolbar, legendHost, readout, status, gridHost,
   ]);
   const detailCard = el('section', { className: 'card detail-card', attrs: { 'aria-label': 'Selected channel' } });
   const filtersCard = el('section', { className: 'card filters-card' });
@@ -81,7 +84,7 @@ export function mount(container, ctx) {
 
   const onHover = (hit) => showValue(hit);
   view = {
-    ctx, bag, strip, legend, readout, status, title, subtitle, sort, scale, zoom, stripNote, layerCard,
+    ctx, bag, strip, legend, readout, status, title, subtitle, sort, scale, zoom, stripNote, layerCard, explain, rfHelp,
     data: createLayerData(ctx.api),
     grid: createChannelGrid(gridHost, { onHover, onSelect: (c) => set({ channel: c }) }),
     detail: createChannelDetail(detailCard, { onHover, onOpacity: (v) => { view.opacity = v; } }),
@@ -95,6 +98,28 @@ export function mount(container, ctx) {
   // until the stylesheet applies the strip does not scroll: centre the open layer once it does
   if (!stylesheet.sheet) bag.add(listen(stylesheet, 'load', () => view && view.st && view.st.layer && view.strip.select(view.st.layer.name)));
   update(ctx);
+}
+
+/** "12 layers in 2 blocks": counted as the architecture table counts them (leaf layers), blocks apart. */
+export function stripNote(model) {
+  const leaves = model.layers.filter((l) => l.leaf).length;
+  const shown = stripLayers(model);
+  const blocks = shown.filter((l) => !l.leaf).length;
+  const hidden = leaves - shown.filter((l) => l.leaf).length;
+  return `${leaves} layers of ${model.title}${blocks ? ` (with ${blocks} block${blocks > 1 ? 's' : ''} that group them)` : ''}`
+    + `${hidden ? ` · ${hidden} without anything new to see (dropout, flatten) left out` : ''} · click one to open it`;
+}
+
+/** A linear layer with one output per class: its values are the class scores (logits). */
+export function isOutputLayer(model, layer) {
+  return Boolean(layer) && layer.kind === 'linear' && Array.isArray(layer.output_shape)
+    && layer.output_shape.length === 1 && layer.output_shape[0] === model.num_classes;
+}
+
+function rfSummary(layer) {
+  const f = layer.receptive_field;
+  if (!f) return '';
+  return f.whole_image ? ' · sees the whole image' : ` · receptive field ${f.size.join('×')} px · jump ${f.jump[0]}`;
 }
 
 function readState(ctx) {
@@ -123,7 +148,7 @@ export function update(ctx) {
   if (view.keys.model !== modelKey) {
     view.keys.model = modelKey;
     view.strip.render(model);
-    view.stripNote.textContent = `${stripLayers(model).length} layers of ${model.title} · click one to open it`;
+    view.stripNote.textContent = stripNote(model);
   }
   markSegmented(view.sort, st.sort);
   markSegmented(view.scale, st.scale);
@@ -132,7 +157,9 @@ export function update(ctx) {
   const overviewDue = imageId && view.keys.image !== imageKey;
   if (overviewDue) view.keys.image = imageKey;
   view.title.textContent = st.layer ? `${st.layer.name} · ${st.layer.type}` : 'No layer';
-  view.subtitle.textContent = st.layer ? `output ${formatShape(st.layer.output_shape)}` : '';
+  view.subtitle.textContent = st.layer ? `output ${formatShape(st.layer.output_shape)}${rfSummary(st.layer)}` : '';
+  view.rfHelp.update({ model, layer: st.layer });
+  view.explain.update({ model, layer: st.layer });
   if (st.layer) view.filters.show({ api: ctx.api, model, layer: st.layer, variant: st.fw, channel: st.channel ?? 0, inStart: st.fin });
   if (!imageId) {
     view.keys.layer = null;
@@ -175,13 +202,14 @@ async function loadLayer(ctx, st) {
   view.status.textContent = `Computing ${name}…`;
   view.layerCard.classList.add('is-loading');
   try {
-    const [atlas, picture, stats] = await Promise.all([
+    const [atlas, picture, stats, labels] = await Promise.all([
       view.data.json(urls.atlasJson(name, st.scale)),
       view.data.image(urls.atlasPng(name, st.scale)),
       view.data.json(urls.stats(name)),
+      isOutputLayer(ctx.model, st.layer) ? view.data.json(ctx.api.urls.modelPath(ctx.model.id, '/classes')).then((b) => b.classes) : null,
     ]);
     if (!view || view.keys.layer !== key) return;
-    view.layer = { atlas, picture, stats, urls, name, hover: view.data.hoverSource(urls, name, atlas.shape), order: null, sort: null };
+    view.layer = { atlas, picture, stats, urls, name, labels, hover: view.data.hoverSource(urls, name, atlas.shape), order: null, sort: null };
     view.status.hidden = true;
     arrange(view.st);
     view.grid.root.dataset.openMs = String(Math.round(performance.now() - started));
@@ -201,7 +229,7 @@ function arrange(st) {
   if (L.sort !== st.sort) {
     L.sort = st.sort;
     L.order = sortChannels(atlas.channels, st.sort, stats);
-    view.grid.show({ atlas, picture: L.picture, order: L.order, stat: st.sort === 'index' ? stats.mean : stats[st.sort] });
+    view.grid.show({ atlas, picture: L.picture, order: L.order, stat: st.sort === 'index' ? stats.mean : stats[st.sort], labels: L.labels });
     view.grid.root.dataset.sort = st.sort;
   }
   const channel = st.channel !== null && st.channel < atlas.channels ? st.channel : L.order[0];
@@ -218,8 +246,10 @@ function arrange(st) {
     H: shape[0],
     W: shape[1],
     inputSize: [ctx.model.input.height, ctx.model.input.width],
+    field: (ctx.model.layers.find((l) => l.name === L.name) || {}).receptive_field || null,
     opacity: view.opacity,
     vector: atlas.shape.length === 1,
+    label: L.labels ? L.labels[channel] : null,
   });
 }
 
@@ -248,7 +278,8 @@ async function showValue(hit) {
     if (L.atlas.scale === 'channel' && view.legendChannel !== hit.channel) showLegend(hit.channel);
     view.legend.mark(value);
     const where = L.atlas.shape.length === 3 ? ` at (y ${hit.y}, x ${hit.x})` : '';
-    view.readout.textContent = `channel ${hit.channel}${where}: ${formatValue(value)}`;
+    const name = L.labels ? `class ${hit.channel} “${L.labels[hit.channel]}” (logit)` : `channel ${hit.channel}`;
+    view.readout.textContent = `${name}${where}: ${formatValue(value)}`;
     Object.assign(view.readout.dataset, { channel: String(hit.channel), y: String(hit.y), x: String(hit.x), value: String(value) });
   } catch (err) {
     if (view && !isAbort(err)) view.readout.textContent = `The value could not be read: ${err.message}`;

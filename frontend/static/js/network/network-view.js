@@ -8,8 +8,22 @@ import { buildColumn, buildInput, buildOutput, vectorFrom, TILE, GAP } from './n
 import { createEdges } from './network-edges.js';
 import { rowsThatFit } from './network-math.js';
 import { createUnitDetail } from './unit-detail.js';
+import { parseNpy } from '../layers/npy.js';
+import { createExplainPanel } from '../common/explain.js';
 
 const MAX_ROWS = 8;
+// what the overview's own marks mean, for its "What am I looking at?" panel
+const NETWORK_CONCEPTS = [
+  ['Boxes and lines', 'Pointing at a cell draws, on each shown map of the previous column, the box of cells it is '
+    + 'computed from (its receptive field one layer back) and a line to it. A convolution reads a window of every '
+    + 'input channel (a grouped one only of its group); pooling, activations and normalisation read their own channel.'],
+  ['Strongest channels, "+N more"', 'A wide layer shows the channels with the largest value on this picture, '
+    + 'strongest first; "+N more" adds the next ones. The number on a tile is the channel\'s index.'],
+  ['Colours', 'Each column has its own colour scale (the bar under its name, with its lowest and highest value). '
+    + 'With negative values the map is diverging: blue negative, white exactly zero, red positive.'],
+  ['Blocks', 'A deep model is shown by its blocks (a ResNet residual block, an EfficientNet MBConv block): such a '
+    + 'column is the output of the whole block. The Layers and Step-through views show the layers inside.'],
+];
 let v = null;
 
 export function ensureStylesheet(href, key) {
@@ -29,17 +43,19 @@ export function mount(container, ctx) {
   const scroller = el('div', { className: 'net-scroll' }, [content]);
   const message = el('p', { className: 'hint net-message', hidden: true });
   const legends = el('p', { className: 'hint net-legends' });
+  const explain = createExplainPanel('network', ['receptive-field', 'jump']);
+  explain.update({}, NETWORK_CONCEPTS);
   const network = el('section', { className: 'card net', attrs: { 'aria-labelledby': 'net-heading' } }, [
     el('div', { className: 'card-head' }, [el('h2', { id: 'net-heading', text: 'Network' }), note]),
-    message, scroller, readout, legends,
+    message, scroller, readout, legends, explain.element,
   ]);
   const detailHost = el('div', { className: 'net-detail-host', hidden: true });
   container.append(network, detailHost);
   v = {
     ctx, bag, note, readout, svg, content, scroller, message, network, legends, detailHost, key: null, abort: null,
-    cols: [], atlases: new Map(), vectors: new Map(),
+    cols: [], atlases: new Map(), vectors: new Map(), maps: new Map(),
   };
-  v.edges = createEdges(content, svg, () => v.cols, (text) => { readout.textContent = text; });
+  v.edges = createEdges(content, svg, () => v.cols, (text) => { readout.textContent = text; }, valueAt);
   v.detail = createUnitDetail(detailHost, { onBack: () => v.ctx.state.set({ open: null, pos: null }) });
   bag.add(listen(content, 'pointermove', (e) => v.edges.hover(e)));
   bag.add(listen(content, 'pointerleave', () => v.edges.clear()));
@@ -57,7 +73,7 @@ function onClick(event) {
   const changes = { open: 'unit', layer: unit.dataset.layer, channel: unit.dataset.layer === '@softmax' ? null : unit.dataset.channel, pos: null };
   if (unit.classList.contains('net-tile') && column) {
     const last = v.edges.lastCell();
-    if (last && last.layer === column.name) changes.pos = `${last.y},${last.x}`;
+    if (last && last.layer === column.name && String(last.channel) === unit.dataset.channel) changes.pos = `${last.y},${last.x}`;
   }
   v.ctx.state.set(changes);
 }
@@ -91,8 +107,10 @@ async function load(ctx, key) {
   v.cols = [];
   v.atlases.clear();
   v.vectors.clear();
+  v.maps.clear();
   delete v.network.dataset.ready;
   v.note.textContent = '';
+  v.readout.hidden = true; // nothing to point at until the columns are drawn
   if (!imageId) {
     say(`Upload, draw or pick a sample image (left) to see every layer of ${model.title} at once.`);
     return;
@@ -101,14 +119,19 @@ async function load(ctx, key) {
   const started = performance.now();
   try {
     const base = `/images/${encodeURIComponent(imageId)}`;
-    const [net, image, predictions] = await Promise.all([
+    const [net, image, predictions, input] = await Promise.all([
       api.getJson(api.urls.modelPath(model.id, `${base}/network.json`, { weights }), { signal }),
       loadImage(api.urls.modelPath(model.id, `${base}/network.png`, { weights }), signal),
       api.predictions(model.id, imageId, weights, { topK: Math.min(10, model.num_classes), signal }),
+      // a colour input is also shown as its three channels, so the first layer's edges go to each
+      model.input.channels === 3
+        ? api.request(api.urls.modelPath(model.id, `${base}/input.npy`, { weights }), { signal }).then((r) => r.arrayBuffer()).then(parseNpy)
+        : null,
     ]);
     if (!v || v.key !== key) return;
     say('');
-    render(ctx, net, image, predictions.predictions);
+    render(ctx, net, image, predictions.predictions, input);
+    v.readout.hidden = false;
     const d = v.network.dataset;
     d.ready = '1';
     d.paintMs = String(Math.round(performance.now() - started));
@@ -128,7 +151,7 @@ function loadImage(src, signal) {
   });
 }
 
-function render(ctx, net, image, predictions) {
+function render(ctx, net, image, predictions, inputNpy) {
   const { model, imageId, weights, api } = ctx;
   const layerInfo = new Map(model.layers.map((l) => [l.name, l]));
   const input = { name: '@input', shape: [model.input.channels, model.input.height, model.input.width], channels: model.input.channels,
@@ -144,7 +167,7 @@ function render(ctx, net, image, predictions) {
     onGrow: () => v.edges.clear(),
   };
   v.content.replaceChildren(
-    buildInput(model, api.urls.modelInput(model.id, imageId, weights)),
+    buildInput(model, api.urls.modelInput(model.id, imageId, weights), inputNpy),
     ...columns.map((c) => buildColumn(c, colCtx)),
     buildOutput(predictions, weights === 'untrained'),
     v.svg,
@@ -167,6 +190,23 @@ function fetchAtlas(ctx, name) {
     v.atlases.set(name, promise);
   }
   return v.atlases.get(name);
+}
+
+const MAPS_KEPT = 64; // channel maps fetched for hover values (each at most a few hundred KB)
+
+/** The value of cell (y, x) of channel `c` of `layer`, from its channels/{c}.npy (fetched once). */
+function valueAt(layer, c, y, x) {
+  if (!v || !v.ctx.imageId) return null;
+  const ctx = v.ctx;
+  const key = `${layer}|${c}`;
+  if (!v.maps.has(key)) {
+    const url = ctx.api.urls.modelPath(ctx.model.id, `/images/${encodeURIComponent(ctx.imageId)}/layers/${encodeURIComponent(layer)}/channels/${c}.npy`, { weights: ctx.weights });
+    const promise = ctx.api.request(url, { signal: v.abort.signal }).then((r) => r.arrayBuffer()).then(parseNpy);
+    promise.catch(() => v && v.maps.delete(key));
+    v.maps.set(key, promise);
+    if (v.maps.size > MAPS_KEPT) v.maps.delete(v.maps.keys().next().value);
+  }
+  return v.maps.get(key).then((npy) => npy.data[y * npy.shape[npy.shape.length - 1] + x]);
 }
 
 function fetchVector(ctx, name) {

@@ -10,6 +10,8 @@ export function createFocus(parent) {
   const base = el('img', { className: 'sal-base', alt: 'What the model sees' });
   const heat = el('img', { className: 'sal-heat', alt: '' });
   const stack = el('div', { className: 'sal-stack sal-focus-stack' }, [base, heat]);
+  // while there is no map: an empty frame saying so, never an <img> without a picture (a broken-image icon)
+  const placeholder = el('div', { className: 'sal-focus-placeholder', attrs: { role: 'status' } });
   const title = el('h3', { className: 'sal-focus-title' });
   const facts = el('p', { className: 'sal-focus-facts' });
   const readout = el('p', { className: 'sal-readout', attrs: { 'aria-live': 'off' }, text: 'Point at the map to read its value.' });
@@ -19,7 +21,7 @@ export function createFocus(parent) {
   const legendHost = el('div');
   const legend = createLegend(legendHost);
   parent.append(el('div', { className: 'sal-focus' }, [
-    stack,
+    stack, placeholder,
     el('div', { className: 'sal-focus-side' }, [title, facts, legendHost, readout, note, links]),
   ]));
   let current = null; // {info, values}
@@ -42,6 +44,10 @@ export function createFocus(parent) {
   function show({ info, urls, method, layer, cmap, stops, opacity }) {
     const magnitude = method.display === 'magnitude';
     current = { info, values: null, rawLabel: magnitude ? '|attribution|' : 'map' };
+    stack.hidden = false;
+    placeholder.hidden = true;
+    legend.root.hidden = false;
+    readout.hidden = false;
     base.src = urls.input();
     heat.src = urls.png(info.index, cmap);
     heat.style.opacity = String(opacity);
@@ -79,6 +85,11 @@ export function createFocus(parent) {
     current = null;
     title.textContent = text;
     facts.textContent = '';
+    stack.hidden = true;
+    placeholder.hidden = false;
+    placeholder.textContent = text;
+    legend.root.hidden = true; // an empty legend says nothing
+    readout.hidden = true;
     base.removeAttribute('src');
     heat.removeAttribute('src');
     links.replaceChildren();

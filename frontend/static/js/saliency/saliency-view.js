@@ -8,6 +8,8 @@ import { createTopClasses } from './top-classes.js';
 import { createFocus } from './focus.js';
 import { loadMethods, loadValues, pollProgress, saliencyUrls } from './saliency-data.js';
 import { TOP_K, readSaliencyState } from './saliency-math.js';
+import { createGradcamSteps } from './gradcam-steps.js';
+import { createExplainPanel } from '../common/explain.js';
 
 const STYLESHEET = '/static/js/saliency/saliency.css';
 
@@ -32,7 +34,9 @@ export function mount(container, ctx) {
     ]),
   ]);
   const focusCard = el('section', { className: 'card sal-focus-card', attrs: { 'aria-label': 'Open class' } });
-  container.append(controlsCard, topCard, focusCard);
+  const explain = createExplainPanel('saliency', ['gradcam', 'map-over-image', 'receptive-field']);
+  const stepsHost = el('div');
+  container.append(explain.element, controlsCard, topCard, focusCard, stepsHost);
   view = {
     ctx, untrained, keys: {}, top: null, abort: null, focusAbort: null, stopPoll: null, methods: null, st: null,
     controls: createControls(controlsCard, searchHost, {
@@ -45,6 +49,8 @@ export function mount(container, ctx) {
     }),
     topClasses: createTopClasses(topCard, { onSelect: (index) => set({ target: String(index) }) }),
     focus: createFocus(focusCard),
+    steps: createGradcamSteps(stepsHost),
+    explain,
   };
   controlsCard.append(untrained);
   start(ctx);
@@ -163,6 +169,7 @@ async function showFocus(urls, spec, st) {
     if (!info) info = (await view.ctx.api.getJson(urls.json(target), { signal: abort.signal })).map;
     if (!view || view.focusAbort !== abort) return;
     view.focus.show({ info, urls, method, layer, cmap: st.cmap, stops, opacity: st.opacity });
+    showSteps(spec, st, target);
     const values = await loadValues(view.ctx.api, urls.npy(target), abort.signal);
     if (view && view.focusAbort === abort) view.focus.setValues(values);
   } catch (err) {
@@ -170,6 +177,17 @@ async function showFocus(urls, spec, st) {
     view.keys.focus = null;
     view.focus.clear(`The map for class ${target} could not be computed: ${err.message}`);
   }
+}
+
+/** Grad-CAM's steps for the open class (other methods: a line saying where to find them). */
+function showSteps(spec, st, target) {
+  const { api, model, imageId, weights } = view.ctx;
+  view.explain.update({ model, layer: model.layers.find((l) => l.name === st.layer) });
+  if (spec.name !== 'gradcam') {
+    view.steps.hide(`Choose the method Grad-CAM to see its weights α_k, the channel maps and the sum step by step.`);
+    return;
+  }
+  view.steps.show({ api, modelId: model.id, imageId, weights, layer: st.layer, target });
 }
 
 function stopRequests() {
@@ -187,5 +205,6 @@ export function unmount() {
   view.controls.dispose();
   view.topClasses.dispose();
   view.focus.dispose();
+  view.steps.dispose();
   view = null;
 }

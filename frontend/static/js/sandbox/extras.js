@@ -2,8 +2,15 @@
 // server), and translation equivariance (shift the input → the output shifts the same; pooling barely moves).
 
 import { el, listen, disposer, isAbort } from '../dom.js';
-import { COLOURS, clear, drawMap, fmt, label, makeScale, rangeOf } from '../stepper/renderer.js';
+import { COLOURS, clear, drawLegend, drawNumberGrid, fmt, label, makeScale, rangeOf } from '../stepper/renderer.js';
 import { encodeGrid } from './grid-codec.js';
+import { explainButton } from '../common/explain.js';
+import { createChannelMix } from './channel-mix.js';
+
+const SHIFT_W = 960;
+const SHIFT_H = 630;
+const PANEL = 200;
+const STEP = 236;
 
 const LEGEND_STOPS = {
   diverging: ['#053061', '#2166ac', '#4393c3', '#92c5de', '#d1e5f0', '#f7f7f7', '#fddbc7', '#f4a582', '#d6604d', '#b2182b', '#67001f'],
@@ -27,10 +34,10 @@ export function createExtras(parent, { ctx }) {
   const dx = el('input', { id: 'sb-shift-x', type: 'number', min: -3, max: 3, value: 1, className: 'stepper-number', attrs: { 'aria-label': 'Shift right' } });
   const poolOp = el('select', { id: 'sb-shift-pool', className: 'stepper-select', attrs: { 'aria-label': 'Pooling after the convolution' } },
     ['max', 'avg', 'l2'].map((o) => el('option', { value: o, text: `${o} pool 2×2` })));
-  const shiftCanvas = el('canvas', { className: 'stepper-canvas', width: 960, height: 250, attrs: { 'aria-label': 'Translation equivariance' } });
+  const shiftCanvas = el('canvas', { id: 'sandbox-shift-canvas', className: 'stepper-canvas', width: SHIFT_W, height: SHIFT_H, attrs: { 'aria-label': 'Translation equivariance and pooling' } });
   const shiftNote = el('p', { className: 'sandbox-result', attrs: { role: 'status' } });
   const shiftCard = el('section', { className: 'card sandbox-card' }, [
-    el('div', { className: 'card-head' }, [el('h2', { text: 'Translation equivariance' })]),
+    el('div', { className: 'card-head' }, [el('h2', { text: 'Translation equivariance, and pooling\'s tolerance to small shifts' }), explainButton('pooling')]),
     el('div', { className: 'sandbox-controls' }, [
       el('label', { className: 'stepper-field' }, ['shift down ', dy]), el('label', { className: 'stepper-field' }, ['right ', dx]),
       el('label', { className: 'stepper-field' }, ['then ', poolOp]),
@@ -44,6 +51,7 @@ export function createExtras(parent, { ctx }) {
   let shiftAbort = null;
   let objectUrl = null;
   let current = { ctx, settings: null };
+  const mix = createChannelMix(parent, { getCtx: () => current.ctx });
 
   [dy, dx, poolOp].forEach((control) => bag.add(listen(control, 'change', () => refreshShift(true))));
 
@@ -112,23 +120,68 @@ export function createExtras(parent, { ctx }) {
     }
   }
 
+  /** Two rows: the convolution commutes with the shift (top); pooling after it barely moves (bottom). */
   function drawShift(a, body) {
     const g = shiftCanvas.getContext('2d');
-    clear(g, 960, 250);
+    clear(g, SHIFT_W, SHIFT_H);
+    const grids = [];
     const inScale = makeScale(...rangeOf(a.input));
     const outScale = makeScale(...rangeOf([a.output, a.shifted_output]));
-    const panels = [
-      ['input', a.input, inScale], [`input shifted (${body.dy}, ${body.dx})`, a.shifted_input, inScale],
-      ['conv(input), then shifted', a.output_shifted_by_same, outScale], ['conv(shifted input)', a.shifted_output, outScale],
-    ];
-    panels.forEach(([title, grid, scale], i) => {
-      label(g, title, 16 + i * 236 + 105, 20, { size: 14, align: 'center' });
-      drawMap(g, { x: 16 + i * 236, y: 30, w: 210, h: 210 }, { rows: grid.length, cols: grid[0].length, values: (r, c) => grid[r][c], scale, numbers: 'auto' });
-    });
-    const interior = a.max_difference_interior === null ? 'the input is too small for an interior away from the borders'
-      : `away from the borders the last two are identical (largest difference ${fmt(a.max_difference_interior, 3)})`;
+    const poolScale = makeScale(...rangeOf([a.pooled, a.pooled_shifted]));
+    const change = a.pooled.map((row, r) => row.map((v, c) => a.pooled_shifted[r][c] - v));
+    const changeBound = Math.max(...change.flat().map(Math.abs), 1e-12);
+    const changeScale = makeScale(-changeBound, changeBound);
+    const panel = (i, top, title, grid, scale, name) => {
+      const rows = grid.length;
+      const cols = grid[0].length;
+      const cell = Math.floor(Math.min(PANEL / rows, PANEL / cols));
+      const x = 16 + i * STEP + (PANEL - cell * cols) / 2;
+      label(g, title, 16 + i * STEP + PANEL / 2, top - 8, { size: 15, align: 'center', maxWidth: STEP - 8 });
+      const box = drawNumberGrid(g, x, top, cell, rows, cols, grid.flat(), { scale, digits: 2, maxFont: 20, minFont: 11 });
+      grids.push({ name, rows, cols, x: box.x, y: box.y, w: box.w, h: box.h, font: box.font });
+      return box;
+    };
+    const row1 = 40;
+    panel(0, row1, 'input', a.input, inScale, 'input');
+    panel(1, row1, `input shifted (↓${body.dy}, →${body.dx})`, a.shifted_input, inScale, 'shifted_input');
+    panel(2, row1, 'conv(input), then shifted', a.output_shifted_by_same, outScale, 'conv_then_shift');
+    const last = panel(3, row1, 'conv(shifted input)', a.shifted_output, outScale, 'shift_then_conv');
+    // where the two right-hand maps must agree (away from the strip the shift emptied)
+    const cellW = last.w / a.shifted_output[0].length;
+    const cellH = last.h / a.shifted_output.length;
+    const inside = interiorBox(a.interior);
+    if (inside) {
+      g.save();
+      g.setLineDash([6, 4]);
+      g.strokeStyle = COLOURS.current;
+      g.lineWidth = 2.5;
+      for (const [box, gx] of [[last, last.x], [grids[2], grids[2].x]]) {
+        g.strokeRect(gx + inside.c0 * cellW - 1, box.y + inside.r0 * cellH - 1, (inside.c1 - inside.c0) * cellW + 2, (inside.r1 - inside.r0) * cellH + 2);
+      }
+      g.restore();
+    }
+    drawLegend(g, inScale, 16, row1 + PANEL + 24, PANEL + STEP, 'input values', 13);
+    drawLegend(g, outScale, 16 + 2 * STEP, row1 + PANEL + 24, PANEL + STEP, 'convolution output (dashed: must be equal)', 13);
+    const row2 = 370;
+    label(g, `then ${body.pool_op} pooling 2×2, stride 2, on both convolution outputs at the same positions:`, 16, row2 - 36, { size: 16, weight: 700 });
+    panel(0, row2, 'pool(conv(input))', a.pooled, poolScale, 'pooled');
+    panel(1, row2, 'pool(conv(shifted input))', a.pooled_shifted, poolScale, 'pooled_shifted');
+    panel(2, row2, 'change (right − left)', change, changeScale, 'pool_change');
+    drawLegend(g, poolScale, 16, row2 + PANEL + 24, PANEL + STEP, 'pooled values', 13);
+    drawLegend(g, changeScale, 16 + 2 * STEP, row2 + PANEL + 24, PANEL, 'change', 13);
     const pct = (f) => `${Math.round(f * 100)}%`;
-    shiftNote.textContent = `Shifting the input shifts the output the same way: ${interior}. `
+    const lines = [
+      `conv output: ${pct(a.output_unchanged_fraction)} of cells`,
+      'keep their value;',
+      `pooled: ${pct(a.pool_unchanged_fraction)} keep their value.`,
+      `relative change: conv ${pct(a.output_relative_change)},`,
+      `pooled ${pct(a.pool_relative_change)}.`,
+    ];
+    lines.forEach((line, i) => label(g, line, 16 + 3 * STEP, row2 + 20 + i * 24, { size: 15, weight: i === 2 ? 700 : 400, maxWidth: SHIFT_W - 16 - 3 * STEP - 8 }));
+    shiftCanvas.dataset.grids = JSON.stringify(grids);
+    const interior = a.max_difference_interior === null ? 'the input is too small for an interior away from the borders'
+      : `inside the dashed boxes conv(shifted input) and the shifted conv(input) are identical (largest difference ${fmt(a.max_difference_interior, 3)}); outside, the shift pushed values out of the frame or brought in zeros`;
+    shiftNote.textContent = `Shifting the input shifts the convolution's output the same way: ${interior}. `
       + `Compared at the same positions, the convolution output changes by ${pct(a.output_relative_change)} (relative L2) `
       + `and ${pct(a.output_unchanged_fraction)} of its cells keep their value; after ${body.pool_op} pooling 2×2 the change is `
       + `${pct(a.pool_relative_change)} and ${pct(a.pool_unchanged_fraction)} of the pooled values stay the same.`;
@@ -137,14 +190,32 @@ export function createExtras(parent, { ctx }) {
   return {
     update(nextCtx, settings) {
       current = { ctx: nextCtx, settings };
+      mix.update(nextCtx);
       refreshFilter();
       refreshShift();
     },
     dispose() {
+      mix.dispose();
       if (filterAbort) filterAbort.abort();
       if (shiftAbort) shiftAbort.abort();
       if (objectUrl) URL.revokeObjectURL(objectUrl);
       bag.run();
     },
   };
+}
+
+/** The bounding rows/columns [r0, r1) × [c0, c1) of the true cells of `mask`, or null. */
+function interiorBox(mask) {
+  let r0 = Infinity;
+  let r1 = -1;
+  let c0 = Infinity;
+  let c1 = -1;
+  mask.forEach((row, r) => row.forEach((on, c) => {
+    if (!on) return;
+    r0 = Math.min(r0, r);
+    r1 = Math.max(r1, r + 1);
+    c0 = Math.min(c0, c);
+    c1 = Math.max(c1, c + 1);
+  }));
+  return r1 < 0 ? null : { r0, r1, c0, c1 };
 }

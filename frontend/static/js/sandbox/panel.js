@@ -14,6 +14,8 @@ import { createGridEditor } from './grid-editor.js';
 import { ACTIVATIONS, MAX_INPUT, MAX_KERNEL, POOL_OPS, readSettings, requestBody, toQuery } from './settings.js';
 import { resizeGrid } from './grid-codec.js';
 import { createExtras } from './extras.js';
+import { fitCanvasToViewport } from '../common/fit-canvas.js';
+import { createExplainPanel } from '../common/explain.js';
 
 let v = null;
 
@@ -57,7 +59,8 @@ export function mount(container, ctx) {
   const exportNote = el('span', { className: 'stepper-export-note', attrs: { role: 'status' } });
   const exportButtons = ['png', 'gif'].map((kind) => el('button', { type: 'button', className: 'button button-small', text: kind.toUpperCase(), dataset: { export: kind } }));
   const extrasHost = el('div', { className: 'sandbox-extras' });
-  container.append(el('section', { className: 'card sandbox' }, [
+  const explain = createExplainPanel('sandbox', ['padding', 'stride', 'dilation', 'output-size', 'pooling', 'one-by-one']);
+  container.append(el('section', { className: 'card sandbox' }, [explain.element,
     el('div', { className: 'sandbox-controls' }, [field('', c.op), field('Input ', c.example), field('size ', el('span', {}, [c.rows, ' × ', c.cols]))]),
     el('div', { className: 'sandbox-controls', dataset: { for: 'conv' } }, [field('Kernel ', c.preset), gabor, field('size ', el('span', {}, [c.krows, ' × ', c.kcols])),
       field('padding ', c.padding), field('stride ', c.stride), field('dilation ', c.dilation), field('', c.mode)]),
@@ -106,6 +109,7 @@ export function mount(container, ctx) {
   }, 'click');
   exportButtons.forEach((button) => on(button, () => runExport(button.dataset.export), 'click'));
   bag.add(setupHover(canvas, tooltip, () => v.hits));
+  bag.add(fitCanvasToViewport(canvas).dispose);
   loadPresets();
   update(ctx);
 }

@@ -11,7 +11,10 @@ import { WIDTH, HEIGHT, convPhases, drawScene, channelName } from './trace-scene
 import { window2d, receptiveBox } from './window-math.js';
 import { MAX_EXPORT_FRAMES, canRecordWebm, exportGif, exportPng, exportWebm } from './export.js';
 import { renderSoftmax } from './softmax-table.js';
+import { showOutput } from './flatten-linear.js';
 import { pick, setupHover } from './hover.js';
+import { fitCanvasToViewport } from '../common/fit-canvas.js';
+import { createExplainPanel, explainButton } from '../common/explain.js';
 
 const SOFTMAX = '@softmax';
 const TOPS = [3, 8, 16];
@@ -44,16 +47,22 @@ export function mount(container, ctx) {
   const playerHost = el('div');
   const message = el('p', { className: 'stepper-message', hidden: true });
   const softmaxHost = el('div', { className: 'stepper-softmax', hidden: true });
+  const geometry = el('p', { className: 'stepper-geometry', attrs: { 'aria-label': 'Output size of this layer' } });
+  const topHelp = explainButton('top-channels');
+  const detailHelp = explainButton('each-input-channel');
+  const rfHelp = explainButton('receptive-field');
+  const explain = createExplainPanel('stepper', ['receptive-field', 'jump', 'parameters', 'top-channels', 'stride', 'padding', 'dilation', 'groups', 'output-size']);
   const controls = el('div', { className: 'stepper-controls' }, [
     el('label', { className: 'stepper-field' }, ['Layer ', layerSelect]),
     el('label', { className: 'stepper-field', attrs: { 'data-for': 'channel' } }, ['Output channel ', channelInput]),
-    el('label', { className: 'stepper-field', attrs: { 'data-for': 'top' } }, [topSelect]),
-    el('label', { className: 'stepper-field', attrs: { 'data-for': 'detail' } }, [detail, ' each input channel']),
+    el('span', { className: 'stepper-field', attrs: { 'data-for': 'top' } }, [topSelect, topHelp]),
+    el('span', { className: 'stepper-field', attrs: { 'data-for': 'detail' } }, [el('label', {}, [detail, ' each input channel']), detailHelp]),
+    el('span', { className: 'stepper-field', attrs: { 'data-for': 'rf' } }, ['Receptive field', rfHelp]),
     el('span', { className: 'stepper-export' }, ['Export ', ...exportButtons, exportNote]),
   ]);
-  container.append(el('section', { className: 'card stepper' }, [controls, message, el('div', { className: 'stepper-player-host' }, [playerHost, stage]), softmaxHost]));
+  container.append(el('section', { className: 'card stepper' }, [explain.element, controls, message, el('div', { className: 'stepper-player-host' }, [playerHost, stage]), geometry, softmaxHost]));
 
-  v = { ctx, bag, canvas, g: canvas.getContext('2d'), tooltip, layerSelect, channelInput, topSelect, detail, message,
+  v = { ctx, bag, canvas, g: canvas.getContext('2d'), tooltip, geometry, explain, rfHelp, layerSelect, channelInput, topSelect, detail, message,
     softmaxHost, stage, playerHost, exportButtons, exportNote, data: createTraceData(ctx.api), key: null, setup: null,
     got: { traces: new Map(), inputs: new Map(), outputs: new Map() }, hits: null, exportAbort: null, rfImage: null };
   v.animator = createAnimator({ count: 1, onFrame: drawFrame, onPlayState: onPlayState });
@@ -66,6 +75,7 @@ export function mount(container, ctx) {
   bag.add(listen(canvas, 'click', onCanvasClick));
   exportButtons.forEach((button) => bag.add(listen(button, 'click', () => runExport(button.dataset.export))));
   bag.add(setupHover(canvas, tooltip, () => v.hits));
+  bag.add(fitCanvasToViewport(canvas).dispose);
   update(ctx);
 }
 
@@ -85,7 +95,7 @@ export function update(ctx) {
   }
   const layer = layers.find((l) => l.name === layerName);
   const channel = layer ? Math.min(Math.max(0, Number(ctx.state.get('channel')) || 0), layer.output_shape[0] - 1) : 0;
-  const key = [ctx.model.id, ctx.weights, ctx.imageId, layerName, channel, top, v.detail.checked].join('|');
+  const key = [ctx.model.id, ctx.weights, ctx.imageId, layerName, channel, top, v.detail.checked, layerName === SOFTMAX ? ctx.state.get('cls') : ''].join('|');
   if (key !== v.key) {
     v.key = key;
     start({ layer, layerName, channel, top });
@@ -108,6 +118,8 @@ function fillLayerSelect(layers, selected) {
       el('option', { value: SOFTMAX, text: 'softmax at the output' }));
   }
   v.layerSelect.value = selected;
+  const option = v.layerSelect.selectedOptions[0];
+  v.layerSelect.title = option ? option.textContent : ''; // the full name when the select is narrower
 }
 
 function showMessage(text) {
@@ -125,8 +137,9 @@ async function start({ layer, layerName, channel, top }) {
   v.got = { traces: new Map(), inputs: new Map(), outputs: new Map() };
   v.data.reset({ model: ctx.model.id, imageId: ctx.imageId, weights: ctx.weights, layer: layerName === SOFTMAX ? '' : layerName });
   const softmax = layerName === SOFTMAX;
+  v.geometry.textContent = '';
   v.softmaxHost.hidden = !softmax;
-  for (const name of ['channel', 'top', 'detail']) v.layerSelect.closest('.stepper-controls').querySelector(`[data-for="${name}"]`).hidden = softmax;
+  for (const name of ['channel', 'top', 'detail', 'rf']) v.layerSelect.closest('.stepper-controls').querySelector(`[data-for="${name}"]`).hidden = softmax;
   v.exportButtons[0].parentElement.hidden = softmax; // the softmax is a table, not an animation
   if (softmax) {
     showMessage('');
@@ -136,6 +149,7 @@ async function start({ layer, layerName, channel, top }) {
     return;
   }
   showMessage('');
+  window.dispatchEvent(new Event('convscope:layout')); // the stage is shown again: refit the canvas
   v.channelInput.max = String(layer.output_shape[0] - 1);
   v.channelInput.value = String(channel);
   const myKey = v.key;
@@ -150,6 +164,9 @@ async function start({ layer, layerName, channel, top }) {
       ? convPhases(first.channels.length, Boolean(first.rest), first.after.length) : [{ kind: 'all' }];
     const [, inH, inW] = first.input_shape || [0, outH, outW];
     v.setup = { layer, channel, top, outC, outH, outW, inH, inW, phases: perCell, kind: first.kind, window: layerWindow(layer, first, inH, inW) };
+    v.geometry.textContent = geometryText(v.setup.window);
+    v.rfHelp.update({ model: ctx.model, layer });
+    v.explain.update({ model: ctx.model, layer }, [['This layer', `${layer.name} · ${subtitle(v.setup, null)}`], ['Output size here', v.geometry.textContent]]);
     v.rfImage = new Image();
     v.rfImage.onload = () => v && v.setup && redraw();
     v.rfImage.src = ctx.api.urls.modelInput(ctx.model.id, ctx.imageId, ctx.weights);
@@ -233,7 +250,6 @@ function sceneFor(frame) {
     taps, pad: s.window ? s.window.padding : { top: 0, bottom: 0, left: 0, right: 0 },
     trace, phase,
     rf: field && !field.whole_image ? { image: v.rfImage, imageHW, box: receptiveBox(field, y, x, imageHW) } : null,
-    geometryLines: geometryLines(s),
   };
 }
 
@@ -244,13 +260,13 @@ function subtitle(s, trace) {
   return 'element-wise activation';
 }
 
-function geometryLines(s) {
-  if (!s.window) return ['one input cell per output cell'];
-  const { rows, cols } = s.window;
-  const line = (name, a) => `${name}: ⌊(${a.size}+${a.padBefore}+${a.padAfter}−${a.dilation}·${a.kernel - 1}−1)/${a.stride}⌋+1 = ${a.outSize}`;
-  const lines = ['output size:', line('H', rows), line('W', cols)];
-  if (s.window.tilingMessage()) lines.push('(not tiled: the last', ' rows/columns are never read)');
-  return lines;
+/** The output-size formula with this layer's numbers, shown under the canvas. */
+export function geometryText(window) {
+  if (!window) return 'Output size: one input cell per output cell (the output has the input\'s size).';
+  const { rows, cols } = window;
+  const line = (name, a) => `${name}: ⌊(${a.size} + ${a.padBefore} + ${a.padAfter} − ${a.dilation}·(${a.kernel}−1) − 1) / ${a.stride}⌋ + 1 = ${a.outSize}`;
+  const tail = window.tilingMessage() ? ' (not tiled: the last rows/columns are never read)' : '';
+  return `Output size = ⌊(input + padding before + padding after − dilation·(kernel−1) − 1) / stride⌋ + 1 — ${line('H', rows)} · ${line('W', cols)}${tail}`;
 }
 
 function drawFrame(frame) {
@@ -265,6 +281,7 @@ function drawFrame(frame) {
     phase: String(currentCell(frame).phaseIndex), ready: t && scene.input && scene.output ? '1' : '0' });
   d.value = t ? String(t.kind === 'conv' ? t.total : t.kind === 'pool' ? t.result : t.output) : '';
   d.final = t && t.kind === 'conv' ? String(t.final) : '';
+  d.grids = JSON.stringify(v.hits.grids.map((g) => ({ name: g.name, rows: g.rows, cols: g.cols, x: g.box.x, y: g.box.y, w: g.box.w, h: g.box.h, font: g.box.font })));
   d.outputGeom = v.hits.output ? JSON.stringify({ x0: v.hits.output.x0, y0: v.hits.output.y0, cell: v.hits.output.cell }) : '';
   if (!v.animator.playing) writePos();
 }
@@ -300,10 +317,12 @@ function onCanvasClick(event) {
 }
 
 async function loadSoftmax(key) {
-  v.softmaxHost.replaceChildren(el('p', { className: 'hint', text: 'Computing the softmax…' }));
+  const target = /^\d+$/.test(v.ctx.state.get('cls') || '') ? Number(v.ctx.state.get('cls')) : null;
+  if (v.outputAbort) v.outputAbort.abort();
+  v.outputAbort = new AbortController();
   try {
-    const answer = await v.data.softmax(10);
-    if (v && v.key === key) renderSoftmax(v.softmaxHost, answer, v.ctx.model);
+    await showOutput(v.softmaxHost, { ctx: v.ctx, softmax: (top) => v.data.softmax(top), signal: v.outputAbort.signal, target, renderSoftmax,
+      onPick: (index) => v.ctx.state.set({ cls: String(index) }, { replace: true }) });
   } catch (err) {
     if (!isAbort(err) && v && v.key === key) v.softmaxHost.replaceChildren(el('p', { className: 'error-text', text: err.message }));
   }
@@ -356,6 +375,7 @@ export function unmount() {
   v.animator.dispose();
   if (v.exportAbort) v.exportAbort.abort();
   v.data.dispose();
+  if (v.outputAbort) v.outputAbort.abort();
   v.player.dispose();
   v.bag.run();
   if (v.rfImage) v.rfImage.onload = null;

@@ -90,12 +90,13 @@ export function clear(ctx, width, height) {
   return { width, height };
 }
 
-export function label(ctx, text, x, y, { size = 15, weight = 600, colour = COLOURS.ink, align = 'left', font = FONT, baseline = 'alphabetic' } = {}) {
+export function label(ctx, text, x, y, { size = 15, weight = 600, colour = COLOURS.ink, align = 'left', font = FONT, baseline = 'alphabetic', maxWidth } = {}) {
   ctx.font = `${weight} ${size}px ${font}`;
   ctx.fillStyle = colour;
   ctx.textAlign = align;
   ctx.textBaseline = baseline;
-  ctx.fillText(text, x, y);
+  if (maxWidth) ctx.fillText(text, x, y, maxWidth); // squeezed rather than spilling over its neighbour
+  else ctx.fillText(text, x, y);
 }
 
 /**
@@ -152,7 +153,11 @@ export function drawMap(ctx, box, { rows, cols, values, scale, pad = { top: 0, b
   }
   const showNumbers = numbers === 'auto' ? cell >= 44 : numbers;
   if (showNumbers) {
-    ctx.font = `${Math.min(15, Math.floor(cell / 2.6))}px ${MONO}`;
+    // one font for the map: the largest (≤ 24 px, ≤ half a cell) at which every number fits its cell
+    const all = [];
+    for (let r = 0; r < rows; r += 1) for (let c = 0; c < cols; c += 1) all.push(values(r, c));
+    const fit = fitNumbers(ctx, all, cell, { digits: 2, maxFont: Math.min(24, Math.floor(cell / 2)), minFont: 9 });
+    ctx.font = `${fit.size || 9}px ${MONO}`;
     ctx.textAlign = 'center';
     ctx.textBaseline = 'middle';
     for (let r = 0; r < rows; r += 1) {
@@ -160,7 +165,7 @@ export function drawMap(ctx, box, { rows, cols, values, scale, pad = { top: 0, b
         if (visible && !visible(r, c)) continue;
         const v = values(r, c);
         ctx.fillStyle = scale.ink(v);
-        ctx.fillText(fmt(v, 2), x0 + (c + 0.5) * cell, y0 + (r + 0.5) * cell);
+        if (fit.size) ctx.fillText(fit.text(v), x0 + (c + 0.5) * cell, y0 + (r + 0.5) * cell);
       }
     }
     if (pad.top || pad.bottom || pad.left || pad.right) {
@@ -245,13 +250,53 @@ export function markCell(ctx, geom, r, c, colour = COLOURS.current) {
   ctx.restore();
 }
 
+/** `fmt` without the leading zero ("−.17"): what a table does when a column is narrow. */
+export function compact(text) {
+  return text.replace(/^(−?)0\./, '$1.');
+}
+
+/** The texts `v` may be shown as, most precise first: `digits` decimals, then shorter forms. */
+export function numberForms(v, digits = 2) {
+  const forms = [fmt(v, digits), compact(fmt(v, digits))];
+  if (digits > 1) forms.push(fmt(v, digits - 1), compact(fmt(v, digits - 1)));
+  return forms;
+}
+
+/**
+ * How to write all `values` in cells `width` px wide: the most precise form (see numberForms) that fits
+ * every value at ≥ minFont canvas px, at the largest font ≤ maxFont where it does. Returns
+ * {form, size, text(v)}; size 0 when nothing fits (draw no numbers rather than overflowing ones).
+ */
+export function fitNumbers(ctx, values, width, { digits = 2, maxFont = 22, minFont = 12 } = {}) {
+  const room = width - 4;
+  const real = values.filter((v) => typeof v === 'number');
+  const forms = numberForms(0, digits).length;
+  const widest = (form, size) => {
+    ctx.font = `${size}px ${MONO}`;
+    return Math.max(0, ...real.map((v) => ctx.measureText(numberForms(v, digits)[form]).width));
+  };
+  for (let form = 0; form < forms; form += 1) {
+    if (widest(form, minFont) > room) continue;
+    let size = maxFont;
+    while (size > minFont && widest(form, size) > room) size -= 1;
+    return { form, size, text: (v) => numberForms(v, digits)[form] };
+  }
+  return { form: -1, size: 0, text: () => '' };
+}
+
 /**
  * A small grid of numbers (row-major `values`), each cell tinted by `scale`; `mask[i]` true draws the
- * cell as padding. Returns its box.
+ * cell as padding. Every number is sized to fit inside its cell (one font for the whole grid, so the
+ * grid reads evenly). Returns its box and the font used.
  */
-export function drawNumberGrid(ctx, x, y, cell, rows, cols, values, { scale, mask = null, highlight = -1, title = '', digits = 2, numbers = true } = {}) {
-  if (title) label(ctx, title, x + (cols * cell) / 2, y - 8, { size: 13, weight: 600, colour: COLOURS.ink2, align: 'center' });
-  ctx.font = `${Math.min(14, Math.floor(cell / 2.8))}px ${MONO}`;
+export function drawNumberGrid(ctx, x, y, cellSize, rows, cols, values, { scale, mask = null, highlight = -1, title = '', digits = 2, numbers = true, maxFont = 22, minFont = 12, titleSize = 16 } = {}) {
+  // cells may be wider than tall ({w, h}): numbers need width, the grid's height is what is scarce
+  const cw = typeof cellSize === 'number' ? cellSize : cellSize.w;
+  const chh = typeof cellSize === 'number' ? cellSize : cellSize.h;
+  if (title) label(ctx, title, x + (cols * cw) / 2, y - 8, { size: titleSize, weight: 600, colour: COLOURS.ink2, align: 'center' });
+  // one font and one number form for the whole grid: the most precise that fits every cell
+  const fit = numbers && chh >= minFont + 4 ? fitNumbers(ctx, values, cw, { digits, maxFont, minFont }) : { size: 0 };
+  const show = fit.size > 0;
   ctx.textAlign = 'center';
   ctx.textBaseline = 'middle';
   for (let r = 0; r < rows; r += 1) {
@@ -260,47 +305,52 @@ export function drawNumberGrid(ctx, x, y, cell, rows, cols, values, { scale, mas
       const v = values[i];
       const isPad = mask && mask[i];
       ctx.fillStyle = isPad ? COLOURS.padding : v === null || v === undefined ? COLOURS.muted : scale.colour(v);
-      ctx.fillRect(x + c * cell, y + r * cell, cell, cell);
-      if (isPad) hatch(ctx, x + c * cell, y + r * cell, cell, cell, 6);
-      if (!numbers) continue;
+      ctx.fillRect(x + c * cw, y + r * chh, cw, chh);
+      if (isPad) hatch(ctx, x + c * cw, y + r * chh, cw, chh, 6);
+      if (!show) continue;
+      const text = v === null || v === undefined ? (isPad ? 'pad' : '·') : fit.text(v);
+      ctx.font = `${fit.size}px ${MONO}`;
       ctx.fillStyle = isPad || v === null || v === undefined ? COLOURS.ink2 : scale.ink(v);
-      ctx.fillText(isPad ? (v === null ? 'pad' : fmt(v, digits)) : fmt(v, digits), x + (c + 0.5) * cell, y + (r + 0.5) * cell);
+      ctx.fillText(text, x + (c + 0.5) * cw, y + (r + 0.5) * chh, cw - 2);
     }
   }
   ctx.strokeStyle = 'rgba(15, 23, 42, 0.25)';
   ctx.lineWidth = 1;
   for (let r = 0; r <= rows; r += 1) {
     ctx.beginPath();
-    ctx.moveTo(x, y + r * cell);
-    ctx.lineTo(x + cols * cell, y + r * cell);
+    ctx.moveTo(x, y + r * chh);
+    ctx.lineTo(x + cols * cw, y + r * chh);
     ctx.stroke();
   }
   for (let c = 0; c <= cols; c += 1) {
     ctx.beginPath();
-    ctx.moveTo(x + c * cell, y);
-    ctx.lineTo(x + c * cell, y + rows * cell);
+    ctx.moveTo(x + c * cw, y);
+    ctx.lineTo(x + c * cw, y + rows * chh);
     ctx.stroke();
   }
   if (highlight >= 0) {
     ctx.strokeStyle = COLOURS.current;
     ctx.lineWidth = 3;
-    ctx.strokeRect(x + (highlight % cols) * cell, y + Math.floor(highlight / cols) * cell, cell, cell);
+    ctx.strokeRect(x + (highlight % cols) * cw, y + Math.floor(highlight / cols) * chh, cw, chh);
   }
-  return { x, y, w: cols * cell, h: rows * cell };
+  return { x, y, w: cols * cw, h: rows * chh, cell: cw, cellH: chh, font: fit.size, form: fit.form };
 }
 
 /** A legend bar for `scale` with its end values, at (x, y), `w` wide. */
-export function drawLegend(ctx, scale, x, y, w, caption = '') {
+export function drawLegend(ctx, scale, x, y, w, caption = '', size = 12) {
   const gradient = ctx.createLinearGradient(x, 0, x + w, 0);
   scale.stops.forEach((c, i) => gradient.addColorStop(i / (scale.stops.length - 1), c));
   ctx.fillStyle = gradient;
   ctx.fillRect(x, y, w, 10);
   ctx.strokeStyle = COLOURS.line;
   ctx.strokeRect(x, y, w, 10);
-  label(ctx, fmt(scale.lo), x, y + 24, { size: 12, weight: 400, colour: COLOURS.ink2 });
-  label(ctx, fmt(scale.hi), x + w, y + 24, { size: 12, weight: 400, colour: COLOURS.ink2, align: 'right' });
-  if (scale.diverging) label(ctx, '0', x + w / 2, y + 24, { size: 12, weight: 400, colour: COLOURS.ink2, align: 'center' });
-  if (caption) label(ctx, caption, x + w / 2, y - 5, { size: 12, weight: 500, colour: COLOURS.ink2, align: 'center' });
+  const below = y + 12 + size;
+  label(ctx, fmt(scale.lo), x, below, { size, weight: 400, colour: COLOURS.ink2 });
+  label(ctx, fmt(scale.hi), x + w, below, { size, weight: 400, colour: COLOURS.ink2, align: 'right' });
+  // the 0 of a diverging scale, when there is room for it between the two ends
+  const ends = Math.max(ctx.measureText(fmt(scale.lo)).width, ctx.measureText(fmt(scale.hi)).width);
+  if (scale.diverging && w / 2 - ends > size) label(ctx, '0', x + w / 2, below, { size, weight: 400, colour: COLOURS.ink2, align: 'center' });
+  if (caption) label(ctx, caption, x + w / 2, y - 5, { size, weight: 500, colour: COLOURS.ink2, align: 'center' });
 }
 
 /** The map cell under canvas point (px, py), or null. */

@@ -5,7 +5,7 @@ import { fmt } from './renderer.js';
 
 /** Render the /softmax answer into `host`. */
 export function renderSoftmax(host, answer, model) {
-  const rows = answer.classes.map((c) => el('tr', {}, [
+  const rows = answer.classes.map((c) => el('tr', { className: 'softmax-row', dataset: { index: String(c.index) }, tabIndex: 0, title: `How the logit of ${c.label} is made` }, [
     el('td', { text: c.label }),
     el('td', { className: 'num', text: fmt(c.logit, 4) }),
     el('td', { className: 'num', text: fmt(c.shifted, 4) }),

@@ -1,12 +1,19 @@
-// One frame of the real-model step-through, drawn on a fixed 960×520 canvas (so PNG/GIF/WebM exports
+// One frame of the real-model step-through, drawn on a fixed 1200×520 canvas (so PNG/GIF/WebM exports
 // look the same as the screen): the layer input with the window, the output being filled in, the
 // receptive field on the picture, and the arithmetic of the current phase. Returns hit regions.
 
+import { activationFunction } from '../common/activation-functions.js';
 import { COLOURS, MONO, clear, drawLegend, drawMap, drawNumberGrid, drawTaps, fmt, label, makeScale, markCell, shadeBorder } from './renderer.js';
 
-export const WIDTH = 960;
+export const WIDTH = 1200;
 export const HEIGHT = 520;
 const RGB_NAMES = ['R', 'G', 'B'];
+// Type sizes in canvas px. The canvas is drawn at 1200 px and shown at the width the page gives it
+// (≈ 0.8–1.05× in projector mode at 1024–1280 px wide), so numbers start at 20 to stay ≥ 16 CSS px.
+const NUM = 20;
+const TEXT = 17;
+const MAP = { x: 16, w: 160, inY: 88, outY: 308 };
+const PANEL = { x: 206, y: 66, w: 980, h: 446 };
 
 /** What a phase of a conv cell is: one input channel's products, the rest, the bias, the activation. */
 export function convPhases(shownChannels, hasRest, afterCount) {
@@ -26,53 +33,50 @@ export function channelName(index, inChannels) {
  * @param {CanvasRenderingContext2D} ctx
  * @param {object} s  scene: {title, subtitle, input {h, w, values, label} | null, output {h, w, values, label},
  *   pos {y, x}, revealed(r, c), taps [{iy, ix, pad}], pad {top,…}, trace | null, phase, phaseIndex, phaseCount,
- *   rf {image, box, imageHW} | null, geometryLines [..]}
+ *   rf {image, box, imageHW} | null}
  */
 export function drawScene(ctx, s) {
   clear(ctx, WIDTH, HEIGHT);
-  label(ctx, s.title, 16, 26, { size: 18, weight: 700 });
-  label(ctx, s.subtitle, 16, 47, { size: 14, weight: 400, colour: COLOURS.ink2 });
+  label(ctx, s.title, 16, 30, { size: 22, weight: 700 });
+  label(ctx, s.subtitle, 16, 56, { size: TEXT, weight: 400, colour: COLOURS.ink2 });
   const hits = { input: null, output: null, grids: [] };
-  const mapBox = { w: 220, h: 220 };
-  // input map with the window
+  const mapBox = { w: MAP.w, h: MAP.w };
+  const centre = MAP.x + MAP.w / 2;
+  // input map with the window (left column, top)
   if (s.input) {
-    const [lo, hi] = s.input.range;
-    const scale = makeScale(lo, hi);
-    hits.input = drawMap(ctx, { x: 16, y: 80, ...mapBox }, {
+    const scale = makeScale(...s.input.range);
+    hits.input = drawMap(ctx, { x: MAP.x, y: MAP.inY, ...mapBox }, {
       rows: s.input.h, cols: s.input.w, values: (r, c) => s.input.values[r * s.input.w + c], scale, pad: s.pad,
     });
     if (s.trace && s.trace.padded_by) shadeBorder(ctx, hits.input, s.trace.padded_by); // zeros a ZeroPad2d added
     drawTaps(ctx, hits.input, s.taps, { highlight: s.tapHighlight ?? -1 });
-    drawLegend(ctx, scale, 36, 310, 180);
+    drawLegend(ctx, scale, MAP.x, MAP.inY + MAP.w + 8, MAP.w, '', NUM);
     hits.input.values = s.input;
   } else {
-    label(ctx, 'loading the layer input…', 126, 190, { size: 14, weight: 400, colour: COLOURS.ink2, align: 'center' });
+    label(ctx, 'loading…', centre, MAP.inY + MAP.w / 2, { size: TEXT, weight: 400, colour: COLOURS.ink2, align: 'center' });
   }
-  label(ctx, s.input ? s.input.label : 'layer input', 126, 72, { size: 14, align: 'center' });
-  // output map, filled in up to the current cell
+  label(ctx, s.input ? s.input.label : 'layer input', centre, MAP.inY - 8, { size: TEXT, align: 'center', maxWidth: MAP.w + 24 });
+  // output map, filled in up to the current cell (left column, bottom)
   if (s.output) {
-    const [lo, hi] = s.output.range;
-    const scale = makeScale(lo, hi);
-    hits.output = drawMap(ctx, { x: 262, y: 80, ...mapBox }, {
+    const scale = makeScale(...s.output.range);
+    hits.output = drawMap(ctx, { x: MAP.x, y: MAP.outY, ...mapBox }, {
       rows: s.output.h, cols: s.output.w, values: (r, c) => s.output.values[r * s.output.w + c], scale, visible: s.revealed,
     });
     markCell(ctx, hits.output, s.pos.y, s.pos.x);
-    drawLegend(ctx, scale, 282, 310, 180);
+    drawLegend(ctx, scale, MAP.x, MAP.outY + MAP.w + 8, MAP.w, '', NUM);
     hits.output.values = s.output;
   }
-  label(ctx, s.output ? s.output.label : 'layer output', 372, 72, { size: 14, align: 'center' });
-  arrow(ctx, 239, 190, 259, 190);
-  drawReceptiveField(ctx, s.rf, 16, 368);
-  s.geometryLines.forEach((line, i) => label(ctx, line, 168, 384 + i * 21, { size: 14, weight: 400, colour: COLOURS.ink2, font: MONO }));
+  label(ctx, s.output ? s.output.label : 'layer output', centre, MAP.outY - 8, { size: TEXT, align: 'center', maxWidth: MAP.w + 24 });
   // the arithmetic
   ctx.save();
   ctx.fillStyle = '#f8fafc';
-  ctx.fillRect(492, 58, 456, 452);
+  ctx.fillRect(PANEL.x, PANEL.y, PANEL.w, PANEL.h);
   ctx.strokeStyle = COLOURS.line;
-  ctx.strokeRect(492, 58, 456, 452);
+  ctx.strokeRect(PANEL.x, PANEL.y, PANEL.w, PANEL.h);
   ctx.restore();
+  drawReceptiveField(ctx, s.rf, PANEL.x + PANEL.w - 12, PANEL.y + PANEL.h - 8);
   if (!s.trace) {
-    label(ctx, 'computing this cell…', 720, 280, { size: 15, weight: 400, colour: COLOURS.ink2, align: 'center' });
+    label(ctx, 'computing this cell…', PANEL.x + PANEL.w / 2, 300, { size: TEXT, weight: 400, colour: COLOURS.ink2, align: 'center' });
   } else if (s.trace.kind === 'conv') {
     drawConvMath(ctx, s, hits);
   } else if (s.trace.kind === 'pool') {
@@ -83,26 +87,13 @@ export function drawScene(ctx, s) {
   return hits;
 }
 
-function arrow(ctx, x1, y1, x2, y2) {
-  ctx.save();
-  ctx.strokeStyle = COLOURS.ink2;
-  ctx.fillStyle = COLOURS.ink2;
-  ctx.lineWidth = 2;
-  ctx.beginPath();
-  ctx.moveTo(x1, y1);
-  ctx.lineTo(x2 - 6, y2);
-  ctx.stroke();
-  ctx.beginPath();
-  ctx.moveTo(x2, y2);
-  ctx.lineTo(x2 - 8, y2 - 5);
-  ctx.lineTo(x2 - 8, y2 + 5);
-  ctx.fill();
-  ctx.restore();
-}
-
-function drawReceptiveField(ctx, rf, x, y) {
-  const size = 128;
-  label(ctx, 'receptive field in the input', x, y - 6, { size: 13, weight: 600, colour: COLOURS.ink2 });
+function drawReceptiveField(ctx, rf, right, bottom) {
+  const size = 104;
+  const x = right - size;
+  const y = bottom - size;
+  const box = rf && rf.box;
+  const caption = box ? `receptive field ${box.bottom - box.top + 1}×${box.right - box.left + 1} px${box.clipped ? ' (clipped)' : ''}` : 'receptive field';
+  label(ctx, caption, right, y - 8, { size: 15, weight: 600, colour: COLOURS.ink2, align: 'right', maxWidth: 300 });
   if (!rf || !rf.image || !rf.image.complete || !rf.image.naturalWidth) {
     ctx.strokeStyle = COLOURS.line;
     ctx.strokeRect(x, y, size, size);
@@ -114,25 +105,23 @@ function drawReceptiveField(ctx, rf, x, y) {
   ctx.drawImage(rf.image, x, y, w * cell, h * cell);
   ctx.strokeStyle = COLOURS.line;
   ctx.strokeRect(x, y, w * cell, h * cell);
-  if (rf.box) {
-    const b = rf.box;
+  if (box) {
     ctx.save();
     ctx.fillStyle = 'rgba(15, 23, 42, 0.45)';
     ctx.beginPath();
     ctx.rect(x, y, w * cell, h * cell);
-    ctx.rect(x + b.left * cell, y + b.top * cell, (b.right - b.left + 1) * cell, (b.bottom - b.top + 1) * cell);
+    ctx.rect(x + box.left * cell, y + box.top * cell, (box.right - box.left + 1) * cell, (box.bottom - box.top + 1) * cell);
     ctx.fill('evenodd');
     ctx.strokeStyle = COLOURS.window;
     ctx.lineWidth = 2;
-    ctx.strokeRect(x + b.left * cell, y + b.top * cell, (b.right - b.left + 1) * cell, (b.bottom - b.top + 1) * cell);
+    ctx.strokeRect(x + box.left * cell, y + box.top * cell, (box.right - box.left + 1) * cell, (box.bottom - box.top + 1) * cell);
     ctx.restore();
-    label(ctx, `${b.bottom - b.top + 1}×${b.right - b.left + 1} px${b.clipped ? ' (clipped at the border)' : ''}`,
-      x, y + size + 16, { size: 12, weight: 400, colour: COLOURS.ink2 });
   }
 }
 
+/** Cell size for three kh×kw grids side by side across the panel (left of nothing: full width). */
 function gridCell(k, width) {
-  return Math.max(12, Math.min(46, Math.floor(width / k)));
+  return Math.max(12, Math.min(76, Math.floor(width / k)));
 }
 
 function drawConvMath(ctx, s, hits) {
@@ -142,66 +131,96 @@ function drawConvMath(ctx, s, hits) {
   const inC = t.input_shape[0];
   const shownIndex = phase.kind === 'channel' ? phase.j : t.channels.length - 1;
   const ch = t.channels[Math.max(0, Math.min(shownIndex, t.channels.length - 1))];
-  const cell = gridCell(Math.max(kh, kw), 124);
-  const gw = kw * cell;
-  const x0 = 506;
-  const y0 = 104;
-  label(ctx, `${channelName(ch.index, inC)}: window × kernel = products`, x0, 84, { size: 15 });
-  const digits = cell >= 40 ? 2 : 1;
+  const gap = 44;
+  const x0 = PANEL.x + 16;
+  // as wide as the panel allows (numbers need width), as tall as the ledger below leaves room for
+  const cw = gridCell(kw, (PANEL.w - 32 - 2 * gap) / 3);
+  const cell = { w: cw, h: Math.min(cw, gridCell(kh, 220)) };
+  const gw = kw * cell.w;
+  const gy = PANEL.y + 60;
+  label(ctx, `${channelName(ch.index, inC)}: window × kernel = products`, x0, PANEL.y + 28, { size: 19 });
   const windowScale = s.input ? makeScale(...s.input.range) : makeScale(...rangeOfList(ch.inputs)); // colours as on the map
   const kernelScale = makeScale(...rangeOfList(ch.weights));
   const productScale = makeScale(...rangeOfList(ch.products));
-  const show = cell >= 24;
-  const g1 = drawNumberGrid(ctx, x0, y0 + 14, cell, kh, kw, ch.inputs, { numbers: show, scale: windowScale, mask: t.padding, title: 'window', digits, highlight: s.tapHighlight ?? -1 });
-  label(ctx, '×', x0 + gw + 12, y0 + 14 + (kh * cell) / 2 + 6, { size: 22, align: 'center' });
-  const g2 = drawNumberGrid(ctx, x0 + gw + 24, y0 + 14, cell, kh, kw, ch.weights, { numbers: show, scale: kernelScale, title: 'kernel', digits, highlight: s.tapHighlight ?? -1 });
-  label(ctx, '=', x0 + 2 * gw + 36, y0 + 14 + (kh * cell) / 2 + 6, { size: 22, align: 'center' });
-  const g3 = drawNumberGrid(ctx, x0 + 2 * gw + 48, y0 + 14, cell, kh, kw, ch.products, { numbers: show, scale: productScale, title: 'products', digits, highlight: s.tapHighlight ?? -1 });
+  const opts = { digits: 2, maxFont: 24, minFont: NUM, highlight: s.tapHighlight ?? -1 };
+  const g1 = drawNumberGrid(ctx, x0, gy, cell, kh, kw, ch.inputs, { ...opts, scale: windowScale, mask: t.padding, title: 'window' });
+  label(ctx, '×', x0 + gw + gap / 2, gy + (kh * cell.h) / 2 + 8, { size: 26, align: 'center' });
+  const g2 = drawNumberGrid(ctx, x0 + gw + gap, gy, cell, kh, kw, ch.weights, { ...opts, scale: kernelScale, title: 'kernel' });
+  label(ctx, '=', x0 + 2 * gw + 1.5 * gap, gy + (kh * cell.h) / 2 + 8, { size: 26, align: 'center' });
+  const g3 = drawNumberGrid(ctx, x0 + 2 * (gw + gap), gy, cell, kh, kw, ch.products, { ...opts, scale: productScale, title: 'products' });
   hits.grids = [
     { box: g1, rows: kh, cols: kw, name: 'window', values: ch.inputs },
     { box: g2, rows: kh, cols: kw, name: 'kernel', values: ch.weights },
     { box: g3, rows: kh, cols: kw, name: 'product', values: ch.products },
   ];
-  const yS = y0 + 14 + kh * cell + 26;
-  label(ctx, `Σ products = ${fmt(ch.sum, 4)}`, 936, yS, { size: 15, font: MONO, weight: 600, align: 'right' });
-  // the ledger: partial sums adding up, each revealed in its phase
-  const row = (head, value, extra = '') => ({ head: head.padEnd(18), value: fmt(value, 4).padStart(10), extra });
+  const yS = gy + kh * cell.h + 26;
+  label(ctx, `Σ products = ${fmt(ch.sum, 4)}`, x0 + 2 * (gw + gap) + gw, yS, { size: NUM, font: MONO, weight: 600, align: 'right' });
+  drawLedger(ctx, t, phase, inC, { x: x0, top: yS + 10, bottom: PANEL.y + PANEL.h - 8 });
+}
+
+/**
+ * The partial sums adding up, each revealed in its phase. When they do not all fit, the active line stays
+ * in view with the ones before it, and a grey line says what is above or below (never a silent cut).
+ */
+export function ledgerLines(t, phase, inC) {
+  const row = (head, value, extra = '') => ({ head: head.padEnd(16), value: fmt(value, 4).padStart(9), extra });
   const lines = [];
   let running = 0;
-  const soFar = () => `   Σ so far ${fmt(running, 4)}`;
+  const soFar = () => `  Σ so far ${fmt(running, 4)}`;
   t.channels.forEach((c, j) => {
     running += c.sum;
-    lines.push({ ...row(`${j === 0 ? '  ' : '+ '}${channelName(c.index, inC)}`, c.sum, j ? soFar() : ''), active: phase.kind === 'channel' && phase.j === j, shown: phaseAtLeast(s, j) });
+    lines.push({ ...row(`${j === 0 ? '  ' : '+ '}${channelName(c.index, inC)}`, c.sum, j ? soFar() : ''), active: phase.kind === 'channel' && phase.j === j, shown: phase.kind !== 'channel' || phase.j >= j, running });
   });
   if (t.rest) {
     running += t.rest.sum;
-    lines.push({ ...row(`+ ${t.rest.channels} other channels`, t.rest.sum, soFar()), active: phase.kind === 'rest', shown: phase.kind !== 'channel' });
+    lines.push({ ...row(`+ ${t.rest.channels} others`, t.rest.sum, soFar()), active: phase.kind === 'rest', shown: phase.kind !== 'channel', running });
   }
   const done = phase.kind === 'bias' || phase.kind === 'after';
-  lines.push({ ...row('+ bias', t.bias), active: phase.kind === 'bias', shown: done });
-  lines.push({ ...row('= total', t.total, `   (PyTorch: ${fmt(t.layer_output, 4)})`), active: phase.kind === 'bias', shown: done, strong: true });
+  lines.push({ ...row('+ bias', t.bias), active: phase.kind === 'bias', shown: done, running: running + t.bias });
+  lines.push({ ...row('= total', t.total, `  (PyTorch: ${fmt(t.layer_output, 4)})`), active: phase.kind === 'bias', shown: done, strong: true });
   t.after.forEach((a) => {
     const head = a.kind === 'norm' ? `→ ${a.layer} (batch norm) = ` : `→ ${a.layer}: ${a.type} ${a.formula} = `;
     lines.push({ head, value: fmt(a.output, 4), extra: '', active: phase.kind === 'after', shown: phase.kind === 'after', strong: true });
   });
-  // keep the active line in view with the lines before it (the sum so far) when they do not all fit
-  const maxLines = Math.floor((500 - yS - 24) / 21);
-  const active = Math.max(0, lines.findIndex((l) => l.active));
-  const first = Math.min(Math.max(0, active - (maxLines - 3)), Math.max(0, lines.length - maxLines));
-  const visible = lines.slice(first, first + maxLines);
-  visible.forEach((line, i) => {
-    const y = yS + 34 + i * 21;
-    if (line.active) {
-      ctx.fillStyle = '#fef3c7';
-      ctx.fillRect(x0 - 6, y - 15, 440, 20);
-    }
-    const text = line.shown ? `${line.head}${line.value}${line.extra}` : `${line.head}${'…'.padStart(line.value.length)}`;
-    label(ctx, text, x0, y, { size: 14, font: MONO, weight: line.strong ? 700 : 400, colour: line.shown ? COLOURS.ink : '#94a3b8' });
-  });
+  return lines;
 }
 
-function phaseAtLeast(s, j) {
-  return s.phase.kind !== 'channel' || s.phase.j >= j;
+/** Which ledger lines to draw in `room` lines: {first, count, above, below} (above/below: lines left out). */
+export function ledgerWindow(lines, room) {
+  if (lines.length <= room) return { first: 0, count: lines.length, above: 0, below: 0 };
+  const active = Math.max(0, lines.findIndex((l) => l.active));
+  // one line each is kept for the "above" and "below" notes when needed
+  let first = Math.min(Math.max(0, active - (room - 3)), lines.length - (room - 1));
+  if (first === 1) first = 0; // a note for one line would take that line's room
+  const above = first;
+  let count = room - (above ? 1 : 0);
+  if (first + count < lines.length) count -= 1;
+  count = Math.max(1, count);
+  return { first, count, above, below: lines.length - first - count };
+}
+
+function drawLedger(ctx, t, phase, inC, { x, top, bottom }) {
+  const step = 27;
+  const lines = ledgerLines(t, phase, inC);
+  const room = Math.max(2, Math.floor((bottom - top) / step));
+  const w = ledgerWindow(lines, room);
+  let y = top + step - 4;
+  const note = (text) => {
+    label(ctx, text, x, y, { size: 16, font: MONO, weight: 400, colour: COLOURS.ink2 });
+    y += step;
+  };
+  if (w.above) note(`▲ ${w.above} line${w.above > 1 ? 's' : ''} above · Σ so far ${fmt(lines[w.first - 1].running, 4)}`);
+  lines.slice(w.first, w.first + w.count).forEach((line) => {
+    if (line.active) {
+      ctx.fillStyle = '#fef3c7';
+      ctx.fillRect(x - 6, y - 20, 700, 26);
+    }
+    const text = line.shown ? `${line.head}${line.value}${line.extra}` : `${line.head}${'…'.padStart(line.value.length)}`;
+    label(ctx, text, x, y, { size: NUM, font: MONO, weight: line.strong ? 700 : 400, colour: line.shown ? COLOURS.ink : '#94a3b8' });
+    y += step;
+  });
+  if (w.below) note(`▼ ${w.below} more line${w.below > 1 ? 's' : ''} below (bias, total, …)`);
+  ctx.canvas.dataset.ledger = JSON.stringify({ total: lines.length, first: w.first, shown: w.count, above: w.above, below: w.below });
 }
 
 function rangeOfList(values) {
@@ -214,14 +233,14 @@ function drawPoolMath(ctx, s, hits) {
   const n = t.cells.length;
   const kh = t.geometry.kernel_shape ? t.geometry.kernel_shape[0] : t.geometry.window[0];
   const kw = Math.round(n / kh);
-  const cell = gridCell(Math.max(kh, kw), 220);
-  const x0 = 506;
+  const cell = gridCell(Math.max(kh, kw), 260);
+  const x0 = PANEL.x + 16;
   const opName = { max: 'max pooling', avg: 'average pooling', l2: 'L2 pooling' }[t.op] || `${t.op} pooling`;
-  label(ctx, `${opName} of channel ${t.channel}: the window`, x0, 84, { size: 15 });
+  label(ctx, `${opName} of channel ${t.channel}: the window`, x0, PANEL.y + 28, { size: 19 });
   const scale = makeScale(...rangeOfList(t.inputs));
-  const g = drawNumberGrid(ctx, x0, 104, cell, kh, kw, t.inputs, { scale, mask: t.padding, highlight: t.op === 'max' ? t.argmax : -1, digits: cell >= 40 ? 2 : 1 });
+  const g = drawNumberGrid(ctx, x0, PANEL.y + 56, cell, kh, kw, t.inputs, { scale, mask: t.padding, highlight: t.op === 'max' ? t.argmax : -1, digits: 2, maxFont: 26, minFont: NUM });
   hits.grids = [{ box: g, rows: kh, cols: kw, name: 'input', values: t.inputs }];
-  let y = 104 + kh * cell + 40;
+  let y = PANEL.y + 56 + kh * cell + 44;
   const lines = [];
   if (t.op === 'max') lines.push(`max of ${t.inputs.filter((v) => v !== null).length} values = ${fmt(t.result, 4)}`);
   else if (t.op === 'avg') lines.push(`sum ${fmt(t.sum, 4)} ÷ ${t.divisor} = ${fmt(t.result, 4)}`);
@@ -229,17 +248,69 @@ function drawPoolMath(ctx, s, hits) {
   lines.push(`PyTorch: ${fmt(t.layer_output, 4)}`);
   if (t.padding.some(Boolean)) lines.push(t.op === 'max' ? 'padding cells never win a max' : 'padding cells add nothing to the sum');
   lines.forEach((line) => {
-    label(ctx, line, x0, y, { size: 15, font: MONO, weight: 600 });
-    y += 24;
+    label(ctx, line, x0, y, { size: 22, font: MONO, weight: 600 });
+    y += 32;
   });
 }
 
 function drawActivationMath(ctx, s) {
   const t = s.trace;
-  const x0 = 506;
-  label(ctx, `${t.type}: one value in, one value out`, x0, 84, { size: 15 });
-  label(ctx, `f(x) = ${t.formula}`, x0, 150, { size: 18, font: MONO });
-  label(ctx, `x = ${fmt(t.input, 4)}`, x0, 200, { size: 18, font: MONO });
-  label(ctx, `f(x) = ${fmt(t.output, 4)}`, x0, 240, { size: 18, font: MONO, weight: 700 });
-  label(ctx, 'Applied to every cell of every channel separately: the window is one cell.', x0, 300, { size: 13, weight: 400, colour: COLOURS.ink2 });
+  const x0 = PANEL.x + 16;
+  label(ctx, `${t.type}: one value in, one value out`, x0, PANEL.y + 28, { size: 19 });
+  label(ctx, `f(x) = ${t.formula}`, x0, PANEL.y + 80, { size: 22, font: MONO, maxWidth: 400 });
+  label(ctx, `x = ${fmt(t.input, 4)}`, x0, PANEL.y + 130, { size: 24, font: MONO });
+  label(ctx, `f(x) = ${fmt(t.output, 4)}`, x0, PANEL.y + 175, { size: 24, font: MONO, weight: 700 });
+  label(ctx, 'Applied to every cell of every', x0, PANEL.y + 240, { size: TEXT, weight: 400, colour: COLOURS.ink2 });
+  label(ctx, 'channel separately: the window is one cell.', x0, PANEL.y + 264, { size: TEXT, weight: 400, colour: COLOURS.ink2 });
+  const f = activationFunction(t.type, t.formula);
+  if (f) drawActivationPlot(ctx, f, t, { x: PANEL.x + 440, y: PANEL.y + 46, w: 400, h: 250 });
+}
+
+/** f over a range around x, with the current (x, f(x)) marked and read off both axes. */
+function drawActivationPlot(ctx, f, t, box) {
+  const lo = Math.min(-4, t.input - 1);
+  const hi = Math.max(4, t.input + 1);
+  const xs = Array.from({ length: 161 }, (_, i) => lo + ((hi - lo) * i) / 160);
+  const ys = xs.map(f);
+  const yLo = Math.min(...ys, 0);
+  const yHi = Math.max(...ys, 1);
+  const px = (x) => box.x + ((x - lo) / (hi - lo)) * box.w;
+  const py = (y) => box.y + box.h - ((y - yLo) / (yHi - yLo)) * box.h;
+  ctx.save();
+  ctx.strokeStyle = COLOURS.line;
+  ctx.lineWidth = 1;
+  ctx.strokeRect(box.x, box.y, box.w, box.h);
+  ctx.strokeStyle = COLOURS.ink2;
+  ctx.beginPath();
+  ctx.moveTo(box.x, py(0));
+  ctx.lineTo(box.x + box.w, py(0));
+  ctx.moveTo(px(0), box.y);
+  ctx.lineTo(px(0), box.y + box.h);
+  ctx.stroke();
+  ctx.strokeStyle = COLOURS.accent;
+  ctx.lineWidth = 3;
+  ctx.beginPath();
+  xs.forEach((x, i) => (i ? ctx.lineTo(px(x), py(ys[i])) : ctx.moveTo(px(x), py(ys[i]))));
+  ctx.stroke();
+  const mx = px(t.input);
+  const my = py(t.output);
+  ctx.setLineDash([5, 4]);
+  ctx.strokeStyle = COLOURS.current;
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  ctx.moveTo(mx, py(0));
+  ctx.lineTo(mx, my);
+  ctx.lineTo(px(0), my);
+  ctx.stroke();
+  ctx.setLineDash([]);
+  ctx.fillStyle = COLOURS.current;
+  ctx.beginPath();
+  ctx.arc(mx, my, 7, 0, 2 * Math.PI);
+  ctx.fill();
+  ctx.restore();
+  label(ctx, fmt(lo, 1), box.x, box.y + box.h + 22, { size: NUM, weight: 400, colour: COLOURS.ink2 });
+  label(ctx, fmt(hi, 1), box.x + box.w, box.y + box.h + 22, { size: NUM, weight: 400, colour: COLOURS.ink2, align: 'right' });
+  label(ctx, `f up to ${fmt(yHi, 2)}`, box.x + 6, box.y + 22, { size: NUM, weight: 400, colour: COLOURS.ink2 });
+  label(ctx, `(${fmt(t.input, 3)}, ${fmt(t.output, 3)})`, Math.min(mx + 12, box.x + box.w - 150), Math.max(my - 12, box.y + 20), { size: NUM, weight: 700, colour: COLOURS.current });
+  ctx.canvas.dataset.plot = JSON.stringify({ type: t.type, x: t.input, fx: f(t.input), torch: t.output });
 }
