@@ -14,7 +14,8 @@ the server's CPU (percent of one core, mean and peak, sampled by psutil) and res
 are raw asyncio sockets (no HTTP library) so the client costs the shared CPU as little as possible; it
 still runs on the same machine, so latencies include the client's share. The server is stopped by its pid.
 
-Run:  .venv/bin/python bench/bench_classroom.py [--followers 100] [--changes 40] [--submissions 30]
+Run:  .venv/bin/python bench/bench_classroom.py [--followers 100] [--changes 40] [--submissions 30] [--redis]
+(``--redis``: sessions in a local redis-server, so each change goes through Redis pub/sub.)
 Goal (issue 13): every follower has every change within 1 s (max ≤ 1 s).
 """
 
@@ -62,9 +63,29 @@ def digit_png(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def start_server(tmp: Path, port: int) -> subprocess.Popen:
+def start_redis(tmp: Path) -> tuple[subprocess.Popen, str]:
+    """Debian's redis-server on a free loopback port, without persistence."""
+    port = free_port()
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly",
+                                "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((HOST, port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return process, f"redis://{HOST}:{port}/0"
+        except OSError:
+            time.sleep(0.1)
+    stop_server(process)
+    raise SystemExit("redis-server did not start")
+
+
+def start_server(tmp: Path, port: int, redis_url: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(tmp / "images"), "OMP_NUM_THREADS": "1",
            "CONVSCOPE_MAX_FOLLOWERS_PER_SESSION": "1000", "CONVSCOPE_MAX_SUBMISSIONS_PER_SESSION": "1000"}
+    if redis_url:
+        env["CONVSCOPE_REDIS_URL"] = redis_url
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host", HOST, "--port", str(port),
          "--log-level", "warning"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -211,16 +232,23 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=40)
     parser.add_argument("--submissions", type=int, default=30)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds over which changes are spread")
+    parser.add_argument("--redis", action="store_true", help="sessions in a local redis-server (pub/sub path)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="convscope-bench-class-") as tmp:
+        redis_process, redis_url = start_redis(Path(tmp)) if args.redis else (None, None)
         port = free_port()
-        process = start_server(Path(tmp), port)
         try:
-            baseline = asyncio.run(one_round(port, 1, args.changes, 0, args.duration / 2, process.pid))
-            loaded = asyncio.run(one_round(port, args.followers, args.changes, args.submissions, args.duration,
-                                           process.pid))
+            process = start_server(Path(tmp), port, redis_url)
+            try:
+                baseline = asyncio.run(one_round(port, 1, args.changes, 0, args.duration / 2, process.pid))
+                loaded = asyncio.run(one_round(port, args.followers, args.changes, args.submissions, args.duration,
+                                               process.pid))
+            finally:
+                stop_server(process)
         finally:
-            stop_server(process)
+            if redis_process is not None:
+                stop_server(redis_process)
+    print(f"sessions in {'Redis (pub/sub)' if args.redis else 'the server process'}")
     report("baseline (1 follower, no submissions)", baseline)
     report(f"class ({args.followers} followers, {args.submissions} submissions)", loaded)
     ratio = percentile(loaded["latencies"], .95) / max(1e-9, percentile(baseline["latencies"], .95))

@@ -14,13 +14,16 @@ from starlette.requests import HTTPConnection
 from server.responses import add_response_header
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
+from server.services.channel_examples import ChannelExamples
 from server.services.classroom import Classroom
 from server.services.conv_trace import Traces
 from server.services.feature_maps import FeatureMaps
+from server.services.feature_vis import FeatureVisualisations
 from server.services.image_store import ImageStore
 from server.services.live import LiveHub
 from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import LoadedModel, ModelRuntime
+from server.services.network_overview import NetworkOverviews
 from server.services.predictions import ModelOutputs
 from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
@@ -72,6 +75,18 @@ async def get_saliency_maps(request: Request) -> SaliencyMaps:
     return request.app.state.saliency_maps
 
 
+async def get_network_overviews(request: Request) -> NetworkOverviews:
+    return request.app.state.network_overviews
+
+
+async def get_channel_examples(request: Request) -> ChannelExamples:
+    return request.app.state.channel_examples
+
+
+async def get_feature_vis(request: Request) -> FeatureVisualisations:
+    return request.app.state.feature_vis
+
+
 async def get_gradcam_steps(request: Request) -> GradCamStepsService:
     return request.app.state.gradcam_steps
 
@@ -93,6 +108,9 @@ DownloadsDep = Annotated[WeightsDownloads, Depends(get_downloads)]
 LimiterDep = Annotated[WorkLimiter, Depends(get_limiter)]
 FeatureMapsDep = Annotated[FeatureMaps, Depends(get_feature_maps)]
 SaliencyMapsDep = Annotated[SaliencyMaps, Depends(get_saliency_maps)]
+NetworkOverviewsDep = Annotated[NetworkOverviews, Depends(get_network_overviews)]
+ChannelExamplesDep = Annotated[ChannelExamples, Depends(get_channel_examples)]
+FeatureVisDep = Annotated[FeatureVisualisations, Depends(get_feature_vis)]
 BatcherDep = Annotated[PredictionBatcher, Depends(get_batcher)]
 UploadGateDep = Annotated[UploadGate, Depends(get_upload_gate)]
 GradCamStepsDep = Annotated[GradCamStepsService, Depends(get_gradcam_steps)]

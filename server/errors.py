@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import torch
 from fastapi import FastAPI, Request
@@ -14,11 +15,14 @@ log = logging.getLogger("convscope")
 
 _DEFAULT_CODES = {
     400: "bad_request",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "body_timeout",
     409: "conflict",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
     422: "validation_error",
     429: "too_many_requests",
@@ -49,6 +53,37 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "Invalid request — " + "; ".join(parts) if parts else "Invalid request."
 
 
+def _validation_code(exc: RequestValidationError) -> str:
+    """For a field of a JSON body out of its bounds, the code the sandbox's own checks use:
+    ``invalid_<field>`` (a number out of range, an empty list), ``<field>_too_large`` (a list over its
+    length); otherwise (wrong types, unknown names) ``validation_error``."""
+    errors = exc.errors()
+    loc = tuple(errors[0].get("loc", ())) if errors else ()
+    if len(loc) >= 2 and loc[0] == "body" and isinstance(loc[1], str) and loc[1].isidentifier():
+        kinds = {err.get("type") for err in errors if tuple(err.get("loc", ()))[:2] == loc[:2]}
+        if kinds & _OUT_OF_RANGE:
+            return f"invalid_{loc[1]}"
+        if "too_long" in kinds:
+            return f"{loc[1]}_too_large"
+    return "validation_error"
+
+
+_OUT_OF_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number", "too_short"}
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the schema declares for the request's path (Starlette names only the first route's),
+    plus HEAD wherever GET is (server.security.HeadMiddleware)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "[^/]+".join(re.escape(part) for part in re.split(r"\{[^}]+\}", template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations if m in ("get", "post", "put", "patch", "delete")}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
 def release_accelerator_memory() -> None:
     """Return cached, unused GPU memory to the device after an out-of-memory error."""
     if torch.cuda.is_available():
@@ -65,15 +100,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "validation_error", _describe_validation(exc))
+        return error_response(422, _validation_code(exc), _describe_validation(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _DEFAULT_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 404 and message == "Not Found":
             message = "There is no such resource."
-        return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            allowed = _allowed_methods(request)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
+                message = f"This resource answers {', '.join(allowed)}, not {request.method}."
+        return error_response(exc.status_code, code, message, headers or None)
 
     @app.exception_handler(torch.OutOfMemoryError)
     async def _out_of_memory(_: Request, exc: torch.OutOfMemoryError) -> JSONResponse:

@@ -10,7 +10,6 @@ from functools import partial
 import anyio.to_thread
 import torch
 from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -19,6 +18,7 @@ from models.models_file import app_registry
 from models.registry import ModelRegistry
 from server import __version__
 from server.errors import install_error_handlers
+from server.openapi import install_openapi
 from server.responses import ScopeHeadersMiddleware
 from server.routers import (  # feature maps and learned filters (issue 3)  # step-through traces and the sandbox (issue 5)
     activations,
@@ -36,7 +36,12 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
 )
 from server.routers import gradcam_steps as gradcam_steps_router  # Grad-CAM taken apart (issue 12)
 from server.routers import live as live_router  # live mode over a WebSocket (issue 14)
-from server.security import RequestBodyLimitMiddleware, SecurityHeadersMiddleware
+from server.security import (
+    JsonCORSMiddleware,
+    RequestBodyLimitMiddleware,
+    SecurityHeadersMiddleware,
+    install_request_guards,
+)
 from server.services import samples as sample_gallery
 from server.services.activations import ActivationStore
 from server.services.architecture import ArchitectureCatalog
@@ -50,6 +55,7 @@ from server.services.classroom.shutdown import on_stop_signal
 from server.services.conv_trace import Traces
 from server.services.feature_maps import FeatureMaps
 from server.services.feature_vis import FeatureVisualisations
+from server.services.image_decode import IsolatedDecoder, decode_limits
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
 from server.services.live import LiveHub, LiveLimits
@@ -103,6 +109,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         app.state.image_store = ImageStore(
             settings.storage_dir, settings.image_store_budget_bytes, settings.max_image_pixels,
             decoded_budget_bytes=settings.decoded_image_cache_bytes,
+            decoder=IsolatedDecoder(decode_limits(settings)),
         )
         app.state.downloads = WeightsDownloads(runtime)
         sample_gallery.cache.budget_bytes = settings.sample_cache_bytes
@@ -126,7 +133,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         app.state.saliency_maps = SaliencyMaps(inputs, scheduler.admit, app.state.outputs,
                                                settings.saliency_cache_bytes)
         app.state.gradcam_steps = GradCamStepsService(inputs, scheduler.admit, settings.gradcam_steps_cache_bytes)
-        app.state.network_overviews = NetworkOverviews(settings.network_cache_items, settings.network_cache_bytes)
+        app.state.network_overviews = NetworkOverviews(
+            inputs, partial(scheduler.admit, "network"), max_columns=settings.network_max_columns,
+            per_column=settings.network_channels_per_column, all_up_to=settings.network_all_channels_up_to,
+            budget_bytes=settings.network_cache_bytes)
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
         app.state.live = LiveHub(
             runtime, app.state.architectures,
@@ -166,17 +176,21 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 app.state.background_jobs.close()
                 undo_signal()
                 await classroom.aclose()
+                app.state.image_store.close()  # the decoder's idle worker process
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
-    app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images",))
+        app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
+    app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images",),
+                       idle_timeout=settings.body_idle_timeout_s, total_timeout=settings.body_read_timeout_s)
+    install_request_guards(app, settings)  # origin, HEAD, URL length, Host (issue 10)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(DisconnectWatch)  # cancels the work of GETs whose client went away
     app.add_middleware(ScopeHeadersMiddleware)  # headers dependencies set (X-ConvScope-Weights)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_openapi(app)  # media types, the shared error schema, summaries, tags (issue 15)
 
     app.mount("/static", StaticFiles(directory=settings.frontend_dir / "static"), name="static")
     templates = Jinja2Templates(directory=str(settings.frontend_dir / "templates"))

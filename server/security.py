@@ -1,18 +1,37 @@
-"""Two plain ASGI middlewares (not ``BaseHTTPMiddleware``, so streaming bodies and client disconnects pass
-through untouched):
+"""Plain ASGI middlewares (not ``BaseHTTPMiddleware``, so streaming bodies and client disconnects pass
+through untouched); every refusal is in the API's JSON error shape:
 
 - :class:`SecurityHeadersMiddleware`: on every answer, no MIME sniffing, a strict Content-Security-Policy
   (no inline script), no referrers, not framable.
-- :class:`RequestBodyLimitMiddleware`: request bodies are bounded (413) before they are read whole.
+- :class:`RequestBodyLimitMiddleware`: request bodies are bounded (413) before they are read whole, and a
+  body that stalls (no byte for ``idle_timeout`` s) or trickles (longer than ``total_timeout`` s) is cut off
+  with 408, freeing whatever slot its request holds.
+- :class:`TrustedHostMiddleware`: DNS-rebinding guard. Which ``Host`` names are answered: an explicit
+  allow-list when configured; else, on a connection that came in on a loopback address, only loopback
+  names (``localhost``, ``127.0.0.1``, ``[::1]``); else (a classroom reaching ``--host 0.0.0.0`` over the
+  LAN) any name.
+- :class:`OriginCheckMiddleware`: a state-changing request (POST…) whose ``Origin`` is another site is
+  refused (403) unless CORS allows that origin; browsers always send ``Origin`` on cross-site POSTs.
+- :class:`UrlLengthMiddleware`: over-long URLs get 414. :class:`HeadMiddleware`: ``HEAD`` works wherever
+  ``GET`` does (the same headers, no body).
+- :class:`JsonCORSMiddleware`: Starlette's CORS, whose preflight refusals are JSON errors too.
 
 CORS stays closed unless ``Settings.cors_origins`` names origins (wired in ``server.main``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ipaddress
+import math
+import time
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
 
+import anyio
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import error_response
@@ -83,34 +102,205 @@ class RequestBodyLimitMiddleware:
     anything is read, else by counting while the body streams. Paths in ``exempt`` (the image upload, which
     streams and enforces its own, larger limit) pass untouched."""
 
-    def __init__(self, app: ASGIApp, limit: int, exempt: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, limit: int, exempt: Iterable[str] = (), idle_timeout: float = math.inf,
+                 total_timeout: float = math.inf) -> None:
         self.app = app
         self.limit = limit
         self.exempt = frozenset(exempt)
+        self.idle_timeout = idle_timeout
+        self.total_timeout = total_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.exempt:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limited = scope.get("path") not in self.exempt  # the upload enforces its own, larger limit
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+            if name == b"content-length" and (not value.isdigit() or (limited and int(value) > self.limit)):
                 response = (error_response(413, "payload_too_large", self._message()) if value.isdigit() else
                             error_response(400, "bad_content_length", "The Content-Length header is not a number."))
                 await response(scope, receive, send)
                 return
         received = 0
+        complete = False
+        deadline = time.monotonic() + self.total_timeout
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+        async def guarded_receive() -> Message:
+            nonlocal received, complete
+            if complete:  # after the body, receive() only waits for a disconnect: never time that out
+                return await receive()
+            wait = min(self.idle_timeout, deadline - time.monotonic())
+            with anyio.move_on_after(max(wait, 0)) as scope_:
+                message = await receive()
+            if scope_.cancelled_caught:
+                # FastAPI re-raises HTTPExceptions from the body stream; the app's handler shapes it. The
+                # request's slot is freed as the exception unwinds, and uvicorn closes the connection.
+                raise HTTPException(408, f"The request body stalled: no complete body within the "
+                                         f"{'idle' if wait == self.idle_timeout else 'total'} time limit "
+                                         f"({wait:.0f} s).")
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    # FastAPI re-raises HTTPExceptions from the body stream; the app's handler shapes it.
+                complete = not message.get("more_body", False)
+                if limited and received > self.limit:
                     raise HTTPException(413, self._message())
+            else:
+                complete = True
             return message
 
-        await self.app(scope, counting_receive, send)
+        await self.app(scope, guarded_receive, send)
 
     def _message(self) -> str:
         return f"The request body is larger than the {self.limit:,}-byte limit."
+
+
+# --- Host names, origins, URL length, HEAD, CORS refusals ----------------------------------------------------
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _host_name(host_header: str) -> str:
+    """``Host`` without its port, lower case; IPv6 literals without brackets."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in LOOPBACK_NAMES or host.endswith(".localhost")
+
+
+class TrustedHostMiddleware:
+    """Answers only requests whose ``Host`` names this server (see the module's docstring); others get
+    400 ``invalid_host``. ``allowed`` entries are names or IPs, ``*.domain`` for subdomains, or ``*``."""
+
+    def __init__(self, app: ASGIApp, allowed: Sequence[str] = ()) -> None:
+        self.app = app
+        self.allowed = tuple(_host_name(name) if name != "*" else "*" for name in allowed)
+
+    def _permits(self, host: str, server: tuple | None) -> bool:
+        if self.allowed:
+            return any(p == "*" or host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in self.allowed)
+        if server and _is_loopback(str(server[0])):
+            return _is_loopback(host)
+        return True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = _host_name(Headers(scope=scope).get("host", ""))
+        # No Host at all (HTTP/1.0, a raw ASGI call) is no browser's: rebinding needs a page's request.
+        if not host or self._permits(host, scope.get("server")):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(400, "invalid_host", f"This server does not answer to the host name {host!r}; "
+                                  "set CONVSCOPE_ALLOWED_HOSTS to serve it under other names.")
+        await response(scope, receive, send)
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class OriginCheckMiddleware:
+    """Refuses (403 ``foreign_origin``) a state-changing request sent by a page of another origin, unless
+    CORS allows that origin: a page elsewhere cannot upload into (or start downloads on) a server it found
+    on the student's loopback or LAN. Requests without ``Origin`` (curl, scripts) are not browsers' and pass."""
+
+    def __init__(self, app: ASGIApp, allowed_origins: Sequence[str] = ()) -> None:
+        self.app = app
+        self.allowed = frozenset(origin.rstrip("/").lower() for origin in allowed_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if origin is None or self._same_or_allowed(origin, scope, headers):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(403, "foreign_origin", f"Requests that change state are not accepted from "
+                                  f"pages of another origin ({origin[:100]!r}); set CONVSCOPE_CORS_ORIGINS to allow one.")
+        await response(scope, receive, send)
+
+    def _same_or_allowed(self, origin: str, scope: Scope, headers: Headers) -> bool:
+        origin = origin.strip().rstrip("/").lower()
+        if "*" in self.allowed or origin in self.allowed:
+            return True
+        if origin == "null":
+            return False
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return False
+        # Same host (and port, where the origin names one) as the request was sent to. The scheme is not
+        # compared: behind a TLS-terminating proxy the page is https while the server sees http.
+        default = {"http": 80, "https": 443}[parts.scheme]
+        theirs = parts.hostname if parts.port in (None, default) else f"{parts.hostname}:{parts.port}"
+        host = headers.get("host", "").strip().lower()
+        return theirs == host or theirs == host.removesuffix(f":{default}")
+
+
+class UrlLengthMiddleware:
+    """414 ``uri_too_long`` for a path plus query string over ``limit`` bytes (uvicorn's own, larger limits
+    answer in plain text before the app sees the request)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = len(scope.get("raw_path") or scope.get("path", "").encode()) + len(scope.get("query_string", b""))
+            if length > self.limit:
+                response = error_response(414, "uri_too_long", f"The URL is {length:,} bytes long; the limit is "
+                                          f"{self.limit:,}.")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class HeadMiddleware:
+    """``HEAD`` wherever ``GET`` exists: the request runs as a GET and only its head is sent (the
+    Content-Length stays the GET's, as HTTP asks)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_head(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_head)
+
+
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, with its refused preflights answered as JSON errors (``cors_refused``)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        reason = bytes(response.body).decode("utf-8", "replace")
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+        return error_response(response.status_code, "cors_refused",
+                              f"{reason}: this server's CORS settings do not allow that request.", headers)
+
+
+def install_request_guards(app, settings) -> None:  # noqa: ANN001 - FastAPI, server.settings.Settings
+    """The guards above, outermost last (call after the other middlewares, before the security headers)."""
+    app.add_middleware(OriginCheckMiddleware, allowed_origins=settings.cors_origins)
+    app.add_middleware(HeadMiddleware)
+    app.add_middleware(UrlLengthMiddleware, limit=settings.max_url_bytes)
+    app.add_middleware(TrustedHostMiddleware, allowed=settings.allowed_hosts)

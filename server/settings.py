@@ -65,11 +65,24 @@ class Settings(BaseSettings):
 
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
 
+    # Hardening (issue 10): decoding untrusted images in a child process under hard limits,
+    max_decoded_bytes: int = 150 * 1024 * 1024  # the decoded picture in its working mode (palette+alpha: 4 B/px)
+    max_jpeg_scans: int = 100  # progressive JPEGs from real encoders have ~10
+    decode_cpu_seconds: float = 10.0  # CPU time one decode may take (its process's RLIMIT_CPU)
+    decode_memory_bytes: int = 1024 * 1024 * 1024  # memory one decode may add (its process's RLIMIT_AS)
+    decode_timeout_s: float = 40.0  # wall clock, then the decoding process is killed
+    max_decode_processes: int = 4
+    # request bodies that stall free their slot,
+    body_idle_timeout_s: float = 15.0  # no byte of the body for this long: 408
+    body_read_timeout_s: float = 300.0  # the whole body, however it trickles in: 408
+    max_url_bytes: int = 8192  # path + query string; longer: 414
+    # and which Host names are answered: empty = loopback names when the connection came in on a loopback
+    # address, any name otherwise (a classroom on the LAN); ["*"] = any; else exactly these (and their ports).
+    allowed_hosts: list[str] = Field(default_factory=list)
     # network overview (every layer as a column of its strongest channels)
     network_max_columns: int = 24  # deeper models are summarised by blocks so that this many fit
     network_channels_per_column: int = 8  # thumbnails per wide column; the rest behind "+N more"
     network_all_channels_up_to: int = 16  # a column this narrow shows every channel
-    network_cache_items: int = 16
     network_cache_bytes: int = 32 * 1024 * 1024
 
     # what a channel looks for: dataset examples and feature visualisation (background jobs)
@@ -87,6 +100,7 @@ class Settings(BaseSettings):
     public_url: str | None = None  # the address students reach (join URL, QR); derived from the request when None
     session_idle_s: float = 2 * 3600  # a session nobody touches (teacher page, submissions) ends after this
     max_sessions: int = 50
+    max_sessions_per_address: int = 5  # live sessions started from one client address (0: no such cap)
     max_followers_per_session: int = 200
     max_submissions_per_session: int = 300
     max_submissions_per_student: int = 5

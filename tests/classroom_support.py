@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -134,3 +135,10 @@ def next_event(events: Iterator[dict], kind: str = "state") -> dict:
         if event.get("event") == kind:
             return event
     raise AssertionError(f"the stream ended before an {kind!r} event")
+
+
+def same_predictions(got: list[dict], expected: list[dict]) -> bool:
+    """Equal classes in the same order, probabilities equal to float32 rounding (a batched forward pass
+    may differ from a single one in the last bits)."""
+    return [(p["index"], p["label"]) for p in got] == [(p["index"], p["label"]) for p in expected] and all(
+        math.isclose(g["probability"], e["probability"], rel_tol=1e-5, abs_tol=1e-7) for g, e in zip(got, expected))

@@ -116,6 +116,25 @@ def png_bomb_1bit() -> bytes:
     return png_from_rows(30000, 30000, 1, 0, b"\x00" + b"\x00" * (30000 // 8))
 
 
+@lru_cache(maxsize=4)
+def palette_bomb_png(side: int = 7000) -> bytes:
+    """A valid side×side 8-bit palette PNG with a transparent entry (tRNS): one byte per pixel in the file's
+    mode, but four once a decoder expands it to RGBA. At 7000×7000 it is ~48 KB."""
+    palette = bytes([255, 255, 255, 200, 30, 30, 30, 30, 200] + [0] * (256 * 3 - 9))
+    row = b"\x00" + bytes(([0, 1, 2] * side)[:side])
+    return png_from_rows(side, side, 8, 3, row, extra_chunks=((b"PLTE", palette), (b"tRNS", b"\x00")))
+
+
+@lru_cache(maxsize=2)
+def many_scans_jpeg(side: int = 4000, extra_scans: int = 2000) -> bytes:
+    """A valid progressive JPEG of a flat picture whose last scan is repeated ``extra_scans`` times: each
+    repeat is a few bytes, but costs the decoder a pass over every block (2000 at 4000×4000: ~25 s of CPU
+    and ~150 KB)."""
+    data = encode(Image.new("RGB", (side, side), (120, 130, 140)), "JPEG", progressive=True, quality=90)
+    last, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    return data[:end] + data[last:end] * extra_scans + data[end:]
+
+
 # --- checks on the stored picture ---------------------------------------------------------------------
 
 def near(colour: tuple[int, int, int], tol: int = 40) -> Callable[[Image.Image, tuple[int, int]], None]:
@@ -240,6 +259,9 @@ def _broken_and_bombs() -> list[HostileUpload]:
                       "image_too_large", "bomb2.png"),
         HostileUpload("jpeg_bomb_header", jpeg_with_size(65000, 65000), 413, "image_too_large"),
         HostileUpload("gif_bomb_header", gif_with_screen(65535, 65535), 413, "image_too_large", "bomb.gif"),
+        # Within the pixel limit, but 4 bytes a pixel once the palette with transparency expands (issue 10).
+        HostileUpload("png_palette_transparency_7000x7000", palette_bomb_png(7000), 413, "image_too_large", "p.png"),
+        HostileUpload("jpeg_2000_empty_scans", many_scans_jpeg(4000, 2000), 422, "image_too_costly", "scans.jpg"),
     ]
 
 

@@ -83,6 +83,11 @@ def test_in_process_backend_rules() -> None:
         assert await backend.create(record("AAAAAA"), max_sessions=2, idle_s=60) is None  # code taken
         assert await backend.create(record("BBBBBB"), 2, 60) is Admission.OK
         assert await backend.create(record("CCCCCC"), 2, 60) is Admission.FULL
+        mine = [SessionRecord(c, "d", "u", {}, 0, 0.0, creator="10.0.0.9") for c in ("DDDDDD", "EEEEEE")]
+        spare = InProcessBackend(clock)
+        assert await spare.create(mine[0], 9, 60, per_creator=1) is Admission.OK
+        assert await spare.create(mine[1], 9, 60, per_creator=1) is Admission.CREATOR_FULL
+        assert await spare.close("DDDDDD") and await spare.create(mine[1], 9, 60, per_creator=1) is Admission.OK
         # followers: a cap, and a count that runs out unless refreshed
         assert await backend.join("AAAAAA", "f1", cap=2, ttl_s=10) is Admission.OK
         assert await backend.join("AAAAAA", "f2", 2, 10) is Admission.OK

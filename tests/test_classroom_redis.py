@@ -14,7 +14,16 @@ import pytest
 
 from server.services.classroom.backend import Admission, SessionRecord, Submission
 from server.services.classroom.codes import token_digest
-from tests.classroom_support import REDIS_SERVER, RedisServer, Server, next_event, sse_events, start_redis, start_server
+from tests.classroom_support import (
+    REDIS_SERVER,
+    RedisServer,
+    Server,
+    next_event,
+    same_predictions,
+    sse_events,
+    start_redis,
+    start_server,
+)
 from tests.conftest import png_bytes
 
 pytest.importorskip("redis")
@@ -47,6 +56,21 @@ def test_redis_backend_contract(redis_server: RedisServer) -> None:
             assert await backend.create(record, 2, 60) is None
             assert await other.create(SessionRecord("BBBBBB", "d", "u", {}, 0, 1.0), 2, 60) is Admission.OK
             assert await backend.create(SessionRecord("CCCCCC", "d", "u", {}, 0, 1.0), 2, 60) is Admission.FULL
+            # sessions per creator (address), across replicas; closing one frees its place
+            assert await backend.create(SessionRecord("DDDDDD", "d", "u", {}, 0, 1.0, "10.0.0.9"), 9, 60, 2) \
+                is Admission.OK
+            assert await other.create(SessionRecord("EEEEEE", "d", "u", {}, 0, 1.0, "10.0.0.9"), 9, 60, 2) \
+                is Admission.OK
+            assert await backend.create(SessionRecord("FFFFFF", "d", "u", {}, 0, 1.0, "10.0.0.9"), 9, 60, 2) \
+                is Admission.CREATOR_FULL
+            assert await backend.create(SessionRecord("GGGGGG", "d", "u", {}, 0, 1.0, "10.0.0.8"), 9, 60, 2) \
+                is Admission.OK
+            assert await other.touch("DDDDDD", 60)
+            assert await other.close("DDDDDD")
+            assert await backend.create(SessionRecord("FFFFFF", "d", "u", {}, 0, 1.0, "10.0.0.9"), 9, 60, 2) \
+                is Admission.OK
+            for code in ("EEEEEE", "FFFFFF", "GGGGGG"):
+                assert await backend.close(code)
             assert (await other.get("AAAAAA")) == record
             # a change made through one replica wakes the other's followers
             subscription = other.hub.subscribe("AAAAAA")
@@ -143,8 +167,32 @@ def test_teacher_on_one_replica_students_on_another(replicas: tuple[Server, Serv
             wall = teacher_http.get(f"/api/sessions/{code}/submissions", headers=teacher).json()
             reference = teacher_http.get(f"/api/models/lenet5/images/{image_id}/predictions?top_k=3").json()
             assert [s["name"] for s in wall["submissions"]] == ["Bea"]
-            assert wall["submissions"][0]["predictions"] == reference["predictions"]
+            assert same_predictions(wall["submissions"][0]["predictions"], reference["predictions"])
             # closing on A ends the stream on B
             assert teacher_http.delete(f"/api/sessions/{code}", headers=teacher).status_code == 200
             assert next_event(events, "closed")["data"] == {"code": code}
         assert student.get(f"/api/sessions/{code}").status_code == 404
+
+
+def test_an_unreachable_redis_answers_503_and_the_server_stays_up(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from server.main import create_app
+    from server.settings import Settings
+
+    redis_server = start_redis(tmp_path)
+    try:
+        settings = Settings(storage_dir=tmp_path / "images", redis_url=redis_server.url)
+        with TestClient(create_app(settings)) as client:
+            created = client.post("/api/sessions").json()
+            code = created["code"]
+            assert client.get(f"/api/sessions/{code}").status_code == 200
+            redis_server.stop()
+            for response in (client.get(f"/api/sessions/{code}"), client.post("/api/sessions"),
+                             client.get(f"/api/sessions/{code}/events")):
+                assert response.status_code == 503, response.text
+                assert response.json()["error"]["code"] == "sessions_unavailable"
+                assert response.headers["Retry-After"]
+            assert client.get("/api/health").status_code == 200
+    finally:
+        redis_server.stop()

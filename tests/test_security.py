@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import socket
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,3 +242,173 @@ def test_image_store_only_accepts_sha256_names(secured) -> None:
         assert info.value.status == 404
     assert sorted(p.parent for p in root.rglob("*.png") if p.name != "secret.png") == [store.root]
 
+
+
+# --- Host names (DNS rebinding), foreign origins, protocol-level errors (issue 10) -------------------------
+
+def _asgi_call(app: FastAPI, method: str, path: str, headers: list[tuple[bytes, bytes]],
+               server: tuple[str, int] = ("127.0.0.1", 8000), body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    messages: list[dict] = []
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await anyio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        messages.append(message)
+
+    path_part, _, query = path.partition("?")
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path_part, "raw_path": path_part.encode(), "query_string": query.encode(), "root_path": "",
+             "headers": headers, "client": ("127.0.0.1", 5), "server": server, "app": app}
+
+    async def run() -> None:
+        with anyio.fail_after(30):
+            await app(scope, receive, send)
+
+    anyio.run(run)
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    head = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+    return start["status"], head, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+
+
+def test_on_loopback_only_loopback_host_names_are_answered(secured) -> None:
+    """DNS rebinding: a page on evil.example re-points its name to 127.0.0.1 and reads the laptop's server.
+    A connection that came in on a loopback address is answered only under a loopback name."""
+    client, _, _ = secured
+    app = client.app
+    for host in (b"localhost:8000", b"127.0.0.1:8000", b"[::1]:8000", b"LOCALHOST", b"127.0.0.1"):
+        status, _, body = _asgi_call(app, "GET", "/api/health", [(b"host", host)])
+        assert status == 200, (host, body)
+    for host in (b"evil.example", b"evil.example:8000", b"127.0.0.1.nip.io:8000", b"localhost.evil.example"):
+        status, headers, body = _asgi_call(app, "GET", "/api/health", [(b"host", host)])
+        assert status == 400, host
+        assert headers["content-type"] == "application/json" and b'"invalid_host"' in body
+    # The same request arriving on a LAN address (a classroom using --host 0.0.0.0): any name is fine.
+    status, _, _ = _asgi_call(app, "GET", "/api/health", [(b"host", b"teacher-laptop.local:8000")],
+                              server=("192.168.1.20", 8000))
+    assert status == 200
+
+
+def test_an_allow_list_names_exactly_the_hosts_answered(tmp_path: Path) -> None:
+    settings = Settings(storage_dir=tmp_path / "images", allowed_hosts=["lecture.local", "*.school.example"])
+    with TestClient(create_app(settings), base_url="http://lecture.local:8000") as client:
+        assert client.get("/api/health").status_code == 200
+        assert client.get("/api/health", headers={"host": "a.b.school.example"}).status_code == 200
+        refused = client.get("/api/health", headers={"host": "testserver"})
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_host"
+        # An allow-list applies on every address, loopback or not.
+        status, _, _ = _asgi_call(client.app, "GET", "/api/health", [(b"host", b"localhost")])
+        assert status == 400
+    anywhere = Settings(storage_dir=tmp_path / "images", allowed_hosts=["*"])
+    with TestClient(create_app(anywhere)) as client:
+        status, _, _ = _asgi_call(client.app, "GET", "/api/health", [(b"host", b"whatever.example")])
+        assert status == 200
+
+
+def test_a_cross_origin_upload_is_refused_unless_cors_allows_it(tmp_path: Path) -> None:
+    png = png_bytes(np.full((28, 28), 7, np.uint8))
+    settings = Settings(storage_dir=tmp_path / "images", cors_origins=["http://lecture.example"])
+    with TestClient(create_app(settings)) as client:
+        for origin in ("http://evil.example", "null", "http://testserver:8080", "http://testserver.evil.example",
+                       "file://", "garbage"):
+            refused = client.post("/api/images", files={"file": ("a.png", png, "image/png")},
+                                  headers={"Origin": origin})
+            assert refused.status_code == 403, origin
+            assert refused.json()["error"]["code"] == "foreign_origin"
+            sandbox = client.post("/api/sandbox/convolve", json={"input": [[1, 2], [3, 4]], "kernel": [[1]]},
+                                  headers={"Origin": origin})
+            assert sandbox.status_code == 403
+        assert list((tmp_path / "images").glob("*.png")) == []  # nothing was stored
+        for origin in ("http://testserver", "http://lecture.example", None):
+            headers = {"Origin": origin} if origin else {}
+            ok = client.post("/api/images", files={"file": ("a.png", png, "image/png")}, headers=headers)
+            assert ok.status_code == 201, (origin, ok.text)
+        # Reading stays open to any page (CORS decides whether the browser lets it see the answer).
+        assert client.get("/api/health", headers={"Origin": "http://evil.example"}).status_code == 200
+
+
+def test_refused_cors_preflights_are_json_errors(tmp_path: Path) -> None:
+    settings = Settings(storage_dir=tmp_path / "images", cors_origins=["http://lecture.example"])
+    with TestClient(create_app(settings)) as client:
+        refused = client.options("/api/images", headers={"Origin": "http://evil.example",
+                                                         "Access-Control-Request-Method": "POST"})
+        assert refused.status_code == 400 and refused.headers["content-type"] == "application/json"
+        assert refused.json()["error"]["code"] == "cors_refused"
+        assert "access-control-allow-origin" not in refused.headers
+        method = client.options("/api/images", headers={"Origin": "http://lecture.example",
+                                                        "Access-Control-Request-Method": "DELETE"})
+        assert method.status_code == 400 and method.json()["error"]["code"] == "cors_refused"
+
+
+def test_head_works_wherever_get_does(secured) -> None:
+    client, image_id, _ = secured
+    for path in ("/api/health", "/api/models", f"/api/images/{image_id}", "/api/samples/shapes-test-0.png",
+                 "/static/js/app.js", "/"):
+        get = client.get(path)
+        head = client.head(path)
+        assert head.status_code == get.status_code == 200, path
+        assert head.content == b""
+        assert head.headers["content-type"] == get.headers["content-type"]
+        assert head.headers.get("content-length") == str(len(get.content)), path
+        assert head.headers.get("etag") == get.headers.get("etag")
+    missing = client.head("/api/models/nope")
+    assert missing.status_code == 404 and missing.content == b""
+
+
+def test_protocol_errors_the_app_sees_are_json(secured) -> None:
+    client, image_id, _ = secured
+    long_url = client.get("/api/models?" + "x=1&" * 5000)
+    assert long_url.status_code == 414 and long_url.json()["error"]["code"] == "uri_too_long"
+    for path in ("/api/images", "/api/sandbox/convolve"):
+        status, headers, body = _asgi_call(client.app, "POST", path, [(b"host", b"localhost"), (b"content-type", b"image/png"),
+                                                                      (b"content-length", b"-5")])
+        assert status == 400 and b'"bad_content_length"' in body and headers["content-type"] == "application/json"
+    not_allowed = client.delete(f"/api/images/{image_id}")
+    assert not_allowed.status_code == 405 and not_allowed.json()["error"]["code"] == "method_not_allowed"
+
+
+def _stall(port: int, body_size: int, sent: int) -> socket.socket:
+    """Headers of a ``body_size`` multipart upload and its first ``sent`` bytes, then nothing."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    head = (f"POST /api/images HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: multipart/form-data; "
+            f"boundary=zz\r\nContent-Length: {body_size}\r\n\r\n").encode()
+    part = b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n\x89PNG\r\n\x1a\n'
+    sock.sendall(head + (part + b"\x00" * sent)[:sent])
+    return sock
+
+
+def test_stalled_upload_bodies_free_their_slots(tmp_path: Path) -> None:
+    """8 sockets send the headers and 100 bytes of a 1 MB upload and then nothing: before, they held all
+    8 upload slots for as long as they stayed open and a real upload waited, then got 503. Now each is cut
+    off with 408 after the idle timeout and a real upload goes through. (Also: a foreign Host on loopback.)"""
+    import httpx
+
+    from tests.live_uvicorn import live_server
+
+    env = {"CONVSCOPE_BODY_IDLE_TIMEOUT_S": "1.5", "CONVSCOPE_MAX_ACTIVE_UPLOADS": "8"}
+    with live_server(tmp_path, env) as server:
+        rebinding = httpx.get(server.url + "/api/health", headers={"Host": f"evil.example:{server.port}"})
+        assert rebinding.status_code == 400 and rebinding.json()["error"]["code"] == "invalid_host"
+        sockets = [_stall(server.port, 1024 * 1024, 100) for _ in range(8)]
+        try:
+            png = png_bytes(np.full((28, 28), 200, np.uint8))
+            ok = httpx.post(server.url + "/api/images", files={"file": ("a.png", png, "image/png")}, timeout=60)
+            assert ok.status_code == 201, ok.text
+            for sock in sockets:
+                answer = b""
+                while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+                assert b'"body_timeout"' in answer
+        finally:
+            for sock in sockets:
+                sock.close()

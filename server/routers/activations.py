@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from server.deps import FeatureMapsDep, LoadedModelDep
 from server.errors import ApiError
@@ -22,9 +22,11 @@ ScaleQuery = Annotated[
     Query(description="colour scale per channel, per layer, or over all layers of the model for this image"),
 ]
 ColormapQuery = Annotated[
-    str, Query(description="auto (diverging for signed data, else viridis) or one of: " + ", ".join(COLORMAPS))
+    str, Query(description="auto (diverging for signed data, else viridis) or one of: " + ", ".join(COLORMAPS),
+               json_schema_extra={"enum": ["auto", *COLORMAPS]})  # checked by _colormap from the same list
 ]
 ColumnsQuery = Annotated[int | None, Query(ge=1, le=4096, description="atlas columns; default: a square grid")]
+ChannelPath = Annotated[int, Path(ge=0, le=65535, description="channel index of the layer's output")]
 LAYER = "/models/{model}/images/{image_id}/layers/{layer}"
 
 
@@ -78,7 +80,7 @@ def layer_atlas_png(image_id: str, layer: str, loaded: LoadedModelDep, maps: Fea
 
 
 @router.get(f"{LAYER}/channels/{{channel}}.png")
-def channel_picture(image_id: str, layer: str, channel: int, loaded: LoadedModelDep, maps: FeatureMapsDep,
+def channel_picture(image_id: str, layer: str, channel: ChannelPath, loaded: LoadedModelDep, maps: FeatureMapsDep,
                     scale: ScaleQuery = "channel", colormap: ColormapQuery = "auto") -> Response:
     """One channel at full resolution; its value range is in the X-ConvScope-Range header (low,high)."""
     output = maps.output(loaded, image_id, layer)
@@ -90,7 +92,8 @@ def channel_picture(image_id: str, layer: str, channel: int, loaded: LoadedModel
 
 
 @router.get(f"{LAYER}/channels/{{channel}}.npy")
-def channel_values(image_id: str, layer: str, channel: int, loaded: LoadedModelDep, maps: FeatureMapsDep) -> Response:
+def channel_values(image_id: str, layer: str, channel: ChannelPath, loaded: LoadedModelDep,
+                   maps: FeatureMapsDep) -> Response:
     """One channel's values, float32 H×W: the page reads the value under the cursor from it."""
     output = maps.output(loaded, image_id, layer)
     channel = _channel(output, channel, layer)

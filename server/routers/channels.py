@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
-from server.deps import ArchitecturesDep, RuntimeDep, WeightsQuery, weights_header
+from server.deps import ArchitecturesDep, ChannelExamplesDep, FeatureVisDep, RuntimeDep, WeightsQuery, weights_header
 from server.errors import ApiError
 from server.responses import png_response
 from server.services import channel_examples as examples
 from server.services.activations import selectable_layers
-from server.services.channel_examples import ChannelExamples
-from server.services.feature_vis import FeatureVisualisations
-from server.services.model_inputs import input_picture
 from server.services.model_runtime import LoadedModel
 
 router = APIRouter(prefix="/api", tags=["channels"])
 CHANNEL = "/models/{model}/layers/{layer}/channels/{channel}"
 Seed = Annotated[int, Query(ge=0, le=9999, description="random seed of the optimisation")]
 DatasetQuery = Annotated[str, Query(description="mnist | shapes | photos")]
-
-
-def _examples(request: Request) -> ChannelExamples:
-    return request.app.state.channel_examples
-
-
-def _feature_vis(request: Request) -> FeatureVisualisations:
-    return request.app.state.feature_vis
 
 
 def _layer(loaded: LoadedModel, architectures: ArchitecturesDep, layer: str, channel: int) -> dict[str, Any]:
@@ -46,13 +34,12 @@ def _layer(loaded: LoadedModel, architectures: ArchitecturesDep, layer: str, cha
 
 
 @router.get(f"{CHANNEL}/examples.json")
-def channel_examples(model: str, layer: str, channel: int, request: Request, runtime: RuntimeDep,
+def channel_examples(model: str, layer: str, channel: int, runtime: RuntimeDep, service: ChannelExamplesDep,
                      architectures: ArchitecturesDep, dataset: DatasetQuery = "mnist",
                      k: Annotated[int, Query(ge=1, le=64)] = 9, weights: WeightsQuery = "auto") -> Any:
     """The k dataset images whose maximum of this channel is largest, largest first (202 while computing)."""
     loaded = runtime.load(model, weights)
     _layer(loaded, architectures, layer, channel)
-    service = _examples(request)
     if k > service.max_k:
         raise ApiError(422, "k_too_large", f"k is at most {service.max_k} here.")
     layers = selectable_layers(architectures.get(loaded.entry)["layers"])
@@ -71,69 +58,59 @@ def channel_examples(model: str, layer: str, channel: int, request: Request, run
 
 
 @router.get(f"{CHANNEL}/examples/{{index}}.png")
-def example_crop(model: str, layer: str, channel: int, index: int, request: Request, runtime: RuntimeDep,
+def example_crop(model: str, layer: str, channel: int, index: int, runtime: RuntimeDep, service: ChannelExamplesDep,
                  architectures: ArchitecturesDep, dataset: DatasetQuery = "mnist",
+                 context: Annotated[bool, Query(description="a wider region, enlarged, with the field outlined")] = False,
                  weights: WeightsQuery = "auto") -> Response:
     """Dataset image ``index`` as the model sees it, cropped to this channel's receptive field around its
     maximum (only images among the channel's top examples; 404 otherwise, and while computing)."""
     loaded = runtime.load(model, weights)
     row = _layer(loaded, architectures, layer, channel)
-    service = _examples(request)
     layers = selectable_layers(architectures.get(loaded.entry)["layers"])
-    table, _ = service.table(loaded, dataset, layers)
-    if table is None:
-        raise ApiError(404, "not_ready", "The examples are still being computed; ask examples.json for progress.")
-    hit = next((e for e in examples.examples_for(table, layer, channel, service.max_k) if e["index"] == index), None)
-    if hit is None:
-        raise ApiError(404, "not_an_example", f"{dataset} image {index} is not among the top examples of channel {channel}.")
-    picture = input_picture(loaded, loaded.preprocess(service.dataset(dataset).image(index)))
-    top, left, bottom, right = examples.field_box(row.get("receptive_field"), hit["y"], hit["x"], picture.height, picture.width)
-    crop = picture.crop((left, top, right + 1, bottom + 1))
-    buf = io.BytesIO()
-    crop.save(buf, format="PNG")
-    return png_response(buf.getvalue(), {**weights_header(loaded.variant), "X-ConvScope-Box": f"{top},{left},{bottom},{right}"})
+    png, (top, left, bottom, right) = service.crop_png(loaded, dataset, layers, row, channel, index, context)
+    return png_response(png, {**weights_header(loaded.variant), "X-ConvScope-Box": f"{top},{left},{bottom},{right}"})
 
 
 @router.get(f"{CHANNEL}/feature-vis.json")
-def feature_vis_status(model: str, layer: str, channel: int, request: Request, response: Response,
+def feature_vis_status(model: str, layer: str, channel: int, response: Response, visuals: FeatureVisDep,
                        runtime: RuntimeDep, architectures: ArchitecturesDep, seed: Seed = 0,
                        weights: WeightsQuery = "auto") -> dict[str, Any]:
     """The state of the image optimised to excite this channel: missing, queued, running (with progress), done."""
     loaded = runtime.load(model, weights)
     _layer(loaded, architectures, layer, channel)
     response.headers.update(weights_header(loaded.variant))
-    return _feature_vis(request).status(loaded, layer, channel, seed)
+    return visuals.status(loaded, layer, channel, seed)
 
 
 @router.post(f"{CHANNEL}/feature-vis", status_code=202)
-def feature_vis_start(model: str, layer: str, channel: int, request: Request, response: Response,
+def feature_vis_start(model: str, layer: str, channel: int, response: Response, visuals: FeatureVisDep,
                       runtime: RuntimeDep, architectures: ArchitecturesDep, seed: Seed = 0,
                       weights: WeightsQuery = "auto") -> dict[str, Any]:
     """Start optimising an image for this channel (or answer the run already made or under way)."""
     loaded = runtime.load(model, weights)
     _layer(loaded, architectures, layer, channel)
     response.headers.update(weights_header(loaded.variant))
-    answer = _feature_vis(request).start(loaded, layer, channel, seed)
+    answer = visuals.start(loaded, layer, channel, seed)
     if answer["state"] == "done":
         response.status_code = 200
     return answer
 
 
 @router.delete(f"{CHANNEL}/feature-vis")
-def feature_vis_cancel(model: str, layer: str, channel: int, request: Request, response: Response,
+def feature_vis_cancel(model: str, layer: str, channel: int, response: Response, visuals: FeatureVisDep,
                        runtime: RuntimeDep, architectures: ArchitecturesDep, seed: Seed = 0,
                        weights: WeightsQuery = "auto") -> dict[str, Any]:
     """Cancel a queued or running optimisation (a finished one stays)."""
     loaded = runtime.load(model, weights)
     _layer(loaded, architectures, layer, channel)
     response.headers.update(weights_header(loaded.variant))
-    return _feature_vis(request).cancel(loaded, layer, channel, seed)
+    return visuals.cancel(loaded, layer, channel, seed)
 
 
 @router.get(f"{CHANNEL}/feature-vis.png")
-def feature_vis_png(model: str, layer: str, channel: int, request: Request, runtime: RuntimeDep,
+def feature_vis_png(model: str, layer: str, channel: int, runtime: RuntimeDep, visuals: FeatureVisDep,
                     architectures: ArchitecturesDep, seed: Seed = 0, weights: WeightsQuery = "auto") -> Response:
     """The optimised image (the model's input size, as a picture); 404 until it is made."""
     loaded = runtime.load(model, weights)
     _layer(loaded, architectures, layer, channel)
-    return png_response(_feature_vis(request).png(loaded, layer, channel, seed), weights_header(loaded.variant))
+    return png_response(visuals.png(loaded, layer, channel, seed), weights_header(loaded.variant))

@@ -17,15 +17,18 @@ from server.services.model_runtime import LoadedModel
 
 router = APIRouter(prefix="/api", tags=["filters"])
 
-StartQuery = Annotated[int, Query(ge=0, description="first channel of the page")]
-CountQuery = Annotated[int | None, Query(ge=1, description="channels on the page (at most 64 per axis)")]
+MAX_CHANNEL_INDEX = 65535  # far above any layer's channel count; the bound keeps the schema honest
+StartQuery = Annotated[int, Query(ge=0, le=MAX_CHANNEL_INDEX, description="first channel of the page")]
+CountQuery = Annotated[int | None, Query(ge=1, le=256, description="channels on the page: at most 64 per axis (256 "
+                                                            "kernels of an RGB-input layer), and no more than the "
+                                                            "layer has from the start; a page beyond is 404")]
 
 
 def _conv_weight(loaded: LoadedModel, layer: str) -> np.ndarray:
     model = loaded.entry.id
     module = loaded.layer(layer)
     if not isinstance(module, nn.Conv2d):
-        raise ApiError(422, "not_a_conv_layer",
+        raise ApiError(404, "not_a_conv_layer",
                        f"Layer {layer!r} of {model} is a {type(module).__name__}; kernel pictures are for Conv2d layers.")
     return module.weight.detach().float().cpu().numpy()
 
@@ -36,7 +39,7 @@ def _kernels(loaded: LoadedModel, layer: str, out_start: int, out_count: int | N
     try:
         page = kernel_page(weight.shape, out_start, out_count, in_start, in_count)
     except FilterRequestError as exc:
-        raise ApiError(422, "invalid_page", f"{exc}.") from None
+        raise ApiError(404, "invalid_page", f"There is no such page of this layer: {exc}.") from None
     return kernel_atlas(weight, page)
 
 

@@ -16,7 +16,7 @@ from server.deps import (
     SettingsDep,
     UploadGateDep,
 )
-from server.errors import ApiError
+from server.openapi import Predictions, Uploaded, binary, json_answer
 from server.responses import npy_response, png_response
 from server.services.model_inputs import input_picture
 from server.services.predictions import predictions_from_logits
@@ -24,8 +24,31 @@ from server.services.upload import read_upload
 
 router = APIRouter(prefix="/api", tags=["images"])
 
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+UPLOAD_BODY = {
+    "required": True,
+    "description": "The picture: a multipart form with one field named `file` (any file name), or the bytes "
+                   "themselves with an `image/*` or `application/octet-stream` Content-Type. PNG, JPEG, GIF, "
+                   "WebP, BMP or TIFF; at most 20 MB (CONVSCOPE_MAX_UPLOAD_BYTES) and 50 megapixels.",
+    "content": {
+        "multipart/form-data": {
+            "schema": {"type": "object", "required": ["file"],
+                       "properties": {"file": {"type": "string", "format": "binary",
+                                               "description": "the image file"}}},
+            "encoding": {"file": {"contentType": "image/png, image/jpeg, image/gif, image/webp, image/bmp, "
+                                                 "image/tiff, application/octet-stream"}},
+        },
+        "image/*": _BINARY, "application/octet-stream": _BINARY,
+    },
+}
+UPLOADED = {"image_id": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "width": 640, "height": 480}
+PREDICTIONS = {"predictions": [{"index": 7, "label": "7", "probability": 0.981},
+                               {"index": 1, "label": "1", "probability": 0.012}], "weights_used": "trained"}
 
-@router.post("/images", status_code=201)
+
+@router.post("/images", status_code=201, summary="Upload an image; its id is the sha256 of the bytes",
+             openapi_extra={"requestBody": UPLOAD_BODY},
+             responses=json_answer(Uploaded, UPLOADED, 201, "Stored: the id and the size of the upright working copy"))
 async def upload_image(request: Request, store: ImageStoreDep, settings: SettingsDep,
                        gate: UploadGateDep) -> dict[str, Any]:
     async with gate.admit():  # a few uploads in memory at once; the rest wait with their bodies unread
@@ -34,28 +57,31 @@ async def upload_image(request: Request, store: ImageStoreDep, settings: Setting
     return {"image_id": stored.image_id, "width": stored.width, "height": stored.height}
 
 
-@router.get("/images/{image_id}")
+@router.get("/images/{image_id}", summary="The stored picture (upright RGB, at most 2048 px), as PNG",
+            responses=binary("image/png", "The stored picture."))
 def stored_image(image_id: str, store: ImageStoreDep) -> Response:
     return png_response(store.png_bytes(image_id), {"Cache-Control": "public, max-age=31536000, immutable"})
 
 
-@router.get("/models/{model}/images/{image_id}/input.npy")
+@router.get("/models/{model}/images/{image_id}/input.npy",
+            summary="The tensor the model sees after preprocessing: float32 C×H×W .npy")
 def model_input(image_id: str, loaded: LoadedModelDep, inputs: InputsDep) -> Response:
     return npy_response(inputs.tensor(loaded, image_id).numpy())
 
 
-@router.get("/models/{model}/images/{image_id}/input.png")
+@router.get("/models/{model}/images/{image_id}/input.png", summary="What the model sees, as a picture")
 def model_input_picture(image_id: str, loaded: LoadedModelDep, inputs: InputsDep) -> Response:
     buf = io.BytesIO()
     input_picture(loaded, inputs.tensor(loaded, image_id)).save(buf, format="PNG")
     return png_response(buf.getvalue())
 
 
-@router.get("/models/{model}/images/{image_id}/predictions")
+@router.get("/models/{model}/images/{image_id}/predictions", summary="The top classes and their probabilities",
+            responses=json_answer(Predictions, PREDICTIONS))
 def predictions(model: str, image_id: str, loaded: LoadedModelDep, outputs: OutputsDep,
-                top_k: Annotated[int, Query(ge=1, le=1000)] = 5) -> dict[str, Any]:
-    if top_k > loaded.entry.num_classes:
-        raise ApiError(422, "invalid_top_k", f"top_k must be at most {loaded.entry.num_classes} for {model}.")
+                top_k: Annotated[int, Query(ge=1, le=1000, description="how many classes; more than the model "
+                                                                       "has gives all of them")] = 5) -> dict[str, Any]:
+    top_k = min(top_k, loaded.entry.num_classes)  # the schema cannot know each model's count
     # One forward result per (model, weights, image), shared with feature maps and saliency; concurrent
     # misses for one model share one batched forward pass.
     preds = predictions_from_logits(loaded, outputs.logits(loaded, image_id), top_k)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Response
 from models.registry import ModelEntry
 from server.deps import ArchitecturesDep, DownloadsDep, LoadedModelDep, RuntimeDep, WeightsQuery, weights_header
 from server.errors import ApiError
+from server.openapi import json_example
 from server.responses import npy_response
 from server.services.model_runtime import LoadedModel, ModelRuntime
 
@@ -32,12 +33,16 @@ def model_summary(entry: ModelEntry, runtime: ModelRuntime) -> dict[str, Any]:
     }
 
 
-@router.get("/models")
+@router.get("/models", summary="Every model: input size, classes, the state of its weights",
+            responses=json_example({"models": [{"id": "lenet5", "title": "LeNet-5", "dataset": "mnist",
+                                                "input": {"channels": 1, "height": 28, "width": 28},
+                                                "num_classes": 10, "weights": {"state": "bundled",
+                                                                               "detail": "trained on MNIST"}}]}))
 def list_models(runtime: RuntimeDep) -> dict[str, list[dict[str, Any]]]:
     return {"models": [model_summary(entry, runtime) for entry in runtime.entries()]}
 
 
-@router.get("/models/{model}")
+@router.get("/models/{model}", summary="One model with its layers (name, type, output shape, parameters)")
 def model_detail(model: str, runtime: RuntimeDep, architectures: ArchitecturesDep, response: Response,
                  weights: WeightsQuery = "auto") -> dict[str, Any]:
     entry = runtime.entry(model)
@@ -56,21 +61,23 @@ def _parameter(loaded: LoadedModel, layer: str, name: str) -> Response:
     return npy_response(array)
 
 
-@router.get("/models/{model}/layers/{layer}/weights.npy")
+@router.get("/models/{model}/layers/{layer}/weights.npy",
+            summary="A layer's weight tensor as PyTorch holds it (conv: O×I/groups×kh×kw), float32 .npy")
 def layer_weights(layer: str, loaded: LoadedModelDep) -> Response:
     return _parameter(loaded, layer, "weight")
 
 
-@router.get("/models/{model}/layers/{layer}/bias.npy")
+@router.get("/models/{model}/layers/{layer}/bias.npy", summary="A layer's bias, float32 .npy (404 where it has none)")
 def layer_bias(layer: str, loaded: LoadedModelDep) -> Response:
     return _parameter(loaded, layer, "bias")
 
 
-@router.post("/models/{model}/weights/download", status_code=202)
+@router.post("/models/{model}/weights/download", status_code=202,
+             summary="Start downloading a torchvision model's ImageNet weights (hash-checked)")
 def start_download(model: str, downloads: DownloadsDep) -> dict[str, Any]:
     return downloads.start(model).as_json()
 
 
-@router.get("/models/{model}/weights/download")
+@router.get("/models/{model}/weights/download", summary="Progress of a weights download")
 def download_progress(model: str, downloads: DownloadsDep) -> dict[str, Any]:
     return downloads.get(model).as_json()

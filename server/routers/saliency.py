@@ -15,17 +15,19 @@ from server.services.colormaps import COLORMAPS, is_diverging
 from server.services.model_inputs import input_picture
 from server.services.model_runtime import LoadedModel
 from server.services.saliency import describe_methods
-from server.services.saliency.methods import DEFAULT_METHOD, get_method
+from server.services.saliency.methods import DEFAULT_METHOD, METHODS, get_method
 from server.services.saliency.overlay import DEFAULT_COLORMAP, check_colormap, legend, overlay_png
 from server.services.saliency.service import SaliencyKey, SaliencyMap, make_key
-from server.services.saliency.topk import DEFAULT_K
+from server.services.saliency.topk import DEFAULT_K, MAX_K
 
 router = APIRouter(prefix="/api", tags=["saliency"])
 
-MethodQuery = Annotated[str, Query(description="a saliency method name; see /api/saliency/methods")]
+# Names are checked by the services (unknown_method, unknown_colormap) against the same lists as these enums.
+MethodQuery = Annotated[str, Query(description="a saliency method name; see /api/saliency/methods",
+                                   json_schema_extra={"enum": list(METHODS)})]
 LayerQuery = Annotated[str | None, Query(description="a layer name; default: the model's last conv block")]
-TargetQuery = Annotated[int | None, Query(ge=0, description="class index; default: the top-1 class")]
-ColormapQuery = Annotated[str, Query(description="colour map name")]
+TargetQuery = Annotated[int | None, Query(ge=0, le=65535, description="class index; default: the top-1 class")]
+ColormapQuery = Annotated[str, Query(description="colour map name", json_schema_extra={"enum": list(COLORMAPS)})]
 OpacityQuery = Annotated[float, Query(ge=0.0, le=1.0, description="0: the input only, 1: the map only")]
 
 
@@ -76,7 +78,7 @@ def any_class(
 
 OneClass = Annotated[SaliencyQuery, Depends(one_class)]
 AnyClass = Annotated[SaliencyQuery, Depends(any_class)]
-KQuery = Annotated[int, Query(ge=1, le=20, description="how many of the top classes")]
+KQuery = Annotated[int, Query(ge=1, le=MAX_K, description="how many of the top classes (at most the model's)")]
 MAP = "/models/{model}/images/{image_id}/saliency"
 
 

@@ -55,7 +55,8 @@ class EventStreamResponse(StreamingResponse):
 async def create_session(request: Request, classroom: ClassroomDep, settings: SettingsDep,
                          body: NewSession | None = None) -> dict[str, Any]:
     base = join_base(request.url.scheme, request.headers.get("host"), settings.host, settings.public_url)
-    created = await classroom.create(base.url, body.state if body else None)
+    creator = request.client.host if request.client else ""
+    created = await classroom.create(base.url, body.state if body else None, creator)
     return {**created, **({"warning": base.warning} if base.warning else {})}
 
 

@@ -29,7 +29,7 @@ def layer_trace(model: str, image_id: str, layer: str, loaded: LoadedModelDep, t
 
 @router.get("/models/{model}/images/{image_id}/layers/{layer}/trace/input.npy")
 def layer_input(image_id: str, layer: str, loaded: LoadedModelDep, traces: TracesDep,
-                channel: Annotated[int | None, Query(ge=0)] = None) -> Response:
+                channel: Annotated[int | None, Query(ge=0, le=65535)] = None) -> Response:
     """The tensor entering the layer (C×H×W float32), or one channel of it (H×W)."""
     tensor = traces.capture(loaded, image_id, layer).input
     if channel is not None:
@@ -40,7 +40,7 @@ def layer_input(image_id: str, layer: str, loaded: LoadedModelDep, traces: Trace
 
 @router.get("/models/{model}/images/{image_id}/layers/{layer}/trace/output.npy")
 def layer_output(image_id: str, layer: str, loaded: LoadedModelDep, traces: TracesDep,
-                 channel: Annotated[int | None, Query(ge=0)] = None,
+                 channel: Annotated[int | None, Query(ge=0, le=65535)] = None,
                  stage: Literal["layer", "final"] = "layer") -> Response:
     """The layer's output (``stage=final``: after the batch norm / activation that follow it)."""
     cap = traces.capture(loaded, image_id, layer)

@@ -16,9 +16,9 @@ with a clear message; LeNet on them takes seconds).
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -27,13 +27,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from models.datasets import mnist, shapes
 from server.errors import ApiError
 from server.services import samples
 from server.services.background_jobs import BackgroundJobs, Job
+from server.services.cache import ResultCache
 from server.services.hooks import forward_hooks
+from server.services.model_inputs import input_picture
 from server.services.model_runtime import LoadedModel
 
 DATASETS = ("mnist", "shapes", "photos")
@@ -222,7 +224,9 @@ class ChannelExamples:
         self.batch_size = batch_size
         self.memory_items = max(1, memory_items)
         self.admit = admit
-        self._tables: OrderedDict[tuple[str, str, str], ExampleTable] = OrderedDict()
+        # the tables in memory (the files on disk are the lasting cache)
+        self.tables: ResultCache[ExampleTable] = ResultCache("channel example tables", cache_bytes,
+                                                             max_items=self.memory_items)
         self._lock = threading.Lock()
         self._datasets: dict[str, Dataset] = {}
 
@@ -242,20 +246,14 @@ class ChannelExamples:
         return self.cache_dir / f"examples-{digest}.npz"
 
     def _remember(self, key: tuple[str, str, str], table: ExampleTable) -> None:
-        with self._lock:
-            self._tables[key] = table
-            self._tables.move_to_end(key)
-            while len(self._tables) > self.memory_items:
-                self._tables.popitem(last=False)
+        self.tables.put(key, table)
 
     def table(self, loaded: LoadedModel, dataset: str, layers: list[dict[str, Any]]) -> tuple[ExampleTable | None, Job | None]:
         """The table when ready, else the job computing it (started on first use)."""
         key = (loaded.entry.id, loaded.variant, dataset)
-        with self._lock:
-            hit = self._tables.get(key)
-            if hit is not None:
-                self._tables.move_to_end(key)
-                return hit, None
+        hit = self.tables.get(key)
+        if hit is not None:
+            return hit, None
         path = self._path(key)
         if path.exists():
             table = ExampleTable.load(path)
@@ -284,11 +282,33 @@ class ChannelExamples:
 
         job = self.jobs.submit(key, run, total=data.size)
         if job.state == "done":  # finished between our look and the submit
-            with self._lock:
-                hit = self._tables.get(key)
+            hit = self.tables.get(key)
             if hit is not None:
                 return hit, None
         return None, job
+
+    def crop_png(self, loaded: LoadedModel, dataset: str, layers: list[dict[str, Any]], row: dict[str, Any],
+                 channel: int, index: int, context: bool = False) -> tuple[bytes, tuple[int, int, int, int]]:
+        """Dataset image ``index`` as the model sees it, cropped to the layer's receptive field around the
+        channel's maximum; 404 while the table is computed or when the image is not one of its examples.
+        ``context``: a region at least twice the field (and ≥ 32 px) around it, enlarged with whole pixels
+        to ≥ 96 px, with the field outlined — for early layers whose fields are a few pixels."""
+        table, _ = self.table(loaded, dataset, layers)
+        if table is None:
+            raise ApiError(404, "not_ready", "The examples are still being computed; ask examples.json for progress.")
+        hit = next((e for e in examples_for(table, row["name"], channel, self.max_k) if e["index"] == index), None)
+        if hit is None:
+            raise ApiError(404, "not_an_example",
+                           f"{dataset} image {index} is not among the top examples of channel {channel}.")
+        picture = input_picture(loaded, loaded.preprocess(self.dataset(dataset).image(index)))
+        box = field_box(row.get("receptive_field"), hit["y"], hit["x"], picture.height, picture.width)
+        top, left, bottom, right = box
+        buf = io.BytesIO()
+        if context:
+            with_context(picture, box).save(buf, format="PNG")
+        else:
+            picture.crop((left, top, right + 1, bottom + 1)).save(buf, format="PNG")
+        return buf.getvalue(), box
 
     def _evict_files(self, keep: Path) -> None:
         """Oldest example tables go first once the folder holds more than the byte budget."""
@@ -317,6 +337,24 @@ def examples_for(table: ExampleTable, layer: str, channel: int, k: int) -> list[
         out.append({"index": int(indices[channel, j]), "value": float(values[channel, j]),
                     "y": int(positions[channel, j, 0]), "x": int(positions[channel, j, 1])})
     return out
+
+
+def with_context(picture: Image.Image, box: tuple[int, int, int, int], min_side: int = 32,
+                 min_pixels: int = 96) -> Image.Image:
+    """The region around ``box`` (inclusive top, left, bottom, right), enlarged, with ``box`` outlined."""
+    top, left, bottom, right = box
+    height, width = picture.height, picture.width
+    side_h = min(height, max(min_side, 2 * (bottom - top + 1)))
+    side_w = min(width, max(min_side, 2 * (right - left + 1)))
+    y0 = int(min(max(0, (top + bottom + 1) // 2 - side_h // 2), height - side_h))
+    x0 = int(min(max(0, (left + right + 1) // 2 - side_w // 2), width - side_w))
+    region = picture.convert("RGB").crop((x0, y0, x0 + side_w, y0 + side_h))
+    scale = max(1, -(-min_pixels // max(side_h, side_w)))
+    region = region.resize((side_w * scale, side_h * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(region)
+    draw.rectangle(((left - x0) * scale, (top - y0) * scale, (right - x0 + 1) * scale - 1, (bottom - y0 + 1) * scale - 1),
+                   outline=(255, 136, 0), width=max(1, scale // 3))
+    return region
 
 
 def field_box(field: dict[str, Any] | None, y: int, x: int, height: int, width: int) -> tuple[int, int, int, int]:

@@ -22,7 +22,6 @@ import random
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from PIL import Image
 
 from server.errors import ApiError
 from server.services.background_jobs import BackgroundJobs, Job
+from server.services.cache import ResultCache
 from server.services.hooks import forward_hooks
 from server.services.model_runtime import LoadedModel
 
@@ -49,8 +49,15 @@ def fourier_scale(height: int, width: int, decay: float = 1.0) -> torch.Tensor:
     return 1.0 / torch.clamp(freq, min=1.0 / max(height, width)) ** decay
 
 
-@lru_cache(maxsize=4)
+_MIXINGS: ResultCache[tuple[tuple[float, ...], ...]] = ResultCache("colour mixing matrices", 64 * 1024)
+
+
 def colour_mixing(source: str, data_dir: str | None) -> tuple[tuple[float, ...], ...]:
+    """:func:`measure_colour_mixing`, computed once per (source, data folder)."""
+    return _MIXINGS.get_or_compute((source, data_dir), lambda: measure_colour_mixing(source, data_dir))
+
+
+def measure_colour_mixing(source: str, data_dir: str | None) -> tuple[tuple[float, ...], ...]:
     """The square root of the RGB covariance of natural images (rows = output colours), normalised so
     that its largest column has unit length; identity when no images are at hand."""
     pixels = _colour_samples(source, None if data_dir is None else Path(data_dir))

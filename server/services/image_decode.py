@@ -1,128 +1,160 @@
-"""Turn uploaded bytes into an upright RGB picture, or a clear client error.
+"""Turn uploaded bytes into an upright RGB picture, or a clear client error, at a bounded cost.
 
 Handles the odd files students own: EXIF rotation, CMYK, 16-bit and 1-bit, palette with transparency,
 alpha, animated GIF/WebP (first frame), and refuses empties, non-images, truncated files and
-decompression bombs before they cost memory.
+decompression bombs before they cost memory. The decoder itself is :mod:`server.services.decode_worker`;
+the server runs it in a child process under hard CPU-time, memory and wall-clock limits
+(:class:`IsolatedDecoder`), so a crafted file costs a bounded few seconds at most, and whatever a decode
+allocated goes back to the system with the child.
 
 Error codes: 400 ``empty_file``; 415 ``unsupported_media_type`` (not an image we read); 422
 ``corrupt_image`` (an image format's signature, but damaged or truncated); 413 ``image_too_large``
-(more pixels than allowed, judged from the header before any pixel is decoded).
+(more pixels, or more decoded bytes, than allowed, judged from the header before any pixel is decoded);
+422 ``image_too_costly`` (too many JPEG scans, or over the CPU/time limit while decoding); 503
+``overloaded`` (every decode slot busy for too long).
 """
 
 from __future__ import annotations
 
-import io
+import ctypes
+import ctypes.util
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
-import warnings
+from dataclasses import dataclass
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from server.errors import ApiError
-
-READABLE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
-MAX_WORKING_SIDE = 2048  # stored working copies are at most this long; every model input is far smaller
-
-# Leading bytes of the formats we read: a file that starts like one of them but does not open is a damaged
-# image (422), anything else is not an image at all (415).
-_SIGNATURES: tuple[tuple[int, bytes], ...] = (
-    (0, b"\x89PNG\r\n\x1a\n"),
-    (0, b"\xff\xd8\xff"),
-    (0, b"GIF87a"),
-    (0, b"GIF89a"),
-    (8, b"WEBP"),
-    (0, b"BM"),
-    (0, b"II*\x00"),
-    (0, b"MM\x00*"),
+from server.services import decode_worker
+from server.services.decode_worker import (  # noqa: F401 - re-exported for callers and tests
+    MAX_WORKING_SIDE,
+    READABLE_FORMATS,
+    DecodeError,
+    looks_like_image,
 )
 
-# Pictures above this many pixels decode a few at a time: each can cost hundreds of MB while decoding,
-# and a class uploading phone photos at once must not add those up.
-LARGE_PIXELS = 4_000_000
-_large_decodes = threading.BoundedSemaphore(2)
 
-# Pillow warns (rather than refuses) between its two bomb limits; for a server that is a refusal. Set once
-# for the process: ``warnings.catch_warnings`` per call would race between request threads.
-warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
-
-
-def looks_like_image(data: bytes) -> bool:
-    """Whether ``data`` starts with the signature of a format we read."""
-    return any(data[offset : offset + len(magic)] == magic for offset, magic in _SIGNATURES)
-
-
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode ``data`` into an upright RGB image no larger than MAX_WORKING_SIDE on its longer side."""
-    if not data:
-        raise ApiError(400, "empty_file", "The uploaded file is empty.")
+def decode_image(data: bytes, max_pixels: int, max_decoded_bytes: int | None = None,
+                 max_scans: int = decode_worker.DEFAULT_MAX_SCANS) -> Image.Image:
+    """Decode in this process (the same code the worker runs): an RGB image, or an :class:`ApiError`."""
     try:
-        image = Image.open(io.BytesIO(data), formats=READABLE_FORMATS)
-        width, height = image.size
-        if width * height > max_pixels:
-            raise _too_large(f"The image is {width}×{height} pixels; the limit is {max_pixels:,} pixels in all.")
-        if width < 1 or height < 1:
-            raise ApiError(422, "corrupt_image", "The image has no pixels.")
-        if width * height > LARGE_PIXELS:
-            with _large_decodes:
-                return _decode_opened(image)
-        return _decode_opened(image)
-    except ApiError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _too_large(f"The image is too large to decode safely ({exc}).") from exc
-    except MemoryError as exc:
-        raise _too_large("The image is too large to decode in the memory this server has.") from exc
-    except UnidentifiedImageError as exc:
-        if looks_like_image(data):
-            raise ApiError(422, "corrupt_image", "The file starts like an image but is damaged or truncated.") from exc
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "The file is not an image we can read; upload a PNG, JPEG, GIF, WebP, BMP or TIFF.",
-        ) from exc
-    except Exception as exc:  # decoders fail in many ways (OSError, SyntaxError, struct.error…): all mean damage
-        raise ApiError(422, "corrupt_image", f"The image file is damaged or truncated ({exc}).") from exc
+        return decode_worker.decode_image(data, max_pixels, max_decoded_bytes, max_scans)
+    except DecodeError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
 
 
-def _decode_opened(image: Image.Image) -> Image.Image:
-    image.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
-    # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: no need to hold the full photo when the working
-    # copy is at most MAX_WORKING_SIDE anyway (draft never goes below the requested size).
-    image.draft("RGB", (MAX_WORKING_SIDE, MAX_WORKING_SIDE))
-    image.load()
-    ImageOps.exif_transpose(image, in_place=True)
-    if image.mode not in ("1", "P") and not image.mode.startswith("I;16"):
-        # Shrink first, in the file's own mode (Pillow premultiplies alpha while resampling): the colour
-        # conversions below then touch at most MAX_WORKING_SIDE² pixels instead of the whole photo.
-        image.thumbnail((MAX_WORKING_SIDE, MAX_WORKING_SIDE), Image.LANCZOS)
-    rgb = _to_rgb(image)
-    rgb.thumbnail((MAX_WORKING_SIDE, MAX_WORKING_SIDE), Image.LANCZOS)  # modes that could not shrink before
-    return rgb
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_pixels: int = 50_000_000
+    max_decoded_bytes: int | None = None  # bytes of the decoded picture in its working mode; None: 3 × pixels
+    max_scans: int = decode_worker.DEFAULT_MAX_SCANS
+    cpu_seconds: float = 10.0  # CPU time one decode may use (RLIMIT_CPU of its process)
+    memory_bytes: int = 1024 * 1024 * 1024  # address space one decode may add (RLIMIT_AS of its process)
+    wall_seconds: float = 40.0  # then the process is killed, whatever it is doing
+    max_processes: int = 4  # decodes at once; more wait (at most wall_seconds) for a free slot
 
 
-def _too_large(message: str) -> ApiError:
-    return ApiError(413, "image_too_large", message)
+def decode_limits(settings) -> DecodeLimits:  # noqa: ANN001 - server.settings.Settings
+    return DecodeLimits(settings.max_image_pixels, settings.max_decoded_bytes, settings.max_jpeg_scans,
+                        settings.decode_cpu_seconds, settings.decode_memory_bytes, settings.decode_timeout_s,
+                        settings.max_decode_processes)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    mode = image.mode
-    if mode.startswith("I;16"):
-        # The high byte of each 16-bit sample is its 8-bit value (0 → 0, 65535 → 255), without float copies.
-        arr = np.asarray(image.convert("I;16") if mode != "I;16" else image)
-        return Image.fromarray((arr >> 8).astype(np.uint8)).convert("RGB")
-    if mode in ("I", "F"):
-        arr = np.asarray(image, dtype=np.float32)
-        lo, hi = min(float(arr.min()), 0.0), max(float(arr.max()), 1.0)
-        if mode == "I" and hi <= 65535 and lo >= 0:
-            hi = 65535.0 if hi > 255 else 255.0
-        scaled = np.clip((arr - lo) / max(hi - lo, 1e-12) * 255.0, 0, 255).round().astype(np.uint8)
-        return Image.fromarray(scaled).convert("RGB")
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        mode = image.mode
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        # Transparent pixels become white, as they look on a page.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+class IsolatedDecoder:
+    """Decodes each upload in a fresh child process under :class:`DecodeLimits`: callable like
+    ``decode_image`` (bytes → RGB image), thread-safe, at most ``max_processes`` children at once."""
+
+    def __init__(self, limits: DecodeLimits) -> None:
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(max(1, limits.max_processes))
+        self._env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self._spare: subprocess.Popen | None = None  # one worker started ahead, its imports done
+        self._spare_lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, decode_worker.__file__], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self._env)
+
+    def _worker(self) -> subprocess.Popen:
+        """A started worker (the spare when there is one), and a new spare started for the next upload.
+        An idle spare only waits on its stdin; when the server exits, the pipe closes and so does it."""
+        with self._spare_lock:
+            proc, self._spare = self._spare, None
+            if proc is None or proc.poll() is not None:
+                proc = self._start()
+            self._spare = self._start()
+        return proc
+
+    def close(self) -> None:
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.kill()
+            spare.communicate()
+
+    def __call__(self, data: bytes) -> Image.Image:
+        if not data:
+            raise ApiError(400, "empty_file", "The uploaded file is empty.")
+        if not self._slots.acquire(timeout=self.limits.wall_seconds):
+            raise ApiError(503, "overloaded", "Every image decoder is busy; try again in a moment.",
+                           {"Retry-After": "2"})
+        try:
+            return self._decode(data)
+        finally:
+            self._slots.release()
+            release_memory()
+
+    def _decode(self, data: bytes) -> Image.Image:
+        limits = self.limits
+        header = {"max_pixels": limits.max_pixels, "max_scans": limits.max_scans,
+                  "max_decoded_bytes": limits.max_decoded_bytes or limits.max_pixels * 3,
+                  "cpu_seconds": limits.cpu_seconds, "memory_bytes": limits.memory_bytes}
+        proc = self._worker()
+        try:
+            out, _ = proc.communicate(json.dumps(header).encode() + b"\n" + data, timeout=limits.wall_seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise _too_costly(f"Decoding the image took more than {limits.wall_seconds:g} s.") from None
+        finally:
+            if proc.poll() is None:  # an exception above (e.g. a broken pipe): never leave the child running
+                proc.kill()
+                proc.wait()
+        line, _, raw = out.partition(b"\n")
+        try:
+            answer = json.loads(line) if line else {}
+        except ValueError:
+            answer = {}
+        if "error" in answer:
+            status, code, message = answer["error"]
+            raise ApiError(int(status), str(code), str(message))
+        if "ok" in answer and proc.returncode == 0:
+            width, height = (int(v) for v in answer["ok"])
+            if 0 < width <= MAX_WORKING_SIDE and 0 < height <= MAX_WORKING_SIDE and len(raw) == width * height * 3:
+                return Image.frombytes("RGB", (width, height), raw)
+        if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+            raise _too_costly(f"Decoding the image took more than {limits.cpu_seconds:g} s of CPU time.")
+        raise ApiError(422, "corrupt_image", "The image could not be decoded (the decoder failed on it).")
+
+
+def _too_costly(message: str) -> ApiError:
+    return ApiError(422, "image_too_costly", message + " Re-save it with an ordinary image editor.")
+
+
+_libc = None
+if sys.platform.startswith("linux"):
+    try:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):  # not glibc
+        _libc = None
+
+
+def release_memory() -> None:
+    """Give freed heap pages back to the system (glibc keeps them otherwise); a no-op elsewhere."""
+    if _libc is not None:
+        _libc.malloc_trim(0)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +22,9 @@ from PIL import Image
 
 from server.errors import ApiError
 from server.services.cache import ResultCache
-from server.services.image_decode import decode_image
+from server.services.image_decode import DecodeLimits, IsolatedDecoder
 
+log = logging.getLogger("convscope")
 _IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -34,11 +37,14 @@ class StoredImage:
 
 class ImageStore:
     def __init__(self, root: Path, budget_bytes: int, max_pixels: int, decoded_cache_items: int = 16,
-                 decoded_budget_bytes: int = 256 * 1024 * 1024) -> None:
+                 decoded_budget_bytes: int = 256 * 1024 * 1024,
+                 decoder: Callable[[bytes], Image.Image] | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.budget_bytes = budget_bytes
         self.max_pixels = max_pixels
+        # Uploads are decoded in a child process under hard limits (see image_decode.IsolatedDecoder).
+        self.decode = decoder or IsolatedDecoder(DecodeLimits(max_pixels=max_pixels))
         self._lock = threading.Lock()
         self._sizes: OrderedDict[str, int] = OrderedDict()  # id → bytes, oldest access first
         # decoded working copies (single-flight: one decode per image however many ask at once)
@@ -47,6 +53,9 @@ class ImageStore:
         self._scan()
 
     def _scan(self) -> None:
+        self.removed_orphans = self._remove_orphans()
+        if self.removed_orphans:
+            log.info("removed %d orphan temporary file(s) from %s", self.removed_orphans, self.root)
         entries = []
         for path in self.root.glob("*.png"):
             if _IMAGE_ID.match(path.stem):
@@ -54,6 +63,28 @@ class ImageStore:
                 entries.append((stat.st_atime, path.stem, stat.st_size))
         for _, image_id, size in sorted(entries):
             self._sizes[image_id] = size
+
+    def close(self) -> None:
+        """Stop the decoder's idle worker process, if any (the app's shutdown calls this)."""
+        close = getattr(self.decode, "close", None)
+        if close is not None:
+            close()
+
+    def _remove_orphans(self) -> int:
+        """Delete temporary files that a killed process left half-written (``<id>.<pid>.<thread>.tmp``): those
+        of a process that is gone, and any older than an hour. Counted, so start-up can say so."""
+        removed = 0
+        for path in self.root.glob("*.tmp"):
+            parts = path.name.split(".")
+            pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
+            try:
+                stale = time.time() - path.stat().st_mtime > 3600
+            except FileNotFoundError:
+                continue
+            if stale or pid is None or not _process_alive(pid):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def _path(self, image_id: str) -> Path:
         return self.root / f"{image_id}.png"
@@ -71,14 +102,17 @@ class ImageStore:
         if known:
             image = self.open_image(image_id)
             return StoredImage(image_id, image.width, image.height)
-        image = decode_image(data, self.max_pixels)
+        image = self.decode(data)
         buf = io.BytesIO()
         image.save(buf, format="PNG", compress_level=1)
         png = buf.getvalue()
         path = self._path(image_id)
         tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(png)
-        os.replace(tmp, path)
+        try:
+            tmp.write_bytes(png)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         with self._lock:
             self._sizes[image_id] = len(png)
             self._sizes.move_to_end(image_id)
@@ -136,3 +170,17 @@ class ImageStore:
             total -= self._sizes.pop(oldest)
             self._decoded.discard(oldest)
             self._path(oldest).unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether another process with this id runs (our own id counts as gone: a store scans its folder
+    before it writes anything, so a file with our id is from an earlier process that had it, e.g. pid 1)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

@@ -92,6 +92,9 @@ def test_mnist_examples_equal_brute_force(channel_client, shared_data: Path):
         logits = loaded.module(x)[:, 3].numpy()
     top = np.argsort(-logits, kind="stable")[:3]
     assert [e["index"] for e in other.json()["examples"]] == [int(i) for i in top]
+    # the pass left no hook on the app's shared model
+    shared = channel_client.app.state.runtime.load("lenet5", "auto").module
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in shared.modules())
 
 
 def test_crop_is_the_receptive_field_of_the_maximum(channel_client, shared_data: Path):
@@ -109,6 +112,17 @@ def test_crop_is_the_receptive_field_of_the_maximum(channel_client, shared_data:
     images, _ = mnist.load_mnist_test(shared_data / "mnist")
     expected = images[first["index"]][top:bottom + 1, left:right + 1]
     assert np.abs(np.asarray(picture, dtype=np.int16) - expected).max() <= 1
+    # with context: a 28×28 region (the whole digit: twice the field, clipped), enlarged 4× to 112 px,
+    # the 14×14 field outlined in orange at its place
+    wide = channel_client.get(f"/api/models/lenet5/layers/features.3/channels/5/examples/{first['index']}.png",
+                              params={"dataset": "mnist", "context": "true"})
+    assert wide.status_code == 200
+    region = np.asarray(Image.open(io.BytesIO(wide.content)).convert("RGB"))
+    assert region.shape == (112, 112, 3)
+    assert tuple(region[top * 4, left * 4]) == (255, 136, 0)
+    assert tuple(region[(bottom + 1) * 4 - 1, (right + 1) * 4 - 1]) == (255, 136, 0)
+    inside = region[top * 4 + 2: (bottom + 1) * 4 - 2: 4, left * 4 + 2: (right + 1) * 4 - 2: 4, 0]
+    assert np.abs(inside.astype(np.int16) - expected[:inside.shape[0], :inside.shape[1]]).max() <= 1
     # an image that is not one of the channel's examples has no crop
     others = {e["index"] for e in _wait(channel_client, url, {"dataset": "mnist", "k": 12})["examples"]}
     stranger = next(i for i in range(100) if i not in others)

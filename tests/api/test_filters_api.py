@@ -63,9 +63,10 @@ def test_deep_layer_pages_and_scale(module_client) -> None:
 @pytest.mark.parametrize(
     ("layer", "params", "status", "code"),
     [
-        ("fc", {}, 422, "not_a_conv_layer"),
-        ("layer4.0.conv2", {"out_start": 512}, 422, "invalid_page"),
-        ("layer4.0.conv2", {"in_count": 65}, 422, "invalid_page"),
+        ("fc", {}, 404, "not_a_conv_layer"),  # no such picture: 404, as the schema declares
+        ("layer4.0.conv2", {"out_start": 512}, 404, "invalid_page"),
+        ("layer4.0.conv2", {"in_count": 65}, 404, "invalid_page"),
+        ("layer4.0.conv2", {"in_count": 257}, 422, "validation_error"),
         ("layer4.0.conv2", {"out_start": -1}, 422, "validation_error"),
         ("nope", {}, 404, "unknown_layer"),
     ],

@@ -75,6 +75,11 @@ def test_deep_models_are_summarised_by_blocks():
             {"name": "fc", "depth": 1, "leaf": True, "kind": "linear", "output_shape": [10]}]
     assert len(choose_columns(vgg, 24)) == 32
     assert [c["name"] for c in choose_columns(vgg, 10)] == ["features", "avgpool", "fc"]  # 32 > 2 × 10
+    # pass-through modules are no columns (their output is the previous column's)
+    timm_like = [{"name": "bn1", "depth": 1, "leaf": False, "kind": "norm", "type": "BatchNormAct2d", "output_shape": [8, 4, 4]},
+                 {"name": "bn1.drop", "depth": 2, "leaf": True, "kind": "other", "type": "Identity", "output_shape": [8, 4, 4]},
+                 {"name": "bn1.act", "depth": 2, "leaf": True, "kind": "activation", "type": "ReLU6", "output_shape": [8, 4, 4]}]
+    assert [c["name"] for c in choose_columns(timm_like, 24, min_columns=1)] == ["bn1.act"]
 
 
 def test_dense_unit_equals_pytorch(module_client, image_id):

@@ -143,7 +143,7 @@ def test_every_method_answers_a_map(module_client, image_id, method) -> None:
         ("layer=no.such", 404, "unknown_layer"),
         ("layer=classifier.1", 422, "layer_not_spatial"),
         ("method=layercam&layer=classifier", 422, "layer_not_spatial"),
-        ("target=10", 422, "invalid_target"),
+        ("target=10", 404, "invalid_target"),
         ("target=-1", 422, "validation_error"),
         ("target=abc", 422, "validation_error"),
         ("weights=sometimes", 422, "validation_error"),

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running = start_server(tmp_path_factory.mktemp("events"), {
-        "CONVSCOPE_SSE_HEARTBEAT_S": "0.3", "CONVSCOPE_MAX_FOLLOWERS_PER_SESSION": "3"})
+        "CONVSCOPE_SSE_HEARTBEAT_S": "0.3", "CONVSCOPE_MAX_FOLLOWERS_PER_SESSION": "3",
+        "CONVSCOPE_MAX_SESSIONS_PER_ADDRESS": "0"})  # every test's session comes from 127.0.0.1
     try:
         yield running
     finally:

@@ -23,6 +23,7 @@ class SessionRecord:
     state: dict[str, str]
     version: int  # bumped by every state change; the SSE event id
     created: float
+    creator: str = ""  # the address that started it (a cap on live sessions per address)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Admission(enum.Enum):
     GONE = "gone"  # no such session (closed, expired, never existed)
     FULL = "full"  # the session's cap is reached
     STUDENT_FULL = "student_full"  # this student's cap is reached
+    CREATOR_FULL = "creator_full"  # this address already runs its share of sessions
 
 
 class SessionBackend(ABC):
@@ -57,8 +59,10 @@ class SessionBackend(ABC):
         return None
 
     @abstractmethod
-    async def create(self, record: SessionRecord, max_sessions: int, idle_s: float) -> Admission | None:
-        """Store a new session unless ``max_sessions`` live ones exist (FULL); None when the code is taken."""
+    async def create(self, record: SessionRecord, max_sessions: int, idle_s: float,
+                     per_creator: int = 0) -> Admission | None:
+        """Store a new session unless ``max_sessions`` live ones exist (FULL) or its creator already runs
+        ``per_creator`` (CREATOR_FULL; 0: no such cap); None when the code is taken."""
 
     @abstractmethod
     async def get(self, code: str) -> SessionRecord | None: ...

@@ -44,12 +44,16 @@ class InProcessBackend(SessionBackend):
         if self._sessions.pop(code, None) is not None:
             self.hub.publish(code, CLOSED_EVENT)
 
-    async def create(self, record: SessionRecord, max_sessions: int, idle_s: float) -> Admission | None:
+    async def create(self, record: SessionRecord, max_sessions: int, idle_s: float,
+                     per_creator: int = 0) -> Admission | None:
         await self.expire_idle()
         if record.code in self._sessions:
             return None
         if len(self._sessions) >= max_sessions:
             return Admission.FULL
+        if per_creator > 0 and sum(live.record.creator == record.creator
+                                   for live in self._sessions.values()) >= per_creator:
+            return Admission.CREATOR_FULL
         self._sessions[record.code] = _Live(replace(record, state=dict(record.state)), self._clock() + idle_s)
         return Admission.OK
 

@@ -54,6 +54,10 @@ class WallPredictions:
         return {"model": loaded.entry.id, "weights_used": loaded.variant,
                 "results": {image_id: results[image_id] for image_id in image_ids}}
 
+    def require_image(self, image_id: str) -> None:
+        """Raise the store's 404 unless the image is stored here (or in the shared image directory)."""
+        self.outputs.inputs.store.open_image(image_id)
+
     def _predict_one(self, loaded: LoadedModel, image_id: str) -> list[dict[str, Any]]:
         return predictions_from_logits(loaded, self.outputs.logits(loaded, image_id), TOP_K)
 

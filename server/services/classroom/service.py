@@ -38,6 +38,7 @@ _WEIGHTS = ("auto", "trained", "untrained")
 class SessionLimits:
     idle_s: float = 2 * 3600
     max_sessions: int = 50
+    max_sessions_per_address: int = 5
     max_followers: int = 200
     max_submissions: int = 300
     max_submissions_per_student: int = 5
@@ -51,6 +52,7 @@ class SessionLimits:
     def from_settings(cls, settings: Settings) -> SessionLimits:
         return cls(
             idle_s=settings.session_idle_s, max_sessions=settings.max_sessions,
+            max_sessions_per_address=settings.max_sessions_per_address,
             max_followers=settings.max_followers_per_session,
             max_submissions=settings.max_submissions_per_session,
             max_submissions_per_student=settings.max_submissions_per_student,
@@ -140,18 +142,23 @@ class Classroom:
         return record
 
     # sessions --------------------------------------------------------------------------------------------
-    async def create(self, join_base: str, state: dict[str, str] | None = None) -> dict[str, Any]:
+    async def create(self, join_base: str, state: dict[str, str] | None = None, creator: str = "") -> dict[str, Any]:
         clean = validate_state(state or {}, self.limits.max_state_bytes)
         token = new_token()
         for _ in range(16):
             code = new_code()
             record = SessionRecord(code=code, token_digest=token_digest(token), join_url=f"{join_base}/join/{code}",
-                                   state=clean, version=0, created=time.time())
-            result = await self.backend.create(record, self.limits.max_sessions, self.limits.idle_s)
+                                   state=clean, version=0, created=time.time(), creator=creator)
+            result = await self.backend.create(record, self.limits.max_sessions, self.limits.idle_s,
+                                               self.limits.max_sessions_per_address)
             if result is Admission.FULL:
                 raise _too_many("too_many_sessions",
                                 f"This server already runs {self.limits.max_sessions} class sessions; "
                                 "close one or try again later.", 60)
+            if result is Admission.CREATOR_FULL:
+                raise _too_many("too_many_sessions_here",
+                                f"{self.limits.max_sessions_per_address} class sessions were started from this "
+                                "address and are still open; end one first.", 60)
             if result is Admission.OK:
                 return {"code": code, "teacher_token": token, "join_url": record.join_url}
         raise ApiError(503, "no_free_code", "No free session code was found; try again.", {"Retry-After": "1"})
@@ -181,7 +188,7 @@ class Classroom:
             raise ApiError(422, "invalid_image_id", "image_id is the id an upload answered (64 hex digits).")
         display = clean_name(name, self.limits.max_name_chars)
         # The image must be here (or in the shared store) now, so the wall never shows a broken picture.
-        await run_in_threadpool(self.predictions.store.open_image, image_id)
+        await run_in_threadpool(self.predictions.require_image, image_id)
         submission = Submission(id=secrets.token_hex(6), image_id=image_id, name=display, submitted_at=time.time())
         result = await self.backend.add_submission(record.code, submission, student,
                                                    self.limits.max_submissions,
@@ -277,6 +284,8 @@ class Classroom:
                     sent = payload["version"]
                     yield sse_message("state", payload, sent)
             # Every stream is bounded in time; EventSource reconnects on its own with Last-Event-ID.
+        except ApiError as exc:  # the session store failed mid-stream: end it, the client reconnects
+            log.info("ending a follow stream of %s: %s", code, exc.message)
         finally:
             subscription.close()
             self._streams -= 1

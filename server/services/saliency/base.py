@@ -69,7 +69,7 @@ def resolve_targets(logits: torch.Tensor, targets: Targets) -> list[int]:
         raise ApiError(422, "invalid_target", "At least one target class is needed.")
     for t in chosen:
         if not 0 <= t < num_classes:
-            raise ApiError(422, "invalid_target", f"target must be a class index from 0 to {num_classes - 1}; got {t}.")
+            raise ApiError(404, "invalid_target", f"target must be a class index from 0 to {num_classes - 1}; got {t}.")
     return chosen
 
 

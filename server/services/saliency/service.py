@@ -67,8 +67,8 @@ def make_key(loaded: LoadedModel, image_id: str, method: str, layer: str | None,
         layer_name = layer or loaded.entry.target_layer
         loaded.layer(layer_name)  # 404 unknown_layer
     if target is not None and not 0 <= target < loaded.entry.num_classes:
-        raise ApiError(
-            422,
+        raise ApiError(  # a class the model does not have: 404, like an unknown layer
+            404,
             "invalid_target",
             f"target must be a class index from 0 to {loaded.entry.num_classes - 1}; got {target}.",
         )

@@ -23,7 +23,8 @@ export async function fetchExamples(api, { model, layer, channel, dataset, k, we
 }
 
 export function cropUrl(api, { model, layer, channel, dataset, weights }, index) {
-  return channelPath(api, model, layer, channel, `/examples/${index}.png`, { dataset, weights });
+  // context: the receptive field outlined inside a wider region (early layers see only a few pixels)
+  return channelPath(api, model, layer, channel, `/examples/${index}.png`, { dataset, weights, context: 'true' });
 }
 
 export async function featureVis(api, { model, layer, channel, weights, seed }, method, signal) {

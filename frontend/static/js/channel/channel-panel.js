@@ -34,7 +34,7 @@ export function createChannelPanel(host) {
     el('div', { className: 'chan-body' }, [
       el('div', { className: 'chan-part' }, [
         el('h4', { text: `The ${K} images that excite it most` }),
-        el('p', { className: 'hint', text: 'Each crop is the part of the input this channel sees (its receptive field) around the place of its largest value; the number is that value and #n the image\'s index in the dataset.' }),
+        el('p', { className: 'hint', text: 'The orange box in each crop is the part of the input this channel sees (its receptive field) at the place of its largest value; the number is that value and #n the image\'s index in the dataset.' }),
         progress, examplesNote, grid]),
       el('div', { className: 'chan-part chan-vis' }, [
         el('h4', { text: 'An image made to excite it' }),

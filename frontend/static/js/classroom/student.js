@@ -39,6 +39,7 @@ export function createStudentPanel({ body, code, state, onLeave }) {
   });
   const submitButton = el('button', { type: 'button', className: 'button button-accent', text: 'Send my image to the wall' });
   const submitStatus = el('p', { className: 'hint class-submit-status', attrs: { role: 'status' } });
+  const followHint = el('p', { className: 'hint', text: 'Drawing or picking your own image lets you explore on your own.' });
   const leaveButton = el('button', { type: 'button', className: 'button button-small', text: 'Leave' });
 
   body.replaceChildren(
@@ -50,6 +51,7 @@ export function createStudentPanel({ body, code, state, onLeave }) {
       [followButton, exploreButton]),
     status,
     away,
+    followHint,
     el('div', { className: 'class-submit' }, [nameInput, submitButton]),
     submitStatus,
   );
@@ -58,6 +60,7 @@ export function createStudentPanel({ body, code, state, onLeave }) {
     followButton.setAttribute('aria-checked', String(following));
     exploreButton.setAttribute('aria-checked', String(!following));
     document.body.classList.toggle('is-following', following && !ended);
+    followHint.hidden = !following || ended;
     body.closest('.card')?.classList.toggle('class-card-following', following && !ended);
     if (ended) {
       status.textContent = 'The class session has ended. Everything here is yours to explore.';

@@ -112,13 +112,40 @@ export function buildColumn(column, ctx) {
   return node;
 }
 
-export function buildInput(model, src) {
+const TINTS = [[255, 60, 60], [40, 200, 40], [60, 90, 255]];
+
+/** One input channel as a small tinted map (its own min → black, max → full colour). */
+function inputChannel(npy, c) {
+  const [, h, w] = npy.shape;
+  const canvas = el('canvas', { width: w, height: h, attrs: { 'aria-hidden': 'true' } });
+  const values = npy.data.subarray(c * h * w, (c + 1) * h * w);
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  const g = canvas.getContext('2d');
+  const image = g.createImageData(w, h);
+  const span = hi > lo ? hi - lo : 1;
+  for (let i = 0; i < values.length; i += 1) {
+    const t = (values[i] - lo) / span;
+    for (let k = 0; k < 3; k += 1) image.data[4 * i + k] = Math.round(TINTS[c][k] * t);
+    image.data[4 * i + 3] = 255;
+  }
+  g.putImageData(image, 0, 0);
+  const name = 'RGB'[c];
+  return el('span', { className: 'net-input-channel', dataset: { channel: String(c) }, title: `input channel ${c} (${name}) as the model sees it: ${lo.toPrecision(3)} to ${hi.toPrecision(3)} after normalisation` },
+    [canvas, el('span', { className: 'net-tile-label', text: name })]);
+}
+
+/** The input column: the picture the model sees and, for colour models, its three channels. */
+export function buildInput(model, src, npy) {
   const img = el('img', { className: 'net-input-image pixelated', src, alt: 'The image as the model sees it' });
+  const channels = npy && npy.shape[0] === 3
+    ? el('div', { className: 'net-input-channels' }, [0, 1, 2].map((c) => inputChannel(npy, c))) : null;
   return el('div', { className: 'net-col net-col-input', dataset: { layer: '@input' } }, [
     el('div', { className: 'net-col-head kind-input' }, [el('span', { className: 'net-col-name', text: 'input' }),
       el('span', { className: 'net-col-type', text: `${model.input.channels === 1 ? 'grey' : 'RGB'}` }),
       el('span', { className: 'net-col-shape', text: `${model.input.channels}×${model.input.height}×${model.input.width}` })]),
-    img,
+    img, channels,
   ]);
 }
 

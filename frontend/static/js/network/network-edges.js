@@ -2,6 +2,7 @@
 // columns, the box it reads in each shown unit of the previous column and a line from each box to it.
 
 import { cellAt, readBox, readChannels } from './network-math.js';
+import { shortValue as formatNumber } from '../layers/channel-math.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const MAX_EDGES = 96;
@@ -17,8 +18,10 @@ function svgEl(tag, attrs) {
  * @param {SVGElement} svg
  * @param {() => object[]} columns  [input pseudo-column, layer columns…] (see network-view.js)
  * @param {(text: string) => void} say  the readout line
+ * @param {(layer: string, channel: number, y: number, x: number) => Promise<number>|null} valueAt  the
+ *        exact value of a map cell (fetched once per channel), or null when there is none to fetch
  */
-export function createEdges(content, svg, columns, say) {
+export function createEdges(content, svg, columns, say, valueAt = () => null) {
   let last = '';
   let lastCell = null;
 
@@ -71,13 +74,16 @@ export function createEdges(content, svg, columns, say) {
     const read = readBox(column, prev, cell.y, cell.x);
     const which = column.name === '@softmax' ? { all: true } : readChannels(column, prev.channels, channel);
     const [, ph = 1, pw = 1] = prev.shape;
+    const padOnly = read.bottom < read.top || read.right < read.left; // a zero-padding cell reads nothing
     let drawn = 0;
     let hidden = 0;
-    const sources = prev.name === '@input'
-      ? [content.querySelector('.net-input-image')].filter(Boolean).map((node) => ({ node, channel: null }))
-      : unitsOf(prev.name).map((node) => ({ node, channel: Number(node.dataset.channel) }));
+    const inputChannels = [...content.querySelectorAll('.net-input-channel')];
+    let sources;
+    if (prev.name !== '@input') sources = unitsOf(prev.name).map((node) => ({ node, channel: Number(node.dataset.channel) }));
+    else if (inputChannels.length) sources = inputChannels.map((node) => ({ node, channel: Number(node.dataset.channel) }));
+    else sources = [content.querySelector('.net-input-image')].filter(Boolean).map((node) => ({ node, channel: null }));
     const wanted = which.all ? null : new Set(which.channels);
-    for (const { node, channel: c } of sources) {
+    for (const { node, channel: c } of padOnly ? [] : sources) {
       if (wanted && c !== null && !wanted.has(c)) continue;
       if (drawn >= MAX_EDGES) { hidden += 1; continue; }
       const srcCanvas = node.querySelector('canvas') || node;
@@ -95,13 +101,29 @@ export function createEdges(content, svg, columns, say) {
     const shownRead = Math.min(drawn, totalRead);
     const size = `${read.bottom - read.top + 1}×${read.right - read.left + 1}`;
     const where = spatial ? ` cell (y ${cell.y}, x ${cell.x})` : '';
-    const what = column.name === '@softmax' ? `class ${unit.querySelector('.net-prob-label').textContent}`
+    let what = column.name === '@softmax' ? `class ${unit.querySelector('.net-prob-label').textContent}`
       : `${column.name} ${column.vector ? 'unit' : 'channel'} ${channel}${where}`;
+    const pending = spatial && !padOnly ? valueAt(name, channel, cell.y, cell.x) : null;
+    if (pending) {
+      // the exact value under the pointer: the tiles are pictures (and shrunk for large maps)
+      pending.then((value) => {
+        if (last !== key) return;
+        what = `${what} = ${formatNumber(value)}`;
+        say(readSentence());
+      }).catch(() => {});
+    }
     const from = prev.name === '@input' ? 'the input image' : prev.name;
+    if (padOnly) {
+      say(`${what} is zero padding added around ${prev.name === '@input' ? 'the input image' : prev.name}: it reads nothing.`);
+      return;
+    }
     const region = prev.vector || column.vector ? 'every value' : `a ${size} window`;
     const noun = prev.vector ? 'unit' : 'channel';
-    say(`${what} reads ${region} of ${totalRead} ${noun}${totalRead === 1 ? '' : 's'} of ${from}`
-      + (totalRead > shownRead && prev.name !== '@input' ? ` (${shownRead} shown here)` : '') + '. Click to open it.');
+    function readSentence() {
+      return `${what} reads ${region} of ${totalRead} ${noun}${totalRead === 1 ? '' : 's'} of ${from}`
+        + (totalRead > shownRead && prev.name !== '@input' ? ` (${shownRead} shown here)` : '') + '. Click to open it.';
+    }
+    say(readSentence());
   }
 
   return { hover, clear, lastCell: () => lastCell };

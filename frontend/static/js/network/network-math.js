@@ -50,11 +50,11 @@ export function readBox(column, prev, y, x) {
 
 /**
  * The previous column's channels that channel `c` of `column` reads: {all: true} or {channels: [...]}.
- * A grouped conv reads its group's inputs; pools, activations, norms and dropout read their own channel.
+ * A grouped conv reads its group's inputs; pools, activations, norms, dropout and padding read their own channel.
  */
 export function readChannels(column, prevChannels, c) {
   const layer = column.layer || {};
-  if (column.leaf && ['pool', 'activation', 'norm', 'dropout'].includes(column.kind) && column.channels === prevChannels) {
+  if (column.leaf && ['pool', 'activation', 'norm', 'dropout', 'padding'].includes(column.kind) && column.channels === prevChannels) {
     return { channels: [c] };
   }
   if (column.leaf && column.kind === 'conv' && layer.groups > 1 && layer.in_channels === prevChannels) {

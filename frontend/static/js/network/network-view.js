@@ -8,6 +8,7 @@ import { buildColumn, buildInput, buildOutput, vectorFrom, TILE, GAP } from './n
 import { createEdges } from './network-edges.js';
 import { rowsThatFit } from './network-math.js';
 import { createUnitDetail } from './unit-detail.js';
+import { parseNpy } from '../layers/npy.js';
 
 const MAX_ROWS = 8;
 let v = null;
@@ -37,9 +38,9 @@ export function mount(container, ctx) {
   container.append(network, detailHost);
   v = {
     ctx, bag, note, readout, svg, content, scroller, message, network, legends, detailHost, key: null, abort: null,
-    cols: [], atlases: new Map(), vectors: new Map(),
+    cols: [], atlases: new Map(), vectors: new Map(), maps: new Map(),
   };
-  v.edges = createEdges(content, svg, () => v.cols, (text) => { readout.textContent = text; });
+  v.edges = createEdges(content, svg, () => v.cols, (text) => { readout.textContent = text; }, valueAt);
   v.detail = createUnitDetail(detailHost, { onBack: () => v.ctx.state.set({ open: null, pos: null }) });
   bag.add(listen(content, 'pointermove', (e) => v.edges.hover(e)));
   bag.add(listen(content, 'pointerleave', () => v.edges.clear()));
@@ -91,8 +92,10 @@ async function load(ctx, key) {
   v.cols = [];
   v.atlases.clear();
   v.vectors.clear();
+  v.maps.clear();
   delete v.network.dataset.ready;
   v.note.textContent = '';
+  v.readout.hidden = true; // nothing to point at until the columns are drawn
   if (!imageId) {
     say(`Upload, draw or pick a sample image (left) to see every layer of ${model.title} at once.`);
     return;
@@ -101,14 +104,19 @@ async function load(ctx, key) {
   const started = performance.now();
   try {
     const base = `/images/${encodeURIComponent(imageId)}`;
-    const [net, image, predictions] = await Promise.all([
+    const [net, image, predictions, input] = await Promise.all([
       api.getJson(api.urls.modelPath(model.id, `${base}/network.json`, { weights }), { signal }),
       loadImage(api.urls.modelPath(model.id, `${base}/network.png`, { weights }), signal),
       api.predictions(model.id, imageId, weights, { topK: Math.min(10, model.num_classes), signal }),
+      // a colour input is also shown as its three channels, so the first layer's edges go to each
+      model.input.channels === 3
+        ? api.request(api.urls.modelPath(model.id, `${base}/input.npy`, { weights }), { signal }).then((r) => r.arrayBuffer()).then(parseNpy)
+        : null,
     ]);
     if (!v || v.key !== key) return;
     say('');
-    render(ctx, net, image, predictions.predictions);
+    render(ctx, net, image, predictions.predictions, input);
+    v.readout.hidden = false;
     const d = v.network.dataset;
     d.ready = '1';
     d.paintMs = String(Math.round(performance.now() - started));
@@ -128,7 +136,7 @@ function loadImage(src, signal) {
   });
 }
 
-function render(ctx, net, image, predictions) {
+function render(ctx, net, image, predictions, inputNpy) {
   const { model, imageId, weights, api } = ctx;
   const layerInfo = new Map(model.layers.map((l) => [l.name, l]));
   const input = { name: '@input', shape: [model.input.channels, model.input.height, model.input.width], channels: model.input.channels,
@@ -144,7 +152,7 @@ function render(ctx, net, image, predictions) {
     onGrow: () => v.edges.clear(),
   };
   v.content.replaceChildren(
-    buildInput(model, api.urls.modelInput(model.id, imageId, weights)),
+    buildInput(model, api.urls.modelInput(model.id, imageId, weights), inputNpy),
     ...columns.map((c) => buildColumn(c, colCtx)),
     buildOutput(predictions, weights === 'untrained'),
     v.svg,
@@ -167,6 +175,23 @@ function fetchAtlas(ctx, name) {
     v.atlases.set(name, promise);
   }
   return v.atlases.get(name);
+}
+
+const MAPS_KEPT = 64; // channel maps fetched for hover values (each at most a few hundred KB)
+
+/** The value of cell (y, x) of channel `c` of `layer`, from its channels/{c}.npy (fetched once). */
+function valueAt(layer, c, y, x) {
+  if (!v || !v.ctx.imageId) return null;
+  const ctx = v.ctx;
+  const key = `${layer}|${c}`;
+  if (!v.maps.has(key)) {
+    const url = ctx.api.urls.modelPath(ctx.model.id, `/images/${encodeURIComponent(ctx.imageId)}/layers/${encodeURIComponent(layer)}/channels/${c}.npy`, { weights: ctx.weights });
+    const promise = ctx.api.request(url, { signal: v.abort.signal }).then((r) => r.arrayBuffer()).then(parseNpy);
+    promise.catch(() => v && v.maps.delete(key));
+    v.maps.set(key, promise);
+    if (v.maps.size > MAPS_KEPT) v.maps.delete(v.maps.keys().next().value);
+  }
+  return v.maps.get(key).then((npy) => npy.data[y * npy.shape[npy.shape.length - 1] + x]);
 }
 
 function fetchVector(ctx, name) {

@@ -16,8 +16,13 @@ export function createUnitDetail(host, { onBack }) {
   const title = el('h2', { className: 'net-detail-title' });
   const body = el('div', { className: 'net-detail-body' });
   const extras = el('div', { className: 'net-detail-extras' });
-  host.append(el('div', { className: 'net-detail-head' }, [back, title]), body, extras);
+  const toLayers = el('button', { type: 'button', className: 'button button-small net-to-layers', text: 'Open in the Layers view',
+    title: 'The same layer and channel in the Layers view: every channel, values under the pointer, the filters' });
+  host.append(el('div', { className: 'net-detail-head' }, [back, title, toLayers]), body, extras);
   bag.add(listen(back, 'click', () => onBack()));
+  let lastCtx = null;
+  // the Layers view reads the same layer / channel keys; the detail's own keys are dropped
+  bag.add(listen(toLayers, 'click', () => lastCtx && lastCtx.state.set({ view: 'layers', open: null, pos: null })));
   let mode = null; // {kind: 'stepper'|'dense'|'map', module?, view?}
   let modeKey = null;
   let loadSeq = 0;
@@ -42,7 +47,9 @@ export function createUnitDetail(host, { onBack }) {
   }
 
   async function show(ctx, cols) {
+    lastCtx = ctx;
     const layerName = ctx.state.get('layer');
+    toLayers.hidden = layerName === '@softmax';
     const kind = modeFor(ctx, layerName);
     const column = cols.find((c) => c.name === layerName);
     const layer = ctx.model.layers.find((l) => l.name === layerName);
