@@ -70,6 +70,10 @@ TAGS = [
     {"name": "channels", "description": "What a channel looks for: the dataset images that excite it most "
                                         "(precomputed in the background, 202 with progress meanwhile), their "
                                         "receptive-field crops, and an image optimised to excite it."},
+    {"name": "sessions", "description": "Classroom sessions: a teacher's view state followed by students "
+                                        "(server-sent events), and the class's submissions with predictions."},
+    {"name": "live", "description": "Live mode: `WS /api/models/{model}/live` (a WebSocket, not in this "
+                                    "schema) takes image frames and answers predictions and maps per frame."},
 ]
 
 DESCRIPTION = """\
