@@ -103,7 +103,7 @@ def test_projector_step_through_is_readable(page, size, case, shots: Path) -> No
     # every number in a grid fits its cell at its own width (not squeezed by fillText's maxWidth)
     grids = json.loads(data["grids"])
     assert grids and all(g["font"] > 0 for g in grids), grids  # every grid shows its numbers
-    inside = 0
+    inside = set()  # (x, y) of the numbers drawn in grid cells; a late redraw (a picture arriving) repeats them
     for t in numbers:
         for g in grids:
             if g["x"] <= t["x"] <= g["x"] + g["w"] and g["y"] <= t["y"] <= g["y"] + g["h"]:
@@ -112,8 +112,8 @@ def test_projector_step_through_is_readable(page, size, case, shots: Path) -> No
                 left, right = g["x"] + col * cw, g["x"] + (col + 1) * cw
                 assert t["width"] <= cw - 2, (t, cw)
                 assert left <= t["x"] - t["width"] / 2 and t["x"] + t["width"] / 2 <= right, (t, left, right)
-                inside += 1
-    assert inside == sum(g["rows"] * g["cols"] for g in grids)
+                inside.add((round(t["x"], 1), round(t["y"], 1)))
+    assert len(inside) == sum(g["rows"] * g["cols"] for g in grids)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
