@@ -142,7 +142,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             runtime, app.state.architectures,
             LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
                        settings.live_idle_timeout_s),
-            partial(scheduler.admit, "live", "cheap"), settings.max_live_clients, settings.cors_origins,
+            lambda label: scheduler.admit(label, "cheap"), settings.max_live_clients, settings.cors_origins,
         )
         # Sync endpoints run in threadpool threads, and queued model work waits in them: every such wait is
         # bounded (the pools' queues, the caches' waiters), so there are always threads left for the rest.

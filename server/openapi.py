@@ -64,6 +64,16 @@ TAGS = [
                                        "kernels, and kernels applied to a whole uploaded picture."},
     {"name": "saliency", "description": "Grad-CAM, gradients, occlusion and more: maps as .npy, PNG overlays, "
                                         "the top-k classes at once, progress of long runs."},
+    {"name": "network", "description": "The whole network for one image: every layer as a column of its "
+                                       "strongest channels (network.json + network.png), and one linear unit's "
+                                       "weight × input terms (dense.json)."},
+    {"name": "channels", "description": "What a channel looks for: the dataset images that excite it most "
+                                        "(precomputed in the background, 202 with progress meanwhile), their "
+                                        "receptive-field crops, and an image optimised to excite it."},
+    {"name": "sessions", "description": "Classroom sessions: a teacher's view state followed by students "
+                                        "(server-sent events), and the class's submissions with predictions."},
+    {"name": "live", "description": "Live mode: `WS /api/models/{model}/live` (a WebSocket, not in this "
+                                    "schema) takes image frames and answers predictions and maps per frame."},
 ]
 
 DESCRIPTION = """\

@@ -21,6 +21,7 @@ CORS stays closed unless ``Settings.cors_origins`` names origins (wired in ``ser
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import time
@@ -275,14 +276,29 @@ class HeadMiddleware:
             await self.app(scope, receive, send)
             return
 
+        finished = asyncio.Event()  # the head is out: a streaming GET (an event stream) must stop here
+
         async def send_head(message: Message) -> None:
             if message["type"] == "http.response.body":
-                if message.get("more_body", False):
+                if finished.is_set():
                     return
+                finished.set()
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, send_head)
+        async def receive_until_head() -> Message:
+            if finished.is_set():
+                return {"type": "http.disconnect"}
+            incoming = asyncio.ensure_future(receive())
+            stop = asyncio.ensure_future(finished.wait())
+            done, _ = await asyncio.wait({incoming, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if incoming in done:
+                stop.cancel()
+                return incoming.result()
+            incoming.cancel()
+            return {"type": "http.disconnect"}
+
+        await self.app({**scope, "method": "GET"}, receive_until_head, send_head)
 
 
 class JsonCORSMiddleware(CORSMiddleware):

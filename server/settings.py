@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     # what a channel looks for: dataset examples and feature visualisation (background jobs)
     channel_cache_dir: Path | None = None  # None: "channels" beside storage_dir
     channel_jobs_queue: int = 8  # long jobs waiting for the one background worker; more answer 503
-    channel_examples_max_k: int = 32  # images kept per channel (examples.json's k is at most this)
+    channel_examples_max_k: int = 64  # images kept per channel (examples.json's k is at most this)
     channel_examples_max_pixels: int = 60_000_000  # images × input pixels one dataset pass may cost
     channel_examples_batch: int = 64
     channel_examples_memory_items: int = 4  # (model, weights, dataset) tables kept in memory

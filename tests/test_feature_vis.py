@@ -92,7 +92,7 @@ def test_background_jobs_cancel_bound_and_close():
     assert jobs.submit("b", slow) is queued  # the same key is the same job
     with pytest.raises(Exception) as refused:
         jobs.submit("c", slow)
-    assert refused.value.status == 503 and "Retry-After" in refused.value.headers
+    assert refused.value.status == 429 and "Retry-After" in refused.value.headers
     jobs.cancel("b")
     assert queued.state == "cancelled"
     jobs.cancel("a")

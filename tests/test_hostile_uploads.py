@@ -414,6 +414,7 @@ def test_concurrent_palette_bombs_leave_the_server_memory_where_it_was(tmp_path:
                     time.sleep(0.05)
                 assert [f.result()[0] for f in futures] == [expected] * 8
         after = process.memory_info().rss
+    print(f"\nserver RSS: {before / 2**20:.0f} MB before, {peak / 2**20:.0f} MB peak, {after / 2**20:.0f} MB after")
     assert after - before < 300 * 2**20, (before / 2**20, after / 2**20)
     assert peak - before < 600 * 2**20, (before / 2**20, peak / 2**20)
 

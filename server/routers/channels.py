@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from server.deps import ArchitecturesDep, ChannelExamplesDep, FeatureVisDep, RuntimeDep, WeightsQuery, weights_header
 from server.errors import ApiError
+from server.openapi import binary, json_example
 from server.responses import png_response
 from server.services import channel_examples as examples
 from server.services.activations import selectable_layers
@@ -17,7 +18,16 @@ from server.services.model_runtime import LoadedModel
 router = APIRouter(prefix="/api", tags=["channels"])
 CHANNEL = "/models/{model}/layers/{layer}/channels/{channel}"
 Seed = Annotated[int, Query(ge=0, le=9999, description="random seed of the optimisation")]
-DatasetQuery = Annotated[str, Query(description="mnist | shapes | photos")]
+DatasetQuery = Annotated[Literal["mnist", "shapes", "photos"],
+                         Query(description="mnist: the 10,000 MNIST test images; shapes: the Shapes test split; "
+                                           "photos: the gallery photos")]
+Channel = Annotated[int, Path(ge=0, le=1_000_000, description="the channel (a unit for vector layers)")]
+DatasetIndex = Annotated[int, Path(ge=0, le=1_000_000, description="the image's index in the dataset")]
+EXAMPLE = {"model": "lenet5", "layer": "features.3", "channel": 5, "dataset": "mnist", "images": 10000,
+           "weights_used": "trained", "examples": [{"index": 8519, "value": 12.0, "y": 4, "x": 2, "sample_id": "mnist-test-8519"}]}
+COMPUTING = {"model": "lenet5", "layer": "features.3", "channel": 5, "dataset": "mnist", "state": "running",
+             "progress": {"done": 2500, "total": 10000}}
+VIS = {"state": "running", "progress": {"done": 40, "total": 128}, "objective": 1.9, "seed": 0}
 
 
 def _layer(loaded: LoadedModel, architectures: ArchitecturesDep, layer: str, channel: int) -> dict[str, Any]:
@@ -33,8 +43,10 @@ def _layer(loaded: LoadedModel, architectures: ArchitecturesDep, layer: str, cha
     return row
 
 
-@router.get(f"{CHANNEL}/examples.json")
-def channel_examples(model: str, layer: str, channel: int, runtime: RuntimeDep, service: ChannelExamplesDep,
+@router.get(f"{CHANNEL}/examples.json", responses={
+    **json_example(EXAMPLE), **json_example(COMPUTING, 202, "Being precomputed for this model and dataset: poll again "
+                                                          "after Retry-After seconds")})
+def channel_examples(model: str, layer: str, channel: Channel, runtime: RuntimeDep, service: ChannelExamplesDep,
                      architectures: ArchitecturesDep, dataset: DatasetQuery = "mnist",
                      k: Annotated[int, Query(ge=1, le=64)] = 9, weights: WeightsQuery = "auto") -> Any:
     """The k dataset images whose maximum of this channel is largest, largest first (202 while computing)."""
@@ -57,8 +69,9 @@ def channel_examples(model: str, layer: str, channel: int, runtime: RuntimeDep, 
                          "weights_used": loaded.variant, "examples": found}, headers=headers)
 
 
-@router.get(f"{CHANNEL}/examples/{{index}}.png")
-def example_crop(model: str, layer: str, channel: int, index: int, runtime: RuntimeDep, service: ChannelExamplesDep,
+@router.get(f"{CHANNEL}/examples/{{index}}.png", responses=binary("image/png", "The crop (or, with context, the "
+                                                                              "region with the field outlined)."))
+def example_crop(model: str, layer: str, channel: Channel, index: DatasetIndex, runtime: RuntimeDep, service: ChannelExamplesDep,
                  architectures: ArchitecturesDep, dataset: DatasetQuery = "mnist",
                  context: Annotated[bool, Query(description="a wider region, enlarged, with the field outlined")] = False,
                  weights: WeightsQuery = "auto") -> Response:
@@ -72,7 +85,7 @@ def example_crop(model: str, layer: str, channel: int, index: int, runtime: Runt
 
 
 @router.get(f"{CHANNEL}/feature-vis.json")
-def feature_vis_status(model: str, layer: str, channel: int, response: Response, visuals: FeatureVisDep,
+def feature_vis_status(model: str, layer: str, channel: Channel, response: Response, visuals: FeatureVisDep,
                        runtime: RuntimeDep, architectures: ArchitecturesDep, seed: Seed = 0,
                        weights: WeightsQuery = "auto") -> dict[str, Any]:
     """The state of the image optimised to excite this channel: missing, queued, running (with progress), done."""
@@ -82,8 +95,10 @@ def feature_vis_status(model: str, layer: str, channel: int, response: Response,
     return visuals.status(loaded, layer, channel, seed)
 
 
-@router.post(f"{CHANNEL}/feature-vis", status_code=202)
-def feature_vis_start(model: str, layer: str, channel: int, response: Response, visuals: FeatureVisDep,
+@router.post(f"{CHANNEL}/feature-vis", status_code=202, responses={
+    **json_example(VIS, 202, "Started (or already queued or running)"),
+    **json_example({**VIS, "state": "done"}, 200, "Already made: nothing started")})
+def feature_vis_start(model: str, layer: str, channel: Channel, response: Response, visuals: FeatureVisDep,
                       runtime: RuntimeDep, architectures: ArchitecturesDep, seed: Seed = 0,
                       weights: WeightsQuery = "auto") -> dict[str, Any]:
     """Start optimising an image for this channel (or answer the run already made or under way)."""
@@ -97,7 +112,7 @@ def feature_vis_start(model: str, layer: str, channel: int, response: Response, 
 
 
 @router.delete(f"{CHANNEL}/feature-vis")
-def feature_vis_cancel(model: str, layer: str, channel: int, response: Response, visuals: FeatureVisDep,
+def feature_vis_cancel(model: str, layer: str, channel: Channel, response: Response, visuals: FeatureVisDep,
                        runtime: RuntimeDep, architectures: ArchitecturesDep, seed: Seed = 0,
                        weights: WeightsQuery = "auto") -> dict[str, Any]:
     """Cancel a queued or running optimisation (a finished one stays)."""
@@ -107,8 +122,8 @@ def feature_vis_cancel(model: str, layer: str, channel: int, response: Response,
     return visuals.cancel(loaded, layer, channel, seed)
 
 
-@router.get(f"{CHANNEL}/feature-vis.png")
-def feature_vis_png(model: str, layer: str, channel: int, runtime: RuntimeDep, visuals: FeatureVisDep,
+@router.get(f"{CHANNEL}/feature-vis.png", responses=binary("image/png", "The optimised picture."))
+def feature_vis_png(model: str, layer: str, channel: Channel, runtime: RuntimeDep, visuals: FeatureVisDep,
                     architectures: ArchitecturesDep, seed: Seed = 0, weights: WeightsQuery = "auto") -> Response:
     """The optimised image (the model's input size, as a picture); 404 until it is made."""
     loaded = runtime.load(model, weights)

@@ -21,8 +21,9 @@ Protocol (all server messages are JSON text; the client sends binary frames):
                    "opacity", "colormap", "stops", "raw_range"},    # only with ?method=
       "timing": {"queue_ms", "decode_ms", "model_ms", "encode_ms", "server_ms"}}
 
-   ``n`` numbers the frames received on this socket (from 1); ``d`` how many frames were replaced by
-   newer ones, unanswered, since the previous answer (latest frame wins: at most one frame waits).
+   ``n`` numbers the frames received on this socket (from 1); ``d`` how many frames this one replaced
+   while it waited (never answered). Latest frame wins: one frame in the model, the next one decoded
+   meanwhile, and at most one more waiting undecoded — a newer frame replaces that one.
 4. A bad frame (not an image: 415, damaged: 422, empty: 400, too many bytes or pixels: 413) or a busy
    server (503, with ``retry_after_s``) gets ``{"error": {code, message, status}, "frame": n}``; the
    socket stays open. A text message gets a 400 error message. After ``live_idle_timeout_s`` without a
@@ -67,7 +68,7 @@ async def live(websocket: WebSocket, model: str, hub: LiveHubDep, layer: str | N
 
     try:
         config = await run_in_threadpool(hub.configure, model, weights, layer, method or None, saliency_layer)
-        with hub.session(config) as session:
+        with hub.session(config, websocket.client.host if websocket.client else "local") as session:
             await session.run(receive, websocket.send_json)
     except ApiError as err:
         error = {"code": err.code, "message": err.message, "status": err.status}

@@ -1,7 +1,7 @@
 """Long computations the page polls for (channel examples over a dataset, feature visualisations).
 
 One worker thread runs queued jobs one at a time from a bounded queue, so however many requests ask, at
-most one such job computes while requests keep being answered; a full queue is refused (503 with
+most one such job computes while requests keep being answered; a full queue is refused (429 with
 Retry-After) instead of growing. Each job reports progress, can be cancelled between steps, and keeps
 its outcome (a small state record; results live in the services' own caches) for the pollers.
 """
@@ -77,7 +77,7 @@ class BackgroundJobs:
                 del self._jobs[key]
 
     def submit(self, key: Hashable, run: Callable[[Job], Any], total: int = 0) -> Job:
-        """The job for ``key``: the queued or running one, or a new one. 503 when the queue is full."""
+        """The job for ``key``: the queued or running one, or a new one. 429 when the queue is full."""
         with self._lock:
             if self._closed:
                 raise ApiError(503, "shutting_down", "The server is shutting down.",
@@ -87,7 +87,8 @@ class BackgroundJobs:
                 return job
             waiting = sum(1 for j in self._jobs.values() if j.state == "queued")
             if waiting >= self.max_queue:
-                raise ApiError(503, "busy", f"{waiting} long computations are waiting already; try again shortly.",
+                # 429 (too many requests), like a client over its share: the queue of long jobs is full
+                raise ApiError(429, "too_many_jobs", f"{waiting} long computations are waiting already; try again shortly.",
                                headers={"Retry-After": str(self.retry_after_s * 5)})
             job = Job(key, run, total=total)
             self._jobs[key] = job

@@ -5,9 +5,10 @@ session answers each frame it computes with one message: the top-5 predictions, 
 feature maps as a compact atlas, and — when a saliency method was asked for — the top-1 class's
 overlay. The protocol is documented in ``server/routers/live.py``.
 
-Latest frame wins: a session computes one frame at a time and keeps at most ONE frame waiting; a frame
-that arrives while another waits replaces it (the replaced one is counted in the next answer's
-``dropped``). Nothing is queued without bound, and a slow model simply answers fewer frames per second.
+Latest frame wins: a session runs one frame through the model at a time, decodes the next one meanwhile,
+and keeps at most ONE more frame waiting undecoded; a frame that arrives while another waits replaces it
+(the replaced ones are counted in the answer's ``dropped``). Nothing is queued without bound, and a slow
+model simply answers fewer frames per second.
 
 Cost per frame: one forward pass. The feature-map layer is recorded by a forward hook, and for the CAM
 methods the target layer is captured as an autograd leaf in that same pass, so Grad-CAM adds only a
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from server.errors import ApiError
-from server.services import atlas
+from server.services import atlas, cancel
 from server.services.activations import selectable_layers
 from server.services.architecture import ArchitectureCatalog
 from server.services.colormaps import apply_colormap, colormap_stops
@@ -65,7 +66,9 @@ SALIENCY_OPACITY = 0.55
 INPUT_PICTURE_MAX_PIXELS = 64 * 64  # the model's input picture is sent along for small inputs only
 JPEG_QUALITY = 85
 
-Admit = Callable[[], AbstractContextManager[Any]]
+# Admission of one frame's computation, given the work's label ("live/<model>/<method or maps>"): a
+# context manager holding a slot of the app's model-work pool for the block.
+Admit = Callable[[str], AbstractContextManager[Any]]
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,11 @@ class LiveConfig:
     layer_shape: tuple[int, ...]
     method: str | None
     saliency_layer: str | None
+
+    @property
+    def label(self) -> str:
+        """What admission control calls this work."""
+        return f"live/{self.loaded.entry.id}/{self.method or 'maps'}"
 
     def describe(self, limits: LiveLimits) -> dict[str, Any]:
         return {
@@ -299,19 +307,31 @@ def encode_answer(config: LiveConfig, tensor: torch.Tensor, result: ForwardResul
     return answer
 
 
-def compute_frame(config: LiveConfig, data: bytes, limits: LiveLimits, admit: Admit) -> tuple[dict[str, Any], FrameTimes]:
-    """Decode, run and encode one frame (a worker thread's job); ApiErrors for bad frames and overload."""
-    times = FrameTimes()
+def prepare_frame(config: LiveConfig, data: bytes, limits: LiveLimits) -> tuple[torch.Tensor, float]:
+    """Decode and preprocess one frame (a worker thread's job): (the model's input, milliseconds taken)."""
     start = time.perf_counter()
     tensor = frame_tensor(config, data, limits)
-    decoded = time.perf_counter()
-    with admit():
+    return tensor, (time.perf_counter() - start) * 1000
+
+
+def run_frame(config: LiveConfig, tensor: torch.Tensor, limits: LiveLimits, admit: Admit) -> tuple[dict[str, Any], FrameTimes]:
+    """The model pass (holding an admission slot) and the answer's pictures for a prepared frame."""
+    times = FrameTimes()
+    start = time.perf_counter()
+    with admit(config.label):
         result = forward(config, tensor)
     computed = time.perf_counter()
     answer = encode_answer(config, tensor, result, limits)
-    times.decode_ms = (decoded - start) * 1000
-    times.model_ms = (computed - decoded) * 1000
+    times.model_ms = (computed - start) * 1000
     times.encode_ms = (time.perf_counter() - computed) * 1000
+    return answer, times
+
+
+def compute_frame(config: LiveConfig, data: bytes, limits: LiveLimits, admit: Admit) -> tuple[dict[str, Any], FrameTimes]:
+    """One frame start to end in the calling thread; ApiErrors for bad frames and overload."""
+    tensor, decode_ms = prepare_frame(config, data, limits)
+    answer, times = run_frame(config, tensor, limits, admit)
+    times.decode_ms = decode_ms
     return answer, times
 
 
@@ -322,6 +342,16 @@ class Frame:
     number: int  # 1-based, per session, in the order the frames arrived
     data: bytes
     received: float  # time.monotonic()
+
+
+@dataclass
+class Prepared:
+    """A decoded frame on its way to the model."""
+
+    frame: Frame
+    replaced: int  # frames this one replaced while it waited
+    tensor: torch.Tensor
+    decode_ms: float
 
 
 class FrameSlot:
@@ -355,6 +385,7 @@ class FrameSlot:
 @dataclass
 class SessionStats:
     received: int = 0
+    decoded: int = 0
     answered: int = 0
     dropped: int = 0
     errors: int = 0
@@ -368,23 +399,33 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class LiveSession:
     """One client's live stream: a receiver that files frames into the slot and a worker that computes."""
 
-    def __init__(self, config: LiveConfig, limits: LiveLimits, admit: Admit) -> None:
+    def __init__(self, config: LiveConfig, limits: LiveLimits, admit: Admit, client: str = "local") -> None:
         self.config = config
         self.limits = limits
         self.admit = admit
+        self.client = client  # who admission control sees: one live socket is one client
+        self.token = cancel.CancelToken()  # set when the socket closes: a frame waiting for a slot gives up
         self.slot = FrameSlot()
         self.stats = SessionStats()
 
     async def run(self, receive: Receive, send: Send) -> None:
         """Serve the client until it disconnects (or stays silent past the idle timeout)."""
         await send({"ready": self.config.describe(self.limits)})
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self._work, send)
+        # Two stages, so that decoding the next frame overlaps the model pass of this one: the decoder
+        # hands each prepared frame over only when the model stage takes it (a zero-size buffer), so at
+        # most one frame waits raw, one waits decoded, and one is in the model.
+        handover, prepared = anyio.create_memory_object_stream[Prepared](0)
+        async with handover, prepared, anyio.create_task_group() as tasks:  # the stages end before the streams
+            tasks.start_soon(self._decode, handover, send)
+            tasks.start_soon(self._compute, prepared, send)
             try:
-                await self._receive_frames(receive, send)
+                with cancel.live(self.token):  # a server shutting down cancels it too
+                    await self._receive_frames(receive, send)
             finally:
-                # A frame being computed finishes in its thread first (a worker thread cannot be stopped;
-                # its hooks and limiter slot are released by its own finally blocks), then the worker ends.
+                self.token.cancel()
+                # A frame being decoded or computed finishes in its thread first (a worker thread cannot be
+                # stopped; hooks and the limiter slot are released by its own finally blocks), then the
+                # stages end.
                 tasks.cancel_scope.cancel()
 
     async def _receive_frames(self, receive: Receive, send: Send) -> None:
@@ -412,29 +453,47 @@ class LiveSession:
                 continue
             self.slot.put(frame)
 
-    async def _work(self, send: Send) -> None:
+    async def _decode(self, handover: Any, send: Send) -> None:
         while True:
             frame, replaced = await self.slot.take()
             self.stats.dropped += replaced
+            try:
+                tensor, decode_ms = await anyio.to_thread.run_sync(prepare_frame, self.config, frame.data, self.limits)
+            except ApiError as err:
+                await self._send_error(send, err, frame, replaced)
+                continue
+            self.stats.decoded += 1
+            await handover.send(Prepared(frame, replaced, tensor, decode_ms))
+
+    async def _compute(self, prepared: Any, send: Send) -> None:
+        async for item in prepared:
+            frame = item.frame
             self.stats.computing = True
             started = time.monotonic()
             try:
-                answer, times = await anyio.to_thread.run_sync(
-                    compute_frame, self.config, frame.data, self.limits, self.admit)
+                answer, times = await anyio.to_thread.run_sync(self._run_frame, item.tensor)
             except ApiError as err:
-                self.stats.errors += 1
-                message = _error(err.status, err.code, err.message)
-                if "Retry-After" in err.headers:
-                    message["error"]["retry_after_s"] = float(err.headers["Retry-After"])
-                await send({**message, "frame": frame.number, "dropped": replaced})
+                await self._send_error(send, err, frame, item.replaced)
                 continue
             finally:
                 self.stats.computing = False
             self.stats.answered += 1
+            times.decode_ms = item.decode_ms
             timing = times.as_json()
-            timing["queue_ms"] = round((started - frame.received) * 1000, 2)
+            timing["queue_ms"] = round((started - frame.received) * 1000 - item.decode_ms, 2)
             timing["server_ms"] = round((time.monotonic() - frame.received) * 1000, 2)
-            await send({"frame": frame.number, "dropped": replaced, **answer, "timing": timing})
+            await send({"frame": frame.number, "dropped": item.replaced, **answer, "timing": timing})
+
+    def _run_frame(self, tensor: torch.Tensor) -> tuple[dict[str, Any], FrameTimes]:
+        with cancel.bound(self.token, self.client):  # admission control reads both from the context
+            return run_frame(self.config, tensor, self.limits, self.admit)
+
+    async def _send_error(self, send: Send, err: ApiError, frame: Frame, replaced: int) -> None:
+        self.stats.errors += 1
+        message = _error(err.status, err.code, err.message)
+        if "Retry-After" in err.headers:
+            message["error"]["retry_after_s"] = float(err.headers["Retry-After"])
+        await send({**message, "frame": frame.number, "dropped": replaced})
 
 
 def _error(status: int, code: str, message: str) -> dict[str, Any]:
@@ -467,6 +526,7 @@ class LiveHub:
         self.max_clients = max(1, max_clients)
         self._sessions: set[LiveSession] = set()
         self._lock = threading.Lock()
+        self._opened = 0
         self.refused = 0
 
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
@@ -479,10 +539,14 @@ class LiveHub:
         return resolve_config(loaded, self.architectures, layer, method, saliency_layer)
 
     @contextmanager
-    def session(self, config: LiveConfig) -> Iterator[LiveSession]:
-        """A registered session for the block; ApiError 503 when ``max_clients`` are already live."""
-        live = LiveSession(config, self.limits, self.admit)
+    def session(self, config: LiveConfig, peer: str = "local") -> Iterator[LiveSession]:
+        """A registered session for the block; ApiError 503 when ``max_clients`` are already live.
+
+        ``peer``: the client's address. Each socket is its own client for admission control (two tabs on
+        one laptop are two live clients, each with its fair share)."""
         with self._lock:
+            self._opened += 1
+            live = LiveSession(config, self.limits, self.admit, f"{peer}/live-{self._opened}")
             if len(self._sessions) >= self.max_clients:
                 self.refused += 1
                 raise ApiError(503, "too_many_live_clients",

@@ -207,7 +207,8 @@ def dense_contributions(loaded: LoadedModel, batch: torch.Tensor, layer_name: st
     """Unit ``unit`` of linear layer ``layer_name``: output = bias + Σ_i w_i·x_i, its largest terms first."""
     module = loaded.layer(layer_name)
     if not isinstance(module, nn.Linear):
-        raise ApiError(422, "not_linear", f"Layer {layer_name!r} is a {type(module).__name__}, not a linear layer.")
+        # no dense view exists for other layers (a 404 like an unknown unit, not a malformed request)
+        raise ApiError(404, "not_linear", f"Layer {layer_name!r} is a {type(module).__name__}, not a linear layer.")
     if not 0 <= unit < module.out_features:
         raise ApiError(404, "unknown_unit",
                        f"Layer {layer_name!r} has units 0 to {module.out_features - 1}; there is no {unit}.")

@@ -150,7 +150,7 @@ def test_overview_and_global_scale(module_client, image_id) -> None:
     [
         ("/layers/nope/atlas.png", {}, 404, "unknown_layer"),
         ("/layers/features.0/channels/6.png", {}, 404, "unknown_channel"),
-        ("/layers/features.0/channels/-1.npy", {}, 404, "unknown_channel"),
+        ("/layers/features.0/channels/-1.npy", {}, 422, "validation_error"),
         ("/layers/features.0/channels/x.png", {}, 422, "validation_error"),
         ("/layers/features.0/atlas.png", {"scale": "weird"}, 422, "validation_error"),
         ("/layers/features.0/atlas.json", {"colormap": "rainbow"}, 422, "invalid_colormap"),

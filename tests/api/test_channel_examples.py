@@ -140,10 +140,10 @@ def test_top_k_keeps_the_largest_with_ties_to_the_smaller_index():
 
 @pytest.mark.parametrize(("path", "params", "status", "code"), [
     ("lenet5/layers/features.3/channels/16", {"dataset": "mnist"}, 404, "unknown_channel"),
-    ("lenet5/layers/features.3/channels/-1", {"dataset": "mnist"}, 404, "unknown_channel"),
+    ("lenet5/layers/features.3/channels/-1", {"dataset": "mnist"}, 422, None),
     ("lenet5/layers/nope/channels/0", {"dataset": "mnist"}, 404, "unknown_layer"),
     ("nope/layers/features.3/channels/0", {"dataset": "mnist"}, 404, None),
-    ("lenet5/layers/features.3/channels/0", {"dataset": "imagenet"}, 422, "unknown_dataset"),
+    ("lenet5/layers/features.3/channels/0", {"dataset": "imagenet"}, 422, None),
     ("lenet5/layers/features.3/channels/0", {"dataset": "mnist", "k": 13}, 422, "k_too_large"),
     ("lenet5/layers/features.3/channels/0", {"dataset": "mnist", "k": 0}, 422, None),
     ("resnet50/layers/conv1/channels/0", {"dataset": "mnist"}, 422, "too_costly"),

@@ -170,18 +170,23 @@ def test_latest_frame_wins(live_client: TestClient, photo: bytes) -> None:
     hub = live_client.app.state.live
     with live_client.websocket_connect("/api/models/lenet5/live") as ws:
         ws.receive_json()
-        with ExitStack() as busy:  # every work slot taken: the first frame waits for admission
+        (session,) = hub.sessions()
+        with ExitStack() as busy:  # every work slot taken: frames wait for the model
             for _ in range(limiter.max_active):
                 busy.enter_context(limiter.admit())
-            for _ in range(10):
+            ws.send_bytes(photo)
+            _wait_for(lambda: limiter.waiting == 1, "frame 1 waits for the model")
+            ws.send_bytes(photo)
+            _wait_for(lambda: session.stats.decoded == 2, "frame 2 is decoded (and waits for the model)")
+            for _ in range(8):
                 ws.send_bytes(photo)
-            (session,) = hub.sessions()
-            _wait_for(lambda: session.stats.received == 10 and limiter.waiting == 1, "all frames arrived")
-            assert session.slot.waiting  # frame 10 waits; 2..9 were replaced, never queued
-        first, last = _answer(ws), _answer(ws)
-    assert (first["frame"], first["dropped"]) == (1, 0)
-    assert (last["frame"], last["dropped"]) == (10, 8)
-    assert "predictions" in first and "predictions" in last
+            _wait_for(lambda: session.stats.received == 10, "all frames arrived")
+            assert session.slot.waiting  # frame 10 waits; 3..9 were replaced, never queued
+            assert session.stats.decoded == 2
+        answers = [_answer(ws) for _ in range(3)]
+    assert [(a["frame"], a["dropped"]) for a in answers] == [(1, 0), (2, 0), (10, 7)]
+    assert all("predictions" in a for a in answers)
+    assert session.stats.dropped == 7
 
 
 def test_bad_frames_get_errors_and_the_socket_stays_usable(tmp_path: Path, photo: bytes) -> None:
@@ -279,3 +284,17 @@ def test_disconnect_frees_everything(live_client: TestClient, photo: bytes, quer
         ws.receive_json()
         ws.send_bytes(photo)
         assert len(_answer(ws)["predictions"]) == 5
+
+
+def test_a_frame_waiting_for_the_model_is_abandoned_on_disconnect(live_client: TestClient, photo: bytes) -> None:
+    limiter = live_client.app.state.limiter
+    hub = live_client.app.state.live
+    with ExitStack() as busy:  # every work slot stays taken until the end of the test
+        for _ in range(limiter.max_active):
+            busy.enter_context(limiter.admit())
+        with live_client.websocket_connect("/api/models/lenet5/live") as ws:
+            ws.receive_json()
+            ws.send_bytes(photo)
+            _wait_for(lambda: limiter.waiting == 1, "the frame waits for a slot")
+        # the session ends although no slot was ever free: its waiting frame gave up
+        _wait_for(lambda: hub.active == 0 and limiter.waiting == 0, "the session and its wait are gone")

@@ -111,7 +111,7 @@ def test_dense_unit_equals_pytorch(module_client, image_id):
 
 
 @pytest.mark.parametrize(("params", "layer", "status"), [
-    ({"unit": 10}, "classifier.5", 404), ({"unit": -1}, "classifier.5", 422), ({"unit": 0}, "features.0", 422),
+    ({"unit": 10}, "classifier.5", 404), ({"unit": -1}, "classifier.5", 422), ({"unit": 0}, "features.0", 404),
     ({"unit": 0}, "nope", 404), ({"top": 0}, "classifier.5", 422),
 ])
 def test_dense_bad_params(module_client, image_id, params, layer, status):

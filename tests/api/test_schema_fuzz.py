@@ -52,7 +52,11 @@ IMAGE_ID = (
     .image_id
 )
 
-APP = create_app(Settings(storage_dir=_storage, max_loaded_models=3))
+# Bounded examples: background feature visualisations of a few steps, room for the fuzzer's jobs.
+APP = create_app(Settings(storage_dir=_storage, max_loaded_models=3, feature_vis_steps=2, channel_jobs_queue=256))
+# Saliency methods that take seconds per map (the scheduler's heavy pool) are exercised with a stranger's
+# ids (404) and in test_saliency_api; with real resources the fuzzer uses the one-pass methods instead.
+SLOW_METHODS = {"scorecam", "occlusion", "smoothgrad", "integrated-gradients"}
 MODEL_LAYERS = {
     "lenet5": ["features.0", "features.3", "features.1"],
     "mnist-shallow": ["conv1", "pool1"],
@@ -108,6 +112,8 @@ def _fits(path: str, body: dict) -> bool:
         elif path.endswith("/shift"):
             sandbox.translation_demo(body["input"], body["kernel"], body.get("dy", 0), body.get("dx", 1),
                                      body.get("pool_size", 2))
+        elif path.endswith("/mix"):  # channels of one size, one weight column per channel, one bias per row
+            sandbox.mix_channels(body["channels"], body["weights"], body.get("bias"))
     except (ApiError, KeyError, TypeError):
         return False
     return True
@@ -115,7 +121,8 @@ def _fits(path: str, body: dict) -> bool:
 
 FITTING = {"convolve": {"kernel": [[1.0]], "padding": 0, "stride": 1, "dilation": 1},
            "pool": {"kernel_size": 1, "stride": 1, "padding": 0},
-           "shift": {"kernel": [[1.0]], "dy": 0, "dx": 0, "pool_size": 1}}
+           "shift": {"kernel": [[1.0]], "dy": 0, "dx": 0, "pool_size": 1},
+           "mix": {"channels": [[[1.0]]], "weights": [[1.0]], "bias": None}}
 
 
 def _positive(case, location: str) -> bool:  # noqa: ANN001
@@ -164,6 +171,9 @@ def real_resources(context, case):  # noqa: ANN001
     and one of its layers…); invalid ones are kept, to be refused."""
     if case.path_parameters and _positive(case, "path"):
         case.path_parameters = _real_path(case.path_parameters)
+    method = case.query.get("method") if case.query else None
+    if isinstance(method, str) and method in SLOW_METHODS and _positive(case, "query"):
+        case.query = {**case.query, "method": "gradcam"}
     return constraints_json_schema_cannot_state(context, case)
 
 
@@ -227,13 +237,19 @@ def test_the_runs_reached_every_operation() -> None:
     """Runs after the two above (same module, file order): every operation was called, uploads of real
     pictures were stored, and with real resources nearly every operation answered 2xx at least once."""
     operations = {f"{method.upper()} {path}" for path, ops in APP.openapi()["paths"].items() for method in ops}
-    if not ANSWERS["resident"]:
-        pytest.skip("the schemathesis runs did not run in this session (deselected)")
+    if not ANSWERS["resident"] or not ANSWERS["stranger"]:
+        pytest.skip("the schemathesis runs did not both run in this session (deselected)")
     operations.discard(f"POST {WEIGHTS_DOWNLOAD}")
     called = operations & set(ANSWERS["resident"]) & set(ANSWERS["stranger"])
     cases = {run: sum(len(v) for v in answers.values()) for run, answers in ANSWERS.items()}  # with method probes
     ok = {label for label in called if any(200 <= s < 300 for s in ANSWERS["resident"][label])}
-    print(f"\nschemathesis: {len(called)} operations; requests: {cases}; with a 2xx (real resources): {len(ok)}")
+    print(f"\nschemathesis: {len(called)} operations; requests: {cases}; with a 2xx (real resources): {len(ok)}; "
+          f"without: {sorted(called - ok)}")
     assert called == operations, operations - called
     assert 201 in ANSWERS["resident"]["POST /api/images"] and 201 in ANSWERS["stranger"]["POST /api/images"]
-    assert len(ok) >= 0.9 * len(called), sorted(called - ok)
+    # A session's code exists only after POST /api/sessions (a stateful chain the bounded run does not
+    # follow), an example crop only once its table is computed, a download's progress only once started:
+    # those answer 404 here, as declared. Everything else reaches a 2xx with real resources.
+    waiting = {label for label in called if "/api/sessions/{code}" in label or label.endswith("examples/{index}.png")
+               or label.endswith("/weights/download")}
+    assert called - waiting - ok == set(), sorted(called - waiting - ok)

@@ -151,3 +151,16 @@ def test_open_streams_do_not_hold_a_stopping_server(tmp_path) -> None:
                 assert list(readers[0]) == []  # the stream ended cleanly
     finally:
         server.stop()
+
+
+def test_head_of_the_event_stream_ends_at_once_and_frees_its_place(http: httpx.Client) -> None:
+    """HEAD runs as a GET that sends only its head: an event stream must not stay open behind it."""
+    code, _ = start(http)
+    response = http.head(f"/api/sessions/{code}/events")
+    assert response.status_code == 200 and response.content == b""
+    assert response.headers["content-type"].startswith("text/event-stream")
+    wait_for(lambda: http.get(f"/api/sessions/{code}").json()["followers"] == 0, "the follower place to be freed")
+    for _ in range(4):  # more HEADs than the follower cap (3): none keeps a place
+        assert http.head(f"/api/sessions/{code}/events").status_code == 200
+    with http.stream("GET", f"/api/sessions/{code}/events") as stream:
+        assert stream.status_code == 200

@@ -186,9 +186,18 @@ def test_follow_state_math(page) -> None:
             same: m.showsSameView({session: 'X', view: 'a'}, {view: 'a'}),
             differ: m.showsSameView({view: 'a', layer: 'x'}, {view: 'a'}),
             described: m.describeView({view: 'layers', layer: 'conv2', channel: '4'}, new Map([['layers', 'Layers']])),
+            // the teacher goes live: students follow model and image but keep their own view (no class of cameras)
+            live: m.changesToFollow({model: 'lenet5', view: 'layers'}, {model: 'efficientnet_lite0', view: 'live'}),
+            liveFromLive: m.changesToFollow({view: 'live'}, {view: 'live', image: 'abc'}),
+            liveSame: m.showsSameView({model: 'm', view: 'layers'}, {model: 'm', view: 'live'}),
+            liveDescribed: m.describeView({view: 'live'}, new Map([['live', 'Live']])),
         };
     }""")
     assert result["changes"] == {"view": "stepper", "step": "12", "channel": None}
     assert result["shared"] == {"view": "layers"}
     assert result["same"] is True and result["differ"] is False
     assert result["described"] == "Layers · conv2 · channel 4"
+    assert result["live"] == {"model": "efficientnet_lite0"}
+    assert result["liveFromLive"] == {"view": "overview", "image": "abc"}
+    assert result["liveSame"] is True
+    assert result["liveDescribed"] == "Live (on the teacher's screen)"

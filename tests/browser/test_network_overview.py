@@ -55,6 +55,11 @@ def test_lenet_columns_edges_and_details(page, shots: Path) -> None:
                                           "us => us.map(u => Number(u.dataset.channel))")
         assert shown == [u["channel"] for u in column["shown"]]
     page.screenshot(path=str(shots / "network-lenet5-1280x720.png"))
+    # the view explains itself: what the boxes, lines, colours and blocks mean
+    page.click(".net .explain-panel summary")
+    panel = page.text_content(".net .explain-panel")
+    assert "Boxes and lines" in panel and "Receptive field" in panel and "Every layer of the model" in panel
+    page.click(".net .explain-panel summary")
 
     # a conv reads a 5×5 window of every channel of the layer before it: one box per shown input channel
     text = _hover_tile(page, "features.3", 0, 0.55, 0.55)

@@ -74,6 +74,10 @@ export const CONCEPTS = {
 
 /** The view-level explanation: what the page shows and how to read it. */
 export const VIEWS = {
+  network: 'Every layer of the model at once, for your picture: the input at the left, one column per layer with '
+    + 'its strongest channels (each a map of what one filter found), the class probabilities at the right. Point at '
+    + 'a cell of a map to see which cells of the previous layer it is computed from; click it to open the '
+    + 'computation itself.',
   layers: 'Each tile is one channel of the chosen layer: what one learned filter found in your image, as a map '
     + '(blue negative, white zero, red positive, or dark-to-light when all values have one sign). Click a tile to '
     + 'see it large and over the picture; the strip above is the network in order.',

@@ -66,7 +66,7 @@ export function createEdges(content, svg, columns, say, valueAt = () => null) {
     const key = `${name}|${channel}|${cell.y}|${cell.x}`;
     if (key === last) return;
     last = key;
-    lastCell = { layer: name, y: cell.y, x: cell.x };
+    lastCell = { layer: name, channel, y: cell.y, x: cell.x };
     svg.replaceChildren();
     const target = spatial
       ? { x: canvasBox.x + (cell.x / w) * canvasBox.w, y: canvasBox.y + (cell.y / h) * canvasBox.h, w: canvasBox.w / w, h: canvasBox.h / h }

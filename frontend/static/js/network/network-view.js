@@ -9,8 +9,21 @@ import { createEdges } from './network-edges.js';
 import { rowsThatFit } from './network-math.js';
 import { createUnitDetail } from './unit-detail.js';
 import { parseNpy } from '../layers/npy.js';
+import { createExplainPanel } from '../common/explain.js';
 
 const MAX_ROWS = 8;
+// what the overview's own marks mean, for its "What am I looking at?" panel
+const NETWORK_CONCEPTS = [
+  ['Boxes and lines', 'Pointing at a cell draws, on each shown map of the previous column, the box of cells it is '
+    + 'computed from (its receptive field one layer back) and a line to it. A convolution reads a window of every '
+    + 'input channel (a grouped one only of its group); pooling, activations and normalisation read their own channel.'],
+  ['Strongest channels, "+N more"', 'A wide layer shows the channels with the largest value on this picture, '
+    + 'strongest first; "+N more" adds the next ones. The number on a tile is the channel\'s index.'],
+  ['Colours', 'Each column has its own colour scale (the bar under its name, with its lowest and highest value). '
+    + 'With negative values the map is diverging: blue negative, white exactly zero, red positive.'],
+  ['Blocks', 'A deep model is shown by its blocks (a ResNet residual block, an EfficientNet MBConv block): such a '
+    + 'column is the output of the whole block. The Layers and Step-through views show the layers inside.'],
+];
 let v = null;
 
 export function ensureStylesheet(href, key) {
@@ -30,9 +43,11 @@ export function mount(container, ctx) {
   const scroller = el('div', { className: 'net-scroll' }, [content]);
   const message = el('p', { className: 'hint net-message', hidden: true });
   const legends = el('p', { className: 'hint net-legends' });
+  const explain = createExplainPanel('network', ['receptive-field', 'jump']);
+  explain.update({}, NETWORK_CONCEPTS);
   const network = el('section', { className: 'card net', attrs: { 'aria-labelledby': 'net-heading' } }, [
     el('div', { className: 'card-head' }, [el('h2', { id: 'net-heading', text: 'Network' }), note]),
-    message, scroller, readout, legends,
+    message, scroller, readout, legends, explain.element,
   ]);
   const detailHost = el('div', { className: 'net-detail-host', hidden: true });
   container.append(network, detailHost);
@@ -58,7 +73,7 @@ function onClick(event) {
   const changes = { open: 'unit', layer: unit.dataset.layer, channel: unit.dataset.layer === '@softmax' ? null : unit.dataset.channel, pos: null };
   if (unit.classList.contains('net-tile') && column) {
     const last = v.edges.lastCell();
-    if (last && last.layer === column.name) changes.pos = `${last.y},${last.x}`;
+    if (last && last.layer === column.name && String(last.channel) === unit.dataset.channel) changes.pos = `${last.y},${last.x}`;
   }
   v.ctx.state.set(changes);
 }
