@@ -11,7 +11,7 @@ import torch
 from models.datasets import shapes, shapes_eval
 from models.registry import get_entry
 from server.services.model_runtime import ModelRuntime
-from server.services.saliency.pointing_game import pointing_game
+from tests.pointing_game import pointing_game
 
 COUNT = 500
 ACCURACY_GOAL = 0.86  # measured 87.8 %; the issue asks 0.90, not reached yet (see the note)
