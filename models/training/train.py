@@ -74,7 +74,7 @@ TRAIN_CONFIGS: dict[str, TrainConfig] = {
     "mnist-shallow": TrainConfig(epochs=10, batch_size=64, learning_rate=2e-3, weight_decay=1e-4, augment="affine"),
     "mnist-deep": TrainConfig(epochs=8, batch_size=64, learning_rate=2e-3, weight_decay=1e-4, augment="affine"),
     "tinyvgg-shapes": TrainConfig(
-        epochs=12, batch_size=32, learning_rate=2e-3, weight_decay=1e-4, augment="dihedral", init="kaiming",
+        epochs=20, batch_size=32, learning_rate=2e-3, weight_decay=1e-4, augment="dihedral", init="kaiming",
         channels_last=True,
     ),
 }
