@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api", tags=["saliency"])
 
 STEPS = "/models/{model}/images/{image_id}/saliency/gradcam-steps"
 LayerQuery = Annotated[str | None, Query(description="a layer name; default: the model's Grad-CAM layer")]
-TargetQuery = Annotated[int | None, Query(ge=0, description="class index; default: the top-1 class")]
+TargetQuery = Annotated[int | None, Query(ge=0, le=65535, description="class index; default: the top-1 class")]
 TopQuery = Annotated[int, Query(ge=1, le=MAX_TOP, description="how many A^k maps to send (largest contributions)")]
 
 

@@ -77,7 +77,9 @@ class ShiftRequest(BaseModel):
 
 class MixRequest(BaseModel):
     channels: Annotated[list[Grid], Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS)]
-    weights: Grid
+    weights: Annotated[list[Annotated[list[Value], Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS)]],
+                       Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS,
+                             description="output channels × input channels (one weight per channel)")]
     bias: Annotated[list[Value], Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS)] | None = None
 
 

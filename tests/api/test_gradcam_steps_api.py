@@ -108,7 +108,7 @@ def test_bad_requests_get_clear_errors(module_client, image_ids) -> None:
     base = f"/api/models/tinyvgg-shapes/images/{image_ids['rgb']}/saliency/gradcam-steps.json"
     cases = {
         f"{base}?layer=nope": (404, "unknown_layer"),
-        f"{base}?target=10": (422, "invalid_target"),
+        f"{base}?target=10": (404, "invalid_target"),
         f"{base}?top=0": (422, None),
         f"{base}?top=33": (422, None),
         f"{base}?layer=classifier.1": (422, "layer_not_spatial"),
