@@ -75,8 +75,13 @@ class ShiftRequest(BaseModel):
     pool_op: Literal["max", "avg", "l2"] = "max"
 
 
+MixGrid = Annotated[list[Annotated[list[Value], Field(min_length=1, max_length=sandbox.MAX_MIX_SIDE)]],
+                    Field(min_length=1, max_length=sandbox.MAX_MIX_SIDE)]
+
+
 class MixRequest(BaseModel):
-    channels: Annotated[list[Grid], Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS)]
+    channels: Annotated[list[MixGrid], Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS,
+                                             description="grids of one size, at most 8×8 each")]
     weights: Annotated[list[Annotated[list[Value], Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS)]],
                        Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS,
                              description="output channels × input channels (one weight per channel)")]
