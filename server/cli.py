@@ -1,4 +1,4 @@
-"""The ``convscope`` command: serve, models, train, download."""
+"""The ``convscope`` command: serve, models, train, download, explain."""
 
 from __future__ import annotations
 
@@ -16,11 +16,15 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {"host": args.host, "port": args.port, "device": args.device}
     if args.model:
         overrides["default_model"] = args.model
+    if args.models_file:
+        overrides["models_file"] = args.models_file
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     try:
         resolve_device(settings.device)
     except RuntimeError as exc:
         print(f"convscope: {exc}", file=sys.stderr)
+        return 2
+    if _registry(settings.models_file) is None:  # a broken models file stops here, with its reason
         return 2
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
@@ -40,11 +44,29 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _models(_: argparse.Namespace) -> int:
-    from models.registry import list_models
+def _registry(models_file: Path | None):  # type: ignore[no-untyped-def]
+    """The built-in models plus the models file's; None (after saying why) when the file is unusable."""
+    from models.models_file import ModelsFileError, app_registry
 
+    try:
+        return app_registry(models_file)
+    except ModelsFileError as exc:
+        print(f"convscope: {exc}", file=sys.stderr)
+        return None
+
+
+def _models_file(args: argparse.Namespace) -> Path | None:
+    from server.settings import Settings
+
+    return args.models_file or Settings().models_file  # CONVSCOPE_MODELS_FILE when no flag
+
+
+def _models(args: argparse.Namespace) -> int:
+    registry = _registry(_models_file(args))
+    if registry is None:
+        return 2
     rows = [(e.id, e.family, status.state, e.title, status.detail)
-            for e in list_models() for status in [e.weights.status()]]
+            for e in registry.list() for status in [e.weights.status()]]
     width = max(len(r[0]) for r in rows)
     for model_id, family, state, title, detail in rows:
         print(f"{model_id:<{width}}  {family:<11}  {state:<12}  {title} — {detail}")
@@ -61,7 +83,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"convscope: no model {args.model!r} (see `convscope models`)", file=sys.stderr)
         return 2
     if entry.family != "bundled":
-        print(f"convscope: {args.model} is a torchvision model; use `convscope download {args.model}`", file=sys.stderr)
+        hint = f"; use `convscope download {args.model}`" if entry.family == "torchvision" else ""
+        print(f"convscope: {args.model} is a {entry.family} model, not one ConvScope trains{hint}", file=sys.stderr)
         return 2
     metrics = train_model(
         args.model, data_dir=args.data, out_dir=args.out, epochs=args.epochs, seed=args.seed, download=args.download
@@ -100,6 +123,43 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    import torch
+
+    from server.errors import ApiError
+    from server.services.explain import explain_image
+    from server.services.image_decode import decode_image
+    from server.services.model_runtime import ModelRuntime
+    from server.settings import Settings, resolve_device
+
+    settings = Settings(**({"device": args.device} if args.device else {}))
+    registry = _registry(_models_file(args))
+    if registry is None:
+        return 2
+    try:
+        data = Path(args.image).read_bytes()
+    except OSError as exc:
+        print(f"convscope: cannot read {args.image}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    out = args.out or Path(f"{Path(args.image).stem}-{args.model}-{args.method}")
+    try:
+        runtime = ModelRuntime(resolve_device(settings.device), 1, registry=registry)
+        loaded = runtime.load(args.model, args.weights)
+        image = decode_image(data, settings.max_image_pixels)
+        report = explain_image(loaded, image, out, method=args.method, layer=args.layer, top=args.top)
+    except (ApiError, RuntimeError) as exc:
+        message = exc.message if isinstance(exc, ApiError) else str(exc)
+        print(f"convscope: {message}", file=sys.stderr)
+        return 2
+    layer = f" at {report['layer']}" if report["layer"] else ""
+    print(f"{report['model']} ({report['weights']} weights), {report['method']}{layer}:")
+    for row in report["classes"]:
+        print(f"  {row['rank']}. {row['label']:<30} {row['probability'] * 100:6.2f}%  → {out / row['overlay']}")
+    print(f"numbers: {out / 'explain.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convscope", description="See inside convolutional networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,10 +169,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
     serve.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
     serve.add_argument("--model", default=None, help="model shown first (default lenet5)")
+    serve.add_argument("--models-file", type=Path, default=None, help="a TOML file of your own models")
     serve.set_defaults(func=_serve)
 
     models = sub.add_parser("models", help="list models and the state of their weights")
+    models.add_argument("--models-file", type=Path, default=None, help="a TOML file of your own models")
     models.set_defaults(func=_models)
+
+    explain = sub.add_parser("explain", help="top classes of an image and one saliency overlay per class")
+    explain.add_argument("image", type=Path)
+    explain.add_argument("--model", required=True, help="model id (see `convscope models`)")
+    explain.add_argument("--method", default="gradcam", help="saliency method (default gradcam)")
+    explain.add_argument("--layer", default=None, help="layer for CAM methods (default: the model's own)")
+    explain.add_argument("--top", type=int, default=5, help="how many classes (default 5)")
+    explain.add_argument("--out", type=Path, default=None, help="folder for the PNGs and explain.json")
+    explain.add_argument("--weights", choices=["auto", "trained", "untrained"], default="auto")
+    explain.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
+    explain.add_argument("--models-file", type=Path, default=None, help="a TOML file of your own models")
+    explain.set_defaults(func=_explain)
 
     train = sub.add_parser("train", help="retrain a bundled model from its data")
     train.add_argument("model")

@@ -9,6 +9,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from server.cli import build_parser, main
 
 
@@ -53,3 +55,80 @@ def test_serve_prints_url_when_ready_and_answers(tmp_path) -> None:
         proc.wait(timeout=30)
         if proc.stdout:
             proc.stdout.close()
+
+
+def _readme_example() -> dict[str, str]:
+    """The "Your own model" section's files, by the name in each block's first comment line."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Your own model", 1)[1].split("\n## ", 1)[0]
+    files = {}
+    for lang, body in re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S):
+        first = body.splitlines()[0]
+        if lang in ("python", "toml") and first.startswith("# "):
+            files[first[2:].split()[0]] = body
+    return files
+
+
+def test_readme_worked_example_works_as_pasted(tmp_path, monkeypatch, capsys) -> None:
+    import json
+    import runpy
+
+    import numpy as np
+    from PIL import Image
+
+    files = _readme_example()
+    assert set(files) == {"mynets.py", "save_weights.py", "models.toml"}
+    for name, body in files.items():
+        (tmp_path / name).write_text(body)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mynets", raising=False)
+    runpy.run_path(str(tmp_path / "save_weights.py"), run_name="__main__")
+    assert main(["models", "--models-file", "models.toml"]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("small-cnn"))
+    assert " local " in line, line
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (80, 100, 3), dtype=np.uint8)).save(tmp_path / "photo.jpg")
+    code = main(["explain", "photo.jpg", "--model", "small-cnn", "--models-file", "models.toml", "--out", "explained",
+                 "--device", "cpu"])
+    assert code == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "explained" / "explain.json").read_text())
+    assert report["model"] == "small-cnn" and report["weights"] == "trained" and report["layer"] == "3"
+    assert [row["label"] for row in report["classes"]] and len(report["classes"]) == 3
+    assert sum(row["probability"] for row in report["classes"]) == pytest.approx(1.0, abs=1e-6)
+    for row in report["classes"]:
+        assert row["label"] in out
+        assert Image.open(tmp_path / "explained" / row["overlay"]).size == (64, 64)
+
+
+def test_explain_on_efficientnet_names_the_zebra(tmp_path, capsys) -> None:
+    import json
+    from pathlib import Path
+
+    photo = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "images" / "zebra.jpg"
+    if not photo.is_file():
+        pytest.skip("offline photos not found")
+    assert main(["explain", str(photo), "--model", "efficientnet_lite0", "--top", "2", "--out", str(tmp_path),
+                 "--device", "cpu"]) == 0
+    assert "1. zebra" in capsys.readouterr().out
+    report = json.loads((tmp_path / "explain.json").read_text())
+    assert report["classes"][0]["label"] == "zebra" and report["layer"] == "blocks.5"
+    assert (tmp_path / report["classes"][0]["overlay"]).is_file()
+
+
+def test_explain_and_models_refuse_clearly(tmp_path, capsys) -> None:
+    (tmp_path / "bad.toml").write_text('[[model]]\nid = "x"\ntorchvision = "resnet18"\ncolour = "red"\n')
+    assert main(["models", "--models-file", str(tmp_path / "bad.toml")]) == 2
+    assert "field 'colour'" in capsys.readouterr().err
+    assert main(["explain", str(tmp_path / "missing.png"), "--model", "lenet5"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    Image = __import__("PIL.Image", fromlist=["Image"])
+    Image.new("RGB", (40, 40)).save(tmp_path / "x.png")
+    assert main(["explain", str(tmp_path / "x.png"), "--model", "nope"]) == 2
+    assert "no model" in capsys.readouterr().err.lower()
+    assert main(["explain", str(tmp_path / "x.png"), "--model", "lenet5", "--layer", "nope", "--out", str(tmp_path / "o")]) == 2
+    assert "no layer" in capsys.readouterr().err

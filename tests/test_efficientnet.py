@@ -15,7 +15,7 @@ from models.registry import find_target_layer, get_entry
 from models.weight_sources import sha256_of
 from server.services.model_runtime import ModelRuntime
 from server.services.saliency.methods import get_method
-from server.services.saliency.pointing_game import inside, peak
+from tests.pointing_game import inside, peak
 
 timm = pytest.importorskip("timm")
 

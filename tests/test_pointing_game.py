@@ -10,7 +10,7 @@ import torch
 from models.datasets import shapes
 from models.registry import get_entry
 from server.services.model_runtime import ModelRuntime
-from server.services.saliency.pointing_game import inside, peak, pointing_game
+from tests.pointing_game import inside, peak, pointing_game
 
 IMAGES = 500
 GOAL = 0.90

@@ -125,14 +125,6 @@ def test_formula_has_the_numbers() -> None:
     assert lines[0] == "height: ⌊(28 + 1 + 2 − 1·(5 − 1) − 1) / 2⌋ + 1 = 14"
 
 
-def test_feeders_invert_cells() -> None:
-    for n, k, s, d, p in CASES[::7]:
-        ax = wm.axis(n, k, s, p, d)
-        for i in range(n):
-            want = sorted((o, t) for o in range(ax.out_size) for t, j in enumerate(ax.taps(o)) if j == i)
-            assert sorted(ax.feeders(i)) == want
-
-
 @pytest.mark.parametrize("n,k,s,p", [(6, 3, 2, 1), (7, 3, 2, 0), (13, 3, 2, 0), (5, 2, 2, 1), (8, 3, 3, 1)])
 def test_ceil_mode_output_size_matches_max_pool(n: int, k: int, s: int, p: int) -> None:
     out = F.max_pool2d(torch.zeros(1, 1, n, n), k, s, p, ceil_mode=True)

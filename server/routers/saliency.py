@@ -57,7 +57,7 @@ class SaliencyQuery:
     key: SaliencyKey
 
 
-def one_class(
+async def one_class(
     image_id: str,
     loaded: LoadedModelDep,
     method: MethodQuery = DEFAULT_METHOD,
@@ -67,13 +67,13 @@ def one_class(
     return SaliencyQuery(loaded, make_key(loaded, image_id, method, layer, target))
 
 
-def any_class(
+async def any_class(
     image_id: str,
     loaded: LoadedModelDep,
     method: MethodQuery = DEFAULT_METHOD,
     layer: LayerQuery = None,
 ) -> SaliencyQuery:
-    return one_class(image_id, loaded, method, layer, None)
+    return await one_class(image_id, loaded, method, layer, None)
 
 
 OneClass = Annotated[SaliencyQuery, Depends(one_class)]

@@ -76,16 +76,19 @@ class ShiftRequest(BaseModel):
 
 
 MixGrid = Annotated[list[Annotated[list[Value], Field(min_length=1, max_length=sandbox.MAX_MIX_SIDE)]],
-                    Field(min_length=1, max_length=sandbox.MAX_MIX_SIDE)]
+                    Field(min_length=1, max_length=sandbox.MAX_MIX_SIDE, description="one channel, rows of equal length")]
+MixRow = Annotated[list[Value], Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS)]
 
 
 class MixRequest(BaseModel):
     channels: Annotated[list[MixGrid], Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS,
-                                             description="grids of one size, at most 8×8 each")]
-    weights: Annotated[list[Annotated[list[Value], Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS)]],
-                       Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS,
-                             description="output channels × input channels (one weight per channel)")]
-    bias: Annotated[list[Value], Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS)] | None = None
+                                             description="C_in channels of one height and width",
+                                             examples=[[[[0, 1], [1, 0]], [[1, 1], [0, 0]]]])]
+    weights: Annotated[list[MixRow], Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS,
+                                           description="C_out rows of C_in weights (the 1×1 kernels)",
+                                           examples=[[[0.5, 0.5], [1, -1]]])]
+    bias: Annotated[list[Value], Field(min_length=1, max_length=sandbox.MAX_MIX_CHANNELS,
+                                       description="one per output channel", examples=[[0, 0.5]])] | None = None
 
 
 @router.post("/sandbox/mix", summary="A 1×1 convolution over several channels (channel mixing), every product shown")

@@ -21,6 +21,7 @@ import torch
 
 from server.errors import ApiError
 from server.services.cancel import current_token
+from server.services.hooks import LayerGraph, forward_with_layer_graph
 from server.services.model_runtime import LoadedModel
 from server.services.scheduler import Scheduler
 from server.services.work_limiter import WorkLimiter
@@ -29,10 +30,12 @@ from server.services.work_limiter import WorkLimiter
 @dataclass
 class _Batch:
     loaded: LoadedModel
+    layer: str | None = None  # keep the graph from this layer's output to the logits (for Grad-CAM later)
     inputs: list[torch.Tensor] = field(default_factory=list)
     full: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     outputs: torch.Tensor | None = None
+    graph: tuple[torch.Tensor, torch.Tensor] | None = None  # (logits with graph, layer leaf), whole batch
     error: BaseException | None = None
     closed: bool = False  # no more members: computing, or given up
 
@@ -66,17 +69,23 @@ class PredictionBatcher:
 
         Raises what the forward pass raised, or ApiError 503 when the limiter refuses the batch.
         """
+        return self.forward(loaded, inputs)[0]
+
+    def forward(self, loaded: LoadedModel, inputs: torch.Tensor,
+                layer: str | None = None) -> tuple[torch.Tensor, LayerGraph | None]:
+        """:meth:`outputs`, and with ``layer`` also the pass's graph from that layer to the logits (this
+        image's row of the batch), so a Grad-CAM of the image at that layer needs no forward pass of its own."""
         if inputs.dim() < 1 or inputs.shape[0] != 1:
             raise ValueError(f"expected a batch of one, got shape {tuple(inputs.shape)}")
         # Only inputs that can be stacked share a batch; the module object itself (not just the model id)
         # is the key, so a model reloaded meanwhile never mixes with its predecessor.
-        key = (id(loaded.module), tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device))
+        key = (id(loaded.module), tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device), layer)
         with self._lock:
             self.stats.requests += 1
             batch = self._open.get(key)
             leader = batch is None
             if batch is None:
-                batch = _Batch(loaded)
+                batch = _Batch(loaded, layer)
                 self._open[key] = batch
             slot = len(batch.inputs)
             batch.inputs.append(inputs)
@@ -85,7 +94,8 @@ class PredictionBatcher:
                 del self._open[key]  # full: the next request starts a new batch
                 batch.full.set()
         if leader:
-            return self._lead(key, batch)[0:1]
+            self._lead(key, batch)
+            return self._result(batch, slot)
         token = current_token()
         while not batch.done.wait(0.05):  # bounded by the leader's admission; our client may leave earlier
             token.check()
@@ -94,8 +104,15 @@ class PredictionBatcher:
                 err = batch.error
                 raise ApiError(err.status, err.code, err.message, dict(err.headers)) from None
             raise batch.error
+        return self._result(batch, slot)
+
+    @staticmethod
+    def _result(batch: _Batch, slot: int) -> tuple[torch.Tensor, LayerGraph | None]:
         assert batch.outputs is not None
-        return batch.outputs[slot : slot + 1]
+        graph = None
+        if batch.graph is not None and batch.layer is not None:
+            graph = LayerGraph(batch.layer, batch.graph[1], batch.graph[0], slot)
+        return batch.outputs[slot : slot + 1], graph
 
     def _lead(self, key: tuple, batch: _Batch) -> torch.Tensor:
         try:
@@ -107,8 +124,13 @@ class PredictionBatcher:
             with scheduler.admit(label) if scheduler is not None else pool.admit():
                 self._close(key, batch)  # later requests start the next batch
                 stacked = torch.cat(batch.inputs) if len(batch.inputs) > 1 else batch.inputs[0]
-                with torch.inference_mode():
-                    out = batch.loaded.module(stacked)
+                if batch.layer is None:
+                    with torch.inference_mode():
+                        out = batch.loaded.module(stacked)
+                else:
+                    out, leaf = forward_with_layer_graph(batch.loaded, stacked, batch.layer)
+                    if leaf is not None:
+                        batch.graph = (out, leaf)
                 batch.outputs = out.detach().float().cpu()
             with self._lock:
                 self.stats.forwards += 1

@@ -124,3 +124,35 @@ def guided_relus(loaded: Any) -> Iterator[int]:
     relus = [m for m in loaded.module.modules() if isinstance(m, nn.ReLU)]
     with forward_hooks(loaded, [(m, _guided_relu_hook) for m in relus]):
         yield len(relus)
+
+
+@dataclass(frozen=True)
+class LayerGraph:
+    """A forward pass kept for later gradients: ``activation`` (B×K×h×w, an autograd leaf) is ``layer``'s
+    output and ``logits`` (B×N) were computed from it with the graph kept; row ``row`` is this image.
+    Gradients of any class score to the layer then cost only a backward through the layers after it."""
+
+    layer: str
+    activation: torch.Tensor
+    logits: torch.Tensor
+    row: int
+
+    @property
+    def nbytes(self) -> int:
+        """This image's share of what the graph keeps alive (the layer's output, about twice)."""
+        a = self.activation
+        return 2 * a.numel() * a.element_size() // max(1, int(a.shape[0]))
+
+
+def forward_with_layer_graph(loaded: Any, batch: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``loaded.module(batch)`` with ``layer``'s output made a grad leaf: (logits with the graph from that
+    leaf, the leaf) — or (detached logits, None) when the layer gives no B×K×h×w tensor. Nothing before
+    the layer is differentiated (frozen parameters, an input without gradient)."""
+    module = loaded.layer(layer)
+    with torch.enable_grad(), capture_layer(loaded, module) as captured:
+        logits = loaded.module(batch)
+    leaf = captured.activation
+    if (not isinstance(logits, torch.Tensor) or leaf is None or leaf.dim() != 4 or captured.calls != 1
+            or leaf.shape[0] != batch.shape[0] or not logits.requires_grad):
+        return (logits.detach() if isinstance(logits, torch.Tensor) else logits), None
+    return logits, leaf

@@ -50,6 +50,7 @@ class ImageStore:
         # decoded working copies (single-flight: one decode per image however many ask at once)
         self._decoded: ResultCache[Image.Image] = ResultCache("decoded images", decoded_budget_bytes,
                                                               max_items=decoded_cache_items)
+        self.model_inputs: object | None = None  # the app's ModelInputs, which registers itself here
         self._scan()
 
     def _scan(self) -> None:

@@ -17,6 +17,7 @@ class ModelInputs:
     def __init__(self, store: ImageStore, budget_bytes: int = 64 * 1024 * 1024) -> None:
         self.store = store
         self.cache: ResultCache[torch.Tensor] = ResultCache("model inputs", budget_bytes)
+        store.model_inputs = self  # for input_batch() callers that hold only the store
 
     def tensor(self, loaded: LoadedModel, image_id: str) -> torch.Tensor:
         """Exactly what ``input.npy`` serves and the model is fed."""
@@ -29,6 +30,15 @@ class ModelInputs:
     def batch(self, loaded: LoadedModel, image_id: str) -> torch.Tensor:
         """1×C×H×W on the model's device."""
         return self.tensor(loaded, image_id).unsqueeze(0).to(loaded.device)
+
+
+def input_batch(loaded: LoadedModel, store: ImageStore, image_id: str) -> torch.Tensor:
+    """1×C×H×W on the model's device, through the store's :class:`ModelInputs` (its cache) when the app
+    made one, else preprocessed afresh."""
+    inputs = getattr(store, "model_inputs", None)
+    if isinstance(inputs, ModelInputs):
+        return inputs.batch(loaded, image_id)
+    return loaded.preprocess(store.open_image(image_id)).contiguous().unsqueeze(0).to(loaded.device)
 
 
 def input_picture(loaded: LoadedModel, tensor: torch.Tensor) -> Image.Image:

@@ -51,7 +51,9 @@ class LoadedModel:
         return self.preprocess_fn(image)
 
     def layer(self, name: str) -> nn.Module:
-        modules = dict(self.module.named_modules())
+        modules = self.__dict__.get("_modules_by_name")
+        if modules is None:  # the module tree of a loaded model never changes: index it once
+            modules = self.__dict__["_modules_by_name"] = dict(self.module.named_modules())
         if not name or name not in modules:
             raise ApiError(
                 404, "unknown_layer", f"Model {self.entry.id} has no layer named {name!r}; see /api/models/{self.entry.id}."

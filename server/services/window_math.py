@@ -121,15 +121,6 @@ class AxisWindow:
         padded = self.size + self.pad_before + self.pad_after
         return max(padded - ((self.out_size - 1) * self.stride + self.k_eff), 0)
 
-    def feeders(self, in_index: int) -> list[tuple[int, int]]:
-        """(output index, kernel tap) pairs that read input ``in_index``: the inverse map."""
-        found = []
-        for tap in range(self.kernel):
-            shifted = in_index + self.pad_before - tap * self.dilation
-            if shifted % self.stride == 0 and 0 <= shifted // self.stride < self.out_size:
-                found.append((shifted // self.stride, tap))
-        return found
-
 
 def axis(size: int, kernel: int, stride: int = 1, padding: Any = 0, dilation: int = 1,
          ceil_mode: bool = False) -> AxisWindow:

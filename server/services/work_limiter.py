@@ -41,12 +41,16 @@ class WorkLimiter:
         self.rejected = 0
         self.mean_hold_s = 0.0  # exponentially weighted mean time a slot is held (measured)
         self.completed = 0
+        self._started: dict[int, float] = {}  # running computation → when it started
 
     # --- measured queue ------------------------------------------------------------------------------
     def expected_wait_s(self, ahead: int | None = None) -> float:
         """Seconds until a request joining now would start: places ahead × mean hold ÷ slots."""
         ahead = len(self._queue) + self._active if ahead is None else ahead
-        return self.mean_hold_s * max(0, ahead + 1 - self.max_active) / self.max_active
+        # before the first run ends, the longest-running one is the best measure there is
+        running = max((time.monotonic() - t for t in list(self._started.values())), default=0.0)
+        hold = max(self.mean_hold_s, running)
+        return hold * max(0, ahead + 1 - self.max_active) / self.max_active
 
     def retry_after(self) -> str:
         return str(max(self.retry_after_s, math.ceil(self.expected_wait_s())))
@@ -101,12 +105,14 @@ class WorkLimiter:
             self._active += 1
             counts = self._by_client.setdefault(client, [0, 0])
             counts[0] += 1
-        started = time.monotonic()
+            run = next(self._tickets)
+            started = self._started[run] = time.monotonic()
         try:
             yield
         finally:
             held = time.monotonic() - started
             with self._cond:
+                self._started.pop(run, None)
                 self._active -= 1
                 counts[0] -= 1
                 if counts == [0, 0] and self._by_client.get(client) is counts:

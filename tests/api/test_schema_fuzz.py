@@ -112,6 +112,8 @@ def _fits(path: str, body: dict) -> bool:
         elif path.endswith("/shift"):
             sandbox.translation_demo(body["input"], body["kernel"], body.get("dy", 0), body.get("dx", 1),
                                      body.get("pool_size", 2))
+        elif path.endswith("/mix"):  # channels of one size, one weight column per channel, one bias per row
+            sandbox.mix_channels(body["channels"], body["weights"], body.get("bias"))
     except (ApiError, KeyError, TypeError):
         return False
     return True
@@ -119,7 +121,8 @@ def _fits(path: str, body: dict) -> bool:
 
 FITTING = {"convolve": {"kernel": [[1.0]], "padding": 0, "stride": 1, "dilation": 1},
            "pool": {"kernel_size": 1, "stride": 1, "padding": 0},
-           "shift": {"kernel": [[1.0]], "dy": 0, "dx": 0, "pool_size": 1}}
+           "shift": {"kernel": [[1.0]], "dy": 0, "dx": 0, "pool_size": 1},
+           "mix": {"channels": [[[1.0]]], "weights": [[1.0]], "bias": None}}
 
 
 def _positive(case, location: str) -> bool:  # noqa: ANN001

@@ -128,7 +128,8 @@ def test_open_sort_hover_and_filters(page, shots: Path) -> None:
         page.click(".filters-toggle button[data-variant='untrained']")
         page.wait_for_function("() => document.querySelector('.filters-panel').dataset.variant === 'untrained'")
         assert query(page)["fw"] == "untrained"
-        assert "weights=untrained" in page.get_attribute(".filters-picture", "src")
+        # the panel's variant is set at once, the picture once its atlas has been fetched
+        page.wait_for_function("() => document.querySelector('.filters-picture').getAttribute('src').includes('weights=untrained')")
     else:
         assert trained_button.is_disabled()  # nothing trained to compare with on this server
     page.screenshot(path=str(shots / "layers-filters-1280x720.png"), full_page=True)

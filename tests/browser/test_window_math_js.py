@@ -67,13 +67,12 @@ def test_js_window_math_equals_python(page) -> None:
         assert got == _python(case), case
 
 
-def test_js_flip_and_receptive_box(page) -> None:
+def test_js_receptive_box(page) -> None:
     page.goto("/")
     got = page.evaluate("""async () => {
       const m = await import('/static/js/stepper/window-math.js');
       const field = { size: [11, 11], jump: [2, 2], start: [3, 3] };
       return {
-        flip: m.flipKernel([[1, 2, 3], [4, 5, 6]]),
         inside: m.receptiveBox(field, 5, 4, [28, 28]),
         corner: m.receptiveBox(field, 0, 0, [28, 28]),
         sameEven: m.resolvePadding('same', 7, 2, 1, 1),
@@ -81,7 +80,6 @@ def test_js_flip_and_receptive_box(page) -> None:
         numberText: m.resolvePadding('2', 7, 3),
       };
     }""")
-    assert got["flip"] == [[6, 5, 4], [3, 2, 1]]
     # unit (5, 4) is centred at 3 + 5·2 = 13 (rows) and 3 + 4·2 = 11 (cols), 11 px wide: ±5
     assert got["inside"] == {"top": 8, "bottom": 18, "left": 6, "right": 16, "clipped": False}
     assert got["corner"] == {"top": 0, "bottom": 8, "left": 0, "right": 8, "clipped": True}

@@ -33,11 +33,33 @@ async function errorFrom(response) {
   return new ApiError(response.status, code, message);
 }
 
+/** This tab's id, sent with every request so the server can share its heavy work fairly between the
+ * people behind one address (a classroom behind one router). Random, kept for the tab's life. */
+const CLIENT_ID = (() => {
+  const key = 'convscope-client';
+  try {
+    const known = sessionStorage.getItem(key);
+    if (known) return known;
+  } catch {
+    // storage refused: a fresh id for this page load
+  }
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  const id = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  try {
+    sessionStorage.setItem(key, id);
+  } catch {
+    // as above
+  }
+  return id;
+})();
+
 /** fetch() that throws ApiError for network failures and non-2xx answers; aborts pass through. */
 export async function request(url, options = {}) {
   let response;
+  const headers = new Headers(options.headers || {});
+  headers.set('X-ConvScope-Client', CLIENT_ID);
   try {
-    response = await fetch(url, options);
+    response = await fetch(url, { ...options, headers });
   } catch (err) {
     if (err && err.name === 'AbortError') throw err;
     throw new ApiError(0, 'network_error', 'The ConvScope server could not be reached. Is it still running?');

@@ -35,7 +35,7 @@ class WallPredictions:
         results: dict[str, Any] = {}
         missing = []
         for image_id in image_ids:
-            hit = self.outputs.cache.get(self.outputs.key(loaded, image_id))
+            hit = self.outputs.cached_logits(loaded, image_id)
             if hit is None:
                 missing.append(image_id)
             else:

@@ -12,8 +12,9 @@ class-score gradients for T classes come from one batched backward (``is_grads_b
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,11 +22,27 @@ import torch
 
 from server.errors import ApiError
 from server.services.architecture import LayerGeometry
-from server.services.hooks import capture_layer
+from server.services.hooks import LayerGraph, capture_layer
 from server.services.model_runtime import LoadedModel
 from server.services.saliency.scaling import Scaled, magnitude_percentile, min_max, upsample
 
 Progress = Callable[[int, int], None]  # (done, total)
+STEP_SECONDS = 0.25  # a long run reports progress (and checks for cancellation) about this often
+
+
+def batches(total: int, max_batch: int, target_s: float = STEP_SECONDS) -> Iterator[tuple[int, int]]:
+    """(start, stop) chunks of ``range(total)``, each at most ``max_batch`` long and sized from the time the
+    previous chunk took to last about ``target_s``: progress reports, which are also the cancellation
+    checkpoints, come that often whatever the model and machine, so abandoned work stops within about
+    ``target_s`` (a fixed 32 ResNet-50 passes take seconds on a CPU). Chunking never changes the result."""
+    start, size = 0, min(2, max_batch)
+    while start < total:
+        stop = min(total, start + size)
+        began = time.perf_counter()
+        yield start, stop
+        per_item = (time.perf_counter() - began) / (stop - start)
+        size = max(1, min(max_batch, int(target_s / per_item) if per_item > 0 else max_batch))
+        start = stop
 
 
 @dataclass(frozen=True)
@@ -73,19 +90,22 @@ def resolve_targets(logits: torch.Tensor, targets: Targets) -> list[int]:
     return chosen
 
 
-def class_gradients(logits: torch.Tensor, wrt: torch.Tensor, targets: list[int]) -> torch.Tensor:
-    """∂logit[t]/∂wrt for each target t, as T×(wrt.shape[1:]) (``wrt`` has a batch dim of 1).
+def class_gradients(logits: torch.Tensor, wrt: torch.Tensor, targets: list[int], row: int = 0,
+                    keep_graph: bool = False) -> torch.Tensor:
+    """∂logit[row, t]/∂wrt[row] for each target t, as T×(wrt.shape[1:]).
 
     Several targets share one batched backward pass: the one-hot output gradients are stacked and
-    ``torch.autograd.grad(..., is_grads_batched=True)`` vectorises the backward over them.
+    ``torch.autograd.grad(..., is_grads_batched=True)`` vectorises the backward over them. ``keep_graph``:
+    the graph is shared (a kept forward pass, see :class:`server.services.hooks.LayerGraph`) and must
+    survive this backward.
     """
     if len(targets) == 1:
-        (grad,) = torch.autograd.grad(logits[0, targets[0]], wrt)
-        return grad
+        (grad,) = torch.autograd.grad(logits[row, targets[0]], wrt, retain_graph=keep_graph)
+        return grad[row : row + 1]
     one_hot = torch.zeros((len(targets), *logits.shape), dtype=logits.dtype, device=logits.device)
-    one_hot[torch.arange(len(targets)), 0, torch.tensor(targets)] = 1.0
-    (grads,) = torch.autograd.grad(logits, wrt, one_hot, is_grads_batched=True)
-    return grads[:, 0]
+    one_hot[torch.arange(len(targets)), row, torch.tensor(targets)] = 1.0
+    (grads,) = torch.autograd.grad(logits, wrt, one_hot, is_grads_batched=True, retain_graph=keep_graph)
+    return grads[:, row]
 
 
 def check_logits(logits: object, model_id: str) -> torch.Tensor:
@@ -112,9 +132,12 @@ class SaliencyMethod(ABC):
 
     @abstractmethod
     def attribute(
-        self, loaded: LoadedModel, batch: torch.Tensor, layer: str | None, targets: Targets, progress: Progress | None
+        self, loaded: LoadedModel, batch: torch.Tensor, layer: str | None, targets: Targets, progress: Progress | None,
+        kept: LayerGraph | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """(logits 1×N, attributions T×…, targets): the method's own step(s)."""
+        """(logits 1×N, attributions T×…, targets): the method's own step(s). ``kept``: a forward pass of
+        ``batch`` already run with its graph kept from ``layer`` (layer methods may use it instead of
+        running their own)."""
 
     @abstractmethod
     def to_raw(self, attributions: torch.Tensor) -> torch.Tensor:
@@ -127,9 +150,10 @@ class SaliencyMethod(ABC):
         layer: str | None = None,
         targets: Targets = TopK(1),
         progress: Progress | None = None,
+        kept: LayerGraph | None = None,
     ) -> Explanation:
         """Run the whole pipeline for ``batch`` (1×C×H×W on the model's device)."""
-        logits, attributions, chosen = self.attribute(loaded, batch, layer, targets, progress)
+        logits, attributions, chosen = self.attribute(loaded, batch, layer, targets, progress, kept)
         raw = self.to_raw(attributions).detach().float().cpu()
         maps = self.scale(raw, (int(batch.shape[-2]), int(batch.shape[-1])), self.geometry(loaded, layer))
         return Explanation(
@@ -174,22 +198,28 @@ class BaseCAM(SaliencyMethod):
     uses_gradients: ClassVar[bool] = True
 
     def attribute(
-        self, loaded: LoadedModel, batch: torch.Tensor, layer: str | None, targets: Targets, progress: Progress | None
+        self, loaded: LoadedModel, batch: torch.Tensor, layer: str | None, targets: Targets, progress: Progress | None,
+        kept: LayerGraph | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         layer_name = layer or loaded.entry.target_layer
         module = loaded.layer(layer_name)
-        # Grad mode is needed only from the captured layer on; the parameters are frozen.
-        with torch.enable_grad(), capture_layer(loaded, module) as captured:
-            logits = check_logits(loaded.module(batch), loaded.entry.id)
-        activation = spatial_activation(captured.activation, captured.shapes, layer_name, self.title)
+        if kept is not None and kept.layer == layer_name:
+            # the image's forward pass was kept from this layer on: no forward of our own
+            all_logits, activation, row = kept.logits, kept.activation, kept.row
+            logits = all_logits[row : row + 1]
+        else:
+            # Grad mode is needed only from the captured layer on; the parameters are frozen.
+            with torch.enable_grad(), capture_layer(loaded, module) as captured:
+                logits = check_logits(loaded.module(batch), loaded.entry.id)
+            activation = spatial_activation(captured.activation, captured.shapes, layer_name, self.title)
+            all_logits, row = logits, 0
         chosen = resolve_targets(logits, targets)
         gradients = None
         if self.uses_gradients:
             with torch.enable_grad():
-                gradients = class_gradients(logits, activation, chosen)
-        else:
-            logits = logits.detach()
-        ctx = CamContext(loaded, batch, activation.detach()[0], gradients, chosen, progress)
+                gradients = class_gradients(all_logits, activation, chosen, row, keep_graph=kept is not None)
+        logits = logits.detach()
+        ctx = CamContext(loaded, batch, activation.detach()[row], gradients, chosen, progress)
         return logits, self.cam(ctx), chosen
 
     def geometry(self, loaded: LoadedModel, layer: str | None) -> LayerGeometry | None:
@@ -236,7 +266,8 @@ class InputAttributionMethod(SaliencyMethod):
     shares_targets = False  # each class is one more backward pass through the whole network
 
     def attribute(
-        self, loaded: LoadedModel, batch: torch.Tensor, layer: str | None, targets: Targets, progress: Progress | None
+        self, loaded: LoadedModel, batch: torch.Tensor, layer: str | None, targets: Targets, progress: Progress | None,
+        kept: LayerGraph | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         with torch.inference_mode():
             logits = check_logits(loaded.module(batch), loaded.entry.id).clone()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from server.services.saliency.base import BaseCAM, CamContext
+from server.services.saliency.base import BaseCAM, CamContext, batches
 
 EPS_PLUSPLUS = 1e-6
 EPS_XGRAD = 1e-7
@@ -98,8 +98,7 @@ class ScoreCAM(BaseCAM):
         targets = torch.tensor(ctx.targets, device=ctx.activation.device)
         scores = torch.empty((channels, len(ctx.targets)), dtype=torch.float32, device=ctx.activation.device)
         with torch.inference_mode():
-            for start in range(0, channels, SCORE_CAM_BATCH):
-                stop = min(start + SCORE_CAM_BATCH, channels)
+            for start, stop in batches(channels, SCORE_CAM_BATCH):
                 # Masks are made per batch: all of them at once would be K×H×W (411 MB for ResNet-50).
                 masks = F.interpolate(ctx.activation[None, start:stop], size=size, mode="bilinear", align_corners=True)[
                     0

@@ -169,7 +169,7 @@ class GradCamStepsService:
         name = layer or loaded.entry.target_layer
         loaded.layer(name)  # 404 unknown_layer
         if target is not None and not 0 <= target < loaded.entry.num_classes:
-            raise ApiError(404, "invalid_target",  # a class the model does not have: 404, like saliency's
+            raise ApiError(404, "invalid_target",  # a class the model does not have: 404, as saliency answers
                            f"target must be a class index from 0 to {loaded.entry.num_classes - 1}; got {target}.")
         return StepsKey(loaded.entry.id, loaded.variant, image_id, name, target)
 

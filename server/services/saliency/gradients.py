@@ -12,7 +12,7 @@ import torch
 
 from server.services.hooks import guided_relus
 from server.services.model_runtime import LoadedModel
-from server.services.saliency.base import InputAttributionMethod, Progress, check_logits, class_gradients
+from server.services.saliency.base import InputAttributionMethod, Progress, batches, check_logits, class_gradients
 from server.services.saliency.cams import GradCAM
 from server.services.saliency.scaling import upsample
 
@@ -40,8 +40,7 @@ def _sample_gradients(
     Each batch of samples runs forward once; the T targets share one batched backward.
     """
     grads = torch.empty((len(targets), *samples.shape), dtype=samples.dtype, device=samples.device)
-    for start in range(0, samples.shape[0], SAMPLE_BATCH):
-        stop = min(start + SAMPLE_BATCH, samples.shape[0])
+    for start, stop in batches(samples.shape[0], SAMPLE_BATCH):
         x = samples[start:stop].detach().clone().requires_grad_(True)
         with torch.enable_grad():
             logits = loaded.module(x)
@@ -186,8 +185,8 @@ class Occlusion(InputAttributionMethod):
         counts = torch.zeros((height, width), dtype=batch.dtype, device=batch.device)
         with torch.inference_mode():
             base = loaded.module(batch)[0, target_index]
-            for start in range(0, len(corners), SAMPLE_BATCH):
-                chunk = corners[start : start + SAMPLE_BATCH]
+            for start, stop in batches(len(corners), SAMPLE_BATCH):
+                chunk = corners[start:stop]
                 occluded = batch.repeat(len(chunk), 1, 1, 1)
                 for row, (y, x) in enumerate(chunk):
                     occluded[row, :, y : y + side, x : x + side] = 0
@@ -196,6 +195,6 @@ class Occlusion(InputAttributionMethod):
                     total[:, y : y + side, x : x + side] += drops[row][:, None, None]
                     counts[y : y + side, x : x + side] += 1
                 if progress is not None:
-                    progress(min(start + SAMPLE_BATCH, len(corners)), len(corners))
+                    progress(stop, len(corners))
         per_pixel = total / counts.clamp(min=1)
         return per_pixel[:, None].expand(len(targets), channels, height, width).clone()

@@ -161,9 +161,13 @@ class SaliencyMaps:
             checkpoint()  # a client that left (with nobody else waiting) stops the run here
 
         prior = "heavy" if saliency.heavy or (label == "topk" and saliency.family == "gradient") else "cheap"
+        # a prediction's pass kept the graph from the default layer: Grad-CAMs there need no forward pass
+        kept = self.outputs.graph(loaded, key.image_id, key.layer) if self.outputs and saliency.uses_layer else None
+        if kept is not None:
+            label += "/kept"
         with self.admit(f"saliency/{loaded.entry.id}/{key.method}/{label}", prior) if self.admit else nullcontext():
             try:
-                explanation = saliency.explain(loaded, batch, key.layer, targets, progress)
+                explanation = saliency.explain(loaded, batch, key.layer, targets, progress, kept)
             finally:
                 self.progress.finish(key)
         if self.outputs is not None:

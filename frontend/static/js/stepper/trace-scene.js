@@ -12,7 +12,7 @@ const RGB_NAMES = ['R', 'G', 'B'];
 // (≈ 0.8–1.05× in projector mode at 1024–1280 px wide), so numbers start at 20 to stay ≥ 16 CSS px.
 const NUM = 20;
 const TEXT = 17;
-const MAP = { x: 16, w: 160, inY: 88, outY: 308 };
+const MAP = { x: 16, w: 160, inY: 88, outY: 318 };
 const PANEL = { x: 206, y: 66, w: 980, h: 446 };
 
 /** What a phase of a conv cell is: one input channel's products, the rest, the bias, the activation. */
@@ -138,7 +138,10 @@ function drawConvMath(ctx, s, hits) {
   const cell = { w: cw, h: Math.min(cw, gridCell(kh, 220)) };
   const gw = kw * cell.w;
   const gy = PANEL.y + 60;
-  label(ctx, `${channelName(ch.index, inC)}: window × kernel = products`, x0, PANEL.y + 28, { size: 19 });
+  const heading = kh === 1 && kw === 1
+    ? `${channelName(ch.index, inC)}: value × weight (a 1×1 kernel reads no neighbours: it mixes channels)`
+    : `${channelName(ch.index, inC)}: window × kernel = products`;
+  label(ctx, heading, x0, PANEL.y + 28, { size: 19, maxWidth: PANEL.w - 32 });
   const windowScale = s.input ? makeScale(...s.input.range) : makeScale(...rangeOfList(ch.inputs)); // colours as on the map
   const kernelScale = makeScale(...rangeOfList(ch.weights));
   const productScale = makeScale(...rangeOfList(ch.products));

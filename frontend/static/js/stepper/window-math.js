@@ -114,11 +114,6 @@ function tilingMessage(rows, cols) {
   return `These settings do not tile the input: ${parts.join(' and ')} of the padded input are never under the window, so they do not affect the output.`;
 }
 
-/** The kernel turned by 180°: what true convolution slides (cross-correlation slides it as it is). */
-export function flipKernel(kernel) {
-  return kernel.map((row) => [...row].reverse()).reverse();
-}
-
 /**
  * The input pixels a unit sees, from a layer's receptive_field {size, jump, start} (per axis [h, w]):
  * unit i is centred at start + i·jump; the box is clipped to the image. Returns {top, left, bottom, right}
