@@ -143,17 +143,8 @@ def constraints_json_schema_cannot_state(context, case):  # noqa: ANN001 - schem
         for key in ("input", "kernel"):
             if isinstance(body.get(key), list) and body[key]:
                 body[key] = _rectangular(body[key])
-        if path.endswith("/mix"):  # channels of one size; weights out × (number of channels); a bias per output
-            grids = [_rectangular(grid) for grid in body.get("channels") or [] if grid]
-            if grids:
-                h, w = min(len(g) for g in grids), min(len(g[0]) for g in grids)
-                body["channels"] = [[row[:w] for row in g[:h]] for g in grids]
-                rows = body.get("weights") or [[1.0]]
-                body["weights"] = [([*row] * len(grids))[:len(grids)] for row in rows]
-                if body.get("bias") is not None and len(body["bias"]) != len(body["weights"]):
-                    body["bias"] = None
-        elif not _fits(path, body):  # a window larger than the padded input, a shift as large as the input…
-            body.update(FITTING[path.rsplit("/", 1)[1]])
+        if not _fits(path, body):  # a window larger than the padded input, a shift as large as the input…
+            body.update(FITTING.get(path.rsplit("/", 1)[1], {}))
         case.body = body
     elif path.endswith("/filtered.png") and case.query and case.query.get("kernel"):
         try:
