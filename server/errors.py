@@ -100,12 +100,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        if errors and all(tuple(err.get("loc", ()))[:1] == ("path",) and err.get("type") in _OUT_OF_RANGE
-                          for err in errors):
-            # A path segment out of its range (channel -1, a channel past 65535) names no resource: 404.
-            name = str(tuple(errors[0]["loc"])[1]) if len(errors[0]["loc"]) > 1 else "resource"
-            return error_response(404, f"unknown_{name}", "There is no such resource: " + _describe_validation(exc))
         return error_response(422, _validation_code(exc), _describe_validation(exc))
 
     @app.exception_handler(StarletteHTTPException)
