@@ -34,6 +34,7 @@ from server.errors import ApiError
 from server.services import samples
 from server.services.background_jobs import BackgroundJobs, Job
 from server.services.cache import ResultCache
+from server.services.disk_budget import evict_oldest
 from server.services.hooks import forward_hooks
 from server.services.model_inputs import input_picture
 from server.services.model_runtime import LoadedModel
@@ -312,15 +313,7 @@ class ChannelExamples:
 
     def _evict_files(self, keep: Path) -> None:
         """Oldest example tables go first once the folder holds more than the byte budget."""
-        files = sorted(self.cache_dir.glob("examples-*.npz"), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in files)
-        for path in files:
-            if total <= self.cache_bytes:
-                break
-            if path == keep:
-                continue
-            total -= path.stat().st_size
-            path.unlink(missing_ok=True)
+        evict_oldest(self.cache_dir, "examples-*.npz", self.cache_bytes, keep)
 
 
 def examples_for(table: ExampleTable, layer: str, channel: int, k: int) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from PIL import Image
 from server.errors import ApiError
 from server.services.background_jobs import BackgroundJobs, Job
 from server.services.cache import ResultCache
+from server.services.disk_budget import evict_oldest
 from server.services.hooks import forward_hooks
 from server.services.model_runtime import LoadedModel
 
@@ -253,13 +254,4 @@ class FeatureVisualisations:
 
     def _evict(self, keep: Path) -> None:
         with self._lock:
-            files = sorted(self.cache_dir.glob("featurevis-*.png"), key=lambda p: p.stat().st_mtime)
-            total = sum(p.stat().st_size for p in files)
-            for path in files:
-                if total <= self.cache_bytes:
-                    break
-                if path == keep:
-                    continue
-                total -= path.stat().st_size
-                path.unlink(missing_ok=True)
-                path.with_suffix(".json").unlink(missing_ok=True)
+            evict_oldest(self.cache_dir, "featurevis-*.png", self.cache_bytes, keep, companion_suffixes=(".json",))
