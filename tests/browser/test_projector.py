@@ -188,3 +188,21 @@ def test_channel_ledger_never_scrolls_silently(page) -> None:
     assert later["above"] + later["shown"] + later["below"] == later["total"]
     notes = [t["text"] for t in page.evaluate("window.__texts") if t["text"].startswith(("▲", "▼"))]
     assert any(re.match(rf"▲ {later['above']} lines? above · Σ so far [−\d.]+", n) for n in notes), notes
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_projector_sandbox_scene_is_enlarged_and_above_the_fold(page, size, shots: Path) -> None:
+    """The sandbox's own 960×520 scene fits like the step-through's: larger than drawn in projector mode
+    (the room beside the hidden sidebar), its whole picture above the fold, no sideways scroll."""
+    page.set_viewport_size({"width": size[0], "height": size[1]})
+    page.goto("/?view=sandbox&present=1")
+    page.wait_for_function("() => { const c = document.querySelector('#sandbox-canvas'); return c && c.dataset.outputShape && c.dataset.fitWidth; }")
+    page.wait_for_function("() => document.documentElement.classList.contains('is-projector')")
+    box = page.eval_on_selector("#sandbox-canvas", "c => { const r = c.getBoundingClientRect(); return {top: r.top, bottom: r.bottom, width: r.width, drawn: c.width}; }")
+    page.screenshot(path=str(shots / f"projector-sandbox-{size[0]}x{size[1]}.png"))
+    assert box["top"] >= 0 and box["bottom"] <= size[1], box
+    # enlarged: as large as the view allows (its width or the screen's height is the limit), beyond its old 720 px
+    room = page.eval_on_selector("#sandbox-canvas", "c => c.parentElement.clientWidth")
+    assert box["width"] >= room - 1 or box["bottom"] >= size[1] - 16, (box, room)
+    assert box["width"] > 800, box
+    assert_no_sideways_scroll(page)
