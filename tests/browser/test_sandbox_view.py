@@ -173,3 +173,31 @@ def test_start_from_a_crop_of_the_current_image(page) -> None:
     crop = page.request.get(f"/api/sandbox/images/{image_id}/crop?size=8&fit=32").json()["input"]
     assert grid_values(page, "Input") == crop
     assert wait_shape(page, "6x6")["count"] == "36"
+
+
+def test_activation_plot_marks_the_current_cell(page, shots: Path) -> None:
+    """'then activation' draws f with this cell's (x, f(x)) marked: x is the server's bias-added sum, the mark's
+    height is the server's activated value, and the plotted f passes through it (PyTorch's leaky ReLU)."""
+    page.goto("/?view=sandbox&bias=-3.5&act=leaky_relu")
+    wait_shape(page, "3x3")
+    seen = []
+    count = int(canvas(page)["count"])
+    for i in range(count):
+        page.wait_for_function(
+            "i => { const c = document.querySelector('#sandbox-canvas'); const p = document.querySelector('#sandbox-activation-plot');"
+            " return c.dataset.frame === String(i) && p && !p.hidden && p.dataset.plot"
+            " && JSON.parse(p.dataset.plot).torch === Number(c.dataset.value); }", arg=i)
+        plot = page.eval_on_selector("#sandbox-activation-plot", "p => JSON.parse(p.dataset.plot)")
+        assert plot["type"] == "LeakyReLU"
+        x = plot["x"]
+        assert plot["torch"] == pytest.approx(float(F.leaky_relu(torch.tensor(x, dtype=torch.float64), 0.01)), abs=1e-9)
+        assert plot["fx"] == pytest.approx(plot["torch"], abs=1e-9)
+        seen.append(x)
+        if i == 0:
+            page.screenshot(path=str(shots / "sandbox-activation-plot.png"))
+        if i < count - 1:
+            page.click("[data-action='forward']")
+    assert seen[0] == pytest.approx(0.5)  # the classic example's first window sums to 4, plus bias −3.5
+    assert any(x < 0 for x in seen) and any(x > 0 for x in seen)
+    page.select_option("#sb-activation", "none")
+    page.wait_for_function("() => document.querySelector('#sandbox-activation-plot').hidden")

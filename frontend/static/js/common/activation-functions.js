@@ -27,6 +27,7 @@ export function activationFunction(type, formula = '') {
     GELU: (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
     ELU: (x) => (x > 0 ? x : Math.exp(x) - 1),
     Identity: (x) => x,
+    Abs: Math.abs, // torch.abs: the sandbox offers it as an activation
   };
   return table[type] || null;
 }

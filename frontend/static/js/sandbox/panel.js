@@ -15,6 +15,8 @@ import { ACTIVATIONS, MAX_INPUT, MAX_KERNEL, POOL_OPS, readSettings, requestBody
 import { resizeGrid } from './grid-codec.js';
 import { createExtras } from './extras.js';
 import { fitCanvasToViewport } from '../common/fit-canvas.js';
+import { activationFunction } from '../common/activation-functions.js';
+import { drawActivationPlot } from '../common/activation-plot.js';
 import { createExplainPanel } from '../common/explain.js';
 
 let v = null;
@@ -55,6 +57,8 @@ export function mount(container, ctx) {
   const kernelHost = el('div', { className: 'sandbox-editor', dataset: { for: 'conv' } }, [el('h3', { text: 'Kernel' })]);
   const canvas = el('canvas', { id: 'sandbox-canvas', className: 'stepper-canvas', width: WIDTH, height: HEIGHT, attrs: { 'aria-label': 'Sandbox animation' } });
   const tooltip = el('div', { className: 'stepper-tooltip', hidden: true });
+  const actPlot = el('canvas', { id: 'sandbox-activation-plot', className: 'sandbox-activation-plot', width: 320, height: 200, hidden: true,
+    attrs: { 'aria-label': 'The activation function with the current cell marked' } });
   const playerHost = el('div');
   const exportNote = el('span', { className: 'stepper-export-note', attrs: { role: 'status' } });
   const exportButtons = ['png', 'gif'].map((kind) => el('button', { type: 'button', className: 'button button-small', text: kind.toUpperCase(), dataset: { export: kind } }));
@@ -64,7 +68,7 @@ export function mount(container, ctx) {
     el('div', { className: 'sandbox-controls' }, [field('', c.op), field('Input ', c.example), field('size ', el('span', {}, [c.rows, ' × ', c.cols]))]),
     el('div', { className: 'sandbox-controls', dataset: { for: 'conv' } }, [field('Kernel ', c.preset), gabor, field('size ', el('span', {}, [c.krows, ' × ', c.kcols])),
       field('padding ', c.padding), field('stride ', c.stride), field('dilation ', c.dilation), field('', c.mode)]),
-    el('div', { className: 'sandbox-controls', dataset: { for: 'conv' } }, [field('bias ', c.bias), field('then ', c.activation)]),
+    el('div', { className: 'sandbox-controls', dataset: { for: 'conv' } }, [field('bias ', c.bias), field('then ', c.activation), actPlot]),
     el('div', { className: 'sandbox-controls', dataset: { for: 'pool' } }, [field('', c.poolOp), field('size ', c.poolSize), field('stride ', c.poolStride), field('padding ', c.poolPadding)]),
     formula,
     el('div', { className: 'sandbox-player-row' }, [playerHost, el('div', { className: 'sandbox-export' }, ['Export ', ...exportButtons, exportNote])]),
@@ -73,7 +77,7 @@ export function mount(container, ctx) {
       el('div', { className: 'sandbox-editors' }, [inputHost, kernelHost])]),
   ]), extrasHost);
 
-  v = { ctx, bag, c, gabor, formula, canvas, g: canvas.getContext('2d'), tooltip, exportNote, container, hits: null,
+  v = { ctx, bag, c, gabor, formula, canvas, g: canvas.getContext('2d'), actPlot, tooltip, exportNote, container, hits: null,
     settings: null, answer: null, key: null, abort: null, presets: null };
   v.inputEditor = createGridEditor(inputHost, { label: 'Input', onChange: (grid) => set({ input: grid }) });
   v.kernelEditor = createGridEditor(kernelHost, { label: 'Kernel', onChange: (grid) => set({ kernel: grid }) });
@@ -219,6 +223,22 @@ function drawFrame(frame) {
   Object.assign(v.canvas.dataset, { frame: String(frame), count: String(v.animator.count), cell: step.out.join(','),
     value: String(step.activated ?? step.result), outputShape: v.answer.geometry.output_shape.join('x'),
     outputGeom: JSON.stringify({ x0: v.hits.output.x0, y0: v.hits.output.y0, cell: v.hits.output.cell }) });
+  drawActivation(step);
+}
+
+// the sandbox's activation names → the PyTorch module names activation-functions.js knows
+const ACTIVATION_TYPES = { relu: 'ReLU', leaky_relu: 'LeakyReLU', relu6: 'ReLU6', softplus: 'Softplus', abs: 'Abs' };
+
+/** f with this cell's (bias-added sum, activated value) marked, beside the "then" choice. */
+function drawActivation(step) {
+  const s = v.answerSettings;
+  const type = s.op === 'conv' ? ACTIVATION_TYPES[s.activation] : undefined;
+  const f = type && activationFunction(type, v.answer.activation_formula);
+  v.actPlot.hidden = !f;
+  if (!f) return;
+  const g = v.actPlot.getContext('2d');
+  g.clearRect(0, 0, v.actPlot.width, v.actPlot.height);
+  drawActivationPlot(g, f, { type, input: step.total, output: step.activated }, { x: 8, y: 8, w: 304, h: 158 }, 18);
 }
 
 function describe(frame) {

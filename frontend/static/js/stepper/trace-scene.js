@@ -3,6 +3,7 @@
 // receptive field on the picture, and the arithmetic of the current phase. Returns hit regions.
 
 import { activationFunction } from '../common/activation-functions.js';
+import { drawActivationPlot } from '../common/activation-plot.js';
 import { COLOURS, MONO, clear, drawLegend, drawMap, drawNumberGrid, drawTaps, fmt, label, makeScale, markCell, shadeBorder } from './renderer.js';
 
 export const WIDTH = 1200;
@@ -266,54 +267,5 @@ function drawActivationMath(ctx, s) {
   label(ctx, 'Applied to every cell of every', x0, PANEL.y + 240, { size: TEXT, weight: 400, colour: COLOURS.ink2 });
   label(ctx, 'channel separately: the window is one cell.', x0, PANEL.y + 264, { size: TEXT, weight: 400, colour: COLOURS.ink2 });
   const f = activationFunction(t.type, t.formula);
-  if (f) drawActivationPlot(ctx, f, t, { x: PANEL.x + 440, y: PANEL.y + 46, w: 400, h: 250 });
-}
-
-/** f over a range around x, with the current (x, f(x)) marked and read off both axes. */
-function drawActivationPlot(ctx, f, t, box) {
-  const lo = Math.min(-4, t.input - 1);
-  const hi = Math.max(4, t.input + 1);
-  const xs = Array.from({ length: 161 }, (_, i) => lo + ((hi - lo) * i) / 160);
-  const ys = xs.map(f);
-  const yLo = Math.min(...ys, 0);
-  const yHi = Math.max(...ys, 1);
-  const px = (x) => box.x + ((x - lo) / (hi - lo)) * box.w;
-  const py = (y) => box.y + box.h - ((y - yLo) / (yHi - yLo)) * box.h;
-  ctx.save();
-  ctx.strokeStyle = COLOURS.line;
-  ctx.lineWidth = 1;
-  ctx.strokeRect(box.x, box.y, box.w, box.h);
-  ctx.strokeStyle = COLOURS.ink2;
-  ctx.beginPath();
-  ctx.moveTo(box.x, py(0));
-  ctx.lineTo(box.x + box.w, py(0));
-  ctx.moveTo(px(0), box.y);
-  ctx.lineTo(px(0), box.y + box.h);
-  ctx.stroke();
-  ctx.strokeStyle = COLOURS.accent;
-  ctx.lineWidth = 3;
-  ctx.beginPath();
-  xs.forEach((x, i) => (i ? ctx.lineTo(px(x), py(ys[i])) : ctx.moveTo(px(x), py(ys[i]))));
-  ctx.stroke();
-  const mx = px(t.input);
-  const my = py(t.output);
-  ctx.setLineDash([5, 4]);
-  ctx.strokeStyle = COLOURS.current;
-  ctx.lineWidth = 2;
-  ctx.beginPath();
-  ctx.moveTo(mx, py(0));
-  ctx.lineTo(mx, my);
-  ctx.lineTo(px(0), my);
-  ctx.stroke();
-  ctx.setLineDash([]);
-  ctx.fillStyle = COLOURS.current;
-  ctx.beginPath();
-  ctx.arc(mx, my, 7, 0, 2 * Math.PI);
-  ctx.fill();
-  ctx.restore();
-  label(ctx, fmt(lo, 1), box.x, box.y + box.h + 22, { size: NUM, weight: 400, colour: COLOURS.ink2 });
-  label(ctx, fmt(hi, 1), box.x + box.w, box.y + box.h + 22, { size: NUM, weight: 400, colour: COLOURS.ink2, align: 'right' });
-  label(ctx, `f up to ${fmt(yHi, 2)}`, box.x + 6, box.y + 22, { size: NUM, weight: 400, colour: COLOURS.ink2 });
-  label(ctx, `(${fmt(t.input, 3)}, ${fmt(t.output, 3)})`, Math.min(mx + 12, box.x + box.w - 150), Math.max(my - 12, box.y + 20), { size: NUM, weight: 700, colour: COLOURS.current });
-  ctx.canvas.dataset.plot = JSON.stringify({ type: t.type, x: t.input, fx: f(t.input), torch: t.output });
+  if (f) drawActivationPlot(ctx, f, t, { x: PANEL.x + 440, y: PANEL.y + 46, w: 400, h: 250 }, NUM);
 }
