@@ -6,6 +6,7 @@ import { el, listen, disposer, formatShape, isAbort } from '../dom.js';
 import { createArchStrip, stripLayers } from './arch-strip.js';
 import { createChannelGrid } from './channel-grid.js';
 import { createChannelDetail } from './channel-detail.js';
+import { createLookForLink } from '../channel/look-for-link.js';
 import { createFiltersPanel, hasTrainedWeights } from './filters-panel.js';
 import { createLegend } from './legend.js';
 import { createLayerData, layerUrls } from './layer-data.js';
@@ -88,9 +89,12 @@ export function mount(container, ctx) {
     data: createLayerData(ctx.api),
     grid: createChannelGrid(gridHost, { onHover, onSelect: (c) => set({ channel: c }) }),
     detail: createChannelDetail(detailCard, { onHover, onOpacity: (v) => { view.opacity = v; } }),
+    lookFor: createLookForLink(() => view && view.lookForTarget && { state: view.ctx.state, ...view.lookForTarget }),
+    lookForTarget: null,
     filters: createFiltersPanel(filtersCard, { onVariant: (fw) => set({ fw }), onInPage: (fin) => set({ fin }) }),
     keys: {}, layer: null, abort: null, hoverToken: 0, opacity: 70,
   };
+  detailCard.append(el('p', { className: 'look-for' }, [view.lookFor.element]));
   bag.add(listen(sort, 'click', (e) => { const b = e.target.closest('button'); if (b) set({ sort: b.dataset.value }); }));
   bag.add(listen(scale, 'click', (e) => { const b = e.target.closest('button'); if (b) set({ scale: b.dataset.value }); }));
   bag.add(listen(zoom, 'input', () => view.grid.zoom(Number(zoom.value))));
@@ -251,6 +255,9 @@ function arrange(st) {
     vector: atlas.shape.length === 1,
     label: L.labels ? L.labels[channel] : null,
   });
+  // a channel map (not a vector layer's feature) has dataset examples and a feature visualisation
+  view.lookForTarget = atlas.shape.length === 3 ? { layer: L.name, channel } : null;
+  view.lookFor.update();
 }
 
 function showLegend(channel) {
@@ -291,6 +298,7 @@ export function unmount() {
   view.bag.run();
   view.grid.dispose();
   view.detail.dispose();
+  view.lookFor.dispose();
   view.filters.dispose();
   view.strip.dispose();
   view.data.clear();

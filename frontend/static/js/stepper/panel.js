@@ -14,6 +14,7 @@ import { renderSoftmax } from './softmax-table.js';
 import { showOutput } from './flatten-linear.js';
 import { pick, setupHover } from './hover.js';
 import { fitCanvasToViewport } from '../common/fit-canvas.js';
+import { createLookForLink } from '../channel/look-for-link.js';
 import { createExplainPanel, explainButton } from '../common/explain.js';
 
 const SOFTMAX = '@softmax';
@@ -52,6 +53,10 @@ export function mount(container, ctx) {
   const detailHelp = explainButton('each-input-channel');
   const rfHelp = explainButton('receptive-field');
   const explain = createExplainPanel('stepper', ['receptive-field', 'jump', 'parameters', 'top-channels', 'stride', 'padding', 'dilation', 'groups', 'output-size']);
+  // the channel's dataset examples and feature visualisation live in the Network view's unit detail (which
+  // embeds this panel itself: there the link would lead to where it already is)
+  const lookFor = createLookForLink(() => (v && v.lookForTarget && v.ctx.state.get('open') !== 'unit' ? { state: v.ctx.state, ...v.lookForTarget } : null));
+  bag.add(lookFor.dispose);
   const controls = el('div', { className: 'stepper-controls' }, [
     el('label', { className: 'stepper-field' }, ['Layer ', layerSelect]),
     el('label', { className: 'stepper-field', attrs: { 'data-for': 'channel' } }, ['Output channel ', channelInput]),
@@ -59,10 +64,11 @@ export function mount(container, ctx) {
     el('span', { className: 'stepper-field', attrs: { 'data-for': 'detail' } }, [el('label', {}, [detail, ' each input channel']), detailHelp]),
     el('span', { className: 'stepper-field', attrs: { 'data-for': 'rf' } }, ['Receptive field', rfHelp]),
     el('span', { className: 'stepper-export' }, ['Export ', ...exportButtons, exportNote]),
+    lookFor.element,
   ]);
   container.append(el('section', { className: 'card stepper' }, [explain.element, controls, message, el('div', { className: 'stepper-player-host' }, [playerHost, stage]), geometry, softmaxHost]));
 
-  v = { ctx, bag, canvas, g: canvas.getContext('2d'), tooltip, geometry, explain, rfHelp, layerSelect, channelInput, topSelect, detail, message,
+  v = { ctx, bag, lookFor, lookForTarget: null, canvas, g: canvas.getContext('2d'), tooltip, geometry, explain, rfHelp, layerSelect, channelInput, topSelect, detail, message,
     softmaxHost, stage, playerHost, exportButtons, exportNote, data: createTraceData(ctx.api), key: null, setup: null,
     got: { traces: new Map(), inputs: new Map(), outputs: new Map() }, hits: null, exportAbort: null, rfImage: null };
   v.animator = createAnimator({ count: 1, onFrame: drawFrame, onPlayState: onPlayState });
@@ -95,6 +101,8 @@ export function update(ctx) {
   }
   const layer = layers.find((l) => l.name === layerName);
   const channel = layer ? Math.min(Math.max(0, Number(ctx.state.get('channel')) || 0), layer.output_shape[0] - 1) : 0;
+  v.lookForTarget = layer && layerName !== SOFTMAX && layer.output_shape.length === 3 ? { layer: layerName, channel } : null;
+  v.lookFor.update();
   const key = [ctx.model.id, ctx.weights, ctx.imageId, layerName, channel, top, v.detail.checked, layerName === SOFTMAX ? ctx.state.get('cls') : ''].join('|');
   if (key !== v.key) {
     v.key = key;
