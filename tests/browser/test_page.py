@@ -120,7 +120,9 @@ def test_drawing_classifies_as_you_draw(page, shots: Path) -> None:
     for t in range(12):
         page.mouse.move(x + (0.65 - 0.2 * t / 11) * size, y + (0.2 + 0.6 * t / 11) * size)
     page.mouse.up()
-    page.wait_for_function("() => new URLSearchParams(location.search).has('image')")
+    # a slow machine sends the drawing mid-stroke too: wait until the last of it is sent and in the URL
+    page.wait_for_function("""() => !document.getElementById('draw-canvas').dataset.pending
+        && new URLSearchParams(location.search).has('image')""")
     rows = wait_for_predictions(page)
     assert_predictions_match_api(page, rows)
     # what was uploaded is the drawing: white ink on black, the canvas's size

@@ -58,6 +58,7 @@ export function createDrawingCanvas({ onDrawing, onClear }) {
   // Debounced, with a ceiling: a pause of DEBOUNCE_MS sends the drawing, and a long unbroken stroke
   // still sends it every MAX_WAIT_MS, so the bars follow the pen.
   function schedule() {
+    canvas.dataset.pending = 'true'; // a drawing not yet sent (or being sent): tools and tests wait on it
     const now = performance.now();
     if (pendingSince === null) pendingSince = now;
     if (timer !== null) clearTimeout(timer);
@@ -69,9 +70,17 @@ export function createDrawingCanvas({ onDrawing, onClear }) {
     }, wait);
   }
 
+  // Nothing waiting, nothing being sent: the URL names the drawing as it is on the pad.
+  function settle() {
+    if (timer === null && !exporting && !pendingExport && !dirty) delete canvas.dataset.pending;
+  }
+
   // One upload at a time; strokes made meanwhile are sent when it finishes.
   async function exportNow() {
-    if (!dirty) return;
+    if (!dirty) {
+      settle();
+      return;
+    }
     if (exporting) {
       pendingExport = true;
       return;
@@ -90,6 +99,8 @@ export function createDrawingCanvas({ onDrawing, onClear }) {
       if (pendingExport) {
         pendingExport = false;
         exportNow();
+      } else {
+        settle();
       }
     }
   }
@@ -124,6 +135,7 @@ export function createDrawingCanvas({ onDrawing, onClear }) {
       dirty = false;
       pendingExport = false;
       sessionStarted = false;
+      settle();
       wipe();
       onClear();
     }),
@@ -143,6 +155,7 @@ export function createDrawingCanvas({ onDrawing, onClear }) {
       timer = null;
       pendingSince = null;
       dirty = false;
+      settle();
     }
   }
 
