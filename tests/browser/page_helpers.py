@@ -97,3 +97,22 @@ def upload_photo(page, photo: Path) -> str:
     image_id = hashlib.sha256(photo.read_bytes()).hexdigest()
     page.wait_for_function("id => new URLSearchParams(location.search).get('image') === id", arg=image_id)
     return image_id
+
+
+# Record every pending timer with the stack that made it, so a test can wait until a module (by file
+# name) has none left: a condition instead of a fixed wait.
+TIMER_PROBE = """
+(() => {
+  const pending = new Map();
+  const set = window.setTimeout.bind(window);
+  const clear = window.clearTimeout.bind(window);
+  window.setTimeout = (fn, ms, ...args) => {
+    const stack = new Error().stack || '';
+    const id = set((...a) => { pending.delete(id); fn(...a); }, ms, ...args);
+    pending.set(id, stack);
+    return id;
+  };
+  window.clearTimeout = (id) => { pending.delete(id); clear(id); };
+  window.__pendingTimers = (fragment) => [...pending.values()].filter((s) => s.includes(fragment)).length;
+})();
+"""

@@ -36,7 +36,9 @@ def test_page_works_under_its_csp(page, console, live_server: str) -> None:
     assert tabs
     for index in range(len(tabs)):
         tab = page.query_selector_all("#view-tabs [role=tab]:not([disabled]):not([aria-disabled=true])")[index]
+        view = tab.get_attribute("data-view")
         tab.click()
-        page.wait_for_timeout(1500)  # let the view fetch and draw
+        page.wait_for_selector(f"#view .view-body.view-{view}")
+        page.wait_for_load_state("networkidle")  # the view has fetched and drawn
     violations = page.evaluate("window.__cspViolations")
     assert violations == [], violations

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser.conftest import LAPTOP
 from tests.browser.page_helpers import (
+    TIMER_PROBE,
     api,
     assert_no_horizontal_overflow,
     assert_predictions_match_api,
@@ -334,6 +336,7 @@ def test_download_progress_is_polled_and_shown(page) -> None:
         route.fulfill(status=202 if request.method == "POST" else 200, json=body)
 
     page.route(f"**/api/models/{model_id}/weights/download", fake)
+    page.add_init_script(TIMER_PROBE)
     open_page(page, f"/?model={model_id}")
     page.click("#download-button")
     page.wait_for_function("() => document.getElementById('download-text').textContent === '1.0 MB of 4.0 MB'")
@@ -343,8 +346,8 @@ def test_download_progress_is_polled_and_shown(page) -> None:
     page.wait_for_function("() => document.getElementById('weights-download').dataset.state === 'done'")
     assert calls[0] == "POST" and set(calls[1:]) == {"GET"} and len(calls) == 4
     assert page.text_content("#download-button") == "Downloaded"
-    # polling stopped once done
-    page.wait_for_timeout(1500)
+    # polling stopped once done: no poll timer is left
+    page.wait_for_function("() => window.__pendingTimers('weights-download.js') === 0")
     assert len(calls) == 4
 
 
@@ -375,12 +378,13 @@ def test_predictions_follow_the_pen_before_it_lifts(page) -> None:
     shown_while_drawing = False
     for t in range(60):  # a slow, unbroken stroke: never a pause long enough for the debounce alone
         page.mouse.move(x + (0.3 + 0.006 * t) * size, y + (0.2 + 0.01 * t) * size)
-        page.wait_for_timeout(40)
-        if page.locator(".predictions:not([data-for='']) .bar-row").count():
-            shown_while_drawing = True
-            break
+        try:  # the pen moves on every 40 ms unless the bars have come
+            page.wait_for_selector(".predictions:not([data-for='']) .bar-row", timeout=40)
+        except PlaywrightTimeoutError:
+            continue
+        shown_while_drawing = True
+        break
     page.mouse.up()
     assert shown_while_drawing, "no predictions until the pen was lifted"
-    page.wait_for_timeout(300)  # past the debounce: the last export after pen-up has started…
-    page.wait_for_selector("#dropzone:not(.is-busy)")  # …and its upload has finished
+    page.wait_for_selector("#draw-canvas:not([data-pending])", state="attached")  # the last drawing is sent
     assert_predictions_match_api(page, wait_for_predictions(page))

@@ -33,6 +33,16 @@ def grid_values(page, label: str) -> list[list[float]]:
                                  "t => [...t.rows].map(r => [...r.cells].map(c => Number(c.firstChild.value)))")
 
 
+def wait_first_value(page, want: float) -> None:
+    """Until the recomputed scene shows ``want`` as its first output cell (scrubbed to step 0)."""
+    page.wait_for_function("""w => {
+        const scrub = document.querySelector('.player-scrub');
+        if (scrub && scrub.value !== '0') { scrub.value = '0'; scrub.dispatchEvent(new Event('input')); }
+        const c = document.querySelector('#sandbox-canvas');
+        return c && c.dataset.frame === '0' && Math.abs(Number(c.dataset.value) - w) <= 1e-6 * Math.max(1, Math.abs(w));
+    }""", arg=want)
+
+
 def values_at_every_step(page) -> list[float]:
     """Step through the whole animation and read each cell's value from the canvas."""
     count = int(canvas(page)["count"])
@@ -93,8 +103,8 @@ def test_activation_bias_and_editing_a_cell(page) -> None:
     page.fill("table.grid-editor[aria-label='Input'] input[data-r='0'][data-c='0']", "5")
     page.dispatch_event("table.grid-editor[aria-label='Input'] input[data-r='0'][data-c='0']", "change")
     page.wait_for_function("() => new URLSearchParams(location.search).get('in').startsWith('5,')")
-    page.wait_for_timeout(300)
-    assert values_at_every_step(page)[0] == 5  # (5+1+1+1+1) − 3
+    wait_first_value(page, 5)  # (5+1+1+1+1) − 3
+    assert values_at_every_step(page)[0] == 5
 
 
 def test_tiling_message_and_empty_output(page) -> None:
@@ -115,8 +125,8 @@ def test_pooling_ops(page) -> None:
     assert values_at_every_step(page) == [6, 8, 3, 4]
     page.select_option("#sb-pool-op", "l2")
     page.wait_for_function("() => new URLSearchParams(location.search).get('pop') === 'l2'")
-    page.wait_for_timeout(300)
     want = F.lp_pool2d(torch.tensor(grid, dtype=torch.float64)[None, None], 2, 2)[0, 0].numpy().ravel()
+    wait_first_value(page, float(want[0]))
     assert np.allclose(values_at_every_step(page), want)
 
 

@@ -12,25 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.browser.page_helpers import TIMER_PROBE
+
 pytestmark = pytest.mark.browser
 
-# Record every pending timer with the stack that made it, so a test can see whether the animator
-# left one behind after the view closed.
-TIMER_PROBE = """
-(() => {
-  const pending = new Map();
-  const set = window.setTimeout.bind(window);
-  const clear = window.clearTimeout.bind(window);
-  window.setTimeout = (fn, ms, ...args) => {
-    const stack = new Error().stack || '';
-    const id = set((...a) => { pending.delete(id); fn(...a); }, ms, ...args);
-    pending.set(id, stack);
-    return id;
-  };
-  window.clearTimeout = (id) => { pending.delete(id); clear(id); };
-  window.__pendingTimers = (fragment) => [...pending.values()].filter((s) => s.includes(fragment)).length;
-})();
-"""
 
 
 def upload(page, data: bytes, name: str = "image.png") -> str:
@@ -91,7 +76,6 @@ def test_rgb_conv_numbers_equal_the_layer_output(page, image_id: str, shots: Pat
     # R, G, B, bias, ReLU: five steps per output cell
     assert int(state["count"]) == 62 * 62 * 5
     assert state["frame"] == str((30 * 62 + 20) * 5)
-    page.wait_for_timeout(300)
     page.locator("#stepper-canvas").screenshot(path=str(shots / "stepper-rgb-conv.png"))
 
 
@@ -116,9 +100,9 @@ def test_step_keyboard_scrub_and_play(page, image_id: str) -> None:
     page.locator("#stepper-canvas").focus()
     page.keyboard.press(" ")
     paused = canvas(page)["frame"]
-    page.wait_for_timeout(600)
+    # paused means no animation timer left: nothing can advance the frame any more
+    page.wait_for_function("() => window.__pendingTimers('animator.js') === 0")
     assert canvas(page)["frame"] == paused
-    assert page.evaluate("window.__pendingTimers('animator.js')") == 0
     # pausing writes the cell into the URL, so the link reproduces it
     assert query(page)["pos"] == canvas(page)["cell"]
 
@@ -187,8 +171,7 @@ def test_leaving_the_view_stops_its_timers(page, image_id: str) -> None:
     page.wait_for_function("() => window.__pendingTimers('animator.js') > 0")
     page.click("#view-tabs button[data-view='overview']")
     page.wait_for_selector("#view .view-body.view-overview")
-    page.wait_for_timeout(800)
-    assert page.evaluate("window.__pendingTimers('animator.js')") == 0
+    page.wait_for_function("() => window.__pendingTimers('animator.js') === 0")
     assert page.locator("#stepper-canvas").count() == 0
 
 
