@@ -58,7 +58,8 @@ from server.services.feature_vis import FeatureVisualisations
 from server.services.image_decode import IsolatedDecoder, decode_limits
 from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
-from server.services.live import LiveHub, LiveLimits
+from server.services.live import LiveHub
+from server.services.live_frame import LiveLimits
 from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import ModelRuntime
 from server.services.network_overview import NetworkOverviews

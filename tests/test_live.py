@@ -14,7 +14,8 @@ from PIL import Image
 
 from server.services import atlas
 from server.services.architecture import ArchitectureCatalog
-from server.services.live import Frame, FrameSlot, compact_atlas, forward, origin_allowed, resolve_config
+from server.services.live import Frame, FrameSlot, origin_allowed
+from server.services.live_frame import compact_atlas, forward, resolve_config
 from server.services.model_runtime import ModelRuntime
 from tests.test_hook_removal import _assert_no_hooks
 
