@@ -64,7 +64,6 @@ export function mount(container, ctx) {
     el('span', { className: 'stepper-field', attrs: { 'data-for': 'detail' } }, [el('label', {}, [detail, ' each input channel']), detailHelp]),
     el('span', { className: 'stepper-field', attrs: { 'data-for': 'rf' } }, ['Receptive field', rfHelp]),
     el('span', { className: 'stepper-export' }, ['Export ', ...exportButtons, exportNote]),
-    lookFor.element,
   ]);
   container.append(el('section', { className: 'card stepper' }, [explain.element, controls, message, el('div', { className: 'stepper-player-host' }, [playerHost, stage]), geometry, softmaxHost]));
 
@@ -72,7 +71,8 @@ export function mount(container, ctx) {
     softmaxHost, stage, playerHost, exportButtons, exportNote, data: createTraceData(ctx.api), key: null, setup: null,
     got: { traces: new Map(), inputs: new Map(), outputs: new Map() }, hits: null, exportAbort: null, rfImage: null };
   v.animator = createAnimator({ count: 1, onFrame: drawFrame, onPlayState: onPlayState });
-  v.player = createPlayer(playerHost, { animator: () => v.animator, describe, phasesPerCell: () => (v.setup ? v.setup.phases.length : 1) });
+  // the link sits on the readout's line, which has room: a row of its own pushed the animation below the fold
+  v.player = createPlayer(playerHost, { animator: () => v.animator, describe, phasesPerCell: () => (v.setup ? v.setup.phases.length : 1), extra: lookFor.element });
 
   bag.add(listen(layerSelect, 'change', () => ctx.state.set({ layer: layerSelect.value, channel: null, pos: null })));
   bag.add(listen(channelInput, 'change', () => ctx.state.set({ channel: channelInput.value, pos: null })));

@@ -10,8 +10,9 @@ import { SPEEDS } from './animator.js';
  * @param {() => object} opts.animator   the current animator (it is replaced when the settings change)
  * @param {(frame: number) => string} opts.describe   text for the position readout
  * @param {() => number} [opts.phasesPerCell]         frames per output cell (Shift+arrows jump that many)
+ * @param {HTMLElement} [opts.extra]                   shown after the readout, on its line (a link)
  */
-export function createPlayer(parent, { animator, describe, phasesPerCell = () => 1 }) {
+export function createPlayer(parent, { animator, describe, phasesPerCell = () => 1, extra = null }) {
   const bag = disposer();
   const back = el('button', { type: 'button', className: 'button button-small', text: '◀ Step', title: 'Step back (←)', dataset: { action: 'back' } });
   const play = el('button', { type: 'button', className: 'button button-small button-accent player-play', text: '▶ Play', title: 'Play / pause (space)', dataset: { action: 'play' } });
@@ -22,7 +23,7 @@ export function createPlayer(parent, { animator, describe, phasesPerCell = () =>
   speed.value = '2';
   const readout = el('span', { className: 'player-readout', attrs: { 'aria-live': 'off' } });
   const root = el('div', { className: 'player', attrs: { role: 'group', 'aria-label': 'Animation controls' } },
-    [back, play, fwd, scrub, speed, readout]);
+    [back, play, fwd, scrub, speed, readout, ...(extra ? [extra] : [])]);
   parent.append(root);
 
   bag.add(listen(back, 'click', () => animator().step(-1)));
