@@ -9,8 +9,11 @@ the same run, interleaved with it (the machine is shared and noisy).
                layer (through the 25088×4096 classifier layer): the least any top-5 can cost
   concurrent   10 concurrent identical uncached Score-CAM requests (tinyvgg-shapes) vs one        goal ≤ 1.3×
 
-It serves the real app with uvicorn on 127.0.0.1 (a free port, in this process, stopped at the end).
-The torchvision models run untrained offline: fine for timing.
+It serves the real app with uvicorn on 127.0.0.1 (a free port, stopped at the end): in this process for
+the sequential figures, in its own process for ``concurrent`` (as ``convscope serve`` runs it; the ten
+clients are other machines in a classroom, so they must not share the server's interpreter: here they are
+ten raw HTTP/1.1 connections from this process). The torchvision models run untrained offline: fine for
+timing.
 
 Run: .venv/bin/python bench/bench_saliency_http.py [--repeats 7] [--skip-vgg]
 """
@@ -20,8 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
+import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +39,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
+import uvloop
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -108,14 +115,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    if args.only_concurrent:
+        concurrent(args.repeats)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(Settings(storage_dir=Path(tmp) / "images", heavy_work_per_client=64))
         with serving(app) as base, httpx.Client(base_url=base, timeout=300) as client:
             ids = [client.post("/api/images", files={"file": ("p.png", picture(i))}).json()["image_id"]
                    for i in range(2 * args.repeats + 2)]
-            if args.only_concurrent:
-                concurrent(app, client, ids)
-                return
             state = app.state
             runtime, inputs = state.runtime, state.inputs
             loaded = runtime.load("resnet18", "untrained")
@@ -159,7 +166,7 @@ def main() -> None:
                 if floors:
                     report("vgg16-floor", floors, None, "(forward + exact batched gradient to features.29)")
 
-            concurrent(app, client, ids)
+    concurrent(args.repeats)
 
 
 def floor_time(loaded, x: torch.Tensor) -> float:  # noqa: ANN001
@@ -175,34 +182,106 @@ def floor_time(loaded, x: torch.Tensor) -> float:  # noqa: ANN001
     return time.perf_counter() - start
 
 
-def concurrent(app, client: httpx.Client, ids: list[str], model: str = "tinyvgg-shapes",  # noqa: ANN001
-               size: int = 64, repeats: int = 5) -> None:
-    """Ten identical uncached Score-CAM requests at once vs one: one computation serves them all."""
-    base = str(client.base_url)
-    url = f"/api/models/{model}/images/{{}}/saliency.npy"
-    params = {"method": "scorecam", "weights": "untrained"}
-    fresh = [client.post("/api/images", files={"file": ("s.png", picture(1000 + i, size))}).json()["image_id"]
-             for i in range(2 * repeats + 2)]
-    client.get(url.format(fresh[-1]), params=params).raise_for_status()  # warm-up
-    cache = app.state.saliency_maps.cache
+@contextmanager
+def served_apart(storage: Path) -> Iterator[tuple[int, Callable[[], dict]]]:
+    """The app in its own process, as ``convscope serve`` runs it (bench/serve_with_stats.py); yields the port
+    and a function that asks the server for its counts. Stopped (and waited for) at the end."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(storage), "CONVSCOPE_HEAVY_WORK_PER_CLIENT": "64"}
+    process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("serve_with_stats.py")), str(port)],
+                               env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdin is not None and process.stdout is not None
 
-    async def many(image_id: str, n: int) -> float:
-        async with httpx.AsyncClient(base_url=base, timeout=300) as aclient:
-            start = time.perf_counter()
-            answers = await asyncio.gather(*(aclient.get(url.format(image_id), params=params) for _ in range(n)))
-            elapsed = time.perf_counter() - start
-        assert all(a.status_code == 200 for a in answers), [a.status_code for a in answers]
-        assert len({a.content for a in answers}) == 1
-        return elapsed
+    def stats() -> dict:
+        process.stdin.write("stats\n")
+        process.stdin.flush()
+        return json.loads(process.stdout.readline())
 
-    ratios = []
-    for i in range(repeats):
-        one = asyncio.run(many(fresh[2 * i], 1))
-        before = cache.stats.computations
-        ten = asyncio.run(many(fresh[2 * i + 1], 10))
-        assert cache.stats.computations - before == 1, "ten identical requests ran more than one computation"
-        ratios.append((ten, one))
-    report(f"concurrent ×10 {model}", ratios, 1.3, "(here 'bare' = one request alone; 1 computation each)")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/api/health").raise_for_status()
+                break
+            except httpx.HTTPError:
+                assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        yield port, stats
+    finally:
+        process.stdin.close()  # the server stops at the end of its input
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Browser:
+    """One student's browser: a kept-alive HTTP/1.1 connection, already open (the page was loaded before the
+    teacher shared the image), sending plain GETs. This process only writes requests and reads answers: no
+    client library between the clock and the server."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def open(self) -> Browser:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        await self.get("/api/health")
+        return self
+
+    async def get(self, target: str) -> tuple[int, bytes]:
+        self.writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+        return int(lines[0].split(" ", 2)[1]), await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def concurrent(repeats: int = 7, model: str = "tinyvgg-shapes", size: int = 64) -> None:
+    """Ten identical uncached Score-CAM requests at once vs one, against the server in its own process (the
+    way it is deployed: ten students are ten other machines). One computation serves them all, which the
+    server's own counts confirm."""
+    with tempfile.TemporaryDirectory() as tmp, served_apart(Path(tmp) / "images") as (port, stats):
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+            fresh = [client.post("/api/images", files={"file": ("s.png", picture(1000 + i, size))}).json()["image_id"]
+                     for i in range(2 * repeats + 2)]
+        target = f"/api/models/{model}/images/{{}}/saliency.npy?method=scorecam&weights=untrained"
+
+        def many(image_id: str, n: int) -> float:
+            async def together() -> float:
+                browsers = [await Browser(port).open() for _ in range(n)]
+                try:
+                    start = time.perf_counter()
+                    answers = await asyncio.gather(*(b.get(target.format(image_id)) for b in browsers))
+                    elapsed = time.perf_counter() - start
+                finally:
+                    for b in browsers:
+                        b.close()
+                assert all(status == 200 for status, _ in answers), [status for status, _ in answers]
+                assert len({body for _, body in answers}) == 1
+                return elapsed
+
+            return uvloop.run(together())
+
+        many(fresh[-1], 10)  # warm-up: the model built, the first allocations done
+        ratios = []
+        for i in range(repeats):
+            one = many(fresh[2 * i], 1)
+            before = stats()
+            ten = many(fresh[2 * i + 1], 10)
+            after = stats()
+            assert after["saliency_computations"] - before["saliency_computations"] == 1, \
+                "ten identical requests ran more than one computation"
+            ratios.append((ten, one))
+        shared = {k: after[k] for k in ("answers_copied", "answers_ran_alone", "saliency_shared", "saliency_hits")}
+    report(f"concurrent ×10 {model}", ratios, 1.3,
+           f"(here 'bare' = one request alone; 1 computation per ten, server counts {shared})")
 
 
 if __name__ == "__main__":

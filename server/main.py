@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 from models.models_file import app_registry
 from models.registry import ModelRegistry
 from server import __version__
+from server.coalesce import CoalesceIdenticalGets, SharedAnswers
 from server.errors import install_error_handlers
 from server.openapi import install_openapi
 from server.responses import ScopeHeadersMiddleware
@@ -91,6 +92,11 @@ ROUTERS = (
     sessions.router,
     sessions.join_router,
 )
+
+# View data whose URL names all it depends on (model, weights, image hash, layer…): identical URLs give
+# identical bytes to anyone, so identical requests in flight at once may share one answer. Not the class
+# sessions (answers per client, event streams).
+SHARED_ANSWER_PREFIXES = ("/api/models", "/api/images/", "/api/samples", "/api/sandbox/")
 
 
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
@@ -180,14 +186,18 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 app.state.image_store.close()  # the decoder's idle worker process
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
+    # Middlewares, innermost first (each add_middleware wraps the ones before it).
+    app.add_middleware(ScopeHeadersMiddleware)  # headers dependencies set (X-ConvScope-Weights)
+    app.add_middleware(DisconnectWatch)  # cancels the work of GETs whose client went away
+    # identical view GETs in flight at once share one answer (a class opening the same view)
+    app.state.shared_answers = SharedAnswers(max_body=settings.shared_answer_max_bytes)
+    app.add_middleware(CoalesceIdenticalGets, answers=app.state.shared_answers, prefixes=SHARED_ANSWER_PREFIXES)
     if settings.cors_origins:
         app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
     app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images",),
                        idle_timeout=settings.body_idle_timeout_s, total_timeout=settings.body_read_timeout_s)
     install_request_guards(app, settings)  # origin, HEAD, URL length, Host (issue 10)
     app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(DisconnectWatch)  # cancels the work of GETs whose client went away
-    app.add_middleware(ScopeHeadersMiddleware)  # headers dependencies set (X-ConvScope-Weights)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -116,12 +116,18 @@ class RequestBodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limited = scope.get("path") not in self.exempt  # the upload enforces its own, larger limit
+        has_body = False
         for name, value in scope.get("headers", []):
             if name == b"content-length" and (not value.isdigit() or (limited and int(value) > self.limit)):
                 response = (error_response(413, "payload_too_large", self._message()) if value.isdigit() else
                             error_response(400, "bad_content_length", "The Content-Length header is not a number."))
                 await response(scope, receive, send)
                 return
+            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                has_body = True
+        if not has_body and scope["method"] in ("GET", "HEAD"):  # no length, no chunks: nothing to time or count
+            await self.app(scope, receive, send)
+            return
         received = 0
         complete = False
         deadline = time.monotonic() + self.total_timeout
@@ -168,6 +174,8 @@ def _host_name(host_header: str) -> str:
 
 
 def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

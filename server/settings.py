@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     body_idle_timeout_s: float = 15.0  # no byte of the body for this long: 408
     body_read_timeout_s: float = 300.0  # the whole body, however it trickles in: 408
     max_url_bytes: int = 8192  # path + query string; longer: 414
+    shared_answer_max_bytes: int = 8 * 1024 * 1024  # identical GETs at once share answers up to this size
     # and which Host names are answered: empty = loopback names when the connection came in on a loopback
     # address, any name otherwise (a classroom on the LAN); ["*"] = any; else exactly these (and their ports).
     allowed_hosts: list[str] = Field(default_factory=list)

@@ -91,10 +91,30 @@ def test_the_run_goes_on_while_another_client_waits_for_it(live) -> None:
     second = threading.Thread(target=lambda: answer.setdefault("r", client.get(path, timeout=600)))
     second.start()
     cache = app.state.saliency_maps.cache
-    wait_until(lambda: cache.waiting == 1)  # the second client shares the run
+    wait_until(lambda: app.state.shared_answers.waiting == 1)  # the second client waits for the first's answer
     first.close()  # the first gives up; the second still waits: the run must go on
     second.join(600)
     assert answer["r"].status_code == 200
+    assert cache.stats.cancelled == 0 and cache.stats.computations == 1
+    assert app.state.shared_answers.stats.copied == 1
+
+
+def test_the_run_goes_on_while_another_client_waits_for_it_in_the_cache(live) -> None:
+    """The same through the result cache: the second request asks for another file of the same run (the PNG,
+    not the .npy), so it is not the same request; it waits in the cache's flight."""
+    app, port, client, photo, _ = live
+    path = f"/api/models/{MODEL}/images/{photo}/saliency.npy?method=scorecam&weights=untrained"
+    first = _open_request(port, path)
+    wait_until(lambda: _progress(client, photo)["done"] > 0)
+    answer: dict[str, httpx.Response] = {}
+    png = path.replace("saliency.npy", "saliency.png")
+    second = threading.Thread(target=lambda: answer.setdefault("r", client.get(png, timeout=600)))
+    second.start()
+    cache = app.state.saliency_maps.cache
+    wait_until(lambda: cache.waiting == 1)
+    first.close()
+    second.join(600)
+    assert answer["r"].status_code == 200 and answer["r"].headers["content-type"] == "image/png"
     assert cache.stats.cancelled == 0 and cache.stats.computations == 1
 
 
