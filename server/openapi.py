@@ -36,6 +36,8 @@ ERROR_DESCRIPTIONS = {
     403: "Refused: a state-changing request from a page of another origin (`foreign_origin`).",
     404: "Unknown model, image, layer, channel or other resource named in the path.",
     408: "The request body stalled (`body_timeout`).",
+    409: "The trained weights asked for are not available here (`weights_unavailable`): download them, or ask "
+         "for `weights=untrained`.",
     413: "The request body or the image is too large.",
     414: "The URL is too long (`uri_too_long`).",
     415: "Unsupported media type.",
@@ -159,6 +161,8 @@ def _error_statuses(path: str, method: str, operation: dict[str, Any]) -> list[i
         statuses.append(404)
     if params or has_body:
         statuses.append(422)
+    if any(p.get("name") == "weights" for p in params):
+        statuses.append(409)  # weights_unavailable: trained weights asked for that are not there
     if method in ("post", "put", "patch", "delete"):
         statuses += [403, 408, 413, 415]
     if path not in NO_WORK:
