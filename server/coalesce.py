@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# Request headers an answer could depend on: CORS echoes Origin; conditional and range requests; credentials
-# (none of these views reads them, but a proxy in front might). Accept, User-Agent & co. change nothing here.
-VARYING_HEADERS = frozenset({b"origin", b"if-none-match", b"if-modified-since", b"if-range", b"range", b"cookie",
-                             b"authorization"})
+# Request headers an answer could depend on: CORS echoes Origin; range requests; credentials (none of these
+# views reads them, but a proxy in front might). Accept, User-Agent & co. change nothing here, and
+# If-None-Match is answered outside this middleware (responses.NotModifiedMiddleware), from the shared 200.
+VARYING_HEADERS = frozenset({b"origin", b"if-range", b"range", b"cookie", b"authorization"})
 
 DISCONNECT: Message = {"type": "http.disconnect"}
 

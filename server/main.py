@@ -20,7 +20,7 @@ from server import __version__
 from server.coalesce import CoalesceIdenticalGets, SharedAnswers
 from server.errors import install_error_handlers
 from server.openapi import install_openapi
-from server.responses import ScopeHeadersMiddleware
+from server.responses import NotModifiedMiddleware, ScopeHeadersMiddleware
 from server.routers import (  # feature maps and learned filters (issue 3)  # step-through traces and the sandbox (issue 5)
     activations,
     channels,  # what a channel looks for: dataset examples and feature visualisation (issue 12)
@@ -149,7 +149,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             runtime, app.state.architectures,
             LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
                        settings.live_idle_timeout_s),
-            lambda label: scheduler.admit(label, "cheap"), settings.max_live_clients, settings.cors_origins,
+            lambda label: scheduler.admit(label, "cheap"), settings.max_live_clients,
         )
         # Sync endpoints run in threadpool threads, and queued model work waits in them: every such wait is
         # bounded (the pools' queues, the caches' waiters), so there are always threads left for the rest.
@@ -192,6 +192,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     # identical view GETs in flight at once share one answer (a class opening the same view)
     app.state.shared_answers = SharedAnswers(max_body=settings.shared_answer_max_bytes)
     app.add_middleware(CoalesceIdenticalGets, answers=app.state.shared_answers, prefixes=SHARED_ANSWER_PREFIXES)
+    app.add_middleware(NotModifiedMiddleware)  # If-None-Match naming the ETag: 304 (outside: answers stay shared)
     if settings.cors_origins:
         app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
     app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images",),

@@ -215,28 +215,32 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class OriginCheckMiddleware:
-    """Refuses (403 ``foreign_origin``) a state-changing request sent by a page of another origin, unless
-    CORS allows that origin: a page elsewhere cannot upload into (or start downloads on) a server it found
-    on the student's loopback or LAN. Requests without ``Origin`` (curl, scripts) are not browsers' and pass."""
+    """Refuses (403 ``foreign_origin``) a state-changing request or a WebSocket handshake sent by a page of
+    another origin, unless CORS allows that origin: a page elsewhere cannot upload into (or start downloads
+    on) a server it found on the student's loopback or LAN, nor open its live socket (browsers apply no CORS
+    to WebSockets). Requests without ``Origin`` (curl, scripts) are not browsers' and pass. A refused
+    handshake gets the same JSON answer, as the handshake's HTTP response."""
 
     def __init__(self, app: ASGIApp, allowed_origins: Sequence[str] = ()) -> None:
         self.app = app
         self.allowed = frozenset(origin.rstrip("/").lower() for origin in allowed_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+        kind = scope["type"]
+        if not (kind == "websocket" or (kind == "http" and scope["method"] not in SAFE_METHODS)):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
         origin = headers.get("origin")
-        if origin is None or self._same_or_allowed(origin, scope, headers):
+        if origin is None or self._same_or_allowed(origin, headers):
             await self.app(scope, receive, send)
             return
-        response = error_response(403, "foreign_origin", f"Requests that change state are not accepted from "
-                                  f"pages of another origin ({origin[:100]!r}); set CONVSCOPE_CORS_ORIGINS to allow one.")
+        what = "Live sockets" if kind == "websocket" else "Requests that change state"
+        response = error_response(403, "foreign_origin", f"{what} are not accepted from pages of another origin "
+                                  f"({origin[:100]!r}); set CONVSCOPE_CORS_ORIGINS to allow one.")
         await response(scope, receive, send)
 
-    def _same_or_allowed(self, origin: str, scope: Scope, headers: Headers) -> bool:
+    def _same_or_allowed(self, origin: str, headers: Headers) -> bool:
         origin = origin.strip().rstrip("/").lower()
         if "*" in self.allowed or origin in self.allowed:
             return True

@@ -1,4 +1,4 @@
-"""server/services/live.py without a socket: the one-slot mailbox, the origin rule, the compact atlas, and
+"""server/services/live.py without a socket: the one-slot mailbox, the compact atlas, and
 one frame's forward pass against plain PyTorch."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from PIL import Image
 
 from server.services import atlas
 from server.services.architecture import ArchitectureCatalog
-from server.services.live import Frame, FrameSlot, origin_allowed
+from server.services.live import Frame, FrameSlot
 from server.services.live_frame import compact_atlas, forward, resolve_config
 from server.services.model_runtime import ModelRuntime
 from tests.test_hook_removal import _assert_no_hooks
@@ -36,18 +36,6 @@ def test_the_slot_keeps_only_the_newest_frame() -> None:
         return [(frame.number, replaced) for frame, replaced in taken]
 
     assert anyio.run(scenario) == [(4, 3), (5, 0)]
-
-
-@pytest.mark.parametrize(("origin", "host", "allowed", "ok"), [
-    (None, "127.0.0.1:8000", [], True),  # not a browser
-    ("http://127.0.0.1:8000", "127.0.0.1:8000", [], True),
-    ("http://localhost:8000", "127.0.0.1:8000", [], False),
-    ("https://evil.example", "127.0.0.1:8000", [], False),
-    ("https://class.example", "10.0.0.2:8000", ["https://class.example"], True),
-    ("http://127.0.0.1:8000", None, [], False),
-])
-def test_origin_rule(origin: str | None, host: str | None, allowed: list[str], ok: bool) -> None:
-    assert origin_allowed(origin, host, allowed) is ok
 
 
 def test_compact_atlas_averages_tiles_and_keeps_the_true_range() -> None:

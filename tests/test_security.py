@@ -412,3 +412,35 @@ def test_stalled_upload_bodies_free_their_slots(tmp_path: Path) -> None:
         finally:
             for sock in sockets:
                 sock.close()
+
+
+def _handshake(port: int, origin: str | None, host: str | None = None) -> bytes:
+    """A raw WebSocket handshake for the live socket; returns what the server answered to it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        extra = f"Origin: {origin}\r\n" if origin else ""
+        sock.sendall((f"GET /api/models/lenet5/live HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\n"
+                      "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer or (answer.startswith(b"HTTP/1.1 4") and not answer.rstrip().endswith(b"}")):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def test_live_socket_handshakes_from_other_origins_and_hosts_are_refused_over_a_real_socket(tmp_path: Path) -> None:
+    """Browsers apply no CORS to WebSockets: a page elsewhere could open the live socket of a server on the
+    student's laptop (and send it frames). The handshake meets the same origin and Host rules as HTTP, and
+    the refusal is the API's JSON error."""
+    from tests.live_uvicorn import live_server
+
+    with live_server(tmp_path) as server:
+        foreign = _handshake(server.port, "http://evil.example")
+        assert foreign.startswith(b"HTTP/1.1 403") and b'"foreign_origin"' in foreign, foreign[:300]
+        assert b"application/json" in foreign.split(b"\r\n\r\n")[0].lower()
+        rebinding = _handshake(server.port, f"http://evil.example:{server.port}", host=f"evil.example:{server.port}")
+        assert rebinding.startswith(b"HTTP/1.1 400") and b'"invalid_host"' in rebinding, rebinding[:300]
+        for origin in (f"http://127.0.0.1:{server.port}", None):
+            assert _handshake(server.port, origin).startswith(b"HTTP/1.1 101"), origin

@@ -5,7 +5,9 @@ Protocol (all server messages are JSON text; the client sends binary frames):
 1. On connect the server answers ``{"ready": {model, weights_used, input, layer, layer_shape, method,
    saliency_layer, top_k, limits: {max_frame_bytes, max_frame_pixels}}}``. A bad query (unknown model or
    layer, a method live mode does not offer) gets ``{"error": {code, message, status}}`` and the socket
-   is closed with code 1008; too many live clients: the same with code 1013 (try again later).
+   is closed with code 1008; too many live clients: the same with code 1013 (try again later). A page of
+   another origin (not this server's, nor a configured CORS origin) is refused at the handshake: HTTP 403
+   with the API's JSON error ``foreign_origin`` (``security.OriginCheckMiddleware``, as for uploads).
 2. The client sends frames: binary messages holding JPEG or PNG bytes (any size up to the limits; the
    model's own preprocessing crops and resizes, exactly as for an upload).
 3. For each frame it computes, the server sends one message::
@@ -50,10 +52,7 @@ CLOSE_TRY_AGAIN = 1013  # too busy for another live client
 @router.websocket("/models/{model}/live")
 async def live(websocket: WebSocket, model: str, hub: LiveHubDep, layer: str | None = None,
                method: str | None = None, saliency_layer: str | None = None, weights: str = "auto") -> None:
-    if not hub.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host")):
-        await websocket.close(code=CLOSE_POLICY, reason="origin not allowed")
-        return
-    await websocket.accept()
+    await websocket.accept()  # (a page of another origin was refused before: security.OriginCheckMiddleware)
 
     async def receive() -> bytes | str | None:
         try:

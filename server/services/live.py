@@ -213,24 +213,12 @@ def _error(status: int, code: str, message: str) -> dict[str, Any]:
 
 # --- the hub: sessions of the whole app --------------------------------------------------------------
 
-def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
-    """Whether a browser page from ``origin`` may open a live socket: the page's own origin or a configured
-    CORS origin. Clients that send no Origin (scripts, not browsers) are allowed, as over HTTP."""
-    if not origin:
-        return True
-    if origin in allowed:
-        return True
-    netloc = origin.split("://", 1)[-1].rstrip("/")
-    return bool(host) and netloc == host
-
-
 class LiveHub:
     """Every open live session; refuses more than ``max_clients`` at once. Made in the app's lifespan."""
 
     def __init__(self, runtime: ModelRuntime, architectures: ArchitectureCatalog, limits: LiveLimits, admit: Admit,
-                 max_clients: int, allowed_origins: list[str] | None = None) -> None:
+                 max_clients: int) -> None:
         self.runtime = runtime
-        self.allowed_origins = list(allowed_origins or [])
         self.architectures = architectures
         self.limits = limits
         self.admit = admit
@@ -239,9 +227,6 @@ class LiveHub:
         self._lock = threading.Lock()
         self._opened = 0
         self.refused = 0
-
-    def origin_allowed(self, origin: str | None, host: str | None) -> bool:
-        return origin_allowed(origin, host, self.allowed_origins)
 
     def configure(self, model: str, weights: str, layer: str | None, method: str | None,
                   saliency_layer: str | None) -> LiveConfig:

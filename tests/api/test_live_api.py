@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from models.datasets import shapes
@@ -245,13 +246,29 @@ def test_more_live_clients_than_allowed_are_told_to_come_back(tmp_path: Path) ->
         assert client.app.state.live.refused == 1
 
 
-def test_a_page_from_another_origin_is_refused(live_client: TestClient) -> None:
-    with pytest.raises(WebSocketDisconnect) as refused:
-        with live_client.websocket_connect("/api/models/lenet5/live", headers={"origin": "http://evil.example"}):
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://testserver.evil.example",
+                                    "http://testserver:8080", "file://"])
+def test_a_page_from_another_origin_is_refused(live_client: TestClient, origin: str) -> None:
+    """The HTTP origin rule (security.OriginCheckMiddleware) guards the handshake: the refusal is the
+    API's JSON error, as the handshake's HTTP answer."""
+    with pytest.raises(WebSocketDenialResponse) as refused:
+        with live_client.websocket_connect("/api/models/lenet5/live", headers={"origin": origin}):
             pass
-    assert refused.value.code == 1008
-    with live_client.websocket_connect("/api/models/lenet5/live", headers={"origin": "http://testserver"}) as ws:
+    assert refused.value.status_code == 403 and refused.value.json()["error"]["code"] == "foreign_origin"
+    assert live_client.app.state.live.active == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("origin", ["http://testserver", "HTTP://TESTSERVER/", None])
+def test_the_page_itself_and_scripts_may_connect(live_client: TestClient, origin: str | None) -> None:
+    headers = {"origin": origin} if origin else {}
+    with live_client.websocket_connect("/api/models/lenet5/live", headers=headers) as ws:
         assert "ready" in ws.receive_json()
+
+
+def test_a_cors_origin_may_connect(tmp_path: Path) -> None:
+    with _make_client(tmp_path, cors_origins=["https://class.example"]) as client:
+        with client.websocket_connect("/api/models/lenet5/live", headers={"origin": "https://class.example"}) as ws:
+            assert "ready" in ws.receive_json()
 
 
 def test_an_idle_socket_is_closed(tmp_path: Path) -> None:
