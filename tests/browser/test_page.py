@@ -267,6 +267,23 @@ def test_laptop_layout(page, shots: Path, photos: Path) -> None:
     page.screenshot(path=str(shots / "page-laptop-1440x900.png"))
 
 
+@pytest.mark.parametrize("size", [(1024, 640), (1280, 720)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_every_view_tab_is_in_sight(page, size: tuple[int, int], shots: Path) -> None:
+    """The tab bar scrolls sideways rather than wrap; on a 1024 px laptop that hid Sandbox and Live."""
+    page.set_viewport_size({"width": size[0], "height": size[1]})
+    open_page(page, "/?model=lenet5")
+    page.wait_for_selector("#view-tabs [role=tab]")
+    bar = page.locator("#view-tabs")
+    assert bar.evaluate("el => el.scrollWidth <= el.clientWidth"), "the tab bar scrolls"
+    box = bar.bounding_box()
+    tabs = page.locator("#view-tabs [role=tab]")
+    assert tabs.count() >= 7
+    for i in range(tabs.count()):
+        tab = tabs.nth(i).bounding_box()
+        assert box["x"] <= tab["x"] and tab["x"] + tab["width"] <= box["x"] + box["width"], tabs.nth(i).text_content()
+    page.screenshot(path=str(shots / f"page-tabs-{size[0]}x{size[1]}.png"))
+
+
 DROP_OR_PASTE = """
 async ([kind, url]) => {
     const blob = await (await fetch(url)).blob();
