@@ -166,6 +166,30 @@ def test_imagenet_models_open_the_photos_tab(page, photos: Path) -> None:
     assert_predictions_match_api(page, wait_for_predictions(page))
 
 
+def test_a_photo_on_a_digit_model_offers_the_photo_model(page, photos: Path, shots: Path, tmp_path: Path) -> None:
+    """LeNet-5 knows only grey digits: a colour photo uploaded on it is answered (the user may want to see
+    what happens), with a note saying why the answer means little and a button to see it on the ImageNet
+    model. A grey picture gets no such note, nor does a photo on the photo model."""
+    open_page(page, "/?model=lenet5")
+    upload_photo(page, photos / "pizza.jpg")
+    note = page.locator(".notice[data-notice='photo']")
+    note.wait_for(state="visible")
+    assert "LeNet-5" in note.text_content() and "MNIST" in note.text_content()
+    page.screenshot(path=str(shots / "page-photo-on-lenet5-1280x720.png"))
+    note.locator(".notice-action").click()
+    page.wait_for_function("() => new URLSearchParams(location.search).get('model') === 'efficientnet_lite0'")
+    assert_predictions_match_api(page, wait_for_predictions(page))
+    assert note.count() == 0
+    # a grey picture (a scanned digit) on the digit model: nothing to suggest
+    page.goto("/?model=lenet5&view=overview")
+    page.wait_for_selector("table.arch-table[data-model] tbody tr")
+    grey = tmp_path / "grey.png"
+    Image.open(photos / "pizza.jpg").convert("L").save(grey)
+    upload_photo(page, grey)
+    wait_for_predictions(page)
+    assert note.count() == 0
+
+
 def test_url_state_round_trips_through_reload_and_history(page, photos: Path, shots: Path) -> None:
     open_page(page, "/?model=lenet5")
     image_id = upload_photo(page, photos / "dog.jpg")

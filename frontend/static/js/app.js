@@ -7,7 +7,7 @@ import { createModelPicker } from './shell/model-picker.js';
 import { createWeightsDownload } from './shell/weights-download.js';
 import { createImageInput } from './shell/image-input.js';
 import { createDrawingCanvas, wantsDrawing } from './shell/drawing-canvas.js';
-import { createGallery } from './shell/gallery.js';
+import { createGallery, PHOTO_MODEL } from './shell/gallery.js';
 import { createViewHost } from './shell/view-host.js';
 import { createNotices } from './shell/notices.js';
 import { createPresenter } from './common/presenter.js';
@@ -38,6 +38,7 @@ const download = createWeightsDownload({
     render();
   },
 });
+const switchModel = (id) => state.set({ model: id, weights: 'auto' });
 const imageInput = createImageInput({
   api,
   onImage: (imageId, { replace }) => state.set({ image: imageId, pos: null }, { replace }),
@@ -49,7 +50,7 @@ const drawing = createDrawingCanvas({
 const gallery = createGallery({
   api,
   upload: (blob, name) => imageInput.upload(blob, name),
-  switchModel: (id) => state.set({ model: id, weights: 'auto' }),
+  switchModel,
 });
 // a step-through cell (pos) belongs to the view, image and model it was picked on: drop it when they change
 const views = createViewHost({ onSelect: (view) => state.set({ view, pos: null }) });
@@ -137,10 +138,27 @@ async function render() {
   picker.render(model);
   download.render(model);
   imageInput.render({ imageId, model, weights });
+  suggestPhotoModel(model, imageId);
   drawing.setVisible(wantsDrawing(model));
   gallery.render({ model, imageId });
   liveCard.render({ model, view: current.view });
   views.show(current.view, { model, imageId, weights, state, api });
+}
+
+let photoNote = null; // the image and model the photo notice was last decided for
+
+/** A photo the user uploaded, on a model of digits or shapes: its answer means little. Say so once per image
+ * and model, and offer the photo model (when this server has it). */
+function suggestPhotoModel(model, imageId) {
+  const key = `${imageId}|${model.id}`;
+  if (key === photoNote) return; // shown (or dismissed) already
+  photoNote = key;
+  notices.clear('photo');
+  const other = modelTitles.get(PHOTO_MODEL);
+  if (!imageId || !imageInput.isPhoto(imageId) || !other || model.id === PHOTO_MODEL || /imagenet/i.test(model.dataset)) return;
+  const grey = model.input.channels === 1 ? ' and sees it in grey' : '';
+  notices.show('photo', `This looks like a photo; ${model.title} was trained only on ${model.dataset}${grey}.`, 'info',
+    { label: `Show it on ${other}`, run: () => switchModel(PHOTO_MODEL) });
 }
 
 async function start() {

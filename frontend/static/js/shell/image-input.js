@@ -3,6 +3,27 @@
 
 import { listen, disposer } from '../dom.js';
 
+const COLOURFUL = 24; // mean (max − min) of a pixel's R, G, B, out of 255: above it, a colour picture
+
+/** Whether a picture is in colour (a photo) rather than grey (a digit, a scan): decoded small, here. */
+async function isColourful(blob) {
+  try {
+    const bitmap = await createImageBitmap(blob, { resizeWidth: 32, resizeHeight: 32 });
+    const canvas = new OffscreenCanvas(32, 32);
+    const g = canvas.getContext('2d');
+    g.drawImage(bitmap, 0, 0);
+    bitmap.close();
+    const { data } = g.getImageData(0, 0, 32, 32);
+    let spread = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      spread += Math.max(data[i], data[i + 1], data[i + 2]) - Math.min(data[i], data[i + 1], data[i + 2]);
+    }
+    return spread / (data.length / 4) > COLOURFUL;
+  } catch {
+    return false; // the server says what is wrong with a file it cannot read
+  }
+}
+
 /**
  * @param {object} opts
  * @param {object} opts.api  js/api.js
@@ -20,6 +41,7 @@ export function createImageInput({ api, onImage }) {
   let dragDepth = 0;
   let uploads = 0;
   let shown = { imageId: null, src: null };
+  const photos = new Set(); // ids of the user's own uploads that are colour photos
 
   function showError(message) {
     errorBox.textContent = message;
@@ -35,10 +57,12 @@ export function createImageInput({ api, onImage }) {
    * Upload a Blob and make it the current image. Resolves to the image id, or null after showing
    * the server's error message.
    */
-  async function upload(blob, filename = 'image.png', { replace = false } = {}) {
+  async function upload(blob, filename = 'image.png', { replace = false, ownPicture = false } = {}) {
     setBusy(true);
     try {
-      const { image_id: imageId } = await api.uploadImage(blob, filename);
+      const [{ image_id: imageId }, colourful] = await Promise.all([
+        api.uploadImage(blob, filename), ownPicture ? isColourful(blob) : false]);
+      if (colourful) photos.add(imageId);
       showError('');
       onImage(imageId, { replace });
       return imageId;
@@ -61,7 +85,7 @@ export function createImageInput({ api, onImage }) {
   bag.add(
     listen(fileInput, 'change', () => {
       const file = fileInput.files && fileInput.files[0];
-      if (file) upload(file, file.name);
+      if (file) upload(file, file.name, { ownPicture: true });
       fileInput.value = ''; // picking the same file again should upload again
     }),
   );
@@ -87,7 +111,7 @@ export function createImageInput({ api, onImage }) {
       dragDepth = 0;
       dropzone.classList.remove('is-dragover');
       const file = firstImageFile(event.dataTransfer && event.dataTransfer.files);
-      if (file) upload(file, file.name);
+      if (file) upload(file, file.name, { ownPicture: true });
       else showError('Drop an image file (PNG, JPEG, GIF, WebP, BMP, TIFF).');
     }),
   );
@@ -98,7 +122,7 @@ export function createImageInput({ api, onImage }) {
       const file = firstImageFile(event.clipboardData && event.clipboardData.items);
       if (!file) return;
       event.preventDefault();
-      upload(file, file.name || 'pasted.png');
+      upload(file, file.name || 'pasted.png', { ownPicture: true });
     }),
   );
   // A link can name an image this server does not have (another server, or a restart with a new
@@ -138,5 +162,8 @@ export function createImageInput({ api, onImage }) {
     caption.textContent = `What the model sees: ${width}×${height}${channels === 1 ? ' grey' : ' RGB'}`;
   }
 
-  return { upload, render, showError, dispose: bag.run };
+  /** Whether `imageId` is a colour picture the user uploaded themselves (file, drop, paste): a photo. */
+  const isPhoto = (imageId) => photos.has(imageId);
+
+  return { upload, render, showError, isPhoto, dispose: bag.run };
 }

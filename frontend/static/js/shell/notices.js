@@ -12,11 +12,18 @@ export function createNotices() {
     if (button) clear(button.dataset.dismiss);
   });
 
-  /** Show `message` ('error' notices are announced as alerts). */
-  function show(key, message, kind = 'error') {
+  /**
+   * Show `message` ('error' notices are announced as alerts); `action` adds a button that runs it (and
+   * dismisses the notice).
+   * @param {{label: string, run: () => void}} [action]
+   */
+  function show(key, message, kind = 'error', action = null) {
     clear(key);
-    const node = el('div', { className: `notice notice-${kind}`, attrs: { role: kind === 'error' ? 'alert' : 'status' } }, [
-      el('span', { text: message }),
+    const button = action && el('button', { type: 'button', className: 'button button-small notice-action', text: action.label });
+    if (button) listen(button, 'click', () => { clear(key); action.run(); });
+    const node = el('div', { className: `notice notice-${kind}`, attrs: { role: kind === 'error' ? 'alert' : 'status' }, dataset: { notice: key } }, [
+      el('span', { className: 'notice-text', text: message }),
+      ...(button ? [button] : []),
       el('button', { type: 'button', className: 'notice-close', text: '×', dataset: { dismiss: key }, attrs: { 'aria-label': 'Dismiss' } }),
     ]);
     byKey.set(key, node);
