@@ -33,6 +33,7 @@ def _wait(client: TestClient, url: str, params: dict, timeout_s: float = 240.0) 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         answer = client.get(url, params=params)
+        assert answer.headers["x-convscope-weights"] in ("trained", "untrained")  # on 202 and 200 alike
         if answer.status_code == 200:
             return {**answer.json(), "_progress": seen_progress}
         assert answer.status_code == 202, answer.text
@@ -107,6 +108,7 @@ def test_crop_is_the_receptive_field_of_the_maximum(channel_client, shared_data:
     layer = next(row for row in channel_client.get("/api/models/lenet5").json()["layers"] if row["name"] == "features.3")
     top, left, bottom, right = field_box(layer["receptive_field"], first["y"], first["x"], 28, 28)
     assert crop.headers["X-ConvScope-Box"] == f"{top},{left},{bottom},{right}"
+    assert crop.headers["X-ConvScope-Weights"] == body["weights_used"]
     picture = Image.open(io.BytesIO(crop.content))
     assert picture.size == (right - left + 1, bottom - top + 1) == (14, 14)  # LeNet's features.3 sees 14×14
     images, _ = mnist.load_mnist_test(shared_data / "mnist")

@@ -10,19 +10,14 @@ import torch
 from PIL import Image
 
 from server.services.network_overview import choose_columns
-
-
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
+from tests.conftest import png_bytes
 
 
 @pytest.fixture(scope="module")
 def image_id(module_client) -> str:
     rng = np.random.default_rng(3)
     picture = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    response = module_client.post("/api/images", files={"file": ("p.png", _png(picture), "image/png")})
+    response = module_client.post("/api/images", files={"file": ("p.png", png_bytes(picture), "image/png")})
     assert response.status_code == 201, response.text
     return response.json()["image_id"]
 
@@ -37,7 +32,9 @@ def test_columns_match_activations(module_client, image_id, model):
     answer = module_client.get(f"{base}/network.json")
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    png = Image.open(io.BytesIO(module_client.get(f"{base}/network.png").content))
+    png_answer = module_client.get(f"{base}/network.png")
+    assert answer.headers["x-convscope-weights"] == png_answer.headers["x-convscope-weights"] == body["weights_used"]
+    png = Image.open(io.BytesIO(png_answer.content))
     assert png.size == (body["png"]["width"], body["png"]["height"])
     layers = module_client.get(f"/api/models/{model}").json()["layers"]
     leaves = [layer["name"] for layer in layers if layer["leaf"] and layer["kind"] not in ("reshape", "dropout")]
