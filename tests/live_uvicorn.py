@@ -34,11 +34,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextmanager
-def live_server(tmp: Path, env: dict[str, str] | None = None, host: str = "127.0.0.1") -> Iterator[LiveServer]:
-    """``CONVSCOPE_*`` settings go in ``env``; the image store is a folder under ``tmp``."""
+def live_server(tmp: Path, env: dict[str, str] | None = None, host: str = "127.0.0.1", threads: int | None = 1,
+                start_timeout_s: float = START_TIMEOUT_S) -> Iterator[LiveServer]:
+    """``CONVSCOPE_*`` settings go in ``env``; the image store is a folder under ``tmp``. ``threads``: torch's
+    threads in the server (None: its default, as ``convscope serve`` runs)."""
     port = free_port(host)
     full_env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(tmp / "images"), "PYTHONUNBUFFERED": "1",
-                "OMP_NUM_THREADS": "1", **(env or {})}
+                **({"OMP_NUM_THREADS": str(threads)} if threads else {}), **(env or {})}
     log_path = tmp / f"uvicorn-{port}.log"
     command = [sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host", host,
                "--port", str(port), "--log-level", "warning"]
@@ -46,7 +48,7 @@ def live_server(tmp: Path, env: dict[str, str] | None = None, host: str = "127.0
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://{host}:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + start_timeout_s
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")

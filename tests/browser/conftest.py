@@ -21,15 +21,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.live_uvicorn import live_server as run_live_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -49,59 +47,13 @@ LAPTOP = {"width": 1440, "height": 900}
 SERVER_START_TIMEOUT_S = 180  # torch import and the default model on a busy shared CPU
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until_healthy(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url + "/api/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"the server did not answer within {SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
-
-
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of the real app (uvicorn in a subprocess, temporary image store)."""
-    tmp = tmp_path_factory.mktemp("live-server")
-    port = _free_port()
-    env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(tmp / "images"), "PYTHONUNBUFFERED": "1"}
-    log_path = tmp / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "server.main:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_healthy(url, process, log_path)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    """Base URL of the real app (uvicorn in a subprocess, temporary image store), served as `convscope serve`
+    serves it (torch's own thread count)."""
+    with run_live_server(tmp_path_factory.mktemp("live-server"), threads=None,
+                         start_timeout_s=SERVER_START_TIMEOUT_S) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")
@@ -138,10 +90,11 @@ def console() -> ConsoleWatch:
     return ConsoleWatch()
 
 
-@pytest.fixture
-def page(browser, live_server: str, console: ConsoleWatch) -> Iterator[object]:
-    """A fresh 1280×720 page on the live server; any unexpected console or page error fails the test."""
-    context = browser.new_context(viewport=PROJECTOR, base_url=live_server)
+@contextmanager
+def checked_page(browser, base_url: str, console: ConsoleWatch) -> Iterator[object]:
+    """A fresh 1280×720 page in its own context on ``base_url``; any console or page error the test did not
+    expect fails the test when the block ends."""
+    context = browser.new_context(viewport=PROJECTOR, base_url=base_url)
     context.set_default_timeout(60_000)  # the CPU is shared; model loads can take a while
     page = context.new_page()
 
@@ -159,6 +112,13 @@ def page(browser, live_server: str, console: ConsoleWatch) -> Iterator[object]:
     bad = console.unexpected()
     if bad:
         pytest.fail("the page reported errors:\n" + "\n".join(bad))
+
+
+@pytest.fixture
+def page(browser, live_server: str, console: ConsoleWatch) -> Iterator[object]:
+    """A fresh 1280×720 page on the live server; any unexpected console or page error fails the test."""
+    with checked_page(browser, live_server, console) as page:
+        yield page
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, PROJECTOR
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, checked_page
 from tests.browser.page_helpers import api, query
 
 pytestmark = pytest.mark.browser
@@ -55,18 +55,8 @@ def camera_browser(browser, photos: Path, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture
 def camera_page(camera_browser, live_server: str, console) -> Iterator[object]:
-    context = camera_browser.new_context(viewport=PROJECTOR, base_url=live_server)
-    context.set_default_timeout(60_000)
-    page = context.new_page()
-    page.on("console", lambda m: m.type == "error" and console.errors.append(f"console error: {m.text}"))
-    page.on("pageerror", lambda error: console.errors.append(f"page error: {error}"))
-    try:
+    with checked_page(camera_browser, live_server, console) as page:
         yield page
-    finally:
-        context.close()
-    bad = console.unexpected()
-    if bad:
-        pytest.fail("the page reported errors:\n" + "\n".join(bad))
 
 
 def frames_shown(page) -> int:
