@@ -196,8 +196,8 @@ def test_pure_modules_in_the_browser(page) -> None:
     expected = api_npy(page, url)
     result = page.evaluate(
         """async (url) => {
-            const math = await import('/static/js/layers/channel-math.js');
-            const { parseNpy } = await import('/static/js/layers/npy.js');
+            const math = await import('/static/js/feature-maps/channel-math.js');
+            const { parseNpy } = await import('/static/js/common/npy.js');
             const arr = parseNpy(await (await fetch(url)).arrayBuffer());
             const atlas = { grid: { columns: 4 }, tile: { width: 10, height: 6 } };
             return {

@@ -2,7 +2,7 @@
 // field around each one's maximum) beside an image optimised to excite it (feature visualisation).
 
 import { el, listen, disposer, isAbort } from '../dom.js';
-import { shortValue } from '../layers/channel-math.js';
+import { shortValue } from '../feature-maps/channel-math.js';
 import { cropUrl, defaultDataset, featureVis, featureVisPng, fetchExamples, pause } from './channel-api.js';
 
 const K = 9;

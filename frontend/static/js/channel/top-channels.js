@@ -2,7 +2,7 @@
 // link to that channel's own detail: its step-through, its dataset examples and its feature visualisation.
 
 import { el, listen, disposer, isAbort } from '../dom.js';
-import { shortValue } from '../layers/channel-math.js';
+import { shortValue } from '../feature-maps/channel-math.js';
 
 const SHOWN = 16;
 

@@ -1,7 +1,7 @@
 // The plot of an activation function with the current (x, f(x)) marked, drawn into a box of a canvas: the
 // step-through's activation phase and the sandbox's "then activation" choice share it.
 
-import { COLOURS, fmt, label } from '../stepper/renderer.js';
+import { COLOURS, fmt, label } from './canvas.js';
 
 /**
  * @param {CanvasRenderingContext2D} ctx

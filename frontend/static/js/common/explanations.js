@@ -83,7 +83,7 @@ export const VIEWS = {
     + 'see it large and over the picture; the strip above is the network in order.',
   saliency: 'Which parts of the picture made the network choose a class. Warm colours: the pixels that, by the chosen '
     + 'method, raised that class\'s score most. Each of the top 5 classes has its own map; open one to read values.',
-  stepper: 'One layer of the real model on your image, one output cell at a time: the window on the input, the '
+  'step-through': 'One layer of the real model on your image, one output cell at a time: the window on the input, the '
     + 'kernel, their products and the sums adding up to the number PyTorch computed. Space plays, arrows step.',
   sandbox: 'A small grid you type yourself, convolved or pooled step by step with any kernel, padding, stride and '
     + 'dilation; below, the same kernel on the whole picture and what shifting the input does.',

@@ -3,8 +3,8 @@
 // previous frame's stays until the next has decoded, so nothing flickers at 20 frames/s.
 
 import { el } from '../dom.js';
-import { createPredictionsChart } from '../components/predictions-chart.js';
-import { createLegend } from '../layers/legend.js';
+import { createPredictionsChart } from '../common/predictions-chart.js';
+import { createLegend } from '../feature-maps/legend.js';
 
 /** Set `img`'s source once the new picture has decoded (data: URLs decode fast, but not instantly). */
 function swapPicture(img, url) {

@@ -12,7 +12,7 @@ import { announceCamerasChanged, getChoice, onChoice } from './live-choice.js';
 import { createAtlasPanel, createInputPicture, createPredictionsPanel, createSaliencyPanel } from './live-panels.js';
 
 const STYLESHEET = '/static/js/live/live.css';
-const LAYERS_STYLESHEET = '/static/js/layers/layers.css'; // the colour legend's styles (js/layers/legend.js)
+const LAYERS_STYLESHEET = '/static/js/feature-maps/feature-maps.css'; // the colour legend's styles (js/feature-maps/legend.js)
 const READOUT_MS = 500;
 
 let view = null; // everything mount() made

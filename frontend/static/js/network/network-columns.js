@@ -3,8 +3,8 @@
 // own atlas (maps) or activations (vectors), a page at a time, in the order of the channels' maxima.
 
 import { el } from '../dom.js';
-import { parseNpy } from '../layers/npy.js';
-import { shortValue } from '../layers/channel-math.js';
+import { parseNpy } from '../common/npy.js';
+import { shortValue } from '../feature-maps/channel-math.js';
 import { colourAt } from './network-math.js';
 
 export const TILE = 40; // CSS px of one channel tile

@@ -2,7 +2,7 @@
 // columns, the box it reads in each shown unit of the previous column and a line from each box to it.
 
 import { cellAt, readBox, readChannels } from './network-math.js';
-import { shortValue as formatNumber } from '../layers/channel-math.js';
+import { shortValue as formatNumber } from '../feature-maps/channel-math.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const MAX_EDGES = 96;

@@ -8,8 +8,8 @@ import { buildColumn, buildInput, buildOutput, vectorFrom, TILE, GAP } from './n
 import { createEdges } from './network-edges.js';
 import { rowsThatFit } from './network-math.js';
 import { createUnitDetail } from './unit-detail.js';
-import { parseNpy } from '../layers/npy.js';
-import { createExplainPanel } from '../common/explain.js';
+import { parseNpy } from '../common/npy.js';
+import { createExplainPanel } from '../common/explanation-panel.js';
 
 const MAX_ROWS = 8;
 // what the overview's own marks mean, for its "What am I looking at?" panel

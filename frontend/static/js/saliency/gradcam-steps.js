@@ -4,8 +4,8 @@
 
 import { el, isAbort } from '../dom.js';
 import { parseNpy } from './saliency-math.js';
-import { COLOURS, clear, drawLegend, drawMap, fmt, label, makeScale } from '../stepper/renderer.js';
-import { explainButton } from '../common/explain.js';
+import { COLOURS, clear, drawLegend, drawMap, fmt, label, makeScale } from '../common/canvas.js';
+import { explainButton } from '../common/explanation-panel.js';
 
 const TOP = 6;
 const BAR_W = 900;

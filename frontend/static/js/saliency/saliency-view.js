@@ -9,7 +9,7 @@ import { createFocus } from './focus.js';
 import { loadMethods, loadValues, pollProgress, saliencyUrls } from './saliency-data.js';
 import { TOP_K, readSaliencyState } from './saliency-math.js';
 import { createGradcamSteps } from './gradcam-steps.js';
-import { createExplainPanel } from '../common/explain.js';
+import { createExplainPanel } from '../common/explanation-panel.js';
 
 const STYLESHEET = '/static/js/saliency/saliency.css';
 

@@ -3,9 +3,9 @@
 // Below, links to the real 1×1 layers of the current model in the step-through.
 
 import { el, listen, disposer, isAbort } from '../dom.js';
-import { clear, drawLegend, drawNumberGrid, fmt, label, makeScale, rangeOf } from '../stepper/renderer.js';
+import { clear, drawLegend, drawNumberGrid, fmt, label, makeScale, rangeOf } from '../common/canvas.js';
 import { createGridEditor } from './grid-editor.js';
-import { explainButton } from '../common/explain.js';
+import { explainButton } from '../common/explanation-panel.js';
 
 const W = 960;
 const H = 330;
@@ -27,16 +27,16 @@ export function pointwiseLayers(model) {
 
 export function createChannelMix(parent, { getCtx }) {
   const bag = disposer();
-  const preset = el('select', { id: 'sb-mix-preset', className: 'stepper-select', attrs: { 'aria-label': '1×1 weights preset' } },
+  const preset = el('select', { id: 'sb-mix-preset', className: 'step-through-select', attrs: { 'aria-label': '1×1 weights preset' } },
     Object.entries(PRESETS).map(([value, p]) => el('option', { value, text: p.name })));
-  const canvas = el('canvas', { id: 'sandbox-mix-canvas', className: 'stepper-canvas', width: W, height: H, attrs: { 'aria-label': 'A 1×1 convolution mixing three channels into two' } });
+  const canvas = el('canvas', { id: 'sandbox-mix-canvas', className: 'step-through-canvas', width: W, height: H, attrs: { 'aria-label': 'A 1×1 convolution mixing three channels into two' } });
   const sum = el('p', { className: 'sandbox-result sandbox-mix-sum', attrs: { role: 'status' } });
   const weightsHost = el('div', { className: 'sandbox-editor' }, [el('h3', { text: 'Weights (one row per output channel)' })]);
   const biasHost = el('div', { className: 'sandbox-editor' }, [el('h3', { text: 'Bias' })]);
   const real = el('p', { className: 'hint sandbox-mix-real' });
   parent.append(el('section', { className: 'card sandbox-card sandbox-mix' }, [
     el('div', { className: 'card-head' }, [el('h2', { text: '1×1 convolution: mixing channels' }), explainButton('one-by-one')]),
-    el('div', { className: 'sandbox-controls' }, [el('label', { className: 'stepper-field' }, ['Weights ', preset])]),
+    el('div', { className: 'sandbox-controls' }, [el('label', { className: 'step-through-field' }, ['Weights ', preset])]),
     canvas, sum,
     el('details', { className: 'sandbox-numbers' }, [el('summary', { text: 'Edit the weights' }), el('div', { className: 'sandbox-editors' }, [weightsHost, biasHost])]),
     real,
@@ -129,7 +129,7 @@ export function createChannelMix(parent, { getCtx }) {
       const link = el('a', { href: '#', text: `${l.name} (${l.in_channels}→${l.out_channels})`, dataset: { layer: l.name } });
       link.addEventListener('click', (event) => {
         event.preventDefault();
-        ctx.state.set({ view: 'stepper', layer: l.name, channel: null, pos: null });
+        ctx.state.set({ view: 'step-through', layer: l.name, channel: null, pos: null });
       });
       real.append(' ', link);
     });

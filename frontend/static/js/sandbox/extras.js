@@ -2,9 +2,9 @@
 // server), and translation equivariance (shift the input → the output shifts the same; pooling barely moves).
 
 import { el, listen, disposer, isAbort } from '../dom.js';
-import { COLOURS, clear, drawLegend, drawNumberGrid, fmt, label, makeScale, rangeOf } from '../stepper/renderer.js';
+import { COLOURS, clear, drawLegend, drawNumberGrid, fmt, label, makeScale, rangeOf } from '../common/canvas.js';
 import { encodeGrid } from './grid-codec.js';
-import { explainButton } from '../common/explain.js';
+import { explainButton } from '../common/explanation-panel.js';
 import { createChannelMix } from './channel-mix.js';
 
 const SHIFT_W = 960;
@@ -30,17 +30,17 @@ export function createExtras(parent, { ctx }) {
       el('figure', {}, [filterImg, el('figcaption', { text: 'after the kernel (same padding, grey input)' })])]),
     legend,
   ]);
-  const dy = el('input', { id: 'sb-shift-y', type: 'number', min: -3, max: 3, value: 0, className: 'stepper-number', attrs: { 'aria-label': 'Shift down' } });
-  const dx = el('input', { id: 'sb-shift-x', type: 'number', min: -3, max: 3, value: 1, className: 'stepper-number', attrs: { 'aria-label': 'Shift right' } });
-  const poolOp = el('select', { id: 'sb-shift-pool', className: 'stepper-select', attrs: { 'aria-label': 'Pooling after the convolution' } },
+  const dy = el('input', { id: 'sb-shift-y', type: 'number', min: -3, max: 3, value: 0, className: 'step-through-number', attrs: { 'aria-label': 'Shift down' } });
+  const dx = el('input', { id: 'sb-shift-x', type: 'number', min: -3, max: 3, value: 1, className: 'step-through-number', attrs: { 'aria-label': 'Shift right' } });
+  const poolOp = el('select', { id: 'sb-shift-pool', className: 'step-through-select', attrs: { 'aria-label': 'Pooling after the convolution' } },
     ['max', 'avg', 'l2'].map((o) => el('option', { value: o, text: `${o} pool 2×2` })));
-  const shiftCanvas = el('canvas', { id: 'sandbox-shift-canvas', className: 'stepper-canvas', width: SHIFT_W, height: SHIFT_H, attrs: { 'aria-label': 'Translation equivariance and pooling' } });
+  const shiftCanvas = el('canvas', { id: 'sandbox-shift-canvas', className: 'step-through-canvas', width: SHIFT_W, height: SHIFT_H, attrs: { 'aria-label': 'Translation equivariance and pooling' } });
   const shiftNote = el('p', { className: 'sandbox-result', attrs: { role: 'status' } });
   const shiftCard = el('section', { className: 'card sandbox-card' }, [
     el('div', { className: 'card-head' }, [el('h2', { text: 'Translation equivariance, and pooling\'s tolerance to small shifts' }), explainButton('pooling')]),
     el('div', { className: 'sandbox-controls' }, [
-      el('label', { className: 'stepper-field' }, ['shift down ', dy]), el('label', { className: 'stepper-field' }, ['right ', dx]),
-      el('label', { className: 'stepper-field' }, ['then ', poolOp]),
+      el('label', { className: 'step-through-field' }, ['shift down ', dy]), el('label', { className: 'step-through-field' }, ['right ', dx]),
+      el('label', { className: 'step-through-field' }, ['then ', poolOp]),
     ]),
     shiftCanvas, shiftNote,
   ]);

@@ -1,7 +1,7 @@
 // One frame of the sandbox animation on a fixed 960×520 canvas: the padded input with the window, the
 // kernel (and its flip for true convolution), the output filling in, and the arithmetic of the cell.
 
-import { COLOURS, MONO, clear, drawMap, drawNumberGrid, drawTaps, fmt, label, makeScale, markCell, rangeOf } from '../stepper/renderer.js';
+import { COLOURS, MONO, clear, drawMap, drawNumberGrid, drawTaps, fmt, label, makeScale, markCell, rangeOf } from '../common/canvas.js';
 
 export const WIDTH = 960;
 export const HEIGHT = 520;

@@ -4,7 +4,7 @@
 
 import { activationFunction } from '../common/activation-functions.js';
 import { drawActivationPlot } from '../common/activation-plot.js';
-import { COLOURS, MONO, clear, drawLegend, drawMap, drawNumberGrid, drawTaps, fmt, label, makeScale, markCell, shadeBorder } from './renderer.js';
+import { COLOURS, MONO, clear, drawLegend, drawMap, drawNumberGrid, drawTaps, fmt, label, makeScale, markCell, shadeBorder } from '../common/canvas.js';
 
 export const WIDTH = 1200;
 export const HEIGHT = 520;

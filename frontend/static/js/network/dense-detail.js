@@ -2,7 +2,7 @@
 // summed, and the check that the parts add up to the value PyTorch computed (dense.json).
 
 import { el, isAbort } from '../dom.js';
-import { shortValue } from '../layers/channel-math.js';
+import { shortValue } from '../feature-maps/channel-math.js';
 
 const TOP = 12;
 

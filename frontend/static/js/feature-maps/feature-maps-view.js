@@ -11,9 +11,9 @@ import { createFiltersPanel, hasTrainedWeights } from './filters-panel.js';
 import { createLegend } from './legend.js';
 import { createLayerData, layerUrls } from './layer-data.js';
 import { formatValue, sortChannels } from './channel-math.js';
-import { createExplainPanel, explainButton } from '../common/explain.js';
+import { createExplainPanel, explainButton } from '../common/explanation-panel.js';
 
-const STYLESHEET = '/static/js/layers/layers.css';
+const STYLESHEET = '/static/js/feature-maps/feature-maps.css';
 const SORTS = [['index', 'Index'], ['mean', 'Mean'], ['max', 'Max']];
 const SCALES = [['layer', 'Layer'], ['channel', 'Channel'], ['global', 'Model']];
 

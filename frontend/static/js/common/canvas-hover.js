@@ -1,7 +1,7 @@
 // Hover numbers and click targets on a drawn scene: which map cell or grid cell is under the pointer.
 
 import { listen, disposer } from '../dom.js';
-import { canvasPoint, cellAt, fmt } from './renderer.js';
+import { canvasPoint, cellAt, fmt } from './canvas.js';
 
 /** The map or grid cell under a pointer event: {map: 'input'|'output'|grid name, r, c, value} or null. */
 export function pick(canvas, hits, event) {
