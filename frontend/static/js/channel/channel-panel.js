@@ -2,6 +2,7 @@
 // field around each one's maximum) beside an image optimised to excite it (feature visualisation).
 
 import { el, listen, disposer, isAbort } from '../dom.js';
+import { ensureStylesheet } from '../common/stylesheet.js';
 import { shortValue } from '../feature-maps/channel-math.js';
 import { cropUrl, defaultDataset, featureVis, featureVisPng, fetchExamples, pause } from './channel-api.js';
 
@@ -9,13 +10,8 @@ const K = 9;
 const POLL_MS = 700;
 const DATASETS = [['mnist', 'MNIST test (10,000)'], ['shapes', 'Shapes test'], ['photos', 'Photos']];
 
-function ensureStylesheet() {
-  if (document.querySelector('link[data-channel-css]')) return;
-  document.head.append(el('link', { rel: 'stylesheet', href: '/static/js/channel/channel.css', dataset: { channelCss: '1' } }));
-}
-
 export function createChannelPanel(host) {
-  ensureStylesheet();
+  ensureStylesheet('/static/js/channel/channel.css');
   const bag = disposer();
   const title = el('h3', { className: 'chan-title' });
   const select = el('select', { className: 'chan-dataset', attrs: { 'aria-label': 'Dataset searched' } },

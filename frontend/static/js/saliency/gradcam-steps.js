@@ -3,7 +3,7 @@
 // from …/saliency/gradcam-steps.json + .npy, so every number is the server's (checked against PyTorch).
 
 import { el, isAbort } from '../dom.js';
-import { parseNpy } from './saliency-math.js';
+import { parseNpy } from '../common/npy.js';
 import { COLOURS, clear, drawLegend, drawMap, fmt, label, makeScale } from '../common/canvas.js';
 import { explainButton } from '../common/explanation-panel.js';
 

@@ -73,22 +73,3 @@ export function valueAt(values, shape, x, y, width, height) {
   const row = clamp(Math.floor((y / height) * h), 0, h - 1);
   return { row, col, value: values[row * w + col] };
 }
-
-/** A little-endian float32 .npy file as {shape, data: Float32Array}; throws on anything else. */
-export function parseNpy(buffer) {
-  const bytes = new Uint8Array(buffer);
-  const magic = String.fromCharCode(...bytes.slice(1, 6));
-  if (bytes[0] !== 0x93 || magic !== 'NUMPY') throw new Error('not a .npy file');
-  const view = new DataView(buffer);
-  const major = bytes[6];
-  const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
-  const start = major === 1 ? 10 : 12;
-  const header = new TextDecoder('latin1').decode(bytes.slice(start, start + headerLength));
-  if (!/'descr':\s*'<f4'/.test(header)) throw new Error('expected little-endian float32 data');
-  if (/'fortran_order':\s*True/.test(header)) throw new Error('expected C-ordered data');
-  const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header);
-  const shape = shapeText ? shapeText[1].split(',').map((s) => s.trim()).filter(Boolean).map(Number) : [];
-  const offset = start + headerLength;
-  const count = shape.reduce((a, b) => a * b, 1);
-  return { shape, data: new Float32Array(buffer.slice(offset, offset + count * 4)) };
-}

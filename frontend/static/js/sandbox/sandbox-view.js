@@ -5,7 +5,8 @@
 import { el, listen, disposer, isAbort } from '../dom.js';
 import { createAnimator } from '../common/animator.js';
 import { createPlayer } from '../common/player.js';
-import { ensureStylesheet } from '../step-through/step-through-view.js';
+import { ensureStylesheet } from '../common/stylesheet.js';
+import { STYLESHEET as STEP_THROUGH_STYLESHEET } from '../step-through/step-through-view.js'; // the player and stage styles it shares
 import { pick, setupHover } from '../common/canvas-hover.js';
 import { window2d } from '../common/window-math.js';
 import { MAX_EXPORT_FRAMES, exportGif, exportPng } from '../common/canvas-export.js';
@@ -27,7 +28,7 @@ const number = (id, min, max, label) => el('input', { id, type: 'number', min, m
 const field = (text, control, forKey) => el('label', { className: 'step-through-field', dataset: forKey ? { for: forKey } : {} }, [text, control]);
 
 export function mount(container, ctx) {
-  ensureStylesheet();
+  ensureStylesheet(STEP_THROUGH_STYLESHEET);
   const bag = disposer();
   const c = {
     op: select('sb-op', [['conv', 'Convolution'], ['pool', 'Pooling']], 'Operation'),

@@ -4,6 +4,7 @@
 // trace-scene draws, trace-data fetches.
 
 import { el, listen, disposer, isAbort } from '../dom.js';
+import { ensureStylesheet } from '../common/stylesheet.js';
 import { createAnimator } from '../common/animator.js';
 import { createPlayer } from '../common/player.js';
 import { createTraceData } from './step-through-data.js';
@@ -21,10 +22,7 @@ const SOFTMAX = '@softmax';
 const TOPS = [3, 8, 16];
 let v = null; // the mounted view's parts
 
-export function ensureStylesheet() {
-  if (document.querySelector('link[data-step-through-css]')) return;
-  document.head.append(el('link', { rel: 'stylesheet', href: '/static/js/step-through/step-through.css', dataset: { stepThroughCss: '1' } }));
-}
+export const STYLESHEET = '/static/js/step-through/step-through.css';
 
 /** Layers the step-through can trace: leaf conv / pool / activation layers with a C×H×W output. */
 export function traceableLayers(model) {
@@ -33,7 +31,7 @@ export function traceableLayers(model) {
 }
 
 export function mount(container, ctx) {
-  ensureStylesheet();
+  ensureStylesheet(STYLESHEET);
   const bag = disposer();
   const layerSelect = el('select', { id: 'step-through-layer', className: 'step-through-select', attrs: { 'aria-label': 'Layer' } });
   const channelInput = el('input', { id: 'step-through-channel', type: 'number', min: 0, value: 0, className: 'step-through-number', attrs: { 'aria-label': 'Output channel' } });
