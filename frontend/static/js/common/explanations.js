@@ -1,6 +1,8 @@
 // What each view and each idea means, in our own words, with the numbers of the layer on screen filled
 // in (receptive field and jump from the model's own JSON). Pure: no DOM, so tests can check the numbers.
 
+import { formatInt } from './format.js';
+
 const n = (v) => (Number.isInteger(v) ? String(v) : String(Math.round(v * 100) / 100)).replace('-', '−');
 const pair = (a) => (Array.isArray(a) ? a : [a, a]);
 
@@ -141,8 +143,6 @@ export function receptiveFieldFacts(model, layer) {
   return { size, jump, source: from ? from.source : null, lines };
 }
 
-const int = (v) => Number(v).toLocaleString('en-US');
-
 /** The output shape [C, H, W] of what feeds `layer` (model input for the first layer), or null. */
 function inputShape(model, layer) {
   const facts = receptiveFieldFacts(model, layer);
@@ -164,13 +164,13 @@ export function parameterFacts(model, layer) {
   const shape = inputShape(model, layer);
   const outN = layer.output_shape.reduce((a, b) => a * b, 1);
   let text = `This convolution: ${layer.out_channels} kernels × ${layer.in_channels / (layer.groups || 1)}×${kh}×${kw} weights`
-    + `${bias ? ` + ${bias} biases` : ''} = ${int(conv)} parameters (the model reports ${int(layer.params)}).`;
+    + `${bias ? ` + ${bias} biases` : ''} = ${formatInt(conv)} parameters (the model reports ${formatInt(layer.params)}).`;
   if (!shape || shape[0] !== layer.in_channels) return { conv, dense: null, ratio: null, text };
   const inN = shape.reduce((a, b) => a * b, 1);
   const dense = inN * outN + outN;
   const ratio = dense / conv;
-  text += ` A dense layer from the same ${shape.join('×')} input (${int(inN)} values) to the same ${layer.output_shape.join('×')} output`
-    + ` (${int(outN)} values) would need ${int(inN)} × ${int(outN)} + ${int(outN)} = ${int(dense)}: ${int(Math.round(ratio))}× more,`
+  text += ` A dense layer from the same ${shape.join('×')} input (${formatInt(inN)} values) to the same ${layer.output_shape.join('×')} output`
+    + ` (${formatInt(outN)} values) would need ${formatInt(inN)} × ${formatInt(outN)} + ${formatInt(outN)} = ${formatInt(dense)}: ${formatInt(Math.round(ratio))}× more,`
     + ' because a convolution reuses its small kernels at every position (parameter sharing) and reads only a window.';
   return { conv, dense, ratio, text };
 }

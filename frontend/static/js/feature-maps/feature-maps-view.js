@@ -2,7 +2,8 @@
 // zoomable, with a colour legend and the value under the pointer), the selected channel over the input
 // image, and the layer's learned filters. URL keys: layer, channel, sort, scale, fw (filter weights), fin.
 
-import { el, listen, disposer, formatShape, isAbort } from '../dom.js';
+import { el, listen, disposer, isAbort } from '../dom.js';
+import { formatShape, formatValue } from '../common/format.js';
 import { ensureStylesheet } from '../common/stylesheet.js';
 import { createArchStrip, stripLayers } from './arch-strip.js';
 import { createChannelGrid } from './channel-grid.js';
@@ -11,7 +12,7 @@ import { createLookForLink } from '../channel/look-for-link.js';
 import { createFiltersPanel, hasTrainedWeights } from './filters-panel.js';
 import { createLegend } from './legend.js';
 import { createLayerData, layerUrls } from './layer-data.js';
-import { formatValue, sortChannels } from './channel-math.js';
+import { sortChannels } from './channel-math.js';
 import { createExplainPanel, explainButton } from '../common/explanation-panel.js';
 
 const STYLESHEET = '/static/js/feature-maps/feature-maps.css';

@@ -51,21 +51,6 @@ export function legendTicks(low, high, count = 5) {
   return Array.from({ length: count }, (_, i) => low + ((high - low) * i) / (count - 1));
 }
 
-/** A short, honest number: 3 significant digits, exponent form for very small or large values. */
-export function formatValue(v) {
-  if (!Number.isFinite(v)) return '—';
-  if (v === 0) return '0';
-  const a = Math.abs(v);
-  if (a < 1e-3 || a >= 1e5) return v.toExponential(2);
-  return Number(v.toPrecision(3)).toString();
-}
-
-export function formatPercent(p) {
-  if (!Number.isFinite(p)) return '—';
-  if (p < 0.001) return '<0.1%';
-  return `${(p * 100).toFixed(1)}%`;
-}
-
 /** The value of an H×W map under a point at (x, y) of a box `width`×`height` showing it. */
 export function valueAt(values, shape, x, y, width, height) {
   const [h, w] = shape;
