@@ -185,3 +185,22 @@ def test_webm_export_is_a_webm_file(page, image_id: str) -> None:
     data = Path(download.value.path()).read_bytes()
     assert data[:4] == b"\x1a\x45\xdf\xa3" and len(data) > 1000  # the EBML header of a WebM file
     assert page.text_content(".step-through-export-note") == f"WEBM saved ({min(remaining, 120)} frames)"
+
+
+def test_old_stepper_view_id_still_opens_the_step_through(page, image_id: str) -> None:
+    """`view=stepper` (the view's id before the rename) in a shared link or a followed classroom state opens
+    the Step-through; a loaded link is rewritten to the current id."""
+    page.goto(f"/?model=tinyvgg-shapes&view=stepper&image={image_id}&layer=block1.0&pos=5,5")
+    wait_ready(page, "5,5")
+    assert query(page)["view"] == "step-through" and query(page)["layer"] == "block1.0"
+    selected = page.locator("#view-tabs button[aria-selected='true']")
+    assert selected.get_attribute("data-view") == "step-through" and selected.inner_text() == "Step-through"
+    # a state change that still says `stepper` (an older teacher's page) opens it too, without a reload
+    page.click("#view-tabs button[data-view='overview']")
+    page.wait_for_selector("#step-through-canvas", state="detached")
+    page.evaluate("""(id) => {
+      history.pushState(null, '', `?model=tinyvgg-shapes&view=stepper&image=${id}&layer=block1.0&pos=7,3`);
+      dispatchEvent(new PopStateEvent('popstate'));
+    }""", image_id)
+    wait_ready(page, "7,3")
+    assert page.locator("#view-tabs button[aria-selected='true']").get_attribute("data-view") == "step-through"
