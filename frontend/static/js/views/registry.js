@@ -24,6 +24,8 @@
  * A spec may add `available(model) -> boolean` when the view only makes sense for some models; the
  * tab is then shown disabled with `unavailableReason`.
  */
+// Names: the code says "feature maps" (folder feature-maps/, server package feature_maps); the tab and its
+// page key keep the user's word "Layers" / `layers`. The step-through is `step-through` everywhere.
 export const VIEWS = [
   { id: 'network', title: 'Network', load: () => import('../network/network-view.js') },
   { id: 'overview', title: 'Overview', load: () => import('../overview/overview-view.js') },
