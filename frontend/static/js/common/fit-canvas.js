@@ -10,11 +10,14 @@ const MIN_WIDTH = 720; // below this the numbers get too small to read: let the 
  * @param {HTMLCanvasElement} canvas
  * @param {object} [opts]
  * @param {number} [opts.margin]  px to leave under the canvas
+ * @param {() => void} [opts.onFit]  called when the displayed width or the page's smallest text (--min-text,
+ *   larger in projector mode) changed: redraw, so the type keeps its size on screen (common/canvas.js)
  * @returns {{fit: () => void, dispose: () => void}}
  */
-export function fitCanvasToViewport(canvas, { margin = 12 } = {}) {
+export function fitCanvasToViewport(canvas, { margin = 12, onFit = null } = {}) {
   const bag = disposer();
   let frame = 0;
+  let drawnFor = '';
   function fit() {
     cancelAnimationFrame(frame);
     frame = requestAnimationFrame(() => {
@@ -26,6 +29,11 @@ export function fitCanvasToViewport(canvas, { margin = 12 } = {}) {
       const width = Math.floor(Math.min(room, Math.max(MIN_WIDTH, byHeight)));
       canvas.style.width = `${width}px`;
       canvas.dataset.fitWidth = String(width);
+      const key = `${width}|${getComputedStyle(document.documentElement).getPropertyValue('--min-text')}`;
+      if (onFit && key !== drawnFor) {
+        drawnFor = key;
+        onFit();
+      }
     });
   }
   bag.add(listen(window, 'resize', fit));

@@ -3,6 +3,8 @@
 // measured frames/s and latency, Pause, and Capture (which uploads the frame on screen and opens the
 // normal, shareable view of it). URL keys: layer (shared with the Layers view), live_saliency.
 
+import { messageWithPlace } from '../common/inputs-place.js';
+import { createExplainPanel } from '../common/explanation-panel.js';
 import { el, listen, disposer } from '../dom.js';
 import { ensureStylesheet } from '../common/stylesheet.js';
 import { createLiveSocket, liveUrl } from './live-socket.js';
@@ -49,7 +51,8 @@ export function mount(container, ctx) {
   const latency = el('span', { className: 'live-latency', id: 'live-latency', text: 'latency —' });
   const status = el('p', { className: 'live-status', id: 'live-status', attrs: { role: 'status' } });
   const video = el('video', { className: 'live-video', muted: true, playsInline: true, attrs: { 'aria-label': 'The camera' } });
-  const padNote = el('p', { className: 'hint live-pad-note', hidden: true, text: 'Draw on the pad at the left: every stroke goes through the network.' });
+  const padNote = el('p', { className: 'hint live-pad-note', hidden: true },
+    messageWithPlace('Draw on the pad', ' at the left', ' (press S to show it)', ': every stroke goes through the network.'));
   const stage = el('div', { className: 'live-source' }, [video, padNote]);
   const predictionsBody = el('div', { className: 'live-predictions-body' });
   const predictionsNote = el('span', { className: 'card-note' });
@@ -57,7 +60,10 @@ export function mount(container, ctx) {
   const saliencyBody = el('div', { className: 'live-saliency-body' });
   const saliencyOff = el('p', { className: 'placeholder live-saliency-off', text: 'Pick a method to see where the network looks for its top class.' });
   const head = (title, ...extra) => el('div', { className: 'card-head live-head' }, [el('h2', { text: title }), ...extra]);
+  const explain = createExplainPanel('live', ['softmax', 'gradcam']);
+  explain.update({});
   container.append(
+    explain.element,
     el('section', { className: 'card live-camera-card', attrs: { 'aria-label': 'Live source' } }, [
       head('Camera', el('span', { className: 'live-buttons' }, [pause, capture])),
       status,

@@ -114,7 +114,7 @@ export function mount(container, ctx) {
   }, 'click');
   exportButtons.forEach((button) => on(button, () => runExport(button.dataset.export), 'click'));
   bag.add(setupHover(canvas, tooltip, () => v.hits));
-  bag.add(fitCanvasToViewport(canvas).dispose);
+  bag.add(fitCanvasToViewport(canvas, { onFit: () => { if (v && v.answer) drawFrame(v.animator.frame); } }).dispose);
   loadPresets();
   update(ctx);
 }

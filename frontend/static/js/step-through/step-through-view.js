@@ -15,6 +15,7 @@ import { renderSoftmax } from './softmax-table.js';
 import { showOutput } from './flatten-linear.js';
 import { pick, setupHover } from '../common/canvas-hover.js';
 import { fitCanvasToViewport } from '../common/fit-canvas.js';
+import { messageWithPlace } from '../common/inputs-place.js';
 import { createLookForLink } from '../channel/look-for-link.js';
 import { createExplainPanel, explainButton } from '../common/explanation-panel.js';
 
@@ -79,7 +80,7 @@ export function mount(container, ctx) {
   bag.add(listen(canvas, 'click', onCanvasClick));
   exportButtons.forEach((button) => bag.add(listen(button, 'click', () => runExport(button.dataset.export))));
   bag.add(setupHover(canvas, tooltip, () => v.hits));
-  bag.add(fitCanvasToViewport(canvas).dispose);
+  bag.add(fitCanvasToViewport(canvas, { onFit: () => redraw() }).dispose);
   update(ctx);
 }
 
@@ -94,7 +95,7 @@ export function update(ctx) {
   v.topSelect.value = String(top);
   v.detail.checked = ctx.state.get('detail') !== 'cells';
   if (!ctx.imageId) {
-    showMessage('Upload, draw or pick a sample image (left) to step through the model on it.');
+    showMessage(messageWithPlace('Upload, draw or pick a sample image', ' (left)', ' (press S to show the inputs)', ' to step through the model on it.'));
     return;
   }
   const layer = layers.find((l) => l.name === layerName);
@@ -128,12 +129,13 @@ function fillLayerSelect(layers, selected) {
   v.layerSelect.title = option ? option.textContent : ''; // the full name when the select is narrower
 }
 
+/** Show `text` (a string, or nodes) instead of the picture; '' shows the picture. */
 function showMessage(text) {
   v.animator.pause();
-  v.message.textContent = text;
-  v.message.hidden = !text;
-  v.stage.hidden = Boolean(text);
-  v.playerHost.hidden = Boolean(text);
+  v.message.replaceChildren(...(Array.isArray(text) ? text : [text || '']));
+  v.message.hidden = !text || (Array.isArray(text) && !text.length);
+  v.stage.hidden = !v.message.hidden;
+  v.playerHost.hidden = !v.message.hidden;
 }
 
 async function start({ layer, layerName, channel, top }) {
