@@ -113,18 +113,25 @@ READ_TEXTS = """
 }
 """
 
-# Elements whose text is cut off: CSS text-overflow: ellipsis with more text than room, and canvas or DOM
-# text where an ellipsis follows a digit ("-8.4…": a number cut short).
+# Elements whose text is cut off: CSS text-overflow: ellipsis with more text than room (unless the element's
+# title holds the whole text), and canvas or DOM text where an ellipsis follows a number ("-8.4…").
 READ_CUT = """
 () => {
   const out = [];
   for (const e of document.querySelectorAll('body *')) {
     if (!e.checkVisibility({ checkOpacity: true, checkVisibilityCSS: true })) continue;
     const s = getComputedStyle(e);
-    if (s.textOverflow === 'ellipsis' && e.scrollWidth > e.clientWidth + 1 && e.textContent.trim())
+    const full = e.textContent.trim();
+    // a line cut on purpose, with the whole of it one hover away (title), is not counted
+    if (s.textOverflow === 'ellipsis' && e.scrollWidth > e.clientWidth + 1 && full && !(e.title || '').includes(full)
+        && e.tagName !== 'SELECT')
       out.push({ kind: 'css-ellipsis', text: e.textContent.trim().slice(0, 60), where: e.className || e.tagName });
+    // text of its own clipped at its box's edge (overflow hidden or clip), ellipsis or not
+    else if (['hidden', 'clip'].includes(s.overflowX) && e.scrollWidth > e.clientWidth + 1 && e.tagName !== 'SELECT'
+        && !(e.title || '').includes(full) && [...e.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim()))
+      out.push({ kind: 'clipped', text: full.slice(0, 60), where: e.className || e.tagName });
   }
-  const cut = /(^|\\s|#)[-−]?\\d+(\\.\\d*)?…/;
+  const cut = /(^|\\s|#)[-−]?\\d+(\\.\\d*)?…(?!\\d)/;  // '-8.4…' (not a range such as '0…1')
   for (const [canvas, texts] of window.__canvasTexts || []) {
     if (!canvas.isConnected || !canvas.checkVisibility()) continue;
     for (const t of texts) if (cut.test(t.text)) out.push({ kind: 'canvas', text: t.text, where: canvas.id || canvas.className });

@@ -27,24 +27,30 @@ class ViewCase(NamedTuple):
     ready: str      # a JS expression true once the view has drawn everything
 
 
+def STEP_THROUGH_AT(cell: str) -> str:  # noqa: N802 (reads as a constant in the table)
+    return ("(() => { const c = document.querySelector('#step-through-canvas'); return c && c.dataset.ready === '1'"
+            f" && c.dataset.cell === '{cell}' && c.dataset.fitWidth; }})()")
+
+
 # Add a view here (one line) and it is measured at every size, mode and wall state.
 VIEW_CASES = [
     ViewCase("overview", "lenet5", "view=overview", "document.querySelector('table.arch-table[data-model] tbody tr')"),
     ViewCase("network", "lenet5", "view=network", "document.querySelector(\".net[data-ready='1']\")"),
     ViewCase("network-tile", "lenet5", "view=network&open=unit&layer=features.3&channel=2",
-             "(() => { const c = document.querySelector('#step-through-canvas'); return c && c.dataset.ready === '1' && c.dataset.fitWidth; })()"),
-    ViewCase("network-class", "lenet5", "view=network&open=unit&layer=classifier.5&channel=3",
-             "document.querySelector('.net-dense[data-output] table') && document.querySelector('.step-through-softmax-table')"),
+             STEP_THROUGH_AT("0,0")),
+    ViewCase("network-class", "lenet5", "view=network&open=unit&layer=@softmax",
+             "document.querySelector('.step-through-softmax-table') && document.querySelector('.flatten-linear table')"),
     ViewCase("layers", "lenet5", "view=layers&layer=features.3",
              "document.querySelector(\".channel-grid[data-open-ms] canvas\") && document.querySelector('.arch-strip button')"),
     ViewCase("channel-detail", "lenet5", "view=layers&layer=features.3&channel=11",
              "(() => { const i = document.querySelector('.detail-map'); return i && i.naturalWidth > 0 && document.querySelector('.value-readout'); })()"),
     ViewCase("saliency", "lenet5", "view=saliency",
              "document.querySelector('.sal-top:not(.is-loading) .sal-card') && document.querySelector('.gc-maps canvas')"),
-    ViewCase("step-through", "lenet5", "view=step-through&layer=features.0&pos=14,9",
-             "(() => { const c = document.querySelector('#step-through-canvas'); return c && c.dataset.ready === '1' && c.dataset.fitWidth; })()"),
-    ViewCase("step-through-efficientnet", "efficientnet_lite0", "view=step-through&pos=20,22",
-             "(() => { const c = document.querySelector('#step-through-canvas'); return c && c.dataset.ready === '1' && c.dataset.fitWidth; })()"),
+    ViewCase("saliency-efficientnet", "efficientnet_lite0", "view=saliency",
+             "[...document.querySelectorAll('.sal-top:not(.is-loading) .sal-card')].some((c) => c.textContent.includes('zebra'))"
+             " && document.querySelector('.gc-maps canvas')"),
+    ViewCase("step-through", "lenet5", "view=step-through&layer=features.0&pos=14,9", STEP_THROUGH_AT("14,9")),
+    ViewCase("step-through-efficientnet", "efficientnet_lite0", "view=step-through&pos=20,22", STEP_THROUGH_AT("20,22")),
     ViewCase("sandbox", "lenet5", "view=sandbox",
              "(() => { const c = document.querySelector('#sandbox-canvas'); return c && c.dataset.outputShape && c.dataset.fitWidth; })()"),
     ViewCase("live", "lenet5", "view=live", "document.querySelector('.live-atlas-body canvas, .live-atlas-body img')"),

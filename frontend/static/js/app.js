@@ -55,7 +55,7 @@ const gallery = createGallery({
   switchModel,
 });
 // a step-through cell (pos) belongs to the view, image and model it was picked on: drop it when they change
-const views = createViewHost({ onSelect: (view) => state.set({ view, pos: null }) });
+const views = createViewHost({ onSelect: (view) => state.set({ view, pos: null, phase: null, play: null }) });
 const presenter = createPresenter(document.getElementById('presenter-controls'), state);
 const liveCard = createLiveCard({ onStart: () => state.set({ view: 'live' }) });
 const topPrediction = createTopPrediction({ api });

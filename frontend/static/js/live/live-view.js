@@ -10,8 +10,9 @@ import { ensureStylesheet } from '../common/stylesheet.js';
 import { createLiveSocket, liveUrl } from './live-socket.js';
 import { createMeter, formatReadout } from './live-meter.js';
 import { describeCameraError, startCamera } from './camera-source.js';
+import { createCameraFallback } from './camera-fallback.js';
 import { startDrawing } from './drawing-source.js';
-import { announceCamerasChanged, getChoice, onChoice } from './live-choice.js';
+import { announceCamerasChanged, getChoice, onChoice, setChoice } from './live-choice.js';
 import { createAtlasPanel, createInputPicture, createPredictionsPanel, createSaliencyPanel } from './live-panels.js';
 
 const STYLESHEET = '/static/js/live/live.css';
@@ -85,13 +86,18 @@ export function mount(container, ctx) {
     ]),
   );
   const input = createInputPicture(stage);
+  const fallback = createCameraFallback(container.querySelector('.live-camera-card'), {
+    onPad: () => setChoice({ kind: 'drawing' }),
+    onFile: () => view && view.ctx.state.set({ view: 'layers' }), // the chosen file, in the Layers view
+  });
+  bag.add(() => fallback.dispose());
   view = {
     ctx, bag, container, video, padNote, status, rate, latency, pause, capture, layerSelect, methodSelect,
     saliencyOff, saliencyBody, predictionsNote,
     predictions: createPredictionsPanel(predictionsBody),
     atlas: createAtlasPanel(atlasBody),
     saliency: createSaliencyPanel(saliencyBody),
-    input,
+    input, fallback,
     meter: createMeter(),
     socket: null, socketKey: '', source: null, sourceKey: '', sourceSeq: 0,
     paused: false, shown: null, raf: 0, methods: [], holdUntil: 0,
@@ -199,6 +205,9 @@ async function startSource() {
   view.padNote.hidden = !drawing;
   view.container.dataset.source = drawing ? 'drawing' : 'camera';
   view.container.querySelector('.live-camera-card h2').textContent = drawing ? 'Drawing pad' : 'Camera';
+  view.fallback.hide();
+  const padOffered = takesDrawings(view.ctx.model);
+  if (!drawing) view.fallback.watch(() => view && view.video.videoWidth > 0, { padOffered });
   try {
     const source = drawing ? startDrawing() : await startCamera(view.video, choice.deviceId);
     if (!view || mine !== view.sourceSeq) {
@@ -210,7 +219,8 @@ async function startSource() {
     source.freeze(view.paused);
   } catch (err) {
     if (!view || mine !== view.sourceSeq) return;
-    say(drawing ? err.message : describeCameraError(err), 'error');
+    if (drawing) say(err.message, 'error');
+    else view.fallback.show(describeCameraError(err), { padOffered });
   }
 }
 

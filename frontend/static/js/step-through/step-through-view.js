@@ -7,6 +7,7 @@ import { el, listen, disposer, isAbort } from '../dom.js';
 import { ensureStylesheet } from '../common/stylesheet.js';
 import { createAnimator } from '../common/animator.js';
 import { createPlayer } from '../common/player.js';
+import { createAnimationUrl } from '../common/animation-url.js';
 import { createTraceData } from './step-through-data.js';
 import { WIDTH, HEIGHT, convPhases, drawScene, channelName } from './step-through-scene.js';
 import { window2d, receptiveBox } from '../common/window-math.js';
@@ -71,10 +72,25 @@ export function mount(container, ctx) {
     got: { traces: new Map(), inputs: new Map(), outputs: new Map() }, hits: null, exportAbort: null, rfImage: null };
   v.animator = createAnimator({ count: 1, onFrame: drawFrame, onPlayState: onPlayState });
   // the link sits on the readout's line, which has room: a row of its own pushed the animation below the fold
-  v.player = createPlayer(playerHost, { animator: () => v.animator, describe, phasesPerCell: () => (v.setup ? v.setup.phases.length : 1), extra: lookFor.element });
+  v.player = createPlayer(playerHost, { animator: () => v.animator, describe, phasesPerCell: () => (v.setup ? v.setup.phases.length : 1), extra: lookFor.element,
+    onSpeed: () => v.setup && v.url.write(v.ctx.state) });
+  // the cell, its sub-step, Play and speed live in the URL: links reproduce them and the class follows them
+  v.url = createAnimationUrl({
+    animator: () => v.animator, player: v.player, keys: ['pos', 'phase'],
+    toKeys: (frame) => {
+      const { y, x, phaseIndex } = currentCell(frame);
+      return { pos: `${y},${x}`, phase: phaseIndex ? String(phaseIndex) : null };
+    },
+    toFrame: (get) => {
+      const pos = parsePos(get('pos'), v.setup);
+      if (!pos) return null;
+      const P = v.setup.phases.length;
+      return (pos.y * v.setup.outW + pos.x) * P + Math.min(P - 1, Math.max(0, Number(get('phase')) || 0));
+    },
+  });
 
-  bag.add(listen(layerSelect, 'change', () => ctx.state.set({ layer: layerSelect.value, channel: null, pos: null })));
-  bag.add(listen(channelInput, 'change', () => ctx.state.set({ channel: channelInput.value, pos: null })));
+  bag.add(listen(layerSelect, 'change', () => ctx.state.set({ layer: layerSelect.value, channel: null, pos: null, phase: null, play: null })));
+  bag.add(listen(channelInput, 'change', () => ctx.state.set({ channel: channelInput.value, pos: null, phase: null, play: null })));
   bag.add(listen(topSelect, 'change', () => v.ctx.state.set({ top: topSelect.value })));
   bag.add(listen(detail, 'change', () => v.ctx.state.set({ detail: detail.checked ? null : 'cells' })));
   bag.add(listen(canvas, 'click', onCanvasClick));
@@ -106,14 +122,8 @@ export function update(ctx) {
   if (key !== v.key) {
     v.key = key;
     start({ layer, layerName, channel, top });
-  } else if (v.setup && ctx.state.get('pos') !== v.lastPos) {
-    // the URL's cell changed from outside (a link, back/forward): go there
-    const pos = parsePos(ctx.state.get('pos'), v.setup);
-    v.lastPos = ctx.state.get('pos');
-    if (pos) {
-      v.animator.pause();
-      v.animator.seek((pos.y * v.setup.outW + pos.x) * v.setup.phases.length);
-    }
+  } else if (v.setup) {
+    v.url.apply(ctx.state); // the URL's cell, sub-step, Play or speed changed from outside (a link, the teacher)
   }
 }
 
@@ -140,8 +150,8 @@ function showMessage(text) {
 
 async function start({ layer, layerName, channel, top }) {
   const { ctx } = v;
+  v.setup = null; // first: pausing the old animation must not write its cell into the new one's URL
   v.animator.pause();
-  v.setup = null;
   v.got = { traces: new Map(), inputs: new Map(), outputs: new Map() };
   v.data.reset({ model: ctx.model.id, imageId: ctx.imageId, weights: ctx.weights, layer: layerName === SOFTMAX ? '' : layerName });
   const softmax = layerName === SOFTMAX;
@@ -164,7 +174,7 @@ async function start({ layer, layerName, channel, top }) {
   try {
     const [outC, outH, outW] = layer.output_shape;
     const pos = parsePos(ctx.state.get('pos'), { outH, outW }) || { y: 0, x: 0 };
-    v.lastPos = ctx.state.get('pos');
+    v.url.reset();
     const first = await v.data.trace(channel, pos.y, pos.x, top);
     if (myKey !== v.key) return;
     v.got.traces.set(`${pos.y}|${pos.x}`, first);
@@ -180,7 +190,8 @@ async function start({ layer, layerName, channel, top }) {
     v.rfImage.src = ctx.api.urls.modelInput(ctx.model.id, ctx.imageId, ctx.weights);
     v.animator.setCount(outH * outW * perCell.length);
     v.animator.setSpeed(v.player.speed());
-    v.animator.seek((pos.y * outW + pos.x) * perCell.length);
+    // the URL's cell, sub-step, speed and Play (a link or the teacher's); else the first cell
+    if (!v.url.apply(ctx.state) || !parsePos(ctx.state.get('pos'), v.setup)) v.animator.seek((pos.y * outW + pos.x) * perCell.length);
     need(v.data.outputMap(channel), v.got.outputs, channel);
   } catch (err) {
     if (!isAbort(err) && myKey === v.key) showMessage(`This layer could not be traced: ${err.message}`);
@@ -291,16 +302,7 @@ function drawFrame(frame) {
   d.final = t && t.kind === 'conv' ? String(t.final) : '';
   d.grids = JSON.stringify(v.hits.grids.map((g) => ({ name: g.name, rows: g.rows, cols: g.cols, x: g.box.x, y: g.box.y, w: g.box.w, h: g.box.h, font: g.box.font })));
   d.outputGeom = v.hits.output ? JSON.stringify({ x0: v.hits.output.x0, y0: v.hits.output.y0, cell: v.hits.output.cell }) : '';
-  if (!v.animator.playing) writePos();
-}
-
-/** Keep the URL on the cell shown (not while playing: one history write per frame would be noise). */
-function writePos() {
-  const { y, x } = currentCell();
-  const pos = `${y},${x}`;
-  if (pos === v.lastPos) return;
-  v.lastPos = pos;
-  v.ctx.state.set({ pos }, { replace: true });
+  if (!v.animator.playing) v.url.write(v.ctx.state); // not while playing: the URL keeps where it started
 }
 
 function describe(frame) {
@@ -313,7 +315,7 @@ function describe(frame) {
 function onPlayState(playing) {
   if (!v) return;
   v.player.setPlaying(playing);
-  if (!playing && v.setup) writePos();
+  if (v.setup) v.url.write(v.ctx.state, playing);
 }
 
 function onCanvasClick(event) {
