@@ -140,7 +140,7 @@ def main() -> None:
 
         page_delays: list[float] = []
         bare_delays: list[float] = []
-        teacher.locator(CANVAS).focus()
+        teacher.evaluate("document.activeElement && document.activeElement.blur()")  # arrows step, not switch tabs
         for i in range(args.changes):
             # the page path: one step forward on the teacher's page
             before = int(teacher.get_attribute(CANVAS, "data-frame"))

@@ -40,8 +40,7 @@ def test_students_follow_the_sub_step_play_and_speed(new_page) -> None:  # noqa:
     pick_sample(teacher, 2)
     teacher.click(".view-tabs button:has-text('Step-through')")
     teacher.wait_for_selector(f"{CANVAS}[data-ready='1']")
-    teacher.locator(CANVAS).focus()
-    teacher.keyboard.press("ArrowRight")
+    teacher.click(".player [data-action='forward']")
     wait_url(teacher, "phase", "1")
     teacher_at = canvas_state(teacher)
     for student in students:

@@ -25,6 +25,7 @@ class ViewCase(NamedTuple):
     model: str      # 'lenet5' or 'efficientnet_lite0' (the image is uploaded for it)
     query: str      # the view's URL keys
     ready: str      # a JS expression true once the view has drawn everything
+    fold: str = ""  # a selector whose whole box must be above the fold in projector mode (wall closed)
 
 
 def STEP_THROUGH_AT(cell: str) -> str:  # noqa: N802 (reads as a constant in the table)
@@ -49,8 +50,10 @@ VIEW_CASES = [
     ViewCase("saliency-efficientnet", "efficientnet_lite0", "view=saliency",
              "[...document.querySelectorAll('.sal-top:not(.is-loading) .sal-card')].some((c) => c.textContent.includes('zebra'))"
              " && document.querySelector('.gc-maps canvas')"),
-    ViewCase("step-through", "lenet5", "view=step-through&layer=features.0&pos=14,9", STEP_THROUGH_AT("14,9")),
-    ViewCase("step-through-efficientnet", "efficientnet_lite0", "view=step-through&pos=20,22", STEP_THROUGH_AT("20,22")),
+    ViewCase("step-through", "lenet5", "view=step-through&layer=features.0&pos=14,9", STEP_THROUGH_AT("14,9"),
+             fold="#step-through-canvas, .step-through-geometry"),
+    ViewCase("step-through-efficientnet", "efficientnet_lite0", "view=step-through&pos=20,22", STEP_THROUGH_AT("20,22"),
+             fold="#step-through-canvas, .step-through-geometry"),
     ViewCase("sandbox", "lenet5", "view=sandbox",
              "(() => { const c = document.querySelector('#sandbox-canvas'); return c && c.dataset.outputShape && c.dataset.fitWidth; })()"),
     ViewCase("live", "lenet5", "view=live", "document.querySelector('.live-atlas-body canvas, .live-atlas-body img')"),
@@ -122,4 +125,10 @@ def test_every_text_is_readable(page, mode, photos: Path, shots: Path) -> None:
             failures.append(f"{case.name}: {len(small)} texts under {minimum} px\n{describe(small)}")
         if cut:
             failures.append(f"{case.name}: cut off: {cut[:5]}")
+        if case.fold and projector and not wall:
+            below = page.eval_on_selector_all(
+                case.fold, "(els, h) => els.filter((e) => e.getBoundingClientRect().bottom > h).map((e) => e.className || e.id)",
+                height)
+            if below:
+                failures.append(f"{case.name}: below the fold: {below}")
     assert not failures, "\n\n".join(failures)

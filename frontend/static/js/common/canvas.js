@@ -78,7 +78,8 @@ const floors = new WeakMap();
 export function measureTextFloor(canvas) {
   const css = parseFloat(getComputedStyle(document.documentElement).getPropertyValue('--min-text')) || 12;
   const shown = canvas.isConnected ? canvas.getBoundingClientRect().width : 0;
-  const floor = shown > 0 ? (css * canvas.width) / shown : css;
+  // rounded up to a tenth of a px, so that a font of this size is never a hair under the floor on screen
+  const floor = shown > 0 ? Math.ceil(((css * canvas.width) / shown) * 10) / 10 : css;
   floors.set(canvas, floor);
   return floor;
 }

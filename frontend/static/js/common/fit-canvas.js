@@ -10,7 +10,8 @@ const PROJECTOR_MIN_SCALE = 0.75;
 /**
  * @param {HTMLCanvasElement} canvas
  * @param {object} [opts]
- * @param {number} [opts.margin]  px to leave under the canvas
+ * @param {number|(() => number)} [opts.margin]  px to leave under the canvas (a function: read at each fit,
+ *   e.g. the height of a line that must stay above the fold with it)
  * @param {() => void} [opts.onFit]  called when the displayed width or the page's smallest text (--min-text,
  *   larger in projector mode) changed: redraw, so the type keeps its size on screen (common/canvas.js)
  * @returns {{fit: () => void, dispose: () => void}}
@@ -26,7 +27,8 @@ export function fitCanvasToViewport(canvas, { margin = 12, onFit = null } = {}) 
       const parent = canvas.parentElement;
       const room = parent.clientWidth;
       const top = canvas.getBoundingClientRect().top + window.scrollY;
-      const byHeight = ((window.innerHeight - top - margin) * canvas.width) / canvas.height;
+      const below = typeof margin === 'function' ? margin() : margin;
+      const byHeight = ((window.innerHeight - top - below) * canvas.width) / canvas.height;
       // projector mode keeps the picture at least 3/4 of its drawn size (its type is enlarged to ≥ 16 CSS px,
       // which a smaller picture has no room for): with the class wall open above it, it scrolls instead
       const projector = document.documentElement.classList.contains('is-projector');

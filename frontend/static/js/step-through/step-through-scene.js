@@ -105,6 +105,8 @@ function drawReceptiveField(ctx, rf, right, bottom) {
     label(ctx, line, x - 10, bottom - 4 - (lines.length - 1 - i) * step, { size: 15, weight: 600, colour: COLOURS.ink2, align: 'right' });
     left = Math.min(left, x - 10 - ctx.measureText(line).width);
   });
+  // where the caption is, for tests (nothing may be drawn over it)
+  ctx.canvas.dataset.rfCaption = JSON.stringify([left, bottom - 4 - lines.length * step, x - 10 - left, lines.length * step + 4]);
   if (!rf || !rf.image || !rf.image.complete || !rf.image.naturalWidth) {
     ctx.strokeStyle = COLOURS.line;
     ctx.strokeRect(x, y, size, size);
@@ -227,8 +229,10 @@ function drawLedger(ctx, t, phase, inC, { x, top, bottom, right }) {
   if (w.above) note(`▲ ${w.above} line${w.above > 1 ? 's' : ''} above · Σ so far ${formatCell(lines[w.first - 1].running, 4)}`);
   lines.slice(w.first, w.first + w.count).forEach((line) => {
     if (line.active) {
+      const box = [x - 6, y - 20, Math.min(700, right - (x - 6)), 26];
       ctx.fillStyle = '#fef3c7';
-      ctx.fillRect(x - 6, y - 20, Math.min(700, right - (x - 6)), 26);
+      ctx.fillRect(...box);
+      ctx.canvas.dataset.highlight = JSON.stringify(box);
     }
     const text = line.shown ? `${line.head}${line.value}${line.extra}` : `${line.head}${'…'.padStart(line.value.length)}`;
     label(ctx, text, x, y, { size: NUM, font: MONO, weight: line.strong ? 700 : 400, colour: line.shown ? COLOURS.ink : '#94a3b8' });

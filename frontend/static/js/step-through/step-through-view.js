@@ -96,7 +96,9 @@ export function mount(container, ctx) {
   bag.add(listen(canvas, 'click', onCanvasClick));
   exportButtons.forEach((button) => bag.add(listen(button, 'click', () => runExport(button.dataset.export))));
   bag.add(setupHover(canvas, tooltip, () => v.hits));
-  bag.add(fitCanvasToViewport(canvas, { onFit: () => redraw() }).dispose);
+  // in projector mode the output-size formula under the picture stays above the fold with it
+  const projector = () => document.documentElement.classList.contains('is-projector');
+  bag.add(fitCanvasToViewport(canvas, { margin: () => 12 + (projector() ? geometry.offsetHeight : 0), onFit: () => redraw() }).dispose);
   update(ctx);
 }
 
