@@ -52,8 +52,10 @@ export function createTeacherPanel({ body, wallRoot, session, state, onProblem, 
     ]),
     ...(session.warning ? [el('p', { className: 'error-text class-warning', text: session.warning })] : []),
     el('div', { className: 'class-actions' }, [wallButton, projectButton, endButton]),
-    dialog,
   );
+  // the dialog lives outside the sidebar: projector mode hides the sidebar, and the badge opens it there
+  document.body.append(dialog);
+  bag.add(() => dialog.remove());
   document.body.classList.add('is-teaching');
   // projector mode hides the sidebar: a compact badge in the top bar keeps the code and the count in view,
   // and opens Enlarge (the code and QR big enough for the room)
