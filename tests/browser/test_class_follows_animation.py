@@ -1,5 +1,6 @@
 """A class follows everything the teacher does (issue 20 §3): one teacher and three students. The
-step-through's sub-step, Play/Pause and speed reach the students (they animate in step); an exploring
+step-through's sub-step, Play/Pause and speed reach the students (they animate in step), and so does
+the sandbox's step; an exploring
 student is told when the teacher changes the image and follows in one click; in projector mode the
 teacher's top bar shows the class code and the follower count, which open Enlarge."""
 
@@ -71,6 +72,16 @@ def test_students_follow_the_sub_step_play_and_speed(new_page) -> None:  # noqa:
             " return document.querySelector('.player-play').getAttribute('aria-pressed') === 'false'"
             " && c.dataset.cell === cell && c.dataset.phase === phase; }",
             arg=[stopped["cell"], stopped["phase"]])
+
+    # the sandbox: the teacher's step reaches the class
+    teacher.click(".view-tabs button:has-text('Sandbox')")
+    teacher.wait_for_selector("#sandbox-canvas[data-output-shape]")
+    teacher.click(".player [data-action='forward']")
+    teacher.click(".player [data-action='forward']")
+    wait_url(teacher, "sbstep", "2")
+    for student in students:
+        student.wait_for_function("() => document.querySelector('#sandbox-canvas')?.dataset.frame === '2'")
+    teacher.click(".view-tabs button:has-text('Step-through')")
 
     # an exploring student is told when the teacher changes the image, and follows in one click
     explorer = students[1]
