@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from server.errors import ApiError
-from server.services.cache import ResultCache, nbytes_of
-from server.services.cancel import CancelToken, WorkCancelled, bound, checkpoint
+from server.services.runtime.cache import ResultCache, nbytes_of
+from server.services.work.cancel import CancelToken, WorkCancelled, bound, checkpoint
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
