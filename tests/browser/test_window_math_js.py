@@ -42,7 +42,7 @@ def _python(case: dict) -> dict:
 
 
 JS_RUN = """async (cases) => {
-  const m = await import('/static/js/stepper/window-math.js');
+  const m = await import('/static/js/common/window-math.js');
   return cases.map((c) => {
     const w = m.window2d(c.in, c.k, { stride: c.stride, padding: c.padding, dilation: c.dilation, ceilMode: c.ceil });
     const cells = [];
@@ -70,7 +70,7 @@ def test_js_window_math_equals_python(page) -> None:
 def test_js_receptive_box(page) -> None:
     page.goto("/")
     got = page.evaluate("""async () => {
-      const m = await import('/static/js/stepper/window-math.js');
+      const m = await import('/static/js/common/window-math.js');
       const field = { size: [11, 11], jump: [2, 2], start: [3, 3] };
       return {
         inside: m.receptiveBox(field, 5, 4, [28, 28]),

@@ -40,17 +40,17 @@ def npy(page, url: str) -> np.ndarray:
 
 
 def canvas(page) -> dict:
-    return page.eval_on_selector("#stepper-canvas", "c => ({...c.dataset})")
+    return page.eval_on_selector("#step-through-canvas", "c => ({...c.dataset})")
 
 
 def wait_ready(page, cell: str | None = None) -> dict:
     """The canvas dataset once the frame (at `cell`, when given) is drawn with all its data."""
     try:
         page.wait_for_function(
-            "cell => { const c = document.querySelector('#stepper-canvas'); return c && c.dataset.ready === '1' && (!cell || c.dataset.cell === cell); }",
+            "cell => { const c = document.querySelector('#step-through-canvas'); return c && c.dataset.ready === '1' && (!cell || c.dataset.cell === cell); }",
             arg=cell, timeout=30_000)
     except Exception as exc:
-        state = page.eval_on_selector("#stepper-canvas", "c => ({...c.dataset})") if page.locator("#stepper-canvas").count() else None
+        state = page.eval_on_selector("#step-through-canvas", "c => ({...c.dataset})") if page.locator("#step-through-canvas").count() else None
         raise AssertionError(f"not ready at {cell}: {state}") from exc
     return canvas(page)
 
@@ -67,7 +67,7 @@ def image_id(page) -> str:
 
 
 def test_rgb_conv_numbers_equal_the_layer_output(page, image_id: str, shots: Path) -> None:
-    page.goto(f"/?model=tinyvgg-shapes&view=stepper&image={image_id}&layer=block1.0&channel=4&pos=30,20")
+    page.goto(f"/?model=tinyvgg-shapes&view=step-through&image={image_id}&layer=block1.0&channel=4&pos=30,20")
     state = wait_ready(page, "30,20")
     out = npy(page, f"/api/models/tinyvgg-shapes/images/{image_id}/layers/block1.0/activations.npy")
     after = npy(page, f"/api/models/tinyvgg-shapes/images/{image_id}/layers/block1.1/activations.npy")
@@ -76,15 +76,15 @@ def test_rgb_conv_numbers_equal_the_layer_output(page, image_id: str, shots: Pat
     # R, G, B, bias, ReLU: five steps per output cell
     assert int(state["count"]) == 62 * 62 * 5
     assert state["frame"] == str((30 * 62 + 20) * 5)
-    page.locator("#stepper-canvas").screenshot(path=str(shots / "stepper-rgb-conv.png"))
+    page.locator("#step-through-canvas").screenshot(path=str(shots / "step-through-rgb-conv.png"))
 
 
 def test_step_keyboard_scrub_and_play(page, image_id: str) -> None:
-    page.goto(f"/?model=tinyvgg-shapes&view=stepper&image={image_id}&layer=block1.0")
+    page.goto(f"/?model=tinyvgg-shapes&view=step-through&image={image_id}&layer=block1.0")
     start = int(wait_ready(page, "0,0")["frame"])
     page.click("[data-action='forward']")
     assert int(canvas(page)["frame"]) == start + 1 and canvas(page)["phase"] == "1"
-    page.locator("#stepper-canvas").focus()
+    page.locator("#step-through-canvas").focus()
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowLeft")
     page.keyboard.press("ArrowLeft")
@@ -96,8 +96,8 @@ def test_step_keyboard_scrub_and_play(page, image_id: str) -> None:
     # play at 16 steps/s, then pause with the space bar
     page.select_option(".player-speed", "16")
     page.click("[data-action='play']")
-    page.wait_for_function("() => Number(document.querySelector('#stepper-canvas').dataset.frame) >= 20")
-    page.locator("#stepper-canvas").focus()
+    page.wait_for_function("() => Number(document.querySelector('#step-through-canvas').dataset.frame) >= 20")
+    page.locator("#step-through-canvas").focus()
     page.keyboard.press(" ")
     paused = canvas(page)["frame"]
     # paused means no animation timer left: nothing can advance the frame any more
@@ -108,16 +108,16 @@ def test_step_keyboard_scrub_and_play(page, image_id: str) -> None:
 
 
 def test_click_output_cell_jumps_and_hover_shows_numbers(page, image_id: str) -> None:
-    page.goto(f"/?model=tinyvgg-shapes&view=stepper&image={image_id}&layer=block1.4&channel=2")
+    page.goto(f"/?model=tinyvgg-shapes&view=step-through&image={image_id}&layer=block1.4&channel=2")
     state = wait_ready(page, "0,0")
     geom = json.loads(state["outputGeom"])
-    box = page.locator("#stepper-canvas").bounding_box()
+    box = page.locator("#step-through-canvas").bounding_box()
     scale = box["width"] / 1200
     target = {"x": (geom["x0"] + (7 + 0.5) * geom["cell"]) * scale, "y": (geom["y0"] + (11 + 0.5) * geom["cell"]) * scale}
-    page.locator("#stepper-canvas").hover(position=target)
-    tip = page.locator(".stepper-tooltip")
+    page.locator("#step-through-canvas").hover(position=target)
+    tip = page.locator(".step-through-tooltip")
     assert tip.is_visible() and "click to jump" in tip.text_content()
-    page.locator("#stepper-canvas").click(position=target)
+    page.locator("#step-through-canvas").click(position=target)
     state = wait_ready(page, "11,7")
     assert query(page)["pos"] == "11,7"
     pooled = npy(page, f"/api/models/tinyvgg-shapes/images/{image_id}/layers/block1.4/activations.npy")
@@ -129,16 +129,16 @@ def test_grouped_strided_layer_and_summary(page) -> None:
     page.goto("/")
     image = upload(page, shape_png())
     layer = "features.1.block.0.0"  # MobileNetV3 depthwise 3×3, stride 2
-    page.goto(f"/?model=mobilenet_v3_small&view=stepper&image={image}&layer={layer}&channel=5&pos=3,4")
+    page.goto(f"/?model=mobilenet_v3_small&view=step-through&image={image}&layer={layer}&channel=5&pos=3,4")
     state = wait_ready(page, "3,4")
     out = npy(page, f"/api/models/mobilenet_v3_small/images/{image}/layers/{layer}/activations.npy")
     assert float(state["value"]) == pytest.approx(float(out[5, 3, 4]), rel=1e-5, abs=1e-6)
 
 
 def test_softmax_table_matches_predictions(page, image_id: str) -> None:
-    page.goto(f"/?model=tinyvgg-shapes&view=stepper&image={image_id}&layer=@softmax")
-    page.wait_for_selector(".stepper-softmax-table tbody tr")
-    first = page.locator(".stepper-softmax-table tbody tr").first.locator("td")
+    page.goto(f"/?model=tinyvgg-shapes&view=step-through&image={image_id}&layer=@softmax")
+    page.wait_for_selector(".step-through-softmax-table tbody tr")
+    first = page.locator(".step-through-softmax-table tbody tr").first.locator("td")
     predictions = page.request.get(f"/api/models/tinyvgg-shapes/images/{image_id}/predictions").json()["predictions"]
     assert first.nth(0).text_content() == predictions[0]["label"]
     shown = float(first.nth(4).text_content().replace("%", "").replace("−", "-").strip())
@@ -146,7 +146,7 @@ def test_softmax_table_matches_predictions(page, image_id: str) -> None:
 
 
 def test_exports_are_real_files(page, image_id: str, tmp_path: Path) -> None:
-    page.goto(f"/?model=tinyvgg-shapes&view=stepper&image={image_id}&layer=block1.0&pos=5,5")
+    page.goto(f"/?model=tinyvgg-shapes&view=step-through&image={image_id}&layer=block1.0&pos=5,5")
     wait_ready(page, "5,5")
     with page.expect_download() as png_download:
         page.click("[data-export='png']")
@@ -161,22 +161,22 @@ def test_exports_are_real_files(page, image_id: str, tmp_path: Path) -> None:
     gif.seek(60)
     later = np.asarray(gif.convert("RGB"))
     assert (first != later).any()  # the window moved
-    assert page.text_content(".stepper-export-note").startswith("GIF saved")
+    assert page.text_content(".step-through-export-note").startswith("GIF saved")
 
 
 def test_leaving_the_view_stops_its_timers(page, image_id: str) -> None:
-    page.goto(f"/?model=tinyvgg-shapes&view=stepper&image={image_id}&layer=block1.0")
+    page.goto(f"/?model=tinyvgg-shapes&view=step-through&image={image_id}&layer=block1.0")
     wait_ready(page)
     page.click("[data-action='play']")
     page.wait_for_function("() => window.__pendingTimers('animator.js') > 0")
     page.click("#view-tabs button[data-view='overview']")
     page.wait_for_selector("#view .view-body.view-overview")
     page.wait_for_function("() => window.__pendingTimers('animator.js') === 0")
-    assert page.locator("#stepper-canvas").count() == 0
+    assert page.locator("#step-through-canvas").count() == 0
 
 
 def test_webm_export_is_a_webm_file(page, image_id: str) -> None:
-    page.goto(f"/?model=lenet5&view=stepper&image={image_id}&layer=features.2&pos=12,0")
+    page.goto(f"/?model=lenet5&view=step-through&image={image_id}&layer=features.2&pos=12,0")
     wait_ready(page, "12,0")
     page.select_option(".player-speed", "16")
     remaining = int(canvas(page)["count"]) - int(canvas(page)["frame"])  # 14·14 cells; the export starts here
@@ -184,4 +184,23 @@ def test_webm_export_is_a_webm_file(page, image_id: str) -> None:
         page.click("[data-export='webm']")
     data = Path(download.value.path()).read_bytes()
     assert data[:4] == b"\x1a\x45\xdf\xa3" and len(data) > 1000  # the EBML header of a WebM file
-    assert page.text_content(".stepper-export-note") == f"WEBM saved ({min(remaining, 120)} frames)"
+    assert page.text_content(".step-through-export-note") == f"WEBM saved ({min(remaining, 120)} frames)"
+
+
+def test_old_stepper_view_id_still_opens_the_step_through(page, image_id: str) -> None:
+    """`view=stepper` (the view's id before the rename) in a shared link or a followed classroom state opens
+    the Step-through; a loaded link is rewritten to the current id."""
+    page.goto(f"/?model=tinyvgg-shapes&view=stepper&image={image_id}&layer=block1.0&pos=5,5")
+    wait_ready(page, "5,5")
+    assert query(page)["view"] == "step-through" and query(page)["layer"] == "block1.0"
+    selected = page.locator("#view-tabs button[aria-selected='true']")
+    assert selected.get_attribute("data-view") == "step-through" and selected.inner_text() == "Step-through"
+    # a state change that still says `stepper` (an older teacher's page) opens it too, without a reload
+    page.click("#view-tabs button[data-view='overview']")
+    page.wait_for_selector("#step-through-canvas", state="detached")
+    page.evaluate("""(id) => {
+      history.pushState(null, '', `?model=tinyvgg-shapes&view=stepper&image=${id}&layer=block1.0&pos=7,3`);
+      dispatchEvent(new PopStateEvent('popstate'));
+    }""", image_id)
+    wait_ready(page, "7,3")
+    assert page.locator("#view-tabs button[aria-selected='true']").get_attribute("data-view") == "step-through"

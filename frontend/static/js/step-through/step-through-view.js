@@ -4,27 +4,25 @@
 // trace-scene draws, trace-data fetches.
 
 import { el, listen, disposer, isAbort } from '../dom.js';
-import { createAnimator } from './animator.js';
-import { createPlayer } from './player.js';
-import { createTraceData } from './trace-data.js';
-import { WIDTH, HEIGHT, convPhases, drawScene, channelName } from './trace-scene.js';
-import { window2d, receptiveBox } from './window-math.js';
-import { MAX_EXPORT_FRAMES, canRecordWebm, exportGif, exportPng, exportWebm } from './export.js';
+import { ensureStylesheet } from '../common/stylesheet.js';
+import { createAnimator } from '../common/animator.js';
+import { createPlayer } from '../common/player.js';
+import { createTraceData } from './step-through-data.js';
+import { WIDTH, HEIGHT, convPhases, drawScene, channelName } from './step-through-scene.js';
+import { window2d, receptiveBox } from '../common/window-math.js';
+import { MAX_EXPORT_FRAMES, canRecordWebm, exportGif, exportPng, exportWebm } from '../common/canvas-export.js';
 import { renderSoftmax } from './softmax-table.js';
 import { showOutput } from './flatten-linear.js';
-import { pick, setupHover } from './hover.js';
+import { pick, setupHover } from '../common/canvas-hover.js';
 import { fitCanvasToViewport } from '../common/fit-canvas.js';
 import { createLookForLink } from '../channel/look-for-link.js';
-import { createExplainPanel, explainButton } from '../common/explain.js';
+import { createExplainPanel, explainButton } from '../common/explanation-panel.js';
 
 const SOFTMAX = '@softmax';
 const TOPS = [3, 8, 16];
 let v = null; // the mounted view's parts
 
-export function ensureStylesheet() {
-  if (document.querySelector('link[data-stepper-css]')) return;
-  document.head.append(el('link', { rel: 'stylesheet', href: '/static/js/stepper/stepper.css', dataset: { stepperCss: '1' } }));
-}
+export const STYLESHEET = '/static/js/step-through/step-through.css';
 
 /** Layers the step-through can trace: leaf conv / pool / activation layers with a C×H×W output. */
 export function traceableLayers(model) {
@@ -33,39 +31,39 @@ export function traceableLayers(model) {
 }
 
 export function mount(container, ctx) {
-  ensureStylesheet();
+  ensureStylesheet(STYLESHEET);
   const bag = disposer();
-  const layerSelect = el('select', { id: 'stepper-layer', className: 'stepper-select', attrs: { 'aria-label': 'Layer' } });
-  const channelInput = el('input', { id: 'stepper-channel', type: 'number', min: 0, value: 0, className: 'stepper-number', attrs: { 'aria-label': 'Output channel' } });
-  const topSelect = el('select', { id: 'stepper-top', className: 'stepper-select', attrs: { 'aria-label': 'Input channels shown in full' } },
+  const layerSelect = el('select', { id: 'step-through-layer', className: 'step-through-select', attrs: { 'aria-label': 'Layer' } });
+  const channelInput = el('input', { id: 'step-through-channel', type: 'number', min: 0, value: 0, className: 'step-through-number', attrs: { 'aria-label': 'Output channel' } });
+  const topSelect = el('select', { id: 'step-through-top', className: 'step-through-select', attrs: { 'aria-label': 'Input channels shown in full' } },
     TOPS.map((t) => el('option', { value: String(t), text: `top ${t} channels` })));
-  const detail = el('input', { type: 'checkbox', id: 'stepper-detail', checked: true });
+  const detail = el('input', { type: 'checkbox', id: 'step-through-detail', checked: true });
   const exportButtons = ['png', 'gif', 'webm'].map((kind) => el('button', { type: 'button', className: 'button button-small', text: kind.toUpperCase(), dataset: { export: kind }, title: kind === 'png' ? 'The current frame as PNG' : `The animation from this frame on (≤ ${MAX_EXPORT_FRAMES} frames) as ${kind.toUpperCase()}` }));
-  const exportNote = el('span', { className: 'stepper-export-note', attrs: { role: 'status' } });
-  const canvas = el('canvas', { id: 'stepper-canvas', className: 'stepper-canvas', width: WIDTH, height: HEIGHT, attrs: { 'aria-label': 'Step-through animation' } });
-  const tooltip = el('div', { className: 'stepper-tooltip', hidden: true, attrs: { role: 'status' } });
-  const stage = el('div', { className: 'stepper-stage' }, [canvas, tooltip]);
+  const exportNote = el('span', { className: 'step-through-export-note', attrs: { role: 'status' } });
+  const canvas = el('canvas', { id: 'step-through-canvas', className: 'step-through-canvas', width: WIDTH, height: HEIGHT, attrs: { 'aria-label': 'Step-through animation' } });
+  const tooltip = el('div', { className: 'step-through-tooltip', hidden: true, attrs: { role: 'status' } });
+  const stage = el('div', { className: 'step-through-stage' }, [canvas, tooltip]);
   const playerHost = el('div');
-  const message = el('p', { className: 'stepper-message', hidden: true });
-  const softmaxHost = el('div', { className: 'stepper-softmax', hidden: true });
-  const geometry = el('p', { className: 'stepper-geometry', attrs: { 'aria-label': 'Output size of this layer' } });
+  const message = el('p', { className: 'step-through-message', hidden: true });
+  const softmaxHost = el('div', { className: 'step-through-softmax', hidden: true });
+  const geometry = el('p', { className: 'step-through-geometry', attrs: { 'aria-label': 'Output size of this layer' } });
   const topHelp = explainButton('top-channels');
   const detailHelp = explainButton('each-input-channel');
   const rfHelp = explainButton('receptive-field');
-  const explain = createExplainPanel('stepper', ['receptive-field', 'jump', 'parameters', 'top-channels', 'stride', 'padding', 'dilation', 'groups', 'output-size']);
+  const explain = createExplainPanel('step-through', ['receptive-field', 'jump', 'parameters', 'top-channels', 'stride', 'padding', 'dilation', 'groups', 'output-size']);
   // the channel's dataset examples and feature visualisation live in the Network view's unit detail (which
   // embeds this panel itself: there the link would lead to where it already is)
   const lookFor = createLookForLink(() => (v && v.lookForTarget && v.ctx.state.get('open') !== 'unit' ? { state: v.ctx.state, ...v.lookForTarget } : null));
   bag.add(lookFor.dispose);
-  const controls = el('div', { className: 'stepper-controls' }, [
-    el('label', { className: 'stepper-field' }, ['Layer ', layerSelect]),
-    el('label', { className: 'stepper-field', attrs: { 'data-for': 'channel' } }, ['Output channel ', channelInput]),
-    el('span', { className: 'stepper-field', attrs: { 'data-for': 'top' } }, [topSelect, topHelp]),
-    el('span', { className: 'stepper-field', attrs: { 'data-for': 'detail' } }, [el('label', {}, [detail, ' each input channel']), detailHelp]),
-    el('span', { className: 'stepper-field', attrs: { 'data-for': 'rf' } }, ['Receptive field', rfHelp]),
-    el('span', { className: 'stepper-export' }, ['Export ', ...exportButtons, exportNote]),
+  const controls = el('div', { className: 'step-through-controls' }, [
+    el('label', { className: 'step-through-field' }, ['Layer ', layerSelect]),
+    el('label', { className: 'step-through-field', attrs: { 'data-for': 'channel' } }, ['Output channel ', channelInput]),
+    el('span', { className: 'step-through-field', attrs: { 'data-for': 'top' } }, [topSelect, topHelp]),
+    el('span', { className: 'step-through-field', attrs: { 'data-for': 'detail' } }, [el('label', {}, [detail, ' each input channel']), detailHelp]),
+    el('span', { className: 'step-through-field', attrs: { 'data-for': 'rf' } }, ['Receptive field', rfHelp]),
+    el('span', { className: 'step-through-export' }, ['Export ', ...exportButtons, exportNote]),
   ]);
-  container.append(el('section', { className: 'card stepper' }, [explain.element, controls, message, el('div', { className: 'stepper-player-host' }, [playerHost, stage]), geometry, softmaxHost]));
+  container.append(el('section', { className: 'card step-through' }, [explain.element, controls, message, el('div', { className: 'step-through-player-host' }, [playerHost, stage]), geometry, softmaxHost]));
 
   v = { ctx, bag, lookFor, lookForTarget: null, canvas, g: canvas.getContext('2d'), tooltip, geometry, explain, rfHelp, layerSelect, channelInput, topSelect, detail, message,
     softmaxHost, stage, playerHost, exportButtons, exportNote, data: createTraceData(ctx.api), key: null, setup: null,
@@ -147,7 +145,7 @@ async function start({ layer, layerName, channel, top }) {
   const softmax = layerName === SOFTMAX;
   v.geometry.textContent = '';
   v.softmaxHost.hidden = !softmax;
-  for (const name of ['channel', 'top', 'detail', 'rf']) v.layerSelect.closest('.stepper-controls').querySelector(`[data-for="${name}"]`).hidden = softmax;
+  for (const name of ['channel', 'top', 'detail', 'rf']) v.layerSelect.closest('.step-through-controls').querySelector(`[data-for="${name}"]`).hidden = softmax;
   v.exportButtons[0].parentElement.hidden = softmax; // the softmax is a table, not an animation
   if (softmax) {
     showMessage('');

@@ -2,7 +2,7 @@
 // summed, and the check that the parts add up to the value PyTorch computed (dense.json).
 
 import { el, isAbort } from '../dom.js';
-import { shortValue } from '../layers/channel-math.js';
+import { formatShort } from '../common/format.js';
 
 const TOP = 12;
 
@@ -45,23 +45,23 @@ export function createDenseView(host) {
       bar.style.width = `${(Math.abs(c.product) / biggest) * 50}%`;
       return el('tr', {}, [
         el('td', { text: inputName(c.index, shape) }),
-        el('td', { className: 'num', text: shortValue(c.weight) }),
-        el('td', { className: 'num', text: shortValue(c.input) }),
-        el('td', { className: 'num', text: shortValue(c.product) }),
+        el('td', { className: 'num', text: formatShort(c.weight) }),
+        el('td', { className: 'num', text: formatShort(c.input) }),
+        el('td', { className: 'num', text: formatShort(c.product) }),
         el('td', { className: 'net-dense-bar-cell' }, [bar]),
       ]);
     });
     rows.push(el('tr', { className: 'rest' }, [
       el('td', { text: `${a.rest.count} other inputs` }), el('td', { text: '' }), el('td', { text: '' }),
-      el('td', { className: 'num', text: shortValue(a.rest.sum) }),
-      el('td', { className: 'hint', text: `+${shortValue(a.rest.positive)} / ${shortValue(a.rest.negative)}` }),
+      el('td', { className: 'num', text: formatShort(a.rest.sum) }),
+      el('td', { className: 'hint', text: `+${formatShort(a.rest.positive)} / ${formatShort(a.rest.negative)}` }),
     ]));
-    rows.push(el('tr', { className: 'rest' }, [el('td', { text: 'bias b' }), el('td'), el('td'), el('td', { className: 'num', text: shortValue(a.bias) }), el('td')]));
+    rows.push(el('tr', { className: 'rest' }, [el('td', { text: 'bias b' }), el('td'), el('td'), el('td', { className: 'num', text: formatShort(a.bias) }), el('td')]));
     const head = el('tr', {}, ['input i', 'weight w_i', 'input x_i', 'w_i · x_i', ''].map((t) => el('th', { text: t })));
     root.replaceChildren(
       el('h3', { text: `Unit ${a.unit} of ${a.layer}: a weighted sum of all ${a.in_features} inputs` }),
-      el('p', { className: 'net-formula', text: `y = b + Σ w_i · x_i = ${shortValue(a.bias)} + (${shortValue(a.sum_of_products)}) = ${shortValue(a.output)}` }),
-      el('p', { className: 'hint', text: `The ${a.contributions.length} largest terms by size; positive terms push the unit up (total +${shortValue(a.positive_total)}), negative ones down (${shortValue(a.negative_total)}). Every one of the ${a.out_features} units of this layer has its own ${a.in_features} weights.` }),
+      el('p', { className: 'net-formula', text: `y = b + Σ w_i · x_i = ${formatShort(a.bias)} + (${formatShort(a.sum_of_products)}) = ${formatShort(a.output)}` }),
+      el('p', { className: 'hint', text: `The ${a.contributions.length} largest terms by size; positive terms push the unit up (total +${formatShort(a.positive_total)}), negative ones down (${formatShort(a.negative_total)}). Every one of the ${a.out_features} units of this layer has its own ${a.in_features} weights.` }),
       el('table', { className: 'net-dense-table' }, [el('thead', {}, [head]), el('tbody', {}, rows)]),
     );
     root.dataset.output = String(a.output);

@@ -2,7 +2,8 @@
 // receptive field (size and jump, in input pixels), with the total. Leaf layers by default;
 // containers (blocks, Sequential) on request, indented by depth.
 
-import { el, formatInt, formatShape } from '../dom.js';
+import { el } from '../dom.js';
+import { formatInt, formatShape } from '../common/format.js';
 
 const KIND_ORDER = ['conv', 'pool', 'activation', 'norm', 'linear', 'other'];
 const KIND_NAMES = {

@@ -2,7 +2,7 @@
 // that hovering or switching back to a layer does not ask the server again. Values for hover travel as
 // .npy (float32), never as JSON lists: the whole layer when it is small, one channel at a time otherwise.
 
-import { parseNpy } from './npy.js';
+import { parseNpy } from '../common/npy.js';
 
 const enc = encodeURIComponent;
 const WHOLE_LAYER_MAX_BYTES = 1 << 20; // above this, fetch only the channels the pointer visits

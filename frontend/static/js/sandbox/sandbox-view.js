@@ -3,12 +3,13 @@
 // and animated; then the kernel on the whole picture and the translation-equivariance demo (extras.js).
 
 import { el, listen, disposer, isAbort } from '../dom.js';
-import { createAnimator } from '../stepper/animator.js';
-import { createPlayer } from '../stepper/player.js';
-import { ensureStylesheet } from '../stepper/panel.js';
-import { pick, setupHover } from '../stepper/hover.js';
-import { window2d } from '../stepper/window-math.js';
-import { MAX_EXPORT_FRAMES, exportGif, exportPng } from '../stepper/export.js';
+import { createAnimator } from '../common/animator.js';
+import { createPlayer } from '../common/player.js';
+import { ensureStylesheet } from '../common/stylesheet.js';
+import { STYLESHEET as STEP_THROUGH_STYLESHEET } from '../step-through/step-through-view.js'; // the player and stage styles it shares
+import { pick, setupHover } from '../common/canvas-hover.js';
+import { window2d } from '../common/window-math.js';
+import { MAX_EXPORT_FRAMES, exportGif, exportPng } from '../common/canvas-export.js';
 import { WIDTH, HEIGHT, drawSandbox } from './sandbox-scene.js';
 import { createGridEditor } from './grid-editor.js';
 import { ACTIVATIONS, MAX_INPUT, MAX_KERNEL, POOL_OPS, readSettings, requestBody, toQuery } from './settings.js';
@@ -17,17 +18,17 @@ import { createExtras } from './extras.js';
 import { fitCanvasToViewport } from '../common/fit-canvas.js';
 import { activationFunction } from '../common/activation-functions.js';
 import { drawActivationPlot } from '../common/activation-plot.js';
-import { createExplainPanel } from '../common/explain.js';
+import { createExplainPanel } from '../common/explanation-panel.js';
 
 let v = null;
 
-const select = (id, options, label) => el('select', { id, className: 'stepper-select', attrs: { 'aria-label': label } },
+const select = (id, options, label) => el('select', { id, className: 'step-through-select', attrs: { 'aria-label': label } },
   options.map(([value, text]) => el('option', { value: String(value), text })));
-const number = (id, min, max, label) => el('input', { id, type: 'number', min, max, className: 'stepper-number', attrs: { 'aria-label': label } });
-const field = (text, control, forKey) => el('label', { className: 'stepper-field', dataset: forKey ? { for: forKey } : {} }, [text, control]);
+const number = (id, min, max, label) => el('input', { id, type: 'number', min, max, className: 'step-through-number', attrs: { 'aria-label': label } });
+const field = (text, control, forKey) => el('label', { className: 'step-through-field', dataset: forKey ? { for: forKey } : {} }, [text, control]);
 
 export function mount(container, ctx) {
-  ensureStylesheet();
+  ensureStylesheet(STEP_THROUGH_STYLESHEET);
   const bag = disposer();
   const c = {
     op: select('sb-op', [['conv', 'Convolution'], ['pool', 'Pooling']], 'Operation'),
@@ -42,7 +43,7 @@ export function mount(container, ctx) {
     dilation: number('sb-dilation', 1, 6, 'Dilation'),
     mode: select('sb-mode', [['cross-correlation', 'cross-correlation'], ['convolution', 'true convolution (flip)']], 'Mode'),
     activation: select('sb-activation', ACTIVATIONS.map((a) => [a, a === 'none' ? 'no activation' : a]), 'Activation'),
-    bias: el('input', { id: 'sb-bias', type: 'number', step: 'any', className: 'stepper-number', attrs: { 'aria-label': 'Bias' } }),
+    bias: el('input', { id: 'sb-bias', type: 'number', step: 'any', className: 'step-through-number', attrs: { 'aria-label': 'Bias' } }),
     poolOp: select('sb-pool-op', POOL_OPS.map((o) => [o, `${o} pool`]), 'Pooling operation'),
     poolSize: number('sb-pool-size', 1, 7, 'Pool size'),
     poolStride: number('sb-pool-stride', 1, 7, 'Pool stride'),
@@ -55,12 +56,12 @@ export function mount(container, ctx) {
   const formula = el('div', { className: 'sandbox-formula', attrs: { role: 'status' } });
   const inputHost = el('div', { className: 'sandbox-editor' }, [el('h3', { text: 'Input' })]);
   const kernelHost = el('div', { className: 'sandbox-editor', dataset: { for: 'conv' } }, [el('h3', { text: 'Kernel' })]);
-  const canvas = el('canvas', { id: 'sandbox-canvas', className: 'stepper-canvas', width: WIDTH, height: HEIGHT, attrs: { 'aria-label': 'Sandbox animation' } });
-  const tooltip = el('div', { className: 'stepper-tooltip', hidden: true });
+  const canvas = el('canvas', { id: 'sandbox-canvas', className: 'step-through-canvas', width: WIDTH, height: HEIGHT, attrs: { 'aria-label': 'Sandbox animation' } });
+  const tooltip = el('div', { className: 'step-through-tooltip', hidden: true });
   const actPlot = el('canvas', { id: 'sandbox-activation-plot', className: 'sandbox-activation-plot', width: 320, height: 200, hidden: true,
     attrs: { 'aria-label': 'The activation function with the current cell marked' } });
   const playerHost = el('div');
-  const exportNote = el('span', { className: 'stepper-export-note', attrs: { role: 'status' } });
+  const exportNote = el('span', { className: 'step-through-export-note', attrs: { role: 'status' } });
   const exportButtons = ['png', 'gif'].map((kind) => el('button', { type: 'button', className: 'button button-small', text: kind.toUpperCase(), dataset: { export: kind } }));
   const extrasHost = el('div', { className: 'sandbox-extras' });
   const explain = createExplainPanel('sandbox', ['padding', 'stride', 'dilation', 'output-size', 'pooling', 'one-by-one']);
@@ -72,7 +73,7 @@ export function mount(container, ctx) {
     el('div', { className: 'sandbox-controls', dataset: { for: 'pool' } }, [field('', c.poolOp), field('size ', c.poolSize), field('stride ', c.poolStride), field('padding ', c.poolPadding)]),
     formula,
     el('div', { className: 'sandbox-player-row' }, [playerHost, el('div', { className: 'sandbox-export' }, ['Export ', ...exportButtons, exportNote])]),
-    el('div', { className: 'stepper-stage' }, [canvas, tooltip]),
+    el('div', { className: 'step-through-stage' }, [canvas, tooltip]),
     el('details', { className: 'sandbox-numbers', open: true }, [el('summary', { text: 'Edit the numbers' }),
       el('div', { className: 'sandbox-editors' }, [inputHost, kernelHost])]),
   ]), extrasHost);

@@ -2,7 +2,8 @@
 // for the value under the pointer. Stops come from the server (the same table that coloured the pixels).
 
 import { el } from '../dom.js';
-import { formatValue, legendPosition, legendTicks } from './channel-math.js';
+import { formatValue } from '../common/format.js';
+import { legendPosition, legendTicks } from './channel-math.js';
 
 /** @param {HTMLElement} parent */
 export function createLegend(parent, { label = 'Colour scale' } = {}) {

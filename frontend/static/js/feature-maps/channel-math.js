@@ -40,15 +40,6 @@ export function legendPosition(value, low, high) {
   return Math.min(1, Math.max(0, (value - low) / (high - low)));
 }
 
-/** A number for people: 4 significant digits, exponent form for very large or small magnitudes. */
-export function formatValue(v) {
-  if (v === null || v === undefined || Number.isNaN(v)) return '—';
-  if (v === 0) return '0';
-  const a = Math.abs(v);
-  if (a >= 1e4 || a < 1e-3) return v.toExponential(2);
-  return Number(v.toPrecision(4)).toString();
-}
-
 /** Legend tick values: low, zero when the range crosses it (else the midpoint), high. */
 export function legendTicks(low, high) {
   if (low < 0 && high > 0) return [low, 0, high];
@@ -58,13 +49,4 @@ export function legendTicks(low, high) {
 /** The page of output kernels (of `perPage`) that contains channel c. */
 export function kernelPageStart(c, perPage) {
   return Math.floor(c / perPage) * perPage;
-}
-
-/** A tile caption: 3 significant digits, no trailing zeros. */
-export function shortValue(v) {
-  if (v === null || v === undefined || Number.isNaN(v)) return '';
-  if (v === 0) return '0';
-  const a = Math.abs(v);
-  if (a >= 1e4 || a < 1e-3) return v.toExponential(1);
-  return Number(v.toPrecision(3)).toString();
 }

@@ -3,7 +3,7 @@
 // largest |w_i · x_i| first), so the page adds up the server's own numbers to the logit the softmax uses.
 
 import { el } from '../dom.js';
-import { fmt } from './renderer.js';
+import { formatCell } from '../common/format.js';
 
 /** The model's output layer (a linear layer with one unit per class) and what feeds it. */
 export function outputChain(model) {
@@ -22,7 +22,7 @@ export function outputChain(model) {
  * @param {object} cls    the softmax answer's row for the class {index, label, logit, probability}
  */
 export function renderFlattenLinear(host, { model, chain, dense, cls }) {
-  const parts = [el('h3', { className: 'stepper-softmax-title', text: 'Flatten → linear → softmax' })];
+  const parts = [el('h3', { className: 'step-through-softmax-title', text: 'Flatten → linear → softmax' })];
   if (chain.lastMap) {
     const [c, h, w] = chain.lastMap.output_shape;
     const n = c * h * w;
@@ -36,18 +36,18 @@ export function renderFlattenLinear(host, { model, chain, dense, cls }) {
   }
   const rows = dense.contributions.map((t) => el('tr', {}, [
     el('td', { className: 'num', text: `x${sub(t.index)}` }),
-    el('td', { className: 'num', text: fmt(t.input, 4) }),
-    el('td', { className: 'num', text: fmt(t.weight, 4) }),
-    el('td', { className: 'num', text: fmt(t.product, 4) }),
+    el('td', { className: 'num', text: formatCell(t.input, 4) }),
+    el('td', { className: 'num', text: formatCell(t.weight, 4) }),
+    el('td', { className: 'num', text: formatCell(t.product, 4) }),
   ]));
   if (dense.rest.count) {
-    rows.push(el('tr', { className: 'rest' }, [el('td', { text: `${dense.rest.count} other inputs` }), el('td'), el('td'), el('td', { className: 'num', text: fmt(dense.rest.sum, 4) })]));
+    rows.push(el('tr', { className: 'rest' }, [el('td', { text: `${dense.rest.count} other inputs` }), el('td'), el('td'), el('td', { className: 'num', text: formatCell(dense.rest.sum, 4) })]));
   }
-  rows.push(el('tr', { className: 'rest' }, [el('td', { text: '+ bias' }), el('td'), el('td'), el('td', { className: 'num', text: fmt(dense.bias, 4) })]));
+  rows.push(el('tr', { className: 'rest' }, [el('td', { text: '+ bias' }), el('td'), el('td'), el('td', { className: 'num', text: formatCell(dense.bias, 4) })]));
   rows.push(el('tr', { className: 'total' }, [el('td', { text: `= logit of “${cls.label}”` }), el('td'), el('td'),
-    el('td', { className: 'num', text: fmt(dense.output, 4) })]));
+    el('td', { className: 'num', text: formatCell(dense.output, 4) })]));
   parts.push(
-    el('p', { className: 'stepper-formula', text: `Linear: z(${cls.label}) = bias + Σ_i w_i · x_i over ${dense.in_features} inputs; the ${dense.contributions.length} largest terms:` }),
+    el('p', { className: 'step-through-formula', text: `Linear: z(${cls.label}) = bias + Σ_i w_i · x_i over ${dense.in_features} inputs; the ${dense.contributions.length} largest terms:` }),
     el('table', { className: 'linear-table', dataset: { target: String(cls.index), logit: String(dense.output) } }, [
       el('thead', {}, [el('tr', {}, ['input', 'x_i', 'weight w_i', 'w_i · x_i'].map((t) => el('th', { text: t })))]),
       el('tbody', {}, rows),

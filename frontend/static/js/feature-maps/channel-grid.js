@@ -3,7 +3,8 @@
 // has 1×1 "channels": it is drawn as one mosaic of cells instead of thousands of tiles.
 
 import { el, listen, disposer } from '../dom.js';
-import { cellAt, shortValue, tileRect } from './channel-math.js';
+import { formatShort } from '../common/format.js';
+import { cellAt, tileRect } from './channel-math.js';
 
 /**
  * @param {HTMLElement} parent
@@ -113,7 +114,7 @@ export function createChannelGrid(parent, { onHover, onSelect }) {
       return el('li', { className: 'class-row', dataset: { channel: String(c) }, attrs: { title: `${labels[c]}: ${stat ? stat[c] : ''}` } }, [
         swatch,
         el('span', { className: 'class-name', text: labels[c] }),
-        el('span', { className: 'class-value', text: stat ? shortValue(stat[c]) : '' }),
+        el('span', { className: 'class-value', text: stat ? formatShort(stat[c]) : '' }),
       ]);
     });
     grid.classList.add('is-vector');
@@ -131,7 +132,7 @@ export function createChannelGrid(parent, { onHover, onSelect }) {
     grid.dataset.layer = atlas.layer;
     if (vector && labels && labels.length === order.length) renderClasses(atlas, picture, order, stat, labels);
     else if (vector) renderVector(atlas, picture, order);
-    else renderTiles(atlas, picture, order, (c) => (stat ? shortValue(stat[c]) : ''));
+    else renderTiles(atlas, picture, order, (c) => (stat ? formatShort(stat[c]) : ''));
   }
 
   /** Tile display size in CSS pixels. */

@@ -7,6 +7,7 @@ import { filterUrls } from './layer-data.js';
 import { createLegend } from './legend.js';
 import { drawHistogram } from './weight-histogram.js';
 import { kernelPageStart } from './channel-math.js';
+import { formatInt } from '../common/format.js';
 
 const PER_PAGE = 32; // kernels per axis on one picture: large enough to see each 3×3 slice
 
@@ -154,7 +155,7 @@ export function createFiltersPanel(parent, { onVariant, onInPage }) {
       if (hasWeights) {
         const hist = await api.getJson(urls.histogram(), { signal });
         drawHistogram(histHost, hist);
-        histInfo.textContent = `${hist.count.toLocaleString('en-US')} weights · mean ${hist.mean.toExponential(2)} · std ${hist.std.toExponential(2)}`;
+        histInfo.textContent = `${formatInt(hist.count)} weights · mean ${hist.mean.toExponential(2)} · std ${hist.std.toExponential(2)}`;
       } else {
         histHost.replaceChildren(el('p', { className: 'placeholder', text: `${layer.type} has no learned weights.` }));
         histInfo.textContent = '';

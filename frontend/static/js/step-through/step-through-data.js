@@ -1,7 +1,7 @@
 // Fetching for the step-through: traces of single cells, the layer's input channels and its output
 // channel, cached for the current (model, weights, image, layer) and aborted together when it changes.
 
-import { parseNpy } from '../layers/npy.js';
+import { parseNpy } from '../common/npy.js';
 
 const MAX_TRACES = 600;
 

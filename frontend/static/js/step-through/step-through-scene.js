@@ -3,8 +3,9 @@
 // receptive field on the picture, and the arithmetic of the current phase. Returns hit regions.
 
 import { activationFunction } from '../common/activation-functions.js';
+import { formatCell } from '../common/format.js';
 import { drawActivationPlot } from '../common/activation-plot.js';
-import { COLOURS, MONO, clear, drawLegend, drawMap, drawNumberGrid, drawTaps, fmt, label, makeScale, markCell, shadeBorder } from './renderer.js';
+import { COLOURS, MONO, clear, drawLegend, drawMap, drawNumberGrid, drawTaps, label, makeScale, markCell, shadeBorder } from '../common/canvas.js';
 
 export const WIDTH = 1200;
 export const HEIGHT = 520;
@@ -158,7 +159,7 @@ function drawConvMath(ctx, s, hits) {
     { box: g3, rows: kh, cols: kw, name: 'product', values: ch.products },
   ];
   const yS = gy + kh * cell.h + 26;
-  label(ctx, `Σ products = ${fmt(ch.sum, 4)}`, x0 + 2 * (gw + gap) + gw, yS, { size: NUM, font: MONO, weight: 600, align: 'right' });
+  label(ctx, `Σ products = ${formatCell(ch.sum, 4)}`, x0 + 2 * (gw + gap) + gw, yS, { size: NUM, font: MONO, weight: 600, align: 'right' });
   drawLedger(ctx, t, phase, inC, { x: x0, top: yS + 10, bottom: PANEL.y + PANEL.h - 8 });
 }
 
@@ -167,10 +168,10 @@ function drawConvMath(ctx, s, hits) {
  * in view with the ones before it, and a grey line says what is above or below (never a silent cut).
  */
 export function ledgerLines(t, phase, inC) {
-  const row = (head, value, extra = '') => ({ head: head.padEnd(16), value: fmt(value, 4).padStart(9), extra });
+  const row = (head, value, extra = '') => ({ head: head.padEnd(16), value: formatCell(value, 4).padStart(9), extra });
   const lines = [];
   let running = 0;
-  const soFar = () => `  Σ so far ${fmt(running, 4)}`;
+  const soFar = () => `  Σ so far ${formatCell(running, 4)}`;
   t.channels.forEach((c, j) => {
     running += c.sum;
     lines.push({ ...row(`${j === 0 ? '  ' : '+ '}${channelName(c.index, inC)}`, c.sum, j ? soFar() : ''), active: phase.kind === 'channel' && phase.j === j, shown: phase.kind !== 'channel' || phase.j >= j, running });
@@ -181,10 +182,10 @@ export function ledgerLines(t, phase, inC) {
   }
   const done = phase.kind === 'bias' || phase.kind === 'after';
   lines.push({ ...row('+ bias', t.bias), active: phase.kind === 'bias', shown: done, running: running + t.bias });
-  lines.push({ ...row('= total', t.total, `  (PyTorch: ${fmt(t.layer_output, 4)})`), active: phase.kind === 'bias', shown: done, strong: true });
+  lines.push({ ...row('= total', t.total, `  (PyTorch: ${formatCell(t.layer_output, 4)})`), active: phase.kind === 'bias', shown: done, strong: true });
   t.after.forEach((a) => {
     const head = a.kind === 'norm' ? `→ ${a.layer} (batch norm) = ` : `→ ${a.layer}: ${a.type} ${a.formula} = `;
-    lines.push({ head, value: fmt(a.output, 4), extra: '', active: phase.kind === 'after', shown: phase.kind === 'after', strong: true });
+    lines.push({ head, value: formatCell(a.output, 4), extra: '', active: phase.kind === 'after', shown: phase.kind === 'after', strong: true });
   });
   return lines;
 }
@@ -213,7 +214,7 @@ function drawLedger(ctx, t, phase, inC, { x, top, bottom }) {
     label(ctx, text, x, y, { size: 16, font: MONO, weight: 400, colour: COLOURS.ink2 });
     y += step;
   };
-  if (w.above) note(`▲ ${w.above} line${w.above > 1 ? 's' : ''} above · Σ so far ${fmt(lines[w.first - 1].running, 4)}`);
+  if (w.above) note(`▲ ${w.above} line${w.above > 1 ? 's' : ''} above · Σ so far ${formatCell(lines[w.first - 1].running, 4)}`);
   lines.slice(w.first, w.first + w.count).forEach((line) => {
     if (line.active) {
       ctx.fillStyle = '#fef3c7';
@@ -246,10 +247,10 @@ function drawPoolMath(ctx, s, hits) {
   hits.grids = [{ box: g, rows: kh, cols: kw, name: 'input', values: t.inputs }];
   let y = PANEL.y + 56 + kh * cell + 44;
   const lines = [];
-  if (t.op === 'max') lines.push(`max of ${t.inputs.filter((v) => v !== null).length} values = ${fmt(t.result, 4)}`);
-  else if (t.op === 'avg') lines.push(`sum ${fmt(t.sum, 4)} ÷ ${t.divisor} = ${fmt(t.result, 4)}`);
-  else lines.push(`(Σ xᵖ = ${fmt(t.sum_of_powers, 4)})^(1/${t.norm_type}) = ${fmt(t.result, 4)}`);
-  lines.push(`PyTorch: ${fmt(t.layer_output, 4)}`);
+  if (t.op === 'max') lines.push(`max of ${t.inputs.filter((v) => v !== null).length} values = ${formatCell(t.result, 4)}`);
+  else if (t.op === 'avg') lines.push(`sum ${formatCell(t.sum, 4)} ÷ ${t.divisor} = ${formatCell(t.result, 4)}`);
+  else lines.push(`(Σ xᵖ = ${formatCell(t.sum_of_powers, 4)})^(1/${t.norm_type}) = ${formatCell(t.result, 4)}`);
+  lines.push(`PyTorch: ${formatCell(t.layer_output, 4)}`);
   if (t.padding.some(Boolean)) lines.push(t.op === 'max' ? 'padding cells never win a max' : 'padding cells add nothing to the sum');
   lines.forEach((line) => {
     label(ctx, line, x0, y, { size: 22, font: MONO, weight: 600 });
@@ -262,8 +263,8 @@ function drawActivationMath(ctx, s) {
   const x0 = PANEL.x + 16;
   label(ctx, `${t.type}: one value in, one value out`, x0, PANEL.y + 28, { size: 19 });
   label(ctx, `f(x) = ${t.formula}`, x0, PANEL.y + 80, { size: 22, font: MONO, maxWidth: 400 });
-  label(ctx, `x = ${fmt(t.input, 4)}`, x0, PANEL.y + 130, { size: 24, font: MONO });
-  label(ctx, `f(x) = ${fmt(t.output, 4)}`, x0, PANEL.y + 175, { size: 24, font: MONO, weight: 700 });
+  label(ctx, `x = ${formatCell(t.input, 4)}`, x0, PANEL.y + 130, { size: 24, font: MONO });
+  label(ctx, `f(x) = ${formatCell(t.output, 4)}`, x0, PANEL.y + 175, { size: 24, font: MONO, weight: 700 });
   label(ctx, 'Applied to every cell of every', x0, PANEL.y + 240, { size: TEXT, weight: 400, colour: COLOURS.ink2 });
   label(ctx, 'channel separately: the window is one cell.', x0, PANEL.y + 264, { size: TEXT, weight: 400, colour: COLOURS.ink2 });
   const f = activationFunction(t.type, t.formula);

@@ -1,8 +1,8 @@
 // The Overview view: the model's top-5 predictions for the current image, and its architecture table.
 
 import { el, isAbort } from '../dom.js';
-import { createPredictionsChart } from '../components/predictions-chart.js';
-import { createArchitectureTable } from '../components/architecture-table.js';
+import { createPredictionsChart } from '../common/predictions-chart.js';
+import { createArchitectureTable } from './architecture-table.js';
 
 const TOP_K = 5;
 

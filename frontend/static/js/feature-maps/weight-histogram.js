@@ -1,6 +1,6 @@
 // A histogram of a layer's weights as SVG bars, with the range and zero marked.
 
-import { formatValue } from './channel-math.js';
+import { formatValue } from '../common/format.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const WIDTH = 320;

@@ -1,7 +1,8 @@
 // Hover numbers and click targets on a drawn scene: which map cell or grid cell is under the pointer.
 
 import { listen, disposer } from '../dom.js';
-import { canvasPoint, cellAt, fmt } from './renderer.js';
+import { formatCell } from './format.js';
+import { canvasPoint, cellAt } from './canvas.js';
 
 /** The map or grid cell under a pointer event: {map: 'input'|'output'|grid name, r, c, value} or null. */
 export function pick(canvas, hits, event) {
@@ -46,7 +47,7 @@ export function setupHover(canvas, tooltip, getHits, describe = defaultText) {
 
 function defaultText(hit) {
   const where = `(y ${hit.r}, x ${hit.c})`;
-  const value = hit.value === null || hit.value === undefined ? 'padding' : fmt(hit.value, 4);
+  const value = hit.value === null || hit.value === undefined ? 'padding' : formatCell(hit.value, 4);
   if (hit.map === 'output') return `output ${where} = ${value} · click to jump here`;
   if (hit.map === 'input') return `input ${where} = ${value}`;
   return `${hit.map} [${hit.r}, ${hit.c}] = ${value}`;

@@ -2,7 +2,8 @@
 // in forward order, scrolling sideways; a click opens the layer. Thumbnails come from one PNG
 // (overview.png, a row per layer) cut up on canvases, so the whole model costs two requests.
 
-import { el, formatShape, listen, disposer } from '../dom.js';
+import { el, listen, disposer } from '../dom.js';
+import { formatShape } from '../common/format.js';
 
 const HIDDEN_KINDS = new Set(['dropout', 'reshape']); // copies of their input: nothing new to see
 

@@ -2,9 +2,7 @@
 // probability in data-probability (the text is rounded to 0.1 %).
 
 import { el } from '../dom.js';
-
-/** "97.3%" */
-export const formatPercent = (p) => `${(p * 100).toFixed(1)}%`;
+import { formatPercent } from './format.js';
 
 export function createPredictionsChart(container) {
   const root = el('div', { className: 'predictions', attrs: { 'aria-live': 'polite' } });

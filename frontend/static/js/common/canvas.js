@@ -1,6 +1,8 @@
 // Canvas drawing primitives shared by the step-through and the sandbox: value maps with a padding ring,
 // kernel taps over them, small number grids, arrows and labels. Pure drawing: the caller decides what.
 
+import { formatCell } from './format.js';
+
 // Blue – white – red for signed values (white is exactly zero) and a dark-to-light ramp for values of one
 // sign; the anchors are the ones server/services/colormaps.py uses, so page and server pictures agree.
 const DIVERGING = ['#053061', '#2166ac', '#4393c3', '#92c5de', '#d1e5f0', '#f7f7f7', '#fddbc7', '#f4a582', '#d6604d', '#b2182b', '#67001f'];
@@ -65,20 +67,6 @@ export function rangeOf(values) {
     if (v > hi) hi = v;
   }
   return lo === Infinity ? [0, 1] : [lo, hi];
-}
-
-/** Short, honest numbers: integers stay integers; others keep `digits` decimals (fewer when large). */
-export function fmt(v, digits = 3) {
-  if (v === null || v === undefined) return '·';
-  if (Number.isInteger(v) && Math.abs(v) < 1e5) return String(v).replace('-', '−');
-  const a = Math.abs(v);
-  let text;
-  if (a !== 0 && (a < 1e-3 || a >= 1e5)) text = v.toExponential(1);
-  else if (a >= 1000) text = v.toFixed(0);
-  else if (a >= 100) text = v.toFixed(1);
-  else if (a !== 0 && a < 0.5 * 10 ** -digits) text = v.toPrecision(1); // never a misleading 0.00
-  else text = v.toFixed(digits);
-  return text.replace('-', '−');
 }
 
 export function clear(ctx, width, height) {
@@ -257,8 +245,8 @@ export function compact(text) {
 
 /** The texts `v` may be shown as, most precise first: `digits` decimals, then shorter forms. */
 export function numberForms(v, digits = 2) {
-  const forms = [fmt(v, digits), compact(fmt(v, digits))];
-  if (digits > 1) forms.push(fmt(v, digits - 1), compact(fmt(v, digits - 1)));
+  const forms = [formatCell(v, digits), compact(formatCell(v, digits))];
+  if (digits > 1) forms.push(formatCell(v, digits - 1), compact(formatCell(v, digits - 1)));
   return forms;
 }
 
@@ -345,10 +333,10 @@ export function drawLegend(ctx, scale, x, y, w, caption = '', size = 12) {
   ctx.strokeStyle = COLOURS.line;
   ctx.strokeRect(x, y, w, 10);
   const below = y + 12 + size;
-  label(ctx, fmt(scale.lo), x, below, { size, weight: 400, colour: COLOURS.ink2 });
-  label(ctx, fmt(scale.hi), x + w, below, { size, weight: 400, colour: COLOURS.ink2, align: 'right' });
+  label(ctx, formatCell(scale.lo), x, below, { size, weight: 400, colour: COLOURS.ink2 });
+  label(ctx, formatCell(scale.hi), x + w, below, { size, weight: 400, colour: COLOURS.ink2, align: 'right' });
   // the 0 of a diverging scale, when there is room for it between the two ends
-  const ends = Math.max(ctx.measureText(fmt(scale.lo)).width, ctx.measureText(fmt(scale.hi)).width);
+  const ends = Math.max(ctx.measureText(formatCell(scale.lo)).width, ctx.measureText(formatCell(scale.hi)).width);
   if (scale.diverging && w / 2 - ends > size) label(ctx, '0', x + w / 2, below, { size, weight: 400, colour: COLOURS.ink2, align: 'center' });
   if (caption) label(ctx, caption, x + w / 2, y - 5, { size, weight: 500, colour: COLOURS.ink2, align: 'center' });
 }

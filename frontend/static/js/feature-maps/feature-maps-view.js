@@ -2,7 +2,9 @@
 // zoomable, with a colour legend and the value under the pointer), the selected channel over the input
 // image, and the layer's learned filters. URL keys: layer, channel, sort, scale, fw (filter weights), fin.
 
-import { el, listen, disposer, formatShape, isAbort } from '../dom.js';
+import { el, listen, disposer, isAbort } from '../dom.js';
+import { formatShape, formatValue } from '../common/format.js';
+import { ensureStylesheet } from '../common/stylesheet.js';
 import { createArchStrip, stripLayers } from './arch-strip.js';
 import { createChannelGrid } from './channel-grid.js';
 import { createChannelDetail } from './channel-detail.js';
@@ -10,24 +12,14 @@ import { createLookForLink } from '../channel/look-for-link.js';
 import { createFiltersPanel, hasTrainedWeights } from './filters-panel.js';
 import { createLegend } from './legend.js';
 import { createLayerData, layerUrls } from './layer-data.js';
-import { formatValue, sortChannels } from './channel-math.js';
-import { createExplainPanel, explainButton } from '../common/explain.js';
+import { sortChannels } from './channel-math.js';
+import { createExplainPanel, explainButton } from '../common/explanation-panel.js';
 
-const STYLESHEET = '/static/js/layers/layers.css';
+const STYLESHEET = '/static/js/feature-maps/feature-maps.css';
 const SORTS = [['index', 'Index'], ['mean', 'Mean'], ['max', 'Max']];
 const SCALES = [['layer', 'Layer'], ['channel', 'Channel'], ['global', 'Model']];
 
 let view = null; // everything mount() made
-
-/** The view's stylesheet, added once; returns the <link>. */
-function ensureStylesheet() {
-  let link = document.querySelector('link[data-layers-css]');
-  if (!link) {
-    link = el('link', { rel: 'stylesheet', href: STYLESHEET, dataset: { layersCss: '1' } });
-    document.head.append(link);
-  }
-  return link;
-}
 
 function segmented(label, options, key) {
   return el(
@@ -49,7 +41,7 @@ export function defaultLayer(model) {
 }
 
 export function mount(container, ctx) {
-  const stylesheet = ensureStylesheet();
+  const stylesheet = ensureStylesheet(STYLESHEET);
   const bag = disposer();
   const set = (changes) => view.ctx.state.set(changes, { replace: true });
   const stripCard = el('section', { className: 'card layers-strip-card', attrs: { 'aria-label': 'Architecture' } });
