@@ -233,7 +233,7 @@ JS_READ = """async ({ pairs }) => {
 @pytest.mark.parametrize("model", ["lenet5", "mnist-shallow", "mnist-deep", "tinyvgg-shapes"])
 def test_edges_read_exactly_the_window_of_the_real_layer(page, model: str) -> None:
     """network-math.js's rows read, from receptive fields alone, equal the layer's own window (window_math.py)."""
-    from server.services import window_math as wm
+    from server.services.step_through import window_math as wm
 
     page.goto("/")
     info = api(page, f"/api/models/{model}")

@@ -1,4 +1,4 @@
-"""The page's window-math.js, run in Chromium, against server/services/window_math.py on the same cases
+"""The page's window-math.js, run in Chromium, against server/services/step_through/window_math.py on the same cases
 (every padding kind, strides, dilations, rectangular kernels, ceil mode), and its receptive-field box."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from server.services import window_math as wm
+from server.services.step_through import window_math as wm
 
 pytestmark = pytest.mark.browser
 
