@@ -8,6 +8,7 @@ import { ensureStylesheet } from '../common/stylesheet.js';
 import { createAnimator } from '../common/animator.js';
 import { createPlayer } from '../common/player.js';
 import { createAnimationUrl } from '../common/animation-url.js';
+import { geometryNodes, geometryText } from './output-size.js';
 import { createTraceData } from './step-through-data.js';
 import { WIDTH, HEIGHT, convPhases, drawScene, channelName } from './step-through-scene.js';
 import { window2d, receptiveBox } from '../common/window-math.js';
@@ -184,9 +185,9 @@ async function start({ layer, layerName, channel, top }) {
       ? convPhases(first.channels.length, Boolean(first.rest), first.after.length) : [{ kind: 'all' }];
     const [, inH, inW] = first.input_shape || [0, outH, outW];
     v.setup = { layer, channel, top, outC, outH, outW, inH, inW, phases: perCell, kind: first.kind, window: layerWindow(layer, first, inH, inW) };
-    v.geometry.textContent = geometryText(v.setup.window);
+    v.geometry.replaceChildren(...geometryNodes(v.setup.window));
     v.rfHelp.update({ model: ctx.model, layer });
-    v.explain.update({ model: ctx.model, layer }, [['This layer', `${layer.name} · ${subtitle(v.setup, null)}`], ['Output size here', v.geometry.textContent]]);
+    v.explain.update({ model: ctx.model, layer }, [['This layer', `${layer.name} · ${subtitle(v.setup, null)}`], ['Output size here', geometryText(v.setup.window)]]);
     v.rfImage = new Image();
     v.rfImage.onload = () => v && v.setup && redraw();
     v.rfImage.src = ctx.api.urls.modelInput(ctx.model.id, ctx.imageId, ctx.weights);
@@ -279,15 +280,6 @@ function subtitle(s, trace) {
   if (l.kind === 'conv') return `${l.in_channels}→${l.out_channels} channels · kernel ${l.kernel_size.join('×')} · stride ${l.stride.join('×')} · padding ${Array.isArray(l.padding) ? l.padding.join('×') : l.padding} · dilation ${l.dilation.join('×')} · groups ${l.groups}${trace && trace.padded_by ? ` · zero padding from ${trace.padded_by.layer}` : ''}`;
   if (l.kind === 'pool') return `${l.op || ''} pooling · ${l.kernel_size ? `kernel ${l.kernel_size.join('×')} · stride ${l.stride.join('×')} · padding ${l.padding.join('×')}` : `output ${l.output_size}`}`;
   return 'element-wise activation';
-}
-
-/** The output-size formula with this layer's numbers, shown under the canvas. */
-export function geometryText(window) {
-  if (!window) return 'Output size: one input cell per output cell (the output has the input\'s size).';
-  const { rows, cols } = window;
-  const line = (name, a) => `${name}: ⌊(${a.size} + ${a.padBefore} + ${a.padAfter} − ${a.dilation}·(${a.kernel}−1) − 1) / ${a.stride}⌋ + 1 = ${a.outSize}`;
-  const tail = window.tilingMessage() ? ' (not tiled: the last rows/columns are never read)' : '';
-  return `Output size = ⌊(input + padding before + padding after − dilation·(kernel−1) − 1) / stride⌋ + 1 — ${line('H', rows)} · ${line('W', cols)}${tail}`;
 }
 
 function drawFrame(frame) {
