@@ -24,6 +24,7 @@ from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import LoadedModel, ModelRuntime
 from server.services.network_overview import NetworkOverviews
 from server.services.predictions import ModelOutputs
+from server.services.quotas import UploadQuota
 from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.scheduler import Scheduler
@@ -65,6 +66,16 @@ InputsDep = Annotated[ModelInputs, Depends(from_state("inputs"))]
 OutputsDep = Annotated[ModelOutputs, Depends(from_state("outputs"))]
 TracesDep = Annotated[Traces, Depends(from_state("traces"))]
 SchedulerDep = Annotated[Scheduler, Depends(from_state("scheduler"))]
+UploadQuotaDep = Annotated[UploadQuota, Depends(from_state("upload_quota"))]
+
+
+async def client_address(connection: HTTPConnection) -> str:
+    """The client's address: the peer's, or what a proxy named in ``CONVSCOPE_FORWARDED_ALLOW_IPS`` says
+    (``server.forwarded``); per-address quotas count by it."""
+    return connection.client.host if connection.client else "unknown"
+
+
+ClientAddressDep = Annotated[str, Depends(client_address)]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],
     Query(description="auto: trained weights when present, else untrained (random, seeded)"),

@@ -51,6 +51,7 @@ from server.services.batching import PredictionBatcher
 from server.services.cancel import cancel_all
 from server.services.channel_examples import ChannelExamples
 from server.services.classroom import Classroom, SessionLimits, make_backend
+from server.services.classroom.pins import SessionPins
 from server.services.classroom.predictions import WallPredictions
 from server.services.classroom.shutdown import on_stop_signal
 from server.services.conv_trace import Traces
@@ -65,6 +66,7 @@ from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import ModelRuntime
 from server.services.network_overview import NetworkOverviews
 from server.services.predictions import ModelOutputs
+from server.services.quotas import UploadQuota, WindowLimit
 from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.scheduler import DisconnectWatch, Scheduler, cancel_on_signals
@@ -145,6 +147,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             per_column=settings.network_channels_per_column, all_up_to=settings.network_all_channels_up_to,
             budget_bytes=settings.network_cache_bytes)
         app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
+        app.state.upload_quota = UploadQuota(WindowLimit(settings.upload_quota_window_s, settings.upload_quota_count,
+                                                         settings.upload_quota_bytes))
         app.state.live = LiveHub(
             runtime, app.state.architectures,
             LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
@@ -169,8 +173,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         app.state.feature_vis = FeatureVisualisations(
             app.state.background_jobs, channel_dir, settings.data_dir,
             steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=long_work)
-        classroom = Classroom(make_backend(settings.redis_url), SessionLimits.from_settings(settings),
-                              WallPredictions(runtime, app.state.outputs), settings.default_model)
+        backend = make_backend(settings.redis_url)
+        classroom = Classroom(backend, SessionLimits.from_settings(settings),
+                              WallPredictions(runtime, app.state.outputs), settings.default_model,
+                              SessionPins(backend, app.state.image_store))
         await classroom.start()
         app.state.classroom = classroom
         undo_signal = on_stop_signal(classroom.shut_down_streams)  # open event streams must not hold a stop

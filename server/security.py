@@ -247,12 +247,16 @@ class OriginCheckMiddleware:
         if origin == "null":
             return False
         parts = urlsplit(origin)
+        try:
+            port = parts.port  # raises on a port that is no number or out of range (":abc", ":99999")
+        except ValueError:
+            return False  # a malformed origin is no page of ours
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return False
         # Same host (and port, where the origin names one) as the request was sent to. The scheme is not
         # compared: behind a TLS-terminating proxy the page is https while the server sees http.
         default = {"http": 80, "https": 443}[parts.scheme]
-        theirs = parts.hostname if parts.port in (None, default) else f"{parts.hostname}:{parts.port}"
+        theirs = parts.hostname if port in (None, default) else f"{parts.hostname}:{port}"
         host = headers.get("host", "").strip().lower()
         return theirs == host or theirs == host.removesuffix(f":{default}")
 

@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     # and which Host names are answered: empty = loopback names when the connection came in on a loopback
     # address, any name otherwise (a classroom on the LAN); ["*"] = any; else exactly these (and their ports).
     allowed_hosts: list[str] = Field(default_factory=list)
+    # Issue 21: what one client address may spend (429 + Retry-After beyond), and whom to believe about it.
+    upload_quota_window_s: float = 600.0
+    upload_quota_count: int = 200  # uploads per address in the window (0: no cap)
+    upload_quota_bytes: int = 256 * 1024 * 1024  # bytes per address in the window: sent or stored, the larger
+    max_failed_code_lookups: int = 20  # session codes naming no session, per address and window (0: no cap)
+    failed_code_lookup_window_s: float = 60.0
+    # Proxies whose X-Forwarded-For / -Proto are believed ("127.0.0.1,10.0.0.0/8", "*" for any); empty:
+    # none, the peer's own address is the client's (uvicorn's own default, trusting 127.0.0.1, is undone).
+    forwarded_allow_ips: str = ""
     # network overview (every layer as a column of its strongest channels)
     network_max_columns: int = 24  # deeper models are summarised by blocks so that this many fit
     network_channels_per_column: int = 8  # thumbnails per wide column; the rest behind "+N more"
