@@ -19,6 +19,7 @@ from models.registry import ModelRegistry
 from server import __version__
 from server.coalesce import CoalesceIdenticalGets, SharedAnswers
 from server.errors import install_error_handlers
+from server.forwarded import ForwardedClientMiddleware
 from server.openapi import install_openapi
 from server.responses import NotModifiedMiddleware, ScopeHeadersMiddleware
 from server.routers import (  # feature maps and learned filters (issue 3)  # step-through traces and the sandbox (issue 5)
@@ -205,6 +206,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                        idle_timeout=settings.body_idle_timeout_s, total_timeout=settings.body_read_timeout_s)
     install_request_guards(app, settings)  # origin, HEAD, URL length, Host (issue 10)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(ForwardedClientMiddleware, trusted=settings.forwarded_allow_ips)  # who the client is
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

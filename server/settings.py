@@ -121,7 +121,10 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = 5.0  # `convscope serve` waits at most this long for open requests on shutdown
     # live mode (WS /api/models/{model}/live): each live client computes one frame at a time
     max_live_clients: int = 8  # live sockets open at once; more are refused (close 1013)
-    max_live_frame_bytes: int = 2 * 1024 * 1024  # one JPEG/PNG frame
+    max_live_frame_bytes: int = 2 * 1024 * 1024  # one JPEG/PNG frame; larger ones get a 413 message
+    # the largest WebSocket message read at all (uvicorn --ws-max-size; convscope serve passes it): a frame
+    # between the two limits gets its 413 message on an open socket, a larger one closes it (1009)
+    live_socket_max_bytes: int = 64 * 1024 * 1024
     max_live_frame_pixels: int = 4_000_000  # width × height of one frame (a 1080p webcam frame is 2.1 M)
     live_atlas_max_pixels: int = 160_000  # the layer atlas sent per frame; larger layers are averaged down
     live_idle_timeout_s: float = 120.0  # a live socket that sends no frame for this long is closed
