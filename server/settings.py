@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
 
     # Hardening (issue 10): decoding untrusted images in a child process under hard limits,
-    max_decoded_bytes: int = 150 * 1024 * 1024  # the decoded picture in its working mode (palette+alpha: 4 B/px)
+    # bytes a decode writes (decoded size × bytes a pixel, see decode_worker.decoded_bytes_per_pixel): its memory
+    # and its CPU time, ~3-8 ms per MiB (bench/bench_decode_cost.py), so at most ~0.7 s; a 24 MP JPEG fits
+    max_decoded_bytes: int = 96 * 1024 * 1024
     max_jpeg_scans: int = 100  # progressive JPEGs from real encoders have ~10
     decode_cpu_seconds: float = 10.0  # CPU time one decode may take (its process's RLIMIT_CPU)
     decode_memory_bytes: int = 1024 * 1024 * 1024  # memory one decode may add (its process's RLIMIT_AS)
