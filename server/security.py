@@ -220,9 +220,9 @@ class OriginCheckMiddleware:
             return True
         if origin == "null":
             return False
-        parts = urlsplit(origin)
-        try:
-            port = parts.port  # raises on a port that is no number or out of range (":abc", ":99999")
+        try:  # raises on a port that is no number or out of range (":abc", ":99999"), or a broken "[::1"
+            parts = urlsplit(origin)
+            port = parts.port
         except ValueError:
             return False  # a malformed origin is no page of ours
         if parts.scheme not in ("http", "https") or not parts.hostname:
