@@ -21,7 +21,7 @@ class Clock:
 def test_a_count_limit_waits_for_the_oldest_event_to_age_out() -> None:
     clock = Clock()
     window = KeyedWindow(WindowLimit(60, count=3), clock=clock)
-    for step in range(3):
+    for _ in range(3):
         assert window.wait_for("a") == 0
         window.add("a")
         clock.now += 10
