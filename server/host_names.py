@@ -18,6 +18,7 @@ says ``evil.example``. So a request is answered only under a name this machine r
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -25,12 +26,18 @@ from urllib.parse import urlsplit
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
+# host[:port] as HTTP allows it: a bracketed IPv6 literal or a name/IPv4 (no "@", "/", spaces), an optional port
+_HOST = re.compile(r"^(?:\[(?P<ipv6>[0-9a-z:.%_-]+)\]|(?P<name>[^:\[\]@/\\\s]+))(?::\d{1,5})?$")
+
+
 def host_name(host_header: str) -> str:
-    """``Host`` without its port, lower case; IPv6 literals without brackets."""
-    host = host_header.strip().lower().rstrip(".")
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    """``Host`` without its port, lower case; IPv6 literals without brackets. Anything that is not
+    ``host[:port]`` comes back whole, so it matches no allowed name ("127.0.0.1:80@evil.example")."""
+    host = host_header.strip().lower()
+    match = _HOST.match(host)
+    if match is None:
+        return host
+    return match["ipv6"] if match["ipv6"] is not None else match["name"].rstrip(".")
 
 
 def is_loopback(host: str) -> bool:
