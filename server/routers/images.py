@@ -22,7 +22,7 @@ from server.openapi import Predictions, Uploaded, binary, json_answer
 from server.responses import npy_response, png_response
 from server.services.model_inputs import input_picture
 from server.services.predictions import predictions_from_logits
-from server.services.upload import MAX_PARTS, read_upload
+from server.services.upload import read_upload
 
 router = APIRouter(prefix="/api", tags=["images"])
 
@@ -34,10 +34,9 @@ UPLOAD_BODY = {
                    "WebP, BMP or TIFF; at most 20 MB (CONVSCOPE_MAX_UPLOAD_BYTES) and 50 megapixels.",
     "content": {
         "multipart/form-data": {
-            # The server reads at most MAX_PARTS parts and keeps only `file`: the schema allows `file` alone.
+            # The server refuses any part but `file` (400), as the schema says.
             "schema": {"type": "object", "required": ["file"], "additionalProperties": False,
-                       "maxProperties": MAX_PARTS,
-                       "description": f"One part, `file`; a body with more than {MAX_PARTS} parts is refused (400).",
+                       "description": "Exactly one part, `file`; a body with any other part is refused (400).",
                        "properties": {"file": {"type": "string", "format": "binary",
                                                "description": "the image file"}}},
             "encoding": {"file": {"contentType": "image/png, image/jpeg, image/gif, image/webp, image/bmp, "
