@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from server.services import decode_worker as dw
+from server.services.images import decode_worker as dw
 
 PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "images"
 

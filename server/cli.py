@@ -31,7 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
     if _registry(settings.models_file) is None:  # a broken models file stops here, with its reason
         return 2
     app = create_app(settings)
-    # Forwarded headers are the app's to apply, from the proxies the settings name (server.forwarded); a live
+    # Forwarded headers are the app's to apply, from the proxies the settings name (server.middleware.forwarded); a live
     # frame over the app's own limit is answered with a JSON error, so the socket's own cap is larger.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                             timeout_graceful_shutdown=settings.shutdown_grace_s,  # open streams never hold a stop
@@ -134,9 +134,9 @@ def _explain(args: argparse.Namespace) -> int:
     import torch
 
     from server.errors import ApiError
-    from server.services.explain import explain_image
-    from server.services.image_decode import decode_image
-    from server.services.model_runtime import ModelRuntime
+    from server.services.export.explain_image import explain_image
+    from server.services.images.decode import decode_image
+    from server.services.runtime.model_runtime import ModelRuntime
     from server.settings import Settings, resolve_device
 
     settings = Settings(**({"device": args.device} if args.device else {}))

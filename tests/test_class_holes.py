@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import png_bytes
-from tests.live_uvicorn import LiveServer, live_server
+from tests.real_server import LiveServer, live_server
 
 pytestmark = pytest.mark.slow
 

@@ -22,10 +22,10 @@ from server.main import create_app
 from server.services.classroom import InProcessBackend
 from server.services.classroom.backend import SessionRecord, Submission
 from server.services.classroom.pins import SessionPins
-from server.services.image_store import ImageStore
+from server.services.images import ImageStore
 from server.settings import Settings
 from tests.classroom_support import REDIS_SERVER, start_redis
-from tests.live_uvicorn import live_server
+from tests.real_server import live_server
 
 SIDE = 96  # a noise PNG of 96×96 RGB is ~28 KB, stored about the same
 

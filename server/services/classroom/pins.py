@@ -13,7 +13,7 @@ import logging
 import time
 
 from server.services.classroom.backend import SessionBackend, state_image
-from server.services.image_store import ImageStore
+from server.services.images import ImageStore
 
 log = logging.getLogger("convscope")
 
