@@ -74,6 +74,7 @@ class _FileCollector:
         self.found = False
         self.finished = False
         self.parts = 0
+        self.other_parts = False
         self._in_file = False
         self._header_name = b""
         self._header_value = b""
@@ -111,8 +112,8 @@ class _FileCollector:
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self._disposition)
         if options.get(b"name") != FILE_FIELD:  # as the schema says: one part, `file`, and nothing else
-            raise ApiError(400, "malformed_multipart", "The upload has a part other than 'file'; send the image "
-                           "alone, in a multipart field named 'file'.")
+            self.other_parts = True
+            return
         if self.found:
             raise ApiError(400, "malformed_multipart", "Send one file per upload.")
         self.found = self._in_file = True
@@ -138,6 +139,9 @@ async def _file_part(chunks: AsyncIterator[bytes], boundary: bytes, limit: int) 
         raise ApiError(400, "malformed_multipart", f"The multipart body could not be parsed ({exc}).") from exc
     if not collector.found:
         raise ApiError(422, "missing_file", "Send the image in a multipart field named 'file'.")
+    if collector.other_parts:
+        raise ApiError(400, "malformed_multipart", "The upload has a part other than 'file'; send the image alone, "
+                       "in a multipart field named 'file'.")
     if not collector.finished:
         raise ApiError(400, "malformed_multipart", "The multipart body ended before its closing boundary.")
     return bytes(collector.data)
