@@ -17,6 +17,7 @@ from server.services.feature_maps import FeatureMaps
 from server.services.images import ImageStore, UploadGate
 from server.services.live import LiveHub
 from server.services.network import NetworkOverviews
+from server.services.quotas import UploadQuota
 from server.services.runtime import ArchitectureCatalog, LoadedModel, ModelRuntime, PredictionBatcher, WeightsDownloads
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.outputs import ModelOutputs
@@ -59,6 +60,16 @@ InputsDep = Annotated[ModelInputs, Depends(from_state("inputs"))]
 OutputsDep = Annotated[ModelOutputs, Depends(from_state("outputs"))]
 StepThroughDep = Annotated[StepThrough, Depends(from_state("step_through"))]
 SchedulerDep = Annotated[Scheduler, Depends(from_state("scheduler"))]
+UploadQuotaDep = Annotated[UploadQuota, Depends(from_state("upload_quota"))]
+
+
+async def client_address(connection: HTTPConnection) -> str:
+    """The client's address: the peer's, or what a proxy named in ``CONVSCOPE_FORWARDED_ALLOW_IPS`` says
+    (``server.middleware.forwarded``); per-address quotas count by it."""
+    return connection.client.host if connection.client else "unknown"
+
+
+ClientAddressDep = Annotated[str, Depends(client_address)]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],
     Query(description="auto: trained weights when present, else untrained (random, seeded)"),

@@ -16,6 +16,7 @@ from server.errors import install_error_handlers
 from server.middleware import (
     CoalesceIdenticalGets,
     DisconnectWatch,
+    ForwardedClientMiddleware,
     JsonCORSMiddleware,
     NotModifiedMiddleware,
     RequestBodyLimitMiddleware,
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                        idle_timeout=settings.body_idle_timeout_s, total_timeout=settings.body_read_timeout_s)
     install_request_guards(app, settings)  # origin, HEAD, URL length, Host (issue 10)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(ForwardedClientMiddleware, trusted=settings.forwarded_allow_ips)  # who the client is
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
 
     # Hardening (issue 10): decoding untrusted images in a child process under hard limits,
-    max_decoded_bytes: int = 150 * 1024 * 1024  # the decoded picture in its working mode (palette+alpha: 4 B/px)
+    # bytes a decode writes (decoded size × bytes a pixel, see decode_worker.decoded_bytes_per_pixel): its memory
+    # and its CPU time, ~3-8 ms per MiB (bench/bench_decode_cost.py), so at most ~0.7 s; a 24 MP JPEG fits
+    max_decoded_bytes: int = 96 * 1024 * 1024
     max_jpeg_scans: int = 100  # progressive JPEGs from real encoders have ~10
     decode_cpu_seconds: float = 10.0  # CPU time one decode may take (its process's RLIMIT_CPU)
     decode_memory_bytes: int = 1024 * 1024 * 1024  # memory one decode may add (its process's RLIMIT_AS)
@@ -80,6 +82,15 @@ class Settings(BaseSettings):
     # and which Host names are answered: empty = loopback names when the connection came in on a loopback
     # address, any name otherwise (a classroom on the LAN); ["*"] = any; else exactly these (and their ports).
     allowed_hosts: list[str] = Field(default_factory=list)
+    # Issue 21: what one client address may spend (429 + Retry-After beyond), and whom to believe about it.
+    upload_quota_window_s: float = 600.0
+    upload_quota_count: int = 200  # uploads per address in the window (0: no cap)
+    upload_quota_bytes: int = 256 * 1024 * 1024  # bytes per address in the window: sent or stored, the larger
+    max_failed_code_lookups: int = 20  # session codes naming no session, per address and window (0: no cap)
+    failed_code_lookup_window_s: float = 60.0
+    # Proxies whose X-Forwarded-For / -Proto are believed ("127.0.0.1,10.0.0.0/8", "*" for any); empty:
+    # none, the peer's own address is the client's (uvicorn's own default, trusting 127.0.0.1, is undone).
+    forwarded_allow_ips: str = ""
     # network overview (every layer as a column of its strongest channels)
     network_max_columns: int = 24  # deeper models are summarised by blocks so that this many fit
     network_channels_per_column: int = 8  # thumbnails per wide column; the rest behind "+N more"
@@ -112,7 +123,10 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = 5.0  # `convscope serve` waits at most this long for open requests on shutdown
     # live mode (WS /api/models/{model}/live): each live client computes one frame at a time
     max_live_clients: int = 8  # live sockets open at once; more are refused (close 1013)
-    max_live_frame_bytes: int = 2 * 1024 * 1024  # one JPEG/PNG frame
+    max_live_frame_bytes: int = 2 * 1024 * 1024  # one JPEG/PNG frame; larger ones get a 413 message
+    # the largest WebSocket message read at all (uvicorn --ws-max-size; convscope serve passes it): a frame
+    # between the two limits gets its 413 message on an open socket, a larger one closes it (1009)
+    live_socket_max_bytes: int = 64 * 1024 * 1024
     max_live_frame_pixels: int = 4_000_000  # width × height of one frame (a 1080p webcam frame is 2.1 M)
     live_atlas_max_pixels: int = 160_000  # the layer atlas sent per frame; larger layers are averaged down
     live_idle_timeout_s: float = 120.0  # a live socket that sends no frame for this long is closed

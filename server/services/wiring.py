@@ -17,6 +17,7 @@ from models.registry import ModelRegistry
 from server import __version__
 from server.services.channels import ChannelExamples, FeatureVisualisations
 from server.services.classroom import Classroom, SessionLimits, make_backend
+from server.services.classroom.pins import SessionPins
 from server.services.classroom.predictions import WallPredictions
 from server.services.classroom.shutdown import on_stop_signal
 from server.services.feature_maps import ActivationStore, FeatureMaps, LayerOverviews
@@ -24,6 +25,7 @@ from server.services.images import ImageStore, IsolatedDecoder, UploadGate, deco
 from server.services.images import samples as sample_gallery
 from server.services.live import LiveHub, LiveLimits
 from server.services.network import NetworkOverviews
+from server.services.quotas import UploadQuota, WindowLimit
 from server.services.runtime import ArchitectureCatalog, ModelRuntime, PredictionBatcher, WeightsDownloads
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.outputs import ModelOutputs
@@ -80,6 +82,8 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
         per_column=settings.network_channels_per_column, all_up_to=settings.network_all_channels_up_to,
         budget_bytes=settings.network_cache_bytes)
     app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
+    app.state.upload_quota = UploadQuota(WindowLimit(settings.upload_quota_window_s, settings.upload_quota_count,
+                                                     settings.upload_quota_bytes))
     app.state.live = LiveHub(
         runtime, app.state.architectures,
         LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
@@ -104,8 +108,9 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     app.state.feature_vis = FeatureVisualisations(
         app.state.background_jobs, channel_dir, settings.data_dir,
         steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=long_work)
-    classroom = Classroom(make_backend(settings.redis_url), SessionLimits.from_settings(settings),
-                          WallPredictions(runtime, app.state.outputs), settings.default_model)
+    backend = make_backend(settings.redis_url)
+    classroom = Classroom(backend, SessionLimits.from_settings(settings), WallPredictions(runtime, app.state.outputs),
+                          settings.default_model, SessionPins(backend, app.state.image_store))
     await classroom.start()
     app.state.classroom = classroom
     undo_signal = on_stop_signal(classroom.shut_down_streams)  # open event streams must not hold a stop

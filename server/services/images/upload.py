@@ -1,8 +1,8 @@
 """Reading an upload without trusting its size: the body is counted as it streams in and refused
 (413) the moment it passes the limit, so an oversized file is never held whole in memory.
 
-Multipart bodies are parsed as they arrive and only the part named ``file`` is kept (in memory, at most
-the limit); nothing is spooled to temporary files, so an upload cut off half-way leaves nothing behind.
+Multipart bodies are parsed as they arrive; the one part allowed is named ``file`` and kept (in memory, at
+most the limit), any other part is refused (400); nothing is spooled to temporary files, so an upload cut off half-way leaves nothing behind.
 The client's file name is never used for anything.
 """
 
@@ -74,6 +74,7 @@ class _FileCollector:
         self.found = False
         self.finished = False
         self.parts = 0
+        self.other_parts = False
         self._in_file = False
         self._header_name = b""
         self._header_value = b""
@@ -110,10 +111,12 @@ class _FileCollector:
 
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self._disposition)
-        if options.get(b"name") == FILE_FIELD:
-            if self.found:
-                raise ApiError(400, "malformed_multipart", "Send one file per upload.")
-            self.found = self._in_file = True
+        if options.get(b"name") != FILE_FIELD:  # as the schema says: one part, `file`, and nothing else
+            self.other_parts = True
+            return
+        if self.found:
+            raise ApiError(400, "malformed_multipart", "Send one file per upload.")
+        self.found = self._in_file = True
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_file:
@@ -136,6 +139,9 @@ async def _file_part(chunks: AsyncIterator[bytes], boundary: bytes, limit: int) 
         raise ApiError(400, "malformed_multipart", f"The multipart body could not be parsed ({exc}).") from exc
     if not collector.found:
         raise ApiError(422, "missing_file", "Send the image in a multipart field named 'file'.")
+    if collector.other_parts:
+        raise ApiError(400, "malformed_multipart", "The upload has a part other than 'file'; send the image alone, "
+                       "in a multipart field named 'file'.")
     if not collector.finished:
         raise ApiError(400, "malformed_multipart", "The multipart body ended before its closing boundary.")
     return bytes(collector.data)
