@@ -13,6 +13,7 @@ from server.errors import ApiError
 from server.openapi import json_example
 from server.responses import npy_response
 from server.services.model_runtime import LoadedModel, ModelRuntime
+from server.services.saliency.layer_choice import default_layer
 
 router = APIRouter(prefix="/api", tags=["models"])
 
@@ -28,7 +29,7 @@ def model_summary(entry: ModelEntry, runtime: ModelRuntime) -> dict[str, Any]:
         "input": {"channels": entry.input.channels, "height": entry.input.height, "width": entry.input.width},
         "num_classes": entry.num_classes,
         "weights": {"state": status.state, "detail": status.detail},
-        "default_layer": entry.target_layer,
+        "default_layer": default_layer(entry),
         "metrics": entry.weights.metrics(),
     }
 
