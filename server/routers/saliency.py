@@ -26,7 +26,7 @@ router = APIRouter(prefix="/api", tags=["saliency"])
 # Names are checked by the services (unknown_method, unknown_colormap) against the same lists as these enums.
 MethodQuery = Annotated[str, Query(description="a saliency method name; see /api/saliency/methods",
                                    json_schema_extra={"enum": list(METHODS)})]
-LayerQuery = Annotated[str | None, Query(description="a layer name; default: the model's last conv block")]
+LayerQuery = Annotated[str | None, Query(description="a layer name; default: the model's default_layer (see /api/models/{model})")]
 TargetQuery = Annotated[int | None, Query(ge=0, le=65535, description="class index; default: the top-1 class")]
 ColormapQuery = Annotated[str, Query(description="colour map name", json_schema_extra={"enum": list(COLORMAPS)})]
 OpacityQuery = Annotated[float, Query(ge=0.0, le=1.0, description="0: the input only, 1: the map only")]
