@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from server.services.model_runtime import LoadedModel
+from server.services.runtime.model_runtime import LoadedModel
 from server.services.saliency.layer_choice import default_layer
 
 RING_FACTOR = 1.5

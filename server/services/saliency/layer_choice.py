@@ -10,7 +10,7 @@ model where it was chosen on real photos (EfficientNet-Lite0: ``conv_head``, see
 from __future__ import annotations
 
 from models.registry import ModelEntry
-from server.services.model_runtime import LoadedModel
+from server.services.runtime.model_runtime import LoadedModel
 
 
 def default_layer(entry: ModelEntry) -> str:
