@@ -18,6 +18,18 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["default_model"] = args.model
     if args.models_file:
         overrides["models_file"] = args.models_file
+    if args.image_folder:
+        from models.datasets.image_folder import ImageFolderError, parse_option
+
+        try:
+            overrides["image_folders"] = dict(parse_option(text) for text in args.image_folder)
+        except ImageFolderError as exc:
+            print(f"convscope: {exc}", file=sys.stderr)
+            return 2
+        for name, path in overrides["image_folders"].items():
+            if not path.is_dir():
+                print(f"convscope: --image-folder {name}: {path} is not a folder", file=sys.stderr)
+                return 2
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     try:
         resolve_device(settings.device)
@@ -170,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
     serve.add_argument("--model", default=None, help="model shown first (default lenet5)")
     serve.add_argument("--models-file", type=Path, default=None, help="a TOML file of your own models")
+    serve.add_argument("--image-folder", action="append", default=[], metavar="NAME=PATH",
+                       help="a named folder of JPEG/PNG images (class subfolders or flat) for dataset examples "
+                            "and training; repeatable")
     serve.set_defaults(func=_serve)
 
     models = sub.add_parser("models", help="list models and the state of their weights")
