@@ -36,7 +36,7 @@ def test_without_a_folder_the_panel_says_how_few_images(page, photos: Path, shot
     note = examples_note(page)
     assert "over the 9 offline gallery photos" in note and "Only 9 images" in note and "--image-folder" in note
     assert page.locator(".chan-dataset").input_value() == "photos"
-    page.screenshot(path=str(shots / "channel-examples-photos.png"))
+    page.locator("section.chan").screenshot(path=str(shots / "channel-examples-photos.png"))
 
 
 def test_a_named_folder_is_the_photo_models_dataset(browser, console, photos: Path, shots: Path,
@@ -56,4 +56,4 @@ def test_a_named_folder_is_the_photo_models_dataset(browser, console, photos: Pa
             assert truth["dataset"] == "folder:crops"
             shown = page.get_attribute(".chan-examples", "data-values")
             assert [float(v) for v in shown.split(",")] == [e["value"] for e in truth["examples"]]
-            page.screenshot(path=str(shots / "channel-examples-folder.png"))
+            page.locator("section.chan").screenshot(path=str(shots / "channel-examples-folder.png"))
