@@ -194,8 +194,16 @@ def test_a_folder_beyond_the_budget_is_scanned_up_to_it(tmp_path: Path, crops: P
     with TestClient(create_app(settings)) as served:
         body = wait(served, URL.format(channel=1), {"dataset": "folder:crops", "k": 3})
     assert body["images"] == 100 and body["source"]["of"] == 9 * PER_PHOTO
-    assert body["source"]["description"].startswith("the first 100 of the 306 images")
+    assert body["source"]["description"] == "100 of 306 images of folder 'crops' in 9 classes, spread evenly (the scan budget)"
     assert all(e["index"] < 100 for e in body["examples"])
+    # the 100 scanned images cover every class (a class tree is not cut to its first classes)
+    folder = scan_folder("crops", crops, 10_000)
+    picks = np.linspace(0, len(folder) - 1, 100).round().astype(int)
+    assert {folder.labels[i] for i in picks} == set(range(9))
+    maxima = reference_maxima(folder, 1)  # index i of the answer is the i-th scanned image: its value says so
+    for e in body["examples"]:
+        assert e["value"] == pytest.approx(float(maxima[picks[e["index"]]]), rel=1e-4, abs=1e-5)
+    assert [e["value"] for e in body["examples"]] == pytest.approx(sorted(maxima[picks], reverse=True)[:3], rel=1e-4)
 
 
 def test_a_scan_resumes_where_a_stopped_server_left_it(tmp_path: Path, crops: Path,

@@ -42,11 +42,16 @@ class Dataset:
             yield lo, [self.load(i) for i in range(lo, min(self.size, lo + size))]
 
     def limited(self, count: int) -> Dataset:
-        """The first ``count`` images only (a scan budget), saying so."""
+        """``count`` images spread evenly over the dataset (a scan budget: every class of a class tree keeps
+        its share), saying so. Its index ``i`` is the ``i``-th of them, in listing order."""
         if count >= self.size:
             return self
-        return dataclasses.replace(self, size=count, total=self.size,
-                                   description=f"the first {count:,} of {self.description}")
+        picks = np.linspace(0, self.size - 1, count).round().astype(np.int64)
+        load, sample_id = self.load, self.sample_id
+        return dataclasses.replace(self, size=count, total=self.size, generate=None,
+                                   load=lambda i: load(int(picks[i])), sample_id=lambda i: sample_id(int(picks[i])),
+                                   description=f"{count:,} of {self.description.removeprefix('the ')}, "
+                                               "spread evenly (the scan budget)")
 
     def as_json(self) -> dict[str, object]:
         return {"name": self.name, "images": self.size, "of": self.total or self.size, "description": self.description}

@@ -10,7 +10,7 @@ that value, largest first; equal values go to the smaller dataset index. The tab
 Datasets (:mod:`server.services.channels.datasets`): ``mnist``, ``shapes``, ``photos`` and ``folder:NAME``. A
 job's cost is bounded before it starts: images × input pixels must stay under ``max_pixels`` (ResNet on
 10,000 upscaled digits is refused with a clear message; LeNet on them takes seconds); a named folder is
-scanned up to that budget (its first images, in listing order) and the answer says how many. A scan
+scanned up to that budget (images spread evenly over its listing) and the answer says how many. A scan
 writes its progress to disk every ``checkpoint_s`` seconds and a restarted server resumes it there.
 """
 
@@ -231,7 +231,7 @@ class ChannelExamples:
         return "photos"
 
     def scanned(self, loaded: LoadedModel, name: str) -> Dataset:
-        """The dataset as this model's scan sees it: a folder is cut to the scan budget (its first images),
+        """The dataset as this model's scan sees it: a folder is cut to the scan budget (spread evenly),
         the built-in datasets are refused past it (422 ``too_costly``)."""
         data = self.dataset(name)
         per_image = loaded.entry.input.height * loaded.entry.input.width
