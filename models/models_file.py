@@ -15,6 +15,8 @@ One ``[[model]]`` table per model::
     std = [0.229, 0.224, 0.225]
     grayscale = false                 # optional: convert uploads to one channel
     target_layer = "layer4"           # optional: Grad-CAM's default layer (default: found automatically)
+    examples = "folder:pets"          # optional: where "what does this channel look for?" searches by default
+                                      # (a folder named with --image-folder pets=PATH; or mnist, shapes, photos)
 
 Mistakes in the file itself — TOML that does not parse, an unknown field, a wrong type, two builders, a
 bad or duplicate id — stop start-up with :class:`ModelsFileError` naming the file, the entry and the
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,8 +59,9 @@ log = logging.getLogger("convscope")
 
 BUILDERS = ("torchvision", "timm", "factory")
 FIELDS = {"id", "title", *BUILDERS, "kwargs", "weights", "labels", "input", "resize", "mean", "std", "grayscale",
-          "target_layer"}
+          "target_layer", "examples"}
 INPUT_FIELDS = ("channels", "height", "width")
+EXAMPLES = re.compile(r"mnist|shapes|photos|folder:[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 
 
 class ModelsFileError(ValueError):
@@ -149,6 +153,8 @@ def _validate(path: Path, index: int, table: dict[str, Any], registry: ModelRegi
         "std": (lambda v: _floats(v) and all(x > 0 for x in v), "a list of 1 or 3 positive numbers"),
         "grayscale": (lambda v: isinstance(v, bool), "true or false"),
         "target_layer": (lambda v: isinstance(v, str) and bool(v), "a layer name, e.g. \"layer4\""),
+        "examples": (lambda v: isinstance(v, str) and bool(EXAMPLES.fullmatch(v)),
+                     "\"mnist\", \"shapes\", \"photos\" or \"folder:NAME\" (a named image folder)"),
     }
     for key, (ok, what) in checks.items():
         if key in table and not ok(table[key]):
@@ -263,7 +269,7 @@ def _entry(path: Path, spec: dict[str, Any]) -> ModelEntry:
         family="file", input=input_spec, categories=tuple(labels), builder=architecture,
         make_preprocess=make_preprocess, weights=weights, target_layer=spec.get("target_layer", ""),
         description=f"From {path.name}: {kind} {spec[kind]}" + (f" with {spec['kwargs']}" if spec.get("kwargs") else ""),
-        meta={"models_file": str(path), kind: spec[kind]},
+        meta={"models_file": str(path), kind: spec[kind], **({"examples": spec["examples"]} if "examples" in spec else {})},
     )
 
 

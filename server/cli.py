@@ -22,6 +22,18 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["forwarded_allow_ips"] = args.forwarded_allow_ips or "127.0.0.1,::1"
     if args.ws_max_size:
         overrides["live_socket_max_bytes"] = args.ws_max_size
+    if args.image_folder:
+        from models.datasets.image_folder import ImageFolderError, parse_option
+
+        try:
+            overrides["image_folders"] = dict(parse_option(text) for text in args.image_folder)
+        except ImageFolderError as exc:
+            print(f"convscope: {exc}", file=sys.stderr)
+            return 2
+        for name, path in overrides["image_folders"].items():
+            if not path.is_dir():
+                print(f"convscope: --image-folder {name}: {path} is not a folder", file=sys.stderr)
+                return 2
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     try:
         resolve_device(settings.device)
@@ -185,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ws-max-size", type=int, default=None, metavar="BYTES",
                        help="largest WebSocket message read (CONVSCOPE_LIVE_SOCKET_MAX_BYTES, default 64 MiB); "
                             "live frames over the frame limit below it get a JSON error, larger ones close the socket")
+    serve.add_argument("--image-folder", action="append", default=[], metavar="NAME=PATH",
+                       help="a named folder of JPEG/PNG images (class subfolders or flat) for dataset examples "
+                            "and training; repeatable")
     serve.set_defaults(func=_serve)
 
     models = sub.add_parser("models", help="list models and the state of their weights")

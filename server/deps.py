@@ -14,6 +14,7 @@ from server.middleware import add_response_header
 from server.services.channels import ChannelExamples, FeatureVisualisations
 from server.services.classroom import Classroom
 from server.services.feature_maps import FeatureMaps
+from server.services.image_folders import ImageFolders
 from server.services.images import ImageStore, UploadGate
 from server.services.live import LiveHub
 from server.services.network import NetworkOverviews
@@ -50,6 +51,7 @@ FeatureMapsDep = Annotated[FeatureMaps, Depends(from_state("feature_maps"))]
 SaliencyMapsDep = Annotated[SaliencyMaps, Depends(from_state("saliency_maps"))]
 NetworkOverviewsDep = Annotated[NetworkOverviews, Depends(from_state("network_overviews"))]
 ChannelExamplesDep = Annotated[ChannelExamples, Depends(from_state("channel_examples"))]
+ImageFoldersDep = Annotated[ImageFolders, Depends(from_state("image_folders"))]
 FeatureVisDep = Annotated[FeatureVisualisations, Depends(from_state("feature_vis"))]
 BatcherDep = Annotated[PredictionBatcher, Depends(from_state("batcher"))]
 UploadGateDep = Annotated[UploadGate, Depends(from_state("upload_gate"))]

@@ -31,6 +31,7 @@ from server.routers import (
     channels,  # what a channel looks for: dataset examples and feature visualisation (issue 12)
     filters,
     health,
+    image_folders,  # named image folders (issue 20)
     images,
     models,
     network,  # the network overview and dense-layer detail (issue 12)
@@ -59,6 +60,7 @@ ROUTERS = (
     live_router.router,
     network.router,
     channels.router,
+    image_folders.router,
     sessions.router,
     sessions.join_router,
 )

@@ -72,6 +72,9 @@ TAGS = [
     {"name": "channels", "description": "What a channel looks for: the dataset images that excite it most "
                                         "(precomputed in the background, 202 with progress meanwhile), their "
                                         "receptive-field crops, and an image optimised to excite it."},
+    {"name": "image folders", "description": "The named folders of images the server was given "
+                                             "(`convscope serve --image-folder NAME=PATH`): the datasets "
+                                             "`folder:NAME` of channel examples and training."},
     {"name": "sessions", "description": "Classroom sessions: a teacher's view state followed by students "
                                         "(server-sent events), and the class's submissions with predictions."},
     {"name": "live", "description": "Live mode: `WS /api/models/{model}/live` (a WebSocket, not in this "

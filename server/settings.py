@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.datasets.image_folder import check_name
 
 DeviceChoice = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -26,6 +28,10 @@ class Settings(BaseSettings):
     storage_dir: Path = Field(default_factory=lambda: REPO_ROOT / "var" / "images")
     frontend_dir: Path = REPO_ROOT / "frontend"
     data_dir: Path | None = None  # MNIST samples for the gallery; found automatically when None
+    # named image folders, NAME → PATH (--image-folder NAME=PATH; CONVSCOPE_IMAGE_FOLDERS='{"pets": "/data/pets"}'):
+    # dataset examples (examples.json?dataset=folder:NAME) and training read them
+    image_folders: dict[str, Path] = Field(default_factory=dict)
+    image_folder_max_files: int = Field(5000, ge=1)  # images listed per folder (the rest are counted, not read)
 
     max_upload_bytes: int = 20 * 1024 * 1024
     max_body_bytes: int = 1024 * 1024  # any other request body (JSON for the sandbox)
@@ -133,6 +139,14 @@ class Settings(BaseSettings):
     # PyTorch's intra-op threads (None: its default, one per core). On a CPU shared with other work, 1 avoids
     # OpenMP threads spinning against each other: measured in bench/bench_live.py (see its notes)
     torch_threads: int | None = Field(default=None, ge=1)
+
+    @field_validator("image_folders")
+    @classmethod
+    def _folder_names(cls, folders: dict[str, Path]) -> dict[str, Path]:
+        """Names become URL values (``folder:NAME``): letters, digits, ``_`` and ``-`` only, never a path."""
+        for name in folders:
+            check_name(name)
+        return folders
 
 
 def resolve_device(choice: str) -> torch.device:

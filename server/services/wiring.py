@@ -21,6 +21,7 @@ from server.services.classroom.pins import SessionPins
 from server.services.classroom.predictions import WallPredictions
 from server.services.classroom.shutdown import on_stop_signal
 from server.services.feature_maps import ActivationStore, FeatureMaps, LayerOverviews
+from server.services.image_folders import ImageFolders
 from server.services.images import ImageStore, IsolatedDecoder, UploadGate, decode_limits
 from server.services.images import samples as sample_gallery
 from server.services.live import LiveHub, LiveLimits
@@ -99,12 +100,14 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     # long background passes (dataset examples, feature visualisation) run in the heavy pool
     long_work = partial(scheduler.admit, "channels/background", "heavy")
     app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue)
+    app.state.image_folders = ImageFolders(settings.image_folders, settings.image_folder_max_files,
+                                           settings.max_image_pixels)
     channel_dir = settings.channel_cache_dir or settings.storage_dir.parent / "channels"
     app.state.channel_examples = ChannelExamples(
         app.state.background_jobs, channel_dir, settings.data_dir,
         max_k=settings.channel_examples_max_k, max_pixels=settings.channel_examples_max_pixels,
         cache_bytes=settings.channel_cache_bytes, batch_size=settings.channel_examples_batch,
-        memory_items=settings.channel_examples_memory_items, admit=long_work)
+        memory_items=settings.channel_examples_memory_items, admit=long_work, folders=app.state.image_folders)
     app.state.feature_vis = FeatureVisualisations(
         app.state.background_jobs, channel_dir, settings.data_dir,
         steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=long_work)

@@ -114,7 +114,7 @@ def decode_image(data: bytes, max_pixels: int, max_decoded_bytes: int | None = N
         image = Image.open(io.BytesIO(data), formats=READABLE_FORMATS)
         width, height = image.size
         if width * height > max_pixels:
-            raise _too_large(f"The image is {width}×{height} pixels; the limit is {max_pixels:,} pixels in all.")
+            raise _too_many_pixels((width, height), max_pixels)
         if width < 1 or height < 1:
             raise DecodeError(422, "corrupt_image", "The image has no pixels.")
         per_pixel = decoded_bytes_per_pixel(image)
@@ -131,7 +131,9 @@ def decode_image(data: bytes, max_pixels: int, max_decoded_bytes: int | None = N
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _too_large(f"The image is too large to decode safely ({exc}).") from exc
+        # Pillow refuses past its own limit (89.5 MP) inside open(), before we see the size: the same
+        # sentence as any picture over our limit, never Pillow's "decompression bomb DOS attack" text.
+        raise _too_many_pixels(header_size(data), max_pixels) from exc
     except MemoryError as exc:
         raise _too_large("The image is too large to decode in the memory a decode may take.") from exc
     except UnidentifiedImageError as exc:
@@ -144,6 +146,31 @@ def decode_image(data: bytes, max_pixels: int, max_decoded_bytes: int | None = N
         ) from exc
     except Exception as exc:  # decoders fail in many ways (OSError, SyntaxError, struct.error…): all mean damage
         raise DecodeError(422, "corrupt_image", f"The image file is damaged or truncated ({exc}).") from exc
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as the file's header states it, read by Pillow's registered opener for the format
+    (which parses the header only, without ``Image.open``'s bomb check); None when no opener accepts it."""
+    Image.preinit()
+    for fmt in READABLE_FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        try:
+            if accept is not None and not accept(data[:16]):
+                continue
+            with factory(io.BytesIO(data), None) as image:
+                return image.size
+        except Exception:  # noqa: BLE001 (a damaged header: say what we can without the size)
+            continue
+    return None
+
+
+def _too_many_pixels(size: tuple[int, int] | None, max_pixels: int) -> DecodeError:
+    if size is None:
+        return _too_large(f"The image has more pixels than the limit of {max_pixels:,} pixels in all.")
+    if size[0] * size[1] <= max_pixels:  # a limit set above Pillow's: Pillow's is the one that holds
+        return _too_large(f"The image is {size[0]}×{size[1]} pixels; the limit is "
+                          f"{min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels):,} pixels in all.")
+    return _too_large(f"The image is {size[0]}×{size[1]} pixels; the limit is {max_pixels:,} pixels in all.")
 
 
 def _decode_opened(image: Image.Image) -> Image.Image:

@@ -10,6 +10,7 @@ import { createFocus } from './focus.js';
 import { loadMethods, loadValues, pollProgress, saliencyUrls } from './saliency-data.js';
 import { TOP_K, readSaliencyState } from './saliency-math.js';
 import { createGradcamSteps } from './gradcam-steps.js';
+import { createBorderWarning } from './border-warning.js';
 import { createExplainPanel } from '../common/explanation-panel.js';
 
 const STYLESHEET = '/static/js/saliency/saliency.css';
@@ -31,6 +32,7 @@ export function mount(container, ctx) {
   const focusCard = el('section', { className: 'card sal-focus-card', attrs: { 'aria-label': 'Open class' } });
   const explain = createExplainPanel('saliency', ['gradcam', 'map-over-image', 'receptive-field']);
   const stepsHost = el('div');
+  const borderHost = el('div', { className: 'sal-border-host' });
   container.append(explain.element, controlsCard, topCard, focusCard, stepsHost);
   view = {
     ctx, untrained, keys: {}, top: null, abort: null, focusAbort: null, stopPoll: null, methods: null, st: null,
@@ -45,9 +47,10 @@ export function mount(container, ctx) {
     topClasses: createTopClasses(topCard, { onSelect: (index) => set({ target: String(index) }) }),
     focus: createFocus(focusCard),
     steps: createGradcamSteps(stepsHost),
+    border: createBorderWarning(borderHost, { onDeeper: (layer) => set({ cam_layer: layer }) }),
     explain,
   };
-  controlsCard.append(untrained);
+  controlsCard.append(untrained, borderHost);  // the warning sits by the layer picker, in view
   start(ctx);
 }
 
@@ -124,6 +127,7 @@ async function loadTop(urls, spec, st) {
   const abort = new AbortController();
   view.abort = abort;
   view.top = null;
+  view.border.hide();
   view.topClasses.message(`Computing ${spec.title} for the top ${TOP_K} classes…`, { busy: true });
   view.focus.clear(`Computing ${spec.title}…`);
   view.stopPoll = pollProgress(view.ctx.api, urls.progress(), (p) => view && view.topClasses.setProgress(p));
@@ -163,6 +167,7 @@ async function showFocus(urls, spec, st) {
     let info = view.top.classes.find((c) => c.index === target);
     if (!info) info = (await view.ctx.api.getJson(urls.json(target), { signal: abort.signal })).map;
     if (!view || view.focusAbort !== abort) return;
+    view.border.show(info.border, info.label);
     view.focus.show({ info, urls, method, layer, cmap: st.cmap, stops, opacity: st.opacity });
     showSteps(spec, st, target);
     const values = await loadValues(view.ctx.api, urls.npy(target), abort.signal);
@@ -201,5 +206,6 @@ export function unmount() {
   view.topClasses.dispose();
   view.focus.dispose();
   view.steps.dispose();
+  view.border.dispose();
   view = null;
 }
