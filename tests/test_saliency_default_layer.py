@@ -21,12 +21,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
-from server.services.live.frame import resolve_config
 
 from models import efficientnet_lite
 from models.models_file import load_models_file
 from models.registry import InputSpec, ModelRegistry, find_target_layer, list_models
 from server.services.export.explain_image import explain_image
+from server.services.live.frame import resolve_config
 from server.services.runtime.architecture_catalog import ArchitectureCatalog
 from server.services.runtime.model_runtime import LoadedModel, ModelRuntime
 from server.services.saliency.base import TopK
