@@ -35,6 +35,7 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
     sessions,  # classroom sessions (issue 13)
     trace,
 )
+from server.routers import experiments as experiments_router  # ablation, occlusion probe, adversarial, compare (issue 22)
 from server.routers import gradcam_steps as gradcam_steps_router  # Grad-CAM taken apart (issue 12)
 from server.routers import live as live_router  # live mode over a WebSocket (issue 14)
 from server.security import (
@@ -54,6 +55,7 @@ from server.services.classroom import Classroom, SessionLimits, make_backend
 from server.services.classroom.predictions import WallPredictions
 from server.services.classroom.shutdown import on_stop_signal
 from server.services.conv_trace import Traces
+from server.services.experiments.service import Experiments
 from server.services.feature_maps import FeatureMaps
 from server.services.feature_vis import FeatureVisualisations
 from server.services.image_decode import IsolatedDecoder, decode_limits
@@ -91,6 +93,7 @@ ROUTERS = (
     channels.router,
     sessions.router,
     sessions.join_router,
+    experiments_router.router,
 )
 
 # View data whose URL names all it depends on (model, weights, image hash, layer…): identical URLs give
@@ -139,6 +142,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         app.state.traces = Traces(inputs, scheduler.admit, app.state.outputs, settings.trace_cache_bytes)
         app.state.saliency_maps = SaliencyMaps(inputs, scheduler.admit, app.state.outputs,
                                                settings.saliency_cache_bytes)
+        app.state.experiments = Experiments(inputs, app.state.outputs, scheduler.admit,
+                                            settings.experiment_cache_bytes, settings.probe_batch)
         app.state.gradcam_steps = GradCamStepsService(inputs, scheduler.admit, settings.gradcam_steps_cache_bytes)
         app.state.network_overviews = NetworkOverviews(
             inputs, partial(scheduler.admit, "network"), max_columns=settings.network_max_columns,
