@@ -39,6 +39,11 @@ class AttackSpec:
     def targeted(self) -> bool:
         return self.target is not None
 
+    def without_epsilon(self) -> AttackSpec:
+        """The attack with ε left open (what the smallest-flipping-ε search depends on)."""
+        pgd = self.attack == "pgd"
+        return AttackSpec(self.attack, 0, self.steps if pgd else 1, self.step_size if pgd else 0, self.target)
+
 
 class PixelModel:
     """The model as a function of the input's pixels in [0, 1]: normalisation, then the model."""

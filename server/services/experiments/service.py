@@ -165,7 +165,7 @@ class Experiments:
 
     def min_flip_epsilon(self, loaded: LoadedModel, image_id: str, spec: adv.AttackSpec) -> int | None:
         """The smallest ε (1/255 steps) flipping the top-1 with this attack (ε itself plays no part)."""
-        search = adv.AttackSpec(spec.attack, 0, spec.steps, spec.step_size, spec.target)
+        search = spec.without_epsilon()
 
         def compute() -> dict[str, int | None]:
             model = adv.PixelModel(loaded)
@@ -177,7 +177,7 @@ class Experiments:
         return self.cache.get_or_compute(self._key(loaded, image_id, "min-flip", search), compute)["epsilon"]
 
     def cached_min_flip(self, loaded: LoadedModel, image_id: str, spec: adv.AttackSpec) -> tuple[bool, int | None]:
-        search = adv.AttackSpec(spec.attack, 0, spec.steps, spec.step_size, spec.target)
+        search = spec.without_epsilon()
         hit = self.cache.get(self._key(loaded, image_id, "min-flip", search))
         return (False, None) if hit is None else (True, hit["epsilon"])
 
