@@ -13,9 +13,10 @@ Hook = Callable[[nn.Module, Any, Any], Any]
 
 
 def relative_l2(new: torch.Tensor, old: torch.Tensor) -> float:
-    """‖new − old‖₂ / ‖old‖₂ (the denominator at least 1e-12), in float64."""
-    diff = torch.linalg.vector_norm((new.detach().double() - old.detach().double()).flatten())
-    return float(diff / torch.linalg.vector_norm(old.detach().double().flatten()).clamp(min=1e-12))
+    """‖new − old‖₂ / ‖old‖₂ (the denominator at least 1e-12); float32 tensors, the norms' ratio in float64."""
+    new, old = new.detach(), old.detach()
+    diff = float(torch.linalg.vector_norm(new - old))
+    return diff / max(float(torch.linalg.vector_norm(old)), 1e-12)
 
 
 class LayerChanges:
