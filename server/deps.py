@@ -12,29 +12,23 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from server.errors import ApiError
-from server.responses import add_response_header
-from server.services.architecture import ArchitectureCatalog
-from server.services.batching import PredictionBatcher
-from server.services.channel_examples import ChannelExamples
+from server.middleware import add_response_header
+from server.services.channels import ChannelExamples, FeatureVisualisations
 from server.services.classroom import Classroom
-from server.services.conv_trace import Traces
 from server.services.experiments import adversarial, params
 from server.services.experiments.ablation import MAX_FACTOR, MODES, AblationSpec
 from server.services.experiments.service import Experiments
 from server.services.feature_maps import FeatureMaps
-from server.services.feature_vis import FeatureVisualisations
-from server.services.image_store import ImageStore
+from server.services.images import ImageStore, UploadGate
 from server.services.live import LiveHub
-from server.services.model_inputs import ModelInputs
-from server.services.model_runtime import LoadedModel, ModelRuntime
-from server.services.network_overview import NetworkOverviews
-from server.services.predictions import ModelOutputs
+from server.services.network import NetworkOverviews
+from server.services.runtime import ArchitectureCatalog, LoadedModel, ModelRuntime, PredictionBatcher, WeightsDownloads
+from server.services.runtime.inputs import ModelInputs
+from server.services.runtime.outputs import ModelOutputs
 from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
-from server.services.scheduler import Scheduler
-from server.services.upload import UploadGate
-from server.services.weights_download import WeightsDownloads
-from server.services.work_limiter import WorkLimiter
+from server.services.step_through import StepThrough
+from server.services.work import Scheduler, WorkLimiter
 from server.settings import Settings
 
 
@@ -68,9 +62,9 @@ ClassroomDep = Annotated[Classroom, Depends(from_state("classroom"))]
 LiveHubDep = Annotated[LiveHub, Depends(from_state("live"))]
 InputsDep = Annotated[ModelInputs, Depends(from_state("inputs"))]
 OutputsDep = Annotated[ModelOutputs, Depends(from_state("outputs"))]
-TracesDep = Annotated[Traces, Depends(from_state("traces"))]
-SchedulerDep = Annotated[Scheduler, Depends(from_state("scheduler"))]
+StepThroughDep = Annotated[StepThrough, Depends(from_state("step_through"))]
 ExperimentsDep = Annotated[Experiments, Depends(from_state("experiments"))]
+SchedulerDep = Annotated[Scheduler, Depends(from_state("scheduler"))]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],
     Query(description="auto: trained weights when present, else untrained (random, seeded)"),

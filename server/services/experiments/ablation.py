@@ -18,8 +18,8 @@ from torch import nn
 
 from server.services.experiments.layer_changes import LayerChanges
 from server.services.experiments.layer_split import LayerSplit, beside_layers, tensor_nbytes
-from server.services.hooks import forward_hooks, recording_hooks
-from server.services.model_runtime import LoadedModel
+from server.services.runtime.hooks import forward_hooks, recording_hooks
+from server.services.runtime.model_runtime import LoadedModel
 
 MODES = ("zero", "mean", "scale")
 MAX_FACTOR = 2.0

@@ -14,9 +14,9 @@ from server.services.experiments.ablation import AblationOutcome, AblationSpec
 from server.services.experiments.adversarial import AttackSpec
 from server.services.experiments.layer_split import LayerSplit
 from server.services.experiments.occlusion_probe import Patch, occlusion_map
-from server.services.model_inputs import ModelInputs, input_picture
-from server.services.model_runtime import LoadedModel
-from server.services.predictions import predictions_from_logits
+from server.services.runtime.inputs import ModelInputs, input_picture
+from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.outputs import predictions_from_logits
 from server.services.saliency.overlay import overlay_png
 
 TOP = 5

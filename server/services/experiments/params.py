@@ -9,7 +9,7 @@ from typing import Any
 from server.errors import ApiError
 from server.services.experiments.ablation import AblationSpec
 from server.services.experiments.occlusion_probe import Patch
-from server.services.model_runtime import LoadedModel
+from server.services.runtime.model_runtime import LoadedModel
 
 MAX_CHANNEL_TEXT = 4000  # "3,5,…": long lists use invert=true ("all but these")
 
