@@ -17,6 +17,7 @@ EfficientNet's blocks, LeNet's layers. :func:`depth_layers` gives the same list 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +29,26 @@ Edit = Callable[[torch.Tensor], torch.Tensor]
 
 
 class _SplitTracer(fx.Tracer):
-    """Traces only the layer's ancestors; the layer and every other module are leaves (called as they are)."""
+    """Traces only the layer's ancestors; the layer and every other module are leaves (called as they are).
+
+    ``torch.fx`` patches ``nn.Module.__call__`` and ``__getattr__`` process-wide while it traces, so every
+    model that runs in another thread at that moment would be traced too (and break). Module calls and
+    attribute reads from other threads are passed straight through instead."""
 
     def __init__(self, layer: str) -> None:
         super().__init__()
         self.layer = layer
+        self.owner = threading.get_ident()
+
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if threading.get_ident() != self.owner:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        if threading.get_ident() != self.owner:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         name = module_qualified_name
