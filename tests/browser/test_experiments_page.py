@@ -161,7 +161,7 @@ def test_screens_and_the_projector_font_floor(new_page, photos, shots, xp) -> No
     for viewport, projector in ((SMALL, False), ({"width": 1280, "height": 720}, True)):
         page = new_page(viewport)
         image = photo_on(page, photos, "efficientnet_lite0")
-        extra = "&projector=1" if projector else ""
+        extra = "&present=1" if projector else ""
         page.goto(f"/?model=efficientnet_lite0&image={image}&view=experiments&xp={xp}{extra}")
         page.wait_for_selector(f".xp-body[data-xp='{xp}']")
         if xp != "probe":
