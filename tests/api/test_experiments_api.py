@@ -259,3 +259,41 @@ def test_no_hook_is_left_behind(client, photo):
         client.get(f"{base}/ablation/gradcam.npy", params={"channels": "0"})
         for module in _loaded(client, model).module.modules():
             assert not module._forward_hooks and not module._forward_pre_hooks and not module._backward_hooks
+
+
+def test_every_experiment_works_on_a_models_file_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> None:
+    """A factory model from a TOML models file (as tests/test_models_file.py makes one): ablation equals the
+    forward hook, FGSM equals Captum, the probe and the comparison with its untrained self answer."""
+    from models.models_file import app_registry
+    from tests.test_models_file import good_file, workspace, write  # noqa: F401
+
+    folder = workspace.__wrapped__(tmp_path, monkeypatch)  # type: ignore[attr-defined]
+    registry = app_registry(write(folder, good_file(folder)))
+    settings = Settings(storage_dir=tmp_path / "images")
+    with TestClient(create_app(settings, registry)) as client:
+        data = (shared_data / "images" / "cat.jpg").read_bytes()
+        image = client.post("/api/images", files={"file": ("cat.jpg", data)}).json()["image_id"]
+        base = f"/api/models/small-factory/images/{image}"
+        body = client.get(f"{base}/ablation.json", params={"layer": "features.3", "channels": "0,5", "mode": "zero"}).json()
+        assert body["recomputed_from"] == "layer"
+        loaded = _loaded(client, "small-factory")
+        x = _input(client, "small-factory", image)
+        handle = loaded.layer("features.3").register_forward_hook(lambda m, i, o: torch.index_fill(o, 1, torch.tensor([0, 5]), 0.0))
+        with torch.no_grad():
+            edited = torch.softmax(loaded.module(x)[0], -1)
+        handle.remove()
+        for row in body["predictions"]:
+            assert row["probability"] == pytest.approx(float(edited[row["index"]]), abs=TOL)
+        attack = client.get(f"{base}/adversarial.json", params={"epsilon": 5, "min_flip": "false"})
+        assert attack.status_code == 200, attack.text
+        pixels, forward = _pixels(loaded, x)
+        label = torch.tensor([int(forward(pixels).argmax())])
+        with pytest.warns(UserWarning, match="did not already require gradients"):
+            expected = FGSM(forward, torch.nn.CrossEntropyLoss(reduction="none"), lower_bound=0.0, upper_bound=1.0
+                            ).perturb(pixels, 5 / 255, label)
+        delta = load_npy(client.get(f"{base}/adversarial/perturbation.npy", params={"epsilon": 5}).content)
+        assert float((pixels[0] + torch.from_numpy(delta) / 255.0 - expected[0]).abs().max()) <= TOL
+        probe = client.post(f"{base}/occlusion-probe", json={"patches": [{"y": 4, "x": 4, "size": 10, "fill": "noise"}]})
+        assert probe.status_code == 200 and len(probe.json()["results"]) == 1
+        compare = client.get(f"{base}/compare.json", params={"with_model": "small-factory", "with_weights": "untrained"}).json()
+        assert compare["matched_by"] == "name" and all(r["cosine"] is not None for r in compare["layers"])
