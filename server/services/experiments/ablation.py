@@ -61,6 +61,7 @@ class AblationBase:
     state: dict[Any, Any]
     logits: torch.Tensor
     later: dict[str, torch.Tensor] = field(default_factory=dict)
+    norms: dict[str, float] = field(default_factory=dict)  # ‖later output‖₂, filled by the first ablation
 
     @property
     def nbytes(self) -> int:
@@ -93,7 +94,7 @@ def ablation_base(loaded: LoadedModel, batch: torch.Tensor, layer: str, split: L
 def ablate(loaded: LoadedModel, batch: torch.Tensor, base: AblationBase, spec: AblationSpec) -> AblationOutcome:
     """The prediction and later layers with ``spec`` applied: from the layer on when the base has a split,
     else a whole pass of ``batch`` with an editing hook."""
-    later = LayerChanges(loaded.module, beside_layers(loaded.module, spec.layer), base.later, spec.layer)
+    later = LayerChanges(loaded.module, beside_layers(loaded.module, spec.layer), base.later, spec.layer, base.norms)
 
     def edit_hook(module: nn.Module, inputs: Any, output: Any) -> Any:
         return spec.edit(output)

@@ -14,9 +14,7 @@ Hook = Callable[[nn.Module, Any, Any], Any]
 
 def relative_l2(new: torch.Tensor, old: torch.Tensor) -> float:
     """‖new − old‖₂ / ‖old‖₂ (the denominator at least 1e-12); float32 tensors, the norms' ratio in float64."""
-    new, old = new.detach(), old.detach()
-    diff = float(torch.linalg.vector_norm(new - old))
-    return diff / max(float(torch.linalg.vector_norm(old)), 1e-12)
+    return float(torch.dist(new.detach(), old.detach())) / max(float(torch.linalg.vector_norm(old.detach())), 1e-12)
 
 
 class LayerChanges:
@@ -26,10 +24,11 @@ class LayerChanges:
     run after that layer's first call count. A layer run twice reports its last call."""
 
     def __init__(self, model: nn.Module, names: Sequence[str], baseline: dict[str, torch.Tensor] | None = None,
-                 after: str | None = None) -> None:
+                 after: str | None = None, norms: dict[str, float] | None = None) -> None:
         modules = dict(model.named_modules())
         self.watched = [(name, modules[name]) for name in names if name in modules]
         self.baseline = baseline
+        self.norms = norms if norms is not None else {}  # ‖baseline output‖₂ per layer, filled on first use
         self.gate = modules[after] if after is not None else None
         self.after = after is None
         self.outputs: dict[str, torch.Tensor] = {}
@@ -46,7 +45,10 @@ class LayerChanges:
                 self.outputs.pop(name, None)
                 self.outputs[name] = output.detach().clone()
             elif name in self.baseline and self.baseline[name].shape == output.shape:
-                self.changes[name] = relative_l2(output, self.baseline[name])
+                old = self.baseline[name]
+                if name not in self.norms:
+                    self.norms[name] = float(torch.linalg.vector_norm(old))
+                self.changes[name] = float(torch.dist(output.detach(), old)) / max(self.norms[name], 1e-12)
 
         return hook
 
