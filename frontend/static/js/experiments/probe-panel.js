@@ -21,7 +21,7 @@ export function create(host, explain) {
   const canvas = el('canvas', { className: 'xp-probe-canvas', width: DISPLAY, height: DISPLAY, attrs: { 'aria-label': 'Drag the patch over the picture' } });
   const watched = el('p', { className: 'xp-watched', attrs: { 'aria-live': 'polite' } });
   const mapButton = el('button', { type: 'button', className: 'xp-map-button', text: 'Turn the visited positions into an occlusion map' });
-  const mapImage = el('img', { className: 'xp-map', alt: 'Occlusion map of the visited positions' });
+  const mapImage = el('img', { className: 'xp-map', alt: 'Occlusion map of the visited positions', hidden: true });
   const mapNote = el('p', { className: 'card-note xp-map-note' });
   const chartHost = el('div');
   host.append(
@@ -126,6 +126,7 @@ export function create(host, explain) {
       const coverage = Number(response.headers.get('X-ConvScope-Coverage') || 0);
       if (mapImage.src) URL.revokeObjectURL(mapImage.src);
       mapImage.src = URL.createObjectURL(await response.blob());
+      mapImage.hidden = false;
       mapNote.textContent = `${body.patches.length} positions; colour: mean drop of the probability from ${low} (dark) to ${high.toPrecision(3)} (bright); `
         + `${Math.round(coverage * 100)} % of the picture covered at least once.`;
       mapNote.dataset.high = String(high);
@@ -157,6 +158,10 @@ export function create(host, explain) {
     if (q.cls !== null && !answer.predictions.some((p) => p.index === q.cls)) options.push(el('option', { value: String(q.cls), text: `class ${q.cls}` }));
     classSelect.replaceChildren(...options);
     classSelect.value = String(q.cls !== null ? q.cls : answer.predictions[0].index);
+    if (!s.last) {
+      chart.show(answer.predictions, 'clean');
+      watched.textContent = 'Without a patch. Drag over the picture to cover part of it.';
+    }
   }
 
   return {
