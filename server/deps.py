@@ -103,8 +103,9 @@ def get_ablation(
     loaded: LoadedModelDep,
     maps: FeatureMapsDep,
     layer: Annotated[str | None, Query(max_length=300, description="the edited layer; default: the Grad-CAM layer")] = None,
-    channels: Annotated[str, Query(max_length=params.MAX_CHANNEL_TEXT,
-                                   description="comma-separated channel indices of the layer's output, e.g. 3,5")] = "0",
+    channels: Annotated[str, Query(max_length=params.MAX_CHANNEL_TEXT, pattern=r"^[0-9]{1,5}(,[0-9]{1,5})*$",
+                                   description="comma-separated channel indices of the layer's output, e.g. 3,5; "
+                                               "an index the layer lacks is a 404")] = "0",
     mode: Annotated[Literal["zero", "mean", "scale"], Query(description="zero; the channel's mean over the image; "
                                                                       "or scaled by factor")] = "zero",
     factor: Annotated[float, Query(ge=0.0, le=MAX_FACTOR, description="mode=scale: the factor, 0 to 2")] = 1.0,

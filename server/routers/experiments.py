@@ -13,6 +13,7 @@ from server.openapi import binary
 from server.responses import npy_response, png_response
 from server.services.experiments import answers, params
 from server.services.experiments.occlusion_probe import Patch
+from server.services.rendering.colormaps import COLORMAPS
 from server.services.saliency.overlay import DEFAULT_COLORMAP, check_colormap
 
 router = APIRouter(prefix="/api", tags=["experiments"])
@@ -21,7 +22,7 @@ MAX_SIDE = 4096
 
 CamTarget = Annotated[int | None, Query(ge=0, le=65535, description="class of the Grad-CAM; default: the new top-1")]
 CamLayer = Annotated[str | None, Query(max_length=300, description="the Grad-CAM layer; default: the model's")]
-Colormap = Annotated[str, Query(description="colour map name")]
+Colormap = Annotated[str, Query(description="colour map name", json_schema_extra={"enum": list(COLORMAPS)})]
 Opacity = Annotated[float, Query(ge=0.0, le=1.0, description="0: the input only, 1: the map only")]
 
 
@@ -75,7 +76,7 @@ class ProbeBody(BaseModel):
 class ProbeMapBody(BaseModel):
     patches: list[PatchBody] = Field(min_length=1, max_length=256)
     target: int | None = Field(None, ge=0, le=65535, description="the class; default: the top-1")
-    colormap: str = Field(DEFAULT_COLORMAP, max_length=40)
+    colormap: str = Field(DEFAULT_COLORMAP, json_schema_extra={"enum": list(COLORMAPS)}, description="colour map name")
 
 
 def _patches(loaded: Any, settings: Any, body: ProbeBody | ProbeMapBody) -> list[Patch]:

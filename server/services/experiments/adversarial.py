@@ -23,7 +23,7 @@ from server.services.runtime.model_runtime import LoadedModel
 
 ATTACKS = ("fgsm", "pgd")
 MAX_EPSILON = 16  # in 1/255
-MAX_STEPS = 100  # the schema's bound; the server's own is Settings.adversarial_max_steps
+MAX_STEPS = 50  # the schema's bound; Settings.adversarial_max_steps may lower it on a server
 ZERO_GRADIENT = 1e-6  # as captum.robust.FGSM.zero_thresh
 
 
