@@ -4,15 +4,20 @@ model of a URL, and the weights query."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
+from server.errors import ApiError
 from server.middleware import add_response_header
 from server.services.channels import ChannelExamples, FeatureVisualisations
 from server.services.classroom import Classroom
+from server.services.experiments import adversarial, params
+from server.services.experiments.ablation import MAX_FACTOR, MODES, AblationSpec
+from server.services.experiments.service import Experiments
 from server.services.feature_maps import FeatureMaps
 from server.services.image_folders import ImageFolders
 from server.services.images import ImageStore, UploadGate
@@ -61,6 +66,7 @@ LiveHubDep = Annotated[LiveHub, Depends(from_state("live"))]
 InputsDep = Annotated[ModelInputs, Depends(from_state("inputs"))]
 OutputsDep = Annotated[ModelOutputs, Depends(from_state("outputs"))]
 StepThroughDep = Annotated[StepThrough, Depends(from_state("step_through"))]
+ExperimentsDep = Annotated[Experiments, Depends(from_state("experiments"))]
 SchedulerDep = Annotated[Scheduler, Depends(from_state("scheduler"))]
 UploadQuotaDep = Annotated[UploadQuota, Depends(from_state("upload_quota"))]
 
@@ -97,3 +103,66 @@ LoadedModelDep = Annotated[LoadedModel, Depends(get_loaded_model)]
 def weights_header(variant: str) -> dict[str, str]:
     """Every model-scoped answer says which weights produced it."""
     return {"X-ConvScope-Weights": variant}
+
+
+# --- experiments (issue 22): each URL's parameters resolved and checked once, here ---------------------------
+@dataclass(frozen=True)
+class Ablation:
+    loaded: LoadedModel
+    spec: AblationSpec
+
+
+def get_ablation(
+    loaded: LoadedModelDep,
+    maps: FeatureMapsDep,
+    layer: Annotated[str | None, Query(max_length=300, description="the edited layer; default: the Grad-CAM layer")] = None,
+    channels: Annotated[str, Query(max_length=params.MAX_CHANNEL_TEXT, pattern=r"^[0-9]{1,5}(,[0-9]{1,5})*$",
+                                   description="comma-separated channel indices of the layer's output, e.g. 3,5; "
+                                               "an index the layer lacks is a 404")] = "0",
+    mode: Annotated[Literal["zero", "mean", "scale"], Query(description="zero; the channel's mean over the image; "
+                                                                      "or scaled by factor")] = "zero",
+    factor: Annotated[float, Query(ge=0.0, le=MAX_FACTOR, description="mode=scale: the factor, 0 to 2")] = 1.0,
+    invert: Annotated[bool, Query(description="edit every channel except the listed ones")] = False,
+) -> Ablation:
+    assert mode in MODES
+    row = params.layer_row(maps.layers(loaded), loaded, layer)
+    return Ablation(loaded, params.ablation_spec(row, channels, mode, factor, invert))
+
+
+AblationDep = Annotated[Ablation, Depends(get_ablation)]
+
+
+def get_attack(
+    loaded: LoadedModelDep,
+    settings: SettingsDep,
+    attack: Annotated[Literal["fgsm", "pgd"], Query(description="FGSM (one step) or PGD (L∞, several steps)")] = "fgsm",
+    epsilon: Annotated[int, Query(ge=0, le=adversarial.MAX_EPSILON, description="L∞ bound in steps of 1/255")] = 4,
+    steps: Annotated[int, Query(ge=1, le=adversarial.MAX_STEPS, description="PGD's steps")] = 10,
+    step_size: Annotated[int, Query(ge=1, le=adversarial.MAX_EPSILON, description="PGD's step, in 1/255")] = 1,
+    target: Annotated[int | None, Query(ge=0, le=65535, description="targeted: the class to reach; "
+                                                                     "absent: untargeted")] = None,
+) -> adversarial.AttackSpec:
+    if steps > settings.adversarial_max_steps:
+        raise ApiError(422, "too_many_steps", f"steps: at most {settings.adversarial_max_steps} on this server.")
+    params.check_target(loaded, target)
+    if attack == "fgsm":
+        steps, step_size = 1, epsilon
+    return adversarial.AttackSpec(attack, epsilon, steps, step_size, target)
+
+
+AttackDep = Annotated[adversarial.AttackSpec, Depends(get_attack)]
+
+
+async def get_compared_model(
+    loaded: LoadedModelDep,
+    runtime: RuntimeDep,
+    with_model: Annotated[str, Query(min_length=1, max_length=200, description="the second model's id")],
+    with_weights: Annotated[Literal["auto", "trained", "untrained"], Query(description="the second model's weights")] = "auto",
+) -> LoadedModel:
+    other = runtime.loaded(with_model, with_weights) or await run_in_threadpool(runtime.load, with_model, with_weights)
+    params.check_same_input(loaded, other)
+    return other
+
+
+ComparedModelDep = Annotated[LoadedModel, Depends(get_compared_model)]
+

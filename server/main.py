@@ -29,6 +29,7 @@ from server.openapi import install_openapi
 from server.routers import (
     activations,  # feature maps and learned filters (issue 3)
     channels,  # what a channel looks for: dataset examples and feature visualisation (issue 12)
+    experiments,  # ablation, occlusion probe, adversarial examples, two models compared (issue 22)
     filters,
     health,
     image_folders,  # named image folders (issue 20)
@@ -63,6 +64,7 @@ ROUTERS = (
     image_folders.router,
     sessions.router,
     sessions.join_router,
+    experiments.router,
 )
 
 # View data whose URL names all it depends on (model, weights, image hash, layer…): identical URLs give

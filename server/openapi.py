@@ -77,6 +77,10 @@ TAGS = [
                                              "`folder:NAME` of channel examples and training."},
     {"name": "sessions", "description": "Classroom sessions: a teacher's view state followed by students "
                                         "(server-sent events), and the class's submissions with predictions."},
+    {"name": "experiments", "description": "What-if experiments on one image: channels of a layer switched off "
+                                           "(ablation), patches over the image (occlusion probe), FGSM/PGD "
+                                           "adversarial examples in pixel space, two models compared layer by "
+                                           "layer (cosine similarity)."},
     {"name": "live", "description": "Live mode: `WS /api/models/{model}/live` (a WebSocket, not in this "
                                     "schema) takes image frames and answers predictions and maps per frame."},
 ]

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     overview_cache_bytes: int = 64 * 1024 * 1024  # the overview strip of every layer per (model, image)
     trace_cache_bytes: int = 128 * 1024 * 1024  # a layer's input and output for step-through traces
     saliency_cache_bytes: int = 64 * 1024 * 1024  # saliency maps (display + raw) per key
+    experiment_cache_bytes: int = 128 * 1024 * 1024  # ablation head states, attacks, comparisons (issue 22)
+    max_probe_patches: int = 64  # occlusion-probe patches in one request (one batched pass)
+    probe_batch: int = 16  # occlusion-probe patches per forward pass
+    adversarial_max_steps: int = 50  # PGD steps one request may ask for
     architecture_cache_bytes: int = 16 * 1024 * 1024  # architecture tables and receptive fields per model
     sample_cache_bytes: int = 32 * 1024 * 1024  # gallery sample PNGs and the MNIST test arrays
     loaded_models_bytes: int = 4 * 1024 * 1024 * 1024  # parameters of loaded models (VGG-16 alone: 528 MB)

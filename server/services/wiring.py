@@ -30,6 +30,7 @@ from server.services.quotas import UploadQuota, WindowLimit
 from server.services.runtime import ArchitectureCatalog, ModelRuntime, PredictionBatcher, WeightsDownloads
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.outputs import ModelOutputs
+from server.services.experiments.service import Experiments
 from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.step_through import StepThrough
@@ -77,6 +78,8 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     app.state.step_through = StepThrough(inputs, scheduler.admit, app.state.outputs, settings.trace_cache_bytes)
     app.state.saliency_maps = SaliencyMaps(inputs, scheduler.admit, app.state.outputs,
                                            settings.saliency_cache_bytes)
+    app.state.experiments = Experiments(inputs, app.state.outputs, scheduler.admit, settings.experiment_cache_bytes,
+                                        settings.probe_batch)
     app.state.gradcam_steps = GradCamStepsService(inputs, scheduler.admit, settings.gradcam_steps_cache_bytes)
     app.state.network_overviews = NetworkOverviews(
         inputs, partial(scheduler.admit, "network"), max_columns=settings.network_max_columns,

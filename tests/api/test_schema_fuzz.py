@@ -152,7 +152,21 @@ def constraints_json_schema_cannot_state(context, case):  # noqa: ANN001 - schem
         except ApiError:
             rows = [row.split(",") for row in case.query["kernel"].split(";")]
             case.query = {**case.query, "kernel": ";".join(",".join(r) for r in _rectangular(rows))}
+    elif "/occlusion-probe" in path and isinstance(case.body, dict) and isinstance(case.body.get("patches"), list):
+        case.body = {**case.body, "patches": [_on_input(p) for p in case.body["patches"]]}
     return case
+
+
+SMALLEST_INPUT = 28  # the fuzzed models' smallest input side (LeNet-5, mnist-shallow)
+
+
+def _on_input(patch: object) -> object:
+    """A probe patch no larger than the model input and overlapping it (the schema cannot know the model)."""
+    if not isinstance(patch, dict) or not all(isinstance(patch.get(k), int) for k in ("y", "x", "size")):
+        return patch
+    size = min(patch["size"], SMALLEST_INPUT)
+    fit = lambda v: min(max(v, 1 - size), SMALLEST_INPUT - 1)  # noqa: E731
+    return {**patch, "size": size, "y": fit(patch["y"]), "x": fit(patch["x"])}
 
 
 # An upload must be a picture: binary values (the multipart `file`, raw image/* bodies) are real PNGs.
