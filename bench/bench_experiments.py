@@ -89,8 +89,8 @@ def bench_ablation(app, image_id: str, repeats: int) -> None:  # noqa: ANN001
         for i in range(repeats):
             spec = AblationSpec(layer, (i, i + 3), "zero")
             with torch.no_grad():
-                bare = timed(lambda: loaded.module(batch))
-            pairs.append((timed(lambda spec=spec: ablate(loaded, batch, base, spec)), bare))
+                bare = timed(lambda loaded=loaded, batch=batch: loaded.module(batch))
+            pairs.append((timed(lambda spec=spec, loaded=loaded, batch=batch, base=base: ablate(loaded, batch, base, spec)), bare))
         report(f"ablation {model} {layer}", pairs, goal)
 
 
@@ -105,8 +105,8 @@ def bench_adversarial(app, image_id: str, repeats: int) -> None:  # noqa: ANN001
             for _ in range(repeats):
                 experiments.cache.clear()
                 with torch.no_grad():
-                    bare = timed(lambda: loaded.module(batch))
-                pairs.append((timed(lambda spec=spec: experiments.attack(loaded, image_id, spec)), bare))
+                    bare = timed(lambda loaded=loaded, batch=batch: loaded.module(batch))
+                pairs.append((timed(lambda spec=spec, loaded=loaded, image_id=image_id: experiments.attack(loaded, image_id, spec)), bare))
             name = "FGSM" if spec.attack == "fgsm" else f"PGD {spec.steps} steps"
             report(f"adversarial {model} {name}", pairs, goal)
 
@@ -131,7 +131,7 @@ def bench_probe(app, url: str, image_id: str, seconds: float) -> None:  # noqa: 
             rate = count / (time.perf_counter() - start)
             batch = app.state.inputs.batch(loaded, image_id).repeat(2, 1, 1, 1)
             with torch.no_grad():
-                bare = min(timed(lambda: loaded.module(batch)) for _ in range(5))
+                bare = min(timed(lambda loaded=loaded, batch=batch: loaded.module(batch)) for _ in range(5))
             verdict = "ok" if rate >= goal else f"BELOW goal {goal}/s"
             print(f"probe {model:<34} {rate:6.1f} updates/s  (bare forward of the 2 patches {1000 * bare:.1f} ms "
                   f"= {1 / bare:.0f}/s)  goal ≥ {goal}/s  {verdict}", flush=True)

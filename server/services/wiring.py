@@ -20,6 +20,7 @@ from server.services.classroom import Classroom, SessionLimits, make_backend
 from server.services.classroom.pins import SessionPins
 from server.services.classroom.predictions import WallPredictions
 from server.services.classroom.shutdown import on_stop_signal
+from server.services.experiments.service import Experiments
 from server.services.feature_maps import ActivationStore, FeatureMaps, LayerOverviews
 from server.services.image_folders import ImageFolders
 from server.services.images import ImageStore, IsolatedDecoder, UploadGate, decode_limits
@@ -30,7 +31,6 @@ from server.services.quotas import UploadQuota, WindowLimit
 from server.services.runtime import ArchitectureCatalog, ModelRuntime, PredictionBatcher, WeightsDownloads
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.outputs import ModelOutputs
-from server.services.experiments.service import Experiments
 from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.step_through import StepThrough

@@ -129,7 +129,7 @@ def test_compare_in_the_page_matches_the_api(page, photos, shots, console) -> No
 
 def test_a_student_follows_the_teachers_ablation_and_comparison(new_page, photos) -> None:  # noqa: F811
     teacher = new_page()
-    image = photo_on(teacher, photos, "lenet5")
+    photo_on(teacher, photos, "lenet5")
     teacher.click("text=Start class session")
     teacher.wait_for_selector(".class-code")
     student = new_page()

@@ -9,7 +9,6 @@ the same numbers from a whole pass with an editing hook.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from server.services.work.cancel import checkpoint
 from server.services.runtime.model_runtime import LoadedModel
+from server.services.work.cancel import checkpoint
 
 ATTACKS = ("fgsm", "pgd")
 MAX_EPSILON = 16  # in 1/255

@@ -12,21 +12,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from server.services.feature_maps.activations import capture_layers
-from server.services.runtime.cache import ResultCache
-from server.services.work.cancel import checkpoint
 from server.services.experiments import adversarial as adv
 from server.services.experiments import compare as cmp
 from server.services.experiments import occlusion_probe as probe
-from server.services.experiments.ablation import AblationBase, AblationOutcome, AblationSpec, EditedModel, ablate, ablation_base
+from server.services.experiments.ablation import (
+    AblationBase,
+    AblationOutcome,
+    AblationSpec,
+    EditedModel,
+    ablate,
+    ablation_base,
+)
 from server.services.experiments.layer_changes import LayerChanges
 from server.services.experiments.layer_split import LayerSplit, depth_layers
+from server.services.feature_maps.activations import capture_layers
+from server.services.runtime.cache import ResultCache
 from server.services.runtime.hooks import forward_hooks
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.runtime.outputs import ModelOutputs
 from server.services.saliency.base import TopK
 from server.services.saliency.methods import get_method
+from server.services.work.cancel import checkpoint
 
 Admit = Callable[[str, str], AbstractContextManager[Any]]
 
