@@ -1,0 +1,387 @@
+"""Read an ONNX file safely and normalise it into a graph ``onnx2torch`` converts.
+
+What current exporters write and ``onnx2torch`` 1.5 refuses, and what :func:`normalise` does about it:
+
+* opset 18-20 operators (``Identity`` v19, ``ReduceMean`` v18, ``Cast`` v19…): the graph is converted to
+  opset :data:`TARGET_OPSET` with ONNX's own version converter;
+* weights reached through ``Constant`` or ``Identity`` nodes (``torch.onnx.export`` folds a Conv bias into an
+  ``Identity`` of a shared initializer): they become initializers, so a Conv's weight and bias are
+  parameters of an ``nn.Conv2d`` again;
+* channels-last image inputs (Keras): a ``Transpose`` is put in front, so the model takes N×C×H×W like
+  every other model here;
+* node names with ``/`` or ``.`` (``/layer1/layer1.0/conv1/Conv``): renamed to URL-safe module names; the
+  original names are kept as labels.
+
+Every check a hostile file needs comes first, before anything large is allocated: the node count, each
+tensor's declared size against the bytes really present, external data files that must lie inside the
+model's folder (a path in the file is a path-traversal hole when followed blindly), one image input.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+TARGET_OPSET = 17  # the newest default-domain opset every onnx2torch 1.5 converter we need accepts
+
+
+class ModelFileRefused(ValueError):
+    """The file cannot become a model; ``message`` is a sentence for a person, ``status``/``code`` the HTTP
+    answer an upload gets for it."""
+
+    def __init__(self, message: str, status: int = 422, code: str = "model_unsupported") -> None:
+        super().__init__(message)
+        self.message, self.status, self.code = message, status, code
+
+
+@dataclass(frozen=True)
+class GraphLimits:
+    max_nodes: int = 20_000  # ResNet-152 exports to ~500 nodes, EfficientNet-B7 to ~3,000
+    max_tensor_bytes: int = 1024 * 1024 * 1024  # every initializer together, as declared by their shapes
+
+
+@dataclass
+class ImageInput:
+    """The graph's one image input, as the graph states it (None where a size is symbolic)."""
+
+    channels: int | None
+    height: int | None
+    width: int | None
+    channels_last: bool = False
+
+
+@dataclass
+class NormalisedGraph:
+    model: onnx.ModelProto
+    image: ImageInput
+    labels: dict[str, str] = field(default_factory=dict)  # module name → the ONNX node's own name
+    source_opset: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+_ITEM_BYTES = {TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2,
+               TensorProto.INT8: 1, TensorProto.UINT8: 1, TensorProto.INT16: 2, TensorProto.UINT16: 2,
+               TensorProto.INT32: 4, TensorProto.UINT32: 4, TensorProto.INT64: 8, TensorProto.UINT64: 8,
+               TensorProto.BOOL: 1}
+
+
+def parse(data: bytes, limits: GraphLimits) -> onnx.ModelProto:
+    """Parse the bytes of an ``.onnx`` file (without following external data) and check its size."""
+    if not data:
+        raise ModelFileRefused("The model file is empty.", 400, "empty_file")
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf's DecodeError and friends: truncated or not ONNX at all
+        raise ModelFileRefused(f"The file is not a readable ONNX model (truncated or not ONNX: "
+                               f"{type(exc).__name__}).", 422, "corrupt_model") from None
+    if not model.graph.node:
+        raise ModelFileRefused("The file holds no ONNX graph (no nodes); it is truncated or not an ONNX model.",
+                               422, "corrupt_model")
+    check_size(model, limits)
+    return model
+
+
+def check_size(model: onnx.ModelProto, limits: GraphLimits) -> None:
+    """Node count and declared tensor sizes, before anything is allocated for them."""
+    nodes = _count_nodes(model.graph)
+    if nodes > limits.max_nodes:
+        raise ModelFileRefused(f"The graph has {nodes:,} nodes; at most {limits.max_nodes:,} are read "
+                               "(real image classifiers have a few thousand at most).", 413, "model_too_large")
+    total = 0
+    for tensor in _all_tensors(model.graph):
+        declared = _declared_bytes(tensor)
+        total += declared
+        if total > limits.max_tensor_bytes:
+            raise ModelFileRefused(f"Tensor {tensor.name!r} declares {declared / 2**20:,.0f} MB "
+                                   f"(shape {list(tensor.dims)}); the model's tensors may take "
+                                   f"{limits.max_tensor_bytes / 2**20:,.0f} MB in all.", 413, "model_too_large")
+        if tensor.data_location != TensorProto.EXTERNAL and tensor.HasField("raw_data") \
+                and len(tensor.raw_data) != declared:
+            raise ModelFileRefused(f"Tensor {tensor.name!r} declares shape {list(tensor.dims)} "
+                                   f"({declared:,} bytes) but holds {len(tensor.raw_data):,} bytes: the file "
+                                   "is damaged.", 422, "corrupt_model")
+
+
+def _count_nodes(graph: onnx.GraphProto) -> int:
+    count = 0
+    for node in graph.node:
+        count += 1
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                count += _count_nodes(attr.g)
+            for sub in attr.graphs:
+                count += _count_nodes(sub)
+    return count
+
+
+def _all_tensors(graph: onnx.GraphProto):  # noqa: ANN202 - a generator of TensorProto
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_tensors(attr.g)
+
+
+def _declared_bytes(tensor: TensorProto) -> int:
+    if any(d < 0 for d in tensor.dims):
+        raise ModelFileRefused(f"Tensor {tensor.name!r} has a negative dimension {list(tensor.dims)}.",
+                               422, "corrupt_model")
+    return math.prod(tensor.dims) * _ITEM_BYTES.get(tensor.data_type, 8)
+
+
+def load_external_data(model: onnx.ModelProto, folder: Path | None) -> None:
+    """Read external-data tensors, each only from a file inside ``folder`` (None: none allowed, as for an
+    upload, which is one file)."""
+    external = [t for t in _all_tensors(model.graph) if t.data_location == TensorProto.EXTERNAL]
+    if not external:
+        return
+    if folder is None:
+        raise ModelFileRefused(f"Tensor {external[0].name!r} keeps its data in a separate file; an uploaded "
+                               "model must be one .onnx file with its weights inside (re-export it without "
+                               "external data).", 422, "external_data_refused")
+    root = folder.resolve()
+    for tensor in external:
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        target = (root / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(root):
+            raise ModelFileRefused(f"Tensor {tensor.name!r} keeps its data at {location!r}, outside the model's "
+                                   "folder; external data is read only from beside the model.",
+                                   422, "external_data_refused")
+        if not target.is_file():
+            raise ModelFileRefused(f"Tensor {tensor.name!r} keeps its data in {location!r}, which is missing.",
+                                   422, "external_data_refused")
+        offset, length = int(info.get("offset", 0) or 0), int(info.get("length", 0) or 0)
+        declared = _declared_bytes(tensor)
+        if (length and length != declared) or offset + declared > target.stat().st_size:
+            raise ModelFileRefused(f"Tensor {tensor.name!r} needs {declared:,} bytes from {location!r} at offset "
+                                   f"{offset:,}, which the file does not hold.", 422, "corrupt_model")
+    onnx.external_data_helper.load_external_data_for_model(model, str(root))
+
+
+def normalise(model: onnx.ModelProto, metadata_source: dict[str, str] | None = None) -> NormalisedGraph:
+    """The graph ``onnx2torch`` can convert (see the module's docstring), or :class:`ModelFileRefused`."""
+    image = _image_input(model)
+    opset = _default_opset(model)
+    if opset > TARGET_OPSET:
+        model = _to_target_opset(model, opset)
+    _constants_to_initializers(model.graph)
+    _drop_final_softmax(model.graph)
+    _fold_initializer_identities(model.graph)
+    _drop_moot_allowzero(model.graph)
+    labels = _safe_node_names(model.graph)
+    if image.channels_last:
+        _transpose_input(model.graph)
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception as exc:
+        raise ModelFileRefused(f"ONNX shape inference failed on the graph ({_first_line(exc)}).") from None
+    check_supported(model)
+    metadata = {p.key: p.value for p in model.metadata_props}
+    return NormalisedGraph(model, image, labels, opset, {**metadata, **(metadata_source or {})})
+
+
+_PARKED = "convscope.parked"
+
+
+def _parkable(node: onnx.NodeProto) -> bool:
+    """Operators whose versions after 17 only added types or inputs this node does not use, and for which
+    ONNX's version converter has no down-adapter: ``ConstantOfShape`` (v20: more types), ``Pad`` (v18: an
+    ``axes`` input; v19: ``wrap`` mode)."""
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type == "ConstantOfShape":
+        return True
+    if node.op_type == "Pad":
+        mode = next((a.s for a in node.attribute if a.name == "mode"), b"constant")
+        return (len(node.input) < 4 or not node.input[3]) and mode != b"wrap"
+    return False
+
+
+def _to_target_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """ONNX's version converter, with the operators it has no adapter for but whose meaning at opset 17 is
+    the same (see :func:`_parkable`) parked in a private domain meanwhile."""
+    parked = [node for node in model.graph.node if _parkable(node)]
+    for node in parked:
+        node.domain = _PARKED
+    if parked:
+        model.opset_import.append(helper.make_opsetid(_PARKED, 1))
+    try:
+        converted = onnx.version_converter.convert_version(model, TARGET_OPSET)
+    except Exception as exc:
+        raise ModelFileRefused(f"The graph uses opset {opset}, and ONNX's version converter could not bring "
+                               f"it to opset {TARGET_OPSET} ({type(exc).__name__}: {_first_line(exc)}).") from None
+    for node in converted.graph.node:
+        if node.domain == _PARKED:
+            node.domain = ""
+    kept = [entry for entry in converted.opset_import if entry.domain != _PARKED]
+    del converted.opset_import[:]
+    converted.opset_import.extend(kept)
+    return converted
+
+
+def _drop_final_softmax(graph: onnx.GraphProto) -> None:
+    """A classifier that ends in ``Softmax`` (Keras's ``activation="softmax"``) gives probabilities; ConvScope
+    applies the softmax itself, so the graph's output becomes the logits before it."""
+    if len(graph.output) != 1:
+        return
+    producer = [node for node in graph.node if graph.output[0].name in node.output]
+    consumers = [node for node in graph.node if producer and producer[0].input[0] in node.input]
+    if not producer or producer[0].op_type != "Softmax" or len(consumers) != 1:
+        return
+    node = producer[0]
+    output = graph.output[0]
+    logits = onnx.ValueInfoProto()
+    logits.CopyFrom(output)
+    logits.name = node.input[0]
+    graph.node.remove(node)
+    graph.output.remove(output)
+    graph.output.append(logits)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    raise ModelFileRefused("The graph imports no standard ONNX opset.")
+
+
+def _image_input(model: onnx.ModelProto) -> ImageInput:
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [value for value in model.graph.input if value.name not in initializers]
+    if len(inputs) != 1:
+        names = ", ".join(repr(v.name) for v in inputs) or "none"
+        raise ModelFileRefused(f"The graph has {len(inputs)} inputs ({names}); ConvScope shows models with exactly "
+                               "one image input.")
+    value = inputs[0]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    if len(dims) != 4:
+        raise ModelFileRefused(f"The graph's input {value.name!r} has {len(dims)} dimensions; an image input has "
+                               "4 (batch, channels, height, width).")
+    if value.type.tensor_type.elem_type not in (TensorProto.FLOAT, 0):
+        raise ModelFileRefused(f"The graph's input {value.name!r} is not float32; ConvScope feeds float32 images.")
+    _n, a, b, c = dims
+    if a not in (1, 3) and c in (1, 3):
+        return ImageInput(c, a, b, channels_last=True)
+    return ImageInput(a, b, c)
+
+
+def _constants_to_initializers(graph: onnx.GraphProto) -> None:
+    keep = []
+    for node in graph.node:
+        values = [a for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR]
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and values and len(node.output) == 1:
+            tensor = TensorProto()
+            tensor.CopyFrom(values[0].t)
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+        else:
+            keep.append(node)
+    if len(keep) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(keep)
+
+
+def _fold_initializer_identities(graph: onnx.GraphProto) -> None:
+    """``Identity(initializer)`` becomes a copy of that initializer under the Identity's output name."""
+    tensors = {t.name: t for t in graph.initializer}
+    outputs = {v.name for v in graph.output}
+    keep = []
+    for node in graph.node:  # topological order: a chain of Identities folds front to back
+        if node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in tensors \
+                and node.output[0] not in outputs:
+            tensor = TensorProto()
+            tensor.CopyFrom(tensors[node.input[0]])
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+            tensors[tensor.name] = tensor
+        else:
+            keep.append(node)
+    if len(keep) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(keep)
+
+
+def _drop_moot_allowzero(graph: onnx.GraphProto) -> None:
+    """``Reshape(allowzero=1)`` (the dynamo exporter writes it) means something else than 0 only when the
+    shape holds a 0; with a constant shape that holds none, it is dropped (onnx2torch refuses it)."""
+    tensors = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        allow = [a for a in node.attribute if a.name == "allowzero"]
+        if node.op_type == "Reshape" and allow and allow[0].i == 1 and len(node.input) == 2 \
+                and node.input[1] in tensors and 0 not in numpy_helper.to_array(tensors[node.input[1]]).tolist():
+            node.attribute.remove(allow[0])
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]+")
+
+
+def _safe_node_names(graph: onnx.GraphProto) -> dict[str, str]:
+    """Rename every node to a URL- and module-safe unique name; returns new name → original name."""
+    labels: dict[str, str] = {}
+    for index, node in enumerate(graph.node):
+        original = node.name or f"{node.op_type}_{index}"
+        segments = [s for s in original.split("/") if s]
+        # torch.onnx.export's scopes repeat the path ("/layer1/layer1.0/conv1/Conv"): keep the longest
+        segments = [s for i, s in enumerate(segments) if i + 1 == len(segments)
+                    or not segments[i + 1].startswith(s + ".")]
+        base = _UNSAFE.sub("_", "_".join(segments)).strip("_") or f"{node.op_type}_{index}"
+        if base[0].isdigit():
+            base = f"n_{base}"
+        name, suffix = base, 1
+        while name in labels:
+            suffix += 1
+            name = f"{base}_{suffix}"
+        labels[name] = original
+        node.name = name
+    return labels
+
+
+def _transpose_input(graph: onnx.GraphProto) -> None:
+    """Put an N×C×H×W input in front of a channels-last graph (the Transpose becomes a permute)."""
+    initializers = {t.name for t in graph.initializer}
+    value = next(v for v in graph.input if v.name not in initializers)
+    dims = value.type.tensor_type.shape.dim
+    shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
+    nchw_name = "image_nchw"
+    while nchw_name in {v.name for v in graph.input} | {o for n in graph.node for o in n.output}:
+        nchw_name += "_"
+    nchw = helper.make_tensor_value_info(nchw_name, value.type.tensor_type.elem_type,
+                                         [shape[0], shape[3], shape[1], shape[2]])
+    transpose = helper.make_node("Transpose", [nchw_name], [value.name], name="to_channels_last", perm=[0, 2, 3, 1])
+    graph.node.insert(0, transpose)
+    position = list(graph.input).index(value)
+    graph.input.remove(value)
+    graph.input.insert(position, nchw)
+
+
+def check_supported(model: onnx.ModelProto) -> None:
+    """Every operator has an ``onnx2torch`` converter, or the first ones missing are named."""
+    from onnx2torch.node_converters.registry import get_converter
+
+    opsets = {entry.domain or "": int(entry.version) for entry in model.opset_import}
+    missing: list[str] = []
+    for node in model.graph.node:
+        domain = node.domain or ""
+        try:
+            get_converter(operation_type=node.op_type, version=opsets.get(domain, TARGET_OPSET), domain=domain)
+        except NotImplementedError:
+            name = f"{domain + '.' if domain else ''}{node.op_type} (opset {opsets.get(domain, '?')})"
+            if name not in missing:
+                missing.append(name)
+    if missing:
+        raise ModelFileRefused(f"The graph uses operator{'s' if len(missing) > 1 else ''} "
+                               f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} that onnx2torch cannot "
+                               "convert to PyTorch.")
