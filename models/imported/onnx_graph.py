@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -173,12 +174,19 @@ def normalise(model: onnx.ModelProto, metadata_source: dict[str, str] | None = N
     if opset > TARGET_OPSET:
         model = _to_target_opset(model, opset)
     _constants_to_initializers(model.graph)
-    _drop_final_softmax(model.graph)
     _fold_initializer_identities(model.graph)
+    _fold_static_dims(model)
+    _fold_constant_nodes(model)
+    _drop_dead_nodes(model.graph)
+    _drop_noop_casts(model)
+    _drop_final_softmax(model.graph)
     _drop_moot_allowzero(model.graph)
     labels = _safe_node_names(model.graph)
     if image.channels_last:
         _transpose_input(model.graph)
+    _fuse_channels_last_bias(model.graph)
+    _sink_transposes(model.graph)
+    labels = {node.name: labels.get(node.name, node.name) for node in model.graph.node}
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except Exception as exc:
@@ -312,6 +320,234 @@ def _fold_initializer_identities(graph: onnx.GraphProto) -> None:
     if len(keep) != len(graph.node):
         del graph.node[:]
         graph.node.extend(keep)
+
+
+def _fold_static_dims(model: onnx.ModelProto) -> None:
+    """``Gather(Shape(x), i)`` where dimension ``i`` of ``x`` is static becomes that number. Keras computes
+    its "same" padding from the input's height and width at run time this way; folded, the padding is a
+    constant and the batch size stays free."""
+    graph = model.graph
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    except Exception:
+        return  # nothing folded; the check at the end names what does not convert
+    dims: dict[str, list[int | None]] = {}
+    for value in [*inferred.input, *inferred.value_info, *inferred.output]:
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            dims[value.name] = [d.dim_value if d.HasField("dim_value") else None
+                                for d in value.type.tensor_type.shape.dim]
+    constants = {t.name: t for t in graph.initializer}
+    shapes: dict[str, list[int | None]] = {}
+    for node in graph.node:
+        if node.op_type == "Shape" and node.input[0] in dims:
+            shape = dims[node.input[0]]
+            start = next((a.i for a in node.attribute if a.name == "start"), 0)
+            end = next((a.i for a in node.attribute if a.name == "end"), len(shape))
+            shapes[node.output[0]] = shape[slice(start, end)]
+    keep = []
+    for node in graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if node.op_type == "Gather" and axis == 0 and node.input[0] in shapes and node.input[1] in constants:
+            index = numpy_helper.to_array(constants[node.input[1]])
+            shape = shapes[node.input[0]]
+            picked = [shape[int(i)] if -len(shape) <= int(i) < len(shape) else None for i in index.reshape(-1)]
+            if all(v is not None for v in picked):
+                value = np.array(picked, dtype=np.int64).reshape(index.shape)
+                graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+                constants[node.output[0]] = graph.initializer[-1]
+                continue
+        keep.append(node)
+    if len(keep) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(keep)
+
+
+FOLD_MAX_ELEMENTS = 1 << 20  # a node is computed ahead only when its inputs and output are this small
+_NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def _fold_constant_nodes(model: onnx.ModelProto) -> None:
+    """Compute ahead every small node whose inputs are all constants (shape arithmetic, weight reshapes) with
+    ONNX's reference implementation; its outputs become initializers."""
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    constants = {t.name: t for t in graph.initializer}
+    opsets = list(model.opset_import)
+    keep = []
+    for node in graph.node:
+        inputs = [name for name in node.input if name]
+        foldable = (node.domain in ("", "ai.onnx") and node.op_type not in _NOT_FOLDED and inputs
+                    and all(name in constants for name in inputs)
+                    and all(math.prod(constants[n].dims) <= FOLD_MAX_ELEMENTS for n in inputs)
+                    and _output_elements(node, constants) <= FOLD_MAX_ELEMENTS)
+        if foldable:
+            try:
+                single = helper.make_model(helper.make_graph(
+                    [node], "fold", [], [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in node.output],
+                    [constants[n] for n in dict.fromkeys(inputs)]), opset_imports=opsets, ir_version=model.ir_version)
+                values = ReferenceEvaluator(single).run(None, {})
+            except Exception:
+                values = None
+            if values is not None and all(np.asarray(v).size <= FOLD_MAX_ELEMENTS for v in values):
+                for name, value in zip(node.output, values):
+                    graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+                    constants[name] = graph.initializer[-1]
+                continue
+        keep.append(node)
+    if len(keep) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(keep)
+
+
+def _output_elements(node: onnx.NodeProto, constants: dict[str, TensorProto]) -> int:
+    """How many elements an operator that can grow its input would make, from its constant inputs."""
+    def value(i: int) -> np.ndarray:
+        return numpy_helper.to_array(constants[node.input[i]]).reshape(-1)
+
+    try:
+        if node.op_type == "ConstantOfShape":
+            return math.prod(int(v) for v in value(0))
+        if node.op_type == "Expand":
+            return math.prod(max(int(a), 1) for a in value(1)) * max(math.prod(constants[node.input[0]].dims), 1)
+        if node.op_type == "Tile":
+            return math.prod(constants[node.input[0]].dims) * math.prod(int(v) for v in value(1))
+        if node.op_type == "Range":
+            start, limit, delta = (float(value(i)[0]) for i in range(3))
+            return max(0, math.ceil((limit - start) / delta)) if delta else FOLD_MAX_ELEMENTS + 1
+        if node.op_type in ("Resize", "Upsample", "Col2Im", "Einsum", "MatMul", "Gemm", "Conv", "ConvTranspose"):
+            return FOLD_MAX_ELEMENTS + 1  # sizes that need more arithmetic: left to run time
+    except (IndexError, ValueError, OverflowError):
+        return FOLD_MAX_ELEMENTS + 1
+    return 0
+
+
+def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
+    """Nodes none of whose outputs is used any more (the Shape a folded Gather read), and initializers
+    nothing reads."""
+    needed = {v.name for v in graph.output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(node.input)
+            for attr in node.attribute:  # names a subgraph reads from the outer scope
+                for sub in [attr.g, *attr.graphs]:
+                    needed.update(i for n in sub.node for i in n.input)
+    keep.reverse()
+    if len(keep) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(keep)
+    used = [t for t in graph.initializer if t.name in needed]
+    if len(used) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(used)
+
+
+def _drop_noop_casts(model: onnx.ModelProto) -> None:
+    """``Cast`` to the type its input has already (Keras writes one around nearly every operation) goes."""
+    graph = model.graph
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    except Exception:
+        return
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.input, *inferred.value_info]
+             if v.type.HasField("tensor_type")}
+    outputs = {v.name for v in graph.output}
+    rename: dict[str, str] = {}
+    keep = []
+    for node in graph.node:
+        node.input[:] = [rename.get(name, name) for name in node.input]
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if node.op_type == "Cast" and to is not None and types.get(node.input[0]) == to \
+                and node.output[0] not in outputs:
+            rename[node.output[0]] = node.input[0]
+            continue
+        keep.append(node)
+    if len(keep) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(keep)
+
+
+def _perm(node: onnx.NodeProto) -> list[int]:
+    return list(next((a.ints for a in node.attribute if a.name == "perm"), []))
+
+
+def _consumers(graph: onnx.GraphProto, name: str) -> list[onnx.NodeProto]:
+    return [node for node in graph.node if name in node.input]
+
+
+def _rewire(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+
+
+_ELEMENTWISE = {"Relu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softplus",
+                "Gelu", "Mish", "Identity"}
+
+
+def _sink_transposes(graph: onnx.GraphProto) -> None:
+    """Keras on torch wraps each convolution and pooling in transposes (NHWC → NCHW, op, back), so the
+    activation after a convolution is channels-last — a layer view would read its width as channels. A
+    transpose is moved below the one-input elementwise operations that follow it (ReLU…), and a transpose
+    followed by its inverse goes: every convolution's and activation's output is then N×C×H×W."""
+    outputs = {v.name for v in graph.output}
+    changed = True
+    while changed:
+        changed = False
+        for t in list(graph.node):
+            if t.op_type != "Transpose" or t.output[0] in outputs:
+                continue
+            users = _consumers(graph, t.output[0])
+            if len(users) != 1:
+                continue
+            user = users[0]
+            if user.op_type in _ELEMENTWISE and len(user.input) == 1 and user.output[0] not in outputs:
+                source, middle, end = t.input[0], t.output[0], user.output[0]
+                user.input[0], user.output[0] = source, middle
+                t.input[0], t.output[0] = middle, end
+                nodes = list(graph.node)
+                i, j = nodes.index(t), nodes.index(user)
+                nodes[i], nodes[j] = nodes[j], nodes[i]
+                del graph.node[:]
+                graph.node.extend(nodes)
+                changed = True
+            elif user.op_type == "Transpose" and user.output[0] not in outputs \
+                    and [_perm(t)[k] for k in _perm(user)] == list(range(len(_perm(t)))):
+                _rewire(graph, user.output[0], t.input[0])
+                graph.node.remove(user)
+                graph.node.remove(t)
+                changed = True
+            if changed:
+                break
+
+
+def _fuse_channels_last_bias(graph: onnx.GraphProto) -> None:
+    """Keras on torch writes a convolution as ``Conv`` (no bias) → ``Transpose`` to channels-last → ``Add``
+    bias. The bias goes back into the ``Conv``, so the ``nn.Conv2d``'s output is the Keras layer's output."""
+    tensors = {t.name: t for t in graph.initializer}
+    outputs = {v.name for v in graph.output}
+    for conv in list(graph.node):
+        if conv.op_type != "Conv" or len(conv.input) != 2 or conv.input[1] not in tensors:
+            continue
+        channels = tensors[conv.input[1]].dims[0]
+        after = _consumers(graph, conv.output[0])
+        if len(after) != 1 or after[0].op_type != "Transpose" or _perm(after[0]) != [0, 2, 3, 1]:
+            continue
+        adds = _consumers(graph, after[0].output[0])
+        if len(adds) != 1 or adds[0].op_type != "Add" or adds[0].output[0] in outputs \
+                or conv.output[0] in outputs or after[0].output[0] in outputs:
+            continue
+        add = adds[0]
+        bias_name = next((n for n in add.input if n != after[0].output[0]), "")
+        bias = tensors.get(bias_name)
+        if bias is None or math.prod(bias.dims) != channels or any(d != 1 for d in list(bias.dims)[:-1]):
+            continue
+        flat = numpy_helper.to_array(bias).reshape(channels)
+        graph.initializer.append(numpy_helper.from_array(flat, f"{conv.name or conv.output[0]}_bias"))
+        conv.input.append(graph.initializer[-1].name)
+        _rewire(graph, add.output[0], after[0].output[0])
+        graph.node.remove(add)
 
 
 def _drop_moot_allowzero(graph: onnx.GraphProto) -> None:
