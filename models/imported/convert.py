@@ -25,13 +25,13 @@ import onnx
 import torch
 from torch import nn
 
+from models.imported.normalise import normalise
 from models.imported.onnx_graph import (
     GraphLimits,
     ImageInput,
     ModelFileRefused,
     NormalisedGraph,
     load_external_data,
-    normalise,
     parse,
 )
 
@@ -115,6 +115,28 @@ def to_module(graph: NormalisedGraph) -> nn.Module:
     return module.eval()
 
 
+def check_batches(module: nn.Module, image: ImageInput) -> None:
+    """The module runs, and a batch of two gives what two batches of one give (ConvScope batches images)."""
+    if not (image.channels and image.height and image.width):
+        return  # the entry gives the size; the registry's first run checks that it runs
+    x = torch.randn(2, image.channels, image.height, image.width, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            both = module(x)
+            one_by_one = torch.cat([module(x[:1]), module(x[1:])])
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelFileRefused(f"The converted model does not run on a batch of images ({text}); the graph "
+                               "may fix its batch size to 1 in a way ConvScope cannot undo.") from None
+    if not isinstance(both, torch.Tensor) or both.dim() != 2:
+        raise ModelFileRefused(f"The model's output has shape {tuple(getattr(both, 'shape', ()))}; ConvScope "
+                               "shows classifiers (batch × classes).")
+    scale = float(one_by_one.abs().max()) or 1.0
+    if float((both - one_by_one).abs().max()) > 1e-4 * max(scale, 1.0):
+        raise ModelFileRefused("The converted model gives other answers for a batch than for the same images "
+                               "one by one: the graph fixes its batch size to 1 in a way ConvScope cannot undo.")
+
+
 @dataclass
 class ImportedModel:
     """One converted model: a template module (its weights are the file's), handed out as copies."""
@@ -127,7 +149,9 @@ class ImportedModel:
 
     @classmethod
     def from_graph(cls, graph: NormalisedGraph, sha256: str, source: str) -> ImportedModel:
-        return cls(to_module(graph), dict(graph.labels), graph.image, sha256, source)
+        module = to_module(graph)
+        check_batches(module, graph.image)
+        return cls(module, dict(graph.labels), graph.image, sha256, source)
 
     def trained(self) -> nn.Module:
         return copy.deepcopy(self.module)

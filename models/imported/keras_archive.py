@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -87,7 +88,11 @@ def export_onnx(source: Path, limits: GraphLimits) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory(prefix="convscope-keras-") as folder:
         path = Path(folder) / "model.onnx"
         try:
-            model.export(str(path), format="onnx", verbose=False)
+            # The tracer warns about every shape it turns into a constant; the graph is checked afterwards.
+            # (Run at start-up or in an upload's own process: no request thread shares this filter.)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.export(str(path), format="onnx", verbose=False)
         except Exception as exc:
             raise ModelFileRefused(f"Keras could not export the model to ONNX ({type(exc).__name__}: "
                                    f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}).") from None
