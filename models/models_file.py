@@ -84,9 +84,9 @@ def default_import_cache() -> Path:
 
 def app_registry(models_file: Path | None, import_cache: Path | None = None) -> ModelRegistry:
     """The registry an app serves: the built-in models, plus the models file's when one is given."""
+    registry = default_registry().copy()  # an app's own table: models uploaded to it stay in it
     if models_file is None:
-        return default_registry()
-    registry = default_registry().copy()
+        return registry
     load_models_file(models_file, registry, import_cache)
     return registry
 

@@ -16,6 +16,7 @@ from server.services.classroom import Classroom
 from server.services.feature_maps import FeatureMaps
 from server.services.images import ImageStore, UploadGate
 from server.services.live import LiveHub
+from server.services.model_uploads import ModelUploads
 from server.services.network import NetworkOverviews
 from server.services.runtime import ArchitectureCatalog, LoadedModel, ModelRuntime, PredictionBatcher, WeightsDownloads
 from server.services.runtime.inputs import ModelInputs
@@ -59,6 +60,15 @@ InputsDep = Annotated[ModelInputs, Depends(from_state("inputs"))]
 OutputsDep = Annotated[ModelOutputs, Depends(from_state("outputs"))]
 StepThroughDep = Annotated[StepThrough, Depends(from_state("step_through"))]
 SchedulerDep = Annotated[Scheduler, Depends(from_state("scheduler"))]
+ModelUploadsDep = Annotated[ModelUploads, Depends(from_state("model_uploads"))]
+
+
+async def client_address(connection: HTTPConnection) -> str:
+    """The client's address: uploaded models are scoped to it, and counted per it."""
+    return connection.client.host if connection.client else "unknown"
+
+
+ClientAddressDep = Annotated[str, Depends(client_address)]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],
     Query(description="auto: trained weights when present, else untrained (random, seeded)"),

@@ -8,7 +8,16 @@ import numpy as np
 from fastapi import APIRouter, Response
 
 from models.registry import ModelEntry
-from server.deps import ArchitecturesDep, DownloadsDep, LoadedModelDep, RuntimeDep, WeightsQuery, weights_header
+from server.deps import (
+    ArchitecturesDep,
+    ClientAddressDep,
+    DownloadsDep,
+    LoadedModelDep,
+    ModelUploadsDep,
+    RuntimeDep,
+    WeightsQuery,
+    weights_header,
+)
 from server.errors import ApiError
 from server.openapi import json_example
 from server.responses import npy_response
@@ -38,8 +47,8 @@ def model_summary(entry: ModelEntry, runtime: ModelRuntime) -> dict[str, Any]:
                                                 "input": {"channels": 1, "height": 28, "width": 28},
                                                 "num_classes": 10, "weights": {"state": "bundled",
                                                                                "detail": "trained on MNIST"}}]}))
-def list_models(runtime: RuntimeDep) -> dict[str, list[dict[str, Any]]]:
-    return {"models": [model_summary(entry, runtime) for entry in runtime.entries()]}
+def list_models(runtime: RuntimeDep, uploads: ModelUploadsDep, client: ClientAddressDep) -> dict[str, list[dict[str, Any]]]:
+    return {"models": [model_summary(entry, runtime) for entry in uploads.visible(runtime.entries(), client)]}
 
 
 @router.get("/models/{model}", summary="One model with its layers (name, type, output shape, parameters)")

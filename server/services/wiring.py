@@ -23,6 +23,7 @@ from server.services.feature_maps import ActivationStore, FeatureMaps, LayerOver
 from server.services.images import ImageStore, IsolatedDecoder, UploadGate, decode_limits
 from server.services.images import samples as sample_gallery
 from server.services.live import LiveHub, LiveLimits
+from server.services.model_uploads import ModelUploads, UploadLimits, uploads_enabled
 from server.services.network import NetworkOverviews
 from server.services.runtime import ArchitectureCatalog, ModelRuntime, PredictionBatcher, WeightsDownloads
 from server.services.runtime.inputs import ModelInputs
@@ -44,7 +45,8 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     runtime = ModelRuntime(device, settings.max_loaded_models, ArchitectureCatalog(settings.architecture_cache_bytes),
-                           settings.loaded_models_bytes, registry or app_registry(settings.models_file))
+                           settings.loaded_models_bytes,
+                           registry or app_registry(settings.models_file, settings.import_cache_dir))
     runtime.entry(settings.default_model)  # fail fast on a misconfigured default
     app.state.settings = settings
     app.state.runtime = runtime
@@ -80,6 +82,9 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
         per_column=settings.network_channels_per_column, all_up_to=settings.network_all_channels_up_to,
         budget_bytes=settings.network_cache_bytes)
     app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
+    app.state.model_uploads = ModelUploads(
+        runtime, settings.uploaded_models_dir or settings.storage_dir.parent / "uploaded-models",
+        UploadLimits.from_settings(settings), uploads_enabled(settings))
     app.state.live = LiveHub(
         runtime, app.state.architectures,
         LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
@@ -119,3 +124,4 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
             undo_signal()
             await classroom.aclose()
             app.state.image_store.close()  # the decoder's idle worker process
+            app.state.model_uploads.close()  # the converter's idle worker process, the uploaded models
