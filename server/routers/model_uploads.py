@@ -40,7 +40,11 @@ UPLOADED_MODEL = {"id": "upload-3f1c0a9b7e2d4c5f8a6b1e0d9c8b7a65", "title": "my-
                         413: {"description": "The file, its tensors or the memory for uploaded models is too large"},
                         415: {"description": "Not an ONNX or Keras file (TorchScript and pickles are refused)"},
                         422: {"description": "A file that cannot become a model; the message names the cause"},
-                        429: {"description": "This client has as many uploaded models as it may have"}})
+                        429: {"description": "This client has as many uploaded models as it may have; one is "
+                                             "dropped when unused for the idle time (`Retry-After`: the soonest)",
+                              "headers": {"Retry-After": {"description": "seconds until this client's least "
+                                                          "recently used upload is dropped if nobody uses it",
+                                                          "schema": {"type": "integer", "minimum": 0}}}}})
 async def upload_model(request: Request, uploads: ModelUploadsDep, runtime: RuntimeDep, settings: SettingsDep,
                        gate: UploadGateDep, client: ClientAddressDep) -> dict[str, Any]:
     uploads.check_enabled()  # before the body is read

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import secrets
 import shutil
 import signal
@@ -122,9 +123,13 @@ class ModelUploads:
         with self._lock:
             held = sum(1 for u in self._uploads.values() if u.owner == client) + self._reserved.get(client, 0)
             if held >= self.limits.per_client:
+                now = time.monotonic()
+                idle = [now - max(u.created, self.runtime.last_used.get(i, 0.0))
+                        for i, u in self._uploads.items() if u.owner == client]
+                wait = max(1, math.ceil(self.limits.idle_s - max(idle, default=0.0)))
                 raise ApiError(429, "too_many_models", f"You have {held} uploaded models here, the most one "
                                "computer may have at once; an unused one is dropped after "
-                               f"{self.limits.idle_s / 60:.0f} minutes.")
+                               f"{self.limits.idle_s / 60:.0f} minutes.", {"Retry-After": str(wait)})
             self._reserved[client] = self._reserved.get(client, 0) + 1
         key = secrets.token_hex(16)
         try:
