@@ -58,7 +58,12 @@ def test_open_a_model_from_the_picker_and_drop_one_on_the_page(page, model_files
     expected = api(page, f"/api/models/{model_id}/images/{query(page)['image']}/predictions")["predictions"]
     assert [row["label"] for row in rows] == [p["label"] for p in expected]
     layers = page.locator("table.arch-table tbody tr").all_inner_texts()
-    assert any("Conv2d" in row for row in layers)
+    assert any("Conv2d" in row and "ONNX /0/Conv" in row for row in layers)  # the graph's node name beside
+    page.keyboard.press("p")  # projector mode: the ONNX names are large enough too
+    sizes = page.eval_on_selector_all(".onnx-node", "nodes => nodes.map(n => parseFloat(getComputedStyle(n).fontSize))")
+    assert sizes and min(sizes) >= 16, sizes
+    page.screenshot(path=str(shots / "model-upload-projector-1280.png"))
+    page.keyboard.press("p")
 
     # Drag and drop: the .onnx file dropped anywhere on the page becomes a model too (not an image upload).
     data = base64.b64encode(onnx_path.read_bytes()).decode()
