@@ -22,6 +22,7 @@ from server.services.feature_maps import FeatureMaps
 from server.services.image_folders import ImageFolders
 from server.services.images import ImageStore, UploadGate
 from server.services.live import LiveHub
+from server.services.model_uploads import ModelUploads
 from server.services.network import NetworkOverviews
 from server.services.quotas import UploadQuota
 from server.services.runtime import ArchitectureCatalog, LoadedModel, ModelRuntime, PredictionBatcher, WeightsDownloads
@@ -71,9 +72,12 @@ SchedulerDep = Annotated[Scheduler, Depends(from_state("scheduler"))]
 UploadQuotaDep = Annotated[UploadQuota, Depends(from_state("upload_quota"))]
 
 
+ModelUploadsDep = Annotated[ModelUploads, Depends(from_state("model_uploads"))]
+
+
 async def client_address(connection: HTTPConnection) -> str:
     """The client's address: the peer's, or what a proxy named in ``CONVSCOPE_FORWARDED_ALLOW_IPS`` says
-    (``server.middleware.forwarded``); per-address quotas count by it."""
+    (``server.middleware.forwarded``); per-address quotas count by it, and uploaded models are scoped to it."""
     return connection.client.host if connection.client else "unknown"
 
 

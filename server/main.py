@@ -34,6 +34,7 @@ from server.routers import (
     health,
     image_folders,  # named image folders (issue 20)
     images,
+    model_uploads,  # ONNX and Keras models dropped into the page (issue 25)
     models,
     network,  # the network overview and dense-layer detail (issue 12)
     saliency,  # saliency maps (issue 4)
@@ -50,6 +51,7 @@ from server.settings import Settings
 ROUTERS = (
     health.router,
     models.router,
+    model_uploads.router,
     images.router,
     samples.router,
     activations.router,
@@ -70,7 +72,8 @@ ROUTERS = (
 # View data whose URL names all it depends on (model, weights, image hash, layer…): identical URLs give
 # identical bytes to anyone, so identical requests in flight at once may share one answer. Not the class
 # sessions (answers per client, event streams).
-SHARED_ANSWER_PREFIXES = ("/api/models", "/api/images/", "/api/samples", "/api/sandbox/")
+# Not GET /api/models itself: it lists a client's own uploaded models (server.services.model_uploads).
+SHARED_ANSWER_PREFIXES = ("/api/models/", "/api/images/", "/api/samples", "/api/sandbox/")
 
 
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
@@ -92,7 +95,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.add_middleware(NotModifiedMiddleware)  # If-None-Match naming the ETag: 304 (outside: answers stay shared)
     if settings.cors_origins:
         app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
-    app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images",),
+    app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images", "/api/models"),
                        idle_timeout=settings.body_idle_timeout_s, total_timeout=settings.body_read_timeout_s)
     install_request_guards(app, settings)  # origin, HEAD, URL length, Host (issue 10)
     app.add_middleware(SecurityHeadersMiddleware)

@@ -117,6 +117,23 @@ class Settings(BaseSettings):
     channel_cache_bytes: int = 256 * 1024 * 1024  # on disk, examples and feature visualisations each
     feature_vis_steps: int = 128
 
+    # Models from ONNX and Keras files (issue 25): converted graphs of the models file's Keras entries are kept
+    import_cache_dir: Path | None = None  # None: ~/.cache/convscope/imported
+    # Dropped into the page (POST /api/models): None = on when the server listens on loopback only, off on a
+    # network address unless CONVSCOPE_ALLOW_MODEL_UPLOADS=1
+    allow_model_uploads: bool | None = None
+    max_model_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    max_uploaded_models_per_client: int = Field(default=3, ge=1)
+    uploaded_models_budget_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)  # parameters, every upload together
+    uploaded_model_idle_s: float = Field(default=3600.0, gt=0)  # an upload nobody used for this long is dropped
+    uploaded_models_dir: Path | None = None  # None: "uploaded-models" beside storage_dir (conversions in flight)
+    model_convert_cpu_seconds: float = 120.0  # one conversion's process: CPU time (RLIMIT_CPU),
+    model_convert_memory_bytes: int = 3 * 1024 * 1024 * 1024  # memory it may add (RLIMIT_AS),
+    model_convert_timeout_s: float = 240.0  # and wall clock, then it is killed
+    max_model_convert_processes: int = 1
+    max_model_nodes: int = 20_000  # graph nodes an uploaded model may have
+    max_model_tensor_bytes: int = 512 * 1024 * 1024  # bytes its tensors may declare in all
+
     # Classroom sessions (issue 13)
     redis_url: str | None = None  # sessions shared by replicas through Redis; in this process's memory when None
     public_url: str | None = None  # the address students reach (join URL, QR); derived from the request when None

@@ -63,7 +63,7 @@ def _readme_example() -> dict[str, str]:
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("## Your own model", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("## Your own model", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     files = {}
     for lang, body in re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S):
         first = body.splitlines()[0]

@@ -11,8 +11,10 @@ from models.registry import ModelEntry
 from server.deps import (
     ArchitecturesDep,
     ChannelExamplesDep,
+    ClientAddressDep,
     DownloadsDep,
     LoadedModelDep,
+    ModelUploadsDep,
     RuntimeDep,
     WeightsQuery,
     weights_header,
@@ -49,8 +51,10 @@ def model_summary(entry: ModelEntry, runtime: ModelRuntime, channel_examples: Ch
                                                 "input": {"channels": 1, "height": 28, "width": 28},
                                                 "num_classes": 10, "weights": {"state": "bundled",
                                                                                "detail": "trained on MNIST"}}]}))
-def list_models(runtime: RuntimeDep, channel_examples: ChannelExamplesDep) -> dict[str, list[dict[str, Any]]]:
-    return {"models": [model_summary(entry, runtime, channel_examples) for entry in runtime.entries()]}
+def list_models(runtime: RuntimeDep, channel_examples: ChannelExamplesDep, uploads: ModelUploadsDep,
+                client: ClientAddressDep) -> dict[str, list[dict[str, Any]]]:
+    return {"models": [model_summary(entry, runtime, channel_examples)
+                       for entry in uploads.visible(runtime.entries(), client)]}
 
 
 @router.get("/models/{model}", summary="One model with its layers (name, type, output shape, parameters)")

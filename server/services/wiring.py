@@ -26,6 +26,7 @@ from server.services.image_folders import ImageFolders
 from server.services.images import ImageStore, IsolatedDecoder, UploadGate, decode_limits
 from server.services.images import samples as sample_gallery
 from server.services.live import LiveHub, LiveLimits
+from server.services.model_uploads import ModelUploads, UploadLimits, uploads_enabled
 from server.services.network import NetworkOverviews
 from server.services.quotas import UploadQuota, WindowLimit
 from server.services.runtime import ArchitectureCatalog, ModelRuntime, PredictionBatcher, WeightsDownloads
@@ -48,7 +49,8 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     runtime = ModelRuntime(device, settings.max_loaded_models, ArchitectureCatalog(settings.architecture_cache_bytes),
-                           settings.loaded_models_bytes, registry or app_registry(settings.models_file))
+                           settings.loaded_models_bytes,
+                           registry or app_registry(settings.models_file, settings.import_cache_dir))
     runtime.entry(settings.default_model)  # fail fast on a misconfigured default
     app.state.settings = settings
     app.state.runtime = runtime
@@ -88,6 +90,9 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
     app.state.upload_quota = UploadQuota(WindowLimit(settings.upload_quota_window_s, settings.upload_quota_count,
                                                      settings.upload_quota_bytes))
+    app.state.model_uploads = ModelUploads(
+        runtime, settings.uploaded_models_dir or settings.storage_dir.parent / "uploaded-models",
+        UploadLimits.from_settings(settings), uploads_enabled(settings))
     app.state.live = LiveHub(
         runtime, app.state.architectures,
         LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
@@ -130,3 +135,4 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
             undo_signal()
             await classroom.aclose()
             app.state.image_store.close()  # the decoder's idle worker process
+            app.state.model_uploads.close()  # the converter's idle worker process, the uploaded models

@@ -10,6 +10,7 @@ import { createDrawingCanvas, wantsDrawing } from './shell/drawing-canvas.js';
 import { createGallery, PHOTO_MODEL } from './shell/gallery.js';
 import { createViewHost } from './shell/view-host.js';
 import { createNotices } from './shell/notices.js';
+import { createModelUpload, isModelFile } from './shell/model-upload.js';
 import { createPresenter } from './common/presenter.js';
 import { createClassroom } from './classroom/classroom.js';
 import { createLiveCard } from './live/live-card.js';
@@ -25,7 +26,17 @@ let renderSequence = 0; // only the latest render touches the page
 const modelTitles = new Map(); // id → title, from the model list
 
 const notices = createNotices();
+// an .onnx/.keras file opened or dropped here becomes a model: listed, then shown
+const modelUpload = createModelUpload({
+  api,
+  notices,
+  onUploaded: async (summary) => {
+    await loadModelList();
+    state.set({ model: summary.id, weights: 'auto', pos: null });
+  },
+});
 const picker = createModelPicker({
+  onOpen: () => modelUpload.open(),
   // a new model starts from its best weights; the image stays, so models can be compared on it
   onModel: (id) => state.set({ model: id, weights: 'auto', pos: null }),
   onWeights: (weights) => state.set({ weights }),
@@ -44,6 +55,7 @@ const switchModel = (id) => state.set({ model: id, weights: 'auto' });
 const imageInput = createImageInput({
   api,
   onImage: (imageId, { replace }) => state.set({ image: imageId, pos: null }, { replace }),
+  onModelFiles: (files) => files.some(isModelFile) && (modelUpload.upload(files), true),
 });
 const drawing = createDrawingCanvas({
   onDrawing: (blob, { replace }) => imageInput.upload(blob, 'drawing.png', { replace }),

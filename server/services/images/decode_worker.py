@@ -243,7 +243,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 # --- the worker process ------------------------------------------------------------------------------------
 
-def _set_limits(cpu_seconds: float, memory_bytes: int) -> None:
+def set_limits(cpu_seconds: float, memory_bytes: int) -> None:
     """Hard limits for this process: CPU seconds (SIGXCPU, then SIGKILL) and address space above what is
     mapped now. Where a limit is not available (no ``resource`` module), the parent's wall-clock timeout is."""
     try:
@@ -297,7 +297,7 @@ def _main() -> int:
         _die_with_parent(int(parent))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     limits = json.loads(stdin.readline())
-    _set_limits(limits["cpu_seconds"], limits["memory_bytes"])
+    set_limits(limits["cpu_seconds"], limits["memory_bytes"])
     data = stdin.read()
     try:
         image = decode_image(data, limits["max_pixels"], limits["max_decoded_bytes"], limits["max_scans"])
