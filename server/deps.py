@@ -4,12 +4,14 @@ model of a URL, and the weights query."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
+from server.errors import ApiError
 from server.responses import add_response_header
 from server.services.architecture import ArchitectureCatalog
 from server.services.batching import PredictionBatcher
@@ -25,8 +27,11 @@ from server.services.model_runtime import LoadedModel, ModelRuntime
 from server.services.network_overview import NetworkOverviews
 from server.services.predictions import ModelOutputs
 from server.services.saliency.gradcam_steps import GradCamStepsService
-from server.services.saliency.service import SaliencyMaps
+from server.services.saliency.methods import DEFAULT_METHOD, METHODS, get_method
+from server.services.saliency.service import SaliencyKey, SaliencyMaps, make_key
 from server.services.scheduler import Scheduler
+from server.services.trust import TrustChecks
+from server.services.trust.sanity import SanityKey
 from server.services.upload import UploadGate
 from server.services.weights_download import WeightsDownloads
 from server.services.work_limiter import WorkLimiter
@@ -65,6 +70,7 @@ InputsDep = Annotated[ModelInputs, Depends(from_state("inputs"))]
 OutputsDep = Annotated[ModelOutputs, Depends(from_state("outputs"))]
 TracesDep = Annotated[Traces, Depends(from_state("traces"))]
 SchedulerDep = Annotated[Scheduler, Depends(from_state("scheduler"))]
+TrustDep = Annotated[TrustChecks, Depends(from_state("trust"))]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],
     Query(description="auto: trained weights when present, else untrained (random, seeded)"),
@@ -90,3 +96,64 @@ LoadedModelDep = Annotated[LoadedModel, Depends(get_loaded_model)]
 def weights_header(variant: str) -> dict[str, str]:
     """Every model-scoped answer says which weights produced it."""
     return {"X-ConvScope-Weights": variant}
+
+
+# --- "Can we trust this map?" (issue 23): each query parameter resolved once -----------------------------
+SanityMethodsQuery = Annotated[str, Query(
+    max_length=200, description="comma-separated saliency method names (see /api/saliency/methods), at most "
+                                "sanity_max_methods (6 by default)", examples=["gradcam,gradient"])]
+TrustTargetQuery = Annotated[int | None, Query(ge=0, le=65535, description="class index; default: the top-1 class")]
+TrustSeedQuery = Annotated[int, Query(ge=0, le=9999, description="random seed (re-initialisation, random order, ties)")]
+
+
+def check_target(loaded: LoadedModel, target: int | None) -> int | None:
+    if target is not None and not 0 <= target < loaded.entry.num_classes:
+        raise ApiError(404, "invalid_target",
+                       f"target must be a class index from 0 to {loaded.entry.num_classes - 1}; got {target}.")
+    return target
+
+
+async def sanity_key(image_id: str, loaded: LoadedModelDep, settings: SettingsDep,
+                     methods: SanityMethodsQuery = "gradcam,gradient", target: TrustTargetQuery = None,
+                     seed: TrustSeedQuery = 0) -> tuple[LoadedModel, SanityKey]:
+    """The loaded model and the sanity check's key: methods checked (422 unknown_method), de-duplicated in
+    their order, at most ``sanity_max_methods``; the class checked against the model (404 invalid_target)."""
+    names = tuple(dict.fromkeys(name.strip() for name in methods.split(",") if name.strip()))
+    if not names:
+        raise ApiError(422, "no_methods", "methods names at least one saliency method, e.g. gradcam,gradient.")
+    if len(names) > settings.sanity_max_methods:
+        raise ApiError(422, "too_many_methods", f"At most {settings.sanity_max_methods} methods per sanity check.")
+    for name in names:
+        get_method(name)
+    return loaded, SanityKey(loaded.entry.id, loaded.variant, image_id, names, check_target(loaded, target), seed)
+
+
+SanityKeyDep = Annotated[tuple[LoadedModel, SanityKey], Depends(sanity_key)]
+
+
+@dataclass(frozen=True)
+class DeletionRequest:
+    """deletion.json's query, resolved: the model, the map's key (method, default layer, class), k, baseline."""
+
+    loaded: LoadedModel
+    key: SaliencyKey
+    steps: int
+    baseline: str
+    seed: int
+
+
+async def deletion_request(
+    image_id: str, loaded: LoadedModelDep,
+    method: Annotated[str, Query(description="a saliency method name; see /api/saliency/methods",
+                                 json_schema_extra={"enum": list(METHODS)})] = DEFAULT_METHOD,
+    target: TrustTargetQuery = None,
+    steps: Annotated[int, Query(ge=2, le=100, description="k: pixels change in k equal steps")] = 20,
+    baseline: Annotated[Literal["blur", "mean"], Query(
+        description="blur: the image blurred; mean: the dataset's mean colour")] = "blur",
+    seed: TrustSeedQuery = 0,
+) -> DeletionRequest:
+    key = make_key(loaded, image_id, method, None, check_target(loaded, target))
+    return DeletionRequest(loaded, key, steps, baseline, seed)
+
+
+DeletionRequestDep = Annotated[DeletionRequest, Depends(deletion_request)]

@@ -34,6 +34,7 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
     sandbox,
     sessions,  # classroom sessions (issue 13)
     trace,
+    trust,  # can we trust this map? model randomisation, deletion/insertion (issue 23)
 )
 from server.routers import gradcam_steps as gradcam_steps_router  # Grad-CAM taken apart (issue 12)
 from server.routers import live as live_router  # live mode over a WebSocket (issue 14)
@@ -68,6 +69,7 @@ from server.services.predictions import ModelOutputs
 from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.scheduler import DisconnectWatch, Scheduler, cancel_on_signals
+from server.services.trust import TrustChecks
 from server.services.upload import UploadGate
 from server.services.weights_download import WeightsDownloads
 from server.services.work_limiter import WorkLimiter
@@ -89,6 +91,7 @@ ROUTERS = (
     live_router.router,
     network.router,
     channels.router,
+    trust.router,
     sessions.router,
     sessions.join_router,
 )
@@ -169,6 +172,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         app.state.feature_vis = FeatureVisualisations(
             app.state.background_jobs, channel_dir, settings.data_dir,
             steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=long_work)
+        app.state.trust = TrustChecks(
+            inputs, app.state.saliency_maps, app.state.background_jobs, scheduler.admit,
+            budget_bytes=settings.trust_cache_bytes, max_steps=settings.sanity_max_steps,
+            batch_size=settings.deletion_batch_size)
         classroom = Classroom(make_backend(settings.redis_url), SessionLimits.from_settings(settings),
                               WallPredictions(runtime, app.state.outputs), settings.default_model)
         await classroom.start()

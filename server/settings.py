@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     channel_cache_bytes: int = 256 * 1024 * 1024  # on disk, examples and feature visualisations each
     feature_vis_steps: int = 128
 
+    # "Can we trust this map?" (issue 23): model randomisation and deletion/insertion curves
+    trust_cache_bytes: int = 128 * 1024 * 1024  # sanity results (every step's maps) and deletion curves
+    sanity_max_steps: int = 12  # randomisation steps at most (blocks for deep models, layers for small ones)
+    sanity_max_methods: int = 6  # methods one sanity.json may ask for
+    deletion_batch_size: int = 21  # images per forward batch of the deletion/insertion curves
+
     # Classroom sessions (issue 13)
     redis_url: str | None = None  # sessions shared by replicas through Redis; in this process's memory when None
     public_url: str | None = None  # the address students reach (join URL, QR); derived from the request when None
