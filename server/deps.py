@@ -99,9 +99,11 @@ def weights_header(variant: str) -> dict[str, str]:
 
 
 # --- "Can we trust this map?" (issue 23): each query parameter resolved once -----------------------------
+_METHOD_NAMES = "(" + "|".join(METHODS) + ")"
 SanityMethodsQuery = Annotated[str, Query(
-    max_length=200, description="comma-separated saliency method names (see /api/saliency/methods), at most "
-                                "sanity_max_methods (6 by default)", examples=["gradcam,gradient"])]
+    max_length=200, pattern=f"^{_METHOD_NAMES}(,{_METHOD_NAMES}){{0,5}}$",
+    description="comma-separated saliency method names (see /api/saliency/methods), at most 6 (the server's "
+                "sanity_max_methods may allow fewer)", examples=["gradcam,gradient"])]
 TrustTargetQuery = Annotated[int | None, Query(ge=0, le=65535, description="class index; default: the top-1 class")]
 TrustSeedQuery = Annotated[int, Query(ge=0, le=9999, description="random seed (re-initialisation, random order, ties)")]
 
@@ -147,7 +149,7 @@ async def deletion_request(
     method: Annotated[str, Query(description="a saliency method name; see /api/saliency/methods",
                                  json_schema_extra={"enum": list(METHODS)})] = DEFAULT_METHOD,
     target: TrustTargetQuery = None,
-    steps: Annotated[int, Query(ge=2, le=100, description="k: pixels change in k equal steps")] = 20,
+    steps: Annotated[int, Query(ge=2, le=50, description="k: pixels change in k equal steps")] = 20,
     baseline: Annotated[Literal["blur", "mean"], Query(
         description="blur: the image blurred; mean: the dataset's mean colour")] = "blur",
     seed: TrustSeedQuery = 0,

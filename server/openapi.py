@@ -72,6 +72,10 @@ TAGS = [
     {"name": "channels", "description": "What a channel looks for: the dataset images that excite it most "
                                         "(precomputed in the background, 202 with progress meanwhile), their "
                                         "receptive-field crops, and an image optimised to excite it."},
+    {"name": "trust", "description": "Can we trust this map? Cascading model randomisation of each saliency "
+                                     "method (sanity.json: a background job, 202 with progress meanwhile; the "
+                                     "maps per step) and deletion/insertion curves with their AUCs against a "
+                                     "random pixel order (deletion.json)."},
     {"name": "sessions", "description": "Classroom sessions: a teacher's view state followed by students "
                                         "(server-sent events), and the class's submissions with predictions."},
     {"name": "live", "description": "Live mode: `WS /api/models/{model}/live` (a WebSocket, not in this "

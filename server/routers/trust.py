@@ -97,7 +97,7 @@ def sanity_cancel(q: SanityKeyDep, trust: TrustDep) -> dict[str, Any]:
 def _maps(q: tuple[Any, SanityKey], trust: Any, method: str) -> Any:
     key = q[1]
     if method not in key.methods:
-        raise ApiError(422, "method_not_checked", f"{method!r} is not among this check's methods ({', '.join(key.methods)}).")
+        raise ApiError(404, "method_not_checked", f"{method!r} is not among this check's methods ({', '.join(key.methods)}).")
     return trust.sanity.finished(key).maps[method]
 
 

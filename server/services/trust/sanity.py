@@ -87,6 +87,8 @@ def run_cascade(loaded: LoadedModel, batch: torch.Tensor, methods: tuple[str, ..
     def all_maps(step_label: str) -> None:
         nonlocal done
         for method in methods:
+            if cancelled():
+                raise Cancelled
             if admit is None:
                 rows[method].append(_map(twin, batch, method, target, cancelled))
             else:
