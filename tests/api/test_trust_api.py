@@ -79,9 +79,15 @@ def test_sanity_check_scores_equal_scipy_and_skimage_on_the_served_maps(module_c
 
 def test_sanity_errors(module_client, digit_id) -> None:
     base = _base(digit_id)
-    assert module_client.get(f"{base}/sanity.json?methods=nope").json()["error"]["code"] == "unknown_method"
+    assert module_client.get(f"{base}/sanity.json?methods=nope").status_code == 422
     too_many = ",".join(["gradcam", "gradient", "scorecam", "layercam", "xgradcam", "eigencam", "gradcampp"])
-    assert module_client.get(f"{base}/sanity.json?methods={too_many}").json()["error"]["code"] == "too_many_methods"
+    assert module_client.get(f"{base}/sanity.json?methods={too_many}").status_code == 422
+    module_client.app.state.settings.sanity_max_methods = 2
+    try:
+        fewer = module_client.get(f"{base}/sanity.json?methods=gradcam,gradient,scorecam")
+        assert fewer.status_code == 422 and fewer.json()["error"]["code"] == "too_many_methods"
+    finally:
+        module_client.app.state.settings.sanity_max_methods = 6
     assert module_client.get(f"{base}/sanity.json?methods=,").status_code == 422
     assert module_client.get(f"{base}/sanity.json?target=10").status_code == 404
     assert module_client.get(f"{base}/sanity.json?seed=-1").status_code == 422
