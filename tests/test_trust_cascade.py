@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from models.datasets.mnist import load_mnist_test
-from server.services.model_runtime import ModelRuntime
+from server.services.runtime.model_runtime import ModelRuntime
 from server.services.trust.cascade import cascade_units, private_copy, randomise_step, step_seed
 from server.services.trust.sanity import run_cascade
 
@@ -108,7 +108,7 @@ def test_lenet_maps_change_once_the_last_layer_is_randomised(runtime: ModelRunti
 
 
 def test_cancelled_run_stops(runtime: ModelRuntime, mnist_batch: torch.Tensor) -> None:
-    from server.services.background_jobs import Cancelled
+    from server.services.work.background_jobs import Cancelled
 
     with pytest.raises(Cancelled):
         run_cascade(runtime.load("lenet5"), mnist_batch, ("gradcam",), None, 0, 12, cancelled=lambda: True)

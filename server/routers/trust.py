@@ -13,7 +13,7 @@ from server.deps import DeletionRequestDep, SanityKeyDep, TrustDep
 from server.errors import ApiError
 from server.openapi import binary, json_example
 from server.responses import npy_response, png_response
-from server.services.colormaps import COLORMAPS, apply_colormap
+from server.services.rendering.colormaps import COLORMAPS, apply_colormap
 from server.services.saliency.methods import METHODS, get_method
 from server.services.saliency.overlay import DEFAULT_COLORMAP, check_colormap
 from server.services.trust.sanity import SanityKey, SanityResult, strip_png

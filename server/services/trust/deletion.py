@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 
-from server.services.cache import ResultCache
-from server.services.cancel import checkpoint
-from server.services.model_inputs import ModelInputs, input_picture
-from server.services.model_runtime import LoadedModel
+from server.services.runtime.cache import ResultCache
+from server.services.runtime.inputs import ModelInputs, input_picture
+from server.services.runtime.model_runtime import LoadedModel
 from server.services.saliency.service import SaliencyKey, SaliencyMaps
+from server.services.work.cancel import checkpoint
 
 BASELINES = ("blur", "mean")
 AUC_RULE = "trapezoid rule over the fraction of pixels changed, x_i = n_i / N with n_i = round(i*N/k), in [0, 1]"

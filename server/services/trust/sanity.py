@@ -20,13 +20,13 @@ import torch
 from PIL import Image
 
 from server.errors import ApiError
-from server.services.background_jobs import BackgroundJobs, Cancelled, Job
-from server.services.cache import ResultCache
-from server.services.model_inputs import ModelInputs
-from server.services.model_runtime import LoadedModel
+from server.services.runtime.cache import ResultCache
+from server.services.runtime.inputs import ModelInputs
+from server.services.runtime.model_runtime import LoadedModel
 from server.services.saliency.methods import get_method
 from server.services.trust.cascade import Unit, cascade_units, private_copy, randomise_step
 from server.services.trust.scores import compare, verdict
+from server.services.work.background_jobs import BackgroundJobs, Cancelled, Job
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,12 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from server.services.background_jobs import BackgroundJobs
-from server.services.cache import ResultCache
-from server.services.model_inputs import ModelInputs
+from server.services.runtime.cache import ResultCache
+from server.services.runtime.inputs import ModelInputs
 from server.services.saliency.service import SaliencyMaps
 from server.services.trust.deletion import DeletionCurves
 from server.services.trust.sanity import SanityChecks
+from server.services.work.background_jobs import BackgroundJobs
 
 
 class TrustChecks:
