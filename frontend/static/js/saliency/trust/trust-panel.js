@@ -1,6 +1,7 @@
 // "Which map should we trust?" in the Saliency view: the model-randomisation strip and chart, the
 // deletion/insertion ranking with a playback, and one paragraph with this image's numbers.
-// URL keys (the class follows them): trust=1 runs the checks, trust_baseline=blur|mean,
+// URL keys (the class follows them): trust=1 runs the checks, trust_baseline=blur|mean (default: see
+// defaultBaseline),
 // trust_method=<method> picks the curves and playback shown.
 
 import { el, isAbort } from '../../dom.js';
@@ -12,6 +13,15 @@ import { TRUST_METHODS, cancelSanity, loadDeletions, trustUrls, waitForSanity } 
 
 const COLOURS = { gradcam: '#b2182b', 'guided-backprop': '#1d4ed8', gradient: '#059669', 'integrated-gradients': '#7c3aed', scorecam: '#c2410c' };
 const TITLES = { gradcam: 'Grad-CAM', 'guided-backprop': 'Guided Backprop', gradient: 'Plain gradient', 'integrated-gradients': 'Integrated Gradients', scorecam: 'Score-CAM' };
+
+/**
+ * Blur for colour photos (RISE's baseline); the mean colour for grey digit-style inputs, where a blurred
+ * digit is still the same digit: on MNIST test images 0 and 1 with LeNet-5, every method's blur-deletion
+ * AUC equalled the random order's (0.98–1.00), while the mean baseline separated them (0.08–0.85).
+ */
+export function defaultBaseline(model) {
+  return model && model.input && model.input.channels === 1 ? 'mean' : 'blur';
+}
 
 export function createTrustPanel(parent, { setState }) {
   const run = el('button', { type: 'button', className: 'trust-button trust-run', text: 'Run the checks on this image' });
@@ -53,13 +63,13 @@ export function createTrustPanel(parent, { setState }) {
     if (sanityUrl) cancelSanity(ctx.api, sanityUrl);
     setState({ trust: null });
   });
-  baseline.addEventListener('change', () => setState({ trust_baseline: baseline.value === 'blur' ? null : baseline.value }));
+  baseline.addEventListener('change', () => setState({ trust_baseline: baseline.value }));
 
   /** ({api, model, imageId, weights, target, state, label}): run or show the checks for this image. */
   function update(next) {
     ctx = next;
     const on = next.state.trust === '1' && next.imageId;
-    const base = next.state.trust_baseline === 'mean' ? 'mean' : 'blur';
+    const base = ['blur', 'mean'].includes(next.state.trust_baseline) ? next.state.trust_baseline : defaultBaseline(next.model);
     baseline.value = base;
     run.hidden = Boolean(on);
     const newKey = on ? JSON.stringify([next.model.id, next.imageId, next.weights, next.target, base]) : null;
