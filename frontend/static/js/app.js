@@ -13,6 +13,8 @@ import { createNotices } from './shell/notices.js';
 import { createPresenter } from './common/presenter.js';
 import { createClassroom } from './classroom/classroom.js';
 import { createLiveCard } from './live/live-card.js';
+import { createTopPrediction } from './shell/top-prediction.js';
+import { createShortcuts } from './shell/shortcuts.js';
 
 const MODEL_CACHE_SIZE = 8;
 
@@ -53,9 +55,11 @@ const gallery = createGallery({
   switchModel,
 });
 // a step-through cell (pos) belongs to the view, image and model it was picked on: drop it when they change
-const views = createViewHost({ onSelect: (view) => state.set({ view, pos: null }) });
+const views = createViewHost({ onSelect: (view) => state.set({ view, pos: null, phase: null, play: null }) });
 const presenter = createPresenter(document.getElementById('presenter-controls'), state);
 const liveCard = createLiveCard({ onStart: () => state.set({ view: 'live' }) });
+const topPrediction = createTopPrediction({ api });
+createShortcuts(document.getElementById('presenter-controls'));
 
 async function loadModelList() {
   try {
@@ -142,6 +146,7 @@ async function render() {
   drawing.setVisible(wantsDrawing(model));
   gallery.render({ model, imageId });
   liveCard.render({ model, view: current.view });
+  topPrediction.render({ model, imageId, weights });
   views.show(current.view, { model, imageId, weights, state, api });
 }
 

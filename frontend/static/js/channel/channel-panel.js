@@ -85,7 +85,7 @@ export function createChannelPanel(host) {
     examplesNote.textContent = body.examples.length ? `Largest value of channel ${s.channel} over ${formatInt(body.images)} images, largest first.` : 'No images.';
     grid.replaceChildren(...body.examples.map((e) => el('figure', { className: 'chan-example' }, [
       el('img', { className: 'pixelated', src: cropUrl(current.ctx.api, s, e.index), alt: `${s.dataset} image ${e.index}, cropped`, title: `${s.dataset} #${e.index}: max ${e.value} at (y ${e.y}, x ${e.x})` }),
-      el('figcaption', {}, [el('span', { className: 'chan-value', text: formatShort(e.value) }), el('span', { text: ` #${e.index}` })]),
+      el('figcaption', {}, [el('span', { className: 'chan-value', text: formatShort(e.value) }), el('span', { className: 'chan-index', text: `#${e.index}` })]),
     ])));
     grid.dataset.values = body.examples.map((e) => e.value).join(',');
   }

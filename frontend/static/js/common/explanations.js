@@ -76,6 +76,12 @@ export const CONCEPTS = {
 
 /** The view-level explanation: what the page shows and how to read it. */
 export const VIEWS = {
+  overview: 'What the model says about your picture, and what it is made of. Predictions: the classes it finds most '
+    + 'likely, with their softmax probabilities (they add up to 100 % over all classes). Architecture: every layer in '
+    + 'order with its output shape (channels × height × width), its parameters and its receptive field.',
+  live: 'The camera (or the drawing pad) through the network, frame after frame: the predictions, one layer\'s '
+    + 'feature maps and, when a method is chosen, where the network looks. Each frame goes to the server over a '
+    + 'WebSocket; frames/s and latency say how fast it keeps up. Nothing is stored unless you press Capture.',
   network: 'Every layer of the model at once, for your picture: the input at the left, one column per layer with '
     + 'its strongest channels (each a map of what one filter found), the class probabilities at the right. Point at '
     + 'a cell of a map to see which cells of the previous layer it is computed from; click it to open the '
