@@ -29,8 +29,11 @@ from server.services.runtime import ArchitectureCatalog, LoadedModel, ModelRunti
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.outputs import ModelOutputs
 from server.services.saliency.gradcam_steps import GradCamStepsService
-from server.services.saliency.service import SaliencyMaps
+from server.services.saliency.methods import DEFAULT_METHOD, METHODS, get_method
+from server.services.saliency.service import SaliencyKey, SaliencyMaps, make_key
 from server.services.step_through import StepThrough
+from server.services.trust import TrustChecks
+from server.services.trust.sanity import SanityKey
 from server.services.work import Scheduler, WorkLimiter
 from server.settings import Settings
 
@@ -82,6 +85,9 @@ async def client_address(connection: HTTPConnection) -> str:
 
 
 ClientAddressDep = Annotated[str, Depends(client_address)]
+
+
+TrustDep = Annotated[TrustChecks, Depends(from_state("trust"))]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],
     Query(description="auto: trained weights when present, else untrained (random, seeded)"),
@@ -170,3 +176,66 @@ async def get_compared_model(
 
 ComparedModelDep = Annotated[LoadedModel, Depends(get_compared_model)]
 
+
+
+# --- "Can we trust this map?" (issue 23): each query parameter resolved once -----------------------------
+_METHOD_NAMES = "(" + "|".join(METHODS) + ")"
+SanityMethodsQuery = Annotated[str, Query(
+    max_length=200, pattern=f"^{_METHOD_NAMES}(,{_METHOD_NAMES}){{0,5}}$",
+    description="comma-separated saliency method names (see /api/saliency/methods), at most 6 (the server's "
+                "sanity_max_methods may allow fewer)", examples=["gradcam,gradient"])]
+TrustTargetQuery = Annotated[int | None, Query(ge=0, le=65535, description="class index; default: the top-1 class")]
+TrustSeedQuery = Annotated[int, Query(ge=0, le=9999, description="random seed (re-initialisation, random order, ties)")]
+
+
+def check_target(loaded: LoadedModel, target: int | None) -> int | None:
+    if target is not None and not 0 <= target < loaded.entry.num_classes:
+        raise ApiError(404, "invalid_target",
+                       f"target must be a class index from 0 to {loaded.entry.num_classes - 1}; got {target}.")
+    return target
+
+
+async def sanity_key(image_id: str, loaded: LoadedModelDep, settings: SettingsDep,
+                     methods: SanityMethodsQuery = "gradcam,gradient", target: TrustTargetQuery = None,
+                     seed: TrustSeedQuery = 0) -> tuple[LoadedModel, SanityKey]:
+    """The loaded model and the sanity check's key: methods checked (422 unknown_method), de-duplicated in
+    their order, at most ``sanity_max_methods``; the class checked against the model (404 invalid_target)."""
+    names = tuple(dict.fromkeys(name.strip() for name in methods.split(",") if name.strip()))
+    if not names:
+        raise ApiError(422, "no_methods", "methods names at least one saliency method, e.g. gradcam,gradient.")
+    if len(names) > settings.sanity_max_methods:
+        raise ApiError(422, "too_many_methods", f"At most {settings.sanity_max_methods} methods per sanity check.")
+    for name in names:
+        get_method(name)
+    return loaded, SanityKey(loaded.entry.id, loaded.variant, image_id, names, check_target(loaded, target), seed)
+
+
+SanityKeyDep = Annotated[tuple[LoadedModel, SanityKey], Depends(sanity_key)]
+
+
+@dataclass(frozen=True)
+class DeletionRequest:
+    """deletion.json's query, resolved: the model, the map's key (method, default layer, class), k, baseline."""
+
+    loaded: LoadedModel
+    key: SaliencyKey
+    steps: int
+    baseline: str
+    seed: int
+
+
+async def deletion_request(
+    image_id: str, loaded: LoadedModelDep,
+    method: Annotated[str, Query(description="a saliency method name; see /api/saliency/methods",
+                                 json_schema_extra={"enum": list(METHODS)})] = DEFAULT_METHOD,
+    target: TrustTargetQuery = None,
+    steps: Annotated[int, Query(ge=2, le=50, description="k: pixels change in k equal steps")] = 20,
+    baseline: Annotated[Literal["blur", "mean"], Query(
+        description="blur: the image blurred; mean: the dataset's mean colour")] = "blur",
+    seed: TrustSeedQuery = 0,
+) -> DeletionRequest:
+    key = make_key(loaded, image_id, method, None, check_target(loaded, target))
+    return DeletionRequest(loaded, key, steps, baseline, seed)
+
+
+DeletionRequestDep = Annotated[DeletionRequest, Depends(deletion_request)]

@@ -42,6 +42,7 @@ from server.routers import (
     sandbox,  # the sandbox (issue 5)
     sessions,  # classroom sessions (issue 13)
     step_through,  # step-through of one output cell (issue 5)
+    trust,  # can we trust this map? model randomisation, deletion/insertion curves (issue 23)
 )
 from server.routers import gradcam_steps as gradcam_steps_router  # Grad-CAM taken apart (issue 12)
 from server.routers import live as live_router  # live mode over a WebSocket (issue 14)
@@ -64,6 +65,7 @@ ROUTERS = (
     network.router,
     channels.router,
     image_folders.router,
+    trust.router,
     sessions.router,
     sessions.join_router,
     experiments.router,

@@ -75,6 +75,10 @@ TAGS = [
     {"name": "image folders", "description": "The named folders of images the server was given "
                                              "(`convscope serve --image-folder NAME=PATH`): the datasets "
                                              "`folder:NAME` of channel examples and training."},
+    {"name": "trust", "description": "Can we trust this map? Cascading model randomisation of each saliency "
+                                     "method (sanity.json: a background job, 202 with progress meanwhile; the "
+                                     "maps per step) and deletion/insertion curves with their AUCs against a "
+                                     "random pixel order (deletion.json)."},
     {"name": "sessions", "description": "Classroom sessions: a teacher's view state followed by students "
                                         "(server-sent events), and the class's submissions with predictions."},
     {"name": "experiments", "description": "What-if experiments on one image: channels of a layer switched off "

@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     max_model_convert_processes: int = 1
     max_model_nodes: int = 20_000  # graph nodes an uploaded model may have
     max_model_tensor_bytes: int = 512 * 1024 * 1024  # bytes its tensors may declare in all
+    # "Can we trust this map?" (issue 23): model randomisation and deletion/insertion curves
+    trust_cache_bytes: int = 128 * 1024 * 1024  # sanity results (every step's maps) and deletion curves
+    sanity_max_steps: int = 12  # randomisation steps at most (blocks for deep models, layers for small ones)
+    sanity_max_methods: int = 6  # methods one sanity.json may ask for
+    deletion_batch_size: int = 21  # images per forward batch of the deletion/insertion curves
 
     # Classroom sessions (issue 13)
     redis_url: str | None = None  # sessions shared by replicas through Redis; in this process's memory when None

@@ -35,6 +35,7 @@ from server.services.runtime.outputs import ModelOutputs
 from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.step_through import StepThrough
+from server.services.trust import TrustChecks
 from server.services.work import BackgroundJobs, Scheduler, WorkLimiter, cancel_all, cancel_on_signals
 from server.settings import Settings, device_label, resolve_device
 
@@ -119,6 +120,10 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     app.state.feature_vis = FeatureVisualisations(
         app.state.background_jobs, channel_dir, settings.data_dir,
         steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=long_work)
+    app.state.trust = TrustChecks(
+        inputs, app.state.saliency_maps, app.state.background_jobs, scheduler.admit,
+        budget_bytes=settings.trust_cache_bytes, max_steps=settings.sanity_max_steps,
+        batch_size=settings.deletion_batch_size)
     backend = make_backend(settings.redis_url)
     classroom = Classroom(backend, SessionLimits.from_settings(settings), WallPredictions(runtime, app.state.outputs),
                           settings.default_model, SessionPins(backend, app.state.image_store))
