@@ -68,20 +68,24 @@ class PatchBody(BaseModel):
     fill: str = Field("grey", pattern="^(grey|blur|noise)$", description="grey, blur or noise")
 
 
+MAX_PROBE_PATCHES = 64  # one probe update (Settings.max_probe_patches may lower it); the page sends ≤ 16
+MAX_MAP_PATCHES = 256  # the visited positions the page turns into a map (probe-panel.js MAP_LIMIT)
+
+
 class ProbeBody(BaseModel):
-    patches: list[PatchBody] = Field(min_length=1, max_length=256)
+    patches: list[PatchBody] = Field(min_length=1, max_length=MAX_PROBE_PATCHES)
     classes: list[Annotated[int, Field(ge=0, le=65535)]] | None = Field(None, max_length=32)
 
 
 class ProbeMapBody(BaseModel):
-    patches: list[PatchBody] = Field(min_length=1, max_length=256)
+    patches: list[PatchBody] = Field(min_length=1, max_length=MAX_MAP_PATCHES)
     target: int | None = Field(None, ge=0, le=65535, description="the class; default: the top-1")
     colormap: str = Field(DEFAULT_COLORMAP, json_schema_extra={"enum": list(COLORMAPS)}, description="colour map name")
 
 
-def _patches(loaded: Any, settings: Any, body: ProbeBody | ProbeMapBody) -> list[Patch]:
-    if len(body.patches) > settings.max_probe_patches:
-        raise ApiError(422, "too_many_patches", f"patches: at most {settings.max_probe_patches} per request.")
+def _patches(loaded: Any, limit: int, body: ProbeBody | ProbeMapBody) -> list[Patch]:
+    if len(body.patches) > limit:
+        raise ApiError(422, "too_many_patches", f"patches: at most {limit} per request.")
     return params.check_patches(loaded, [Patch(p.y, p.x, p.size, p.fill) for p in body.patches])
 
 
@@ -90,7 +94,7 @@ def occlusion_probe(image_id: str, body: ProbeBody, loaded: LoadedModelDep, expe
                     settings: SettingsDep) -> dict[str, Any]:
     """The image with each patch pasted, classified in one batched pass: top-5 (and the listed classes) per
     patch, in order, with the patch as clipped."""
-    patches = _patches(loaded, settings, body)
+    patches = _patches(loaded, min(settings.max_probe_patches, MAX_PROBE_PATCHES), body)
     classes = params.check_classes(loaded, body.classes)
     result = experiments.probe(loaded, image_id, patches)
     return answers.probe(loaded, patches, result, classes)
@@ -98,11 +102,11 @@ def occlusion_probe(image_id: str, body: ProbeBody, loaded: LoadedModelDep, expe
 
 @router.post(IMAGE + "/occlusion-probe/map.png", responses=binary("image/png", "the map over the input picture"))
 def occlusion_probe_map(image_id: str, body: ProbeMapBody, loaded: LoadedModelDep, experiments: ExperimentsDep,
-                        settings: SettingsDep, inputs: InputsDep) -> Response:
+                        inputs: InputsDep) -> Response:
     """The visited positions as an occlusion map: each pixel's mean drop of the class's probability over the
     patches that covered it (0 to the largest drop, in X-ConvScope-Range; X-ConvScope-Target the class)."""
     check_colormap(body.colormap)
-    patches = _patches(loaded, settings, body)
+    patches = _patches(loaded, MAX_MAP_PATCHES, body)
     target = params.check_target(loaded, body.target)
     result = experiments.probe(loaded, image_id, patches)
     values, headers = answers.probe_map(loaded, patches, result, target)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.types import Receive, Scope, Send
 
 from server.deps import ClassroomDep, ClientAddressDep, SettingsDep
@@ -25,12 +25,20 @@ Authorization = Annotated[str | None, Header()]
 _STUDENT = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
+# The page's view state as the schema can say it (server/services/classroom/state_rules.py checks it all, and
+# the size as JSON against CONVSCOPE_MAX_SESSION_STATE_BYTES, which JSON Schema cannot count).
+STATE_SCHEMA = {"propertyNames": {"pattern": "^[A-Za-z][A-Za-z0-9_.-]{0,63}$"}, "maxProperties": 64,
+                "additionalProperties": {"type": "string", "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"},
+                "description": "the page's URL query keys and their string values, at most "
+                               "CONVSCOPE_MAX_SESSION_STATE_BYTES (4096) as JSON"}
+
+
 class NewSession(BaseModel):
-    state: dict[str, Any] | None = None
+    state: dict[str, Any] | None = Field(None, json_schema_extra=STATE_SCHEMA)
 
 
 class StateBody(BaseModel):
-    state: dict[str, Any]
+    state: dict[str, Any] = Field(json_schema_extra=STATE_SCHEMA)
 
 
 class SubmissionBody(BaseModel):
