@@ -236,3 +236,32 @@ def test_an_uploaded_onnx_file_is_refused_with_its_first_label_count_mismatch(cl
     answer = _upload(client, small_onnx.read_bytes(), "m.onnx", b"only\ntwo\n")
     assert answer.status_code == 422 and "labels names 2 classes" in answer.json()["error"]["message"]
 
+
+
+def test_the_experiments_work_on_an_uploaded_onnx_model(client: TestClient, uploaded: dict) -> None:
+    """Ablation, occlusion probe, adversarial and compare on a converted model; the ablation checked against a
+    plain PyTorch forward hook on the network that was exported (same weights)."""
+    model_id = uploaded["id"]
+    conv = [layer for layer in client.get(f"/api/models/{model_id}").json()["layers"] if layer["type"] == "Conv2d"][1]
+    digit = np.zeros((28, 28), np.uint8)
+    digit[8:20, 8:20] = 255
+    image_id = client.post("/api/images", files={"file": ("e.png", png_bytes(digit), "image/png")}).json()["image_id"]
+    base = f"/api/models/{model_id}/images/{image_id}"
+    answer = client.get(f"{base}/ablation.json", params={"layer": conv["name"], "channels": "0,2", "mode": "zero"})
+    assert answer.status_code == 200, answer.text
+    model_input = torch.from_numpy(load_npy(client.get(f"{base}/input.npy").content))[None]
+    net = _small_cnn()
+    edit = net[3].register_forward_hook(lambda _m, _i, out: out.index_fill(1, torch.tensor([0, 2]), 0.0))
+    try:
+        with torch.no_grad():
+            reference = torch.softmax(net(model_input), 1)[0]
+    finally:
+        edit.remove()
+    for row in answer.json()["predictions"]:
+        assert row["probability"] == pytest.approx(float(reference[row["index"]]), abs=1e-5)
+    probe = client.post(f"{base}/occlusion-probe", json={"patches": [{"y": 4, "x": 4, "size": 8, "fill": "grey"}]})
+    assert probe.status_code == 200 and len(probe.json()["results"]) == 1, probe.text
+    attack = client.get(f"{base}/adversarial.json", params={"attack": "fgsm", "epsilon": 4, "min_flip": "false"})
+    assert attack.status_code == 200 and attack.json()["after"], attack.text
+    compared = client.get(f"{base}/compare.json", params={"with_model": "lenet5"})
+    assert compared.status_code == 200 and compared.json()["layers"], compared.text
