@@ -279,11 +279,9 @@ def _entry(path: Path, spec: dict[str, Any], import_cache: Path) -> ModelEntry:
         return _broken(spec, f"model {model_id!r} could not be built and run once on a "
                              f"{input_spec.channels}×{input_spec.height}×{input_spec.width} input "
                              f"({type(exc).__name__}: {exc})")
-    if labels is None:
-        labels = imagenet_categories() if outputs == 1000 else tuple(f"class {i}" for i in range(outputs))
-    elif len(labels) != outputs:
-        return _broken(spec, f"model {model_id!r}: labels names {len(labels)} classes but the model gives "
-                             f"{outputs} outputs")
+    labels = _labels_for(labels, outputs)
+    if isinstance(labels, str):
+        return _broken(spec, f"model {model_id!r}: {labels}")
     return ModelEntry(
         id=model_id, title=spec.get("title", model_id),
         dataset="ImageNet-1k" if labels == imagenet_categories() else "your models file",
@@ -389,11 +387,9 @@ def imported_entry(model_id: str, spec: dict[str, Any], imported: ImportedModel,
     except Exception as exc:
         return _broken(spec, f"model {model_id!r} could not run once on a {input_spec.channels}×{input_spec.height}×"
                              f"{input_spec.width} input ({type(exc).__name__}: {exc})")
-    if labels is None:
-        labels = imagenet_categories() if outputs == 1000 else tuple(f"class {i}" for i in range(outputs))
-    elif len(labels) != outputs:
-        return _broken(spec, f"model {model_id!r}: labels names {len(labels)} classes but the model gives "
-                             f"{outputs} outputs")
+    labels = _labels_for(labels, outputs)
+    if isinstance(labels, str):
+        return _broken(spec, f"model {model_id!r}: {labels}")
     return ModelEntry(
         id=model_id, title=spec.get("title", model_id),
         dataset="ImageNet-1k" if tuple(labels) == imagenet_categories() else dataset,
@@ -412,3 +408,14 @@ def _numbers(text: str | None) -> list[float] | None:
     except ValueError:
         return None
     return values if len(values) in (1, 3) else None
+
+
+def _labels_for(labels: list[str] | tuple[str, ...] | None, outputs: int) -> tuple[str, ...] | str:
+    """The class names for a model with ``outputs`` outputs (ImageNet's for 1000, else numbered), or why the
+    given ones do not fit."""
+    if labels is None:
+        return imagenet_categories() if outputs == 1000 else tuple(f"class {i}" for i in range(outputs))
+    if len(labels) != outputs:
+        return f"labels names {len(labels)} classes but the model gives {outputs} outputs"
+    return tuple(labels)
+
