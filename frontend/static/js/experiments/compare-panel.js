@@ -5,6 +5,7 @@
 
 import { el, isAbort } from '../dom.js';
 import { createPredictionsChart } from '../common/predictions-chart.js';
+import { createLatestRequest } from '../common/latest-request.js';
 
 export function create(host, explain) {
   const modelSelect = el('select', { className: 'xp-compare-model', attrs: { 'aria-label': 'Second model' } });
@@ -30,7 +31,8 @@ export function create(host, explain) {
     status,
     el('div', { className: 'xp-grid xp-compare' }, [panes[0].pane, panes[1].pane, el('div', { className: 'xp-pane' }, [el('h3', { text: 'Cosine similarity per matched layer' }), table])]),
   );
-  const s = { ctx: null, key: null, abort: null, models: null, rows: [] };
+  const s = { ctx: null, models: null, rows: [] };
+  const request = createLatestRequest();
   const set = (changes, replace = false) => s.ctx.state.set(changes, { replace });
   const other = () => {
     const st = s.ctx.state;
@@ -63,21 +65,17 @@ export function create(host, explain) {
     const { model, imageId, weights, api } = s.ctx;
     const o = other();
     const key = JSON.stringify([model.id, weights, imageId, o]);
-    if (key !== s.key) {
-      s.key = key;
-      if (s.abort) s.abort.abort();
-      const abort = (s.abort = new AbortController());
+    if (!request.isCurrent(key)) {
       host.dataset.state = 'loading';
       status.textContent = 'Comparing…';
       try {
-        const answer = await api.getJson(api.urls.modelPath(model.id, `/images/${imageId}/compare.json`, { weights, with_model: o.model, with_weights: o.weights }), { signal: abort.signal });
-        if (abort !== s.abort) return;
-        s.rows = answer.layers;
-        s.answer = answer;
+        const got = await request.run(key, (signal) => api.getJson(api.urls.modelPath(model.id, `/images/${imageId}/compare.json`, { weights, with_model: o.model, with_weights: o.weights }), { signal }));
+        if (!got) return;
+        s.rows = got.value.layers;
+        s.answer = got.value;
         host.dataset.state = 'ready';
         host.dataset.for = key;
       } catch (err) {
-        if (isAbort(err) || abort !== s.abort) return;
         s.rows = [];
         s.answer = null;
         host.dataset.state = 'error';
@@ -132,7 +130,7 @@ export function create(host, explain) {
       }).catch((err) => { status.textContent = err.message; });
     },
     unmount() {
-      if (s.abort) s.abort.abort();
+      request.abort();
     },
   };
 }
