@@ -7,8 +7,8 @@ the Grad-CAM overlay); latest frame wins; bad frames and bad queries; disconnect
 from __future__ import annotations
 
 import base64
-import json
 import io
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -331,7 +331,7 @@ def test_a_patch_covers_every_frame_as_the_occlusion_probe_covers_the_upload(liv
     expected = probe.json()["results"][0]["predictions"]
     with live_client.websocket_connect(f"/api/models/{model}/live") as ws:
         side = ws.receive_json()["ready"]["input"]["height"]
-        ws.send_text('{"patch": {"y": 0, "x": 0, "size": %d, "fill": "grey"}}' % (side + 1))
+        ws.send_text(json.dumps({"patch": {"y": 0, "x": 0, "size": side + 1, "fill": "grey"}}))
         error = ws.receive_json()["error"]
         assert error["status"] == 422 and error["message"].startswith("patch.size"), error
         ws.send_text('{"patch": {"y": 0, "x": 0, "size": 4, "fill": "paint"}}')
