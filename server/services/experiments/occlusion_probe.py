@@ -20,6 +20,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from server.errors import ApiError
 from server.services.experiments.adversarial import PixelModel
+from server.services.work.cancel import checkpoint
 
 FILLS = ("grey", "blur", "noise")
 GREY = 0.5
@@ -106,10 +107,12 @@ def parse_patch(message: object) -> Patch | None:
 
 def probe_logits(model: PixelModel, pixels: torch.Tensor, patches: list[Patch], blurs: dict[int, torch.Tensor],
                  chunk: int) -> torch.Tensor:
-    """N×classes logits of the occluded copies, ``chunk`` patches per forward pass."""
+    """N×classes logits of the occluded copies, ``chunk`` patches per forward pass; a checkpoint before each
+    pass (the request's client gone: the work stops there)."""
     out = []
     with torch.no_grad():
         for start in range(0, len(patches), chunk):
+            checkpoint()
             out.append(model(occluded(pixels, patches[start : start + chunk], blurs)).float().cpu())
     return torch.cat(out).reshape(len(patches), -1)
 
