@@ -21,6 +21,7 @@ import { messageWithPlace } from '../common/inputs-place.js';
 import { createLookForLink } from '../channel/look-for-link.js';
 import { createExplainPanel, explainButton } from '../common/explanation-panel.js';
 import { createAblationCard } from '../experiments/ablation-card.js';
+import { traceableLayers } from '../common/traceable.js';
 
 const SOFTMAX = '@softmax';
 const TOPS = [3, 8, 16];
@@ -28,11 +29,7 @@ let v = null; // the mounted view's parts
 
 export const STYLESHEET = '/static/js/step-through/step-through.css';
 
-/** Layers the step-through can trace: leaf conv / pool / activation layers with a C×H×W output. */
-export function traceableLayers(model) {
-  return model.layers.filter((l) => l.leaf && ['conv', 'pool', 'activation'].includes(l.kind) && l.type !== 'Softmax'
-    && Array.isArray(l.output_shape) && l.output_shape.length === 3);
-}
+export { traceableLayers };
 
 export function mount(container, ctx) {
   ensureStylesheet(STYLESHEET);
