@@ -149,9 +149,7 @@ ATTACKS = [
     ("tinyvgg-shapes", {"attack": "pgd", "epsilon": 5, "steps": 3, "step_size": 2}),
     ("efficientnet_lite0", {"attack": "fgsm", "epsilon": 2}),
     ("efficientnet_lite0", {"attack": "pgd", "epsilon": 2, "steps": 2, "step_size": 1, "target": 7}),
-    # ReLU(inplace=True) writes to the batch norms' outputs: the first attack learns it, the second trusts it
-    ("resnet18", {"attack": "fgsm", "epsilon": 1}),
-    ("resnet18", {"attack": "pgd", "epsilon": 2, "steps": 2, "step_size": 1}),
+    ("resnet18", {"attack": "fgsm", "epsilon": 1}),  # ReLU(inplace=True) writes to the batch norms' outputs
 ]
 
 

@@ -23,7 +23,7 @@ from server.services.experiments.ablation import (
     ablate,
     ablation_base,
 )
-from server.services.experiments.layer_changes import LayerChanges, watched_layers
+from server.services.experiments.layer_changes import LayerChanges
 from server.services.experiments.layer_split import LayerSplit, depth_layers
 from server.services.feature_maps.activations import capture_layers
 from server.services.runtime.cache import ResultCache
@@ -149,11 +149,14 @@ class Experiments:
             label = self._attack_label(loaded, image_id, spec)
             prior = "heavy" if spec.attack == "pgd" and spec.steps > 10 else "cheap"
             with self._admitted(f"experiments/adversarial/{loaded.entry.id}/{spec.attack}", prior):
-                watched = self._depth_watched(loaded)
+                names = depth_layers(loaded.module)
                 # the clean pass's layer outputs are recorded while its gradient is taken: no extra pass
-                clean, first = self._clean_gradient(loaded, model, pixels, label, watched)
+                clean = LayerChanges(loaded.module, names)
+                labels = torch.tensor([label], dtype=torch.long, device=pixels.device)
+                with forward_hooks(loaded, clean.hooks()):
+                    first = model.loss_gradient(pixels, labels)
                 perturbed = adv.perturb(model, pixels, label, spec, first_gradient=first)
-                moved = LayerChanges(loaded.module, (), clean.outputs, watched=watched)
+                moved = LayerChanges(loaded.module, names, clean.outputs)
                 with forward_hooks(loaded, moved.hooks()), torch.no_grad():
                     after = model(perturbed)
             before = self.outputs.logits(loaded, image_id)
@@ -161,32 +164,6 @@ class Experiments:
                                 after.detach().float().cpu()[0], moved.ordered_changes())
 
         return self.cache.get_or_compute(self._key(loaded, image_id, "attack", spec), compute)
-
-    def _depth_watched(self, loaded: LoadedModel) -> list[tuple[str, Any]]:
-        """(name, module) of the model's layers over depth (looked up once per loaded model)."""
-        key = (loaded.entry.id, loaded.variant, "depth-layers")
-        found = self.cache.get(key)
-        if found is None or found["module"] is not loaded.module:
-            found = {"module": loaded.module, "watched": watched_layers(loaded.module, depth_layers(loaded.module))}
-            self.cache.put(key, found)
-        return found["watched"]
-
-    def _clean_gradient(self, loaded: LoadedModel, model: adv.PixelModel, pixels: torch.Tensor, label: int,
-                        watched: list[tuple[str, Any]]) -> tuple[LayerChanges, torch.Tensor]:
-        """The loss gradient at the clean pixels, with the layers' outputs recorded on the way. Outputs are
-        copied only where the model writes to them in place (learned from the model's first such pass)."""
-        key = (loaded.entry.id, loaded.variant, "changed-in-place")
-        known = self.cache.get(key)
-        labels = torch.tensor([label], dtype=torch.long, device=pixels.device)
-        for copy in ((known["layers"], None) if known is not None else (None,)):
-            clean = LayerChanges(loaded.module, (), copy=copy, watched=watched)
-            with forward_hooks(loaded, clean.hooks()):
-                first = model.loss_gradient(pixels, labels)
-            if clean.trustworthy():
-                break
-        if copy is None:
-            self.cache.put(key, {"layers": frozenset(clean.changed_in_place())})
-        return clean, first
 
     def _attack_label(self, loaded: LoadedModel, image_id: str, spec: adv.AttackSpec) -> int:
         if spec.target is not None:
