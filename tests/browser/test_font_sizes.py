@@ -67,6 +67,10 @@ VIEW_CASES = [
              "document.querySelector(\".xp-body[data-xp='adversarial'][data-state='ready']\") && document.querySelector('.xp-min-flip[data-epsilon]')"),
     ViewCase("experiments-compare", "lenet5", "view=experiments&xp=compare&compare_weights=untrained&compare_layer=features.3",
              "document.querySelector(\".xp-body[data-xp='compare'][data-state='ready']\") && document.querySelectorAll('.xp-step-lines[data-value]').length === 2"),
+    ViewCase("network-ablation", "lenet5", "view=network&ablate=1&layer=features.0&channels=1,3",
+             "document.querySelector(\".xp-ablate-body[data-state='ready']\") && document.querySelector(\".net[data-ready='1'] .net-tile.is-ablated\")"),
+    ViewCase("step-through-ablation", "lenet5", "view=step-through&layer=features.0&ablate=1&channels=2&mode=mean&pos=3,3",
+             "document.querySelector(\".xp-ablate-body[data-state='ready']\")" + " && " + STEP_THROUGH_AT("3,3")),
     ViewCase("layers-ablation", "lenet5", "view=layers&layer=features.3&ablate=1&channels=2,5",
              "document.querySelector(\".xp-ablate-body[data-state='ready']\") && document.querySelector('.channel-grid[data-open-ms] figure.tile.is-ablated')"),
     # issue 23's "Can we trust this map?" panel, run to the end (the server keeps the result: one run for all modes)
