@@ -119,6 +119,7 @@ export function create(host, explain) {
       ['This experiment', `Left: ${model.id} (${weights}); right: ${o.model} (${o.weights}), on the same image.`],
       ['Cosine similarity', low ? `For each matched layer, the cosine of the angle between the two outputs flattened: 1 = the same direction, 0 = unrelated. Lowest here: ${low.name} at ${low.cosine.toFixed(3)}; ${known.length} of ${rows.length} pairs have the same shape.`
         : 'No matched pair has outputs of the same shape, so no cosine can be computed.'],
+      ['Step-through', 'Under each pane: one output cell of the shown layer computed as the step-through computes it (for a convolution the window × kernel sum per input channel, the bias and the activation after it). The right pane takes the cell at the same place of its own output; “Step through it” opens the whole animation.'],
       ['Matching', s.answer.matched_by === 'name' ? 'Both networks have the same layers, so each layer is compared with its namesake.'
         : `The networks differ, so layer i of ${rows.length} is matched with the layer at the same fraction of the other network's depth.`],
     ]);
