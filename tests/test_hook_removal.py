@@ -80,7 +80,7 @@ def _sites(loaded: LoadedModel, x: torch.Tensor | None = None) -> dict[str, obje
     layer = loaded.entry.target_layer
     return {
         "activations": lambda: capture_layers(loaded, x),
-        "conv_trace": lambda: conv_trace.capture(loaded, x, layer),
+        "conv_trace": lambda: conv_trace.capture(loaded, x, loaded.named_layer(layer)),
         "receptive_field": lambda: trace_fields(loaded.module, x),
         "saliency/gradcam": lambda: get_method("gradcam").explain(loaded, x, layer),
         "saliency/guided-backprop": lambda: get_method("guided-backprop").explain(loaded, x),

@@ -44,3 +44,58 @@ def test_no_package_imports_a_siblings_private_names() -> None:
             if (private_module or private_names) and not same_package:
                 offences.append(f"{path.relative_to(SERVER)}: from {target} import {private_names or '...'}")
     assert offences == []
+
+
+def _calls(path: Path, attribute: str) -> list[int]:
+    """Lines of ``<anything>.<attribute>(...)`` and ``<attribute>(...)`` calls in a file."""
+    tree = ast.parse(path.read_text())
+    return [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call) and (
+        (isinstance(node.func, ast.Attribute) and node.func.attr == attribute)
+        or (isinstance(node.func, ast.Name) and node.func.id == attribute))]
+
+
+# Where a layer name may still be turned into a module (issue 19: "resolve each parameter once"). HTTP
+# requests resolve ``{layer}`` / ``?layer=`` in server/deps.py (LayerDep, QueryLayerDep, SaliencyLayerDep,
+# through LoadedModel.named_layer); the other entries are edges that are not HTTP query parameters: the
+# live WebSocket's config (once per connection), the CLI export, the saliency method API (name-based, shared
+# with the CLI and live) and the kept-graph forward of the model's own Grad-CAM layer.
+LAYER_LOOKUPS = {
+    "services/runtime/model_runtime.py": 1,  # named_layer: the one resolver
+    "services/runtime/hooks.py": 1,
+    "services/saliency/base.py": 1,
+    "services/export/explain_image.py": 1,
+    "services/live/frame.py": 2,
+}
+
+
+def test_layer_names_are_resolved_once_at_the_edge() -> None:
+    found = {str(p.relative_to(SERVER)): len(_calls(p, "layer")) for p in SERVER.rglob("*.py")}
+    found = {path: count for path, count in found.items() if count}
+    assert found == LAYER_LOOKUPS, "resolve a layer with server.deps.LayerDep (or QueryLayerDep) and hand the " \
+                                   "ModelLayer to the service instead of calling loaded.layer() again"
+    named = {str(p.relative_to(SERVER)): len(_calls(p, "named_layer")) for p in SERVER.rglob("*.py")}
+    assert {path: count for path, count in named.items() if count} == {"deps.py": 2}  # path and query layer
+
+
+def test_method_and_target_are_checked_only_in_deps() -> None:
+    """The saliency method object is built by SaliencyMethodDep and the target range-checked by TargetDep;
+    services and routers receive them (the live WebSocket config and the CLI build their own once)."""
+    builders = {str(p.relative_to(SERVER)): len(_calls(p, "get_method")) for p in SERVER.rglob("*.py")}
+    allowed = {"deps.py", "services/live/frame.py", "services/export/explain_image.py",
+               "services/saliency/methods.py", "services/saliency/topk.py"}
+    assert {path for path, count in builders.items() if count} <= allowed
+    checks = [str(p.relative_to(SERVER)) for p in SERVER.rglob("*.py") if "invalid_target" in p.read_text()]
+    assert sorted(checks) == ["deps.py", "services/saliency/base.py"]  # the edge, and the logits' own bound
+
+
+def test_handlers_do_not_echo_a_raw_model_beside_the_loaded_one() -> None:
+    """A handler with a LoadedModelDep answers ``loaded.entry.id``; a raw ``model: str`` beside it is one
+    more copy of the same parameter."""
+    offences = []
+    for path in (SERVER / "routers").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names = {a.arg: ast.unparse(a.annotation) if a.annotation else "" for a in node.args.args}
+                if "LoadedModelDep" in names.values() and names.get("model") == "str":
+                    offences.append(f"{path.name}:{node.name}")
+    assert offences == []

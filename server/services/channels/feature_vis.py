@@ -33,7 +33,7 @@ from PIL import Image
 from server.errors import ApiError
 from server.services.runtime.cache import ResultCache
 from server.services.runtime.hooks import forward_hooks
-from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.model_runtime import LoadedModel, ModelLayer
 from server.services.work.background_jobs import BackgroundJobs, Job
 from server.services.work.disk_budget import evict_oldest
 
@@ -89,12 +89,12 @@ def _colour_samples(source: str, data_dir: Path | None) -> np.ndarray | None:
     return np.concatenate(chunks) if chunks else None
 
 
-def optimise(loaded: LoadedModel, layer: str, channel: int, *, steps: int, seed: int, lr: float = 0.1,
+def optimise(loaded: LoadedModel, layer: ModelLayer, channel: int, *, steps: int, seed: int, lr: float = 0.1,
              jitter: int = 4, scales: tuple[float, float] = (0.92, 1.08), mixing: tuple[tuple[float, ...], ...] | None = None,
              admit: Callable[[], AbstractContextManager[Any]] | None = None,
              progress: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, float]:
     """The optimised picture (H×W×C floats in [0, 1]) and the channel's mean on it, without jitter."""
-    module = loaded.layer(layer)
+    module = layer.module
     c, h, w = loaded.entry.input.channels, loaded.entry.input.height, loaded.entry.input.width
     generator = torch.Generator().manual_seed(seed)
     chooser = random.Random(seed)
@@ -215,7 +215,9 @@ class FeatureVisualisations:
             return {"state": "missing", "progress": {"done": 0, "total": self.steps}, "seed": seed}
         return {**job.as_json(), "seed": seed, "parameterisation": self.parameterisation(loaded)}
 
-    def start(self, loaded: LoadedModel, layer: str, channel: int, seed: int) -> dict[str, Any]:
+    def start(self, loaded: LoadedModel, resolved: ModelLayer, channel: int, seed: int) -> dict[str, Any]:
+        """Start optimising (``resolved``: the layer found once by ``server.deps.LayerDep``)."""
+        layer = resolved.name
         current = self.status(loaded, layer, channel, seed)
         if current["state"] in ("done", "queued", "running"):
             return current
@@ -230,7 +232,7 @@ class FeatureVisualisations:
 
         def run(job: Job) -> None:
             job.progress(0, self.steps, objective=None)
-            picture, value = optimise(loaded, layer, channel, steps=self.steps, seed=seed, mixing=mixing, admit=self.admit,
+            picture, value = optimise(loaded, resolved, channel, steps=self.steps, seed=seed, mixing=mixing, admit=self.admit,
                                       progress=lambda step, v: job.progress(step, objective=v))
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             png.write_bytes(to_png(picture))

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from server.services.runtime.outputs import predictions_from_logits
 from server.services.saliency.base import (
     BaseCAM,
     CamContext,
+    SaliencyMethod,
     TopK,
     class_gradients,
     resolve_targets,
@@ -73,6 +74,9 @@ class LiveConfig:
     layer_shape: tuple[int, ...]
     method: str | None
     saliency_layer: str | None
+    # resolved once when the client connects (the frames only look them up here)
+    modules: dict[str, torch.nn.Module] = field(default_factory=dict, compare=False, repr=False)
+    saliency: SaliencyMethod | None = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -101,24 +105,25 @@ def resolve_config(loaded: LoadedModel, architectures: ArchitectureCatalog, laye
     rows = selectable_layers(architectures.get(loaded.entry)["layers"])
     shapes = {row["name"]: tuple(row["output_shape"]) for row in rows}
     name = layer or loaded.entry.target_layer
+    modules = {name: loaded.layer(name)}  # 404 unknown_layer when there is no such module at all
     if name not in shapes:
-        loaded.layer(name)  # 404 unknown_layer when there is no such module at all
         raise ApiError(422, "layer_has_no_feature_map",
                        f"Layer {name!r} of {loaded.entry.id} does not output a feature map or vector.")
     cam_layer = None
+    saliency = None
     if method:
+        saliency = get_method(method)  # 422 unknown_method for names that are no method at all
         if method not in LIVE_METHODS:
-            get_method(method)  # 422 unknown_method for names that are no method at all
             raise ApiError(422, "method_not_live",
                            f"{method} costs more than one forward and backward pass per frame; live mode offers "
                            f"{', '.join(LIVE_METHODS)}. The Saliency tab computes {method} for a captured frame.")
         cam_layer = saliency_layer or loaded.entry.target_layer
-        loaded.layer(cam_layer)
+        modules[cam_layer] = loaded.layer(cam_layer)
         if len(shapes.get(cam_layer, ())) != 3:
             raise ApiError(422, "layer_not_spatial",
                            f"{method} needs a layer whose output is channels × height × width; "
                            f"{cam_layer!r} is not one.")
-    return LiveConfig(loaded, name, shapes[name], method or None, cam_layer)
+    return LiveConfig(loaded, name, shapes[name], method or None, cam_layer, modules, saliency)
 
 
 # --- one frame ---------------------------------------------------------------------------------------
@@ -163,12 +168,12 @@ def forward(config: LiveConfig, tensor: torch.Tensor) -> ForwardResult:
             # a copy: later in-place operations (ReLU(inplace=True), residual +=) must not change it
             recorded["out"] = output[0].detach().to("cpu", torch.float32, copy=True).numpy()
 
-    hooks: list[tuple[torch.nn.Module, Any]] = [(loaded.layer(config.layer), record)]
-    saliency = get_method(config.method) if config.method else None
+    hooks: list[tuple[torch.nn.Module, Any]] = [(config.modules[config.layer], record)]
+    saliency = config.saliency
     captured = CapturedLayer()
     if saliency is not None:
         assert isinstance(saliency, BaseCAM) and config.saliency_layer is not None
-        hooks.append((loaded.layer(config.saliency_layer), captured.hook))
+        hooks.append((config.modules[config.saliency_layer], captured.hook))
     with forward_hooks(loaded, hooks):
         if saliency is None:
             with torch.inference_mode():

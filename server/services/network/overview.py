@@ -31,7 +31,7 @@ from server.services.rendering.colormaps import apply_colormap, colormap_stops, 
 from server.services.runtime.cache import ResultCache
 from server.services.runtime.hooks import forward_hooks
 from server.services.runtime.inputs import ModelInputs
-from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.model_runtime import LoadedModel, ModelLayer
 
 THUMB_MAX = 32  # a thumbnail's longer side, in map cells
 SKIPPED_KINDS = ("reshape", "dropout", "identity")
@@ -192,9 +192,9 @@ class NetworkOverviews:
 
         return self.cache.get_or_compute(key, build)
 
-    def dense(self, loaded: LoadedModel, image_id: str, layer: str, unit: int, top: int) -> dict[str, Any]:
-        """:func:`dense_contributions` for a stored image, admitted like every model computation."""
-        loaded.layer(layer)
+    def dense(self, loaded: LoadedModel, image_id: str, layer: ModelLayer, unit: int, top: int) -> dict[str, Any]:
+        """:func:`dense_contributions` for a stored image (``layer`` resolved by ``server.deps.LayerDep``),
+        admitted like every model computation."""
         batch = self.inputs.batch(loaded, image_id)
         with self.admit():
             return dense_contributions(loaded, batch, layer, unit, top)
@@ -202,10 +202,10 @@ class NetworkOverviews:
 
 # --- one unit of a linear layer: which inputs make it ---------------------------------------------------
 
-def dense_contributions(loaded: LoadedModel, batch: torch.Tensor, layer_name: str, unit: int,
+def dense_contributions(loaded: LoadedModel, batch: torch.Tensor, layer: ModelLayer, unit: int,
                         top: int) -> dict[str, Any]:
-    """Unit ``unit`` of linear layer ``layer_name``: output = bias + Σ_i w_i·x_i, its largest terms first."""
-    module = loaded.layer(layer_name)
+    """Unit ``unit`` of linear layer ``layer``: output = bias + Σ_i w_i·x_i, its largest terms first."""
+    layer_name, module = layer.name, layer.module
     if not isinstance(module, nn.Linear):
         # no dense view exists for other layers (a 404 like an unknown unit, not a malformed request)
         raise ApiError(404, "not_linear", f"Layer {layer_name!r} is a {type(module).__name__}, not a linear layer.")

@@ -50,6 +50,10 @@ class LoadedModel:
         """The float32 C×H×W tensor (on the CPU) the model sees for ``image``."""
         return self.preprocess_fn(image)
 
+    def named_layer(self, name: str) -> ModelLayer:
+        """``name`` resolved once (404 ``unknown_layer``): the dependency ``LayerDep`` hands this to services."""
+        return ModelLayer(name, self.layer(name))
+
     def layer(self, name: str) -> nn.Module:
         modules = self.__dict__.get("_modules_by_name")
         if modules is None:  # the module tree of a loaded model never changes: index it once
@@ -59,6 +63,14 @@ class LoadedModel:
                 404, "unknown_layer", f"Model {self.entry.id} has no layer named {name!r}; see /api/models/{self.entry.id}."
             )
         return modules[name]
+
+
+@dataclass(frozen=True)
+class ModelLayer:
+    """A layer of a loaded model, resolved from its name once (at the HTTP edge, by ``server.deps``)."""
+
+    name: str
+    module: nn.Module
 
 
 class ModelRuntime:

@@ -30,7 +30,7 @@ from server.errors import ApiError
 from server.services.runtime.architecture_catalog import layer_kind
 from server.services.runtime.cache import ResultCache
 from server.services.runtime.hooks import forward_hooks
-from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.model_runtime import LoadedModel, ModelLayer
 from server.services.step_through import window_math as wm
 
 MAX_TOP = 64
@@ -96,9 +96,9 @@ def _fused_follow(module: nn.Module, layer_name: str) -> list[tuple[str, nn.Modu
     return [(name, norm)] + ([(f"{name}.act", act)] if act is not None else [])
 
 
-def capture(loaded: LoadedModel, batch: torch.Tensor, layer_name: str) -> LayerCapture:
-    """Run the model on ``batch`` (1×C×H×W) and record what enters and leaves ``layer_name``."""
-    target = loaded.layer(layer_name)
+def capture(loaded: LoadedModel, batch: torch.Tensor, layer: ModelLayer) -> LayerCapture:
+    """Run the model on ``batch`` (1×C×H×W) and record what enters and leaves ``layer``."""
+    layer_name, target = layer.name, layer.module
     leaves = _leaves(loaded.module)
     index = next((i for i, (n, _m) in enumerate(leaves) if n == layer_name), None)
     follow = _follow_candidates(leaves, index) if index is not None and isinstance(target, nn.Conv2d) else []
@@ -183,8 +183,8 @@ class StepThrough:
         """Softmax at the output: logits, exponentials, their sum and the probabilities."""
         return softmax_trace(self.outputs.logits(loaded, image_id), loaded.entry.categories, top)
 
-    def capture(self, loaded: LoadedModel, image_id: str, layer: str) -> LayerCapture:
-        loaded.layer(layer)  # 404 for an unknown layer before any work
+    def capture(self, loaded: LoadedModel, image_id: str, layer: ModelLayer) -> LayerCapture:
+        """What enters and leaves ``layer`` (resolved by the caller: ``server.deps.LayerDep``) for the image."""
 
         def compute() -> LayerCapture:
             batch = self.inputs.batch(loaded, image_id)
@@ -192,7 +192,7 @@ class StepThrough:
             with self.admit(label, "cheap") if self.admit is not None else nullcontext():
                 return capture(loaded, batch, layer)
 
-        return self.cache.get_or_compute((loaded.entry.id, loaded.variant, image_id, layer), compute)
+        return self.cache.get_or_compute((loaded.entry.id, loaded.variant, image_id, layer.name), compute)
 
 
 def _index(tensor: torch.Tensor, channel: int, y: int, x: int) -> float:
