@@ -22,7 +22,6 @@ CORS stays closed unless ``Settings.cors_origins`` names origins (wired in ``ser
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -36,6 +35,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import error_response
+from server.hosts import is_loopback
 
 # The page is plain ES modules and stylesheets from /static: no inline script, no eval, no plug-ins, not
 # framable. Images and downloads the page makes itself (canvas exports, object URLs) are data:/blob: URLs.
@@ -162,7 +162,6 @@ class RequestBodyLimitMiddleware:
 
 # --- Host names, origins, URL length, HEAD, CORS refusals ----------------------------------------------------
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def _host_name(host_header: str) -> str:
@@ -171,15 +170,6 @@ def _host_name(host_header: str) -> str:
     if host.startswith("["):
         return host[1:].split("]", 1)[0]
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def _is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host in LOOPBACK_NAMES or host.endswith(".localhost")
 
 
 class TrustedHostMiddleware:
@@ -193,8 +183,8 @@ class TrustedHostMiddleware:
     def _permits(self, host: str, server: tuple | None) -> bool:
         if self.allowed:
             return any(p == "*" or host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in self.allowed)
-        if server and _is_loopback(str(server[0])):
-            return _is_loopback(host)
+        if server and is_loopback(str(server[0])):
+            return is_loopback(host)
         return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 import anyio.to_thread
 import torch
@@ -76,7 +75,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
                                            settings.saliency_cache_bytes)
     app.state.gradcam_steps = GradCamStepsService(inputs, scheduler.admit, settings.gradcam_steps_cache_bytes)
     app.state.network_overviews = NetworkOverviews(
-        inputs, partial(scheduler.admit, "network"), max_columns=settings.network_max_columns,
+        inputs, scheduler.admit, max_columns=settings.network_max_columns,
         per_column=settings.network_channels_per_column, all_up_to=settings.network_all_channels_up_to,
         budget_bytes=settings.network_cache_bytes)
     app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
@@ -84,7 +83,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
         runtime, app.state.architectures,
         LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
                    settings.live_idle_timeout_s),
-        lambda label: scheduler.admit(label, "cheap"), settings.max_live_clients,
+        scheduler.admit, settings.max_live_clients,
     )
     # Sync endpoints run in threadpool threads, and queued model work waits in them: every such wait is
     # bounded (the pools' queues, the caches' waiters), so there are always threads left for the rest.
@@ -93,17 +92,16 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
              + settings.max_waiting_heavy_work)
     threads.total_tokens = max(threads.total_tokens, waits + 64)
     # long background passes (dataset examples, feature visualisation) run in the heavy pool
-    long_work = partial(scheduler.admit, "channels/background", "heavy")
     app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue)
     channel_dir = settings.channel_cache_dir or settings.storage_dir.parent / "channels"
     app.state.channel_examples = ChannelExamples(
         app.state.background_jobs, channel_dir, settings.data_dir,
         max_k=settings.channel_examples_max_k, max_pixels=settings.channel_examples_max_pixels,
         cache_bytes=settings.channel_cache_bytes, batch_size=settings.channel_examples_batch,
-        memory_items=settings.channel_examples_memory_items, admit=long_work)
+        memory_items=settings.channel_examples_memory_items, admit=scheduler.admit)
     app.state.feature_vis = FeatureVisualisations(
         app.state.background_jobs, channel_dir, settings.data_dir,
-        steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=long_work)
+        steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=scheduler.admit)
     classroom = Classroom(make_backend(settings.redis_url), SessionLimits.from_settings(settings),
                           WallPredictions(runtime, app.state.outputs), settings.default_model)
     await classroom.start()

@@ -20,7 +20,6 @@ import io
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,14 +32,17 @@ from models.datasets import mnist, shapes
 from server.errors import ApiError
 from server.services.images import samples
 from server.services.runtime.cache import ResultCache
-from server.services.runtime.hooks import forward_hooks
+from server.services.runtime.hooks import LayerRecorder, forward_hooks
 from server.services.runtime.inputs import input_picture
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.work.background_jobs import BackgroundJobs, Job
 from server.services.work.disk_budget import evict_oldest
+from server.services.work.scheduler import Admit
 
 DATASETS = ("mnist", "shapes", "photos")
 FORMAT_VERSION = 1
+
+LONG_WORK = "channels/background"  # the admission label of the long runs (example tables, feature vis)
 
 
 # --- datasets --------------------------------------------------------------------------------------------
@@ -167,28 +169,22 @@ def channel_maxima(output: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compute_table(loaded: LoadedModel, dataset: Dataset, layer_names: list[str], k: int, batch_size: int,
-                  admit: Callable[[], AbstractContextManager[Any]], job: Job | None = None) -> ExampleTable:
+                  admit: Admit, job: Job | None = None) -> ExampleTable:
     """Run the dataset through the model and keep every channel's top ``k`` images."""
     modules = dict(loaded.module.named_modules())
     tops: dict[str, ChannelTopImages] = {}
-    seen: dict[str, torch.Tensor] = {}
-
-    def hook_for(name: str) -> Callable[[Any, Any, Any], None]:
-        def hook(_m: Any, _inputs: Any, output: Any) -> None:
-            if isinstance(output, torch.Tensor) and output.dim() in (2, 4):
-                seen[name] = output  # the last call wins, as everywhere in the API
-        return hook
-
-    hooks = [(modules[name], hook_for(name)) for name in layer_names if name in modules]
+    recorder = LayerRecorder()  # the last call wins, as everywhere in the API
+    seen = recorder.outputs
+    hooks = [(modules[name], recorder.hook(name, dims=(2, 4))) for name in layer_names if name in modules]
     done = 0
     if job is not None:
         job.progress(0, dataset.size)
     for start, images in dataset.batches(batch_size):
         batch = torch.stack([loaded.preprocess(image) for image in images]).to(loaded.device)
-        seen.clear()
+        recorder.clear()
         while True:
             try:
-                with admit():
+                with admit(LONG_WORK, "heavy"):
                     with forward_hooks(loaded, hooks), torch.no_grad():
                         loaded.module(batch)
                 break
@@ -206,7 +202,7 @@ def compute_table(loaded: LoadedModel, dataset: Dataset, layer_names: list[str],
         done += len(images)
         if job is not None:
             job.progress(done)
-    seen.clear()
+    recorder.clear()
     return ExampleTable({name: (t.values, t.indices, t.positions) for name, t in tops.items()}, dataset.size)
 
 
@@ -215,7 +211,7 @@ def compute_table(loaded: LoadedModel, dataset: Dataset, layer_names: list[str],
 class ChannelExamples:
     def __init__(self, jobs: BackgroundJobs, cache_dir: Path, data_dir: Path | None, *, max_k: int,
                  max_pixels: int, cache_bytes: int, batch_size: int, memory_items: int,
-                 admit: Callable[[], AbstractContextManager[Any]]) -> None:
+                 admit: Admit) -> None:
         self.jobs = jobs
         self.cache_dir = cache_dir
         self.data_dir = data_dir

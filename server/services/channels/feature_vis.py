@@ -21,7 +21,6 @@ import json
 import random
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from server.errors import ApiError
+from server.services.channels.examples import LONG_WORK
 from server.services.runtime.cache import ResultCache
-from server.services.runtime.hooks import forward_hooks
+from server.services.runtime.hooks import LayerRecorder, forward_hooks, run_forward
 from server.services.runtime.model_runtime import LoadedModel, ModelLayer
 from server.services.work.background_jobs import BackgroundJobs, Job
 from server.services.work.disk_budget import evict_oldest
-
-
-class _Reached(Exception):
-    """Raised by the hook once the target layer ran: the layers after it are not needed."""
+from server.services.work.scheduler import Admit
 
 
 def fourier_scale(height: int, width: int, decay: float = 1.0) -> torch.Tensor:
@@ -91,7 +88,7 @@ def _colour_samples(source: str, data_dir: Path | None) -> np.ndarray | None:
 
 def optimise(loaded: LoadedModel, layer: ModelLayer, channel: int, *, steps: int, seed: int, lr: float = 0.1,
              jitter: int = 4, scales: tuple[float, float] = (0.92, 1.08), mixing: tuple[tuple[float, ...], ...] | None = None,
-             admit: Callable[[], AbstractContextManager[Any]] | None = None,
+             admit: Admit | None = None,
              progress: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, float]:
     """The optimised picture (H×W×C floats in [0, 1]) and the channel's mean on it, without jitter."""
     module = layer.module
@@ -104,12 +101,8 @@ def optimise(loaded: LoadedModel, layer: ModelLayer, channel: int, *, steps: int
     mean = torch.tensor(loaded.preprocess_fn.mean, dtype=torch.float32).reshape(-1, 1, 1)[:c]
     std = torch.tensor(loaded.preprocess_fn.std, dtype=torch.float32).reshape(-1, 1, 1)[:c]
     optimiser = torch.optim.Adam([spectrum], lr=lr)
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook(_m: Any, _inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor):
-            captured["out"] = output
-            raise _Reached
+    captured = LayerRecorder()
+    hook = captured.hook(layer.name, stop=True)  # the pass stops at the layer: nothing after it runs
 
     def picture() -> torch.Tensor:
         complex_spec = torch.view_as_complex(spectrum) * scale
@@ -122,13 +115,10 @@ def optimise(loaded: LoadedModel, layer: ModelLayer, channel: int, *, steps: int
     def objective(batch: torch.Tensor) -> torch.Tensor:
         captured.clear()
         with forward_hooks(loaded, [(module, hook)]):
-            try:
-                loaded.module(batch)
-            except _Reached:
-                pass
-        if "out" not in captured:
+            run_forward(loaded.module, batch)
+        if layer.name not in captured.outputs:
             raise ApiError(422, "not_run", f"Layer {layer!r} did not run in the forward pass.")
-        out = captured["out"][0]
+        out = captured.outputs[layer.name][0]
         if not 0 <= channel < out.shape[0]:
             raise ApiError(404, "unknown_channel", f"Layer {layer!r} has channels 0 to {out.shape[0] - 1}; there is no {channel}.")
         return out[channel].mean()
@@ -147,7 +137,7 @@ def optimise(loaded: LoadedModel, layer: ModelLayer, channel: int, *, steps: int
         if admit is None:
             loss = -objective(batch)
         else:
-            with admit():
+            with admit(LONG_WORK, "heavy"):
                 loss = -objective(batch)
         optimiser.zero_grad()
         loss.backward()
@@ -184,7 +174,7 @@ class FeatureVisualisations:
     """Jobs on the shared background worker; results on disk (PNG + JSON) under a byte budget."""
 
     def __init__(self, jobs: BackgroundJobs, cache_dir: Path, data_dir: Path | None, *, steps: int,
-                 cache_bytes: int, admit: Callable[[], AbstractContextManager[Any]]) -> None:
+                 cache_bytes: int, admit: Admit | None) -> None:
         self.jobs = jobs
         self.cache_dir = cache_dir
         self.data_dir = data_dir

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -24,13 +23,13 @@ from server.services.classroom.backend import Admission, SessionBackend, Session
 from server.services.classroom.codes import new_code, new_token, normalize_code, token_digest, token_matches
 from server.services.classroom.predictions import WallPredictions
 from server.services.classroom.state_rules import clean_name, validate_state
+from server.services.images.store import IMAGE_ID
 
 if TYPE_CHECKING:
     from server.settings import Settings
 
 log = logging.getLogger("convscope")
 
-_IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 _WEIGHTS = ("auto", "trained", "untrained")
 
 
@@ -184,7 +183,7 @@ class Classroom:
     # the wall --------------------------------------------------------------------------------------------
     async def submit(self, code: str, image_id: Any, name: Any, student: str) -> dict[str, Any]:
         record = await self._record(code)
-        if not isinstance(image_id, str) or not _IMAGE_ID.match(image_id):
+        if not isinstance(image_id, str) or not IMAGE_ID.match(image_id):
             raise ApiError(422, "invalid_image_id", "image_id is the id an upload answered (64 hex digits).")
         display = clean_name(name, self.limits.max_name_chars)
         # The image must be here (or in the shared store) now, so the wall never shows a broken picture.

@@ -11,8 +11,6 @@ import base64
 import io
 import math
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +25,7 @@ from server.services.images.decode import decode_image
 from server.services.rendering import atlas
 from server.services.rendering.colormaps import apply_colormap, colormap_stops
 from server.services.runtime.architecture_catalog import ArchitectureCatalog
-from server.services.runtime.hooks import CapturedLayer, forward_hooks
+from server.services.runtime.hooks import CapturedLayer, LayerRecorder, forward_hooks
 from server.services.runtime.inputs import input_picture
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.runtime.outputs import predictions_from_logits
@@ -41,6 +39,7 @@ from server.services.saliency.base import (
     spatial_activation,
 )
 from server.services.saliency.methods import get_method
+from server.services.work.scheduler import Admit
 
 # CAM methods whose cost is one forward pass plus (at most) one backward to the target layer.
 LIVE_METHODS = ("gradcam", "gradcampp", "xgradcam", "layercam", "eigencam")
@@ -52,7 +51,6 @@ JPEG_QUALITY = 85
 
 # Admission of one frame's computation, given the work's label ("live/<model>/<method or maps>"): a
 # context manager holding a slot of the app's model-work pool for the block.
-Admit = Callable[[str], AbstractContextManager[Any]]
 
 
 @dataclass(frozen=True)
@@ -161,14 +159,9 @@ def forward(config: LiveConfig, tensor: torch.Tensor) -> ForwardResult:
     """One pass through the model: logits, the chosen layer's output and (CAM methods) the top-1 map."""
     loaded = config.loaded
     batch = tensor.unsqueeze(0).to(loaded.device)
-    recorded: dict[str, np.ndarray] = {}
-
-    def record(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.dim() in (2, 4):
-            # a copy: later in-place operations (ReLU(inplace=True), residual +=) must not change it
-            recorded["out"] = output[0].detach().to("cpu", torch.float32, copy=True).numpy()
-
-    hooks: list[tuple[torch.nn.Module, Any]] = [(config.modules[config.layer], record)]
+    recorded = LayerRecorder()  # a copy: later in-place operations (ReLU(inplace=True), residual +=) must not change it
+    hooks: list[tuple[torch.nn.Module, Any]] = [
+        (config.modules[config.layer], recorded.hook(config.layer, keep="copy", dims=(2, 4)))]
     saliency = config.saliency
     captured = CapturedLayer()
     if saliency is not None:
@@ -184,7 +177,8 @@ def forward(config: LiveConfig, tensor: torch.Tensor) -> ForwardResult:
                 logits = loaded.module(batch)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != 1:
         raise ApiError(422, "unsupported_model_output", f"{loaded.entry.id}'s output is not one row of class scores.")
-    result = ForwardResult(logits.detach().float().cpu()[0], recorded.get("out"))
+    out = recorded.outputs.get(config.layer)
+    result = ForwardResult(logits.detach().float().cpu()[0], None if out is None else out.numpy())
     if saliency is not None:
         result.saliency = _cam(config, saliency, captured, logits, batch)
     return result
@@ -306,7 +300,7 @@ def run_frame(config: LiveConfig, tensor: torch.Tensor, limits: LiveLimits, admi
     """The model pass (holding an admission slot) and the answer's pictures for a prepared frame."""
     times = FrameTimes()
     start = time.perf_counter()
-    with admit(config.label):
+    with admit(config.label, "cheap"):
         result = forward(config, tensor)
     computed = time.perf_counter()
     answer = encode_answer(config, tensor, result, limits)

@@ -13,8 +13,7 @@ page can draw the formula with the real numbers. Results are cached by key withi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ from server.services.runtime.hooks import capture_layer
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.model_runtime import LoadedModel, ModelLayer
 from server.services.saliency.base import TopK, check_logits, class_gradients, resolve_targets, spatial_activation
+from server.services.work.scheduler import Admit
 
 MAX_TOP = 32
 
@@ -145,7 +145,6 @@ def compute_steps(loaded: LoadedModel, batch: torch.Tensor, resolved: ModelLayer
     )
 
 
-Admit = Callable[[str, str], AbstractContextManager[Any]]  # (work label, prior cost class) → held slot
 
 
 class GradCamStepsService:

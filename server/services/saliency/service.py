@@ -9,8 +9,7 @@ overlay images after one ``topk.json`` cost nothing more, and a ``topk.json`` af
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,6 +23,7 @@ from server.services.runtime.model_runtime import LoadedModel, ModelLayer
 from server.services.runtime.outputs import ModelOutputs
 from server.services.saliency.base import Explanation, Progress, SaliencyMethod, Targets, TopK
 from server.services.work.cancel import checkpoint
+from server.services.work.scheduler import Admit
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,6 @@ def _maps(loaded: LoadedModel, explanation: Explanation) -> list[SaliencyMap]:
     return out
 
 
-Admit = Callable[[str, str], AbstractContextManager[Any]]  # (work label, prior cost class) → held slot
 SHARED_TOP_K = 5  # the first request for an image and layer also computes this many top classes
 
 
