@@ -18,6 +18,7 @@ from server.services.channels import ChannelExamples, FeatureVisualisations
 from server.services.classroom import Classroom
 from server.services.feature_maps import FeatureMaps
 from server.services.images import ImageStore, UploadGate
+from server.services.images.samples import SampleGallery
 from server.services.live import LiveHub
 from server.services.network import NetworkOverviews
 from server.services.runtime import (
@@ -71,6 +72,7 @@ InputsDep = Annotated[ModelInputs, Depends(from_state("inputs"))]
 OutputsDep = Annotated[ModelOutputs, Depends(from_state("outputs"))]
 StepThroughDep = Annotated[StepThrough, Depends(from_state("step_through"))]
 SchedulerDep = Annotated[Scheduler, Depends(from_state("scheduler"))]
+SamplesDep = Annotated[SampleGallery, Depends(from_state("samples"))]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],
     Query(description="auto: trained weights when present, else untrained (random, seeded)"),

@@ -69,7 +69,7 @@ def test_progress_and_cancel_between_steps(lenet):
 
 
 def test_colour_mixing_is_a_normalised_square_root():
-    mix = np.array(fv.colour_mixing("shapes", None))
+    mix = np.array(fv.measure_colour_mixing("shapes", None))
     assert mix.shape == (3, 3)
     np.testing.assert_allclose(mix, mix.T, atol=1e-9)  # the symmetric square root
     assert np.linalg.norm(mix, axis=0).max() == pytest.approx(1.0)

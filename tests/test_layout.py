@@ -99,3 +99,37 @@ def test_handlers_do_not_echo_a_raw_model_beside_the_loaded_one() -> None:
                 if "LoadedModelDep" in names.values() and names.get("model") == "str":
                     offences.append(f"{path.name}:{node.name}")
     assert offences == []
+
+
+def _module_level_calls(path: Path, name: str) -> list[int]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in tree.body:
+        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == name:
+            found.append(node.lineno)
+    return found
+
+
+def test_no_module_global_caches() -> None:
+    """Every ResultCache belongs to an object the wiring makes, with its budget from Settings."""
+    offences = [f"{p.relative_to(SERVER)}:{line}" for p in SERVER.rglob("*.py") for line in _module_level_calls(p, "ResultCache")]
+    assert offences == []
+
+
+def test_one_helper_per_small_job() -> None:
+    """One hook capture type and early-stop exception, one loopback check, one image-id pattern, one Admit."""
+    sources = {str(p.relative_to(SERVER)): p.read_text() for p in SERVER.rglob("*.py")}
+
+    def defining(pattern: str) -> list[str]:
+        return sorted(path for path, text in sources.items() if pattern in text)
+
+    assert defining("register_forward_hook(") == ["services/runtime/hooks.py"]
+    exceptions = sorted(path for path, text in sources.items()
+                        for node in ast.walk(ast.parse(text)) if isinstance(node, ast.ClassDef)
+                        and any(ast.unparse(b) == "Exception" for b in node.bases) and "hook" in ast.unparse(node).lower())
+    assert exceptions == ["services/runtime/hooks.py"]  # StopForward
+    assert defining("def is_loopback") == ["hosts.py"] and defining(".is_loopback") == ["hosts.py"]
+    assert defining("{64}") == ["services/images/store.py"]
+    assert defining("Admit = ") == ["services/work/scheduler.py"]
+    assert defining("signal.signal(") == ["services/work/stop_signals.py"]

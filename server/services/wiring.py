@@ -20,7 +20,7 @@ from server.services.classroom.predictions import WallPredictions
 from server.services.classroom.shutdown import on_stop_signal
 from server.services.feature_maps import ActivationStore, FeatureMaps, LayerOverviews
 from server.services.images import ImageStore, IsolatedDecoder, UploadGate, decode_limits
-from server.services.images import samples as sample_gallery
+from server.services.images.samples import SampleGallery
 from server.services.live import LiveHub, LiveLimits
 from server.services.network import NetworkOverviews
 from server.services.runtime import ArchitectureCatalog, ModelRuntime, PredictionBatcher, WeightsDownloads
@@ -53,7 +53,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
         decoder=IsolatedDecoder(decode_limits(settings)),
     )
     app.state.downloads = WeightsDownloads(runtime)
-    sample_gallery.cache.budget_bytes = settings.sample_cache_bytes
+    app.state.samples = SampleGallery(settings.sample_cache_bytes, settings.data_dir)
     app.state.architectures = runtime.catalog
     app.state.limiter = WorkLimiter(settings.max_active_work, settings.max_waiting_work,
                                     settings.work_wait_timeout_s, name="model work")

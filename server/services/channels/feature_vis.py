@@ -47,14 +47,6 @@ def fourier_scale(height: int, width: int, decay: float = 1.0) -> torch.Tensor:
     return 1.0 / torch.clamp(freq, min=1.0 / max(height, width)) ** decay
 
 
-_MIXINGS: ResultCache[tuple[tuple[float, ...], ...]] = ResultCache("colour mixing matrices", 64 * 1024)
-
-
-def colour_mixing(source: str, data_dir: str | None) -> tuple[tuple[float, ...], ...]:
-    """:func:`measure_colour_mixing`, computed once per (source, data folder)."""
-    return _MIXINGS.get_or_compute((source, data_dir), lambda: measure_colour_mixing(source, data_dir))
-
-
 def measure_colour_mixing(source: str, data_dir: str | None) -> tuple[tuple[float, ...], ...]:
     """The square root of the RGB covariance of natural images (rows = output colours), normalised so
     that its largest column has unit length; identity when no images are at hand."""
@@ -182,6 +174,13 @@ class FeatureVisualisations:
         self.cache_bytes = cache_bytes
         self.admit = admit
         self._lock = threading.Lock()
+        # the colour mixing of each source, measured once (a few floats: the service owns it, no module global)
+        self.mixings: ResultCache[tuple[tuple[float, ...], ...]] = ResultCache("colour mixing matrices", 64 * 1024)
+
+    def colour_mixing(self, source: str) -> tuple[tuple[float, ...], ...]:
+        """:func:`measure_colour_mixing` of ``source``, computed once."""
+        data_dir = None if self.data_dir is None else str(self.data_dir)
+        return self.mixings.get_or_compute(source, lambda: measure_colour_mixing(source, data_dir))
 
     def _key(self, loaded: LoadedModel, layer: str, channel: int, seed: int) -> tuple[Any, ...]:
         return ("featurevis", loaded.entry.id, loaded.variant, layer, channel, seed, self.steps)
@@ -217,7 +216,7 @@ class FeatureVisualisations:
         mixing = None
         if loaded.entry.input.channels == 3:
             source = "shapes" if loaded.entry.input.height <= 64 else "photos"
-            mixing = colour_mixing(source, None if self.data_dir is None else str(self.data_dir))
+            mixing = self.colour_mixing(source)
         description = self.parameterisation(loaded)
 
         def run(job: Job) -> None:
