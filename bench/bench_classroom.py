@@ -40,16 +40,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
+from harness import free_port  # the one free_port (bench/harness.py → tests/harness.py)
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def digit_png(seed: int) -> bytes:

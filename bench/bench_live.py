@@ -26,7 +26,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from harness import free_port  # the one free_port (bench/harness.py → tests/harness.py)
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -71,12 +71,6 @@ def video_frames(folder: Path = PHOTOS, per_photo: int = FRAMES_PER_PHOTO) -> li
 
 
 # --- the server ---------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def start_server(threads: int, store: Path, max_clients: int) -> tuple[subprocess.Popen, str]:
     port = free_port()

@@ -24,7 +24,6 @@ import io
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
+from harness import free_port  # the one free_port (bench/harness.py → tests/harness.py)
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -147,12 +147,6 @@ async def run_concurrent(base: str, requests: list, clients: int) -> tuple[float
     started = time.perf_counter()
     await asyncio.gather(*(student() for _ in range(clients)))
     return time.perf_counter() - started, tally
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(storage: Path, log_path: Path, activation_cache_mb: int,

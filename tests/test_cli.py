@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,12 +11,7 @@ import urllib.request
 import pytest
 
 from server.cli import build_parser, main
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.harness import free_port
 
 
 def test_models_command_lists_every_model(capsys) -> None:
@@ -34,7 +28,7 @@ def test_parser_knows_the_api_md_commands() -> None:
 
 
 def test_serve_prints_url_when_ready_and_answers(tmp_path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(tmp_path / "images"), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--device", "cpu"],

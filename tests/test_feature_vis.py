@@ -19,6 +19,7 @@ from server.services.channels import feature_vis as fv
 from server.services.runtime.model_runtime import ModelRuntime
 from server.services.work.background_jobs import BackgroundJobs, Cancelled
 from server.settings import Settings
+from tests.harness import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +87,7 @@ def test_background_jobs_cancel_bound_and_close():
                 return
 
     first = jobs.submit("a", slow)
-    while first.state != "running":
-        time.sleep(0.01)
+    wait_until(lambda: first.state == "running", timeout=30, what="the first job to start")
     queued = jobs.submit("b", slow)
     assert jobs.submit("b", slow) is queued  # the same key is the same job
     with pytest.raises(Exception) as refused:
@@ -96,9 +96,7 @@ def test_background_jobs_cancel_bound_and_close():
     jobs.cancel("b")
     assert queued.state == "cancelled"
     jobs.cancel("a")
-    deadline = time.monotonic() + 10
-    while first.state == "running" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: first.state != "running", timeout=10, what="the cancelled job to stop")
     assert first.state == "cancelled"
     jobs.close()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -16,13 +15,7 @@ from server.main import create_app
 from server.services.work.limiter import WorkLimiter
 from server.settings import Settings
 from tests.conftest import png_bytes
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.002)
+from tests.harness import wait_until
 
 
 def test_full_queue_is_refused_at_once_with_retry_after() -> None:
