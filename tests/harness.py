@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import uvicorn
 from fastapi import FastAPI
 from torch import nn
@@ -161,3 +162,40 @@ def assert_no_hooks(model: nn.Module) -> None:
         assert not getattr(sub, "_backward_pre_hooks", {}), f"backward pre-hook left on {name or 'the model'}"
     assert not module_globals._global_forward_hooks
     assert not module_globals._global_forward_pre_hooks
+
+
+# --- driving the app at the ASGI level, so an upload body really streams ---------------------------------
+
+class CountingBody:
+    """An upload body delivered in chunks; remembers how much of it the server asked for."""
+
+    def __init__(self, head: bytes, chunk: bytes, chunks: int, tail: bytes = b"") -> None:
+        self.parts = [head] + [chunk] * chunks + [tail]
+        self.pulled = 0
+        self.total = sum(len(p) for p in self.parts)
+
+    def bytes_pulled(self) -> int:
+        return sum(len(p) for p in self.parts[: self.pulled])
+
+    async def receive(self) -> dict:
+        if self.pulled >= len(self.parts):
+            await anyio.sleep(3600)  # the server must not wait for more than the body
+        part = self.parts[self.pulled]
+        self.pulled += 1
+        return {"type": "http.request", "body": part, "more_body": self.pulled < len(self.parts)}
+
+
+async def asgi_post(app: FastAPI, headers: list[tuple[bytes, bytes]], body: CountingBody,
+                    path: str = "/api/images") -> tuple[int, bytes]:
+    messages: list[dict] = []
+
+    async def send(message: dict) -> None:
+        messages.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app}
+    with anyio.fail_after(30):
+        await app(scope, body.receive, send)
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    return start["status"], b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")

@@ -133,3 +133,20 @@ def test_one_helper_per_small_job() -> None:
     assert defining("{64}") == ["services/images/store.py"]
     assert defining("Admit = ") == ["services/work/scheduler.py"]
     assert defining("signal.signal(") == ["services/work/stop_signals.py"]
+
+
+def test_one_test_harness() -> None:
+    """free_port, wait_until and SHARED_DATA are defined once (tests/harness.py), and no test file is imported
+    as a library by another (shared helpers live in the harness or a *_support module)."""
+    root = SERVER.parent
+    files = [p for folder in ("tests", "bench") for p in (root / folder).rglob("*.py")]
+    texts = {str(p.relative_to(root)): p.read_text() for p in files if p.name != "test_layout.py"}
+
+    def defining(*needles: str) -> list[str]:
+        return sorted(path for path, text in texts.items() if any(n in text for n in needles))
+
+    assert defining("def free_port", "def _free_port") == ["tests/harness.py"]
+    assert defining("SHARED_DATA = ") == ["tests/harness.py"]
+    assert defining("def wait_until") == ["tests/harness.py"]
+    assert [path for path, text in texts.items() if "from tests.test_" in text or "from tests.api.test_" in text
+            or "import tests.test_" in text] == []

@@ -108,7 +108,7 @@ def test_served_files_have_fixed_content_types(secured) -> None:
 # --- request bodies of JSON endpoints are bounded too ------------------------------------------------------
 
 def test_json_bodies_over_the_limit_are_refused_while_streaming(tmp_path: Path) -> None:
-    from tests.test_hostile_uploads import CountingBody, asgi_post
+    from tests.harness import CountingBody, asgi_post
 
     app = create_app(Settings(storage_dir=tmp_path / "images", max_body_bytes=4096))
     with TestClient(app) as client:

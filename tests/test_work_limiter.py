@@ -152,7 +152,7 @@ def test_upload_gate_queues_then_refuses() -> None:
 def test_busy_upload_gate_answers_before_reading_the_body(tmp_path) -> None:
     import anyio
 
-    from tests.test_hostile_uploads import CountingBody, asgi_post
+    from tests.harness import CountingBody, asgi_post
 
     app = create_app(Settings(storage_dir=tmp_path / "images", max_active_uploads=1, max_waiting_uploads=0))
     png = png_bytes(np.full((8, 8), 5, dtype=np.uint8))
@@ -178,7 +178,7 @@ def test_real_server_sheds_overload_promptly(tmp_path) -> None:
 
     import httpx
 
-    from tests.test_faults import serving
+    from tests.harness import serving
 
     settings = Settings(storage_dir=tmp_path / "images", max_active_heavy_work=1, max_waiting_heavy_work=1,
                         heavy_work_wait_timeout_s=60, heavy_work_per_client=100)
