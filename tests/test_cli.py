@@ -12,6 +12,7 @@ import pytest
 
 from server.cli import build_parser, main
 from tests.harness import free_port
+from tests.readme_support import readme_example
 
 
 def test_models_command_lists_every_model(capsys) -> None:
@@ -51,21 +52,6 @@ def test_serve_prints_url_when_ready_and_answers(tmp_path) -> None:
             proc.stdout.close()
 
 
-def _readme_example() -> dict[str, str]:
-    """The "Your own model" section's files, by the name in each block's first comment line."""
-    import re
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("## Your own model", 1)[1].split("\n## ", 1)[0]
-    files = {}
-    for lang, body in re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S):
-        first = body.splitlines()[0]
-        if lang in ("python", "toml") and first.startswith("# "):
-            files[first[2:].split()[0]] = body
-    return files
-
-
 def test_readme_worked_example_works_as_pasted(tmp_path, monkeypatch, capsys) -> None:
     import json
     import runpy
@@ -73,7 +59,7 @@ def test_readme_worked_example_works_as_pasted(tmp_path, monkeypatch, capsys) ->
     import numpy as np
     from PIL import Image
 
-    files = _readme_example()
+    files = readme_example()
     assert set(files) == {"mynets.py", "save_weights.py", "models.toml"}
     for name, body in files.items():
         (tmp_path / name).write_text(body)
@@ -110,7 +96,7 @@ def test_explain_on_efficientnet_names_the_zebra(tmp_path, capsys) -> None:
                  "--device", "cpu"]) == 0
     assert "1. zebra" in capsys.readouterr().out
     report = json.loads((tmp_path / "explain.json").read_text())
-    assert report["classes"][0]["label"] == "zebra" and report["layer"] == "blocks.5"
+    assert report["classes"][0]["label"] == "zebra" and report["layer"] == "conv_head"
     assert (tmp_path / report["classes"][0]["overlay"]).is_file()
 
 

@@ -17,7 +17,8 @@ from PIL import Image
 from server.main import create_app
 from server.services.channels import feature_vis as fv
 from server.services.runtime.model_runtime import ModelRuntime
-from server.services.work.background_jobs import BackgroundJobs, Cancelled
+from server.services.work.background_jobs import BackgroundJobs
+from server.services.work.cancel import WorkCancelled
 from server.settings import Settings
 from tests.harness import wait_until
 
@@ -60,9 +61,9 @@ def test_progress_and_cancel_between_steps(lenet):
     def progress(step: int, _value: float) -> None:
         steps.append(step)
         if step == 3:
-            raise Cancelled
+            raise WorkCancelled()
 
-    with pytest.raises(Cancelled):
+    with pytest.raises(WorkCancelled):
         fv.optimise(lenet, lenet.named_layer("features.0"), 1, steps=50, seed=0, progress=progress)
     assert steps == [1, 2, 3]
     for module in lenet.module.modules():

@@ -55,16 +55,14 @@ def _calls(path: Path, attribute: str) -> list[int]:
 
 
 # Where a layer name may still be turned into a module (issue 19: "resolve each parameter once"). HTTP
-# requests resolve ``{layer}`` / ``?layer=`` in server/deps.py (LayerDep, QueryLayerDep, SaliencyLayerDep,
-# through LoadedModel.named_layer); the other entries are edges that are not HTTP query parameters: the
-# live WebSocket's config (once per connection), the CLI export, the saliency method API (name-based, shared
-# with the CLI and live) and the kept-graph forward of the model's own Grad-CAM layer.
+# requests resolve ``{layer}`` in server/deps.py (LayerDep) and ``?layer=`` / ``cam_layer`` / an ablation's
+# layer through ``saliency.layer_choice.saliency_layer`` (the model's default when none is named), both by
+# LoadedModel.named_layer; the other entries are edges that are not HTTP query parameters: the live
+# WebSocket's feature-map layer (once per connection) and the kept-graph forward of the Grad-CAM layer.
 LAYER_LOOKUPS = {
     "services/runtime/model_runtime.py": 1,  # named_layer: the one resolver
     "services/runtime/hooks.py": 1,
-    "services/saliency/base.py": 1,
-    "services/export/explain_image.py": 1,
-    "services/live/frame.py": 2,
+    "services/live/frame.py": 1,
 }
 
 
@@ -74,7 +72,8 @@ def test_layer_names_are_resolved_once_at_the_edge() -> None:
     assert found == LAYER_LOOKUPS, "resolve a layer with server.deps.LayerDep (or QueryLayerDep) and hand the " \
                                    "ModelLayer to the service instead of calling loaded.layer() again"
     named = {str(p.relative_to(SERVER)): len(_calls(p, "named_layer")) for p in SERVER.rglob("*.py")}
-    assert {path: count for path, count in named.items() if count} == {"deps.py": 2}  # path and query layer
+    assert {path: count for path, count in named.items() if count} == {
+        "deps.py": 1, "services/saliency/layer_choice.py": 1}  # the path's layer; a query's layer or the default
 
 
 def test_method_and_target_are_checked_only_in_deps() -> None:
@@ -85,7 +84,8 @@ def test_method_and_target_are_checked_only_in_deps() -> None:
                "services/saliency/methods.py", "services/saliency/topk.py"}
     assert {path for path, count in builders.items() if count} <= allowed
     checks = [str(p.relative_to(SERVER)) for p in SERVER.rglob("*.py") if "invalid_target" in p.read_text()]
-    assert sorted(checks) == ["deps.py", "services/saliency/base.py"]  # the edge, and the logits' own bound
+    # LoadedModel.class_index is the one check (deps call it per request), and the logits' own bound
+    assert sorted(checks) == ["services/runtime/model_runtime.py", "services/saliency/base.py"]
 
 
 def test_handlers_do_not_echo_a_raw_model_beside_the_loaded_one() -> None:

@@ -28,7 +28,8 @@ Protocol (all server messages are JSON text; the client sends binary frames):
    meanwhile, and at most one more waiting undecoded — a newer frame replaces that one.
 4. A bad frame (not an image: 415, damaged: 422, empty: 400, too many bytes or pixels: 413) or a busy
    server (503, with ``retry_after_s``) gets ``{"error": {code, message, status}, "frame": n}``; the
-   socket stays open. A text message gets a 400 error message. After ``live_idle_timeout_s`` without a
+   socket stays open. (A message over the WebSocket cap itself, ``live_socket_max_bytes``, 64 MiB, which
+   ``convscope serve`` gives uvicorn as ``ws_max_size``, closes the socket with 1009 unread.) A text message gets a 400 error message. After ``live_idle_timeout_s`` without a
    message the server says so and closes the socket.
 
 Nothing a client sends is stored; the page's "Capture" uploads a frame through ``POST /api/images``.

@@ -24,6 +24,7 @@ from server.services.runtime.inputs import input_picture
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.saliency import describe_methods
 from server.services.saliency.base import SaliencyMethod
+from server.services.saliency.border import describe_border
 from server.services.saliency.methods import DEFAULT_METHOD
 from server.services.saliency.overlay import DEFAULT_COLORMAP, check_colormap, legend, overlay_png
 from server.services.saliency.service import SaliencyKey, SaliencyMap, make_key
@@ -91,7 +92,8 @@ def _url(key: SaliencyKey, suffix: str, target: int | None, **extra: Any) -> str
     return f"/api/models/{quote(key.model, safe='')}/images/{quote(key.image_id, safe='')}/saliency{suffix}?{urlencode(params)}"
 
 
-def _info(key: SaliencyKey, result: SaliencyMap, colormap: str) -> dict[str, Any]:
+def _info(query: SaliencyQuery, result: SaliencyMap, colormap: str) -> dict[str, Any]:
+    key = query.key
     return {
         "index": result.target,
         "label": result.label,
@@ -102,6 +104,7 @@ def _info(key: SaliencyKey, result: SaliencyMap, colormap: str) -> dict[str, Any
         "empty": result.high <= result.low,
         "shape": list(result.values.shape),
         "raw_shape": list(result.raw.shape),
+        "border": describe_border(query.loaded, key.layer, result.raw),
         "urls": {
             "npy": _url(key, ".npy", result.target),
             "raw": _url(key, "/raw.npy", result.target),
@@ -150,7 +153,7 @@ def saliency_json(
     """One class's map described: its class, the raw values 0 and 1 stand for, and its URLs."""
     check_colormap(colormap)
     result = maps.map(query.loaded, query.key)
-    return {**_described(query, colormap), "map": _info(query.key, result, colormap)}
+    return {**_described(query, colormap), "map": _info(query, result, colormap)}
 
 
 @router.get(MAP + "/topk.json")
@@ -166,7 +169,7 @@ def saliency_top_k(
     return {
         **_described(query, colormap),
         "npy": _url(query.key, "/topk.npy", None, k=k),
-        "classes": [_info(query.key, m, colormap) for m in found],
+        "classes": [_info(query, m, colormap) for m in found],
     }
 
 

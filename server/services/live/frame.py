@@ -38,6 +38,8 @@ from server.services.saliency.base import (
     resolve_targets,
     spatial_activation,
 )
+from server.services.saliency.layer_choice import default_layer
+from server.services.saliency.layer_choice import saliency_layer as resolve_saliency_layer
 from server.services.saliency.methods import get_method
 from server.services.work.scheduler import Admit
 
@@ -102,7 +104,7 @@ def resolve_config(loaded: LoadedModel, architectures: ArchitectureCatalog, laye
     """Validate the query of a live connection (ApiErrors as the HTTP endpoints raise them)."""
     rows = selectable_layers(architectures.get(loaded.entry)["layers"])
     shapes = {row["name"]: tuple(row["output_shape"]) for row in rows}
-    name = layer or loaded.entry.target_layer
+    name = layer or default_layer(loaded.entry)
     modules = {name: loaded.layer(name)}  # 404 unknown_layer when there is no such module at all
     if name not in shapes:
         raise ApiError(422, "layer_has_no_feature_map",
@@ -115,8 +117,9 @@ def resolve_config(loaded: LoadedModel, architectures: ArchitectureCatalog, laye
             raise ApiError(422, "method_not_live",
                            f"{method} costs more than one forward and backward pass per frame; live mode offers "
                            f"{', '.join(LIVE_METHODS)}. The Saliency tab computes {method} for a captured frame.")
-        cam_layer = saliency_layer or loaded.entry.target_layer
-        modules[cam_layer] = loaded.layer(cam_layer)
+        cam = resolve_saliency_layer(loaded, saliency_layer)  # 404 unknown_layer
+        cam_layer = cam.name
+        modules[cam_layer] = cam.module
         if len(shapes.get(cam_layer, ())) != 3:
             raise ApiError(422, "layer_not_spatial",
                            f"{method} needs a layer whose output is channels × height × width; "

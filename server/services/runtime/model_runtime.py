@@ -8,6 +8,7 @@ every answer says which was used, so nothing untrained is ever shown as trained.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -54,6 +55,14 @@ class LoadedModel:
         """``name`` resolved once (404 ``unknown_layer``): the dependency ``LayerDep`` hands this to services."""
         return ModelLayer(name, self.layer(name))
 
+    def class_index(self, index: int | None, name: str = "target") -> int | None:
+        """A class index checked against the model's classes (404 ``invalid_target``, like an unknown layer);
+        None (the top-1 class) passes. The one check: ``server.deps`` calls it for each request's class."""
+        if index is not None and not 0 <= index < self.entry.num_classes:
+            raise ApiError(404, "invalid_target",
+                           f"{name} must be a class index from 0 to {self.entry.num_classes - 1}; got {index}.")
+        return index
+
     def layer(self, name: str) -> nn.Module:
         modules = self.__dict__.get("_modules_by_name")
         if modules is None:  # the module tree of a loaded model never changes: index it once
@@ -83,6 +92,7 @@ class ModelRuntime:
         # (model id, variant) → LoadedModel; one build per key even when a class asks at once
         self.cache: ResultCache[LoadedModel] = ResultCache("models", budget_bytes, max_items=self.max_loaded)
         self._failures: dict[str, str] = {}  # model id → why its trained weights could not be loaded
+        self.last_used: dict[str, float] = {}  # uploaded models only: when a request last named them (monotonic)
         self._lock = threading.Lock()
 
     # --- registry views -------------------------------------------------------------------------
@@ -96,6 +106,8 @@ class ModelRuntime:
             raise ApiError(404, "unknown_model", f"There is no model {model_id!r}; see /api/models.") from None
         if entry.problem:  # listed so that its reason shows, but there is nothing to run
             raise ApiError(409, "model_unavailable", f"Model {model_id} is unavailable: {entry.problem}")
+        if entry.family == "upload":  # dropped after an idle time (server.services.model_uploads)
+            self.last_used[model_id] = time.monotonic()
         return entry
 
     def weights_status(self, entry: ModelEntry) -> WeightsStatus:

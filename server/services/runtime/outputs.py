@@ -16,6 +16,7 @@ from server.services.runtime.cache import ResultCache
 from server.services.runtime.hooks import LayerGraph
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.model_runtime import LoadedModel
+from server.services.saliency.layer_choice import default_layer
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class ModelOutputs:
     def result(self, loaded: LoadedModel, image_id: str) -> ForwardResult:
         def compute() -> ForwardResult:
             batch = self.inputs.batch(loaded, image_id)
-            out, graph = self.batcher.forward(loaded, batch, loaded.entry.target_layer)
+            out, graph = self.batcher.forward(loaded, batch, default_layer(loaded.entry))
             return ForwardResult(out[0].contiguous(), graph)
 
         return self.cache.get_or_compute(self.key(loaded, image_id), compute)

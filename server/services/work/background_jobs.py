@@ -24,9 +24,8 @@ log = logging.getLogger("convscope.jobs")
 _FINISHED_KEPT = 256  # finished job records kept for pollers (a few hundred bytes each)
 
 
-# Inside a job, cancellation is the one cancellation type of the work package: the job ends ``cancelled``.
-# (``Cancelled`` stays importable by that name.)
-Cancelled = WorkCancelled
+# Inside a job, cancellation is the one cancellation type of the work package (WorkCancelled): the job ends
+# ``cancelled``.
 
 
 @dataclass
