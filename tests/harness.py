@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import uvicorn
@@ -56,6 +57,26 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0, what: str =
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
         time.sleep(poll_s)
+
+
+def poll_json(get: Callable[[], Any], timeout: float, what: str, on_pending: Callable[[Any], None] | None = None,
+              poll_s: float = 0.2) -> Any:
+    """Ask ``get()`` (an HTTP GET answering 202 while the server computes) until it answers 200, as the page
+    polls; ``on_pending`` checks each 202 answer. Returns the 200 answer's JSON; fails after ``timeout`` s."""
+    answer: list[Any] = []
+
+    def ready() -> bool:
+        response = get()
+        if response.status_code == 200:
+            answer.append(response.json())
+            return True
+        assert response.status_code == 202, response.text
+        if on_pending is not None:
+            on_pending(response)
+        return False
+
+    wait_until(ready, timeout=timeout, what=what, poll_s=poll_s)
+    return answer[0]
 
 
 @contextmanager

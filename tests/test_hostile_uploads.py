@@ -316,7 +316,7 @@ def test_a_jpeg_with_thousands_of_scans_is_refused_quickly_and_a_normal_upload_i
     from concurrent.futures import ThreadPoolExecutor
 
     from tests.hostile_corpus import many_scans_jpeg
-    from tests.real_server import live_server
+    from tests.harness import live_server
 
     crafted = many_scans_jpeg(4000, 2000)
     photo = encode(Image.fromarray(np.random.default_rng(3).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)),
@@ -364,7 +364,7 @@ def test_concurrent_palette_bombs_leave_the_server_memory_where_it_was(tmp_path:
     import psutil
 
     from tests.hostile_corpus import palette_bomb_png
-    from tests.real_server import live_server
+    from tests.harness import live_server
 
     with live_server(tmp_path) as server:
         process = psutil.Process(server.pid)

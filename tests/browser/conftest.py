@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import SHARED_DATA
-from tests.real_server import live_server as run_live_server
+from tests.harness import live_server as run_live_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CONVSCOPE_CHROMIUM", "/usr/bin/chromium")
