@@ -70,7 +70,7 @@ class IsolatedDecoder:
     def __init__(self, limits: DecodeLimits) -> None:
         self.limits = limits
         self._pool = ChildProcessPool([sys.executable, decode_worker.__file__], limits.max_processes,
-                                      limits.wall_seconds, "image decoder")
+                                      limits.wall_seconds, "image decoder", decode_worker.PARENT_ENV)
 
     def close(self) -> None:
         self._pool.close()

@@ -7,7 +7,8 @@ system with the child. One worker is started ahead (its imports done) for the ne
 ``max_processes`` run at once, the others wait for a slot (then 503). Used for image uploads
 (``images.decode``) and model uploads (``model_uploads``).
 
-Children die with the server: each is told the server's pid (``PARENT_ENV``) and asks the kernel for
+Children die with the server: each is told the server's pid (in the ``parent_env`` variable its worker
+reads, ``decode_worker.PARENT_ENV``) and asks the kernel for
 SIGKILL when its parent dies (``decode_worker.die_with_server``). The kernel's parent-death signal fires
 when the *thread* that forked the child ends, and request threads come and go, so every child is started
 by one long-lived spawner thread.
@@ -23,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from server.errors import ApiError
-from server.services.images.decode_worker import PARENT_ENV
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,13 @@ class ChildProcessPool:
     """Runs ``argv`` once per job, with the job's bytes on stdin; thread-safe."""
 
     def __init__(self, argv: Sequence[str], max_processes: int, wall_seconds: float, what: str,
-                 env: dict[str, str] | None = None) -> None:
+                 parent_env: str, env: dict[str, str] | None = None) -> None:
         self.argv = list(argv)
         self.wall_seconds = wall_seconds
         self.what = what  # "image decoder", "model converter": for the 503 message
         self._slots = threading.BoundedSemaphore(max(1, max_processes))
         self._env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                     **(env or {}), PARENT_ENV: str(os.getpid())}
+                     **(env or {}), parent_env: str(os.getpid())}
         self._spare: subprocess.Popen | None = None  # one worker started ahead, its imports done
         self._spare_lock = threading.Lock()
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{what.replace(' ', '-')}-spawner")
