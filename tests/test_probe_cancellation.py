@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,16 +16,9 @@ import numpy as np
 from server.main import create_app
 from server.settings import Settings
 from tests.conftest import png_bytes
-from tests.test_faults import serving
+from tests.harness import serving, wait_until
 
 PATCHES = 64
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def test_a_probe_whose_client_goes_away_stops_at_the_next_chunk(tmp_path: Path) -> None:
@@ -51,9 +43,9 @@ def test_a_probe_whose_client_goes_away_stops_at_the_next_chunk(tmp_path: Path) 
             sock = socket.create_connection(("127.0.0.1", port))
             sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
-            wait_until(lambda: len(passes) > 0)  # the probe is under way…
+            wait_until(lambda: len(passes) > 0, what="the probe to start")  # the probe is under way…
             sock.close()  # …and the page gives it up
-            wait_until(lambda: app.state.limiter.active == 0)
+            wait_until(lambda: app.state.limiter.active == 0, what="the probe's slot to come back")
             stopped = len(passes)
             time.sleep(0.3)
             assert len(passes) == stopped < PATCHES, "no pass after the checkpoint that saw the client gone"
