@@ -30,6 +30,8 @@ FASHION_LABELS = "fashion-mnist/t10k-labels-idx1-ubyte.first6978.gz"
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")
 MNIST_CLASSES = tuple(str(d) for d in range(10))
+CLASSES = {"mnist": MNIST_CLASSES, "fashion-mnist": FASHION_CLASSES, "shapes": tuple(shapes.CLASSES)}
+TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "shapes": "Shapes (synthetic)"}
 
 
 class DataUnavailable(FileNotFoundError):
@@ -81,7 +83,7 @@ def mnist_data(data_dir: str | Path | None, download: bool, limit: int | None) -
         train_x, train_y = train
         n = len(train_x) if limit is None else min(limit, len(train_x))
         source = "mnist-train-60k" if n == 60_000 else f"mnist-train[:{n}]"
-        return TrainingData("MNIST", MNIST_CLASSES, _nchw(train_x[:n]), torch.from_numpy(train_y[:n]),
+        return TrainingData(TITLES["mnist"], MNIST_CLASSES, _nchw(train_x[:n]), torch.from_numpy(train_y[:n]),
                             _nchw(test_x), torch.from_numpy(test_y), None, None, MNIST_MEAN, MNIST_STD, source,
                             f"the MNIST test set ({len(test_x):,} images, never used in training)")
     n = MNIST_FALLBACK_TRAIN if limit is None else min(limit, MNIST_FALLBACK_TRAIN)
@@ -211,3 +213,16 @@ def augment(batch: torch.Tensor, labels: torch.Tensor, generator: torch.Generato
     if dataset == "shapes":  # flips of Shapes images are the square's symmetries, labels remapped
         return dihedral(batch, labels, generator)
     return affine(batch, generator, kinds), labels
+
+
+def missing(dataset: str, data_dir: str | Path | None) -> str | None:
+    """Why ``dataset`` cannot be loaded from ``data_dir`` (a sentence), or None when its files are there;
+    cheap (file names only), so a server can refuse a run before it starts a process."""
+    if dataset == "shapes":
+        return None
+    root = mnist.find_data_dir(data_dir)
+    if root is None:
+        return "the MNIST test images (mnist/t10k-images-idx3-ubyte.gz) are not in the data directory"
+    if dataset == "fashion-mnist" and not ((root / FASHION_IMAGES).is_file() and (root / FASHION_LABELS).is_file()):
+        return f"the Fashion-MNIST images ({FASHION_IMAGES}) are not in the data directory {root}"
+    return None

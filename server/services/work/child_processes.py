@@ -14,9 +14,29 @@ import os
 import subprocess
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from server.errors import ApiError
+
+
+class ChildSpawner:
+    """Starts child processes from one long-lived thread. The kernel's parent-death signal (which the
+    children ask for, ``decode_worker.die_with_parent``) fires when the *thread* that forked a child ends,
+    and request threads come and go."""
+
+    def __init__(self, name: str) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen:
+        try:
+            return self._thread.submit(subprocess.Popen, list(argv), **kwargs).result()
+        except RuntimeError:  # closed (the server is stopping): this one thread lives as long as the child
+            return subprocess.Popen(list(argv), **kwargs)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False)
 
 
 @dataclass(frozen=True)
