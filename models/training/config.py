@@ -89,6 +89,9 @@ def checked(config: RunConfig) -> RunConfig:
     _range("checkpoint_every_steps", config.checkpoint_every_steps, 0, MAX_CHECKPOINT_EVERY)
     if config.train_size is not None:
         _range("train_size", config.train_size, MIN_TRAIN_SIZE, MAX_TRAIN_SIZE)
+    if config.architecture in GREYSCALE_ONLY and config.dataset == "shapes":
+        raise ConfigError("dataset", f"dataset: {config.architecture} reads 28×28 greyscale images; Shapes are "
+                          "64×64 colour (train tinyvgg-shapes on them)")
     for kind in config.augment:
         _choice("augment", kind, AUGMENTATIONS)
     if "flip" in config.augment and config.dataset not in FLIP_MAKES_SENSE:
@@ -97,9 +100,6 @@ def checked(config: RunConfig) -> RunConfig:
     if config.dataset == "shapes" and set(config.augment) - {"flip"}:
         raise ConfigError("augment", "augment: Shapes images take flip only (the 8 symmetries of the square); "
                           "shifts would push shapes out of their known boxes")
-    if config.architecture in GREYSCALE_ONLY and config.dataset == "shapes":
-        raise ConfigError("dataset", f"dataset: {config.architecture} reads 28×28 greyscale images; Shapes are "
-                          "64×64 colour (train tinyvgg-shapes on them)")
     return config
 
 
