@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from models.training import config as knobs
 from models.training.config import for_architecture
@@ -36,9 +36,9 @@ class RunBody(BaseModel):
     schedule: Literal["constant", "step", "cosine", "onecycle"] | None = None
     weight_decay: float | None = Field(None, ge=0.0, le=knobs.MAX_WEIGHT_DECAY)
     dropout: float | None = Field(None, ge=0.0, le=knobs.MAX_DROPOUT, description="dropout p before the output layer")
-    batch_norm: bool | None = Field(None, description="batch normalisation after every convolution")
-    augment: bool | list[Augmentation] | None = Field(
-        None, max_length=4, description="true: the dataset's default augmentations; false: none; or a list")
+    batch_norm: StrictBool | None = Field(None, description="batch normalisation after every convolution")
+    augment: StrictBool | Annotated[list[Augmentation], Field(max_length=4)] | None = Field(
+        None, description="true: the dataset's default augmentations; false: none; or a list")
     train_size: int | None = Field(None, ge=knobs.MIN_TRAIN_SIZE, le=knobs.MAX_TRAIN_SIZE,
                                    description="train on the first N training images (default: all there are)")
     seed: int = Field(0, ge=0, le=knobs.MAX_SEED)
@@ -46,6 +46,15 @@ class RunBody(BaseModel):
     checkpoint_every_steps: int = Field(0, ge=0, le=knobs.MAX_CHECKPOINT_EVERY,
                                         description="also a checkpoint every N steps (0: at each epoch's end only)")
     name: str | None = Field(None, min_length=1, max_length=80, pattern=r"^[^\u0000-\u001f\u007f]*$")
+
+
+    @field_validator("epochs", "batch_size", "lr", "weight_decay", "dropout", "train_size", "seed",
+                     "checkpoint_every_steps", mode="before")
+    @classmethod
+    def _numbers_not_booleans(cls, value: object) -> object:
+        if isinstance(value, bool):  # JSON true is not the number 1
+            raise ValueError("must be a number, not true or false")
+        return value
 
 
 class RenameBody(BaseModel):
@@ -68,7 +77,7 @@ def start_run(body: RunBody, runs: TrainingRunsDep, client: ClientAddressDep) ->
     return run.as_json(full=False)
 
 
-@router.get("/runs", summary="Every training run (newest last); a worker process is made ready for the next")
+@router.get("/runs", summary="Every training run (newest last); readies a worker process for the next")
 def list_runs(runs: TrainingRunsDep) -> dict[str, Any]:
     runs.prepare()
     return {"runs": [run.as_json(full=False) for run in runs.list()], "ready": runs.ready}
@@ -81,7 +90,7 @@ def get_run(run_id: RunId, runs: TrainingRunsDep, client: ClientAddressDep) -> d
 
 
 @router.get("/runs/{run_id}/events", response_class=EventStreamResponse,
-            summary="text/event-stream: the run (snapshot), then points (≥2 a second), epochs, checkpoints, state")
+            summary="Event stream: the run (snapshot), then points (≥2 a second), epochs, checkpoints")
 async def follow_run(run_id: RunId, runs: TrainingRunsDep, client: ClientAddressDep, settings: SettingsDep,
                      last_event_id: Annotated[str | None, Header(max_length=20)] = None) -> EventStreamResponse:
     run = runs.get(run_id, client)
