@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from models.training import config as knobs
-from models.training.config import for_architecture
+from models.training.config import BUNDLED_RECIPES, for_architecture
 from server.deps import ClientAddressDep, SettingsDep, TrainingRunsDep
 from server.openapi import json_example
 from server.responses import EventStreamResponse
@@ -80,7 +80,8 @@ def start_run(body: RunBody, runs: TrainingRunsDep, client: ClientAddressDep) ->
 @router.get("/runs", summary="Every training run (newest last); readies a worker process for the next")
 def list_runs(runs: TrainingRunsDep) -> dict[str, Any]:
     runs.prepare()
-    return {"runs": [run.as_json(full=False) for run in runs.list()], "ready": runs.ready}
+    return {"runs": [run.as_json(full=False) for run in runs.list()], "ready": runs.ready,
+            "recipes": {name: config.as_json() for name, config in BUNDLED_RECIPES.items()}}
 
 
 @router.get("/runs/{run_id}", summary="One run: config, state, curves, checkpoints and the pictures at each",
