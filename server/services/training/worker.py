@@ -32,8 +32,8 @@ from models.training.loop import Trainer, make_optimizer
 from models.training.networks import architecture, first_conv
 from server.services.images.decode_worker import PARENT_ENV, die_with_parent
 
-HELD_OUT_SUBSET = 500  # held-out images measured at each streamed point (all of them at each epoch's end)
-TRAIN_EVAL_SUBSET = 2_000  # training images measured (eval mode, no augmentation) at each epoch's end
+HELD_OUT_SUBSET = 200  # held-out images measured at each streamed point (all of them at each epoch's end)
+TRAIN_EVAL_SUBSET = 1_000  # training images measured (eval mode, no augmentation) at each epoch's end
 TOP = 5
 
 

@@ -2,12 +2,13 @@
 // each epoch's measurement as a dot, and a marker at the step the scrubber is on.
 
 import { COLOURS, FONT, measureTextFloor } from '../common/canvas.js';
+import { formatValue } from '../common/format.js';
 
 export const TRAIN_COLOUR = COLOURS.accent;
 export const HELD_OUT_COLOUR = '#c2410c';
 
 /**
- * Draw `series` ([{key, epochKey, colour, dashed, label}]) of `run` on `canvas`.
+ * Draw `series` ([{key, epochKey, colour, dashed}]) of `run` on `canvas` (the legend is the page's, in HTML).
  * @param {object} opts  {title, yMax (fixed top, e.g. 1 for accuracy) , marker (a step or null), log: false}
  */
 export function drawCurves(canvas, run, series, { title, yMax = null, marker = null } = {}) {
@@ -16,7 +17,7 @@ export function drawCurves(canvas, run, series, { title, yMax = null, marker = n
   ctx.clearRect(0, 0, width, height);
   const font = Math.max(measureTextFloor(canvas), 12);
   ctx.font = `${font}px ${FONT}`;
-  const left = font * 3.2;
+  const left = font * 3.6;
   const top = font * 1.8;
   const bottom = height - font * 1.8;
   const right = width - font * 0.8;
@@ -44,7 +45,7 @@ export function drawCurves(canvas, run, series, { title, yMax = null, marker = n
   ctx.fillStyle = COLOURS.ink2;
   ctx.textBaseline = 'middle';
   ctx.textAlign = 'right';
-  for (const v of [0, hi / 2, hi]) ctx.fillText(v >= 10 ? v.toFixed(0) : v.toFixed(2), left - 4, y(v));
+  for (const v of [0, hi / 2, hi]) ctx.fillText(formatValue(v, 2), left - 4, y(v));
   ctx.textAlign = 'center';
   ctx.textBaseline = 'top';
   ctx.fillText('step', (left + right) / 2, bottom + font * 0.3);
@@ -52,23 +53,6 @@ export function drawCurves(canvas, run, series, { title, yMax = null, marker = n
   ctx.fillText('0', left, bottom + font * 0.3);
   ctx.textAlign = 'right';
   ctx.fillText(String(total), right, bottom + font * 0.3);
-
-  let legendX = right;
-  for (const s of [...series].reverse()) {
-    const text = s.label;
-    legendX -= ctx.measureText(text).width + font * 2.4;
-    ctx.strokeStyle = s.colour;
-    ctx.lineWidth = 3;
-    ctx.setLineDash(s.dashed ? [6, 4] : []);
-    ctx.beginPath();
-    ctx.moveTo(legendX, font * 0.8);
-    ctx.lineTo(legendX + font * 1.6, font * 0.8);
-    ctx.stroke();
-    ctx.fillStyle = COLOURS.ink;
-    ctx.textAlign = 'left';
-    ctx.textBaseline = 'middle';
-    ctx.fillText(text, legendX + font * 1.9, font * 0.8);
-  }
 
   for (const s of series) {
     ctx.strokeStyle = s.colour;

@@ -18,16 +18,22 @@ export function decodeU8(payload) {
  */
 export function drawTiles(canvas, payload, { columns = 8, gap = 4, single = false } = {}) {
   const ctx = canvas.getContext('2d');
-  ctx.fillStyle = COLOURS.surface;
-  ctx.fillRect(0, 0, canvas.width, canvas.height);
-  if (!payload) return;
+  if (!payload) {
+    ctx.fillStyle = COLOURS.surface;
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    return;
+  }
   const bytes = decodeU8(payload);
   const shape = payload.shape;
   const [count, inputs, h, w] = shape.length === 4 ? shape : single ? [1, shape[0], shape[1], shape[2]] : [shape[0], 1, shape[1], shape[2]];
   const cols = Math.min(columns, count);
   const rows = Math.ceil(count / cols);
-  const size = Math.floor(Math.min((canvas.width - gap * (cols - 1)) / cols / w, (canvas.height - gap * (rows - 1)) / rows / h));
-  const scale = Math.max(1, size);
+  // tiles as large as the width allows; the canvas is as tall as its rows (resizing clears it)
+  const scale = Math.max(1, Math.floor((canvas.width - gap * (cols - 1)) / cols / w));
+  const height = rows * h * scale + gap * (rows - 1);
+  if (canvas.height !== height) canvas.height = height;
+  ctx.fillStyle = COLOURS.surface;
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
   const image = ctx.createImageData(w, h);
   const tile = document.createElement('canvas');
   tile.width = w;

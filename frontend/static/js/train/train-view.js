@@ -44,7 +44,7 @@ export function mount(container, ctx) {
     error: el('p', { className: 'train-error', attrs: { role: 'alert' } }),
     loss: canvas('train-chart train-loss', 640, 220, 'Loss per step, training and held-out'),
     accuracy: canvas('train-chart train-accuracy', 640, 220, 'Accuracy per step, training and held-out'),
-    lr: canvas('train-chart train-lr', 640, 120, 'Learning rate per step'),
+    lr: canvas('train-chart train-lr', 1280, 240, 'Learning rate per step'),
     filters: canvas('train-tiles train-filters', 360, 120, 'First-layer filters'),
     probe: canvas('train-tiles train-probe', 84, 84, 'The probe image'),
     maps: canvas('train-tiles train-maps', 360, 120, "The probe image's first-layer feature maps"),
@@ -63,7 +63,9 @@ export function mount(container, ctx) {
     el('figure', {}, [parts.maps, el('figcaption', { text: 'Its feature maps' })]),
   ]);
   const scrubRow = el('div', { className: 'train-scrub-row' }, [el('span', { text: 'Checkpoint' }), parts.scrub, parts.scrubLabel, parts.open]);
-  const main = el('div', { className: 'train-main' }, [bar, parts.error,
+  const legend = el('p', { className: 'train-legend' }, [el('span', { className: 'train-key train-key-train' }), 'training',
+    el('span', { className: 'train-key train-key-held' }), 'held-out (never trained on)', el('span', { text: '· dots: each epoch\'s measurement' })]);
+  const main = el('div', { className: 'train-main' }, [bar, parts.error, legend,
     el('div', { className: 'train-charts' }, [parts.loss, parts.accuracy, parts.lr]), scrubRow, pictures]);
   container.append(el('section', { className: 'card train-card' }, [el('div', { className: 'train-layout' }, [form.element, main])]),
     explain.element);
