@@ -192,3 +192,24 @@ def test_a_run_whose_owner_left_ends(tmp_path):
         runs = client.app.state.training
         wait_until(lambda: runs.get(run["id"]).state == "stopped", 120)
         assert wait_until(lambda: not workers(), 30)
+
+
+def test_sigterm_to_the_server_ends_its_training_process(tmp_path):
+    """A real server (uvicorn) stopped with SIGTERM while a run trains: the worker process ends with it and the
+    run's checkpoint folder is gone."""
+    import httpx
+
+    from tests.real_server import live_server
+
+    training = tmp_path / "training"
+    env = {"CONVSCOPE_DATA_DIR": str(SHARED_DATA), "CONVSCOPE_TRAINING_DIR": str(training)}
+    with live_server(tmp_path, env=env) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        run = client.post("/api/training/runs", json=LONG).json()
+        wait_until(lambda: client.get(f"/api/training/runs/{run['id']}").json()["state"] == "running")
+        [worker] = [p for p in psutil.Process(server.pid).children(recursive=True)
+                    if "server.services.training.worker" in " ".join(p.cmdline())]
+        assert (training / f"run-{run['id']}").is_dir()
+        psutil.Process(server.pid).terminate()  # SIGTERM
+        psutil.Process(server.pid).wait(timeout=60)
+    wait_until(lambda: not worker.is_running(), 30)
+    assert not training.exists()
