@@ -5,6 +5,7 @@ and leave no process or file behind."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -116,6 +117,18 @@ def test_a_short_run_streams_and_its_checkpoints_work_in_every_view(app_client, 
         reference = torch.softmax(model.eval()(x)[0], 0).numpy()
     for row in answer.json()["predictions"]:
         assert row["probability"] == pytest.approx(float(reference[row["index"]]), abs=1e-5)
+    # the run's held-out accuracy and its filters, against plain PyTorch on the last checkpoint file
+    last = build_network(config)
+    last.load_state_dict(torch.load(training_dir(app_client) / f"run-{run['id']}" / "epoch-2.pt", weights_only=True))
+    held_x, held_y = images[8000:], _labels[8000:]
+    with torch.no_grad():
+        logits = last.eval()((torch.from_numpy(held_x).float()[:, None] / 255 - MNIST_MEAN) / MNIST_STD)
+    assert detail["history"][-1]["val_accuracy"] == pytest.approx(float((logits.argmax(1).numpy() == held_y).mean()))
+    snapshot = detail["snapshots"][-1]["filters"]
+    weight = last.features[0].weight.detach()
+    expected = ((weight - weight.min()) / (weight.max() - weight.min()) * 255).round().to(torch.uint8).numpy()
+    shown = np.frombuffer(base64.b64decode(snapshot["data"]), dtype=np.uint8).reshape(snapshot["shape"])
+    assert snapshot["min"] == pytest.approx(float(weight.min())) and np.array_equal(shown, expected)
     # the latest checkpoint is what "auto" means; the views take any checkpoint
     assert app_client.get(f"/api/models/{run['model']}").headers["X-ConvScope-Weights"] == "epoch-2"
     layers = app_client.get(f"/api/models/{run['model']}", params={"weights": "epoch-1"}).json()["layers"]

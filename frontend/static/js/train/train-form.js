@@ -35,7 +35,7 @@ export function createTrainForm(onStart) {
     fields[name] = el('input', { type: 'checkbox', name });
     rows.push(el('label', { className: 'train-field train-check' }, [fields[name], label]));
   }
-  const start = el('button', { type: 'submit', className: 'train-start', text: 'Start training' });
+  const start = el('button', { type: 'submit', className: 'button button-accent train-start', text: 'Start training' });
   const form = el('form', { className: 'train-form', attrs: { 'aria-label': 'New training run' } }, [...rows, start]);
   let recipes = {};
 

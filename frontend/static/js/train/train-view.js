@@ -39,8 +39,8 @@ export function mount(container, ctx) {
     runSelect: el('select', { className: 'train-runs', attrs: { 'aria-label': 'Training run' } }),
     status: el('span', { className: 'train-status', attrs: { 'aria-live': 'polite' } }),
     speed: el('span', { className: 'train-speed' }),
-    pause: el('button', { type: 'button', className: 'train-pause', text: 'Pause', disabled: true }),
-    stop: el('button', { type: 'button', className: 'train-stop', text: 'Stop', disabled: true }),
+    pause: el('button', { type: 'button', className: 'button button-small train-pause', text: 'Pause', disabled: true }),
+    stop: el('button', { type: 'button', className: 'button button-small train-stop', text: 'Stop', disabled: true }),
     error: el('p', { className: 'train-error', attrs: { role: 'alert' } }),
     loss: canvas('train-chart train-loss', 640, 220, 'Loss per step, training and held-out'),
     accuracy: canvas('train-chart train-accuracy', 640, 220, 'Accuracy per step, training and held-out'),
@@ -52,7 +52,7 @@ export function mount(container, ctx) {
     scrub: el('input', { type: 'range', className: 'train-scrub', min: '0', max: '0', value: '0', disabled: true,
       attrs: { 'aria-label': 'Checkpoint' } }),
     scrubLabel: el('span', { className: 'train-scrub-label', text: 'live' }),
-    open: el('button', { type: 'button', className: 'train-open', text: 'Open in Layers', disabled: true }),
+    open: el('button', { type: 'button', className: 'button button-small train-open', text: 'Open in Layers', disabled: true }),
   };
   const explain = createExplainPanel('train', []);
   const bar = el('div', { className: 'train-bar' }, [parts.runSelect, parts.status, parts.speed, parts.pause, parts.stop]);
