@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.page_helpers import api, query
+from tests.browser.page_helpers import api, open_page, query
 from tests.browser.test_classroom_page import new_page  # noqa: F401 — the fixture, shared
 
 pytestmark = pytest.mark.browser
@@ -80,3 +80,29 @@ def test_screens_and_text_floors(new_page, shots, projector) -> None:  # noqa: F
             page.screenshot(path=str(shots / f"train-{viewport['width']}{'-projector' if projector else ''}.png"))
         finally:
             stop(page, run_id)
+
+
+def test_students_follow_the_teachers_run(new_page, shots) -> None:  # noqa: F811
+    """The class session carries the Train view's URL keys (run, scrubber position): a student's page attaches
+    to the teacher's run (it starts no run of its own) and moves its scrubber with the teacher's."""
+    teacher = new_page()
+    open_page(teacher, "/?model=lenet5")
+    teacher.click("text=Start class session")
+    teacher.wait_for_selector(".class-code")
+    join_url = teacher.inner_text(".class-url").strip()
+    student = new_page()
+    student.goto(join_url)
+    student.wait_for_selector("text=Following the teacher.")
+    before = len(api(teacher, "/api/training/runs")["runs"])
+    run_id = start_run(teacher, epochs=3, train_size=300)
+    try:
+        student.wait_for_function("id => new URLSearchParams(location.search).get('run') === id", arg=run_id)
+        student.wait_for_selector(".train-status[data-state='done']", timeout=120_000)
+        assert len(api(student, "/api/training/runs")["runs"]) == before + 1  # the teacher's, no copy
+        teacher.wait_for_selector(".train-status[data-state='done']")
+        teacher.eval_on_selector(".train-scrub", "s => { s.value = '0'; s.dispatchEvent(new Event('input')); }")
+        student.wait_for_function("() => document.querySelector('.train-scrub-label').textContent.startsWith('epoch-1')")
+        assert student.inner_text(".train-top5") == teacher.inner_text(".train-top5")
+        student.screenshot(path=str(shots / "train-student-following-1280.png"))
+    finally:
+        stop(teacher, run_id)
