@@ -126,7 +126,7 @@ def _train(args: argparse.Namespace) -> int:
 
 # The Train view's knobs, as `convscope train` options (the same names as the API's body)
 TRAIN_KNOBS = ("dataset", "epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "dropout",
-               "batch_norm", "train_size")
+               "batch_norm", "train_size", "init")
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -253,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--augment", default=None, metavar="KINDS",
                        help="default, none, or a comma list of shift, flip, rotate, scale")
     train.add_argument("--train-size", type=int, default=None, help="train on the first N training images")
+    train.add_argument("--init", choices=["random", "current"], default=None,
+                       help="random weights (default), or fine-tune from the model's current trained weights")
     train.add_argument("--download", action="store_true", help="download MNIST's training set when online")
     train.set_defaults(func=_train)
 

@@ -31,6 +31,8 @@ needs_mnist = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-
     ({"dropout": 0.95}, "dropout"), ({"train_size": 5}, "train_size"), ({"seed": -1}, "seed"),
     ({"optimizer": "rmsprop"}, "optimizer"), ({"schedule": "linear"}, "schedule"), ({"dataset": "cifar10"}, "dataset"),
     ({"augment": ("flip",)}, "augment"), ({"augment": ("blur",)}, "augment"), ({"dataset": "shapes"}, "dataset"),
+    ({"init": "pretrained"}, "init"), ({"init": "current", "batch_norm": True}, "init"),
+    ({"init": "current", "dropout": 0.5}, "init"),
 ])
 def test_a_knob_out_of_range_is_named(changes, knob):
     with pytest.raises(ConfigError) as caught:
@@ -124,3 +126,12 @@ def test_cli_and_the_worker_give_bit_identical_first_epochs(tmp_path):
     assert list(run_weights) == list(cli_weights)
     assert all(torch.equal(run_weights[k], cli_weights[k]) for k in cli_weights)
     assert sum(e["type"] == "point" for e in events) >= 1 and not list(run_dir.glob(".*"))  # no partial file left
+
+
+def test_fine_tuning_starts_from_the_bundled_weights():
+    for model_id in ("lenet5", "mnist-shallow"):
+        ours = build_network(for_architecture(model_id, init="current", dataset="fashion-mnist")).state_dict()
+        bundled = registry.get_model(model_id).state_dict()
+        assert all(torch.equal(ours[k], bundled[k]) for k in bundled)
+    with pytest.raises(ConfigError, match="init"):
+        checked(for_architecture("tinyvgg-shapes", init="current", dataset="mnist"))

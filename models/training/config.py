@@ -15,6 +15,7 @@ DATASETS = ("mnist", "fashion-mnist", "shapes")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 AUGMENTATIONS = ("shift", "flip", "rotate", "scale")
+INITS = ("random", "current")  # current: fine-tune from the bundled model's trained weights
 # What augment=true means for each dataset: flips only where a mirrored image is still of its class
 # (clothes; Shapes, whose grating labels are remapped to the new stripe angle), never for digits.
 DEFAULT_AUGMENT = {
@@ -62,6 +63,7 @@ class RunConfig:
     train_size: int | None = None  # None: every training image the dataset has here
     seed: int = 0
     checkpoint_every_steps: int = 0  # 0: a checkpoint at each epoch's end only
+    init: str = "random"  # "current": start from the bundled model's trained weights (fine-tuning)
     # He-normal re-initialisation, which TinyVGG (four ReLU convolutions, no normalisation) needs: with the
     # default init its logits start almost constant and training stalls for epochs.
     kaiming_init: bool = False
@@ -92,6 +94,7 @@ def checked(config: RunConfig) -> RunConfig:
     if config.architecture in GREYSCALE_ONLY and config.dataset == "shapes":
         raise ConfigError("dataset", f"dataset: {config.architecture} reads 28×28 greyscale images; Shapes are "
                           "64×64 colour (train tinyvgg-shapes on them)")
+    _check_init(config)
     for kind in config.augment:
         _choice("augment", kind, AUGMENTATIONS)
     if "flip" in config.augment and config.dataset not in FLIP_MAKES_SENSE:
@@ -101,6 +104,20 @@ def checked(config: RunConfig) -> RunConfig:
         raise ConfigError("augment", "augment: Shapes images take flip only (the 8 symmetries of the square); "
                           "shifts would push shapes out of their known boxes")
     return config
+
+
+def _check_init(config: RunConfig) -> None:
+    _choice("init", config.init, INITS)
+    if config.init != "current":
+        return
+    native = ("shapes",) if config.architecture == "tinyvgg-shapes" else ("mnist", "fashion-mnist")
+    if config.dataset not in native:
+        raise ConfigError("init", f"init: {config.architecture}'s current weights read {' or '.join(native)} images, "
+                          f"not {config.dataset}; start from random weights instead")
+    if config.batch_norm or (config.dropout and config.architecture in ("lenet5", "tinyvgg-shapes")):
+        raise ConfigError("init", f"init: {config.architecture}'s current weights have no batch norm"
+                          f"{' or dropout' if config.architecture != 'mnist-shallow' else ''} layers; turn them off "
+                          "to fine-tune, or start from random weights")
 
 
 def _choice(knob: str, value: str, choices: tuple[str, ...]) -> None:

@@ -1,5 +1,5 @@
 """The network a run trains: its architecture as configured (dropout, batch norm, input of its dataset),
-initialised from the run's seed. With dropout 0 and batch norm off it is exactly the bundled architecture
+initialised from the run's seed, or from the bundled model's trained weights (``init="current"``). With dropout 0 and batch norm off it is exactly the bundled architecture
 (same layer names), and seed 0 gives the registry's ``build_untrained()`` weights."""
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ def build_network(config: RunConfig) -> nn.Module:
         model = architecture(config)
     if config.kaiming_init:
         kaiming_init(model, torch.Generator().manual_seed(config.seed))
+    if config.init == "current":  # fine-tuning: the bundled model's trained weights (same layers, same shapes)
+        from models.registry import get_entry  # deferred: the registry imports torchvision
+
+        model.load_state_dict(get_entry(config.architecture).weights.load_state_dict())
     return model
 
 

@@ -42,7 +42,9 @@ class RunBody(BaseModel):
     train_size: int | None = Field(None, ge=knobs.MIN_TRAIN_SIZE, le=knobs.MAX_TRAIN_SIZE,
                                    description="train on the first N training images (default: all there are)")
     seed: int = Field(0, ge=0, le=knobs.MAX_SEED)
-    init: Literal["random"] = Field("random", description="random (seeded) initialisation")
+    init: Literal["random", "current"] = Field(
+        "random", description="random (seeded) weights, or fine-tune from the architecture's current (bundled, trained) "
+                              "weights: no batch norm (nor dropout for lenet5 / tinyvgg-shapes), its own input")
     checkpoint_every_steps: int = Field(0, ge=0, le=knobs.MAX_CHECKPOINT_EVERY,
                                         description="also a checkpoint every N steps (0: at each epoch's end only)")
     name: str | None = Field(None, min_length=1, max_length=80, pattern=r"^[^\u0000-\u001f\u007f]*$")
@@ -72,7 +74,7 @@ RUN_EXAMPLE = {"id": "3fa2b9c1", "model": "run-3fa2b9c1", "name": "LeNet-5 on mn
 @router.post("/runs", status_code=201, summary="Start a training run in its own process (429 past the limits)",
              responses={**json_example(RUN_EXAMPLE), 429: {"description": "one run per client, N in all"}})
 def start_run(body: RunBody, runs: TrainingRunsDep, client: ClientAddressDep) -> dict[str, Any]:
-    changes = body.model_dump(exclude_none=True, exclude={"architecture", "init", "name"})
+    changes = body.model_dump(exclude_none=True, exclude={"architecture", "name"})
     run = runs.start(for_architecture(body.architecture, **changes), body.name, client)
     return run.as_json(full=False)
 

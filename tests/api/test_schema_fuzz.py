@@ -175,9 +175,12 @@ def constraints_json_schema_cannot_state(context, case):  # noqa: ANN001 - schem
 
 
 def _trainable(body: dict) -> dict:
-    """A run whose knobs fit each other (Shapes need TinyVGG and take flips only; digits are never flipped) and
-    that ends in a moment (one epoch of a few images, no step checkpoints), as the API's description says."""
+    """A run whose knobs fit each other (Shapes need TinyVGG and take flips only; digits are never flipped; a
+    fine-tune keeps the bundled layers and input) and that ends in a moment (one epoch of a few images, no step
+    checkpoints), as the API's description says."""
     body = {**body, "epochs": 1, "train_size": 16, "checkpoint_every_steps": 0}
+    if body.get("init") == "current":
+        body.update(batch_norm=False, dropout=0.0, dataset=None)
     dataset = body.get("dataset") or ("shapes" if body.get("architecture") == "tinyvgg-shapes" else "mnist")
     if dataset == "shapes":
         body["architecture"] = "tinyvgg-shapes"

@@ -8,13 +8,14 @@ const SELECTS = {
   dataset: [['mnist', 'MNIST'], ['fashion-mnist', 'Fashion-MNIST'], ['shapes', 'Shapes']],
   optimizer: [['sgd', 'SGD'], ['momentum', 'SGD + momentum'], ['adam', 'Adam'], ['adamw', 'AdamW']],
   schedule: [['constant', 'constant'], ['step', 'step decay'], ['cosine', 'cosine'], ['onecycle', 'one-cycle']],
+  init: [['random', 'random weights'], ['current', 'its trained weights']],
 };
 const NUMBERS = [
   ['epochs', 'Epochs', 1, 50, 1], ['batch_size', 'Batch size', 1, 512, 1], ['lr', 'Learning rate', 0.000001, 1, 'any'],
   ['weight_decay', 'Weight decay', 0, 0.1, 'any'], ['dropout', 'Dropout p', 0, 0.9, 0.05],
   ['train_size', 'Training images', 10, 60000, 1], ['seed', 'Seed', 0, 2147483647, 1],
 ];
-const LABELS = { architecture: 'Architecture', dataset: 'Data', optimizer: 'Optimiser', schedule: 'LR schedule' };
+const LABELS = { architecture: 'Architecture', dataset: 'Data', optimizer: 'Optimiser', schedule: 'LR schedule', init: 'Start from' };
 
 /**
  * @param {(body: object) => void} onStart
@@ -42,7 +43,7 @@ export function createTrainForm(onStart) {
   function fill(architecture) {
     const recipe = recipes[architecture];
     if (!recipe) return;
-    for (const name of ['dataset', 'optimizer', 'schedule', 'epochs', 'batch_size', 'lr', 'weight_decay', 'dropout', 'seed']) {
+    for (const name of ['dataset', 'optimizer', 'schedule', 'init', 'epochs', 'batch_size', 'lr', 'weight_decay', 'dropout', 'seed']) {
       fields[name].value = String(recipe[name]);
     }
     fields.train_size.value = recipe.train_size ? String(recipe.train_size) : '';
@@ -54,7 +55,7 @@ export function createTrainForm(onStart) {
   fields.architecture.addEventListener('change', () => fill(fields.architecture.value));
   form.addEventListener('submit', (event) => {
     event.preventDefault();
-    const body = { architecture: fields.architecture.value, dataset: fields.dataset.value, optimizer: fields.optimizer.value,
+    const body = { architecture: fields.architecture.value, dataset: fields.dataset.value, optimizer: fields.optimizer.value, init: fields.init.value,
       schedule: fields.schedule.value, batch_norm: fields.batch_norm.checked, augment: fields.augment.checked };
     for (const [name] of NUMBERS) {
       if (fields[name].value !== '') body[name] = Number(fields[name].value);
