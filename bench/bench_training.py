@@ -31,15 +31,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from harness import REPO_ROOT, SHARED_DATA, live_server, wait_until  # the one harness (bench/harness.py)
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
 from models.datasets import mnist  # noqa: E402
-from tests.real_server import live_server  # noqa: E402
-
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 BARE_LOOP = r"""
 import json, sys, time, math, torch, torch.nn.functional as F
@@ -136,10 +131,8 @@ def main() -> None:
         ids = [client.post("/api/images", files={"file": ("d.png", png(images[8000 + i]))}).json()["image_id"]
                for i in range(2 * args.requests)]
         idle, idle_failures = predictions(client, ids[: args.requests])
-        deadline = time.monotonic() + 120
-        while not client.get("/api/training/runs").json()["ready"]:  # the Train view readies a worker
-            assert time.monotonic() < deadline, "no worker became ready"
-            time.sleep(0.2)
+        wait_until(lambda: client.get("/api/training/runs").json()["ready"], 120,  # the Train view readies a worker
+                   "a ready training worker", 0.2)
         seen: dict = {}
         started = time.perf_counter()
         run = client.post("/api/training/runs", json={"architecture": "lenet5", "epochs": args.epochs,
@@ -147,8 +140,7 @@ def main() -> None:
                                                       "augment": False}).json()
         watcher = threading.Thread(target=follow, args=(server.url, run["id"], started, seen))
         watcher.start()
-        while "first_point_s" not in seen:
-            time.sleep(0.01)
+        wait_until(lambda: "first_point_s" in seen, 60, "the first point", 0.01)
         busy, busy_failures = predictions(client, ids[args.requests:])
         watcher.join()
         detail = client.get(f"/api/training/runs/{run['id']}").json()

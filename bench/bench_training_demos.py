@@ -14,21 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
 from fastapi.testclient import TestClient  # noqa: E402
+from harness import SHARED_DATA  # the one harness (bench/harness.py)
 
 from models import registry  # noqa: E402
 from server.main import create_app  # noqa: E402
 from server.settings import Settings  # noqa: E402
-
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 def train(client: TestClient, body: dict) -> dict:

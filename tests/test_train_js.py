@@ -27,8 +27,8 @@ def run_js(body: str, arg: object) -> object:
 SNAPSHOT = {"id": "ab12cd34", "model": "run-ab12cd34", "state": "running", "config": {
     "epochs": 30, "augment": [], "dropout": 0.0, "schedule": "onecycle"}, "history": [], "points": [],
     "snapshots": [], "checkpoints": [], "latest": {}, "info": {"train_size": 500, "heldout_size": 2000}}
-ROWS = [{"epoch": e, "step": 16 * e, "loss": l, "accuracy": a, "val_loss": vl, "val_accuracy": va, "lr": 1e-3}
-        for e, l, a, vl, va in ((1, 1.2, 0.70, 1.1, 0.68), (2, 0.4, 0.93, 0.5, 0.86), (3, 0.1, 0.99, 0.55, 0.87),
+ROWS = [{"epoch": e, "step": 16 * e, "loss": loss, "accuracy": a, "val_loss": vl, "val_accuracy": va, "lr": 1e-3}
+        for e, loss, a, vl, va in ((1, 1.2, 0.70, 1.1, 0.68), (2, 0.4, 0.93, 0.5, 0.86), (3, 0.1, 0.99, 0.55, 0.87),
                                 (4, 0.02, 1.0, 0.6, 0.875))]
 EVENTS = [["snapshot", SNAPSHOT], *(["epoch", row] for row in ROWS),
           ["checkpoint", {"weights": "epoch-4", "epoch": 4, "step": 64, "filters": None}],

@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +17,8 @@ from models.training.config import ConfigError, RunConfig, checked, for_architec
 from models.training.loop import make_optimizer, make_schedule
 from models.training.networks import build_network
 from server.cli import main as cli_main
+from tests.harness import REPO_ROOT, SHARED_DATA
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 needs_mnist = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
                                  reason="../shared/data/mnist is not present")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,22 +22,13 @@ from models.training.config import for_architecture
 from models.training.networks import build_network
 from server.main import create_app
 from server.settings import Settings
-from tests.conftest import SHARED_DATA, png_bytes
+from tests.conftest import png_bytes
+from tests.harness import SHARED_DATA, live_server, wait_until
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
                                 reason="../shared/data/mnist is not present")
 SHORT = {"epochs": 2, "train_size": 128, "batch_size": 32}
 LONG = {"epochs": 50, "train_size": 8000, "batch_size": 16}  # minutes of work: only ever stopped
-
-
-def wait_until(check, timeout_s: float = 120.0, every_s: float = 0.05):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(every_s)
 
 
 def workers() -> list[psutil.Process]:
@@ -63,7 +53,7 @@ def training_settings(tmp_path: Path) -> Settings:
 def app_client(training_settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(training_settings)) as test_client:
         yield test_client
-    assert wait_until(lambda: not workers(), 30)  # the lifespan's close ended every worker
+    wait_until(lambda: not workers(), 30, "the lifespan's close to end every worker")
     assert not training_settings.training_dir.exists()  # and deleted every checkpoint
 
 
@@ -176,26 +166,31 @@ def state_of(client: TestClient, run_id: str) -> str:
     return client.get(f"/api/training/runs/{run_id}").json()["state"]
 
 
+def until_state(client: TestClient, run_id: str, state: str) -> None:
+    wait_until(lambda: state_of(client, run_id) == state, 120, f"run {run_id} {state}", 0.05)
+
+
 def test_limits_controls_and_cleanup(app_client):
     run = app_client.post("/api/training/runs", json=LONG).json()
     again = app_client.post("/api/training/runs", json=SHORT)
     assert again.status_code == 429 and int(again.headers["Retry-After"]) >= 1
     assert again.json()["error"]["code"] == "run_in_progress"
-    wait_until(lambda: state_of(app_client, run["id"]) == "running")
+    until_state(app_client, run["id"], "running")
     [worker] = workers()
     assert app_client.post(f"/api/training/runs/{run['id']}/pause").status_code == 200
-    wait_until(lambda: state_of(app_client, run["id"]) == "paused")
+    until_state(app_client, run["id"], "paused")
     steps = app_client.get(f"/api/training/runs/{run['id']}").json()["latest"].get("step", 0)
     assert app_client.post(f"/api/training/runs/{run['id']}/resume").status_code == 200
-    wait_until(lambda: app_client.get(f"/api/training/runs/{run['id']}").json()["latest"].get("step", 0) > steps)
+    wait_until(lambda: app_client.get(f"/api/training/runs/{run['id']}").json()["latest"].get("step", 0) > steps, 120,
+               "a step after resuming")
     assert app_client.post(f"/api/training/runs/{run['id']}/stop").status_code == 200
-    wait_until(lambda: state_of(app_client, run["id"]) == "stopped")
+    until_state(app_client, run["id"], "stopped")
     wait_until(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, 30)
     assert app_client.post(f"/api/training/runs/{run['id']}/pause").status_code == 409
     # the limit is free again
     second = app_client.post("/api/training/runs", json=LONG)
     assert second.status_code == 201
-    wait_until(lambda: state_of(app_client, second.json()["id"]) == "running")
+    until_state(app_client, second.json()["id"], "running")
     # the fixture's exit closes the app while this run trains: no worker, no file may remain
 
 
@@ -206,8 +201,8 @@ def test_a_run_whose_owner_left_ends(tmp_path):
         run = client.post("/api/training/runs", json=LONG).json()
         # nobody follows it and nobody asks about it: after the grace period the watchdog stops it
         runs = client.app.state.training
-        wait_until(lambda: runs.get(run["id"]).state == "stopped", 120)
-        assert wait_until(lambda: not workers(), 30)
+        wait_until(lambda: runs.get(run["id"]).state == "stopped", 120, "the watchdog to stop the run")
+        wait_until(lambda: not workers(), 30, "the worker to end")
 
 
 def test_sigterm_to_the_server_ends_its_training_process(tmp_path):
@@ -215,13 +210,13 @@ def test_sigterm_to_the_server_ends_its_training_process(tmp_path):
     run's checkpoint folder is gone."""
     import httpx
 
-    from tests.real_server import live_server
 
     training = tmp_path / "training"
     env = {"CONVSCOPE_DATA_DIR": str(SHARED_DATA), "CONVSCOPE_TRAINING_DIR": str(training)}
     with live_server(tmp_path, env=env) as server, httpx.Client(base_url=server.url, timeout=60) as client:
         run = client.post("/api/training/runs", json=LONG).json()
-        wait_until(lambda: client.get(f"/api/training/runs/{run['id']}").json()["state"] == "running")
+        wait_until(lambda: client.get(f"/api/training/runs/{run['id']}").json()["state"] == "running", 120,
+                   "the run to start")
         [worker] = [p for p in psutil.Process(server.pid).children(recursive=True)
                     if "server.services.training.worker" in " ".join(p.cmdline())]
         assert (training / f"run-{run['id']}").is_dir()

@@ -5,7 +5,7 @@ Limits: one active run per client address and ``max_runs`` in all (429 with Retr
 checkpoints of every run together within ``budget_bytes`` on disk (the oldest finished runs go first).
 A run ends on Stop, when its owner has had no stream open and sent no request for ``grace_s``, and when the
 server stops (SIGTERM: the lifespan closes this service; a killed server takes its workers with it, see
-``die_with_parent``). No process or file outlives the service.
+``die_with_server``). No process or file outlives the service.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Protocol. stdin: one JSON line (the job: ``config``, ``run_dir``, ``data_dir``, 
 stdin (the server went away) is a stop. stdout: one JSON event per line (``started``, ``point``, ``epoch``,
 ``checkpoint``, ``state``, then ``done``, ``stopped`` or ``failed``). A checkpoint is written to a temporary
 name and renamed, so a file named ``epoch-<n>.pt`` is always whole. The process dies with the server
-(``die_with_parent``).
+(``die_with_server``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from models.training import data as datasets
 from models.training.config import OPTIMIZERS, RunConfig, checked
 from models.training.loop import Trainer, make_optimizer
 from models.training.networks import architecture, first_conv
-from server.services.images.decode_worker import PARENT_ENV, die_with_parent
+from server.services.images.decode_worker import die_with_server
+from server.services.runtime.hooks import recording_hooks
 
 HELD_OUT_SUBSET = 200  # held-out images measured at each streamed point (all of them at each epoch's end)
 TRAIN_EVAL_SUBSET = 1_000  # training images measured (eval mode, no augmentation) at each epoch's end
@@ -92,11 +93,8 @@ class Snapshots:
         model = self.trainer.model
         model.eval()
         captured: list[torch.Tensor] = []
-        handle = self.layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
+        with recording_hooks(model, [(self.layer, lambda _m, _i, out: captured.append(out))]):
             logits = model(self.trainer.batch(self.probe))
-        finally:
-            handle.remove()
         probs = F.softmax(logits[0].float(), 0)
         values, indices = probs.topk(min(TOP, probs.numel()))
         out: dict[str, Any] = {
@@ -197,9 +195,7 @@ def warm_up() -> None:
 
 
 def main() -> int:
-    parent = os.environ.get(PARENT_ENV, "")
-    if parent.isdigit():
-        die_with_parent(int(parent))
+    die_with_server()
     warm_up()
     emit = Emitter()
     emit("ready")
