@@ -34,7 +34,8 @@ export function drawCurves(canvas, run, series, { title, yMax = null, marker = n
 
   ctx.fillStyle = COLOURS.ink;
   ctx.textBaseline = 'top';
-  ctx.fillText(title, left, font * 0.2);
+  ctx.textAlign = 'left'; // the canvas keeps the last draw's alignment
+  ctx.fillText(title, font * 0.2, font * 0.2);
   ctx.strokeStyle = COLOURS.line;
   ctx.lineWidth = 1;
   ctx.beginPath();
