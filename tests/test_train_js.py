@@ -3,25 +3,18 @@ event stream, and "What am I looking at?" saying overfitting with the run's own 
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests import js_support
+
 MODULE = Path(__file__).resolve().parents[1] / "frontend" / "static" / "js" / "train" / "run-state.js"
-NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
+pytestmark = pytest.mark.skipif(js_support.NODE is None, reason="node is not installed")
 
 
 def run_js(body: str, arg: object) -> object:
-    script = (f"const m = await import({json.dumps(MODULE.as_uri())});\n"
-              f"const arg = JSON.parse(process.argv[1]);\n"
-              f"process.stdout.write(JSON.stringify({body}));\n")
-    done = subprocess.run([NODE, "--input-type=module", "-e", script, json.dumps(arg)],
-                          capture_output=True, text=True, timeout=60, check=True)
-    return json.loads(done.stdout)
+    return js_support.run_js(MODULE, body, arg)
 
 
 SNAPSHOT = {"id": "ab12cd34", "model": "run-ab12cd34", "state": "running", "config": {
