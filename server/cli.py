@@ -96,6 +96,8 @@ def _models(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from models.registry import get_entry
+    from models.training.config import ConfigError, for_architecture
+    from models.training.data import DataUnavailable
     from models.training.train import train_model
 
     try:
@@ -107,11 +109,26 @@ def _train(args: argparse.Namespace) -> int:
         hint = f"; use `convscope download {args.model}`" if entry.family == "torchvision" else ""
         print(f"convscope: {args.model} is a {entry.family} model, not one ConvScope trains{hint}", file=sys.stderr)
         return 2
-    metrics = train_model(
-        args.model, data_dir=args.data, out_dir=args.out, epochs=args.epochs, seed=args.seed, download=args.download
-    )
+    knobs = {name: getattr(args, name) for name in TRAIN_KNOBS if getattr(args, name) is not None}
+    if args.augment is not None:
+        knobs["augment"] = {"default": True, "none": False}.get(args.augment, tuple(
+            kind.strip() for kind in args.augment.split(",") if kind.strip()))
+    try:
+        config = for_architecture(args.model, seed=args.seed, **knobs)
+        metrics = train_model(args.model, data_dir=args.data, out_dir=args.out, download=args.download, config=config)
+    except ConfigError as exc:
+        print(f"convscope: {exc.message}", file=sys.stderr)
+        return 2
+    except DataUnavailable as exc:
+        print(f"convscope: {exc}", file=sys.stderr)
+        return 2
     print(f"{args.model}: test accuracy {metrics['test_accuracy'] * 100:.2f}% on {metrics.get('test_set')}")
     return 0
+
+
+# The Train view's knobs, as `convscope train` options (the same names as the API's body)
+TRAIN_KNOBS = ("dataset", "epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "dropout",
+               "batch_norm", "train_size", "init")
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -224,8 +241,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("model")
     train.add_argument("--data", type=Path, default=None, help="data folder (default: CONVSCOPE_DATA_DIR or ../shared/data)")
     train.add_argument("--out", type=Path, default=None, help="where to write weights and metrics (default models/weights)")
-    train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--dataset", choices=["mnist", "fashion-mnist", "shapes"], default=None,
+                       help="default: the model's own")
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--optimizer", choices=["sgd", "momentum", "adam", "adamw"], default=None)
+    train.add_argument("--lr", type=float, default=None, help="learning rate (one-cycle: its peak)")
+    train.add_argument("--schedule", choices=["constant", "step", "cosine", "onecycle"], default=None)
+    train.add_argument("--weight-decay", type=float, default=None)
+    train.add_argument("--dropout", type=float, default=None, help="dropout p before the output layer (0: none)")
+    train.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
+    train.add_argument("--augment", default=None, metavar="KINDS",
+                       help="default, none, or a comma list of shift, flip, rotate, scale")
+    train.add_argument("--train-size", type=int, default=None, help="train on the first N training images")
+    train.add_argument("--init", choices=["random", "current"], default=None,
+                       help="random weights (default), or fine-tune from the model's current trained weights")
     train.add_argument("--download", action="store_true", help="download MNIST's training set when online")
     train.set_defaults(func=_train)
 

@@ -42,6 +42,7 @@ from server.routers import (
     sandbox,  # the sandbox (issue 5)
     sessions,  # classroom sessions (issue 13)
     step_through,  # step-through of one output cell (issue 5)
+    training,  # training runs in the page (issue 24)
     trust,  # can we trust this map? model randomisation, deletion/insertion curves (issue 23)
 )
 from server.routers import gradcam_steps as gradcam_steps_router  # Grad-CAM taken apart (issue 12)
@@ -69,6 +70,7 @@ ROUTERS = (
     sessions.router,
     sessions.join_router,
     experiments.router,
+    training.router,
 )
 
 # View data whose URL names all it depends on (model, weights, image hash, layer…): identical URLs give

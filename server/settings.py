@@ -166,6 +166,17 @@ class Settings(BaseSettings):
     # OpenMP threads spinning against each other: measured in bench/bench_live.py (see its notes)
     torch_threads: int | None = Field(default=None, ge=1)
 
+    # Training runs (issue 24): each in its own worker process
+    max_training_runs: int = Field(1, ge=1)  # runs training at once, every client together; more: 429
+    training_runs_per_client: int = Field(1, ge=1)  # active runs one client address may have; more: 429
+    training_threads: int = Field(1, ge=1)  # PyTorch threads of one run's process
+    training_dir: Path | None = None  # None: "training" beside storage_dir (checkpoints; deleted at shutdown)
+    training_checkpoint_budget_bytes: int = Field(512 * 1024 * 1024, ge=1)  # every run's checkpoints together
+    max_kept_training_runs: int = Field(20, ge=1)  # finished runs kept (oldest deleted first)
+    training_client_grace_s: float = Field(60.0, gt=0)  # a run whose owner left (no stream, no request) ends
+    training_point_interval_s: float = Field(0.4, gt=0, le=0.5)  # a streamed point at least this often
+    training_maps_interval_s: float = Field(1.0, gt=0)  # the probe's feature maps in a point at most this often
+
     @field_validator("image_folders")
     @classmethod
     def _folder_names(cls, folders: dict[str, Path]) -> dict[str, Path]:

@@ -5,7 +5,8 @@ The child sets its own CPU-time and address-space limits before it reads the job
 so a crafted file costs a bounded few seconds and whatever memory it made the parser take goes back to the
 system with the child. One worker is started ahead (its imports done) for the next job; at most
 ``max_processes`` run at once, the others wait for a slot (then 503). Used for image uploads
-(``images.decode``) and model uploads (``model_uploads``).
+(``images.decode``) and model uploads (``model_uploads``); long-lived children that stream (training runs,
+``services.training``) are started with the same :class:`ChildSpawner`.
 
 Children die with the server: each is told the server's pid (in the ``parent_env`` variable its worker
 reads, ``decode_worker.PARENT_ENV``) and asks the kernel for
@@ -22,8 +23,27 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from server.errors import ApiError
+
+
+class ChildSpawner:
+    """Starts child processes from one long-lived thread. The kernel's parent-death signal (which the
+    children ask for, ``decode_worker.die_with_server``) fires when the *thread* that forked a child ends,
+    and request threads come and go."""
+
+    def __init__(self, name: str) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen:
+        try:
+            return self._thread.submit(subprocess.Popen, list(argv), **kwargs).result()
+        except RuntimeError:  # closed (the server is stopping): this one thread lives as long as the child
+            return subprocess.Popen(list(argv), **kwargs)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False)
 
 
 @dataclass(frozen=True)
@@ -45,17 +65,11 @@ class ChildProcessPool:
                      **(env or {}), parent_env: str(os.getpid())}
         self._spare: subprocess.Popen | None = None  # one worker started ahead, its imports done
         self._spare_lock = threading.Lock()
-        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{what.replace(' ', '-')}-spawner")
-
-    def _popen(self) -> subprocess.Popen:
-        return subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                env=self._env)
+        self._spawner = ChildSpawner(f"{what.replace(' ', '-')}-spawner")
 
     def _start(self) -> subprocess.Popen:
-        try:
-            return self._spawner.submit(self._popen).result()
-        except RuntimeError:  # closed (the server is stopping): this one thread lives as long as the job
-            return self._popen()
+        return self._spawner.popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, env=self._env)
 
     def _worker(self) -> subprocess.Popen:
         """A started worker (the spare when there is one), and a new spare started for the next job. An idle
@@ -73,7 +87,7 @@ class ChildProcessPool:
         if spare is not None:
             spare.kill()
             spare.communicate()
-        self._spawner.shutdown(wait=False)
+        self._spawner.close()
 
     def run(self, job: bytes) -> ChildResult:
         """Run one job: its exit status and output, or ``returncode=None`` when it ran out of wall-clock time
