@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 
-import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -86,6 +85,8 @@ def _allowed_methods(request: Request) -> list[str]:
 
 def release_accelerator_memory() -> None:
     """Return cached, unused GPU memory to the device after an out-of-memory error."""
+    import torch  # here, not at the top: the page served while `convscope serve` loads needs no PyTorch
+
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     mps = getattr(torch, "mps", None)
@@ -94,6 +95,8 @@ def release_accelerator_memory() -> None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    import torch  # the full app's: see release_accelerator_memory
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.headers)

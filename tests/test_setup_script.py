@@ -74,3 +74,14 @@ def test_force_and_a_missing_command_install_again(tmp_path) -> None:
     (tmp_path / ".venv" / "bin" / "convscope").unlink()  # the stamp alone does not prove the install
     assert _pip_calls(setup, log)
     assert _pip_calls(setup, log) == []
+
+
+def test_check_says_whether_a_run_would_install_and_installs_nothing(tmp_path) -> None:
+    setup, log = _checkout(tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}
+    assert subprocess.run([str(setup), "--check"], env=env, timeout=60).returncode == 1
+    assert not log.exists()  # no pip call
+    _pip_calls(setup, log)
+    assert subprocess.run([str(setup), "--check"], env=env, timeout=60).returncode == 0
+    assert subprocess.run([str(setup), "--check", "--test"], env=env, timeout=60).returncode == 1
+    assert len(log.read_text().splitlines()) == 2  # the one install: pip upgraded, the project installed
