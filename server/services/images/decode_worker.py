@@ -1,8 +1,9 @@
 """The image decoder itself, and the worker process that runs it under hard limits.
 
-This module imports only the standard library, NumPy and Pillow (not torch, not the server), so the
-worker process that runs it starts in a fraction of a second. :mod:`server.services.images.decode` calls it
-in-process for tests and in a fresh child process for every upload (``python decode_worker.py``):
+This module imports only the standard library and Pillow (NumPy only for 16-bit and float pictures; not torch,
+not the server), so the worker process that runs it starts in a few hundredths of a second of CPU.
+:mod:`server.services.images.decode` calls it in-process for tests and in a fresh child process for every upload
+(``python decode_worker.py``):
 
 - before any pixel is decoded, the header is checked: pixel count, the bytes the decoded picture will
   really take in memory (a palette with transparency becomes four bytes per pixel, not one), and for JPEG
@@ -30,7 +31,6 @@ import threading
 import time
 import warnings
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 READABLE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
@@ -213,19 +213,29 @@ def _palette_over_white(image: Image.Image) -> Image.Image:
     return flat.convert("RGB")
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _wide_to_rgb(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer or float samples, to 8 bits. NumPy is imported here, not at the top: these modes
+    are rare, and every upload's worker process starts sooner without it (a fraction of a second of CPU that the
+    server's first requests on the new image would otherwise share the cores with)."""
+    import numpy as np
+
     mode = image.mode
     if mode.startswith("I;16"):
         # The high byte of each 16-bit sample is its 8-bit value (0 → 0, 65535 → 255), without float copies.
         arr = np.asarray(image.convert("I;16") if mode != "I;16" else image)
         return Image.fromarray((arr >> 8).astype(np.uint8)).convert("RGB")
-    if mode in ("I", "F"):
-        arr = np.asarray(image, dtype=np.float32)
-        lo, hi = min(float(arr.min()), 0.0), max(float(arr.max()), 1.0)
-        if mode == "I" and hi <= 65535 and lo >= 0:
-            hi = 65535.0 if hi > 255 else 255.0
-        scaled = np.clip((arr - lo) / max(hi - lo, 1e-12) * 255.0, 0, 255).round().astype(np.uint8)
-        return Image.fromarray(scaled).convert("RGB")
+    arr = np.asarray(image, dtype=np.float32)  # "I" or "F"
+    lo, hi = min(float(arr.min()), 0.0), max(float(arr.max()), 1.0)
+    if mode == "I" and hi <= 65535 and lo >= 0:
+        hi = 65535.0 if hi > 255 else 255.0
+    scaled = np.clip((arr - lo) / max(hi - lo, 1e-12) * 255.0, 0, 255).round().astype(np.uint8)
+    return Image.fromarray(scaled).convert("RGB")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return _wide_to_rgb(image)
     if mode == "P":
         if "transparency" not in image.info:
             return image.convert("RGB")
