@@ -57,6 +57,7 @@ class StartingApp:
         self._on_failure = on_failure
         self.app: Any = None  # the full app, once its services run
         self.failure: BaseException | None = None
+        self.waiting = 0  # requests waiting for the full app now
         self._settled: asyncio.Event | None = None  # set when the app is ready or has failed (made in the loop)
         self._stop: asyncio.Event | None = None
         self._loader: asyncio.Task[None] | None = None
@@ -96,10 +97,13 @@ class StartingApp:
     async def _wait(self) -> ASGIApp | None:
         """The full app, once it runs; None after ``startup_wait_s`` or when it failed."""
         if self._settled is not None:
+            self.waiting += 1
             try:
                 await asyncio.wait_for(self._settled.wait(), self.settings.startup_wait_s)
             except TimeoutError:
                 pass
+            finally:
+                self.waiting -= 1
         return self.app
 
     # --- the lifespan: start loading, and stop the full app's services at shutdown --------------------------
