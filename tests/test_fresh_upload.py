@@ -1,0 +1,57 @@
+"""A just-uploaded image is served from the upload's own decoded copy; the answers must be exactly those of a server
+that reads the stored PNG back (its decoded copies and input tensors not kept): byte-identical ``.npy`` and equal
+predictions, on a real photo. The input tensor is also checked against torchvision's transforms applied to the
+photo as Pillow opens it, without the server."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+from torchvision.models import ResNet18_Weights
+
+from server.main import create_app
+from server.settings import Settings
+from tests.harness import SHARED_DATA, serving
+
+PHOTO = SHARED_DATA / "images" / "zebra.jpg"
+URL = "/api/models/resnet18/images/{}"
+Q = {"weights": "untrained"}
+
+
+def _answers(client: httpx.Client, image_id: str) -> dict[str, bytes]:
+    """input.npy, predictions, and saliency.npy for each of the top-5 classes, in the order the page asks."""
+    predictions = client.get(URL.format(image_id) + "/predictions", params=Q)
+    assert predictions.status_code == 200, predictions.text
+    answers = {"predictions": predictions.content}
+    for p in predictions.json()["predictions"]:
+        answer = client.get(URL.format(image_id) + "/saliency.npy", params={**Q, "target": p["index"]})
+        assert answer.status_code == 200, answer.text
+        answers[f"saliency {p['index']}"] = answer.content
+    answers["input"] = client.get(URL.format(image_id) + "/input.npy", params=Q).content
+    return answers
+
+
+@pytest.mark.skipif(not PHOTO.is_file(), reason="needs ../shared/data/images")
+def test_fresh_upload_answers_equal_those_from_the_stored_png(tmp_path) -> None:
+    storage = tmp_path / "images"
+    with serving(create_app(Settings(storage_dir=storage))) as port, \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        image_id = client.post("/api/images", files={"file": ("zebra.jpg", PHOTO.read_bytes())}).json()["image_id"]
+        fresh = _answers(client, image_id)
+    # the same store on disk, nothing decoded or prepared kept: every request reads the PNG back
+    cold = Settings(storage_dir=storage, decoded_image_cache_bytes=0, model_input_cache_bytes=0)
+    with serving(create_app(cold)) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        from_png = _answers(client, image_id)
+    assert fresh.keys() == from_png.keys() and len(fresh) == 7
+    for name in fresh:
+        assert fresh[name] == from_png[name], f"{name} differs between the fresh upload and the stored PNG"
+
+    served = np.load(io.BytesIO(fresh["input"]))
+    reference = ResNet18_Weights.IMAGENET1K_V1.transforms()(ImageOps.exif_transpose(Image.open(PHOTO)).convert("RGB"))
+    assert served.shape == (3, 224, 224)
+    torch.testing.assert_close(torch.from_numpy(served), reference, rtol=0, atol=0)
