@@ -1,5 +1,5 @@
-"""A just-uploaded image is served from the upload's own decoded copy; the answers must be exactly those of a server
-that reads the stored PNG back (its decoded copies and input tensors not kept): byte-identical ``.npy`` and equal
+"""A just-uploaded image is served from the upload's own decoded copy, and the loaded models' input tensors are made
+from it during the upload; the answers must be exactly those of a server that reads the stored PNG back (its decoded copies and input tensors not kept): byte-identical ``.npy`` and equal
 predictions, on a real photo. The input tensor is also checked against torchvision's transforms applied to the
 photo as Pillow opens it, without the server."""
 
@@ -39,9 +39,13 @@ def _answers(client: httpx.Client, image_id: str) -> dict[str, bytes]:
 @pytest.mark.skipif(not PHOTO.is_file(), reason="needs ../shared/data/images")
 def test_fresh_upload_answers_equal_those_from_the_stored_png(tmp_path) -> None:
     storage = tmp_path / "images"
-    with serving(create_app(Settings(storage_dir=storage))) as port, \
-            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+    app = create_app(Settings(storage_dir=storage))
+    with serving(app) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        other = client.post("/api/images", files={"file": ("cat.jpg", (PHOTO.parent / "cat.jpg").read_bytes())})
+        _answers(client, other.json()["image_id"])  # ResNet-18 is loaded: a page is using it
         image_id = client.post("/api/images", files={"file": ("zebra.jpg", PHOTO.read_bytes())}).json()["image_id"]
+        # the upload made the loaded model's input from its own decoded copy
+        assert ("resnet18", image_id) in app.state.inputs.cache
         fresh = _answers(client, image_id)
     # the same store on disk, nothing decoded or prepared kept: every request reads the PNG back
     cold = Settings(storage_dir=storage, decoded_image_cache_bytes=0, model_input_cache_bytes=0)

@@ -134,6 +134,10 @@ class ModelRuntime:
         entry = self.entry(model_id)
         return self.cache.get((entry.id, self.resolve_variant(entry, weights)))
 
+    def loaded_models(self) -> list[LoadedModel]:
+        """The models loaded now, the most recently used first (one per model and weights variant)."""
+        return self.cache.values()[::-1]
+
     def _build(self, entry: ModelEntry, variant: str) -> LoadedModel:
         module = entry.build(trained=variant == "trained")
         for param in module.parameters():
