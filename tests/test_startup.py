@@ -4,12 +4,14 @@ answer, or 503 ``starting`` after ``startup_wait_s``; a start that fails says wh
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+from PIL import Image
 
 from server.main import create_app
 from server.settings import Settings
@@ -94,3 +96,38 @@ def test_serve_with_a_broken_models_file_says_why_and_exits_2(tmp_path) -> None:
                             env={"PATH": "/usr/bin:/bin", "CONVSCOPE_STORAGE_DIR": str(tmp_path / "images")})
     assert result.returncode == 2, result.stderr[-2000:]
     assert "convscope: " in result.stderr and "models.toml" in result.stderr, result.stderr[-2000:]
+
+
+def test_a_model_says_loading_while_it_is_built_then_loaded(tmp_path) -> None:
+    """Models are built on their first request; meanwhile GET /api/models says so."""
+    import dataclasses
+
+    from models.models_file import app_registry
+
+    gate = threading.Event()
+    registry = app_registry(None)
+    lenet = registry.get("lenet5")
+
+    def gated_builder():  # noqa: ANN202
+        assert gate.wait(60), "the test never opened the gate"
+        return lenet.builder()
+
+    registry.register(dataclasses.replace(lenet, id="lenet5-slow", builder=gated_builder))
+    app = create_app(Settings(storage_dir=tmp_path / "images"), registry)
+
+    def state() -> str:
+        models = httpx.get(f"http://127.0.0.1:{port}/api/models", timeout=30).json()["models"]
+        return next(m["load"] for m in models if m["id"] == "lenet5-slow")
+
+    with serving(app) as port, ThreadPoolExecutor(1) as pool:
+        assert state() == "not_loaded"
+        png = io.BytesIO()
+        Image.new("L", (28, 28), 255).save(png, format="PNG")
+        image_id = httpx.post(f"http://127.0.0.1:{port}/api/images", files={"file": ("digit.png", png.getvalue())},
+                              timeout=60).json()["image_id"]
+        url = f"http://127.0.0.1:{port}/api/models/lenet5-slow/images/{image_id}/predictions"
+        detail = pool.submit(lambda: httpx.get(url, timeout=60))
+        wait_until(lambda: state() == "loading", what="the model to say it is loading")
+        gate.set()
+        assert detail.result(timeout=60).status_code == 200
+        assert state() == "loaded"

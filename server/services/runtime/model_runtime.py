@@ -134,6 +134,14 @@ class ModelRuntime:
         entry = self.entry(model_id)
         return self.cache.get((entry.id, self.resolve_variant(entry, weights)))
 
+    def load_state(self, entry: ModelEntry) -> str:
+        """``loaded``, ``loading`` (being built now: its requests wait) or ``not_loaded`` (built on first use), for
+        the weights a request without ``?weights=`` gets."""
+        if entry.problem:
+            return "not_loaded"
+        key = (entry.id, self.resolve_variant(entry, "auto"))
+        return "loaded" if key in self.cache else "loading" if self.cache.computing(key) else "not_loaded"
+
     def loaded_models(self) -> list[LoadedModel]:
         """The models loaded now, the most recently used first (one per model and weights variant)."""
         return self.cache.values()[::-1]
