@@ -17,21 +17,7 @@ from server.main import create_app
 from server.settings import Settings
 from server.startup import StartingApp
 from tests.harness import REPO_ROOT, serving, wait_until
-
-
-class GatedBuild:
-    """The full app, built only once the test opens the gate (as if PyTorch took that long to import)."""
-
-    def __init__(self, settings: Settings, error: BaseException | None = None) -> None:
-        self.settings = settings
-        self.error = error
-        self.gate = threading.Event()
-
-    def __call__(self):  # noqa: ANN204
-        assert self.gate.wait(60), "the test never opened the gate"
-        if self.error is not None:
-            raise self.error
-        return create_app(self.settings)
+from tests.startup_support import GatedBuild
 
 
 def test_page_and_health_at_once_api_waits_for_the_app(tmp_path) -> None:
