@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     decode_memory_bytes: int = 1024 * 1024 * 1024  # memory one decode may add (its process's RLIMIT_AS)
     decode_timeout_s: float = 40.0  # wall clock, then the decoding process is killed
     max_decode_processes: int = 4
+    # an upload answers once the next upload's decoder process has started (at most this long), so that the first
+    # views of the new image do not share the CPU with a Python start-up
+    decode_spare_wait_s: float = Field(2.0, ge=0)
     # request bodies that stall free their slot,
     body_idle_timeout_s: float = 15.0  # no byte of the body for this long: 408
     body_read_timeout_s: float = 300.0  # the whole body, however it trickles in: 408

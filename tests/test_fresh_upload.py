@@ -59,3 +59,22 @@ def test_fresh_upload_answers_equal_those_from_the_stored_png(tmp_path) -> None:
     reference = ResNet18_Weights.IMAGENET1K_V1.transforms()(ImageOps.exif_transpose(Image.open(PHOTO)).convert("RGB"))
     assert served.shape == (3, 224, 224)
     torch.testing.assert_close(torch.from_numpy(served), reference, rtol=0, atol=0)
+
+
+def test_a_decode_returns_with_the_next_worker_started(tmp_path) -> None:
+    """The first views of a new image must not share the cores with the start of the next decoder process: the
+    decode (and so the upload's answer) waits for it, and the next decode uses it."""
+    from server.services.images.decode import DecodeLimits, IsolatedDecoder
+
+    decoder = IsolatedDecoder(DecodeLimits(spare_wait_seconds=60))
+    try:
+        png = io.BytesIO()
+        Image.new("RGB", (5, 3), (10, 20, 30)).save(png, format="PNG")
+        first = decoder(png.getvalue())
+        assert decoder.spare_ready
+        second = decoder(png.getvalue())  # on the ready worker, which reads the upload after its first line
+        assert first.tobytes() == second.tobytes() == Image.new("RGB", (5, 3), (10, 20, 30)).tobytes()
+        assert decoder.spare_ready
+    finally:
+        decoder.close()
+    assert not decoder.spare_ready

@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -57,12 +58,13 @@ class DecodeLimits:
     memory_bytes: int = 1024 * 1024 * 1024  # address space one decode may add (RLIMIT_AS of its process)
     wall_seconds: float = 40.0  # then the process is killed, whatever it is doing
     max_processes: int = 4  # decodes at once; more wait (at most wall_seconds) for a free slot
+    spare_wait_seconds: float = 2.0  # a decode returns once the next one's worker has started, or after this long
 
 
 def decode_limits(settings) -> DecodeLimits:  # noqa: ANN001 - server.settings.Settings
     return DecodeLimits(settings.max_image_pixels, settings.max_decoded_bytes, settings.max_jpeg_scans,
                         settings.decode_cpu_seconds, settings.decode_memory_bytes, settings.decode_timeout_s,
-                        settings.max_decode_processes)
+                        settings.max_decode_processes, settings.decode_spare_wait_s)
 
 
 class IsolatedDecoder:
@@ -73,7 +75,8 @@ class IsolatedDecoder:
         self.limits = limits
         self._slots = threading.BoundedSemaphore(max(1, limits.max_processes))
         self._env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        self._spare: subprocess.Popen | None = None  # one worker started ahead, its imports done
+        self._spare: subprocess.Popen | None = None  # one worker started ahead
+        self._spare_ready = False  # … which said it is ready (its imports done; its first line read)
         self._spare_lock = threading.Lock()
         # Children are started by one long-lived thread: the kernel's parent-death signal fires when the
         # *thread* that forked a child ends, and request threads come and go.
@@ -90,15 +93,37 @@ class IsolatedDecoder:
         except RuntimeError:  # closed (the server is stopping): this one thread lives as long as the decode
             return self._popen()
 
-    def _worker(self) -> subprocess.Popen:
-        """A started worker (the spare when there is one), and a new spare started for the next upload.
-        An idle spare only waits on its stdin; when the server exits, the pipe closes and so does it."""
+    def _worker(self) -> tuple[subprocess.Popen, bool]:
+        """A started worker (the spare when there is one) and whether it said it is ready; and a new spare
+        started for the next upload. An idle spare only waits on its stdin; when the server exits, the pipe
+        closes and so does it."""
         with self._spare_lock:
-            proc, self._spare = self._spare, None
+            proc, ready, self._spare, self._spare_ready = self._spare, self._spare_ready, None, False
             if proc is None or proc.poll() is not None:
-                proc = self._start()
+                proc, ready = self._start(), False
             self._spare = self._start()
-        return proc
+        return proc, ready
+
+    @property
+    def spare_ready(self) -> bool:
+        """Whether a worker for the next upload has started and waits."""
+        with self._spare_lock:
+            return self._spare is not None and self._spare_ready and self._spare.poll() is None
+
+    def settle_spare(self) -> None:
+        """Wait, at most ``spare_wait_seconds``, until the spare worker has started. Called as a decode ends, so
+        that the requests following an upload (the first views of the new image) do not share the cores with a
+        Python start-up; the upload's answer waits only where that start-up is slower than the decode was."""
+        with self._spare_lock:
+            spare = self._spare
+            if spare is None or self._spare_ready:
+                return
+            said = _read_ready(spare, self.limits.spare_wait_seconds)
+            if said is None:  # it died or said something else: the next upload starts a fresh one
+                spare.kill()
+                spare.communicate()
+                self._spare = None
+            self._spare_ready = bool(said)
 
     def close(self) -> None:
         with self._spare_lock:
@@ -119,14 +144,17 @@ class IsolatedDecoder:
         finally:
             self._slots.release()
             release_memory()
+            self.settle_spare()
 
     def _decode(self, data: bytes) -> Image.Image:
         limits = self.limits
         header = {"max_pixels": limits.max_pixels, "max_scans": limits.max_scans,
                   "max_decoded_bytes": limits.max_decoded_bytes or limits.max_pixels * 3,
                   "cpu_seconds": limits.cpu_seconds, "memory_bytes": limits.memory_bytes}
-        proc = self._worker()
+        proc, ready = self._worker()
         try:
+            if not ready:
+                _read_ready(proc, limits.wall_seconds)  # its first line; a worker that died answers nothing below
             out, _ = proc.communicate(json.dumps(header).encode() + b"\n" + data, timeout=limits.wall_seconds)
         except subprocess.TimeoutExpired:
             proc.kill()
@@ -136,6 +164,8 @@ class IsolatedDecoder:
             if proc.poll() is None:  # an exception above (e.g. a broken pipe): never leave the child running
                 proc.kill()
                 proc.wait()
+        if out.startswith(decode_worker.READY):  # a worker slower to start than the wait above
+            out = out[len(decode_worker.READY):]
         line, _, raw = out.partition(b"\n")
         try:
             answer = json.loads(line) if line else {}
@@ -151,6 +181,16 @@ class IsolatedDecoder:
         if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
             raise _too_costly(f"Decoding the image took more than {limits.cpu_seconds:g} s of CPU time.")
         raise ApiError(422, "corrupt_image", "The image could not be decoded (the decoder failed on it).")
+
+
+def _read_ready(proc: subprocess.Popen, timeout: float) -> bool | None:
+    """Read the worker's first line: True when it said it is ready, False when it did not within ``timeout``
+    seconds, None when it ended or said something else."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()  # read the pipe itself: nothing may sit in a buffer that communicate() would miss
+    if not select.select([fd], [], [], timeout)[0]:
+        return False
+    return True if os.read(fd, len(decode_worker.READY)) == decode_worker.READY else None
 
 
 def _too_costly(message: str) -> ApiError:

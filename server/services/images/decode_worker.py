@@ -17,7 +17,8 @@ not the server), so the worker process that runs it starts in a few hundredths o
   and a watcher thread ends it when it finds itself adopted by another process (elsewhere), so a
   ``kill -9`` of the server leaves no decoder behind.
 
-Protocol (stdin → stdout): one JSON line of limits, then the upload's bytes; the answer is one JSON line
+Protocol (stdin → stdout): the worker first says ``ready`` (one line, once started); then it reads one JSON line of
+limits, then the upload's bytes; the answer is one JSON line
 (``{"ok": [width, height]}`` or ``{"error": [status, code, message]}``), then, on success, the RGB bytes.
 """
 
@@ -301,11 +302,16 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+READY = b"ready\n"  # the worker's first line: its imports are done, it waits for an upload
+
+
 def _main() -> int:
     parent = os.environ.get(PARENT_ENV, "")
     if parent.isdigit():
         _die_with_parent(int(parent))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout.write(READY)
+    stdout.flush()
     limits = json.loads(stdin.readline())
     set_limits(limits["cpu_seconds"], limits["memory_bytes"])
     data = stdin.read()
