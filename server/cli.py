@@ -11,6 +11,7 @@ from pathlib import Path
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from server.hosts import is_loopback
     from server.settings import Settings
     from server.startup import StartingApp
 
@@ -36,7 +37,8 @@ def _serve(args: argparse.Namespace) -> int:
                 print(f"convscope: --image-folder {name}: {path} is not a folder", file=sys.stderr)
                 return 2
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    url_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
+    # this computer's address (or every address): the page opens at localhost
+    url_host = "localhost" if is_loopback(settings.host) or settings.host in ("0.0.0.0", "::") else settings.host
     url = f"http://{url_host}:{settings.port}/?model={settings.default_model}"
     failed: list[BaseException] = []
 

@@ -19,13 +19,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import os
-import select
 import signal
-import subprocess
 import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from PIL import Image
@@ -38,6 +33,7 @@ from server.services.images.decode_worker import (  # noqa: F401 - re-exported f
     DecodeError,
     looks_like_image,
 )
+from server.services.work.child_processes import ChildProcessPool
 
 
 def decode_image(data: bytes, max_pixels: int, max_decoded_bytes: int | None = None,
@@ -68,105 +64,43 @@ def decode_limits(settings) -> DecodeLimits:  # noqa: ANN001 - server.settings.S
 
 
 class IsolatedDecoder:
-    """Decodes each upload in a fresh child process under :class:`DecodeLimits`: callable like
-    ``decode_image`` (bytes → RGB image), thread-safe, at most ``max_processes`` children at once."""
+    """Decodes each upload in a fresh child process under :class:`DecodeLimits` (a
+    :class:`~server.services.work.child_processes.ChildProcessPool`): callable like ``decode_image``
+    (bytes → RGB image), thread-safe, at most ``max_processes`` children at once."""
 
     def __init__(self, limits: DecodeLimits) -> None:
         self.limits = limits
-        self._slots = threading.BoundedSemaphore(max(1, limits.max_processes))
-        self._env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        self._spare: subprocess.Popen | None = None  # one worker started ahead
-        self._spare_ready = False  # … which said it is ready (its imports done; its first line read)
-        self._spare_lock = threading.Lock()
-        # Children are started by one long-lived thread: the kernel's parent-death signal fires when the
-        # *thread* that forked a child ends, and request threads come and go.
-        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-spawner")
-
-    def _popen(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, decode_worker.__file__], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                env={**self._env, decode_worker.PARENT_ENV: str(os.getpid())})
-
-    def _start(self) -> subprocess.Popen:
-        try:
-            return self._spawner.submit(self._popen).result()
-        except RuntimeError:  # closed (the server is stopping): this one thread lives as long as the decode
-            return self._popen()
-
-    def _worker(self) -> tuple[subprocess.Popen, bool]:
-        """A started worker (the spare when there is one) and whether it said it is ready; and a new spare
-        started for the next upload. An idle spare only waits on its stdin; when the server exits, the pipe
-        closes and so does it."""
-        with self._spare_lock:
-            proc, ready, self._spare, self._spare_ready = self._spare, self._spare_ready, None, False
-            if proc is None or proc.poll() is not None:
-                proc, ready = self._start(), False
-            self._spare = self._start()
-        return proc, ready
+        # A decode returns once the next upload's worker has started (it says READY): the first views of the
+        # new image must not share the cores with a Python start-up.
+        self._pool = ChildProcessPool([sys.executable, decode_worker.__file__], limits.max_processes,
+                                      limits.wall_seconds, "image decoder", decode_worker.PARENT_ENV,
+                                      ready_line=decode_worker.READY, spare_wait_seconds=limits.spare_wait_seconds)
 
     @property
     def spare_ready(self) -> bool:
         """Whether a worker for the next upload has started and waits."""
-        with self._spare_lock:
-            return self._spare is not None and self._spare_ready and self._spare.poll() is None
-
-    def settle_spare(self) -> None:
-        """Wait, at most ``spare_wait_seconds``, until the spare worker has started. Called as a decode ends, so
-        that the requests following an upload (the first views of the new image) do not share the cores with a
-        Python start-up; the upload's answer waits only where that start-up is slower than the decode was."""
-        with self._spare_lock:
-            spare = self._spare
-            if spare is None or self._spare_ready:
-                return
-            said = _read_ready(spare, self.limits.spare_wait_seconds)
-            if said is None:  # it died or said something else: the next upload starts a fresh one
-                spare.kill()
-                spare.communicate()
-                self._spare = None
-            self._spare_ready = bool(said)
+        return self._pool.spare_ready
 
     def close(self) -> None:
-        with self._spare_lock:
-            spare, self._spare = self._spare, None
-        if spare is not None:
-            spare.kill()
-            spare.communicate()
-        self._spawner.shutdown(wait=False)
+        self._pool.close()
 
     def __call__(self, data: bytes) -> Image.Image:
         if not data:
             raise ApiError(400, "empty_file", "The uploaded file is empty.")
-        if not self._slots.acquire(timeout=self.limits.wall_seconds):
-            raise ApiError(503, "overloaded", "Every image decoder is busy; try again in a moment.",
-                           {"Retry-After": "2"})
         try:
             return self._decode(data)
         finally:
-            self._slots.release()
             release_memory()
-            self.settle_spare()
 
     def _decode(self, data: bytes) -> Image.Image:
         limits = self.limits
         header = {"max_pixels": limits.max_pixels, "max_scans": limits.max_scans,
                   "max_decoded_bytes": limits.max_decoded_bytes or limits.max_pixels * 3,
                   "cpu_seconds": limits.cpu_seconds, "memory_bytes": limits.memory_bytes}
-        proc, ready = self._worker()
-        try:
-            if not ready:
-                _read_ready(proc, limits.wall_seconds)  # its first line; a worker that died answers nothing below
-            out, _ = proc.communicate(json.dumps(header).encode() + b"\n" + data, timeout=limits.wall_seconds)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise _too_costly(f"Decoding the image took more than {limits.wall_seconds:g} s.") from None
-        finally:
-            if proc.poll() is None:  # an exception above (e.g. a broken pipe): never leave the child running
-                proc.kill()
-                proc.wait()
-        if out.startswith(decode_worker.READY):  # a worker slower to start than the wait above
-            out = out[len(decode_worker.READY):]
-        line, _, raw = out.partition(b"\n")
+        result = self._pool.run(json.dumps(header).encode() + b"\n" + data)
+        if result.returncode is None:
+            raise _too_costly(f"Decoding the image took more than {limits.wall_seconds:g} s.")
+        line, _, raw = result.stdout.partition(b"\n")
         try:
             answer = json.loads(line) if line else {}
         except ValueError:
@@ -174,23 +108,13 @@ class IsolatedDecoder:
         if "error" in answer:
             status, code, message = answer["error"]
             raise ApiError(int(status), str(code), str(message))
-        if "ok" in answer and proc.returncode == 0:
+        if "ok" in answer and result.returncode == 0:
             width, height = (int(v) for v in answer["ok"])
             if 0 < width <= MAX_WORKING_SIDE and 0 < height <= MAX_WORKING_SIDE and len(raw) == width * height * 3:
                 return Image.frombytes("RGB", (width, height), raw)
-        if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        if result.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
             raise _too_costly(f"Decoding the image took more than {limits.cpu_seconds:g} s of CPU time.")
         raise ApiError(422, "corrupt_image", "The image could not be decoded (the decoder failed on it).")
-
-
-def _read_ready(proc: subprocess.Popen, timeout: float) -> bool | None:
-    """Read the worker's first line: True when it said it is ready, False when it did not within ``timeout``
-    seconds, None when it ended or said something else."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()  # read the pipe itself: nothing may sit in a buffer that communicate() would miss
-    if not select.select([fd], [], [], timeout)[0]:
-        return False
-    return True if os.read(fd, len(decode_worker.READY)) == decode_worker.READY else None
 
 
 def _too_costly(message: str) -> ApiError:

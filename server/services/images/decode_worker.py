@@ -279,6 +279,14 @@ PARENT_ENV = "CONVSCOPE_DECODE_PARENT"  # the server's pid, which the child must
 PR_SET_PDEATHSIG = 1
 
 
+def die_with_server() -> None:
+    """What every limited child does first (image decoders, model converters): die with the server whose pid
+    the pool put in ``PARENT_ENV``."""
+    parent = os.environ.get(PARENT_ENV, "")
+    if parent.isdigit():
+        _die_with_parent(int(parent))
+
+
 def _die_with_parent(parent: int) -> None:
     """Ask the kernel for SIGKILL when the parent dies; and, where that is not available or the parent died
     before it was asked, exit as soon as this process's parent is no longer ``parent``."""
@@ -306,9 +314,7 @@ READY = b"ready\n"  # the worker's first line: its imports are done, it waits fo
 
 
 def _main() -> int:
-    parent = os.environ.get(PARENT_ENV, "")
-    if parent.isdigit():
-        _die_with_parent(int(parent))
+    die_with_server()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     stdout.write(READY)
     stdout.flush()
