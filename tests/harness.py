@@ -6,6 +6,7 @@ shares lives here (or in a *_support module), never in another test_*.py file.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -101,13 +102,15 @@ def live_server(tmp: Path, env: dict[str, str] | None = None, host: str = "127.0
             if process.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
             try:
+                # `convscope serve` answers at once with "loading" (server.startup): wait for the app itself
                 with urllib.request.urlopen(url + "/api/health", timeout=2) as response:
-                    if response.status == 200:
+                    if response.status == 200 and json.loads(response.read()).get("status") == "ok":
                         break
             except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn did not start:\n{log_path.read_text()[-3000:]}") from None
-                time.sleep(0.2)
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
         yield LiveServer(url, host, port, process.pid, log_path)
     finally:
         process.terminate()
