@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import httpx
-from harness import REPO_ROOT, free_port
+from harness import REPO_ROOT, free_port, stop_process
 
 GOAL_PAGE_S = 3.0
 GOAL_SETUP_ADDS_S = 1.0
@@ -71,12 +71,7 @@ def start_and_time(command: list[str], port: int, env: dict[str, str], ready: bo
                 else:
                     time.sleep(0.05)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=30)
     return page_s, ready_s
 
 
