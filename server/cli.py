@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -11,8 +12,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.hosts import is_loopback
-    from server.main import create_app
-    from server.settings import Settings, resolve_device
+    from server.settings import Settings
+    from server.startup import StartingApp
 
     overrides = {"host": args.host, "port": args.port, "device": args.device}
     if args.model:
@@ -36,33 +37,46 @@ def _serve(args: argparse.Namespace) -> int:
                 print(f"convscope: --image-folder {name}: {path} is not a folder", file=sys.stderr)
                 return 2
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    try:
-        resolve_device(settings.device)
-    except RuntimeError as exc:
-        print(f"convscope: {exc}", file=sys.stderr)
-        return 2
-    if _registry(settings.models_file) is None:  # a broken models file stops here, with its reason
-        return 2
-    app = create_app(settings)
+    # this computer's address (or every address): the page opens at localhost
+    url_host = "localhost" if is_loopback(settings.host) or settings.host in ("0.0.0.0", "::") else settings.host
+    url = f"http://{url_host}:{settings.port}/?model={settings.default_model}"
+    failed: list[BaseException] = []
+
+    def build():  # type: ignore[no-untyped-def]  # in a worker thread, while the page is already served
+        from server.main import create_app
+
+        return create_app(settings)  # its lifespan checks the device, the models file and the default model
+
+    def ready() -> None:
+        print(f"ConvScope is ready: {url}", flush=True)
+
+    def failure(exc: BaseException) -> None:
+        from models.models_file import ModelsFileError
+        from server.errors import ApiError
+
+        if not isinstance(exc, (ModelsFileError, RuntimeError, ApiError)):  # a bug rather than a setting
+            logging.getLogger("convscope").error("ConvScope could not start", exc_info=exc)
+        print(f"convscope: {exc.message if isinstance(exc, ApiError) else exc}", file=sys.stderr, flush=True)
+        failed.append(exc)
+        server.should_exit = True
+
+    app = StartingApp(settings, build, ready, failure)
     # Forwarded headers are the app's to apply, from the proxies the settings name (server.middleware.forwarded); a live
     # frame over the app's own limit is answered with a JSON error, so the socket's own cap is larger.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                             timeout_graceful_shutdown=settings.shutdown_grace_s,  # open streams never hold a stop
                             proxy_headers=False, ws_max_size=settings.live_socket_max_bytes)
     server = uvicorn.Server(config)
-
-    # this computer's address (or every address): the page opens at localhost
-    url_host = "localhost" if is_loopback(settings.host) or settings.host in ("0.0.0.0", "::") else settings.host
     original_startup = server.startup
 
     async def startup(sockets=None):  # type: ignore[no-untyped-def]
         await original_startup(sockets)
-        if server.started:
-            print(f"ConvScope is ready: http://{url_host}:{settings.port}/?model={settings.default_model}", flush=True)
+        if server.started and app.state == "loading":
+            print(f"ConvScope is serving the page at {url} and loading PyTorch and the models…", flush=True)
 
     server.startup = startup  # type: ignore[method-assign]
     server.run()
-    return 0
+    return 2 if failed else 0
 
 
 def _registry(models_file: Path | None):  # type: ignore[no-untyped-def]

@@ -125,7 +125,9 @@ ERROR_REF = {"$ref": "#/components/schemas/Error"}
 # Documented answers of the main operations (documentation only: ``responses={...: {"model": ...}}`` does
 # not filter what the endpoint returns; schemathesis checks that the answers match them).
 class Health(BaseModel):
-    status: str = Field(examples=["ok"])
+    status: str = Field(examples=["ok"], description="ok; while `convscope serve` still loads PyTorch and the models "
+                        "behind the page it serves at once: loading (API requests wait for it), or failed (it could "
+                        "not start, and stops)")
     device: str = Field(description="cpu, cuda:N or mps", examples=["cpu"])
     version: str
 

@@ -181,6 +181,18 @@ class ModelRuntime:
         self.cache.discard_where(lambda key: key[0] == model_id)
         self.catalog.cache.discard_where(lambda key: key == model_id)
 
+    def load_state(self, entry: ModelEntry) -> str:
+        """``loaded``, ``loading`` (being built now: its requests wait) or ``not_loaded`` (built on first use), for
+        the weights a request without ``?weights=`` gets."""
+        if entry.problem:
+            return "not_loaded"
+        key = (entry.id, self.resolve_variant(entry, "auto"))
+        return "loaded" if key in self.cache else "loading" if self.cache.computing(key) else "not_loaded"
+
+    def loaded_models(self) -> list[LoadedModel]:
+        """The models loaded now, the most recently used first (one per model and weights variant)."""
+        return self.cache.values()[::-1]
+
     def _build(self, entry: ModelEntry, variant: str) -> LoadedModel:
         if CHECKPOINT_NAME.fullmatch(variant):
             module = entry.build_untrained()
