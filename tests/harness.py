@@ -6,6 +6,7 @@ shares lives here (or in a *_support module), never in another test_*.py file.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -101,21 +102,28 @@ def live_server(tmp: Path, env: dict[str, str] | None = None, host: str = "127.0
             if process.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
             try:
+                # `convscope serve` answers at once with "loading" (server.startup): wait for the app itself
                 with urllib.request.urlopen(url + "/api/health", timeout=2) as response:
-                    if response.status == 200:
+                    if response.status == 200 and json.loads(response.read()).get("status") == "ok":
                         break
             except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn did not start:\n{log_path.read_text()[-3000:]}") from None
-                time.sleep(0.2)
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
         yield LiveServer(url, host, port, process.pid, log_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; waited for either way."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
 
 
 @contextmanager
@@ -147,12 +155,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+            stop_process(self.process, timeout=10)
 
 
 def start_redis(tmp: Path) -> RedisServer:

@@ -6,27 +6,20 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests import js_support
+
 COMMON = Path(__file__).resolve().parents[1] / "frontend" / "static" / "js" / "common"
-NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
+pytestmark = pytest.mark.skipif(js_support.NODE is None, reason="node is not installed")
 
 
 def run_js(module: str, body: str, arg: object) -> object:
     """Import common/`module` as `m`, run `body` (an expression of `m` and `arg`) and return its JSON value."""
-    script = (f"const m = await import({json.dumps((COMMON / module).as_uri())});\n"
-              f"const arg = JSON.parse(process.argv[1]);\n"
-              f"process.stdout.write(JSON.stringify({body}));\n")
-    done = subprocess.run([NODE, "--input-type=module", "-e", script, json.dumps(arg)],
-                          capture_output=True, text=True, timeout=60, check=True)
-    return json.loads(done.stdout)
+    return js_support.run_js(COMMON / module, body, arg)
 
 
 def formatted(name: str, calls: list[list]) -> list[str]:

@@ -34,6 +34,7 @@ from server.services.runtime.outputs import ModelOutputs
 from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.step_through import StepThrough
+from server.services.training import TrainingLimits, TrainingRuns
 from server.services.trust import TrustChecks
 from server.services.work import BackgroundJobs, Scheduler, WorkLimiter, cancel_all, cancel_on_signals
 from server.settings import Settings, device_label, resolve_device
@@ -122,6 +123,8 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
         inputs, app.state.saliency_maps, app.state.background_jobs, scheduler.admit,
         budget_bytes=settings.trust_cache_bytes, max_steps=settings.sanity_max_steps,
         batch_size=settings.deletion_batch_size)
+    app.state.training = TrainingRuns(runtime, settings.training_dir or settings.storage_dir.parent / "training",
+                                      settings.data_dir, TrainingLimits.from_settings(settings))
     backend = make_backend(settings.redis_url)
     classroom = Classroom(backend, SessionLimits.from_settings(settings), WallPredictions(runtime, app.state.outputs),
                           settings.default_model, SessionPins(backend, app.state.image_store))
@@ -134,6 +137,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
             yield
         finally:
             cancel_all()
+            app.state.training.close()  # every run's process and checkpoints
             app.state.background_jobs.close()
             undo_signal()
             await classroom.aclose()
