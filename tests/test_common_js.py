@@ -123,10 +123,7 @@ def test_the_latest_request_wins() -> None:
       const afterAbort = await r.run('c', async () => 'C');
       return { results, log, thrown, afterAbort, current: r.isCurrent('c') };
     })()"""
-    script = (f"const m = await import({json.dumps((COMMON / 'latest-request.js').as_uri())});\n"
-              f"process.stdout.write(JSON.stringify(await {body}));\n")
-    done = subprocess.run([NODE, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60, check=True)
-    out = json.loads(done.stdout)
+    out = run_js("latest-request.js", f"await {body}", None)
     assert out["results"] == [None, None, {"value": "B"}]
     assert out["log"] == ["aborted A"]
     assert out["thrown"] == "boom"
