@@ -54,6 +54,7 @@ from server.services.classroom import Classroom, SessionLimits, make_backend
 from server.services.classroom.predictions import WallPredictions
 from server.services.classroom.shutdown import on_stop_signal
 from server.services.conv_trace import Traces
+from server.services.fairness.identity import ClientIdentities
 from server.services.feature_maps import FeatureMaps
 from server.services.feature_vis import FeatureVisualisations
 from server.services.image_decode import IsolatedDecoder, decode_limits
@@ -131,7 +132,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         app.state.batcher = PredictionBatcher(scheduler, settings.batch_window_ms / 1000, settings.max_batch_size)
         inputs = ModelInputs(app.state.image_store, settings.model_input_cache_bytes)
         app.state.inputs = inputs
-        app.state.outputs = ModelOutputs(inputs, app.state.batcher, settings.logits_cache_bytes)
+        app.state.outputs = ModelOutputs(inputs, app.state.batcher, settings.logits_cache_bytes,
+                                        settings.kept_graph_cache_bytes)
         app.state.activations = ActivationStore(settings.activation_cache_bytes)
         app.state.layer_overviews = LayerOverviews(settings.overview_cache_bytes)
         app.state.feature_maps = FeatureMaps(app.state.activations, app.state.layer_overviews, runtime.catalog,
@@ -159,7 +161,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         threads.total_tokens = max(threads.total_tokens, waits + 64)
         # long background passes (dataset examples, feature visualisation) run in the heavy pool
         long_work = partial(scheduler.admit, "channels/background", "heavy")
-        app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue)
+        app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue, per_client=settings.channel_jobs_per_client)
         channel_dir = settings.channel_cache_dir or settings.storage_dir.parent / "channels"
         app.state.channel_examples = ChannelExamples(
             app.state.background_jobs, channel_dir, settings.data_dir,
@@ -173,6 +175,11 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                               WallPredictions(runtime, app.state.outputs), settings.default_model)
         await classroom.start()
         app.state.classroom = classroom
+
+        async def session_live(code: str) -> bool:
+            return await classroom.backend.get(code) is not None
+
+        app.state.clients = ClientIdentities(session_live, settings.session_client_shares)
         undo_signal = on_stop_signal(classroom.shut_down_streams)  # open event streams must not hold a stop
         log.info("ConvScope %s on %s", __version__, device_label(device))
         with cancel_on_signals():  # SIGTERM cancels the work in flight first: shutdown takes seconds

@@ -42,6 +42,7 @@ from starlette.websockets import WebSocketState
 
 from server.deps import LiveHubDep
 from server.errors import ApiError
+from server.services.fairness.identity import peer_address
 
 router = APIRouter(prefix="/api", tags=["live"])
 
@@ -67,7 +68,7 @@ async def live(websocket: WebSocket, model: str, hub: LiveHubDep, layer: str | N
 
     try:
         config = await run_in_threadpool(hub.configure, model, weights, layer, method or None, saliency_layer)
-        with hub.session(config, websocket.client.host if websocket.client else "local") as session:
+        with hub.session(config, peer_address(websocket.scope)) as session:
             await session.run(receive, websocket.send_json)
     except ApiError as err:
         error = {"code": err.code, "message": err.message, "status": err.status}

@@ -17,6 +17,7 @@ from server.responses import png_response
 from server.services.classroom.codes import normalize_code
 from server.services.classroom.join_url import join_base
 from server.services.classroom.qr import qr_png
+from server.services.fairness.identity import peer_address
 
 router = APIRouter(prefix="/api", tags=["sessions"])
 join_router = APIRouter(include_in_schema=False)
@@ -55,7 +56,7 @@ class EventStreamResponse(StreamingResponse):
 async def create_session(request: Request, classroom: ClassroomDep, settings: SettingsDep,
                          body: NewSession | None = None) -> dict[str, Any]:
     base = join_base(request.url.scheme, request.headers.get("host"), settings.host, settings.public_url)
-    creator = request.client.host if request.client else ""
+    creator = peer_address(request.scope)
     created = await classroom.create(base.url, body.state if body else None, creator)
     return {**created, **({"warning": base.warning} if base.warning else {})}
 
@@ -90,7 +91,7 @@ async def submit(code: str, body: SubmissionBody, request: Request, classroom: C
                  x_convscope_student: Annotated[str | None, Header()] = None) -> dict[str, Any]:
     # Per-student caps count by the page's own random id when it sends one (students behind one NAT stay
     # apart), else by address. A student who forges ids still meets the per-session cap.
-    host = request.client.host if request.client else "unknown"
+    host = peer_address(request.scope)
     student = f"{host}|{x_convscope_student}" if x_convscope_student and _STUDENT.match(x_convscope_student) \
         else host
     return await classroom.submit(code, body.image_id, body.name, student)

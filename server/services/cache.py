@@ -33,6 +33,9 @@ def nbytes_of(value: Any) -> int:
     """Approximate bytes held by a cached value (arrays, tensors, pictures, bytes, and containers of them)."""
     if value is None:
         return 0
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        # a graph behind it would stay alive, uncounted: graphs are kept only knowingly, sized as such
+        raise TypeError("a cached tensor must not hold an autograd graph; detach it first")
     size = getattr(value, "nbytes", None)
     if isinstance(size, int):
         return size

@@ -35,6 +35,7 @@ import torch
 from server.errors import ApiError
 from server.services import cancel
 from server.services.architecture import ArchitectureCatalog
+from server.services.fairness.client_id import LOCAL, ClientId
 from server.services.live_frame import (
     Admit,
     FrameTimes,
@@ -110,7 +111,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class LiveSession:
     """One client's live stream: a receiver that files frames into the slot and a worker that computes."""
 
-    def __init__(self, config: LiveConfig, limits: LiveLimits, admit: Admit, client: str = "local") -> None:
+    def __init__(self, config: LiveConfig, limits: LiveLimits, admit: Admit, client: ClientId = LOCAL) -> None:
         self.config = config
         self.limits = limits
         self.admit = admit
@@ -242,7 +243,7 @@ class LiveHub:
         one laptop are two live clients, each with its fair share)."""
         with self._lock:
             self._opened += 1
-            live = LiveSession(config, self.limits, self.admit, f"{peer}/live-{self._opened}")
+            live = LiveSession(config, self.limits, self.admit, ClientId(peer, f"{peer}/live-{self._opened}"))
             if len(self._sessions) >= self.max_clients:
                 self.refused += 1
                 raise ApiError(503, "too_many_live_clients",
