@@ -84,7 +84,7 @@ def start(repo: Path, storage: Path, env: dict[str, str]) -> Server:
 
     port = free_port()
     full_env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(storage), "PYTHONPATH": str(repo), **env}
-    proc = subprocess.Popen([sys.executable, str(HERE / "serve_with_stats.py"), str(port)], cwd=repo, env=full_env,
+    proc = subprocess.Popen([sys.executable, str(repo / "bench" / "serve_with_stats.py"), str(port)], cwd=repo, env=full_env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180

@@ -62,6 +62,7 @@ from server.services.image_store import ImageStore
 from server.services.layer_overview import LayerOverviews
 from server.services.live import LiveHub
 from server.services.live_frame import LiveLimits
+from server.services.memory.allocator import Allocator
 from server.services.model_inputs import ModelInputs
 from server.services.model_runtime import ModelRuntime
 from server.services.network_overview import NetworkOverviews
@@ -106,6 +107,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        allocator = Allocator(settings.malloc_arena_max, settings.malloc_mmap_threshold_bytes,
+                              settings.malloc_trim_interval_s)
+        allocator.tune()  # before the endpoint threads make their arenas
+        app.state.allocator = allocator
         device = resolve_device(settings.device)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
@@ -188,6 +193,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             finally:
                 cancel_all()
                 app.state.background_jobs.close()
+                allocator.close()
                 undo_signal()
                 await classroom.aclose()
                 app.state.image_store.close()  # the decoder's idle worker process
