@@ -44,6 +44,7 @@ from PIL import Image
 HEAVY = "/api/models/resnet18/images/{}/saliency.npy"
 HEAVY_PARAMS = {"method": "scorecam", "weights": "untrained"}
 CHEAP = "/api/models/lenet5/images/{}/predictions"
+START_TIMEOUT_S = 300  # a loaded 2-core machine can take minutes to import torch and load the models
 
 
 def png(array: np.ndarray) -> bytes:
@@ -68,7 +69,7 @@ def start_server(repo: Path, storage: Path, port: int) -> subprocess.Popen:
          "--port", str(port), "--log-level", "warning"],
         cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError("the server exited: " + (proc.stderr.read() or b"").decode()[-2000:])
@@ -79,7 +80,7 @@ def start_server(repo: Path, storage: Path, port: int) -> subprocess.Popen:
             pass
         time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("the server did not start in 120 s")
+    raise RuntimeError(f"the server did not start in {START_TIMEOUT_S} s")
 
 
 def stop_server(proc: subprocess.Popen, timeout: float = 60.0) -> float:
@@ -165,6 +166,22 @@ async def scenario(base: str, cheap_idle: list[str], cheap_busy: list[str], heav
     return {"idle": idle, "busy": busy, "heavy_answers": heard, "stopped_in": stopped_in, "running": running}
 
 
+def upload_noise(client: httpx.Client, rng: np.random.Generator, shape: tuple[int, ...], count: int) -> list[str]:
+    """``count`` uploads of uniform noise pictures of ``shape``; their image ids."""
+    ids = []
+    for _ in range(count):
+        r = client.post("/api/images", files={"file": ("x.png", png(rng.integers(0, 256, shape, dtype=np.uint8)),
+                                                       "image/png")})
+        r.raise_for_status()
+        ids.append(r.json()["image_id"])
+    return ids
+
+
+def warm_up(client: httpx.Client, cheap_id: str) -> None:
+    client.get(CHEAP.format(cheap_id)).raise_for_status()  # LeNet loaded
+    client.get("/api/models/resnet18", params={"weights": "untrained"}).raise_for_status()
+
+
 def client_from(n: int, base: str, **kwargs: object) -> httpx.AsyncClient:
     """A client whose connections come from loopback address 127.0.x.y (n = 256·x + y): a machine of its own."""
     address = f"127.0.{n // 256}.{n % 256}"
@@ -232,16 +249,10 @@ def run_class_mix(args: argparse.Namespace) -> None:
         base = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(base_url=base, timeout=120) as client:
-                def upload(data: bytes) -> str:
-                    r = client.post("/api/images", files={"file": ("x.png", data, "image/png")})
-                    r.raise_for_status()
-                    return r.json()["image_id"]
-
-                cheap = [upload(png(rng.integers(0, 256, (28, 28), dtype=np.uint8))) for _ in range(2 * args.cheap + 1)]
-                maps = [upload(png(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))) for _ in range(120)]
-                heavy_ids = [upload(png(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8))) for _ in range(2)]
-                client.get(CHEAP.format(cheap[-1])).raise_for_status()  # LeNet loaded
-                client.get("/api/models/resnet18", params={"weights": "untrained"}).raise_for_status()
+                cheap = upload_noise(client, rng, (28, 28), 2 * args.cheap + 1)
+                maps = upload_noise(client, rng, (96, 96, 3), 120)
+                heavy_ids = upload_noise(client, rng, (224, 224, 3), 2)
+                warm_up(client, cheap[-1])
             students = [png(rng.integers(0, 256, (28, 28), dtype=np.uint8)) for _ in range(30)]
             load = os.getloadavg()
             result = asyncio.run(class_mix(base, cheap[: args.cheap], cheap[args.cheap: 2 * args.cheap], maps,
@@ -284,16 +295,9 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(base_url=base, timeout=120) as client:
-                def upload(data: bytes) -> str:
-                    r = client.post("/api/images", files={"file": ("x.png", data, "image/png")})
-                    r.raise_for_status()
-                    return r.json()["image_id"]
-
-                cheap = [upload(png(rng.integers(0, 256, (28, 28), dtype=np.uint8))) for _ in range(2 * args.cheap + 1)]
-                heavy_ids = [upload(png(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)))
-                             for _ in range(args.burst + 4)]
-                client.get(CHEAP.format(cheap[-1])).raise_for_status()  # LeNet loaded
-                client.get("/api/models/resnet18", params={"weights": "untrained"}).raise_for_status()
+                cheap = upload_noise(client, rng, (28, 28), 2 * args.cheap + 1)
+                heavy_ids = upload_noise(client, rng, (224, 224, 3), args.burst + 4)
+                warm_up(client, cheap[-1])
             result = asyncio.run(scenario(base, cheap[: args.cheap], cheap[args.cheap: 2 * args.cheap],
                                           heavy_ids, args.burst, args.gap, proc))
         finally:

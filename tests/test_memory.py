@@ -1,0 +1,114 @@
+"""Resident memory (issue 21): caches count what they really hold, nothing cached carries an autograd graph
+unknowingly, glibc's allocator is tuned, and a real uvicorn's RSS stops growing over repeated passes."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+import torch
+from PIL import Image
+
+from models.models_file import app_registry
+from server.services.architecture import ArchitectureCatalog
+from server.services.cache import ResultCache
+from server.services.hooks import forward_with_layer_graph, graph_nbytes
+from server.services.memory.allocator import Allocator
+from server.services.model_runtime import ModelRuntime
+from tests.conftest import png_bytes
+from tests.live_uvicorn import live_server
+
+
+@pytest.mark.parametrize("model", ["lenet5", "tinyvgg-shapes"])
+def test_a_kept_graph_is_counted_at_what_autograd_saved(model: str) -> None:
+    """Reference: autograd's own saved-tensor hooks, which see every tensor a pass saves for its backward.
+    What the graph from the layer keeps = what was saved after the layer's output (not the model's own
+    parameters), the layer's output and the logits."""
+    runtime = ModelRuntime(torch.device("cpu"), 2, ArchitectureCatalog(1 << 24), 1 << 30, app_registry(None))
+    loaded = runtime.load(model, "untrained")
+    batch = torch.randn(3, 1, 28, 28) if model == "lenet5" else torch.randn(3, 3, 64, 64)
+    params = {t.untyped_storage().data_ptr() for t in (*loaded.module.parameters(), *loaded.module.buffers())}
+    saved: dict[int, int] = {}
+    after_layer = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if after_layer and storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    handle = loaded.layer(loaded.entry.target_layer).register_forward_hook(lambda *_: after_layer.append(1))
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            logits, leaf = forward_with_layer_graph(loaded, batch, loaded.entry.target_layer)
+    finally:
+        handle.remove()
+    assert leaf is not None
+    for t in (leaf, logits):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    assert graph_nbytes(logits, leaf, loaded.module) == sum(saved.values())
+
+
+def test_a_cached_tensor_with_a_graph_is_refused() -> None:
+    cache: ResultCache[torch.Tensor] = ResultCache("test", 1 << 20)
+    weight = torch.ones(3, requires_grad=True)
+    with pytest.raises(TypeError, match="autograd graph"):
+        cache.put("k", weight * 2)
+    cache.put("k", (weight * 2).detach())
+    assert cache.nbytes == 12
+
+
+def test_predictions_keep_logits_without_graph_and_graphs_at_their_real_size(client, upload) -> None:
+    state = client.app.state
+    for value in (20, 120):
+        image_id = upload(client, png_bytes(np.full((28, 28), value, dtype=np.uint8)))
+        assert client.get(f"/api/models/lenet5/images/{image_id}/predictions").status_code == 200
+    logits = state.outputs.cache.values()
+    graphs = state.outputs.graphs.values()
+    assert logits and all(not r.logits.requires_grad and r.logits.grad_fn is None for r in logits)
+    assert state.outputs.cache.nbytes == sum(r.logits.numel() * 4 for r in logits)
+    assert graphs and state.outputs.graphs.nbytes == sum(
+        graph_nbytes(g.logits, g.activation, state.runtime.load("lenet5", "auto").module) for g in graphs)
+
+
+def test_the_allocator_is_tuned_and_trims() -> None:
+    allocator = Allocator(arena_max=2, mmap_threshold_bytes=1 << 20, trim_interval_s=0)
+    allocator.tune()
+    if not allocator.tuned:
+        pytest.skip("not glibc")
+    allocator.trim()
+    assert allocator.trims == 1
+    allocator.close()
+
+
+def _photo(rng: np.random.Generator, size: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_resident_memory_levels_off_over_repeated_passes(tmp_path) -> None:
+    """A short soak against a real uvicorn (bench/bench_soak.py is the long one): four passes of uploads,
+    predictions, atlases, Grad-CAMs and traces over the same images; RSS after the last pass stays within
+    10 % (+ 30 MB of slack for a small process) of RSS after the second."""
+    rng = np.random.default_rng(0)
+    pictures = [_photo(rng, int(s)) for s in rng.integers(64, 200, 6)]
+    with live_server(tmp_path) as server, httpx.Client(base_url=server.url, timeout=120) as client:
+        process = psutil.Process(server.pid)
+        rss = []
+        for _ in range(4):
+            for picture in pictures:
+                image_id = client.post("/api/images", files={"file": ("x.jpg", picture, "image/jpeg")}).json()["image_id"]
+                base = f"/api/models/tinyvgg-shapes/images/{image_id}"
+                for path, params in ((f"{base}/predictions", {}), (f"{base}/layers/block1.0/atlas.png", {}),
+                                     (f"{base}/saliency.npy", {"method": "gradcam"}),
+                                     (f"{base}/layers/block1.0/trace", {"channel": 1, "y": 3, "x": 3})):
+                    r = client.get(path, params={"weights": "untrained", **params})
+                    assert r.status_code == 200, (path, r.text)
+            rss.append(process.memory_info().rss)
+        assert rss[-1] <= rss[1] * 1.10 + 30 * 2**20, [round(r / 2**20) for r in rss]
+    assert os.getpid()  # the server is stopped by live_server
