@@ -24,8 +24,8 @@ warnings.filterwarnings("ignore", message="Using `httpx`")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from server.main import create_app  # noqa: E402
-from server.services.activations import ActivationStore  # noqa: E402
-from server.services.layer_overview import LayerOverviews  # noqa: E402
+from server.services.feature_maps.activations import ActivationStore  # noqa: E402
+from server.services.feature_maps.layer_overview import LayerOverviews  # noqa: E402
 from server.settings import Settings  # noqa: E402
 
 PHOTO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images" / "cat.jpg"

@@ -1,6 +1,6 @@
 """Where the cheap/heavy boundary lies: the time of every kind of model work on every model, measured.
 
-The scheduler (server/services/scheduler.py) sends a label's work to the heavy pool once its measured mean
+The scheduler (server/services/work/scheduler.py) sends a label's work to the heavy pool once its measured mean
 is at least ``Settings.heavy_threshold_s``; this prints, per model and kind of work, one run's seconds (the
 fastest of ``--repeats``) and the pool the default threshold puts it in, so the threshold can be set in
 the widest gap between what a page does on every click (predictions, feature maps, traces, Grad-CAM) and
@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.services import conv_trace  # noqa: E402
-from server.services.activations import capture_layers  # noqa: E402
-from server.services.model_runtime import ModelRuntime  # noqa: E402
+from server.services.feature_maps.activations import capture_layers  # noqa: E402
+from server.services.runtime.model_runtime import ModelRuntime  # noqa: E402
 from server.services.saliency import get_method  # noqa: E402
+from server.services.step_through import trace as conv_trace  # noqa: E402
 from server.settings import Settings  # noqa: E402
 
 LIGHT = ("forward", "capture", "trace", "gradcam", "gradient")

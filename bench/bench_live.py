@@ -184,8 +184,8 @@ def baselines(model: str, method: str | None, frames: list[bytes], threads: int,
     """Median bare model(x) and bare pipeline (decode + preprocess + forward [+ Grad-CAM backward]) in ms."""
     import torch
 
-    from server.services.image_decode import decode_image
-    from server.services.model_runtime import ModelRuntime
+    from server.services.images.decode import decode_image
+    from server.services.runtime.model_runtime import ModelRuntime
 
     torch.set_num_threads(threads)
     loaded = ModelRuntime(torch.device("cpu"), 2).load(model)

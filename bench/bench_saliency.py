@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.services.model_runtime import ModelRuntime  # noqa: E402
+from server.services.runtime.model_runtime import ModelRuntime  # noqa: E402
 from server.services.saliency.topk import predictions_with_saliency  # noqa: E402
 
 K = 5

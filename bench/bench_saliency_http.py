@@ -45,7 +45,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.main import create_app  # noqa: E402
-from server.services.hooks import capture_layer  # noqa: E402
+from server.services.runtime.hooks import capture_layer  # noqa: E402
 from server.services.saliency.base import class_gradients  # noqa: E402
 from server.services.saliency.topk import predictions_with_saliency  # noqa: E402
 from server.settings import Settings  # noqa: E402

@@ -80,7 +80,7 @@ class Server:
 
 
 def start(repo: Path, storage: Path, env: dict[str, str]) -> Server:
-    from tests.live_uvicorn import free_port  # one free-port helper for tests and benchmarks
+    from tests.real_server import free_port  # one free-port helper for tests and benchmarks
 
     port = free_port()
     full_env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(storage), "PYTHONPATH": str(repo), **env}

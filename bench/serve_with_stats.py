@@ -32,7 +32,7 @@ def counts(app) -> dict:  # noqa: ANN001
 
 def memory() -> dict:
     """Every ResultCache in the process (the loaded models' one apart): bytes held and budget."""
-    from server.services.cache import ResultCache
+    from server.services.runtime.cache import ResultCache
 
     caches: dict[str, list[int]] = {}
     models = 0

@@ -127,9 +127,9 @@ def _explain(args: argparse.Namespace) -> int:
     import torch
 
     from server.errors import ApiError
-    from server.services.explain import explain_image
-    from server.services.image_decode import decode_image
-    from server.services.model_runtime import ModelRuntime
+    from server.services.export.explain_image import explain_image
+    from server.services.images.decode import decode_image
+    from server.services.runtime.model_runtime import ModelRuntime
     from server.settings import Settings, resolve_device
 
     settings = Settings(**({"device": args.device} if args.device else {}))

@@ -10,26 +10,20 @@ from fastapi import Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
-from server.responses import add_response_header
-from server.services.architecture import ArchitectureCatalog
-from server.services.batching import PredictionBatcher
-from server.services.channel_examples import ChannelExamples
+from server.middleware import add_response_header
+from server.services.channels import ChannelExamples, FeatureVisualisations
 from server.services.classroom import Classroom
-from server.services.conv_trace import Traces
 from server.services.feature_maps import FeatureMaps
-from server.services.feature_vis import FeatureVisualisations
-from server.services.image_store import ImageStore
+from server.services.images import ImageStore, UploadGate
 from server.services.live import LiveHub
-from server.services.model_inputs import ModelInputs
-from server.services.model_runtime import LoadedModel, ModelRuntime
-from server.services.network_overview import NetworkOverviews
-from server.services.predictions import ModelOutputs
+from server.services.network import NetworkOverviews
+from server.services.runtime import ArchitectureCatalog, LoadedModel, ModelRuntime, PredictionBatcher, WeightsDownloads
+from server.services.runtime.inputs import ModelInputs
+from server.services.runtime.outputs import ModelOutputs
 from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
-from server.services.scheduler import Scheduler
-from server.services.upload import UploadGate
-from server.services.weights_download import WeightsDownloads
-from server.services.work_limiter import WorkLimiter
+from server.services.step_through import StepThrough
+from server.services.work import Scheduler, WorkLimiter
 from server.settings import Settings
 
 
@@ -63,7 +57,7 @@ ClassroomDep = Annotated[Classroom, Depends(from_state("classroom"))]
 LiveHubDep = Annotated[LiveHub, Depends(from_state("live"))]
 InputsDep = Annotated[ModelInputs, Depends(from_state("inputs"))]
 OutputsDep = Annotated[ModelOutputs, Depends(from_state("outputs"))]
-TracesDep = Annotated[Traces, Depends(from_state("traces"))]
+StepThroughDep = Annotated[StepThrough, Depends(from_state("step_through"))]
 SchedulerDep = Annotated[Scheduler, Depends(from_state("scheduler"))]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],

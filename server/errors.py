@@ -73,7 +73,7 @@ _OUT_OF_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_e
 
 def _allowed_methods(request: Request) -> list[str]:
     """Every method the schema declares for the request's path (Starlette names only the first route's),
-    plus HEAD wherever GET is (server.security.HeadMiddleware)."""
+    plus HEAD wherever GET is (server.middleware.security.HeadMiddleware)."""
     methods: set[str] = set()
     for template, operations in request.app.openapi().get("paths", {}).items():
         pattern = "[^/]+".join(re.escape(part) for part in re.split(r"\{[^}]+\}", template))

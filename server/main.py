@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
-import anyio.to_thread
-import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from models.models_file import app_registry
 from models.registry import ModelRegistry
 from server import __version__
-from server.coalesce import CoalesceIdenticalGets, SharedAnswers
 from server.errors import install_error_handlers
+from server.middleware import (
+    CoalesceIdenticalGets,
+    DisconnectWatch,
+    JsonCORSMiddleware,
+    NotModifiedMiddleware,
+    RequestBodyLimitMiddleware,
+    ScopeHeadersMiddleware,
+    SecurityHeadersMiddleware,
+    SharedAnswers,
+    install_request_guards,
+)
 from server.openapi import install_openapi
-from server.responses import NotModifiedMiddleware, ScopeHeadersMiddleware
-from server.routers import (  # feature maps and learned filters (issue 3)  # step-through traces and the sandbox (issue 5)
-    activations,
+from server.routers import (
+    activations,  # feature maps and learned filters (issue 3)
     channels,  # what a channel looks for: dataset examples and feature visualisation (issue 12)
     filters,
     health,
@@ -31,51 +35,14 @@ from server.routers import (  # feature maps and learned filters (issue 3)  # st
     network,  # the network overview and dense-layer detail (issue 12)
     saliency,  # saliency maps (issue 4)
     samples,
-    sandbox,
+    sandbox,  # the sandbox (issue 5)
     sessions,  # classroom sessions (issue 13)
-    trace,
+    step_through,  # step-through of one output cell (issue 5)
 )
 from server.routers import gradcam_steps as gradcam_steps_router  # Grad-CAM taken apart (issue 12)
 from server.routers import live as live_router  # live mode over a WebSocket (issue 14)
-from server.security import (
-    JsonCORSMiddleware,
-    RequestBodyLimitMiddleware,
-    SecurityHeadersMiddleware,
-    install_request_guards,
-)
-from server.services import samples as sample_gallery
-from server.services.activations import ActivationStore
-from server.services.architecture import ArchitectureCatalog
-from server.services.background_jobs import BackgroundJobs
-from server.services.batching import PredictionBatcher
-from server.services.cancel import cancel_all
-from server.services.channel_examples import ChannelExamples
-from server.services.classroom import Classroom, SessionLimits, make_backend
-from server.services.classroom.predictions import WallPredictions
-from server.services.classroom.shutdown import on_stop_signal
-from server.services.conv_trace import Traces
-from server.services.fairness.identity import ClientIdentities
-from server.services.feature_maps import FeatureMaps
-from server.services.feature_vis import FeatureVisualisations
-from server.services.image_decode import IsolatedDecoder, decode_limits
-from server.services.image_store import ImageStore
-from server.services.layer_overview import LayerOverviews
-from server.services.live import LiveHub
-from server.services.live_frame import LiveLimits
-from server.services.memory.allocator import Allocator
-from server.services.model_inputs import ModelInputs
-from server.services.model_runtime import ModelRuntime
-from server.services.network_overview import NetworkOverviews
-from server.services.predictions import ModelOutputs
-from server.services.saliency.gradcam_steps import GradCamStepsService
-from server.services.saliency.service import SaliencyMaps
-from server.services.scheduler import DisconnectWatch, Scheduler, cancel_on_signals
-from server.services.upload import UploadGate
-from server.services.weights_download import WeightsDownloads
-from server.services.work_limiter import WorkLimiter
-from server.settings import Settings, device_label, resolve_device
-
-log = logging.getLogger("convscope")
+from server.services.wiring import running_services
+from server.settings import Settings
 
 ROUTERS = (
     health.router,
@@ -84,7 +51,7 @@ ROUTERS = (
     samples.router,
     activations.router,
     filters.router,
-    trace.router,
+    step_through.router,
     sandbox.router,
     saliency.router,
     gradcam_steps_router.router,
@@ -107,96 +74,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        allocator = Allocator(settings.malloc_arena_max, settings.malloc_mmap_threshold_bytes,
-                              settings.malloc_trim_interval_s)
-        allocator.tune()  # before the endpoint threads make their arenas
-        app.state.allocator = allocator
-        device = resolve_device(settings.device)
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
-        runtime = ModelRuntime(device, settings.max_loaded_models, ArchitectureCatalog(settings.architecture_cache_bytes),
-                               settings.loaded_models_bytes, registry or app_registry(settings.models_file))
-        runtime.entry(settings.default_model)  # fail fast on a misconfigured default
-        app.state.settings = settings
-        app.state.runtime = runtime
-        app.state.image_store = ImageStore(
-            settings.storage_dir, settings.image_store_budget_bytes, settings.max_image_pixels,
-            decoded_budget_bytes=settings.decoded_image_cache_bytes,
-            decoder=IsolatedDecoder(decode_limits(settings)),
-        )
-        app.state.downloads = WeightsDownloads(runtime)
-        sample_gallery.cache.budget_bytes = settings.sample_cache_bytes
-        app.state.architectures = runtime.catalog
-        app.state.limiter = WorkLimiter(settings.max_active_work, settings.max_waiting_work,
-                                        settings.work_wait_timeout_s, name="model work")
-        app.state.heavy_limiter = WorkLimiter(settings.max_active_heavy_work, settings.max_waiting_heavy_work,
-                                              settings.heavy_work_wait_timeout_s,
-                                              per_client=settings.heavy_work_per_client, name="long computations")
-        scheduler = Scheduler(app.state.limiter, app.state.heavy_limiter, settings.heavy_threshold_s)
-        app.state.scheduler = scheduler
-        app.state.batcher = PredictionBatcher(scheduler, settings.batch_window_ms / 1000, settings.max_batch_size)
-        inputs = ModelInputs(app.state.image_store, settings.model_input_cache_bytes)
-        app.state.inputs = inputs
-        app.state.outputs = ModelOutputs(inputs, app.state.batcher, settings.logits_cache_bytes,
-                                        settings.kept_graph_cache_bytes)
-        app.state.activations = ActivationStore(settings.activation_cache_bytes)
-        app.state.layer_overviews = LayerOverviews(settings.overview_cache_bytes)
-        app.state.feature_maps = FeatureMaps(app.state.activations, app.state.layer_overviews, runtime.catalog,
-                                             inputs, scheduler.admit, app.state.outputs)
-        app.state.traces = Traces(inputs, scheduler.admit, app.state.outputs, settings.trace_cache_bytes)
-        app.state.saliency_maps = SaliencyMaps(inputs, scheduler.admit, app.state.outputs,
-                                               settings.saliency_cache_bytes)
-        app.state.gradcam_steps = GradCamStepsService(inputs, scheduler.admit, settings.gradcam_steps_cache_bytes)
-        app.state.network_overviews = NetworkOverviews(
-            inputs, partial(scheduler.admit, "network"), max_columns=settings.network_max_columns,
-            per_column=settings.network_channels_per_column, all_up_to=settings.network_all_channels_up_to,
-            budget_bytes=settings.network_cache_bytes)
-        app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
-        app.state.live = LiveHub(
-            runtime, app.state.architectures,
-            LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
-                       settings.live_idle_timeout_s),
-            lambda label: scheduler.admit(label, "cheap"), settings.max_live_clients,
-        )
-        # Sync endpoints run in threadpool threads, and queued model work waits in them: every such wait is
-        # bounded (the pools' queues, the caches' waiters), so there are always threads left for the rest.
-        threads = anyio.to_thread.current_default_thread_limiter()
-        waits = (settings.max_active_work + settings.max_waiting_work + settings.max_active_heavy_work
-                 + settings.max_waiting_heavy_work)
-        threads.total_tokens = max(threads.total_tokens, waits + 64)
-        # long background passes (dataset examples, feature visualisation) run in the heavy pool
-        long_work = partial(scheduler.admit, "channels/background", "heavy")
-        app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue, per_client=settings.channel_jobs_per_client)
-        channel_dir = settings.channel_cache_dir or settings.storage_dir.parent / "channels"
-        app.state.channel_examples = ChannelExamples(
-            app.state.background_jobs, channel_dir, settings.data_dir,
-            max_k=settings.channel_examples_max_k, max_pixels=settings.channel_examples_max_pixels,
-            cache_bytes=settings.channel_cache_bytes, batch_size=settings.channel_examples_batch,
-            memory_items=settings.channel_examples_memory_items, admit=long_work)
-        app.state.feature_vis = FeatureVisualisations(
-            app.state.background_jobs, channel_dir, settings.data_dir,
-            steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=long_work)
-        classroom = Classroom(make_backend(settings.redis_url), SessionLimits.from_settings(settings),
-                              WallPredictions(runtime, app.state.outputs), settings.default_model)
-        await classroom.start()
-        app.state.classroom = classroom
-
-        async def session_live(code: str) -> bool:
-            return await classroom.backend.get(code) is not None
-
-        app.state.clients = ClientIdentities(session_live, settings.session_client_shares)
-        undo_signal = on_stop_signal(classroom.shut_down_streams)  # open event streams must not hold a stop
-        log.info("ConvScope %s on %s", __version__, device_label(device))
-        with cancel_on_signals():  # SIGTERM cancels the work in flight first: shutdown takes seconds
-            try:
-                yield
-            finally:
-                cancel_all()
-                app.state.background_jobs.close()
-                allocator.close()
-                undo_signal()
-                await classroom.aclose()
-                app.state.image_store.close()  # the decoder's idle worker process
+        async with running_services(app, settings, registry):
+            yield
 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     # Middlewares, innermost first (each add_middleware wraps the ones before it).

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     max_active_work: int = 2  # model computations at once (threads); more queue below
     max_waiting_work: int = 64  # beyond this many queued, answer 503 + Retry-After at once
     work_wait_timeout_s: float = 20.0  # a queued request gives up (503 + Retry-After) after this long
-    # Heavy work (measured: labels whose mean run is ≥ heavy_threshold_s; see server/services/scheduler.py)
+    # Heavy work (measured: labels whose mean run is ≥ heavy_threshold_s; see server/services/work/scheduler.py)
     # runs in its own pool, so it never takes the slots above, which cheap work uses.
     max_active_heavy_work: int = 1
     max_waiting_heavy_work: int = 32
@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     max_batch_size: int = 16
     activation_cache_bytes: int = 256 * 1024 * 1024  # layer outputs kept per (model, image), float32
     gradcam_steps_cache_bytes: int = 32 * 1024 * 1024  # Grad-CAM steps (layer output + weights) per key
-    # Every per-image / per-model result lives in one kind of cache (server/services/cache.py), each within
+    # Every per-image / per-model result lives in one kind of cache (server/services/runtime/cache.py), each within
     # its own byte budget. By default: 256 (activations) + 256 (decoded images)
     # + 64 (model inputs) + 16 (logits) + 64 (overviews) + 128 (traces) + 64 (saliency) + 16 (architectures)
     # + 32 (gallery samples) = 896 MiB;

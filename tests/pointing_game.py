@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from server.services.model_runtime import LoadedModel
+from server.services.runtime.model_runtime import LoadedModel
 from server.services.saliency.methods import get_method
 
 

@@ -12,9 +12,9 @@ from PIL import Image
 from torch import nn
 
 from server.errors import ApiError
-from server.services.activations import ActivationStore, capture_layers, channel_stats, selectable_layers
-from server.services.architecture import describe
-from server.services.model_runtime import LoadedModel, ModelRuntime
+from server.services.feature_maps.activations import ActivationStore, capture_layers, channel_stats, selectable_layers
+from server.services.runtime.architecture_catalog import describe
+from server.services.runtime.model_runtime import LoadedModel, ModelRuntime
 
 ATOL = 1e-5
 
@@ -306,8 +306,8 @@ def test_a_shared_output_overwritten_after_all_is_captured_again() -> None:
 
 
 def test_layer_overviews_are_bounded_by_bytes(runtime: ModelRuntime) -> None:
-    from server.services.atlas import summarise_layer
-    from server.services.layer_overview import LayerOverviews, overview_from_summaries
+    from server.services.feature_maps.layer_overview import LayerOverviews, overview_from_summaries
+    from server.services.rendering.atlas import summarise_layer
 
     loaded = runtime.load("tinyvgg-shapes", "auto")
     names = [layer["name"] for layer in selectable_layers(describe(loaded.entry)["layers"])]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.services import atlas
-from server.services.colormaps import COLORMAPS, colormap_stops
+from server.services.rendering import atlas
+from server.services.rendering.colormaps import COLORMAPS, colormap_stops
 
 
 def _decode(png: bytes) -> Image.Image:

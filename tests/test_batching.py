@@ -12,9 +12,9 @@ import torch
 from fastapi.testclient import TestClient
 
 from server.errors import ApiError
-from server.services.batching import PredictionBatcher
-from server.services.model_runtime import LoadedModel, ModelRuntime
-from server.services.work_limiter import WorkLimiter
+from server.services.runtime.batching import PredictionBatcher
+from server.services.runtime.model_runtime import LoadedModel, ModelRuntime
+from server.services.work.limiter import WorkLimiter
 
 
 @pytest.fixture(scope="module")

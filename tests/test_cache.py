@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from server.errors import ApiError
-from server.services.cache import ResultCache, nbytes_of
-from server.services.cancel import CancelToken, WorkCancelled, bound, checkpoint
+from server.services.runtime.cache import ResultCache, nbytes_of
+from server.services.work.cancel import CancelToken, WorkCancelled, bound, checkpoint
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -212,8 +212,10 @@ def test_only_one_cache_class_holds_results() -> None:
     offenders = []
     for path in root.rglob("*.py"):
         text = path.read_text()
-        if path.name == "cache.py":
+        where = path.relative_to(root).as_posix()
+        if where == "services/runtime/cache.py":
             continue
-        if re.search(r"OrderedDict\(|lru_cache|functools\.cache\b", text) and path.name not in ("image_store.py", "background_jobs.py"):
-            offenders.append(path.name)
+        if re.search(r"OrderedDict\(|lru_cache|functools\.cache\b", text) and where not in (
+                "services/images/store.py", "services/work/background_jobs.py"):
+            offenders.append(where)
     assert offenders == []

@@ -1,4 +1,4 @@
-"""Identical GETs in flight at once share one answer (server/coalesce.py): at the ASGI level against an app
+"""Identical GETs in flight at once share one answer (server/middleware/coalesce.py): at the ASGI level against an app
 that answers when the test says so, then over a real uvicorn with ten identical uncached Score-CAM requests."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from server.coalesce import CoalesceIdenticalGets, SharedAnswers
 from server.main import create_app
+from server.middleware.coalesce import CoalesceIdenticalGets, SharedAnswers
 from server.settings import Settings
 from tests.conftest import png_bytes
 from tests.test_faults import serving

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from server.services.colormaps import COLORMAPS, apply_colormap, colormap_stops, is_diverging
+from server.services.rendering.colormaps import COLORMAPS, apply_colormap, colormap_stops, is_diverging
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:

@@ -1,11 +1,11 @@
-"""server/services/disk_budget.py: on-disk caches stay within their byte budget, oldest first."""
+"""server/services/work/disk_budget.py: on-disk caches stay within their byte budget, oldest first."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from server.services.disk_budget import evict_oldest
+from server.services.work.disk_budget import evict_oldest
 
 
 def _write(folder: Path, name: str, size: int, age: int) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.registry import HubWeights, WeightsError
-from server.services.download_errors import describe_failure
+from server.services.runtime.download_errors import describe_failure
 
 SOURCE = HubWeights("https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth")
 
@@ -38,7 +38,7 @@ def test_network_failures_become_sentences(cause, says) -> None:
 
 
 def test_a_real_refused_download_through_the_job(monkeypatch, tmp_path: Path) -> None:
-    from server.services.weights_download import DownloadJob, WeightsDownloads
+    from server.services.runtime.weights_download import DownloadJob, WeightsDownloads
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     source = HubWeights("http://127.0.0.1:9/squeezenet1_1-deadbeef.pth")

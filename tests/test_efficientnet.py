@@ -13,7 +13,7 @@ from PIL import Image
 from models import efficientnet_lite
 from models.registry import find_target_layer, get_entry
 from models.weight_sources import sha256_of
-from server.services.model_runtime import ModelRuntime
+from server.services.runtime.model_runtime import ModelRuntime
 from server.services.saliency.methods import get_method
 from tests.pointing_game import inside, peak
 

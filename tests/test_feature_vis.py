@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from server.main import create_app
-from server.services import feature_vis as fv
-from server.services.background_jobs import BackgroundJobs, Cancelled
-from server.services.model_runtime import ModelRuntime
+from server.services.channels import feature_vis as fv
+from server.services.runtime.model_runtime import ModelRuntime
+from server.services.work.background_jobs import BackgroundJobs, Cancelled
 from server.settings import Settings
 
 

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.services.colormaps import apply_colormap
-from server.services.filters import (
+from server.services.feature_maps.filters import (
     GAP,
     MAX_IN_PER_PAGE,
     MAX_OUT_PER_PAGE,
@@ -18,6 +17,7 @@ from server.services.filters import (
     kernel_page,
     weight_histogram,
 )
+from server.services.rendering.colormaps import apply_colormap
 
 
 def _rgb(png: bytes) -> np.ndarray:

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.nn.modules import module as module_globals
 
-from server.services.activations import capture_layers
-from server.services.model_runtime import LoadedModel, ModelRuntime
+from server.services.feature_maps.activations import capture_layers
+from server.services.runtime.model_runtime import LoadedModel, ModelRuntime
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +72,9 @@ def test_no_hook_survives_a_hook_that_raises(runtime: ModelRuntime) -> None:
 
 def _sites(loaded: LoadedModel, x: torch.Tensor | None = None) -> dict[str, object]:
     """Each place that hooks a model, as a call on ``loaded`` (the shared module) or on a private copy."""
-    from server.services import conv_trace
-    from server.services.receptive_field import trace_fields
+    from server.services.runtime.receptive_field import trace_fields
     from server.services.saliency import get_method
+    from server.services.step_through import trace as conv_trace
 
     x = _input(loaded) if x is None else x
     layer = loaded.entry.target_layer
@@ -110,7 +110,7 @@ def test_no_hook_survives_a_failing_pass_at_any_hook_site(runtime: ModelRuntime,
 
 def test_architecture_tables_hook_a_private_copy_and_remove_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     from models.registry import get_entry
-    from server.services.architecture import describe
+    from server.services.runtime.architecture_catalog import describe
 
     entry = get_entry("tinyvgg-shapes")
     built: list[nn.Module] = []
@@ -136,4 +136,4 @@ def test_only_the_hook_module_registers_hooks() -> None:
     pattern = re.compile(r"register_(forward_hook|forward_pre_hook|full_backward_hook|full_backward_pre_hook"
                          r"|backward_hook|hook)\(")
     sites = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if pattern.search(p.read_text()))
-    assert sites == ["services/hooks.py"]
+    assert sites == ["services/runtime/hooks.py"]

@@ -22,7 +22,7 @@ from PIL import Image
 
 from server.errors import ApiError
 from server.main import create_app
-from server.services.image_decode import decode_image, looks_like_image
+from server.services.images.decode import decode_image, looks_like_image
 from server.settings import Settings
 from tests.hostile_corpus import HostileUpload, encode, hostile_uploads, quadrants
 
@@ -350,7 +350,7 @@ def test_a_jpeg_with_thousands_of_scans_is_refused_quickly_and_a_normal_upload_i
     from concurrent.futures import ThreadPoolExecutor
 
     from tests.hostile_corpus import many_scans_jpeg
-    from tests.live_uvicorn import live_server
+    from tests.real_server import live_server
 
     crafted = many_scans_jpeg(4000, 2000)
     photo = encode(Image.fromarray(np.random.default_rng(3).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)),
@@ -398,7 +398,7 @@ def test_concurrent_palette_bombs_leave_the_server_memory_where_it_was(tmp_path:
     import psutil
 
     from tests.hostile_corpus import palette_bomb_png
-    from tests.live_uvicorn import live_server
+    from tests.real_server import live_server
 
     with live_server(tmp_path) as server:
         process = psutil.Process(server.pid)
@@ -422,7 +422,7 @@ def test_concurrent_palette_bombs_leave_the_server_memory_where_it_was(tmp_path:
 def test_orphan_temp_files_are_removed_at_start_up(tmp_path: Path) -> None:
     """A kill -9 during an upload leaves ``<id>.<pid>.<thread>.tmp``: the next start deletes it (the pid is
     gone), while a live process's temp file is left alone."""
-    from server.services.image_store import ImageStore
+    from server.services.images.store import ImageStore
 
     root = tmp_path / "images"
     root.mkdir()

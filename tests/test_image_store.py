@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from server.errors import ApiError
-from server.services.image_store import ImageStore
+from server.services.images.store import ImageStore
 
 
 def _noise_png(seed: int, size: int = 64) -> bytes:

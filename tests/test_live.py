@@ -1,4 +1,4 @@
-"""server/services/live.py without a socket: the one-slot mailbox, the compact atlas, and
+"""server/services/live/hub.py without a socket: the one-slot mailbox, the compact atlas, and
 one frame's forward pass against plain PyTorch."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from server.services import atlas
-from server.services.architecture import ArchitectureCatalog
-from server.services.live import Frame, FrameSlot
-from server.services.live_frame import compact_atlas, forward, resolve_config
-from server.services.model_runtime import ModelRuntime
+from server.services.live.frame import compact_atlas, forward, resolve_config
+from server.services.live.hub import Frame, FrameSlot
+from server.services.rendering import atlas
+from server.services.runtime.architecture_catalog import ArchitectureCatalog
+from server.services.runtime.model_runtime import ModelRuntime
 from tests.test_hook_removal import _assert_no_hooks
 
 

@@ -14,13 +14,13 @@ import torch
 from PIL import Image
 
 from models.models_file import app_registry
-from server.services.architecture import ArchitectureCatalog
-from server.services.cache import ResultCache
-from server.services.hooks import forward_with_layer_graph, graph_nbytes
 from server.services.memory.allocator import Allocator
-from server.services.model_runtime import ModelRuntime
+from server.services.runtime.architecture_catalog import ArchitectureCatalog
+from server.services.runtime.cache import ResultCache
+from server.services.runtime.hooks import forward_with_layer_graph, graph_nbytes
+from server.services.runtime.model_runtime import ModelRuntime
 from tests.conftest import png_bytes
-from tests.live_uvicorn import live_server
+from tests.real_server import live_server
 
 
 @pytest.mark.parametrize("model", ["lenet5", "tinyvgg-shapes"])

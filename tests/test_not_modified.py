@@ -1,5 +1,5 @@
 """Revalidation: a view fetched again with If-None-Match naming its ETag is answered 304 with no body
-(server/responses.py::NotModifiedMiddleware), through the real app and at the ASGI level."""
+(server/middleware/not_modified.py::NotModifiedMiddleware), through the real app and at the ASGI level."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from server.responses import NotModifiedMiddleware
+from server.middleware.not_modified import NotModifiedMiddleware
 from tests.conftest import load_npy, png_bytes
 
 

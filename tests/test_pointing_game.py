@@ -9,7 +9,7 @@ import torch
 
 from models.datasets import shapes
 from models.registry import get_entry
-from server.services.model_runtime import ModelRuntime
+from server.services.runtime.model_runtime import ModelRuntime
 from tests.pointing_game import inside, peak, pointing_game
 
 IMAGES = 500

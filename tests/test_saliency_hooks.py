@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from server.errors import ApiError
-from server.services.hooks import capture_layer, guided_relus
+from server.services.runtime.hooks import capture_layer, guided_relus
 from server.services.saliency import METHODS, get_method
 from server.services.saliency.scaling import magnitude_percentile, min_max
 from tests.test_saliency_models import HAND_GEOMETRY, aligned_upsample, hooks_left, small_models

@@ -13,7 +13,7 @@ from torch import nn
 
 from models.architectures import TinyVGG
 from models.registry import InputSpec, get_entry
-from server.services.model_runtime import LoadedModel
+from server.services.runtime.model_runtime import LoadedModel
 
 
 class _Residual(nn.Module):
@@ -132,7 +132,7 @@ def test_small_models_are_frozen_and_run() -> None:
 
 
 def test_traced_geometry_matches_the_hand_derivation() -> None:
-    from server.services.architecture import ArchitectureCatalog
+    from server.services.runtime.architecture_catalog import ArchitectureCatalog
 
     catalog = ArchitectureCatalog()
     for name, (loaded, _) in small_models().items():
@@ -142,7 +142,7 @@ def test_traced_geometry_matches_the_hand_derivation() -> None:
 
 
 def test_aligned_upsampling_puts_each_unit_on_its_receptive_field_centre() -> None:
-    from server.services.architecture import LayerGeometry
+    from server.services.runtime.architecture_catalog import LayerGeometry
     from server.services.saliency.scaling import upsample
 
     raw = torch.zeros(1, 26, 26)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from server.services.predictions import predictions_from_logits
+from server.services.runtime.outputs import predictions_from_logits
 from server.services.saliency import get_method
 from server.services.saliency.base import TopK
 from server.services.saliency.topk import predictions_with_saliency

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from server.errors import ApiError
-from server.services import kernel_presets, sandbox
-from server.services import window_math as wm
+from server.services.sandbox import kernel_presets
+from server.services.sandbox import operations as sandbox
+from server.services.step_through import window_math as wm
 
 
 def _torch_conv(x: np.ndarray, k: np.ndarray, padding, stride: int, dilation: int, mode: str) -> np.ndarray:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from server.errors import ApiError
-from server.services.sandbox import mix_channels
+from server.services.sandbox.operations import mix_channels
 
 
 def test_mix_equals_a_one_by_one_conv2d() -> None:

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from server.main import create_app
-from server.security import CONTENT_SECURITY_POLICY
+from server.middleware.security import CONTENT_SECURITY_POLICY
 from server.settings import Settings
 from tests.conftest import png_bytes
 
@@ -389,7 +389,7 @@ def test_stalled_upload_bodies_free_their_slots(tmp_path: Path) -> None:
     off with 408 after the idle timeout and a real upload goes through. (Also: a foreign Host on loopback.)"""
     import httpx
 
-    from tests.live_uvicorn import live_server
+    from tests.real_server import live_server
 
     env = {"CONVSCOPE_BODY_IDLE_TIMEOUT_S": "1.5", "CONVSCOPE_MAX_ACTIVE_UPLOADS": "8"}
     with live_server(tmp_path, env) as server:
@@ -434,7 +434,7 @@ def test_live_socket_handshakes_from_other_origins_and_hosts_are_refused_over_a_
     """Browsers apply no CORS to WebSockets: a page elsewhere could open the live socket of a server on the
     student's laptop (and send it frames). The handshake meets the same origin and Host rules as HTTP, and
     the refusal is the API's JSON error."""
-    from tests.live_uvicorn import live_server
+    from tests.real_server import live_server
 
     with live_server(tmp_path) as server:
         foreign = _handshake(server.port, "http://evil.example")

@@ -10,7 +10,7 @@ import torch
 
 from models.datasets import shapes, shapes_eval
 from models.registry import get_entry
-from server.services.model_runtime import ModelRuntime
+from server.services.runtime.model_runtime import ModelRuntime
 from tests.pointing_game import pointing_game
 
 COUNT = 500

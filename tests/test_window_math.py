@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from server.services import window_math as wm
+from server.services.step_through import window_math as wm
 
 SIZES = (1, 2, 5, 7)
 KERNELS = (1, 2, 3, 4)

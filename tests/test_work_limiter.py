@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from server.errors import ApiError
 from server.main import create_app
-from server.services.work_limiter import WorkLimiter
+from server.services.work.limiter import WorkLimiter
 from server.settings import Settings
 from tests.conftest import png_bytes
 
@@ -121,7 +121,7 @@ def test_api_answers_overload_with_503_and_recovers(tight_client: TestClient, up
 def test_upload_gate_queues_then_refuses() -> None:
     import anyio
 
-    from server.services.upload import UploadGate
+    from server.services.images.upload import UploadGate
 
     async def scenario() -> list[str]:
         gate = UploadGate(max_active=1, max_waiting=1, wait_timeout_s=30, retry_after_s=3)

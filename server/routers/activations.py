@@ -11,9 +11,9 @@ from fastapi import APIRouter, Path, Query, Response
 from server.deps import FeatureMapsDep, LoadedModelDep
 from server.errors import ApiError
 from server.responses import npy_response, png_response
-from server.services import atlas
-from server.services.activations import channel_stats
-from server.services.colormaps import COLORMAPS
+from server.services.feature_maps.activations import channel_stats
+from server.services.rendering import atlas
+from server.services.rendering.colormaps import COLORMAPS
 
 router = APIRouter(prefix="/api", tags=["activations"])
 

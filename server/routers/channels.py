@@ -12,9 +12,9 @@ from server.deps import ArchitecturesDep, ChannelExamplesDep, FeatureVisDep, Loa
 from server.errors import ApiError
 from server.openapi import binary, json_example
 from server.responses import png_response
-from server.services import channel_examples as examples
-from server.services.activations import selectable_layers
-from server.services.model_runtime import LoadedModel
+from server.services.channels import examples
+from server.services.feature_maps.activations import selectable_layers
+from server.services.runtime.model_runtime import LoadedModel
 
 router = APIRouter(prefix="/api", tags=["channels"])
 CHANNEL = "/models/{model}/layers/{layer}/channels/{channel}"

@@ -12,8 +12,8 @@ from torch import nn
 from server.deps import LoadedModelDep
 from server.errors import ApiError
 from server.responses import png_response
-from server.services.filters import FilterRequestError, kernel_atlas, kernel_page, weight_histogram
-from server.services.model_runtime import LoadedModel
+from server.services.feature_maps.filters import FilterRequestError, kernel_atlas, kernel_page, weight_histogram
+from server.services.runtime.model_runtime import LoadedModel
 
 router = APIRouter(prefix="/api", tags=["filters"])
 

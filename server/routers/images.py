@@ -18,9 +18,9 @@ from server.deps import (
 )
 from server.openapi import Predictions, Uploaded, binary, json_answer
 from server.responses import npy_response, png_response
-from server.services.model_inputs import input_picture
-from server.services.predictions import predictions_from_logits
-from server.services.upload import read_upload
+from server.services.images.upload import read_upload
+from server.services.runtime.inputs import input_picture
+from server.services.runtime.outputs import predictions_from_logits
 
 router = APIRouter(prefix="/api", tags=["images"])
 

@@ -12,7 +12,7 @@ from server.deps import ArchitecturesDep, DownloadsDep, LoadedModelDep, RuntimeD
 from server.errors import ApiError
 from server.openapi import json_example
 from server.responses import npy_response
-from server.services.model_runtime import LoadedModel, ModelRuntime
+from server.services.runtime.model_runtime import LoadedModel, ModelRuntime
 
 router = APIRouter(prefix="/api", tags=["models"])
 

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from server.deps import InputsDep, LoadedModelDep, RuntimeDep, SaliencyMapsDep
 from server.responses import npy_response, png_response
-from server.services.colormaps import COLORMAPS, is_diverging
-from server.services.model_inputs import input_picture
-from server.services.model_runtime import LoadedModel
+from server.services.rendering.colormaps import COLORMAPS, is_diverging
+from server.services.runtime.inputs import input_picture
+from server.services.runtime.model_runtime import LoadedModel
 from server.services.saliency import describe_methods
 from server.services.saliency.methods import DEFAULT_METHOD, METHODS, get_method
 from server.services.saliency.overlay import DEFAULT_COLORMAP, check_colormap, legend, overlay_png

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 from server.deps import SettingsDep
 from server.errors import ApiError
 from server.responses import png_response
-from server.services import samples
+from server.services.images import samples
 
 router = APIRouter(prefix="/api", tags=["samples"])
 

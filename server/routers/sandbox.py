@@ -11,7 +11,8 @@ from server.deps import ImageStoreDep, SchedulerDep
 from server.errors import ApiError
 from server.openapi import json_example
 from server.responses import png_response
-from server.services import image_filter, kernel_presets, sandbox
+from server.services.sandbox import image_filter, kernel_presets
+from server.services.sandbox import operations as sandbox
 
 router = APIRouter(prefix="/api", tags=["sandbox"])
 

@@ -180,7 +180,7 @@ def test_one_forward_pass_serves_the_layer_and_the_overview(module_client, monke
     before = store.captures
     _get(module_client, f"{base}/layers/block2.0/atlas.png")
     assert store.captures == before + 1
-    import server.services.layer_overview as layer_overview
+    import server.services.feature_maps.layer_overview as layer_overview
 
     def no_second_pass(*_args, **_kwargs):
         raise AssertionError("the overview ran the model again")

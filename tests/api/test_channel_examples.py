@@ -15,7 +15,7 @@ from PIL import Image
 
 from models.datasets import mnist
 from server.main import create_app
-from server.services.channel_examples import TopK, field_box
+from server.services.channels.examples import ChannelTopImages, field_box
 from server.settings import Settings
 
 
@@ -47,7 +47,7 @@ def _wait(client: TestClient, url: str, params: dict, timeout_s: float = 240.0) 
 
 def _brute_force(layer_path: list[str], images: np.ndarray, channel: int) -> tuple[np.ndarray, np.ndarray]:
     """Every MNIST test image through a fresh LeNet-5 (plain PyTorch): channel maxima and argmax positions."""
-    from server.services.model_runtime import ModelRuntime
+    from server.services.runtime.model_runtime import ModelRuntime
 
     loaded = ModelRuntime(torch.device("cpu")).load("lenet5", "auto")
     module = loaded.module
@@ -86,7 +86,7 @@ def test_mnist_examples_equal_brute_force(channel_client, shared_data: Path):
                                params={"dataset": "mnist", "k": 3})
     assert other.status_code == 200
     with torch.no_grad():
-        from server.services.model_runtime import ModelRuntime
+        from server.services.runtime.model_runtime import ModelRuntime
 
         loaded = ModelRuntime(torch.device("cpu")).load("lenet5", "auto")
         x = torch.stack([loaded.preprocess(Image.fromarray(a, mode="L")) for a in images])
@@ -133,7 +133,7 @@ def test_crop_is_the_receptive_field_of_the_maximum(channel_client, shared_data:
 
 
 def test_top_k_keeps_the_largest_with_ties_to_the_smaller_index():
-    top = TopK(channels=1, k=3)
+    top = ChannelTopImages(channels=1, k=3)
     top.add(np.array([[1.0], [3.0], [3.0]]), np.zeros((3, 1, 2)), start=0)
     top.add(np.array([[3.0], [0.5]]), np.zeros((2, 1, 2)), start=3)
     assert top.indices[0].tolist() == [1, 2, 3]

@@ -22,9 +22,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from models.datasets import shapes
 from server.main import create_app
-from server.services import atlas
-from server.services.live_frame import saliency_overlay
-from server.services.model_inputs import input_picture
+from server.services.live.frame import saliency_overlay
+from server.services.rendering import atlas
+from server.services.runtime.inputs import input_picture
 from server.settings import Settings
 from tests.conftest import load_npy, png_bytes
 from tests.test_hook_removal import _assert_no_hooks

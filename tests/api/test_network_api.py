@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from server.services.network_overview import choose_columns
+from server.services.network.overview import choose_columns
 from tests.conftest import png_bytes
 
 
@@ -80,7 +80,7 @@ def test_deep_models_are_summarised_by_blocks():
 
 
 def test_dense_unit_equals_pytorch(module_client, image_id):
-    from server.services.model_runtime import ModelRuntime
+    from server.services.runtime.model_runtime import ModelRuntime
 
     runtime = ModelRuntime(torch.device("cpu"))
     loaded = runtime.load("lenet5", "auto")

@@ -13,7 +13,7 @@ from captum.attr import LayerGradCam
 from PIL import Image
 
 from models.datasets import shapes
-from server.services.colormaps import apply_colormap
+from server.services.rendering.colormaps import apply_colormap
 from server.services.saliency import METHODS
 from tests.conftest import load_npy, png_bytes
 from tests.test_saliency_models import aligned_upsample

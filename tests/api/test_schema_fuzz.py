@@ -36,8 +36,8 @@ from schemathesis.transport.serialization import Binary
 from server.errors import ApiError
 from server.main import create_app
 from server.routers.sandbox import parse_kernel
-from server.services import sandbox
-from server.services.image_store import ImageStore
+from server.services.images.store import ImageStore
+from server.services.sandbox import operations as sandbox
 from server.settings import Settings
 from tests.conftest import png_bytes
 

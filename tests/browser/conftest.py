@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_uvicorn import live_server as run_live_server
+from tests.real_server import live_server as run_live_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -103,7 +103,7 @@ def test_a_class_follows_explores_snaps_back_and_fills_the_wall(new_page, shots)
     explorer.click("text=Explore on my own")
     explorer.click(".view-tabs button:has-text('Saliency')")
     teacher.click(".view-tabs button:has-text('Step-through')")
-    teacher.wait_for_function("() => new URLSearchParams(location.search).get('view') === 'stepper'")
+    teacher.wait_for_function("() => new URLSearchParams(location.search).get('view') === 'step-through'")
     for student in (students[0], students[2]):
         wait_same_view(student, teacher)
     explorer.wait_for_selector(".class-away:not([hidden])")
@@ -179,7 +179,7 @@ def test_follow_state_math(page) -> None:
     result = page.evaluate("""async () => {
         const m = await import('/static/js/classroom/follow-state.js');
         const mine = {session: 'ABCDEF', model: 'lenet5', view: 'layers', layer: 'conv1', channel: '3'};
-        const teacher = {model: 'lenet5', view: 'stepper', layer: 'conv1', step: '12', session: 'ZZZZZZ'};
+        const teacher = {model: 'lenet5', view: 'step-through', layer: 'conv1', step: '12', session: 'ZZZZZZ'};
         return {
             changes: m.changesToFollow(mine, teacher),
             shared: m.sharedState({session: 'ABCDEF', view: 'layers', empty: '', none: null}),
@@ -193,7 +193,7 @@ def test_follow_state_math(page) -> None:
             liveDescribed: m.describeView({view: 'live'}, new Map([['live', 'Live']])),
         };
     }""")
-    assert result["changes"] == {"view": "stepper", "step": "12", "channel": None}
+    assert result["changes"] == {"view": "step-through", "step": "12", "channel": None}
     assert result["shared"] == {"view": "layers"}
     assert result["same"] is True and result["differ"] is False
     assert result["described"] == "Layers · conv2 · channel 4"

@@ -86,16 +86,16 @@ def test_real_one_by_one_layers_open_in_the_step_through(page) -> None:
     link.wait_for(timeout=120_000)
     name = link.get_attribute("data-layer")
     link.click()
-    page.wait_for_selector("#stepper-canvas[data-ready='1']", timeout=120_000)
+    page.wait_for_selector("#step-through-canvas[data-ready='1']", timeout=120_000)
     assert f"layer={name}" in page.url.replace("%2E", ".")
-    assert page.locator("#stepper-layer").input_value() == name
+    assert page.locator("#step-through-layer").input_value() == name
     assert "kernel 1×1" in page.text_content(".explain-panel")
 
 
 def test_flatten_linear_softmax_adds_up(page, shots) -> None:
     page.goto("/")
     image = upload_sample(page, "mnist-test-3")
-    page.goto(f"/?model=lenet5&image={image}&view=stepper&layer=@softmax")
+    page.goto(f"/?model=lenet5&image={image}&view=step-through&layer=@softmax")
     page.wait_for_selector(".linear-table")
     softmax = page.request.get(f"/api/models/lenet5/images/{image}/softmax?top=10").json()
 

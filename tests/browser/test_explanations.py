@@ -24,8 +24,8 @@ def fmt(v: float) -> str:
 def test_receptive_field_explanation_quotes_this_layers_numbers(page, shots: Path) -> None:
     page.goto("/")
     image = upload_sample(page, "mnist-test-3")
-    page.goto(f"/?model=lenet5&image={image}&view=stepper&layer=features.3")
-    page.wait_for_selector("#stepper-canvas[data-ready='1']")
+    page.goto(f"/?model=lenet5&image={image}&view=step-through&layer=features.3")
+    page.wait_for_selector("#step-through-canvas[data-ready='1']")
     layers = {layer["name"]: layer for layer in api(page, "/api/models/lenet5")["layers"]}
     layer, before = layers["features.3"], layers["features.2"]  # the conv reads the pooling's output
     k, d, s = layer["kernel_size"][0], layer["dilation"][0], layer["stride"][0]
@@ -42,9 +42,9 @@ def test_receptive_field_explanation_quotes_this_layers_numbers(page, shots: Pat
     page.focus("[data-for='rf'] .explain-q")
     tip = page.locator("[data-for='rf'] .explain-tip")
     assert tip.is_visible() and expected_r in tip.text_content()
-    page.screenshot(path=str(shots / "explain-stepper-rf.png"))
+    page.screenshot(path=str(shots / "explain-step-through-rf.png"))
     # the output-size line under the canvas uses this layer's numbers too
-    geometry = page.text_content(".stepper-geometry")
+    geometry = page.text_content(".step-through-geometry")
     h_in = before["output_shape"][1]
     assert f"H: ⌊({h_in} + 0 + 0 − 1·(5−1) − 1) / 1⌋ + 1 = {layer['output_shape'][1]}" in geometry
 
@@ -132,8 +132,8 @@ def test_gradcam_walkthrough_shows_the_servers_numbers(page, shots: Path) -> Non
 def test_stale_step_through_position_leaves_the_url(page) -> None:
     page.goto("/")
     image = upload_sample(page, "shapes-test-0")
-    page.goto(f"/?model=tinyvgg-shapes&image={image}&view=stepper&layer=block1.0&pos=3,4")
-    page.wait_for_selector("#stepper-canvas[data-ready='1'][data-cell='3,4']")
+    page.goto(f"/?model=tinyvgg-shapes&image={image}&view=step-through&layer=block1.0&pos=3,4")
+    page.wait_for_selector("#step-through-canvas[data-ready='1'][data-cell='3,4']")
     page.click("#view-tabs button[data-view='layers']")
     page.wait_for_selector(".grid-host figure.tile")
     assert "pos=" not in page.url
@@ -169,20 +169,20 @@ CLIPPED_WITHOUT_ELLIPSIS = """() => [...document.querySelectorAll('#view *, .top
 }).map((e) => `${e.tagName}.${e.className}: ${e.textContent.trim().slice(0, 40)}`)"""
 
 
-@pytest.mark.parametrize("view", ["layers", "stepper"])
+@pytest.mark.parametrize("view", ["layers", "step-through"])
 def test_cut_labels_end_with_an_ellipsis(page, view) -> None:
     """ResNet-18's long layer and type names ('layer1.0.conv1', 'AdaptiveAvgPool2d') in narrow boxes."""
     page.set_viewport_size({"width": 1024, "height": 640})
     page.goto("/")
     image = upload_sample(page, "shapes-test-0")
     page.goto(f"/?model=resnet18&weights=untrained&image={image}&view={view}&layer=layer1.0.conv1")
-    page.wait_for_selector(".strip-box .strip-type" if view == "layers" else "#stepper-canvas[data-ready='1']", timeout=120_000)
+    page.wait_for_selector(".strip-box .strip-type" if view == "layers" else "#step-through-canvas[data-ready='1']", timeout=120_000)
     assert page.evaluate(CLIPPED_WITHOUT_ELLIPSIS) == []
     # selects are checked too: a layer name longer than the select ends with '…', and its title has it whole
-    select = "#stepper-layer" if view == "stepper" else "#model-select"
+    select = "#step-through-layer" if view == "step-through" else "#model-select"
     assert page.eval_on_selector(select, "s => getComputedStyle(s).textOverflow") == "ellipsis"
-    if view == "stepper":
-        assert page.get_attribute("#stepper-layer", "title") == "layer1.0.conv1 · Conv2d"
+    if view == "step-through":
+        assert page.get_attribute("#step-through-layer", "title") == "layer1.0.conv1 · Conv2d"
 
 
 def test_dense_versus_conv_parameter_counts_are_computed(page) -> None:
@@ -190,8 +190,8 @@ def test_dense_versus_conv_parameter_counts_are_computed(page) -> None:
 
     page.goto("/")
     image = upload_sample(page, "mnist-test-3")
-    page.goto(f"/?model=lenet5&image={image}&view=stepper&layer=features.3")
-    page.wait_for_selector("#stepper-canvas[data-ready='1']")
+    page.goto(f"/?model=lenet5&image={image}&view=step-through&layer=features.3")
+    page.wait_for_selector("#step-through-canvas[data-ready='1']")
     page.click(".explain-panel summary")
     text = page.text_content(".explain-panel dd[data-concept='parameters']")
     layers = {layer["name"]: layer for layer in api(page, "/api/models/lenet5")["layers"]}
@@ -208,11 +208,11 @@ def test_dense_versus_conv_parameter_counts_are_computed(page) -> None:
 def test_activation_is_plotted_through_pytorchs_value(page, model, sample, layer, shots: Path) -> None:
     page.goto("/")
     image = upload_sample(page, sample)
-    page.goto(f"/?model={model}&image={image}&view=stepper&layer={layer}&pos=12,13")
-    page.wait_for_selector("#stepper-canvas[data-ready='1'][data-cell='12,13'][data-plot]")
-    plot = json.loads(page.get_attribute("#stepper-canvas", "data-plot"))
+    page.goto(f"/?model={model}&image={image}&view=step-through&layer={layer}&pos=12,13")
+    page.wait_for_selector("#step-through-canvas[data-ready='1'][data-cell='12,13'][data-plot]")
+    plot = json.loads(page.get_attribute("#step-through-canvas", "data-plot"))
     out = np.load(__import__("io").BytesIO(page.request.get(f"/api/models/{model}/images/{image}/layers/{layer}/activations.npy").body()))
     assert plot["torch"] == pytest.approx(float(out[0, 12, 13]), rel=1e-6, abs=1e-7)
     # the curve drawn is the function PyTorch applied: it passes through the marked point
     assert plot["fx"] == pytest.approx(plot["torch"], rel=1e-5, abs=1e-6)
-    page.locator("#stepper-canvas").screenshot(path=str(shots / f"activation-plot-{model}.png"))
+    page.locator("#step-through-canvas").screenshot(path=str(shots / f"activation-plot-{model}.png"))

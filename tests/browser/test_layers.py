@@ -196,8 +196,9 @@ def test_pure_modules_in_the_browser(page) -> None:
     expected = api_npy(page, url)
     result = page.evaluate(
         """async (url) => {
-            const math = await import('/static/js/layers/channel-math.js');
-            const { parseNpy } = await import('/static/js/layers/npy.js');
+            const math = await import('/static/js/feature-maps/channel-math.js');
+            const { parseNpy } = await import('/static/js/common/npy.js');
+            const { formatValue } = await import('/static/js/common/format.js');
             const arr = parseNpy(await (await fetch(url)).arrayBuffer());
             const atlas = { grid: { columns: 4 }, tile: { width: 10, height: 6 } };
             return {
@@ -210,7 +211,7 @@ def test_pure_modules_in_the_browser(page) -> None:
                 outside: math.cellAt(100, 0, 100, 50, 6, 10),
                 ticks: math.legendTicks(-2, 4),
                 page: math.kernelPageStart(70, 32),
-                text: [math.formatValue(0.000012345), math.formatValue(-3.14159), math.formatValue(0)],
+                text: [formatValue(0.000012345), formatValue(-3.14159), formatValue(0)],
             };
         }""",
         url,

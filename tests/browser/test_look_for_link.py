@@ -55,8 +55,8 @@ def test_layers_channel_detail_links_to_what_it_looks_for(page, shots: Path) -> 
 def test_step_through_links_to_what_it_looks_for(page, shots: Path) -> None:
     page.goto("/")
     image = digit(page)
-    page.goto(f"/?model=lenet5&image={image}&view=stepper&layer={LAYER}&channel={CHANNEL}")
-    page.wait_for_selector("#stepper-canvas[data-ready='1']")
+    page.goto(f"/?model=lenet5&image={image}&view=step-through&layer={LAYER}&channel={CHANNEL}")
+    page.wait_for_selector("#step-through-canvas[data-ready='1']")
     page.wait_for_selector(f"a.look-for-link[data-channel='{CHANNEL}']:visible")
-    page.screenshot(path=str(shots / "stepper-look-for-link-1280x720.png"))
+    page.screenshot(path=str(shots / "step-through-look-for-link-1280x720.png"))
     follow_and_check(page)

@@ -102,17 +102,17 @@ def test_lenet_columns_edges_and_details(page, shots: Path) -> None:
     channel = page.get_attribute(".net-col[data-layer='features.3'] .net-tile >> nth=1", "data-channel")
     page.mouse.down()  # click where the pointer is (a cell near the bottom left)
     page.mouse.up()
-    page.wait_for_selector("#stepper-canvas[data-ready='1']")
+    page.wait_for_selector("#step-through-canvas[data-ready='1']")
     state = query(page)
     assert (state["open"], state["layer"], state["channel"]) == ("unit", "features.3", channel)
-    assert page.get_attribute("#stepper-canvas", "data-cell") == state["pos"] == "7,2"
+    assert page.get_attribute("#step-through-canvas", "data-cell") == state["pos"] == "7,2"
     assert page.is_hidden(".net")
     page.click(".net-back")
     page.wait_for_selector(".net[data-ready='1']:visible")
     assert "open" not in query(page)
     # the same unit in the Layers view
     page.go_back()
-    page.wait_for_selector("#stepper-canvas[data-ready='1']")
+    page.wait_for_selector("#step-through-canvas[data-ready='1']")
     page.click(".net-to-layers")
     page.wait_for_function("() => new URLSearchParams(location.search).get('view') === 'layers'")
     assert (query(page)["layer"], query(page)["channel"]) == ("features.3", channel)
@@ -137,7 +137,7 @@ def test_lenet_columns_edges_and_details(page, shots: Path) -> None:
 
     # a class: the softmax table
     page.locator(".net-prob").first.click()
-    page.wait_for_selector(".stepper-softmax-table")
+    page.wait_for_selector(".step-through-softmax-table")
     page.click(".net-back")
     page.wait_for_selector(".net:visible")
     # print what the first paint cost (the report quotes it)
@@ -233,7 +233,7 @@ JS_READ = """async ({ pairs }) => {
 @pytest.mark.parametrize("model", ["lenet5", "mnist-shallow", "mnist-deep", "tinyvgg-shapes"])
 def test_edges_read_exactly_the_window_of_the_real_layer(page, model: str) -> None:
     """network-math.js's rows read, from receptive fields alone, equal the layer's own window (window_math.py)."""
-    from server.services import window_math as wm
+    from server.services.step_through import window_math as wm
 
     page.goto("/")
     info = api(page, f"/api/models/{model}")
@@ -284,7 +284,7 @@ def test_efficientnet_lite0_overview(page, shots: Path, photos: Path) -> None:
     page.set_viewport_size({"width": 1280, "height": 720})
     # the stem opens its step-through; the photos that excite that channel most come under it
     page.locator(".net-col[data-layer='conv_stem'] .net-tile").first.click()
-    page.wait_for_selector("#stepper-canvas[data-ready='1']")
+    page.wait_for_selector("#step-through-canvas[data-ready='1']")
     page.wait_for_selector(".chan-examples img", timeout=240_000)
     assert page.locator(".chan-examples img").count() == 9
     page.locator(".chan").scroll_into_view_if_needed()

@@ -19,7 +19,7 @@ TEXT_PROBE = """
   const original = CanvasRenderingContext2D.prototype.fillText;
   window.__texts = [];
   CanvasRenderingContext2D.prototype.fillText = function (text, x, y, maxWidth) {
-    if (this.canvas && this.canvas.id === 'stepper-canvas') {
+    if (this.canvas && this.canvas.id === 'step-through-canvas') {
       const m = /(\\d+(?:\\.\\d+)?)px/.exec(this.font);
       window.__texts.push({ text: String(text), x, y, px: m ? Number(m[1]) : 0, width: this.measureText(String(text)).width,
         align: this.textAlign, maxWidth: maxWidth === undefined ? null : maxWidth });
@@ -51,19 +51,19 @@ def frame_texts(page, url: str, cell: str) -> tuple[dict, list[dict], dict]:
     """Open `url`, wait for the frame at `cell`, then redraw it once and return (canvas dataset, texts, box)."""
     page.goto(url)
     page.wait_for_function(
-        "cell => { const c = document.querySelector('#stepper-canvas'); return c && c.dataset.ready === '1' && c.dataset.cell === cell && c.dataset.fitWidth; }",
+        "cell => { const c = document.querySelector('#step-through-canvas'); return c && c.dataset.ready === '1' && c.dataset.cell === cell && c.dataset.fitWidth; }",
         arg=cell)
     # redraw the settled frame with the probe emptied: step forward and back
     page.evaluate("window.__texts = []")
-    page.locator("#stepper-canvas").focus()
+    page.locator("#step-through-canvas").focus()
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowLeft")
-    page.wait_for_function("cell => document.querySelector('#stepper-canvas').dataset.cell === cell && window.__texts.length > 0", arg=cell)
+    page.wait_for_function("cell => document.querySelector('#step-through-canvas').dataset.cell === cell && window.__texts.length > 0", arg=cell)
     page.evaluate("window.__texts = []")
     page.keyboard.press("ArrowRight")
     page.wait_for_function("() => window.__texts.some((t) => t.text.startsWith('Σ products') || t.text.includes('pooling'))")
-    data = page.eval_on_selector("#stepper-canvas", "c => ({...c.dataset, width: c.width, height: c.height})")
-    box = page.eval_on_selector("#stepper-canvas", "c => { const r = c.getBoundingClientRect(); return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, width: r.width}; }")
+    data = page.eval_on_selector("#step-through-canvas", "c => ({...c.dataset, width: c.width, height: c.height})")
+    box = page.eval_on_selector("#step-through-canvas", "c => { const r = c.getBoundingClientRect(); return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, width: r.width}; }")
     return data, page.evaluate("window.__texts"), box
 
 
@@ -88,8 +88,8 @@ def test_projector_step_through_is_readable(page, size, case, shots: Path) -> No
     page.add_init_script(TEXT_PROBE)
     page.goto("/")
     image = upload_sample(page, sample)
-    data, texts, box = frame_texts(page, f"/?model={model}&image={image}&view=stepper&layer={layer}&pos={cell}&present=1", cell)
-    page.screenshot(path=str(shots / f"projector-stepper-{model}-{size[0]}x{size[1]}.png"))
+    data, texts, box = frame_texts(page, f"/?model={model}&image={image}&view=step-through&layer={layer}&pos={cell}&present=1", cell)
+    page.screenshot(path=str(shots / f"projector-step-through-{model}-{size[0]}x{size[1]}.png"))
     assert page.evaluate("document.documentElement.classList.contains('is-projector')")
     assert not page.locator("#sidebar").is_visible()
     scale = box["width"] / data["width"]
@@ -124,8 +124,8 @@ def test_normal_mode_step_through_fits_and_is_legible(page, size, shots: Path) -
     page.add_init_script(TEXT_PROBE)
     page.goto("/")
     image = upload_sample(page, "shapes-test-0")
-    data, texts, box = frame_texts(page, f"/?model=tinyvgg-shapes&image={image}&view=stepper&layer=block1.0&pos=3,4", "3,4")
-    page.screenshot(path=str(shots / f"normal-stepper-{size[0]}x{size[1]}.png"))
+    data, texts, box = frame_texts(page, f"/?model=tinyvgg-shapes&image={image}&view=step-through&layer=block1.0&pos=3,4", "3,4")
+    page.screenshot(path=str(shots / f"normal-step-through-{size[0]}x{size[1]}.png"))
     scale = box["width"] / data["width"]
     numbers = [t for t in texts if NUMBER.match(t["text"].strip())]
     if size[0] >= 1280:  # beside the sidebar at 1024 px the picture is small by design: projector mode is for that
@@ -170,20 +170,20 @@ def test_channel_ledger_never_scrolls_silently(page) -> None:
     page.goto("/")
     image = upload_sample(page, "shapes-test-0")
     # TinyVGG block1.2 reads 10 channels: top 8 + 'others' + bias + total + ReLU = 12 lines, room for fewer
-    page.goto(f"/?model=tinyvgg-shapes&image={image}&view=stepper&layer=block1.2&pos=20,22&present=1")
-    page.wait_for_selector("#stepper-canvas[data-ready='1'][data-cell='20,22'][data-ledger]")
-    first = json.loads(page.get_attribute("#stepper-canvas", "data-ledger"))
+    page.goto(f"/?model=tinyvgg-shapes&image={image}&view=step-through&layer=block1.2&pos=20,22&present=1")
+    page.wait_for_selector("#step-through-canvas[data-ready='1'][data-cell='20,22'][data-ledger]")
+    first = json.loads(page.get_attribute("#step-through-canvas", "data-ledger"))
     assert first["first"] == 0 and first["above"] == 0 and first["below"] > 0  # phase 1: from the top
     assert first["shown"] + first["below"] == first["total"]
-    page.locator("#stepper-canvas").focus()
+    page.locator("#step-through-canvas").focus()
     for _ in range(7):  # step to the 8th channel's phase
         page.keyboard.press("ArrowRight")
-    page.wait_for_function("() => JSON.parse(document.querySelector('#stepper-canvas').dataset.ledger).above > 0")
+    page.wait_for_function("() => JSON.parse(document.querySelector('#step-through-canvas').dataset.ledger).above > 0")
     page.evaluate("window.__texts = []")
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowLeft")
     page.wait_for_function("() => window.__texts.some((t) => t.text.startsWith('▲'))")
-    later = json.loads(page.get_attribute("#stepper-canvas", "data-ledger"))
+    later = json.loads(page.get_attribute("#step-through-canvas", "data-ledger"))
     assert later["above"] == later["first"] > 0
     assert later["above"] + later["shown"] + later["below"] == later["total"]
     notes = [t["text"] for t in page.evaluate("window.__texts") if t["text"].startswith(("▲", "▼"))]

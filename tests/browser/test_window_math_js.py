@@ -1,4 +1,4 @@
-"""The page's window-math.js, run in Chromium, against server/services/window_math.py on the same cases
+"""The page's window-math.js, run in Chromium, against server/services/step_through/window_math.py on the same cases
 (every padding kind, strides, dilations, rectangular kernels, ceil mode), and its receptive-field box."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from server.services import window_math as wm
+from server.services.step_through import window_math as wm
 
 pytestmark = pytest.mark.browser
 
@@ -42,7 +42,7 @@ def _python(case: dict) -> dict:
 
 
 JS_RUN = """async (cases) => {
-  const m = await import('/static/js/stepper/window-math.js');
+  const m = await import('/static/js/common/window-math.js');
   return cases.map((c) => {
     const w = m.window2d(c.in, c.k, { stride: c.stride, padding: c.padding, dilation: c.dilation, ceilMode: c.ceil });
     const cells = [];
@@ -70,7 +70,7 @@ def test_js_window_math_equals_python(page) -> None:
 def test_js_receptive_box(page) -> None:
     page.goto("/")
     got = page.evaluate("""async () => {
-      const m = await import('/static/js/stepper/window-math.js');
+      const m = await import('/static/js/common/window-math.js');
       const field = { size: [11, 11], jump: [2, 2], start: [3, 3] };
       return {
         inside: m.receptiveBox(field, 5, 4, [28, 28]),

@@ -2,7 +2,7 @@
 
 import { api } from './api.js';
 import { createUrlState } from './state.js';
-import { DEFAULT_VIEW } from './views/registry.js';
+import { DEFAULT_VIEW, canonicalViewId } from './views/registry.js';
 import { createModelPicker } from './shell/model-picker.js';
 import { createWeightsDownload } from './shell/weights-download.js';
 import { createImageInput } from './shell/image-input.js';
@@ -162,9 +162,10 @@ function suggestPhotoModel(model, imageId) {
 }
 
 async function start() {
-  // Write the defaults into the URL so that a copied link names its model and view explicitly.
+  // Write the defaults into the URL so that a copied link names its model and view explicitly
+  // (an old view id such as `stepper` is written back as the view's current id).
   const initial = state.read();
-  state.set({ model: initial.model, weights: initial.weights, view: initial.view }, { replace: true });
+  state.set({ model: initial.model, weights: initial.weights, view: canonicalViewId(initial.view) }, { replace: true });
   state.subscribe(render);
   createClassroom({ state, notices }); // after the defaults are in the URL: a teacher publishes them
   await loadModelList();

@@ -47,18 +47,5 @@ export function disposer() {
   };
 }
 
-export const formatInt = (n) => Number(n).toLocaleString('en-US');
-
-/** "6 × 28 × 28" for [6, 28, 28]. */
-export const formatShape = (shape) => (Array.isArray(shape) ? shape.join(' × ') : '—');
-
-/** "12.3 MB" */
-export function formatBytes(bytes) {
-  if (!Number.isFinite(bytes)) return '?';
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
-  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
-}
-
 /** True when the ApiError / Error is an aborted fetch (a newer request superseded it). */
 export const isAbort = (err) => err && err.name === 'AbortError';

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from server.errors import ApiError
-from server.services.model_runtime import LoadedModel, ModelRuntime
-from server.services.predictions import ModelOutputs, predictions_from_logits
+from server.services.runtime.model_runtime import LoadedModel, ModelRuntime
+from server.services.runtime.outputs import ModelOutputs, predictions_from_logits
 
 TOP_K = 3
 

@@ -21,9 +21,9 @@ from typing import ClassVar
 import torch
 
 from server.errors import ApiError
-from server.services.architecture import LayerGeometry
-from server.services.hooks import LayerGraph, capture_layer
-from server.services.model_runtime import LoadedModel
+from server.services.runtime.architecture_catalog import LayerGeometry
+from server.services.runtime.hooks import LayerGraph, capture_layer
+from server.services.runtime.model_runtime import LoadedModel
 from server.services.saliency.scaling import Scaled, magnitude_percentile, min_max, upsample
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -96,7 +96,7 @@ def class_gradients(logits: torch.Tensor, wrt: torch.Tensor, targets: list[int],
 
     Several targets share one batched backward pass: the one-hot output gradients are stacked and
     ``torch.autograd.grad(..., is_grads_batched=True)`` vectorises the backward over them. ``keep_graph``:
-    the graph is shared (a kept forward pass, see :class:`server.services.hooks.LayerGraph`) and must
+    the graph is shared (a kept forward pass, see :class:`server.services.runtime.hooks.LayerGraph`) and must
     survive this backward.
     """
     if len(targets) == 1:

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from server.errors import ApiError
-from server.services.cache import ResultCache
-from server.services.hooks import capture_layer
-from server.services.model_inputs import ModelInputs
-from server.services.model_runtime import LoadedModel
+from server.services.runtime.cache import ResultCache
+from server.services.runtime.hooks import capture_layer
+from server.services.runtime.inputs import ModelInputs
+from server.services.runtime.model_runtime import LoadedModel
 from server.services.saliency.base import TopK, check_logits, class_gradients, resolve_targets, spatial_activation
 
 MAX_TOP = 32

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from server.services.hooks import guided_relus
-from server.services.model_runtime import LoadedModel
+from server.services.runtime.hooks import guided_relus
+from server.services.runtime.model_runtime import LoadedModel
 from server.services.saliency.base import InputAttributionMethod, Progress, batches, check_logits, class_gradients
 from server.services.saliency.cams import GradCAM
 from server.services.saliency.scaling import upsample

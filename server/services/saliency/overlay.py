@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from server.errors import ApiError
-from server.services.colormaps import COLORMAPS, apply_colormap, colormap_stops
+from server.services.rendering.colormaps import COLORMAPS, apply_colormap, colormap_stops
 
 DEFAULT_COLORMAP = "viridis"
 

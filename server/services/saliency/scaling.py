@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from server.services.architecture import LayerGeometry
+from server.services.runtime.architecture_catalog import LayerGeometry
 
 EPS = 1e-12
 

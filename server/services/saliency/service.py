@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from server.errors import ApiError
-from server.services.cache import ResultCache
-from server.services.cancel import checkpoint
-from server.services.model_inputs import ModelInputs
-from server.services.model_runtime import LoadedModel
-from server.services.predictions import ModelOutputs
+from server.services.runtime.cache import ResultCache
+from server.services.runtime.inputs import ModelInputs
+from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.outputs import ModelOutputs
 from server.services.saliency.base import Explanation, Progress, Targets, TopK
 from server.services.saliency.methods import get_method
+from server.services.work.cancel import checkpoint
 
 
 @dataclass(frozen=True)

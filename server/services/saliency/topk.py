@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from server.services.model_runtime import LoadedModel
-from server.services.predictions import predictions_from_logits
+from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.outputs import predictions_from_logits
 from server.services.saliency.base import Explanation, InputAttributionMethod, Progress, SaliencyMethod, TopK
 from server.services.saliency.gradients import Occlusion
 from server.services.saliency.methods import DEFAULT_METHOD, get_method

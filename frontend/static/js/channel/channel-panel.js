@@ -2,20 +2,16 @@
 // field around each one's maximum) beside an image optimised to excite it (feature visualisation).
 
 import { el, listen, disposer, isAbort } from '../dom.js';
-import { shortValue } from '../layers/channel-math.js';
+import { formatInt, formatShort } from '../common/format.js';
+import { ensureStylesheet } from '../common/stylesheet.js';
 import { cropUrl, defaultDataset, featureVis, featureVisPng, fetchExamples, pause } from './channel-api.js';
 
 const K = 9;
 const POLL_MS = 700;
 const DATASETS = [['mnist', 'MNIST test (10,000)'], ['shapes', 'Shapes test'], ['photos', 'Photos']];
 
-function ensureStylesheet() {
-  if (document.querySelector('link[data-channel-css]')) return;
-  document.head.append(el('link', { rel: 'stylesheet', href: '/static/js/channel/channel.css', dataset: { channelCss: '1' } }));
-}
-
 export function createChannelPanel(host) {
-  ensureStylesheet();
+  ensureStylesheet('/static/js/channel/channel.css');
   const bag = disposer();
   const title = el('h3', { className: 'chan-title' });
   const select = el('select', { className: 'chan-dataset', attrs: { 'aria-label': 'Dataset searched' } },
@@ -77,7 +73,7 @@ export function createChannelPanel(host) {
         progress.hidden = false;
         progress.max = Math.max(1, p.total);
         progress.value = p.done;
-        examplesNote.textContent = `${body.state === 'queued' ? 'Waiting for the worker' : 'Scanning'}: ${p.done.toLocaleString('en-US')} of ${p.total.toLocaleString('en-US')} images (computed once per model and dataset, then kept).`;
+        examplesNote.textContent = `${body.state === 'queued' ? 'Waiting for the worker' : 'Scanning'}: ${formatInt(p.done)} of ${formatInt(p.total)} images (computed once per model and dataset, then kept).`;
         await pause(POLL_MS, signal);
       }
     } catch (err) {
@@ -86,10 +82,10 @@ export function createChannelPanel(host) {
   }
 
   function showExamples(s, body) {
-    examplesNote.textContent = body.examples.length ? `Largest value of channel ${s.channel} over ${body.images.toLocaleString('en-US')} images, largest first.` : 'No images.';
+    examplesNote.textContent = body.examples.length ? `Largest value of channel ${s.channel} over ${formatInt(body.images)} images, largest first.` : 'No images.';
     grid.replaceChildren(...body.examples.map((e) => el('figure', { className: 'chan-example' }, [
       el('img', { className: 'pixelated', src: cropUrl(current.ctx.api, s, e.index), alt: `${s.dataset} image ${e.index}, cropped`, title: `${s.dataset} #${e.index}: max ${e.value} at (y ${e.y}, x ${e.x})` }),
-      el('figcaption', {}, [el('span', { className: 'chan-value', text: shortValue(e.value) }), el('span', { text: ` #${e.index}` })]),
+      el('figcaption', {}, [el('span', { className: 'chan-value', text: formatShort(e.value) }), el('span', { text: ` #${e.index}` })]),
     ])));
     grid.dataset.values = body.examples.map((e) => e.value).join(',');
   }
@@ -122,8 +118,8 @@ export function createChannelPanel(host) {
     visProgress.value = job.progress.done;
     const notes = {
       missing: 'Not made yet for this seed.', queued: 'Waiting for the worker…', cancelled: 'Cancelled.',
-      running: `Step ${job.progress.done} of ${job.progress.total} · channel mean ${shortValue(job.objective)}`,
-      done: `After ${job.progress.total} steps the channel's mean value is ${shortValue(job.objective)} (seed ${s.seed}${job.parameterisation ? `, ${job.parameterisation}` : ''}).`,
+      running: `Step ${job.progress.done} of ${job.progress.total} · channel mean ${formatShort(job.objective)}`,
+      done: `After ${job.progress.total} steps the channel's mean value is ${formatShort(job.objective)} (seed ${s.seed}${job.parameterisation ? `, ${job.parameterisation}` : ''}).`,
       failed: `Failed: ${job.error || ''}`,
     };
     visNote.textContent = notes[job.state] || job.state;

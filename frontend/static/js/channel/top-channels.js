@@ -2,7 +2,7 @@
 // link to that channel's own detail: its step-through, its dataset examples and its feature visualisation.
 
 import { el, listen, disposer, isAbort } from '../dom.js';
-import { shortValue } from '../layers/channel-math.js';
+import { formatShort } from '../common/format.js';
 
 const SHOWN = 16;
 
@@ -39,7 +39,7 @@ export function createTopChannels(host) {
         type: 'button', className: `top-channel${c === channel ? ' is-current' : ''}`, dataset: { channel: String(c) },
         attrs: { role: 'listitem', 'aria-current': c === channel ? 'true' : 'false' },
         title: `channel ${c}: max ${stats.max[c]}, mean ${stats.mean[c]}`,
-      }, [el('span', { className: 'top-channel-index', text: `${layer.output_shape.length === 1 ? 'unit' : 'ch'} ${c}` }), el('span', { className: 'top-channel-value', text: shortValue(stats.max[c]) })])));
+      }, [el('span', { className: 'top-channel-index', text: `${layer.output_shape.length === 1 ? 'unit' : 'ch'} ${c}` }), el('span', { className: 'top-channel-value', text: formatShort(stats.max[c]) })])));
     } catch (err) {
       if (!isAbort(err) && k === key) note.textContent = err.message;
     }

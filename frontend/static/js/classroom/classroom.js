@@ -4,6 +4,7 @@
 // sessionStorage, never in a URL that could be shared.
 
 import { el, listen, disposer } from '../dom.js';
+import { ensureStylesheet } from '../common/stylesheet.js';
 import { sessionApi } from './session-api.js';
 import { createTeacherPanel } from './teacher.js';
 import { createStudentPanel } from './student.js';
@@ -13,12 +14,6 @@ const TEACHER_KEY = 'convscope.teacher';
 const CODE_PATTERN = /^[2-9A-HJKMNP-Z]{6}$/;
 
 const STYLESHEET = '/static/js/classroom/classroom.css';
-
-function ensureStylesheet() {
-  if (document.querySelector('link[data-classroom-css]')) return;
-  const version = document.body.dataset.version || '';
-  document.head.append(el('link', { rel: 'stylesheet', href: `${STYLESHEET}?v=${version}`, dataset: { classroomCss: '' } }));
-}
 
 function savedTeacher() {
   try {
@@ -35,7 +30,7 @@ function savedTeacher() {
  * @param {object} opts.notices  shell/notices.js
  */
 export function createClassroom({ state, notices }) {
-  ensureStylesheet();
+  ensureStylesheet(STYLESHEET);
   const body = document.getElementById('class-body');
   const wallRoot = document.getElementById('class-wall');
   const heading = document.getElementById('class-heading');

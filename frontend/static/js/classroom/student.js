@@ -6,7 +6,7 @@ import { VIEWS } from '../views/registry.js';
 import { sessionApi } from './session-api.js';
 import { changesToFollow, describeView, EXPLORING_KEYS, sharedState, showsSameView } from './follow-state.js';
 
-const VIEW_TITLES = new Map(VIEWS.map((view) => [view.id, view.title]));
+const VIEW_TITLES = new Map(VIEWS.flatMap((view) => [view.id, ...(view.aliases || [])].map((id) => [id, view.title])));
 const NAME_MAX = 40;
 const FULL_RETRY_MS = 10_000;
 

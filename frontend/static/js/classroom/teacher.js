@@ -1,7 +1,8 @@
 // The teacher's side of a class session: the join panel (code, URL, QR, live follower count), the page's
 // view state published to followers as it changes, and the class wall.
 
-import { el, listen, disposer, formatInt } from '../dom.js';
+import { el, listen, disposer } from '../dom.js';
+import { formatInt } from '../common/format.js';
 import { sessionApi } from './session-api.js';
 import { sharedState } from './follow-state.js';
 import { createWall } from './wall.js';

@@ -4,6 +4,7 @@
 import { el, listen, disposer, isAbort } from '../dom.js';
 import { urls } from '../api.js';
 import { sessionApi } from './session-api.js';
+import { formatPercent } from '../common/format.js';
 
 const SORTS = {
   newest: { label: 'Newest first', order: (a, b) => b.submitted_at - a.submitted_at },
@@ -12,7 +13,7 @@ const SORTS = {
 };
 
 const confidence = (item) => (item.prediction ? item.prediction.probability : -1);
-const percent = (p) => `${(p * 100).toFixed(p >= 0.995 || p < 0.01 ? 0 : 1)}%`;
+const percent = (p) => formatPercent(p, p >= 0.995 || p < 0.01 ? 0 : 1);
 
 /**
  * @param {object} opts

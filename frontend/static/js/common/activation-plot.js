@@ -1,7 +1,8 @@
 // The plot of an activation function with the current (x, f(x)) marked, drawn into a box of a canvas: the
 // step-through's activation phase and the sandbox's "then activation" choice share it.
 
-import { COLOURS, fmt, label } from '../stepper/renderer.js';
+import { COLOURS, label } from './canvas.js';
+import { formatCell } from './format.js';
 
 /**
  * @param {CanvasRenderingContext2D} ctx
@@ -51,9 +52,9 @@ export function drawActivationPlot(ctx, f, t, box, size = 20) {
   ctx.arc(mx, my, 7, 0, 2 * Math.PI);
   ctx.fill();
   ctx.restore();
-  label(ctx, fmt(lo, 1), box.x, box.y + box.h + 22, { size, weight: 400, colour: COLOURS.ink2 });
-  label(ctx, fmt(hi, 1), box.x + box.w, box.y + box.h + 22, { size, weight: 400, colour: COLOURS.ink2, align: 'right' });
-  label(ctx, `f up to ${fmt(yHi, 2)}`, box.x + 6, box.y + 22, { size, weight: 400, colour: COLOURS.ink2 });
-  label(ctx, `(${fmt(t.input, 3)}, ${fmt(t.output, 3)})`, Math.min(mx + 12, box.x + box.w - 150), Math.max(my - 12, box.y + 20), { size, weight: 700, colour: COLOURS.current });
+  label(ctx, formatCell(lo, 1), box.x, box.y + box.h + 22, { size, weight: 400, colour: COLOURS.ink2 });
+  label(ctx, formatCell(hi, 1), box.x + box.w, box.y + box.h + 22, { size, weight: 400, colour: COLOURS.ink2, align: 'right' });
+  label(ctx, `f up to ${formatCell(yHi, 2)}`, box.x + 6, box.y + 22, { size, weight: 400, colour: COLOURS.ink2 });
+  label(ctx, `(${formatCell(t.input, 3)}, ${formatCell(t.output, 3)})`, Math.min(mx + 12, box.x + box.w - 150), Math.max(my - 12, box.y + 20), { size, weight: 700, colour: COLOURS.current });
   ctx.canvas.dataset.plot = JSON.stringify({ type: t.type, x: t.input, fx: f(t.input), torch: t.output });
 }

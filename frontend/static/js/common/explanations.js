@@ -1,6 +1,8 @@
 // What each view and each idea means, in our own words, with the numbers of the layer on screen filled
 // in (receptive field and jump from the model's own JSON). Pure: no DOM, so tests can check the numbers.
 
+import { formatInt } from './format.js';
+
 const n = (v) => (Number.isInteger(v) ? String(v) : String(Math.round(v * 100) / 100)).replace('-', '−');
 const pair = (a) => (Array.isArray(a) ? a : [a, a]);
 
@@ -83,7 +85,7 @@ export const VIEWS = {
     + 'see it large and over the picture; the strip above is the network in order.',
   saliency: 'Which parts of the picture made the network choose a class. Warm colours: the pixels that, by the chosen '
     + 'method, raised that class\'s score most. Each of the top 5 classes has its own map; open one to read values.',
-  stepper: 'One layer of the real model on your image, one output cell at a time: the window on the input, the '
+  'step-through': 'One layer of the real model on your image, one output cell at a time: the window on the input, the '
     + 'kernel, their products and the sums adding up to the number PyTorch computed. Space plays, arrows step.',
   sandbox: 'A small grid you type yourself, convolved or pooled step by step with any kernel, padding, stride and '
     + 'dilation; below, the same kernel on the whole picture and what shifting the input does.',
@@ -141,8 +143,6 @@ export function receptiveFieldFacts(model, layer) {
   return { size, jump, source: from ? from.source : null, lines };
 }
 
-const int = (v) => Number(v).toLocaleString('en-US');
-
 /** The output shape [C, H, W] of what feeds `layer` (model input for the first layer), or null. */
 function inputShape(model, layer) {
   const facts = receptiveFieldFacts(model, layer);
@@ -164,13 +164,13 @@ export function parameterFacts(model, layer) {
   const shape = inputShape(model, layer);
   const outN = layer.output_shape.reduce((a, b) => a * b, 1);
   let text = `This convolution: ${layer.out_channels} kernels × ${layer.in_channels / (layer.groups || 1)}×${kh}×${kw} weights`
-    + `${bias ? ` + ${bias} biases` : ''} = ${int(conv)} parameters (the model reports ${int(layer.params)}).`;
+    + `${bias ? ` + ${bias} biases` : ''} = ${formatInt(conv)} parameters (the model reports ${formatInt(layer.params)}).`;
   if (!shape || shape[0] !== layer.in_channels) return { conv, dense: null, ratio: null, text };
   const inN = shape.reduce((a, b) => a * b, 1);
   const dense = inN * outN + outN;
   const ratio = dense / conv;
-  text += ` A dense layer from the same ${shape.join('×')} input (${int(inN)} values) to the same ${layer.output_shape.join('×')} output`
-    + ` (${int(outN)} values) would need ${int(inN)} × ${int(outN)} + ${int(outN)} = ${int(dense)}: ${int(Math.round(ratio))}× more,`
+  text += ` A dense layer from the same ${shape.join('×')} input (${formatInt(inN)} values) to the same ${layer.output_shape.join('×')} output`
+    + ` (${formatInt(outN)} values) would need ${formatInt(inN)} × ${formatInt(outN)} + ${formatInt(outN)} = ${formatInt(dense)}: ${formatInt(Math.round(ratio))}× more,`
     + ' because a convolution reuses its small kernels at every position (parameter sharing) and reads only a window.';
   return { conv, dense, ratio, text };
 }

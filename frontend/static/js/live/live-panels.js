@@ -3,8 +3,9 @@
 // previous frame's stays until the next has decoded, so nothing flickers at 20 frames/s.
 
 import { el } from '../dom.js';
-import { createPredictionsChart } from '../components/predictions-chart.js';
-import { createLegend } from '../layers/legend.js';
+import { createPredictionsChart } from '../common/predictions-chart.js';
+import { createLegend } from '../feature-maps/legend.js';
+import { formatPercent } from '../common/format.js';
 
 /** Set `img`'s source once the new picture has decoded (data: URLs decode fast, but not instantly). */
 function swapPicture(img, url) {
@@ -85,7 +86,7 @@ export function createSaliencyPanel(parent) {
         legend.show({ stops: saliency.stops, low: 0, high: 1, note: 'scaled per frame' });
       }
       caption.textContent = `${saliency.method} at ${saliency.layer} for “${saliency.label}” ` +
-        `(${(saliency.probability * 100).toFixed(1)}%), over what the model sees.`;
+        `(${formatPercent(saliency.probability)}), over what the model sees.`;
     },
     clear() {
       img.removeAttribute('src');

@@ -4,6 +4,7 @@
 // normal, shareable view of it). URL keys: layer (shared with the Layers view), live_saliency.
 
 import { el, listen, disposer } from '../dom.js';
+import { ensureStylesheet } from '../common/stylesheet.js';
 import { createLiveSocket, liveUrl } from './live-socket.js';
 import { createMeter, formatReadout } from './live-meter.js';
 import { describeCameraError, startCamera } from './camera-source.js';
@@ -12,19 +13,10 @@ import { announceCamerasChanged, getChoice, onChoice } from './live-choice.js';
 import { createAtlasPanel, createInputPicture, createPredictionsPanel, createSaliencyPanel } from './live-panels.js';
 
 const STYLESHEET = '/static/js/live/live.css';
-const LAYERS_STYLESHEET = '/static/js/layers/layers.css'; // the colour legend's styles (js/layers/legend.js)
+const LAYERS_STYLESHEET = '/static/js/feature-maps/feature-maps.css'; // the colour legend's styles (js/feature-maps/legend.js)
 const READOUT_MS = 500;
 
 let view = null; // everything mount() made
-
-function ensureStylesheet() {
-  if (!document.querySelector('link[data-layers-css]')) {
-    document.head.append(el('link', { rel: 'stylesheet', href: LAYERS_STYLESHEET, dataset: { layersCss: '1' } }));
-  }
-  if (!document.querySelector('link[data-live-css]')) {
-    document.head.append(el('link', { rel: 'stylesheet', href: STYLESHEET, dataset: { liveCss: '1' } }));
-  }
-}
 
 /** Layers whose output the atlas can show: feature maps (C×H×W) and vectors. */
 const mapLayers = (model) => model.layers.filter((l) => Array.isArray(l.output_shape) && [1, 3].includes(l.output_shape.length));
@@ -46,7 +38,8 @@ function select(label, id) {
 
 /** @param {HTMLElement} container  @param {object} ctx  see views/registry.js */
 export function mount(container, ctx) {
-  ensureStylesheet();
+  ensureStylesheet(LAYERS_STYLESHEET);
+  ensureStylesheet(STYLESHEET);
   const bag = disposer();
   const layerSelect = select('Layer', 'live-layer');
   const methodSelect = select('Method', 'live-method');

@@ -3,8 +3,8 @@
 // own atlas (maps) or activations (vectors), a page at a time, in the order of the channels' maxima.
 
 import { el } from '../dom.js';
-import { parseNpy } from '../layers/npy.js';
-import { shortValue } from '../layers/channel-math.js';
+import { formatPercent, formatShort } from '../common/format.js';
+import { parseNpy } from '../common/npy.js';
 import { colourAt } from './network-math.js';
 
 export const TILE = 40; // CSS px of one channel tile
@@ -36,8 +36,8 @@ function unitRow(column, channel, value) {
   return el('button', {
     type: 'button', className: 'net-unit', title: `${column.name} unit ${channel} = ${value}`,
     dataset: { layer: column.name, channel: String(channel), h: '1', w: '1' },
-    attrs: { 'aria-label': `${column.name} unit ${channel}, value ${shortValue(value)}: open its detail` },
-  }, [swatch, el('span', { className: 'net-unit-index', text: `#${channel}` }), el('span', { className: 'net-unit-value', text: shortValue(value) })]);
+    attrs: { 'aria-label': `${column.name} unit ${channel}, value ${formatShort(value)}: open its detail` },
+  }, [swatch, el('span', { className: 'net-unit-index', text: `#${channel}` }), el('span', { className: 'net-unit-value', text: formatShort(value) })]);
 }
 
 function scale(column) {
@@ -49,7 +49,7 @@ function scale(column) {
   g.fillRect(0, 0, 64, 6);
   const [lo, hi] = column.range;
   return el('span', { className: 'net-scale', title: `colour scale of ${column.name}: ${lo} to ${hi}` }, [
-    el('span', { text: shortValue(lo) }), bar, el('span', { text: shortValue(hi) })]);
+    el('span', { text: formatShort(lo) }), bar, el('span', { text: formatShort(hi) })]);
 }
 
 function header(column) {
@@ -73,7 +73,7 @@ export function buildColumn(column, ctx) {
   grid.style.gridTemplateRows = `repeat(${rows}, ${TILE}px)`;
   for (const unit of column.shown) {
     grid.append(column.vector ? unitRow(column, unit.channel, unit.value)
-      : tile(column, unit.channel, drawFrom(ctx.image, unit.tile), `${column.name} · channel ${unit.channel} · max ${shortValue(unit.max)} · mean ${shortValue(unit.mean)}`));
+      : tile(column, unit.channel, drawFrom(ctx.image, unit.tile), `${column.name} · channel ${unit.channel} · max ${formatShort(unit.max)} · mean ${formatShort(unit.mean)}`));
   }
   let shown = column.shown.length;
   const more = el('button', { type: 'button', className: 'button button-small net-more', hidden: column.more <= 0 });
@@ -155,9 +155,9 @@ export function buildOutput(predictions, untrained) {
     bar.style.width = `${Math.max(1, p.probability * 100)}%`;
     return el('button', {
       type: 'button', className: 'net-prob', dataset: { layer: '@softmax', channel: String(p.index) },
-      title: `${p.label}: ${(p.probability * 100).toFixed(2)} % — open the softmax`,
+      title: `${p.label}: ${formatPercent(p.probability, 2)} — open the softmax`,
     }, [el('span', { className: 'net-prob-label', text: p.label }), el('span', { className: 'net-prob-track' }, [bar]),
-      el('span', { className: 'net-prob-value', text: `${(p.probability * 100).toFixed(1)}%` })]);
+      el('span', { className: 'net-prob-value', text: formatPercent(p.probability) })]);
   });
   return el('div', { className: 'net-col net-col-output', dataset: { layer: '@softmax' } }, [
     el('div', { className: 'net-col-head kind-output' }, [el('span', { className: 'net-col-name', text: 'softmax' }),

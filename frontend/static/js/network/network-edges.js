@@ -2,7 +2,7 @@
 // columns, the box it reads in each shown unit of the previous column and a line from each box to it.
 
 import { cellAt, readBox, readChannels } from './network-math.js';
-import { shortValue as formatNumber } from '../layers/channel-math.js';
+import { formatShort } from '../common/format.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const MAX_EDGES = 96;
@@ -108,7 +108,7 @@ export function createEdges(content, svg, columns, say, valueAt = () => null) {
       // the exact value under the pointer: the tiles are pictures (and shrunk for large maps)
       pending.then((value) => {
         if (last !== key) return;
-        what = `${what} = ${formatNumber(value)}`;
+        what = `${what} = ${formatShort(value)}`;
         say(readSentence());
       }).catch(() => {});
     }

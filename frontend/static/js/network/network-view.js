@@ -4,12 +4,13 @@
 // open=unit with layer / channel / pos, shared with the step-through) and "Back to the network" returns.
 
 import { el, listen, disposer, isAbort } from '../dom.js';
+import { ensureStylesheet } from '../common/stylesheet.js';
 import { buildColumn, buildInput, buildOutput, vectorFrom, TILE, GAP } from './network-columns.js';
 import { createEdges } from './network-edges.js';
 import { rowsThatFit } from './network-math.js';
 import { createUnitDetail } from './unit-detail.js';
-import { parseNpy } from '../layers/npy.js';
-import { createExplainPanel } from '../common/explain.js';
+import { parseNpy } from '../common/npy.js';
+import { createExplainPanel } from '../common/explanation-panel.js';
 
 const MAX_ROWS = 8;
 // what the overview's own marks mean, for its "What am I looking at?" panel
@@ -26,13 +27,8 @@ const NETWORK_CONCEPTS = [
 ];
 let v = null;
 
-export function ensureStylesheet(href, key) {
-  if (document.querySelector(`link[data-${key}]`)) return;
-  document.head.append(el('link', { rel: 'stylesheet', href, dataset: { [key.replace(/-(\w)/g, (_, c) => c.toUpperCase())]: '1' } }));
-}
-
 export function mount(container, ctx) {
-  ensureStylesheet('/static/js/network/network.css', 'network-css');
+  ensureStylesheet('/static/js/network/network.css');
   const bag = disposer();
   const note = el('p', { className: 'card-note net-note' });
   const readout = el('p', { className: 'net-readout', attrs: { role: 'status' }, text: 'Point at a unit to see what it reads; click it to open it.' });

@@ -4,7 +4,7 @@
 // for (dataset examples and feature visualisation) and the layer's top channels, each a link.
 
 import { el, listen, disposer } from '../dom.js';
-import { createDenseView } from './dense-view.js';
+import { createDenseView } from './dense-detail.js';
 import { createChannelPanel } from '../channel/channel-panel.js';
 import { createTopChannels } from '../channel/top-channels.js';
 
@@ -23,7 +23,7 @@ export function createUnitDetail(host, { onBack }) {
   let lastCtx = null;
   // the Layers view reads the same layer / channel keys; the detail's own keys are dropped
   bag.add(listen(toLayers, 'click', () => lastCtx && lastCtx.state.set({ view: 'layers', open: null, pos: null })));
-  let mode = null; // {kind: 'stepper'|'dense'|'map', module?, view?}
+  let mode = null; // {kind: 'step-through'|'dense'|'map', module?, view?}
   let modeKey = null;
   let loadSeq = 0;
   const channelPanel = createChannelPanel(extras);
@@ -38,10 +38,10 @@ export function createUnitDetail(host, { onBack }) {
   }
 
   function modeFor(ctx, layerName) {
-    if (layerName === '@softmax') return 'stepper';
+    if (layerName === '@softmax') return 'step-through';
     const layer = ctx.model.layers.find((l) => l.name === layerName);
     if (!layer) return null;
-    if (layer.leaf && STEPPABLE.includes(layer.kind) && layer.type !== 'Softmax' && layer.output_shape.length === 3) return 'stepper';
+    if (layer.leaf && STEPPABLE.includes(layer.kind) && layer.type !== 'Softmax' && layer.output_shape.length === 3) return 'step-through';
     if (layer.kind === 'linear') return 'dense';
     return 'map';
   }
@@ -66,8 +66,8 @@ export function createUnitDetail(host, { onBack }) {
       clearMode();
       modeKey = key;
       const mine = ++loadSeq;
-      if (kind === 'stepper') {
-        const module = await import('../stepper/panel.js');
+      if (kind === 'step-through') {
+        const module = await import('../step-through/step-through-view.js');
         if (mine !== loadSeq) return;
         mode = { kind, module };
         module.mount(body, ctx);

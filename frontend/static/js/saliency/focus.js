@@ -2,8 +2,9 @@
 // the colours stand for, the value under the pointer, and links to the PNG and the .npy data.
 
 import { el, listen, disposer } from '../dom.js';
+import { formatPercent, formatValue } from '../common/format.js';
 import { createLegend } from './legend.js';
-import { formatPercent, formatValue, valueAt } from './saliency-math.js';
+import { valueAt } from './saliency-math.js';
 
 export function createFocus(parent) {
   const bag = disposer();
@@ -32,7 +33,7 @@ export function createFocus(parent) {
     const { row, col, value } = valueAt(current.values.data, current.values.shape, e.clientX - box.left, e.clientY - box.top, box.width, box.height);
     const { low, high } = current.info;
     const raw = low + value * (high - low);
-    readout.textContent = `(${row}, ${col}): ${formatValue(value)} of the scale · ${current.rawLabel} ${formatValue(raw)}`;
+    readout.textContent = `(${row}, ${col}): ${formatValue(value, 3)} of the scale · ${current.rawLabel} ${formatValue(raw, 3)}`;
     legend.mark(value);
   }));
   bag.add(listen(stack, 'pointerleave', () => {
@@ -54,7 +55,7 @@ export function createFocus(parent) {
     stack.dataset.target = String(info.index);
     delete stack.dataset.values;
     title.textContent = `${method.title} · ${info.label}`;
-    facts.textContent = `class #${info.index} · p = ${formatPercent(info.probability)} · logit ${formatValue(info.logit)}`
+    facts.textContent = `class #${info.index} · p = ${formatPercent(info.probability, 1, { markTiny: true })} · logit ${formatValue(info.logit, 3)}`
       + (layer ? ` · layer ${layer}` : ' · input pixels');
     legend.show({
       stops, low: info.low, high: info.high,

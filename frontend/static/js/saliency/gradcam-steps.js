@@ -3,9 +3,10 @@
 // from …/saliency/gradcam-steps.json + .npy, so every number is the server's (checked against PyTorch).
 
 import { el, isAbort } from '../dom.js';
-import { parseNpy } from './saliency-math.js';
-import { COLOURS, clear, drawLegend, drawMap, fmt, label, makeScale } from '../stepper/renderer.js';
-import { explainButton } from '../common/explain.js';
+import { formatCell, formatPercent } from '../common/format.js';
+import { parseNpy } from '../common/npy.js';
+import { COLOURS, clear, drawLegend, drawMap, label, makeScale } from '../common/canvas.js';
+import { explainButton } from '../common/explanation-panel.js';
 
 const TOP = 6;
 const BAR_W = 900;
@@ -72,9 +73,9 @@ export function createGradcamSteps(parent) {
     card.dataset.layer = steps.layer;
     card.dataset.target = String(steps.target);
     heading.textContent = `How Grad-CAM made the map of “${steps.label}” at ${steps.layer}`;
-    const terms = steps.top.map((t, i) => `${i && t.alpha >= 0 ? '+ ' : i ? '− ' : t.alpha < 0 ? '−' : ''}${fmt(Math.abs(t.alpha), 3)}·A${sup(t.channel)}`);
+    const terms = steps.top.map((t, i) => `${i && t.alpha >= 0 ? '+ ' : i ? '− ' : t.alpha < 0 ? '−' : ''}${formatCell(Math.abs(t.alpha), 3)}·A${sup(t.channel)}`);
     const rest = steps.rest.channels ? ` + (${steps.rest.channels} more channel${steps.rest.channels > 1 ? 's' : ''})` : '';
-    formula.textContent = `y^c = logit of “${steps.label}” = ${fmt(steps.logit, 3)} (p = ${(steps.probability * 100).toFixed(1)}%). `
+    formula.textContent = `y^c = logit of “${steps.label}” = ${formatCell(steps.logit, 3)} (p = ${formatPercent(steps.probability)}). `
       + `${K} channels of ${h}×${w}: L = ReLU(${terms.join(' ')}${rest})`;
     formula.dataset.terms = JSON.stringify(steps.top.map((t) => ({ channel: t.channel, alpha: t.alpha })));
     drawBars(steps);
@@ -83,10 +84,10 @@ export function createGradcamSteps(parent) {
     const R = slice(stack, steps.top.length + 1, h, w);
     sum.replaceChildren(
       figure(S, h, w, makeScale(steps.weighted_sum.min, steps.weighted_sum.max), `Σ_k α_k A^k (all ${K})`,
-        `from ${fmt(steps.weighted_sum.min, 3)} to ${fmt(steps.weighted_sum.max, 3)}`, 'sum'),
+        `from ${formatCell(steps.weighted_sum.min, 3)} to ${formatCell(steps.weighted_sum.max, 3)}`, 'sum'),
       el('span', { className: 'gc-op', text: '→ ReLU →' }),
       figure(R, h, w, makeScale(0, Math.max(steps.relu.max, 1e-12)), 'ReLU: negatives set to 0',
-        `${Math.round(steps.relu.positive_fraction * 100)}% of positions positive; max ${fmt(steps.relu.max, 3)}`, 'relu'),
+        `${Math.round(steps.relu.positive_fraction * 100)}% of positions positive; max ${formatCell(steps.relu.max, 3)}`, 'relu'),
       el('p', { className: 'hint gc-final-note', text: 'This ReLU map, placed on the picture by receptive field and scaled to 0…1, is the map above.' }),
     );
   }
@@ -117,21 +118,21 @@ export function createGradcamSteps(parent) {
     g.moveTo(left, zeroY);
     g.lineTo(right, zeroY);
     g.stroke();
-    label(g, fmt(hi, 3), left - 6, top + 10, { size: 13, weight: 400, colour: COLOURS.ink2, align: 'right' });
+    label(g, formatCell(hi, 3), left - 6, top + 10, { size: 13, weight: 400, colour: COLOURS.ink2, align: 'right' });
     label(g, '0', left - 6, zeroY + 4, { size: 13, weight: 400, colour: COLOURS.ink2, align: 'right' });
-    if (lo < 0) label(g, fmt(lo, 3), left - 6, bottom, { size: 13, weight: 400, colour: COLOURS.ink2, align: 'right' });
+    if (lo < 0) label(g, formatCell(lo, 3), left - 6, bottom, { size: 13, weight: 400, colour: COLOURS.ink2, align: 'right' });
     label(g, step >= 18 ? 'channel k, sorted by α_k' : `${values.length} channels, sorted by α_k (dark: the ${steps.top.length} shown below)`,
       (left + right) / 2, BAR_H - 4, { size: 13, weight: 400, colour: COLOURS.ink2, align: 'center' });
     bars.dataset.order = JSON.stringify(order);
     const pos = values.filter((v) => v > 0).length;
     barNote.textContent = `${pos} of ${values.length} channels have α_k > 0 (their presence raises the score of “${steps.label}”), `
-      + `${values.length - pos} have α_k ≤ 0. Largest α_k = ${fmt(hi, 4)} (channel ${order[0]}), smallest = ${fmt(lo, 4)} (channel ${order[order.length - 1]}).`;
+      + `${values.length - pos} have α_k ≤ 0. Largest α_k = ${formatCell(hi, 4)} (channel ${order[0]}), smallest = ${formatCell(lo, 4)} (channel ${order[order.length - 1]}).`;
   }
 
   function mapFigure(stack, i, h, w, t) {
     const scale = makeScale(Math.min(t.min, 0), Math.max(t.max, 1e-12));
-    return figure(slice(stack, i, h, w), h, w, scale, `A${sup(t.channel)} × α = ${fmt(t.alpha, 4)}`,
-      `α_k·ΣA^k = ${fmt(t.contribution, 3)}`, `channel-${t.channel}`);
+    return figure(slice(stack, i, h, w), h, w, scale, `A${sup(t.channel)} × α = ${formatCell(t.alpha, 4)}`,
+      `α_k·ΣA^k = ${formatCell(t.contribution, 3)}`, `channel-${t.channel}`);
   }
 
   return { show, hide, dispose: () => abort && abort.abort() };

@@ -2,7 +2,8 @@
 // its ends stand for, and a marker at the value under the pointer.
 
 import { el } from '../dom.js';
-import { formatValue, legendTicks } from './saliency-math.js';
+import { formatValue } from '../common/format.js';
+import { legendTicks } from './saliency-math.js';
 
 export function createLegend(parent) {
   const bar = el('canvas', { className: 'sal-legend-bar', width: 256, height: 14, attrs: { 'aria-hidden': 'true' } });
@@ -24,11 +25,11 @@ export function createLegend(parent) {
     g.fillStyle = gradient;
     g.fillRect(0, 0, bar.width, bar.height);
     const values = legendTicks(low, high);
-    ticks.replaceChildren(...values.map((v) => el('span', { className: 'sal-legend-tick', text: formatValue(v) })));
+    ticks.replaceChildren(...values.map((v) => el('span', { className: 'sal-legend-tick', text: formatValue(v, 3) })));
     caption.textContent = text;
     root.dataset.low = String(low);
     root.dataset.high = String(high);
-    root.setAttribute('aria-label', `Colour scale from ${formatValue(low)} to ${formatValue(high)}. ${text}`);
+    root.setAttribute('aria-label', `Colour scale from ${formatValue(low, 3)} to ${formatValue(high, 3)}. ${text}`);
     mark(null);
   }
 

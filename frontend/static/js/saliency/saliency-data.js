@@ -1,7 +1,7 @@
 // The Saliency view's server calls: URLs for maps and overlays, the top-k JSON, one class's JSON and
 // values, the method list (fetched once) and progress polling for long runs.
 
-import { parseNpy } from './saliency-math.js';
+import { parseNpy } from '../common/npy.js';
 
 const enc = encodeURIComponent;
 let methodsPromise = null;

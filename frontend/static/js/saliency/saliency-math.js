@@ -51,44 +51,10 @@ export function legendTicks(low, high, count = 5) {
   return Array.from({ length: count }, (_, i) => low + ((high - low) * i) / (count - 1));
 }
 
-/** A short, honest number: 3 significant digits, exponent form for very small or large values. */
-export function formatValue(v) {
-  if (!Number.isFinite(v)) return '—';
-  if (v === 0) return '0';
-  const a = Math.abs(v);
-  if (a < 1e-3 || a >= 1e5) return v.toExponential(2);
-  return Number(v.toPrecision(3)).toString();
-}
-
-export function formatPercent(p) {
-  if (!Number.isFinite(p)) return '—';
-  if (p < 0.001) return '<0.1%';
-  return `${(p * 100).toFixed(1)}%`;
-}
-
 /** The value of an H×W map under a point at (x, y) of a box `width`×`height` showing it. */
 export function valueAt(values, shape, x, y, width, height) {
   const [h, w] = shape;
   const col = clamp(Math.floor((x / width) * w), 0, w - 1);
   const row = clamp(Math.floor((y / height) * h), 0, h - 1);
   return { row, col, value: values[row * w + col] };
-}
-
-/** A little-endian float32 .npy file as {shape, data: Float32Array}; throws on anything else. */
-export function parseNpy(buffer) {
-  const bytes = new Uint8Array(buffer);
-  const magic = String.fromCharCode(...bytes.slice(1, 6));
-  if (bytes[0] !== 0x93 || magic !== 'NUMPY') throw new Error('not a .npy file');
-  const view = new DataView(buffer);
-  const major = bytes[6];
-  const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
-  const start = major === 1 ? 10 : 12;
-  const header = new TextDecoder('latin1').decode(bytes.slice(start, start + headerLength));
-  if (!/'descr':\s*'<f4'/.test(header)) throw new Error('expected little-endian float32 data');
-  if (/'fortran_order':\s*True/.test(header)) throw new Error('expected C-ordered data');
-  const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header);
-  const shape = shapeText ? shapeText[1].split(',').map((s) => s.trim()).filter(Boolean).map(Number) : [];
-  const offset = start + headerLength;
-  const count = shape.reduce((a, b) => a * b, 1);
-  return { shape, data: new Float32Array(buffer.slice(offset, offset + count * 4)) };
 }

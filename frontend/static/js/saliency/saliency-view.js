@@ -3,26 +3,21 @@
 // legend in raw values. URL keys: method, cam_layer, target, opacity, cmap.
 
 import { el, isAbort } from '../dom.js';
+import { ensureStylesheet } from '../common/stylesheet.js';
 import { createControls } from './controls.js';
 import { createTopClasses } from './top-classes.js';
 import { createFocus } from './focus.js';
 import { loadMethods, loadValues, pollProgress, saliencyUrls } from './saliency-data.js';
 import { TOP_K, readSaliencyState } from './saliency-math.js';
 import { createGradcamSteps } from './gradcam-steps.js';
-import { createExplainPanel } from '../common/explain.js';
+import { createExplainPanel } from '../common/explanation-panel.js';
 
 const STYLESHEET = '/static/js/saliency/saliency.css';
 
 let view = null;
 
-function ensureStylesheet() {
-  if (!document.querySelector('link[data-saliency-css]')) {
-    document.head.append(el('link', { rel: 'stylesheet', href: STYLESHEET, dataset: { saliencyCss: '1' } }));
-  }
-}
-
 export function mount(container, ctx) {
-  ensureStylesheet();
+  ensureStylesheet(STYLESHEET);
   const set = (changes, replace = false) => view.ctx.state.set(changes, { replace });
   const untrained = el('p', { className: 'sal-untrained', attrs: { role: 'note' } });
   const controlsCard = el('section', { className: 'card sal-controls', attrs: { 'aria-label': 'Saliency settings' } });

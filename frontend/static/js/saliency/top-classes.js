@@ -3,7 +3,7 @@
 // opacity slider is a style change, not a new request.
 
 import { el, listen, disposer } from '../dom.js';
-import { formatPercent } from './saliency-math.js';
+import { formatPercent } from '../common/format.js';
 
 export function createTopClasses(parent, { onSelect }) {
   const bag = disposer();
@@ -34,11 +34,11 @@ export function createTopClasses(parent, { onSelect }) {
         return el('li', {}, [
           el('button', {
             type: 'button', className: 'sal-card', dataset: { index: String(item.index) },
-            attrs: { 'aria-pressed': String(item.index === selected), 'aria-label': `${item.label}, ${formatPercent(item.probability)}` },
+            attrs: { 'aria-pressed': String(item.index === selected), 'aria-label': `${item.label}, ${formatPercent(item.probability, 1, { markTiny: true })}` },
           }, [
             el('span', { className: 'sal-stack' }, [el('img', { className: 'sal-base', alt: '', src: urls.input() }), heat]),
             el('span', { className: 'sal-card-label' }, [el('span', { className: 'sal-rank', text: `${rank + 1}` }), item.label]),
-            el('span', { className: 'sal-prob' }, [el('span', { className: 'sal-prob-track' }, [bar]), formatPercent(item.probability)]),
+            el('span', { className: 'sal-prob' }, [el('span', { className: 'sal-prob-track' }, [bar]), formatPercent(item.probability, 1, { markTiny: true })]),
             item.empty ? el('span', { className: 'sal-card-note', text: 'no positive evidence' }) : null,
           ]),
         ]);

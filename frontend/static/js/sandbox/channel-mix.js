@@ -3,9 +3,10 @@
 // Below, links to the real 1×1 layers of the current model in the step-through.
 
 import { el, listen, disposer, isAbort } from '../dom.js';
-import { clear, drawLegend, drawNumberGrid, fmt, label, makeScale, rangeOf } from '../stepper/renderer.js';
+import { formatCell } from '../common/format.js';
+import { clear, drawLegend, drawNumberGrid, label, makeScale, rangeOf } from '../common/canvas.js';
 import { createGridEditor } from './grid-editor.js';
-import { explainButton } from '../common/explain.js';
+import { explainButton } from '../common/explanation-panel.js';
 
 const W = 960;
 const H = 330;
@@ -27,16 +28,16 @@ export function pointwiseLayers(model) {
 
 export function createChannelMix(parent, { getCtx }) {
   const bag = disposer();
-  const preset = el('select', { id: 'sb-mix-preset', className: 'stepper-select', attrs: { 'aria-label': '1×1 weights preset' } },
+  const preset = el('select', { id: 'sb-mix-preset', className: 'step-through-select', attrs: { 'aria-label': '1×1 weights preset' } },
     Object.entries(PRESETS).map(([value, p]) => el('option', { value, text: p.name })));
-  const canvas = el('canvas', { id: 'sandbox-mix-canvas', className: 'stepper-canvas', width: W, height: H, attrs: { 'aria-label': 'A 1×1 convolution mixing three channels into two' } });
+  const canvas = el('canvas', { id: 'sandbox-mix-canvas', className: 'step-through-canvas', width: W, height: H, attrs: { 'aria-label': 'A 1×1 convolution mixing three channels into two' } });
   const sum = el('p', { className: 'sandbox-result sandbox-mix-sum', attrs: { role: 'status' } });
   const weightsHost = el('div', { className: 'sandbox-editor' }, [el('h3', { text: 'Weights (one row per output channel)' })]);
   const biasHost = el('div', { className: 'sandbox-editor' }, [el('h3', { text: 'Bias' })]);
   const real = el('p', { className: 'hint sandbox-mix-real' });
   parent.append(el('section', { className: 'card sandbox-card sandbox-mix' }, [
     el('div', { className: 'card-head' }, [el('h2', { text: '1×1 convolution: mixing channels' }), explainButton('one-by-one')]),
-    el('div', { className: 'sandbox-controls' }, [el('label', { className: 'stepper-field' }, ['Weights ', preset])]),
+    el('div', { className: 'sandbox-controls' }, [el('label', { className: 'step-through-field' }, ['Weights ', preset])]),
     canvas, sum,
     el('details', { className: 'sandbox-numbers' }, [el('summary', { text: 'Edit the weights' }), el('div', { className: 'sandbox-editors' }, [weightsHost, biasHost])]),
     real,
@@ -100,7 +101,7 @@ export function createChannelMix(parent, { getCtx }) {
     g.strokeStyle = '#e11d48';
     g.lineWidth = 3;
     g.strokeRect(box.x, box.y + o * wCell.h, box.w, wCell.h);
-    answer.bias.forEach((b, i) => label(g, `+ ${fmt(b, 2)}`, mx + box.w + 8, 56 + (i + 0.5) * wCell.h + 6, { size: 15, weight: 400 }));
+    answer.bias.forEach((b, i) => label(g, `+ ${formatCell(b, 2)}`, mx + box.w + 8, 56 + (i + 0.5) * wCell.h + 6, { size: 15, weight: 400 }));
     label(g, '= output: 2 channels', 16, 226, { size: 15 });
     answer.output.forEach((grid, oc) => {
       const gx = 16 + oc * 240;
@@ -109,9 +110,9 @@ export function createChannelMix(parent, { getCtx }) {
       hits.push({ o: oc, x: bx.x, y: bx.y, w: bx.w, h: bx.h, rows: 4, cols: 4 });
     });
     drawLegend(g, outScale, 480, 250, 300, 'output values', 13);
-    const terms = CHANNELS.map((grid, c) => `${fmt(answer.weights[o][c], 3)}·${fmt(grid[y][x], 3)}`);
+    const terms = CHANNELS.map((grid, c) => `${formatCell(answer.weights[o][c], 3)}·${formatCell(grid[y][x], 3)}`);
     const value = answer.output[o][y][x];
-    sum.textContent = `out${sub(o)} at (y ${y}, x ${x}) = ${terms.join(' + ')} + ${fmt(answer.bias[o], 3)} = ${fmt(value, 4)}`
+    sum.textContent = `out${sub(o)} at (y ${y}, x ${x}) = ${terms.join(' + ')} + ${formatCell(answer.bias[o], 3)} = ${formatCell(value, 4)}`
       + ` — the same weights at every position, and only that position's values: ${answer.parameters} parameters for any image size.`;
     canvas.dataset.cell = `${o},${y},${x}`;
     canvas.dataset.value = String(value);
@@ -129,7 +130,7 @@ export function createChannelMix(parent, { getCtx }) {
       const link = el('a', { href: '#', text: `${l.name} (${l.in_channels}→${l.out_channels})`, dataset: { layer: l.name } });
       link.addEventListener('click', (event) => {
         event.preventDefault();
-        ctx.state.set({ view: 'stepper', layer: l.name, channel: null, pos: null });
+        ctx.state.set({ view: 'step-through', layer: l.name, channel: null, pos: null });
       });
       real.append(' ', link);
     });

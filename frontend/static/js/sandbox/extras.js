@@ -2,9 +2,10 @@
 // server), and translation equivariance (shift the input → the output shifts the same; pooling barely moves).
 
 import { el, listen, disposer, isAbort } from '../dom.js';
-import { COLOURS, clear, drawLegend, drawNumberGrid, fmt, label, makeScale, rangeOf } from '../stepper/renderer.js';
+import { formatCell, formatPercent } from '../common/format.js';
+import { COLOURS, clear, drawLegend, drawNumberGrid, label, makeScale, rangeOf } from '../common/canvas.js';
 import { encodeGrid } from './grid-codec.js';
-import { explainButton } from '../common/explain.js';
+import { explainButton } from '../common/explanation-panel.js';
 import { createChannelMix } from './channel-mix.js';
 
 const SHIFT_W = 960;
@@ -30,17 +31,17 @@ export function createExtras(parent, { ctx }) {
       el('figure', {}, [filterImg, el('figcaption', { text: 'after the kernel (same padding, grey input)' })])]),
     legend,
   ]);
-  const dy = el('input', { id: 'sb-shift-y', type: 'number', min: -3, max: 3, value: 0, className: 'stepper-number', attrs: { 'aria-label': 'Shift down' } });
-  const dx = el('input', { id: 'sb-shift-x', type: 'number', min: -3, max: 3, value: 1, className: 'stepper-number', attrs: { 'aria-label': 'Shift right' } });
-  const poolOp = el('select', { id: 'sb-shift-pool', className: 'stepper-select', attrs: { 'aria-label': 'Pooling after the convolution' } },
+  const dy = el('input', { id: 'sb-shift-y', type: 'number', min: -3, max: 3, value: 0, className: 'step-through-number', attrs: { 'aria-label': 'Shift down' } });
+  const dx = el('input', { id: 'sb-shift-x', type: 'number', min: -3, max: 3, value: 1, className: 'step-through-number', attrs: { 'aria-label': 'Shift right' } });
+  const poolOp = el('select', { id: 'sb-shift-pool', className: 'step-through-select', attrs: { 'aria-label': 'Pooling after the convolution' } },
     ['max', 'avg', 'l2'].map((o) => el('option', { value: o, text: `${o} pool 2×2` })));
-  const shiftCanvas = el('canvas', { id: 'sandbox-shift-canvas', className: 'stepper-canvas', width: SHIFT_W, height: SHIFT_H, attrs: { 'aria-label': 'Translation equivariance and pooling' } });
+  const shiftCanvas = el('canvas', { id: 'sandbox-shift-canvas', className: 'step-through-canvas', width: SHIFT_W, height: SHIFT_H, attrs: { 'aria-label': 'Translation equivariance and pooling' } });
   const shiftNote = el('p', { className: 'sandbox-result', attrs: { role: 'status' } });
   const shiftCard = el('section', { className: 'card sandbox-card' }, [
     el('div', { className: 'card-head' }, [el('h2', { text: 'Translation equivariance, and pooling\'s tolerance to small shifts' }), explainButton('pooling')]),
     el('div', { className: 'sandbox-controls' }, [
-      el('label', { className: 'stepper-field' }, ['shift down ', dy]), el('label', { className: 'stepper-field' }, ['right ', dx]),
-      el('label', { className: 'stepper-field' }, ['then ', poolOp]),
+      el('label', { className: 'step-through-field' }, ['shift down ', dy]), el('label', { className: 'step-through-field' }, ['right ', dx]),
+      el('label', { className: 'step-through-field' }, ['then ', poolOp]),
     ]),
     shiftCanvas, shiftNote,
   ]);
@@ -82,7 +83,7 @@ export function createExtras(parent, { ctx }) {
       const hi = Number(response.headers.get('X-ConvScope-Max'));
       const map = response.headers.get('X-ConvScope-Colormap');
       drawFilterLegend(lo, hi, map);
-      filterNote.textContent = `Output ${response.headers.get('X-ConvScope-Shape').replace('x', '×')} px, values from ${fmt(lo, 3)} to ${fmt(hi, 3)}`
+      filterNote.textContent = `Output ${response.headers.get('X-ConvScope-Shape').replace('x', '×')} px, values from ${formatCell(lo, 3)} to ${formatCell(hi, 3)}`
         + (map === 'diverging' ? ' (blue negative, white zero, red positive).' : ' (one sign: black lowest, white highest).');
     } catch (err) {
       if (!isAbort(err)) filterNote.textContent = `The picture could not be filtered: ${err.message}`;
@@ -99,8 +100,8 @@ export function createExtras(parent, { ctx }) {
     g.fillRect(10, 4, 340, 12);
     g.strokeStyle = COLOURS.line;
     g.strokeRect(10, 4, 340, 12);
-    label(g, fmt(lo, 3), 10, 34, { size: 13, weight: 400 });
-    label(g, fmt(hi, 3), 350, 34, { size: 13, weight: 400, align: 'right' });
+    label(g, formatCell(lo, 3), 10, 34, { size: 13, weight: 400 });
+    label(g, formatCell(hi, 3), 350, 34, { size: 13, weight: 400, align: 'right' });
     if (map === 'diverging') label(g, '0', 180, 34, { size: 13, weight: 400, align: 'center' });
   }
 
@@ -169,7 +170,7 @@ export function createExtras(parent, { ctx }) {
     panel(2, row2, 'change (right − left)', change, changeScale, 'pool_change');
     drawLegend(g, poolScale, 16, row2 + PANEL + 24, PANEL + STEP, 'pooled values', 13);
     drawLegend(g, changeScale, 16 + 2 * STEP, row2 + PANEL + 24, PANEL, 'change', 13);
-    const pct = (f) => `${Math.round(f * 100)}%`;
+    const pct = (f) => formatPercent(f, 0);
     const lines = [
       `conv output: ${pct(a.output_unchanged_fraction)} of cells`,
       'keep their value;',
@@ -180,7 +181,7 @@ export function createExtras(parent, { ctx }) {
     lines.forEach((line, i) => label(g, line, 16 + 3 * STEP, row2 + 20 + i * 24, { size: 15, weight: i === 2 ? 700 : 400, maxWidth: SHIFT_W - 16 - 3 * STEP - 8 }));
     shiftCanvas.dataset.grids = JSON.stringify(grids);
     const interior = a.max_difference_interior === null ? 'the input is too small for an interior away from the borders'
-      : `inside the dashed boxes conv(shifted input) and the shifted conv(input) are identical (largest difference ${fmt(a.max_difference_interior, 3)}); outside, the shift pushed values out of the frame or brought in zeros`;
+      : `inside the dashed boxes conv(shifted input) and the shifted conv(input) are identical (largest difference ${formatCell(a.max_difference_interior, 3)}); outside, the shift pushed values out of the frame or brought in zeros`;
     shiftNote.textContent = `Shifting the input shifts the convolution's output the same way: ${interior}. `
       + `Compared at the same positions, the convolution output changes by ${pct(a.output_relative_change)} (relative L2) `
       + `and ${pct(a.output_unchanged_fraction)} of its cells keep their value; after ${body.pool_op} pooling 2×2 the change is `

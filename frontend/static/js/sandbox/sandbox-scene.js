@@ -1,7 +1,8 @@
 // One frame of the sandbox animation on a fixed 960×520 canvas: the padded input with the window, the
 // kernel (and its flip for true convolution), the output filling in, and the arithmetic of the cell.
 
-import { COLOURS, MONO, clear, drawMap, drawNumberGrid, drawTaps, fmt, label, makeScale, markCell, rangeOf } from '../stepper/renderer.js';
+import { COLOURS, MONO, clear, drawMap, drawNumberGrid, drawTaps, label, makeScale, markCell, rangeOf } from '../common/canvas.js';
+import { formatCell } from '../common/format.js';
 
 export const WIDTH = 960;
 export const HEIGHT = 520;
@@ -79,7 +80,7 @@ function drawPoolBox(ctx, answer, step, settings) {
   label(ctx, rule, 488, 134, { size: 13, weight: 400, colour: COLOURS.ink2, align: 'center' });
   label(ctx, 'no weights to learn:', 488, 180, { size: 13, weight: 400, colour: COLOURS.ink2, align: 'center' });
   label(ctx, 'the same rule everywhere', 488, 198, { size: 13, weight: 400, colour: COLOURS.ink2, align: 'center' });
-  label(ctx, `→ ${fmt(step.result, 3)}`, 488, 250, { size: 22, align: 'center', font: MONO });
+  label(ctx, `→ ${formatCell(step.result, 3)}`, 488, 250, { size: 22, align: 'center', font: MONO });
 }
 
 function drawArithmetic(ctx, s, step) {
@@ -92,20 +93,20 @@ function drawArithmetic(ctx, s, step) {
   label(ctx, `output (y ${oy}, x ${ox}) =`, 28, y - 6, { size: 14, weight: 600, colour: COLOURS.ink2 });
   if (s.op === 'conv') {
     const used = s.answer.kernel_used.flat();
-    const paren = (x) => (x < 0 ? `(${fmt(x, 2)})` : fmt(x, 2));
+    const paren = (x) => (x < 0 ? `(${formatCell(x, 2)})` : formatCell(x, 2));
     const terms = step.inputs.map((x, i) => `${paren(x)}·${paren(used[i])}`);
-    label(ctx, fit(ctx, terms, ` = ${fmt(step.sum, 3)}`, 900), 28, y + 18, { size: 15, font: MONO, weight: 400 });
+    label(ctx, fit(ctx, terms, ` = ${formatCell(step.sum, 3)}`, 900), 28, y + 18, { size: 15, font: MONO, weight: 400 });
     const a = s.settings;
-    let line = `Σ ${fmt(step.sum, 3)}`;
-    if (a.bias) line += ` + bias ${fmt(a.bias, 3)} = ${fmt(step.total, 3)}`;
-    if (a.activation !== 'none') line += `  →  ${s.answer.activation_formula}  →  ${fmt(step.activated, 3)}`;
+    let line = `Σ ${formatCell(step.sum, 3)}`;
+    if (a.bias) line += ` + bias ${formatCell(a.bias, 3)} = ${formatCell(step.total, 3)}`;
+    if (a.activation !== 'none') line += `  →  ${s.answer.activation_formula}  →  ${formatCell(step.activated, 3)}`;
     label(ctx, line, 28, y + 44, { size: 15, font: MONO, weight: 700 });
   } else {
-    const values = step.inputs.map((v) => (v === null ? 'pad' : fmt(v, 2)));
+    const values = step.inputs.map((v) => (v === null ? 'pad' : formatCell(v, 2)));
     const head = { max: 'max(', avg: '(', l2: '√(' }[s.answer.op];
     const joiner = { max: ', ', avg: ' + ', l2: ' + ' }[s.answer.op];
     const shown = s.answer.op === 'l2' ? values.map((v) => (v === 'pad' ? v : `${v}²`)) : values;
-    const tail = s.answer.op === 'avg' ? `) ÷ ${step.divisor} = ${fmt(step.result, 3)}` : `) = ${fmt(step.result, 3)}`;
+    const tail = s.answer.op === 'avg' ? `) ÷ ${step.divisor} = ${formatCell(step.result, 3)}` : `) = ${formatCell(step.result, 3)}`;
     label(ctx, fit(ctx, shown, tail, 900, head, joiner), 28, y + 18, { size: 15, font: MONO, weight: 400 });
   }
 }

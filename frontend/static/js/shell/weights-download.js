@@ -2,7 +2,8 @@
 // POST starts the server-side download, then we poll its status for progress. Offline the download
 // fails, and the server's message is shown as it is.
 
-import { listen, disposer, formatBytes } from '../dom.js';
+import { listen, disposer } from '../dom.js';
+import { formatBytes } from '../common/format.js';
 
 const POLL_MS = 500;
 

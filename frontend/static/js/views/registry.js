@@ -20,22 +20,31 @@
  *   api,      js/api.js: api.predictions(...), api.getJson(url, {signal}), api.urls.modelPath(...), …
  * }
  *
+ * A spec may list `aliases`: older ids that still open it (shared links, classroom state), e.g. `stepper`.
  * A spec may add `available(model) -> boolean` when the view only makes sense for some models; the
  * tab is then shown disabled with `unavailableReason`.
  */
+// Names: the code says "feature maps" (folder feature-maps/, server package feature_maps); the tab and its
+// page key keep the user's word "Layers" / `layers`. The step-through is `step-through` everywhere.
 export const VIEWS = [
   { id: 'network', title: 'Network', load: () => import('../network/network-view.js') },
-  { id: 'overview', title: 'Overview', load: () => import('./overview.js') },
-  { id: 'layers', title: 'Layers', load: () => import('../layers/layers-view.js') },
+  { id: 'overview', title: 'Overview', load: () => import('../overview/overview-view.js') },
+  { id: 'layers', title: 'Layers', load: () => import('../feature-maps/feature-maps-view.js') },
   { id: 'saliency', title: 'Saliency', load: () => import('../saliency/saliency-view.js') },
-  { id: 'stepper', title: 'Step-through', load: () => import('../stepper/panel.js') },
-  { id: 'sandbox', title: 'Sandbox', load: () => import('../sandbox/panel.js') },
+  { id: 'step-through', title: 'Step-through', aliases: ['stepper'], load: () => import('../step-through/step-through-view.js') },
+  { id: 'sandbox', title: 'Sandbox', load: () => import('../sandbox/sandbox-view.js') },
   { id: 'live', title: 'Live', load: () => import('../live/live-view.js') },
 ];
 
 export const DEFAULT_VIEW = VIEWS[0].id;
 
-/** The spec for `id`, or undefined. */
+/** The spec for `id` (or one of its aliases), or undefined. */
 export function findView(id) {
-  return VIEWS.find((view) => view.id === id);
+  return VIEWS.find((view) => view.id === id) || VIEWS.find((view) => (view.aliases || []).includes(id));
+}
+
+/** The current id for `id`: an alias becomes its view's id; anything else is returned as it is. */
+export function canonicalViewId(id) {
+  const spec = findView(id);
+  return spec ? spec.id : id;
 }

@@ -1,0 +1,27 @@
+"""The ASGI middlewares, one module per concern: request guards and security headers (``security``), shared
+answers for identical GETs (``coalesce``), cancellation on disconnect (``disconnect``), 304 revalidation
+(``not_modified``) and headers filed by dependencies (``scope_headers``)."""
+
+from server.middleware.coalesce import CoalesceIdenticalGets, SharedAnswers
+from server.middleware.disconnect import DisconnectWatch
+from server.middleware.not_modified import NotModifiedMiddleware
+from server.middleware.scope_headers import ScopeHeadersMiddleware, add_response_header
+from server.middleware.security import (
+    JsonCORSMiddleware,
+    RequestBodyLimitMiddleware,
+    SecurityHeadersMiddleware,
+    install_request_guards,
+)
+
+__all__ = [
+    "CoalesceIdenticalGets",
+    "DisconnectWatch",
+    "JsonCORSMiddleware",
+    "NotModifiedMiddleware",
+    "RequestBodyLimitMiddleware",
+    "ScopeHeadersMiddleware",
+    "SecurityHeadersMiddleware",
+    "SharedAnswers",
+    "add_response_header",
+    "install_request_guards",
+]

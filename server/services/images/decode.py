@@ -1,0 +1,160 @@
+"""Turn uploaded bytes into an upright RGB picture, or a clear client error, at a bounded cost.
+
+Handles the odd files students own: EXIF rotation, CMYK, 16-bit and 1-bit, palette with transparency,
+alpha, animated GIF/WebP (first frame), and refuses empties, non-images, truncated files and
+decompression bombs before they cost memory. The decoder itself is :mod:`server.services.images.decode_worker`;
+the server runs it in a child process under hard CPU-time, memory and wall-clock limits
+(:class:`IsolatedDecoder`), so a crafted file costs a bounded few seconds at most, and whatever a decode
+allocated goes back to the system with the child.
+
+Error codes: 400 ``empty_file``; 415 ``unsupported_media_type`` (not an image we read); 422
+``corrupt_image`` (an image format's signature, but damaged or truncated); 413 ``image_too_large``
+(more pixels, or more decoded bytes, than allowed, judged from the header before any pixel is decoded);
+422 ``image_too_costly`` (too many JPEG scans, or over the CPU/time limit while decoding); 503
+``overloaded`` (every decode slot busy for too long).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+
+from PIL import Image
+
+from server.errors import ApiError
+from server.services.images import decode_worker
+from server.services.images.decode_worker import (  # noqa: F401 - re-exported for callers and tests
+    MAX_WORKING_SIDE,
+    READABLE_FORMATS,
+    DecodeError,
+    looks_like_image,
+)
+
+
+def decode_image(data: bytes, max_pixels: int, max_decoded_bytes: int | None = None,
+                 max_scans: int = decode_worker.DEFAULT_MAX_SCANS) -> Image.Image:
+    """Decode in this process (the same code the worker runs): an RGB image, or an :class:`ApiError`."""
+    try:
+        return decode_worker.decode_image(data, max_pixels, max_decoded_bytes, max_scans)
+    except DecodeError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_pixels: int = 50_000_000
+    max_decoded_bytes: int | None = None  # bytes of the decoded picture in its working mode; None: 3 × pixels
+    max_scans: int = decode_worker.DEFAULT_MAX_SCANS
+    cpu_seconds: float = 10.0  # CPU time one decode may use (RLIMIT_CPU of its process)
+    memory_bytes: int = 1024 * 1024 * 1024  # address space one decode may add (RLIMIT_AS of its process)
+    wall_seconds: float = 40.0  # then the process is killed, whatever it is doing
+    max_processes: int = 4  # decodes at once; more wait (at most wall_seconds) for a free slot
+
+
+def decode_limits(settings) -> DecodeLimits:  # noqa: ANN001 - server.settings.Settings
+    return DecodeLimits(settings.max_image_pixels, settings.max_decoded_bytes, settings.max_jpeg_scans,
+                        settings.decode_cpu_seconds, settings.decode_memory_bytes, settings.decode_timeout_s,
+                        settings.max_decode_processes)
+
+
+class IsolatedDecoder:
+    """Decodes each upload in a fresh child process under :class:`DecodeLimits`: callable like
+    ``decode_image`` (bytes → RGB image), thread-safe, at most ``max_processes`` children at once."""
+
+    def __init__(self, limits: DecodeLimits) -> None:
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(max(1, limits.max_processes))
+        self._env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self._spare: subprocess.Popen | None = None  # one worker started ahead, its imports done
+        self._spare_lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, decode_worker.__file__], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self._env)
+
+    def _worker(self) -> subprocess.Popen:
+        """A started worker (the spare when there is one), and a new spare started for the next upload.
+        An idle spare only waits on its stdin; when the server exits, the pipe closes and so does it."""
+        with self._spare_lock:
+            proc, self._spare = self._spare, None
+            if proc is None or proc.poll() is not None:
+                proc = self._start()
+            self._spare = self._start()
+        return proc
+
+    def close(self) -> None:
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.kill()
+            spare.communicate()
+
+    def __call__(self, data: bytes) -> Image.Image:
+        if not data:
+            raise ApiError(400, "empty_file", "The uploaded file is empty.")
+        if not self._slots.acquire(timeout=self.limits.wall_seconds):
+            raise ApiError(503, "overloaded", "Every image decoder is busy; try again in a moment.",
+                           {"Retry-After": "2"})
+        try:
+            return self._decode(data)
+        finally:
+            self._slots.release()
+            release_memory()
+
+    def _decode(self, data: bytes) -> Image.Image:
+        limits = self.limits
+        header = {"max_pixels": limits.max_pixels, "max_scans": limits.max_scans,
+                  "max_decoded_bytes": limits.max_decoded_bytes or limits.max_pixels * 3,
+                  "cpu_seconds": limits.cpu_seconds, "memory_bytes": limits.memory_bytes}
+        proc = self._worker()
+        try:
+            out, _ = proc.communicate(json.dumps(header).encode() + b"\n" + data, timeout=limits.wall_seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise _too_costly(f"Decoding the image took more than {limits.wall_seconds:g} s.") from None
+        finally:
+            if proc.poll() is None:  # an exception above (e.g. a broken pipe): never leave the child running
+                proc.kill()
+                proc.wait()
+        line, _, raw = out.partition(b"\n")
+        try:
+            answer = json.loads(line) if line else {}
+        except ValueError:
+            answer = {}
+        if "error" in answer:
+            status, code, message = answer["error"]
+            raise ApiError(int(status), str(code), str(message))
+        if "ok" in answer and proc.returncode == 0:
+            width, height = (int(v) for v in answer["ok"])
+            if 0 < width <= MAX_WORKING_SIDE and 0 < height <= MAX_WORKING_SIDE and len(raw) == width * height * 3:
+                return Image.frombytes("RGB", (width, height), raw)
+        if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+            raise _too_costly(f"Decoding the image took more than {limits.cpu_seconds:g} s of CPU time.")
+        raise ApiError(422, "corrupt_image", "The image could not be decoded (the decoder failed on it).")
+
+
+def _too_costly(message: str) -> ApiError:
+    return ApiError(422, "image_too_costly", message + " Re-save it with an ordinary image editor.")
+
+
+_libc = None
+if sys.platform.startswith("linux"):
+    try:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):  # not glibc
+        _libc = None
+
+
+def release_memory() -> None:
+    """Give freed heap pages back to the system (glibc keeps them otherwise); a no-op elsewhere."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
