@@ -87,14 +87,15 @@ def test_shares_bound_the_member_and_its_group() -> None:
 
 def test_heavy_pool_refuses_a_made_up_id_of_a_full_address_and_queues_another_address() -> None:
     pool = WorkLimiter(max_active=1, max_waiting=8, per_client=2, name="long computations")
+    release = threading.Event()
     with ExitStack() as held:
         for tab in ("tab0", "tab1"):  # one runs, one waits
-            held.enter_context(_held(pool, ClientId("10.0.0.5", f"10.0.0.5/{tab}")))
+            held.enter_context(_held(pool, ClientId("10.0.0.5", f"10.0.0.5/{tab}"), release))
         with pytest.raises(ApiError) as refused:
             with pool.admit(client=ClientId("10.0.0.5", "10.0.0.5/tab-made-up")):
                 pass
         assert refused.value.status == 429 and "Retry-After" in refused.value.headers
-        held.enter_context(_held(pool, ClientId.of("10.0.0.6")))
+        held.enter_context(_held(pool, ClientId.of("10.0.0.6"), release))
         assert pool.held_by("10.0.0.6") == 1 and pool.waiting == 2  # queued, not refused
     assert pool.active == 0 and pool.waiting == 0 and len(pool.shares) == 0
 
@@ -134,9 +135,10 @@ def test_the_app_answers_429_to_the_client_past_its_share_only(tmp_path) -> None
         heavy: WorkLimiter = app.state.heavy_limiter
         image_id = greedy.post("/api/images", files={"file": ("x.png", png_bytes(
             np.full((28, 28), 50, dtype=np.uint8)), "image/png")}).json()["image_id"]
+        release = threading.Event()
         with ExitStack() as held:
             for tab in ("a", "b"):
-                held.enter_context(_held(heavy, ClientId("10.0.0.5", f"10.0.0.5/{tab}")))
+                held.enter_context(_held(heavy, ClientId("10.0.0.5", f"10.0.0.5/{tab}"), release))
             r = greedy.get(f"/api/models/lenet5/images/{image_id}/saliency.npy",
                            params={"method": "scorecam"}, headers={"X-ConvScope-Client": "c"})
             assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_requests"
@@ -156,11 +158,11 @@ def test_the_app_answers_429_to_the_client_past_its_share_only(tmp_path) -> None
 
 
 class _held:
-    """Two places held at once in a pool of one slot: the second waits, in its own thread."""
+    """A place held in ``pool`` by ``client`` from its own thread (running, or waiting for a slot) until
+    the release event is set; all holders share one release, so a waiting one never outlives a running one."""
 
-    def __init__(self, pool: WorkLimiter, client: ClientId) -> None:
-        self.pool, self.client = pool, client
-        self.release = threading.Event()
+    def __init__(self, pool: WorkLimiter, client: ClientId, release: threading.Event) -> None:
+        self.pool, self.client, self.release = pool, client, release
         self.thread = threading.Thread(target=self._hold)
 
     def _hold(self) -> None:
