@@ -36,7 +36,7 @@ INTERPOLATION = "bicubic"
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 
-GRADCAM_LAYER = "blocks.5"  # the 192-channel 7×7 stage before the last; see the registry entry
+GRADCAM_LAYER = "conv_head"  # chosen on real photos: tests/test_saliency_default_layer.py; see the registry entry
 STAGE_REPEATS = (1, 2, 2, 3, 3, 4, 1)  # blocks per stage; the checkpoint numbers them 0…15 flat
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 _FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}

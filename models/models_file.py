@@ -6,6 +6,7 @@ One ``[[model]]`` table per model::
     id = "my-resnet"                  # [a-z0-9._-]+, unique across the registry
     title = "ResNet-18 fine-tuned on my 5 classes"
     torchvision = "resnet18"          # exactly one of torchvision / timm / factory = "package.module:function"
+                                      # / onnx = "model.onnx" / keras = "model.keras" (see models.imported)
     kwargs = { num_classes = 5 }      # optional, passed to the builder
     weights = "resnet18-5cls.pt"      # a state_dict (weights_only=True), relative to this file
     labels = ["cat", "dog", "fox", "owl", "eel"]   # or a file with one label per line
@@ -15,6 +16,8 @@ One ``[[model]]`` table per model::
     std = [0.229, 0.224, 0.225]
     grayscale = false                 # optional: convert uploads to one channel
     target_layer = "layer4"           # optional: Grad-CAM's default layer (default: found automatically)
+    examples = "folder:pets"          # optional: where "what does this channel look for?" searches by default
+                                      # (a folder named with --image-folder pets=PATH; or mnist, shapes, photos)
 
 Mistakes in the file itself — TOML that does not parse, an unknown field, a wrong type, two builders, a
 bad or duplicate id — stop start-up with :class:`ModelsFileError` naming the file, the entry and the
@@ -28,6 +31,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +40,16 @@ from typing import Any
 
 from torch import nn
 
+from models.imported.convert import (
+    KERAS_INSTALL,
+    ImportedModel,
+    ImportedWeights,
+    cached_graph,
+    keras_available,
+    normalised_graph,
+    sha256_of,
+)
+from models.imported.onnx_graph import GraphLimits, ModelFileRefused
 from models.preprocessing import Preprocess, resize_crop_normalise, torchvision_transforms
 from models.registry import (
     MODEL_ID,
@@ -54,27 +69,35 @@ else:  # pragma: no cover - Python 3.10
 
 log = logging.getLogger("convscope")
 
-BUILDERS = ("torchvision", "timm", "factory")
+BUILDERS = ("torchvision", "timm", "factory", "onnx", "keras")
 FIELDS = {"id", "title", *BUILDERS, "kwargs", "weights", "labels", "input", "resize", "mean", "std", "grayscale",
-          "target_layer"}
+          "target_layer", "examples"}
 INPUT_FIELDS = ("channels", "height", "width")
+EXAMPLES = re.compile(r"mnist|shapes|photos|folder:[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 
 
 class ModelsFileError(ValueError):
     """The models file cannot be used at all; the message names the file, the entry and the field."""
 
 
-def app_registry(models_file: Path | None) -> ModelRegistry:
+def default_import_cache() -> Path:
+    """Where converted ONNX/Keras graphs are kept by default (the user's cache folder)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "convscope" / "imported"
+
+
+def app_registry(models_file: Path | None, import_cache: Path | None = None) -> ModelRegistry:
     """The registry an app serves: the built-in models, plus the models file's when one is given."""
+    registry = default_registry().copy()  # an app's own table: models uploaded to it stay in it
     if models_file is None:
-        return default_registry()
-    registry = default_registry().copy()
-    load_models_file(models_file, registry)
+        return registry
+    load_models_file(models_file, registry, import_cache)
     return registry
 
 
-def load_models_file(path: Path, registry: ModelRegistry) -> list[ModelEntry]:
-    """Parse ``path`` and register each entry in ``registry``; returns the registered entries."""
+def load_models_file(path: Path, registry: ModelRegistry, import_cache: Path | None = None) -> list[ModelEntry]:
+    """Parse ``path`` and register each entry in ``registry``; returns the registered entries. Keras models
+    are converted once per file content and kept in ``import_cache`` (default :func:`default_import_cache`)."""
     path = Path(path).expanduser().resolve()
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -100,7 +123,7 @@ def load_models_file(path: Path, registry: ModelRegistry) -> list[ModelEntry]:
         sys.path.append(folder)
     entries = []
     for spec in specs:
-        entry = _entry(path, spec)
+        entry = _entry(path, spec, import_cache or default_import_cache())
         try:
             entry = registry.register(entry)
         except Exception as exc:  # the architecture cannot even run once: list it, unavailable
@@ -132,7 +155,7 @@ def _validate(path: Path, index: int, table: dict[str, Any], registry: ModelRegi
     given = [b for b in BUILDERS if b in table]
     if len(given) != 1:
         raise _fail(path, index, table, given[1] if len(given) > 1 else "torchvision",
-                    "give exactly one of torchvision, timm or factory")
+                    "give exactly one of torchvision, timm, factory, onnx or keras")
     builder = given[0]
     checks: dict[str, tuple[Callable[[Any], bool], str]] = {
         "title": (lambda v: isinstance(v, str), "a string"),
@@ -149,6 +172,8 @@ def _validate(path: Path, index: int, table: dict[str, Any], registry: ModelRegi
         "std": (lambda v: _floats(v) and all(x > 0 for x in v), "a list of 1 or 3 positive numbers"),
         "grayscale": (lambda v: isinstance(v, bool), "true or false"),
         "target_layer": (lambda v: isinstance(v, str) and bool(v), "a layer name, e.g. \"layer4\""),
+        "examples": (lambda v: isinstance(v, str) and bool(EXAMPLES.fullmatch(v)),
+                     "\"mnist\", \"shapes\", \"photos\" or \"folder:NAME\" (a named image folder)"),
     }
     for key, (ok, what) in checks.items():
         if key in table and not ok(table[key]):
@@ -220,8 +245,10 @@ def _refuse(problem: str) -> Callable[[], Any]:
     return refuse
 
 
-def _entry(path: Path, spec: dict[str, Any]) -> ModelEntry:
+def _entry(path: Path, spec: dict[str, Any], import_cache: Path) -> ModelEntry:
     model_id = spec["id"]
+    if spec["builder"] in ("onnx", "keras"):
+        return _imported_entry(path, spec, import_cache)
     try:
         architecture = _architecture(spec)
     except LookupError as exc:
@@ -252,18 +279,16 @@ def _entry(path: Path, spec: dict[str, Any]) -> ModelEntry:
         return _broken(spec, f"model {model_id!r} could not be built and run once on a "
                              f"{input_spec.channels}×{input_spec.height}×{input_spec.width} input "
                              f"({type(exc).__name__}: {exc})")
-    if labels is None:
-        labels = imagenet_categories() if outputs == 1000 else tuple(f"class {i}" for i in range(outputs))
-    elif len(labels) != outputs:
-        return _broken(spec, f"model {model_id!r}: labels names {len(labels)} classes but the model gives "
-                             f"{outputs} outputs")
+    labels = _labels_for(labels, outputs)
+    if isinstance(labels, str):
+        return _broken(spec, f"model {model_id!r}: {labels}")
     return ModelEntry(
         id=model_id, title=spec.get("title", model_id),
         dataset="ImageNet-1k" if labels == imagenet_categories() else "your models file",
         family="file", input=input_spec, categories=tuple(labels), builder=architecture,
         make_preprocess=make_preprocess, weights=weights, target_layer=spec.get("target_layer", ""),
         description=f"From {path.name}: {kind} {spec[kind]}" + (f" with {spec['kwargs']}" if spec.get("kwargs") else ""),
-        meta={"models_file": str(path), kind: spec[kind]},
+        meta={"models_file": str(path), kind: spec[kind], **({"examples": spec["examples"]} if "examples" in spec else {})},
     )
 
 
@@ -315,3 +340,82 @@ def _output_count(architecture: Callable[[], nn.Module], input_spec: InputSpec) 
         raise TypeError(f"the model's output is {type(out).__name__} of shape {getattr(out, 'shape', '?')}, "
                         "not batch × classes")
     return int(out.shape[1])
+
+
+def _imported_entry(path: Path, spec: dict[str, Any], import_cache: Path) -> ModelEntry:
+    """An ``onnx = …`` or ``keras = …`` entry: the file converted (see :mod:`models.imported`); its input size
+    and channels come from the graph where it states them, else from ``input``; mean/std from the graph's
+    metadata (``mean``/``std`` as comma-separated numbers) where it has them, else from the entry."""
+    model_id, kind = spec["id"], spec["builder"]
+    source = (path.parent / spec[kind]).resolve()
+    if kind == "keras" and not keras_available():
+        return _broken(spec, f"model {model_id!r} is a Keras model and Keras is not installed: {KERAS_INSTALL}")
+    if not source.is_file():
+        return _broken(spec, f"model {model_id!r}: the {kind} file {spec[kind]} is missing")
+    try:
+        if kind == "keras":
+            graph, key = cached_graph(source, kind, import_cache, GraphLimits())
+        else:
+            graph, key = normalised_graph(source, kind, GraphLimits()), sha256_of(source)
+        imported = ImportedModel.from_graph(graph, key, source.name)
+    except ModelFileRefused as exc:
+        return _broken(spec, f"model {model_id!r} ({source.name}): {exc.message}")
+    return imported_entry(model_id, spec, imported, graph.metadata, dataset="your models file",
+                          description=f"From {path.name}: {kind} {spec[kind]}", labels_from=path,
+                          meta={"models_file": str(path), kind: spec[kind]})
+
+
+def imported_entry(model_id: str, spec: dict[str, Any], imported: ImportedModel, metadata: dict[str, str], *,
+                   dataset: str, description: str, labels_from: Path | None, meta: dict[str, Any]) -> ModelEntry:
+    """The registry entry of a converted model (a models-file entry or an upload)."""
+    image = imported.image
+    given = spec.get("input", {})
+    size = {"channels": image.channels or given.get("channels"), "height": image.height or given.get("height"),
+            "width": image.width or given.get("width")}
+    if not all(size.values()):
+        return _broken(spec, f"model {model_id!r}: the graph does not state its input size; give "
+                             "input = { channels, height, width }")
+    stated = {key: _numbers(metadata.get(key)) for key in ("mean", "std")}
+    spec = {**spec, "input": size, **{k: v for k, v in stated.items() if v is not None}}
+    input_spec, make_preprocess = _preprocessing(spec, None)
+    architecture = imported.untrained
+    try:
+        labels = _labels(labels_from, spec) if labels_from is not None else spec.get("labels")
+        outputs = _output_count(architecture, input_spec)
+    except OSError as exc:
+        return _broken(spec, f"model {model_id!r}: the labels file cannot be read ({exc.strerror or exc})")
+    except Exception as exc:
+        return _broken(spec, f"model {model_id!r} could not run once on a {input_spec.channels}×{input_spec.height}×"
+                             f"{input_spec.width} input ({type(exc).__name__}: {exc})")
+    labels = _labels_for(labels, outputs)
+    if isinstance(labels, str):
+        return _broken(spec, f"model {model_id!r}: {labels}")
+    return ModelEntry(
+        id=model_id, title=spec.get("title", model_id),
+        dataset="ImageNet-1k" if tuple(labels) == imagenet_categories() else dataset,
+        family="file", input=input_spec, categories=tuple(labels), builder=architecture,
+        make_preprocess=make_preprocess, weights=ImportedWeights(imported), target_layer=spec.get("target_layer", ""),
+        description=description,
+        meta={**meta, "sha256": imported.sha256, "layer_labels": imported.graph_labels},
+    )
+
+
+def _numbers(text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        values = [float(part) for part in text.replace("[", "").replace("]", "").split(",") if part.strip()]
+    except ValueError:
+        return None
+    return values if len(values) in (1, 3) else None
+
+
+def _labels_for(labels: list[str] | tuple[str, ...] | None, outputs: int) -> tuple[str, ...] | str:
+    """The class names for a model with ``outputs`` outputs (ImageNet's for 1000, else numbered), or why the
+    given ones do not fit."""
+    if labels is None:
+        return imagenet_categories() if outputs == 1000 else tuple(f"class {i}" for i in range(outputs))
+    if len(labels) != outputs:
+        return f"labels names {len(labels)} classes but the model gives {outputs} outputs"
+    return tuple(labels)
+

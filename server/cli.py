@@ -18,6 +18,22 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["default_model"] = args.model
     if args.models_file:
         overrides["models_file"] = args.models_file
+    if args.forwarded_allow_ips or args.proxy_headers:
+        overrides["forwarded_allow_ips"] = args.forwarded_allow_ips or "127.0.0.1,::1"
+    if args.ws_max_size:
+        overrides["live_socket_max_bytes"] = args.ws_max_size
+    if args.image_folder:
+        from models.datasets.image_folder import ImageFolderError, parse_option
+
+        try:
+            overrides["image_folders"] = dict(parse_option(text) for text in args.image_folder)
+        except ImageFolderError as exc:
+            print(f"convscope: {exc}", file=sys.stderr)
+            return 2
+        for name, path in overrides["image_folders"].items():
+            if not path.is_dir():
+                print(f"convscope: --image-folder {name}: {path} is not a folder", file=sys.stderr)
+                return 2
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     try:
         resolve_device(settings.device)
@@ -27,8 +43,11 @@ def _serve(args: argparse.Namespace) -> int:
     if _registry(settings.models_file) is None:  # a broken models file stops here, with its reason
         return 2
     app = create_app(settings)
+    # Forwarded headers are the app's to apply, from the proxies the settings name (server.middleware.forwarded); a live
+    # frame over the app's own limit is answered with a JSON error, so the socket's own cap is larger.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
-                            timeout_graceful_shutdown=settings.shutdown_grace_s)  # open streams never hold a stop
+                            timeout_graceful_shutdown=settings.shutdown_grace_s,  # open streams never hold a stop
+                            proxy_headers=False, ws_max_size=settings.live_socket_max_bytes)
     server = uvicorn.Server(config)
 
     url_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
@@ -170,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
     serve.add_argument("--model", default=None, help="model shown first (default lenet5)")
     serve.add_argument("--models-file", type=Path, default=None, help="a TOML file of your own models")
+    serve.add_argument("--proxy-headers", action="store_true",
+                       help="believe X-Forwarded-For from a proxy on this machine (127.0.0.1, ::1); off by default")
+    serve.add_argument("--forwarded-allow-ips", default=None, metavar="IPS",
+                       help="believe X-Forwarded-For from these proxies (comma-separated IPs or networks, * for any;"
+                            " CONVSCOPE_FORWARDED_ALLOW_IPS)")
+    serve.add_argument("--ws-max-size", type=int, default=None, metavar="BYTES",
+                       help="largest WebSocket message read (CONVSCOPE_LIVE_SOCKET_MAX_BYTES, default 64 MiB); "
+                            "live frames over the frame limit below it get a JSON error, larger ones close the socket")
+    serve.add_argument("--image-folder", action="append", default=[], metavar="NAME=PATH",
+                       help="a named folder of JPEG/PNG images (class subfolders or flat) for dataset examples "
+                            "and training; repeatable")
     serve.set_defaults(func=_serve)
 
     models = sub.add_parser("models", help="list models and the state of their weights")

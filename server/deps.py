@@ -4,25 +4,36 @@ model of a URL, and the weights query."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
+from server.errors import ApiError
 from server.middleware import add_response_header
 from server.services.channels import ChannelExamples, FeatureVisualisations
 from server.services.classroom import Classroom
+from server.services.experiments import adversarial, params
+from server.services.experiments.ablation import MAX_FACTOR, MODES, AblationSpec
+from server.services.experiments.service import Experiments
 from server.services.feature_maps import FeatureMaps
+from server.services.image_folders import ImageFolders
 from server.services.images import ImageStore, UploadGate
 from server.services.live import LiveHub
+from server.services.model_uploads import ModelUploads
 from server.services.network import NetworkOverviews
+from server.services.quotas import UploadQuota
 from server.services.runtime import ArchitectureCatalog, LoadedModel, ModelRuntime, PredictionBatcher, WeightsDownloads
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.outputs import ModelOutputs
 from server.services.saliency.gradcam_steps import GradCamStepsService
-from server.services.saliency.service import SaliencyMaps
+from server.services.saliency.methods import DEFAULT_METHOD, METHODS, get_method
+from server.services.saliency.service import SaliencyKey, SaliencyMaps, make_key
 from server.services.step_through import StepThrough
+from server.services.trust import TrustChecks
+from server.services.trust.sanity import SanityKey
 from server.services.work import Scheduler, WorkLimiter
 from server.settings import Settings
 
@@ -49,6 +60,7 @@ FeatureMapsDep = Annotated[FeatureMaps, Depends(from_state("feature_maps"))]
 SaliencyMapsDep = Annotated[SaliencyMaps, Depends(from_state("saliency_maps"))]
 NetworkOverviewsDep = Annotated[NetworkOverviews, Depends(from_state("network_overviews"))]
 ChannelExamplesDep = Annotated[ChannelExamples, Depends(from_state("channel_examples"))]
+ImageFoldersDep = Annotated[ImageFolders, Depends(from_state("image_folders"))]
 FeatureVisDep = Annotated[FeatureVisualisations, Depends(from_state("feature_vis"))]
 BatcherDep = Annotated[PredictionBatcher, Depends(from_state("batcher"))]
 UploadGateDep = Annotated[UploadGate, Depends(from_state("upload_gate"))]
@@ -58,7 +70,24 @@ LiveHubDep = Annotated[LiveHub, Depends(from_state("live"))]
 InputsDep = Annotated[ModelInputs, Depends(from_state("inputs"))]
 OutputsDep = Annotated[ModelOutputs, Depends(from_state("outputs"))]
 StepThroughDep = Annotated[StepThrough, Depends(from_state("step_through"))]
+ExperimentsDep = Annotated[Experiments, Depends(from_state("experiments"))]
 SchedulerDep = Annotated[Scheduler, Depends(from_state("scheduler"))]
+UploadQuotaDep = Annotated[UploadQuota, Depends(from_state("upload_quota"))]
+
+
+ModelUploadsDep = Annotated[ModelUploads, Depends(from_state("model_uploads"))]
+
+
+async def client_address(connection: HTTPConnection) -> str:
+    """The client's address: the peer's, or what a proxy named in ``CONVSCOPE_FORWARDED_ALLOW_IPS`` says
+    (``server.middleware.forwarded``); per-address quotas count by it, and uploaded models are scoped to it."""
+    return connection.client.host if connection.client else "unknown"
+
+
+ClientAddressDep = Annotated[str, Depends(client_address)]
+
+
+TrustDep = Annotated[TrustChecks, Depends(from_state("trust"))]
 WeightsQuery = Annotated[
     Literal["auto", "trained", "untrained"],
     Query(description="auto: trained weights when present, else untrained (random, seeded)"),
@@ -84,3 +113,129 @@ LoadedModelDep = Annotated[LoadedModel, Depends(get_loaded_model)]
 def weights_header(variant: str) -> dict[str, str]:
     """Every model-scoped answer says which weights produced it."""
     return {"X-ConvScope-Weights": variant}
+
+
+# --- experiments (issue 22): each URL's parameters resolved and checked once, here ---------------------------
+@dataclass(frozen=True)
+class Ablation:
+    loaded: LoadedModel
+    spec: AblationSpec
+
+
+def get_ablation(
+    loaded: LoadedModelDep,
+    maps: FeatureMapsDep,
+    layer: Annotated[str | None, Query(max_length=300, description="the edited layer; default: the Grad-CAM layer")] = None,
+    channels: Annotated[str, Query(max_length=params.MAX_CHANNEL_TEXT, pattern=r"^[0-9]{1,5}(,[0-9]{1,5})*$",
+                                   description="comma-separated channel indices of the layer's output, e.g. 3,5; "
+                                               "an index the layer lacks is a 404")] = "0",
+    mode: Annotated[Literal["zero", "mean", "scale"], Query(description="zero; the channel's mean over the image; "
+                                                                      "or scaled by factor")] = "zero",
+    factor: Annotated[float, Query(ge=0.0, le=MAX_FACTOR, description="mode=scale: the factor, 0 to 2")] = 1.0,
+    invert: Annotated[bool, Query(description="edit every channel except the listed ones")] = False,
+) -> Ablation:
+    assert mode in MODES
+    row = params.layer_row(maps.layers(loaded), loaded, layer)
+    return Ablation(loaded, params.ablation_spec(row, channels, mode, factor, invert))
+
+
+AblationDep = Annotated[Ablation, Depends(get_ablation)]
+
+
+def get_attack(
+    loaded: LoadedModelDep,
+    settings: SettingsDep,
+    attack: Annotated[Literal["fgsm", "pgd"], Query(description="FGSM (one step) or PGD (L∞, several steps)")] = "fgsm",
+    epsilon: Annotated[int, Query(ge=0, le=adversarial.MAX_EPSILON, description="L∞ bound in steps of 1/255")] = 4,
+    steps: Annotated[int, Query(ge=1, le=adversarial.MAX_STEPS, description="PGD's steps")] = 10,
+    step_size: Annotated[int, Query(ge=1, le=adversarial.MAX_EPSILON, description="PGD's step, in 1/255")] = 1,
+    target: Annotated[int | None, Query(ge=0, le=65535, description="targeted: the class to reach; "
+                                                                     "absent: untargeted")] = None,
+) -> adversarial.AttackSpec:
+    if steps > settings.adversarial_max_steps:
+        raise ApiError(422, "too_many_steps", f"steps: at most {settings.adversarial_max_steps} on this server.")
+    params.check_target(loaded, target)
+    if attack == "fgsm":
+        steps, step_size = 1, epsilon
+    return adversarial.AttackSpec(attack, epsilon, steps, step_size, target)
+
+
+AttackDep = Annotated[adversarial.AttackSpec, Depends(get_attack)]
+
+
+async def get_compared_model(
+    loaded: LoadedModelDep,
+    runtime: RuntimeDep,
+    with_model: Annotated[str, Query(min_length=1, max_length=200, description="the second model's id")],
+    with_weights: Annotated[Literal["auto", "trained", "untrained"], Query(description="the second model's weights")] = "auto",
+) -> LoadedModel:
+    other = runtime.loaded(with_model, with_weights) or await run_in_threadpool(runtime.load, with_model, with_weights)
+    params.check_same_input(loaded, other)
+    return other
+
+
+ComparedModelDep = Annotated[LoadedModel, Depends(get_compared_model)]
+
+
+
+# --- "Can we trust this map?" (issue 23): each query parameter resolved once -----------------------------
+_METHOD_NAMES = "(" + "|".join(METHODS) + ")"
+SanityMethodsQuery = Annotated[str, Query(
+    max_length=200, pattern=f"^{_METHOD_NAMES}(,{_METHOD_NAMES}){{0,5}}$",
+    description="comma-separated saliency method names (see /api/saliency/methods), at most 6 (the server's "
+                "sanity_max_methods may allow fewer)", examples=["gradcam,gradient"])]
+TrustTargetQuery = Annotated[int | None, Query(ge=0, le=65535, description="class index; default: the top-1 class")]
+TrustSeedQuery = Annotated[int, Query(ge=0, le=9999, description="random seed (re-initialisation, random order, ties)")]
+
+
+def check_target(loaded: LoadedModel, target: int | None) -> int | None:
+    if target is not None and not 0 <= target < loaded.entry.num_classes:
+        raise ApiError(404, "invalid_target",
+                       f"target must be a class index from 0 to {loaded.entry.num_classes - 1}; got {target}.")
+    return target
+
+
+async def sanity_key(image_id: str, loaded: LoadedModelDep, settings: SettingsDep,
+                     methods: SanityMethodsQuery = "gradcam,gradient", target: TrustTargetQuery = None,
+                     seed: TrustSeedQuery = 0) -> tuple[LoadedModel, SanityKey]:
+    """The loaded model and the sanity check's key: methods checked (422 unknown_method), de-duplicated in
+    their order, at most ``sanity_max_methods``; the class checked against the model (404 invalid_target)."""
+    names = tuple(dict.fromkeys(name.strip() for name in methods.split(",") if name.strip()))
+    if not names:
+        raise ApiError(422, "no_methods", "methods names at least one saliency method, e.g. gradcam,gradient.")
+    if len(names) > settings.sanity_max_methods:
+        raise ApiError(422, "too_many_methods", f"At most {settings.sanity_max_methods} methods per sanity check.")
+    for name in names:
+        get_method(name)
+    return loaded, SanityKey(loaded.entry.id, loaded.variant, image_id, names, check_target(loaded, target), seed)
+
+
+SanityKeyDep = Annotated[tuple[LoadedModel, SanityKey], Depends(sanity_key)]
+
+
+@dataclass(frozen=True)
+class DeletionRequest:
+    """deletion.json's query, resolved: the model, the map's key (method, default layer, class), k, baseline."""
+
+    loaded: LoadedModel
+    key: SaliencyKey
+    steps: int
+    baseline: str
+    seed: int
+
+
+async def deletion_request(
+    image_id: str, loaded: LoadedModelDep,
+    method: Annotated[str, Query(description="a saliency method name; see /api/saliency/methods",
+                                 json_schema_extra={"enum": list(METHODS)})] = DEFAULT_METHOD,
+    target: TrustTargetQuery = None,
+    steps: Annotated[int, Query(ge=2, le=50, description="k: pixels change in k equal steps")] = 20,
+    baseline: Annotated[Literal["blur", "mean"], Query(
+        description="blur: the image blurred; mean: the dataset's mean colour")] = "blur",
+    seed: TrustSeedQuery = 0,
+) -> DeletionRequest:
+    key = make_key(loaded, image_id, method, None, check_target(loaded, target))
+    return DeletionRequest(loaded, key, steps, baseline, seed)
+
+
+DeletionRequestDep = Annotated[DeletionRequest, Depends(deletion_request)]

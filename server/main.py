@@ -16,6 +16,7 @@ from server.errors import install_error_handlers
 from server.middleware import (
     CoalesceIdenticalGets,
     DisconnectWatch,
+    ForwardedClientMiddleware,
     JsonCORSMiddleware,
     NotModifiedMiddleware,
     RequestBodyLimitMiddleware,
@@ -28,9 +29,12 @@ from server.openapi import install_openapi
 from server.routers import (
     activations,  # feature maps and learned filters (issue 3)
     channels,  # what a channel looks for: dataset examples and feature visualisation (issue 12)
+    experiments,  # ablation, occlusion probe, adversarial examples, two models compared (issue 22)
     filters,
     health,
+    image_folders,  # named image folders (issue 20)
     images,
+    model_uploads,  # ONNX and Keras models dropped into the page (issue 25)
     models,
     network,  # the network overview and dense-layer detail (issue 12)
     saliency,  # saliency maps (issue 4)
@@ -38,6 +42,7 @@ from server.routers import (
     sandbox,  # the sandbox (issue 5)
     sessions,  # classroom sessions (issue 13)
     step_through,  # step-through of one output cell (issue 5)
+    trust,  # can we trust this map? model randomisation, deletion/insertion curves (issue 23)
 )
 from server.routers import gradcam_steps as gradcam_steps_router  # Grad-CAM taken apart (issue 12)
 from server.routers import live as live_router  # live mode over a WebSocket (issue 14)
@@ -47,6 +52,7 @@ from server.settings import Settings
 ROUTERS = (
     health.router,
     models.router,
+    model_uploads.router,
     images.router,
     samples.router,
     activations.router,
@@ -58,14 +64,18 @@ ROUTERS = (
     live_router.router,
     network.router,
     channels.router,
+    image_folders.router,
+    trust.router,
     sessions.router,
     sessions.join_router,
+    experiments.router,
 )
 
 # View data whose URL names all it depends on (model, weights, image hash, layer…): identical URLs give
 # identical bytes to anyone, so identical requests in flight at once may share one answer. Not the class
 # sessions (answers per client, event streams).
-SHARED_ANSWER_PREFIXES = ("/api/models", "/api/images/", "/api/samples", "/api/sandbox/")
+# Not GET /api/models itself: it lists a client's own uploaded models (server.services.model_uploads).
+SHARED_ANSWER_PREFIXES = ("/api/models/", "/api/images/", "/api/samples", "/api/sandbox/")
 
 
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
@@ -87,10 +97,11 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.add_middleware(NotModifiedMiddleware)  # If-None-Match naming the ETag: 304 (outside: answers stay shared)
     if settings.cors_origins:
         app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
-    app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images",),
+    app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images", "/api/models"),
                        idle_timeout=settings.body_idle_timeout_s, total_timeout=settings.body_read_timeout_s)
     install_request_guards(app, settings)  # origin, HEAD, URL length, Host (issue 10)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(ForwardedClientMiddleware, trusted=settings.forwarded_allow_ips)  # who the client is
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -72,8 +72,19 @@ TAGS = [
     {"name": "channels", "description": "What a channel looks for: the dataset images that excite it most "
                                         "(precomputed in the background, 202 with progress meanwhile), their "
                                         "receptive-field crops, and an image optimised to excite it."},
+    {"name": "image folders", "description": "The named folders of images the server was given "
+                                             "(`convscope serve --image-folder NAME=PATH`): the datasets "
+                                             "`folder:NAME` of channel examples and training."},
+    {"name": "trust", "description": "Can we trust this map? Cascading model randomisation of each saliency "
+                                     "method (sanity.json: a background job, 202 with progress meanwhile; the "
+                                     "maps per step) and deletion/insertion curves with their AUCs against a "
+                                     "random pixel order (deletion.json)."},
     {"name": "sessions", "description": "Classroom sessions: a teacher's view state followed by students "
                                         "(server-sent events), and the class's submissions with predictions."},
+    {"name": "experiments", "description": "What-if experiments on one image: channels of a layer switched off "
+                                           "(ablation), patches over the image (occlusion probe), FGSM/PGD "
+                                           "adversarial examples in pixel space, two models compared layer by "
+                                           "layer (cosine similarity)."},
     {"name": "live", "description": "Live mode: `WS /api/models/{model}/live` (a WebSocket, not in this "
                                     "schema) takes image frames and answers predictions and maps per frame."},
 ]

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.datasets.image_folder import check_name
 
 DeviceChoice = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -26,6 +28,10 @@ class Settings(BaseSettings):
     storage_dir: Path = Field(default_factory=lambda: REPO_ROOT / "var" / "images")
     frontend_dir: Path = REPO_ROOT / "frontend"
     data_dir: Path | None = None  # MNIST samples for the gallery; found automatically when None
+    # named image folders, NAME → PATH (--image-folder NAME=PATH; CONVSCOPE_IMAGE_FOLDERS='{"pets": "/data/pets"}'):
+    # dataset examples (examples.json?dataset=folder:NAME) and training read them
+    image_folders: dict[str, Path] = Field(default_factory=dict)
+    image_folder_max_files: int = Field(5000, ge=1)  # images listed per folder (the rest are counted, not read)
 
     max_upload_bytes: int = 20 * 1024 * 1024
     max_body_bytes: int = 1024 * 1024  # any other request body (JSON for the sandbox)
@@ -63,6 +69,10 @@ class Settings(BaseSettings):
     overview_cache_bytes: int = 64 * 1024 * 1024  # the overview strip of every layer per (model, image)
     trace_cache_bytes: int = 128 * 1024 * 1024  # a layer's input and output for step-through traces
     saliency_cache_bytes: int = 64 * 1024 * 1024  # saliency maps (display + raw) per key
+    experiment_cache_bytes: int = 128 * 1024 * 1024  # ablation head states, attacks, comparisons (issue 22)
+    max_probe_patches: int = 64  # occlusion-probe patches in one request (one batched pass)
+    probe_batch: int = 16  # occlusion-probe patches per forward pass
+    adversarial_max_steps: int = 50  # PGD steps one request may ask for
     architecture_cache_bytes: int = 16 * 1024 * 1024  # architecture tables and receptive fields per model
     sample_cache_bytes: int = 32 * 1024 * 1024  # gallery sample PNGs and the MNIST test arrays
     loaded_models_bytes: int = 4 * 1024 * 1024 * 1024  # parameters of loaded models (VGG-16 alone: 528 MB)
@@ -74,7 +84,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
 
     # Hardening (issue 10): decoding untrusted images in a child process under hard limits,
-    max_decoded_bytes: int = 150 * 1024 * 1024  # the decoded picture in its working mode (palette+alpha: 4 B/px)
+    # bytes a decode writes (decoded size × bytes a pixel, see decode_worker.decoded_bytes_per_pixel): its memory
+    # and its CPU time, ~3-8 ms per MiB (bench/bench_decode_cost.py), so at most ~0.7 s; a 24 MP JPEG fits
+    max_decoded_bytes: int = 96 * 1024 * 1024
     max_jpeg_scans: int = 100  # progressive JPEGs from real encoders have ~10
     decode_cpu_seconds: float = 10.0  # CPU time one decode may take (its process's RLIMIT_CPU)
     decode_memory_bytes: int = 1024 * 1024 * 1024  # memory one decode may add (its process's RLIMIT_AS)
@@ -88,6 +100,15 @@ class Settings(BaseSettings):
     # and which Host names are answered: empty = loopback names when the connection came in on a loopback
     # address, any name otherwise (a classroom on the LAN); ["*"] = any; else exactly these (and their ports).
     allowed_hosts: list[str] = Field(default_factory=list)
+    # Issue 21: what one client address may spend (429 + Retry-After beyond), and whom to believe about it.
+    upload_quota_window_s: float = 600.0
+    upload_quota_count: int = 200  # uploads per address in the window (0: no cap)
+    upload_quota_bytes: int = 256 * 1024 * 1024  # bytes per address in the window: sent or stored, the larger
+    max_failed_code_lookups: int = 20  # session codes naming no session, per address and window (0: no cap)
+    failed_code_lookup_window_s: float = 60.0
+    # Proxies whose X-Forwarded-For / -Proto are believed ("127.0.0.1,10.0.0.0/8", "*" for any); empty:
+    # none, the peer's own address is the client's (uvicorn's own default, trusting 127.0.0.1, is undone).
+    forwarded_allow_ips: str = ""
     # network overview (every layer as a column of its strongest channels)
     network_max_columns: int = 24  # deeper models are summarised by blocks so that this many fit
     network_channels_per_column: int = 8  # thumbnails per wide column; the rest behind "+N more"
@@ -105,6 +126,28 @@ class Settings(BaseSettings):
     channel_cache_bytes: int = 256 * 1024 * 1024  # on disk, examples and feature visualisations each
     feature_vis_steps: int = 128
 
+    # Models from ONNX and Keras files (issue 25): converted graphs of the models file's Keras entries are kept
+    import_cache_dir: Path | None = None  # None: ~/.cache/convscope/imported
+    # Dropped into the page (POST /api/models): None = on when the server listens on loopback only, off on a
+    # network address unless CONVSCOPE_ALLOW_MODEL_UPLOADS=1
+    allow_model_uploads: bool | None = None
+    max_model_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    max_uploaded_models_per_client: int = Field(default=3, ge=1)
+    uploaded_models_budget_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)  # parameters, every upload together
+    uploaded_model_idle_s: float = Field(default=3600.0, gt=0)  # an upload nobody used for this long is dropped
+    uploaded_models_dir: Path | None = None  # None: "uploaded-models" beside storage_dir (conversions in flight)
+    model_convert_cpu_seconds: float = 120.0  # one conversion's process: CPU time (RLIMIT_CPU),
+    model_convert_memory_bytes: int = 3 * 1024 * 1024 * 1024  # memory it may add (RLIMIT_AS),
+    model_convert_timeout_s: float = 240.0  # and wall clock, then it is killed
+    max_model_convert_processes: int = 1
+    max_model_nodes: int = 20_000  # graph nodes an uploaded model may have
+    max_model_tensor_bytes: int = 512 * 1024 * 1024  # bytes its tensors may declare in all
+    # "Can we trust this map?" (issue 23): model randomisation and deletion/insertion curves
+    trust_cache_bytes: int = 128 * 1024 * 1024  # sanity results (every step's maps) and deletion curves
+    sanity_max_steps: int = 12  # randomisation steps at most (blocks for deep models, layers for small ones)
+    sanity_max_methods: int = 6  # methods one sanity.json may ask for
+    deletion_batch_size: int = 21  # images per forward batch of the deletion/insertion curves
+
     # Classroom sessions (issue 13)
     redis_url: str | None = None  # sessions shared by replicas through Redis; in this process's memory when None
     public_url: str | None = None  # the address students reach (join URL, QR); derived from the request when None
@@ -121,13 +164,24 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = 5.0  # `convscope serve` waits at most this long for open requests on shutdown
     # live mode (WS /api/models/{model}/live): each live client computes one frame at a time
     max_live_clients: int = 8  # live sockets open at once; more are refused (close 1013)
-    max_live_frame_bytes: int = 2 * 1024 * 1024  # one JPEG/PNG frame
+    max_live_frame_bytes: int = 2 * 1024 * 1024  # one JPEG/PNG frame; larger ones get a 413 message
+    # the largest WebSocket message read at all (uvicorn --ws-max-size; convscope serve passes it): a frame
+    # between the two limits gets its 413 message on an open socket, a larger one closes it (1009)
+    live_socket_max_bytes: int = 64 * 1024 * 1024
     max_live_frame_pixels: int = 4_000_000  # width × height of one frame (a 1080p webcam frame is 2.1 M)
     live_atlas_max_pixels: int = 160_000  # the layer atlas sent per frame; larger layers are averaged down
     live_idle_timeout_s: float = 120.0  # a live socket that sends no frame for this long is closed
     # PyTorch's intra-op threads (None: its default, one per core). On a CPU shared with other work, 1 avoids
     # OpenMP threads spinning against each other: measured in bench/bench_live.py (see its notes)
     torch_threads: int | None = Field(default=None, ge=1)
+
+    @field_validator("image_folders")
+    @classmethod
+    def _folder_names(cls, folders: dict[str, Path]) -> dict[str, Path]:
+        """Names become URL values (``folder:NAME``): letters, digits, ``_`` and ``-`` only, never a path."""
+        for name in folders:
+            check_name(name)
+        return folders
 
 
 def resolve_device(choice: str) -> torch.device:

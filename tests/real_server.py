@@ -35,18 +35,20 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @contextmanager
 def live_server(tmp: Path, env: dict[str, str] | None = None, host: str = "127.0.0.1", threads: int | None = 1,
-                start_timeout_s: float = START_TIMEOUT_S) -> Iterator[LiveServer]:
+                start_timeout_s: float = START_TIMEOUT_S, cli: bool = False) -> Iterator[LiveServer]:
     """``CONVSCOPE_*`` settings go in ``env``; the image store is a folder under ``tmp``. ``threads``: torch's
-    threads in the server (None: its default, as ``convscope serve`` runs)."""
+    threads in the server (None: its default, as ``convscope serve`` runs). ``cli``: start it the way users
+    do, ``convscope serve`` (its uvicorn options), instead of bare ``uvicorn server.main:create_app``."""
     port = free_port(host)
     full_env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(tmp / "images"), "PYTHONUNBUFFERED": "1",
                 **({"OMP_NUM_THREADS": str(threads)} if threads else {}), **(env or {})}
     log_path = tmp / f"uvicorn-{port}.log"
-    command = [sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host", host,
-               "--port", str(port), "--log-level", "warning"]
+    command = ([sys.executable, "-m", "server.cli", "serve", "--host", host, "--port", str(port)] if cli else
+               [sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host", host,
+                "--port", str(port), "--log-level", "warning"])
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://{host}:{port}"
+    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
     try:
         deadline = time.monotonic() + start_timeout_s
         while True:

@@ -204,7 +204,8 @@ def test_waiters_are_bounded() -> None:
 
 def test_only_one_cache_class_holds_results() -> None:
     """Every per-image or per-model result goes through ResultCache: no service keeps its own dict/LRU.
-    (The image store's index of files on disk and the background jobs' registry hold no results.)"""
+    (The image store's index of files on disk, the background jobs' registry and the upload quota's per-address
+    event windows hold no results.)"""
     import pathlib
     import re
 
@@ -216,6 +217,6 @@ def test_only_one_cache_class_holds_results() -> None:
         if where == "services/runtime/cache.py":
             continue
         if re.search(r"OrderedDict\(|lru_cache|functools\.cache\b", text) and where not in (
-                "services/images/store.py", "services/work/background_jobs.py"):
+                "services/images/store.py", "services/work/background_jobs.py", "services/quotas/window.py"):
             offenders.append(where)
     assert offenders == []

@@ -63,7 +63,7 @@ def _readme_example() -> dict[str, str]:
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("## Your own model", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("## Your own model", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     files = {}
     for lang, body in re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S):
         first = body.splitlines()[0]
@@ -116,7 +116,7 @@ def test_explain_on_efficientnet_names_the_zebra(tmp_path, capsys) -> None:
                  "--device", "cpu"]) == 0
     assert "1. zebra" in capsys.readouterr().out
     report = json.loads((tmp_path / "explain.json").read_text())
-    assert report["classes"][0]["label"] == "zebra" and report["layer"] == "blocks.5"
+    assert report["classes"][0]["label"] == "zebra" and report["layer"] == "conv_head"
     assert (tmp_path / report["classes"][0]["overlay"]).is_file()
 
 

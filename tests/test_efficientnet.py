@@ -1,5 +1,6 @@
 """EfficientNet-Lite0 (ImageNet, offline): the checkpoint, the key map, the preprocessing against timm's
-own config, real predictions on real photos, and a pointing game on composites."""
+own config, real predictions on real photos, and a pointing game on composites (the real-photo box test
+of the default layer is tests/test_saliency_default_layer.py)."""
 
 from __future__ import annotations
 
@@ -166,8 +167,8 @@ def test_pointing_game_on_composites(loaded, shared_data: Path, capsys) -> None:
     gradcam = get_method("gradcam")
     layer = loaded.entry.target_layer
     cases = composites(shared_data)
-    found = find_target_layer(loaded.entry.build_untrained(), loaded.entry.input)
-    assert found == "conv_head"  # what the automatic rule would pick; reported below for comparison
+    assert find_target_layer(loaded.entry.build_untrained(), loaded.entry.input) == layer  # the rule agrees
+    found = "blocks.5"  # the former default, chosen on these composites; reported for comparison
     found_hits = 0
     right = hits = centre = 0
     misses = []

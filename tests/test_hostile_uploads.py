@@ -437,3 +437,19 @@ def test_orphan_temp_files_are_removed_at_start_up(tmp_path: Path) -> None:
     store = ImageStore(root, 10_000_000, 10_000_000)
     assert store.removed_orphans == 2
     assert not orphan.exists() and not odd.exists() and live.exists()
+
+
+# --- issue 20 §5: a picture over Pillow's own bomb limit gets the app's message, not Pillow's text ---------
+
+@pytest.mark.parametrize("size", [(7746, 7746), (12000, 8000), (65000, 65000)], ids=["60MP", "96MP", "4GP"])
+def test_too_many_pixels_gets_the_apps_own_message(module_client: TestClient, size: tuple[int, int]) -> None:
+    """60 MP passes Pillow's open and meets our limit; 96 MP is past Pillow's warning limit (89.5 MP) and
+    4 GP past its error limit: all three get the same sentence, naming the size and our limit."""
+    from tests.hostile_corpus import jpeg_with_size
+
+    width, height = size
+    response = module_client.post("/api/images", files={"file": ("big.jpg", jpeg_with_size(width, height), "image/jpeg")})
+    assert_error(response, 413, "image_too_large")
+    message = response.json()["error"]["message"]
+    assert message == f"The image is {width}×{height} pixels; the limit is 50,000,000 pixels in all.", message
+    assert "bomb" not in message.lower() and "DOS" not in message

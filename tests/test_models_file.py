@@ -129,9 +129,9 @@ def test_torchvision_timm_and_factory_entries_are_all_served(served) -> None:  #
     assert "efficientnet_lite0" in models and "lenet5" in models  # the built-in ones stay
     assert models["my-resnet"]["input"] == {"channels": 3, "height": 64, "width": 64}
     assert models["small-factory"]["num_classes"] == 3
-    # the default Grad-CAM layer is found: the last convolution whose output is still spatial
-    assert models["small-factory"]["default_layer"] == "features.3"
-    assert models["my-resnet"]["default_layer"] == "layer4.1.conv2"
+    # the default Grad-CAM layer is found: the block holding the last convolution whose output is spatial
+    assert models["small-factory"]["default_layer"] == "features"  # conv features.3 and its ReLU, one grid
+    assert models["my-resnet"]["default_layer"] == "layer4"  # with its skip connection
 
     rng = np.random.default_rng(0)
     image_id = client.post("/api/images", files={"file": ("x.png", png_bytes(

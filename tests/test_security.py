@@ -289,21 +289,28 @@ def test_on_loopback_only_loopback_host_names_are_answered(secured) -> None:
         status, headers, body = _asgi_call(app, "GET", "/api/health", [(b"host", host)])
         assert status == 400, host
         assert headers["content-type"] == "application/json" and b'"invalid_host"' in body
-    # The same request arriving on a LAN address (a classroom using --host 0.0.0.0): any name is fine.
-    status, _, _ = _asgi_call(app, "GET", "/api/health", [(b"host", b"teacher-laptop.local:8000")],
-                              server=("192.168.1.20", 8000))
-    assert status == 200
+    # Arriving on a LAN address (a classroom using --host 0.0.0.0): this machine's names and that address
+    # are answered, a name the machine does not have is not (issue 21: rebinding works on a LAN too).
+    mdns = f"{socket.gethostname().split('.')[0].lower()}.local:8000".encode()
+    for host in (mdns, b"192.168.1.20:8000", b"localhost:8000"):
+        status, _, _ = _asgi_call(app, "GET", "/api/health", [(b"host", host)], server=("192.168.1.20", 8000))
+        assert status == 200, host
+    status, _, body = _asgi_call(app, "GET", "/api/health", [(b"host", b"teacher-laptop.evil.example:8000")],
+                                 server=("192.168.1.20", 8000))
+    assert status == 400 and b"CONVSCOPE_ALLOWED_HOSTS" in body
 
 
-def test_an_allow_list_names_exactly_the_hosts_answered(tmp_path: Path) -> None:
-    settings = Settings(storage_dir=tmp_path / "images", allowed_hosts=["lecture.local", "*.school.example"])
-    with TestClient(create_app(settings), base_url="http://lecture.local:8000") as client:
+def test_an_allow_list_adds_names_to_the_machines_own(tmp_path: Path) -> None:
+    settings = Settings(storage_dir=tmp_path / "images", allowed_hosts=["lecture.example", "*.school.example"],
+                        public_url="https://convscope.district.example")
+    with TestClient(create_app(settings), base_url="http://lecture.example:8000") as client:
         assert client.get("/api/health").status_code == 200
-        assert client.get("/api/health", headers={"host": "a.b.school.example"}).status_code == 200
-        refused = client.get("/api/health", headers={"host": "testserver"})
-        assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_host"
-        # An allow-list applies on every address, loopback or not.
-        status, _, _ = _asgi_call(client.app, "GET", "/api/health", [(b"host", b"localhost")])
+        for host in (b"a.b.school.example", b"convscope.district.example", b"localhost"):
+            status, _, _ = _asgi_call(client.app, "GET", "/api/health", [(b"host", host)],
+                                      server=("10.1.2.3", 8000))
+            assert status == 200, host
+        status, _, _ = _asgi_call(client.app, "GET", "/api/health", [(b"host", b"other.example")],
+                                  server=("10.1.2.3", 8000))
         assert status == 400
     anywhere = Settings(storage_dir=tmp_path / "images", allowed_hosts=["*"])
     with TestClient(create_app(anywhere)) as client:

@@ -1,9 +1,11 @@
 """The ASGI middlewares, one module per concern: request guards and security headers (``security``), shared
 answers for identical GETs (``coalesce``), cancellation on disconnect (``disconnect``), 304 revalidation
-(``not_modified``) and headers filed by dependencies (``scope_headers``)."""
+(``not_modified``), headers filed by dependencies (``scope_headers``), and whose address the client's is
+(``forwarded``); the names the server answers to are ``host_names``."""
 
 from server.middleware.coalesce import CoalesceIdenticalGets, SharedAnswers
 from server.middleware.disconnect import DisconnectWatch
+from server.middleware.forwarded import ForwardedClientMiddleware
 from server.middleware.not_modified import NotModifiedMiddleware
 from server.middleware.scope_headers import ScopeHeadersMiddleware, add_response_header
 from server.middleware.security import (
@@ -16,6 +18,7 @@ from server.middleware.security import (
 __all__ = [
     "CoalesceIdenticalGets",
     "DisconnectWatch",
+    "ForwardedClientMiddleware",
     "JsonCORSMiddleware",
     "NotModifiedMiddleware",
     "RequestBodyLimitMiddleware",

@@ -6,10 +6,9 @@ through untouched); every refusal is in the API's JSON error shape:
 - :class:`RequestBodyLimitMiddleware`: request bodies are bounded (413) before they are read whole, and a
   body that stalls (no byte for ``idle_timeout`` s) or trickles (longer than ``total_timeout`` s) is cut off
   with 408, freeing whatever slot its request holds.
-- :class:`TrustedHostMiddleware`: DNS-rebinding guard. Which ``Host`` names are answered: an explicit
-  allow-list when configured; else, on a connection that came in on a loopback address, only loopback
-  names (``localhost``, ``127.0.0.1``, ``[::1]``); else (a classroom reaching ``--host 0.0.0.0`` over the
-  LAN) any name.
+- :class:`TrustedHostMiddleware`: DNS-rebinding guard. Only ``Host`` names this machine really has are
+  answered: loopback names, its addresses and host names, the public URL's host, and the configured
+  allow-list (:class:`server.middleware.host_names.HostAllowList`).
 - :class:`OriginCheckMiddleware`: a state-changing request (POST…) whose ``Origin`` is another site is
   refused (403) unless CORS allows that origin; browsers always send ``Origin`` on cross-site POSTs.
 - :class:`UrlLengthMiddleware`: over-long URLs get 414. :class:`HeadMiddleware`: ``HEAD`` works wherever
@@ -22,7 +21,6 @@ CORS stays closed unless ``Settings.cors_origins`` names origins (wired in ``ser
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -36,6 +34,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import error_response
+from server.middleware.host_names import HostAllowList, host_name
 
 # The page is plain ES modules and stylesheets from /static: no inline script, no eval, no plug-ins, not
 # framable. Images and downloads the page makes itself (canvas exports, object URLs) are data:/blob: URLs.
@@ -162,52 +161,27 @@ class RequestBodyLimitMiddleware:
 
 # --- Host names, origins, URL length, HEAD, CORS refusals ----------------------------------------------------
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def _host_name(host_header: str) -> str:
-    """``Host`` without its port, lower case; IPv6 literals without brackets."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def _is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host in LOOPBACK_NAMES or host.endswith(".localhost")
-
-
 class TrustedHostMiddleware:
-    """Answers only requests whose ``Host`` names this server (see the module's docstring); others get
-    400 ``invalid_host``. ``allowed`` entries are names or IPs, ``*.domain`` for subdomains, or ``*``."""
+    """Answers only requests whose ``Host`` names this server (``hosts``); others get 400 ``invalid_host``."""
 
-    def __init__(self, app: ASGIApp, allowed: Sequence[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, hosts: HostAllowList) -> None:
         self.app = app
-        self.allowed = tuple(_host_name(name) if name != "*" else "*" for name in allowed)
-
-    def _permits(self, host: str, server: tuple | None) -> bool:
-        if self.allowed:
-            return any(p == "*" or host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in self.allowed)
-        if server and _is_loopback(str(server[0])):
-            return _is_loopback(host)
-        return True
+        self.hosts = hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        host = _host_name(Headers(scope=scope).get("host", ""))
+        host = host_name(Headers(scope=scope).get("host", ""))
         # No Host at all (HTTP/1.0, a raw ASGI call) is no browser's: rebinding needs a page's request.
-        if not host or self._permits(host, scope.get("server")):
+        if not host or self.hosts.permits(host, scope.get("server")):
             await self.app(scope, receive, send)
             return
-        response = error_response(400, "invalid_host", f"This server does not answer to the host name {host!r}; "
-                                  "set CONVSCOPE_ALLOWED_HOSTS to serve it under other names.")
+        response = error_response(400, "invalid_host", f"This server does not answer to the host name "
+                                  f"{host[:100]!r}, which is not one of this machine's names or addresses. To "
+                                  f"allow it, add it to CONVSCOPE_ALLOWED_HOSTS (e.g. "
+                                  f"CONVSCOPE_ALLOWED_HOSTS='[\"{host[:100]}\"]') or set CONVSCOPE_PUBLIC_URL, "
+                                  "and restart the server.")
         await response(scope, receive, send)
 
 
@@ -246,13 +220,17 @@ class OriginCheckMiddleware:
             return True
         if origin == "null":
             return False
-        parts = urlsplit(origin)
+        try:  # raises on a port that is no number or out of range (":abc", ":99999"), or a broken "[::1"
+            parts = urlsplit(origin)
+            port = parts.port
+        except ValueError:
+            return False  # a malformed origin is no page of ours
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return False
         # Same host (and port, where the origin names one) as the request was sent to. The scheme is not
         # compared: behind a TLS-terminating proxy the page is https while the server sees http.
         default = {"http": 80, "https": 443}[parts.scheme]
-        theirs = parts.hostname if parts.port in (None, default) else f"{parts.hostname}:{parts.port}"
+        theirs = parts.hostname if port in (None, default) else f"{parts.hostname}:{port}"
         host = headers.get("host", "").strip().lower()
         return theirs == host or theirs == host.removesuffix(f":{default}")
 
@@ -331,4 +309,4 @@ def install_request_guards(app, settings) -> None:  # noqa: ANN001 - FastAPI, se
     app.add_middleware(OriginCheckMiddleware, allowed_origins=settings.cors_origins)
     app.add_middleware(HeadMiddleware)
     app.add_middleware(UrlLengthMiddleware, limit=settings.max_url_bytes)
-    app.add_middleware(TrustedHostMiddleware, allowed=settings.allowed_hosts)
+    app.add_middleware(TrustedHostMiddleware, hosts=HostAllowList(settings.allowed_hosts, settings.public_url))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
@@ -19,9 +19,11 @@ from server.services.runtime.model_runtime import LoadedModel
 router = APIRouter(prefix="/api", tags=["channels"])
 CHANNEL = "/models/{model}/layers/{layer}/channels/{channel}"
 Seed = Annotated[int, Query(ge=0, le=9999, description="random seed of the optimisation")]
-DatasetQuery = Annotated[Literal["mnist", "shapes", "photos"],
-                         Query(description="mnist: the 10,000 MNIST test images; shapes: the Shapes test split; "
-                                           "photos: the gallery photos")]
+DatasetQuery = Annotated[str, Query(
+    pattern=r"^(mnist|shapes|photos|folder:[A-Za-z0-9][A-Za-z0-9_-]{0,39})$",
+    description="mnist: the 10,000 MNIST test images; shapes: the Shapes test split; photos: the gallery "
+                "photos; folder:NAME: a named image folder (convscope serve --image-folder NAME=PATH). "
+                "Default: the model's own (examples_dataset in /api/models/{model})")]
 Channel = Annotated[int, Path(ge=0, le=1_000_000, description="the channel (a unit for vector layers)")]
 DatasetIndex = Annotated[int, Path(ge=0, le=1_000_000, description="the image's index in the dataset")]
 EXAMPLE = {"model": "lenet5", "layer": "features.3", "channel": 5, "dataset": "mnist", "images": 10000,
@@ -65,17 +67,19 @@ OneChannel = Annotated[ChannelQuery, Depends(one_channel)]
 @router.get(f"{CHANNEL}/examples.json", responses={
     **json_example(EXAMPLE), **json_example(COMPUTING, 202, "Being precomputed for this model and dataset: poll again "
                                                           "after Retry-After seconds")})
-def channel_examples(q: OneChannel, service: ChannelExamplesDep, dataset: DatasetQuery = "mnist",
+def channel_examples(q: OneChannel, service: ChannelExamplesDep, dataset: DatasetQuery | None = None,
                      k: Annotated[int, Query(ge=1, le=64)] = 9) -> Any:
-    """The k dataset images whose maximum of this channel is largest, largest first (202 while computing)."""
+    """The k dataset images whose maximum of this channel is largest, largest first (202 while computing).
+    ``source`` says in words which images, and how many, the examples come from."""
     if k > service.max_k:
         raise ApiError(422, "k_too_large", f"k is at most {service.max_k} here.")
+    dataset = dataset or service.default_dataset(q.loaded.entry)
     table, job = service.table(q.loaded, dataset, q.layers)
-    described = {"model": q.model, "layer": q.layer, "channel": q.channel, "dataset": dataset}
+    data = service.scanned(q.loaded, dataset)
+    described = {"model": q.model, "layer": q.layer, "channel": q.channel, "dataset": dataset, "source": data.as_json()}
     if table is None:
         assert job is not None
         return JSONResponse({**described, **job.as_json()}, status_code=202, headers={"Retry-After": "1"})
-    data = service.dataset(dataset)
     found = examples.examples_for(table, q.layer, q.channel, k)
     for item in found:
         item["sample_id"] = data.sample_id(item["index"])
@@ -84,11 +88,12 @@ def channel_examples(q: OneChannel, service: ChannelExamplesDep, dataset: Datase
 
 @router.get(f"{CHANNEL}/examples/{{index}}.png", responses=binary("image/png", "The crop (or, with context, the "
                                                                               "region with the field outlined)."))
-def example_crop(q: OneChannel, index: DatasetIndex, service: ChannelExamplesDep, dataset: DatasetQuery = "mnist",
+def example_crop(q: OneChannel, index: DatasetIndex, service: ChannelExamplesDep, dataset: DatasetQuery | None = None,
                  context: Annotated[bool, Query(description="a wider region, enlarged, with the field outlined")] = False,
                  ) -> Response:
     """Dataset image ``index`` as the model sees it, cropped to this channel's receptive field around its
     maximum (only images among the channel's top examples; 404 otherwise, and while computing)."""
+    dataset = dataset or service.default_dataset(q.loaded.entry)
     png, (top, left, bottom, right) = service.crop_png(q.loaded, dataset, q.layers, q.row, q.channel, index, context)
     return png_response(png, {"X-ConvScope-Box": f"{top},{left},{bottom},{right}"})
 

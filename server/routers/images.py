@@ -9,12 +9,14 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from server.deps import (
+    ClientAddressDep,
     ImageStoreDep,
     InputsDep,
     LoadedModelDep,
     OutputsDep,
     SettingsDep,
     UploadGateDep,
+    UploadQuotaDep,
 )
 from server.openapi import Predictions, Uploaded, binary, json_answer
 from server.responses import npy_response, png_response
@@ -32,7 +34,9 @@ UPLOAD_BODY = {
                    "WebP, BMP or TIFF; at most 20 MB (CONVSCOPE_MAX_UPLOAD_BYTES) and 50 megapixels.",
     "content": {
         "multipart/form-data": {
-            "schema": {"type": "object", "required": ["file"],
+            # The server refuses any part but `file` (400), as the schema says.
+            "schema": {"type": "object", "required": ["file"], "additionalProperties": False,
+                       "description": "Exactly one part, `file`; a body with any other part is refused (400).",
                        "properties": {"file": {"type": "string", "format": "binary",
                                                "description": "the image file"}}},
             "encoding": {"file": {"contentType": "image/png, image/jpeg, image/gif, image/webp, image/bmp, "
@@ -49,11 +53,15 @@ PREDICTIONS = {"predictions": [{"index": 7, "label": "7", "probability": 0.981},
 @router.post("/images", status_code=201, summary="Upload an image; its id is the sha256 of the bytes",
              openapi_extra={"requestBody": UPLOAD_BODY},
              responses=json_answer(Uploaded, UPLOADED, 201, "Stored: the id and the size of the upright working copy"))
-async def upload_image(request: Request, store: ImageStoreDep, settings: SettingsDep,
-                       gate: UploadGateDep) -> dict[str, Any]:
+async def upload_image(request: Request, store: ImageStoreDep, settings: SettingsDep, gate: UploadGateDep,
+                       quota: UploadQuotaDep, client: ClientAddressDep) -> dict[str, Any]:
+    quota.check(client)  # a spent quota is refused before the body is read
     async with gate.admit():  # a few uploads in memory at once; the rest wait with their bodies unread
         data = await read_upload(request, settings.max_upload_bytes)
-        stored = await run_in_threadpool(store.put, data)  # decoding is CPU work: off the event loop
+        quota.check(client, len(data))
+        quota.charge(client, len(data))
+        stored = await run_in_threadpool(store.put, data, client)  # decoding is CPU work: off the event loop
+        quota.charge_more(client, stored.stored_bytes - len(data))
     return {"image_id": stored.image_id, "width": stored.width, "height": stored.height}
 
 

@@ -28,7 +28,8 @@ Protocol (all server messages are JSON text; the client sends binary frames):
    meanwhile, and at most one more waiting undecoded — a newer frame replaces that one.
 4. A bad frame (not an image: 415, damaged: 422, empty: 400, too many bytes or pixels: 413) or a busy
    server (503, with ``retry_after_s``) gets ``{"error": {code, message, status}, "frame": n}``; the
-   socket stays open. A text message gets a 400 error message. After ``live_idle_timeout_s`` without a
+   socket stays open. (A message over the WebSocket cap itself, ``live_socket_max_bytes``, 64 MiB, which
+   ``convscope serve`` gives uvicorn as ``ws_max_size``, closes the socket with 1009 unread.) A text message gets a 400 error message. After ``live_idle_timeout_s`` without a
    message the server says so and closes the socket.
 
 Nothing a client sends is stored; the page's "Capture" uploads a frame through ``POST /api/images``.
@@ -42,7 +43,6 @@ from starlette.websockets import WebSocketState
 
 from server.deps import LiveHubDep
 from server.errors import ApiError
-from server.services.fairness.identity import peer_address
 
 router = APIRouter(prefix="/api", tags=["live"])
 
@@ -68,7 +68,7 @@ async def live(websocket: WebSocket, model: str, hub: LiveHubDep, layer: str | N
 
     try:
         config = await run_in_threadpool(hub.configure, model, weights, layer, method or None, saliency_layer)
-        with hub.session(config, peer_address(websocket.scope)) as session:
+        with hub.session(config, websocket.client.host if websocket.client else "local") as session:
             await session.run(receive, websocket.send_json)
     except ApiError as err:
         error = {"code": err.code, "message": err.message, "status": err.status}

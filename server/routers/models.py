@@ -8,16 +8,28 @@ import numpy as np
 from fastapi import APIRouter, Response
 
 from models.registry import ModelEntry
-from server.deps import ArchitecturesDep, DownloadsDep, LoadedModelDep, RuntimeDep, WeightsQuery, weights_header
+from server.deps import (
+    ArchitecturesDep,
+    ChannelExamplesDep,
+    ClientAddressDep,
+    DownloadsDep,
+    LoadedModelDep,
+    ModelUploadsDep,
+    RuntimeDep,
+    WeightsQuery,
+    weights_header,
+)
 from server.errors import ApiError
 from server.openapi import json_example
 from server.responses import npy_response
+from server.services.channels import ChannelExamples
 from server.services.runtime.model_runtime import LoadedModel, ModelRuntime
+from server.services.saliency.layer_choice import default_layer
 
 router = APIRouter(prefix="/api", tags=["models"])
 
 
-def model_summary(entry: ModelEntry, runtime: ModelRuntime) -> dict[str, Any]:
+def model_summary(entry: ModelEntry, runtime: ModelRuntime, channel_examples: ChannelExamples) -> dict[str, Any]:
     status = runtime.weights_status(entry)
     return {
         "id": entry.id,
@@ -28,7 +40,8 @@ def model_summary(entry: ModelEntry, runtime: ModelRuntime) -> dict[str, Any]:
         "input": {"channels": entry.input.channels, "height": entry.input.height, "width": entry.input.width},
         "num_classes": entry.num_classes,
         "weights": {"state": status.state, "detail": status.detail},
-        "default_layer": entry.target_layer,
+        "default_layer": default_layer(entry),
+        "examples_dataset": channel_examples.default_dataset(entry),
         "metrics": entry.weights.metrics(),
     }
 
@@ -38,17 +51,19 @@ def model_summary(entry: ModelEntry, runtime: ModelRuntime) -> dict[str, Any]:
                                                 "input": {"channels": 1, "height": 28, "width": 28},
                                                 "num_classes": 10, "weights": {"state": "bundled",
                                                                                "detail": "trained on MNIST"}}]}))
-def list_models(runtime: RuntimeDep) -> dict[str, list[dict[str, Any]]]:
-    return {"models": [model_summary(entry, runtime) for entry in runtime.entries()]}
+def list_models(runtime: RuntimeDep, channel_examples: ChannelExamplesDep, uploads: ModelUploadsDep,
+                client: ClientAddressDep) -> dict[str, list[dict[str, Any]]]:
+    return {"models": [model_summary(entry, runtime, channel_examples)
+                       for entry in uploads.visible(runtime.entries(), client)]}
 
 
 @router.get("/models/{model}", summary="One model with its layers (name, type, output shape, parameters)")
 def model_detail(model: str, runtime: RuntimeDep, architectures: ArchitecturesDep, response: Response,
-                 weights: WeightsQuery = "auto") -> dict[str, Any]:
+                 channel_examples: ChannelExamplesDep, weights: WeightsQuery = "auto") -> dict[str, Any]:
     entry = runtime.entry(model)
     variant = runtime.resolve_variant(entry, weights)
     response.headers.update(weights_header(variant))
-    return {**model_summary(entry, runtime), "weights_used": variant, **architectures.get(entry)}
+    return {**model_summary(entry, runtime, channel_examples), "weights_used": variant, **architectures.get(entry)}
 
 
 def _parameter(loaded: LoadedModel, layer: str, name: str) -> Response:

@@ -15,6 +15,7 @@ from server.services.rendering.colormaps import COLORMAPS, is_diverging
 from server.services.runtime.inputs import input_picture
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.saliency import describe_methods
+from server.services.saliency.border import describe_border
 from server.services.saliency.methods import DEFAULT_METHOD, METHODS, get_method
 from server.services.saliency.overlay import DEFAULT_COLORMAP, check_colormap, legend, overlay_png
 from server.services.saliency.service import SaliencyKey, SaliencyMap, make_key
@@ -25,7 +26,7 @@ router = APIRouter(prefix="/api", tags=["saliency"])
 # Names are checked by the services (unknown_method, unknown_colormap) against the same lists as these enums.
 MethodQuery = Annotated[str, Query(description="a saliency method name; see /api/saliency/methods",
                                    json_schema_extra={"enum": list(METHODS)})]
-LayerQuery = Annotated[str | None, Query(description="a layer name; default: the model's last conv block")]
+LayerQuery = Annotated[str | None, Query(description="a layer name; default: the model's default_layer (see /api/models/{model})")]
 TargetQuery = Annotated[int | None, Query(ge=0, le=65535, description="class index; default: the top-1 class")]
 ColormapQuery = Annotated[str, Query(description="colour map name", json_schema_extra={"enum": list(COLORMAPS)})]
 OpacityQuery = Annotated[float, Query(ge=0.0, le=1.0, description="0: the input only, 1: the map only")]
@@ -93,7 +94,8 @@ def _url(key: SaliencyKey, suffix: str, target: int | None, **extra: Any) -> str
     return f"/api/models/{quote(key.model, safe='')}/images/{quote(key.image_id, safe='')}/saliency{suffix}?{urlencode(params)}"
 
 
-def _info(key: SaliencyKey, result: SaliencyMap, colormap: str) -> dict[str, Any]:
+def _info(query: SaliencyQuery, result: SaliencyMap, colormap: str) -> dict[str, Any]:
+    key = query.key
     return {
         "index": result.target,
         "label": result.label,
@@ -104,6 +106,7 @@ def _info(key: SaliencyKey, result: SaliencyMap, colormap: str) -> dict[str, Any
         "empty": result.high <= result.low,
         "shape": list(result.values.shape),
         "raw_shape": list(result.raw.shape),
+        "border": describe_border(query.loaded, key.layer, result.raw),
         "urls": {
             "npy": _url(key, ".npy", result.target),
             "raw": _url(key, "/raw.npy", result.target),
@@ -153,7 +156,7 @@ def saliency_json(
     """One class's map described: its class, the raw values 0 and 1 stand for, and its URLs."""
     check_colormap(colormap)
     result = maps.map(query.loaded, query.key)
-    return {**_described(query, colormap), "map": _info(query.key, result, colormap)}
+    return {**_described(query, colormap), "map": _info(query, result, colormap)}
 
 
 @router.get(MAP + "/topk.json")
@@ -169,7 +172,7 @@ def saliency_top_k(
     return {
         **_described(query, colormap),
         "npy": _url(query.key, "/topk.npy", None, k=k),
-        "classes": [_info(query.key, m, colormap) for m in found],
+        "classes": [_info(query, m, colormap) for m in found],
     }
 
 

@@ -17,21 +17,27 @@ from models.registry import ModelRegistry
 from server import __version__
 from server.services.channels import ChannelExamples, FeatureVisualisations
 from server.services.classroom import Classroom, SessionLimits, make_backend
+from server.services.classroom.pins import SessionPins
 from server.services.classroom.predictions import WallPredictions
 from server.services.classroom.shutdown import on_stop_signal
 from server.services.fairness.identity import ClientIdentities
+from server.services.experiments.service import Experiments
 from server.services.feature_maps import ActivationStore, FeatureMaps, LayerOverviews
+from server.services.image_folders import ImageFolders
 from server.services.images import ImageStore, IsolatedDecoder, UploadGate, decode_limits
 from server.services.images import samples as sample_gallery
 from server.services.live import LiveHub, LiveLimits
 from server.services.memory.allocator import Allocator
+from server.services.model_uploads import ModelUploads, UploadLimits, uploads_enabled
 from server.services.network import NetworkOverviews
+from server.services.quotas import UploadQuota, WindowLimit
 from server.services.runtime import ArchitectureCatalog, ModelRuntime, PredictionBatcher, WeightsDownloads
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.outputs import ModelOutputs
 from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.step_through import StepThrough
+from server.services.trust import TrustChecks
 from server.services.work import BackgroundJobs, Scheduler, WorkLimiter, cancel_all, cancel_on_signals
 from server.settings import Settings, device_label, resolve_device
 
@@ -50,7 +56,8 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     runtime = ModelRuntime(device, settings.max_loaded_models, ArchitectureCatalog(settings.architecture_cache_bytes),
-                           settings.loaded_models_bytes, registry or app_registry(settings.models_file))
+                           settings.loaded_models_bytes,
+                           registry or app_registry(settings.models_file, settings.import_cache_dir))
     runtime.entry(settings.default_model)  # fail fast on a misconfigured default
     app.state.settings = settings
     app.state.runtime = runtime
@@ -81,12 +88,19 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     app.state.step_through = StepThrough(inputs, scheduler.admit, app.state.outputs, settings.trace_cache_bytes)
     app.state.saliency_maps = SaliencyMaps(inputs, scheduler.admit, app.state.outputs,
                                            settings.saliency_cache_bytes)
+    app.state.experiments = Experiments(inputs, app.state.outputs, scheduler.admit, settings.experiment_cache_bytes,
+                                        settings.probe_batch)
     app.state.gradcam_steps = GradCamStepsService(inputs, scheduler.admit, settings.gradcam_steps_cache_bytes)
     app.state.network_overviews = NetworkOverviews(
         inputs, partial(scheduler.admit, "network"), max_columns=settings.network_max_columns,
         per_column=settings.network_channels_per_column, all_up_to=settings.network_all_channels_up_to,
         budget_bytes=settings.network_cache_bytes)
     app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
+    app.state.upload_quota = UploadQuota(WindowLimit(settings.upload_quota_window_s, settings.upload_quota_count,
+                                                     settings.upload_quota_bytes))
+    app.state.model_uploads = ModelUploads(
+        runtime, settings.uploaded_models_dir or settings.storage_dir.parent / "uploaded-models",
+        UploadLimits.from_settings(settings), uploads_enabled(settings))
     app.state.live = LiveHub(
         runtime, app.state.architectures,
         LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
@@ -102,17 +116,24 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     # long background passes (dataset examples, feature visualisation) run in the heavy pool
     long_work = partial(scheduler.admit, "channels/background", "heavy")
     app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue, per_client=settings.channel_jobs_per_client)
+    app.state.image_folders = ImageFolders(settings.image_folders, settings.image_folder_max_files,
+                                           settings.max_image_pixels)
     channel_dir = settings.channel_cache_dir or settings.storage_dir.parent / "channels"
     app.state.channel_examples = ChannelExamples(
         app.state.background_jobs, channel_dir, settings.data_dir,
         max_k=settings.channel_examples_max_k, max_pixels=settings.channel_examples_max_pixels,
         cache_bytes=settings.channel_cache_bytes, batch_size=settings.channel_examples_batch,
-        memory_items=settings.channel_examples_memory_items, admit=long_work)
+        memory_items=settings.channel_examples_memory_items, admit=long_work, folders=app.state.image_folders)
     app.state.feature_vis = FeatureVisualisations(
         app.state.background_jobs, channel_dir, settings.data_dir,
         steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=long_work)
-    classroom = Classroom(make_backend(settings.redis_url), SessionLimits.from_settings(settings),
-                          WallPredictions(runtime, app.state.outputs), settings.default_model)
+    app.state.trust = TrustChecks(
+        inputs, app.state.saliency_maps, app.state.background_jobs, scheduler.admit,
+        budget_bytes=settings.trust_cache_bytes, max_steps=settings.sanity_max_steps,
+        batch_size=settings.deletion_batch_size)
+    backend = make_backend(settings.redis_url)
+    classroom = Classroom(backend, SessionLimits.from_settings(settings), WallPredictions(runtime, app.state.outputs),
+                          settings.default_model, SessionPins(backend, app.state.image_store))
     await classroom.start()
     app.state.classroom = classroom
 
@@ -132,3 +153,4 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
             undo_signal()
             await classroom.aclose()
             app.state.image_store.close()  # the decoder's idle worker process
+            app.state.model_uploads.close()  # the converter's idle worker process, the uploaded models

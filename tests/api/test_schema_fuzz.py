@@ -11,7 +11,7 @@ which would go to the network, left out):
   small bundled models, their real layer names), so the checks reach past the 404s into every operation.
 
 A few rules are beyond what JSON Schema can state, and the schema says them in words instead: the rows of
-a grid have one length, a kernel's window must fit its padded input, an upload must be an image. For
+a grid have one length, a kernel's window must fit its padded input, an upload must be an image (or, for a model, an ONNX file). For
 requests the generator meant to be valid, ``constraints_json_schema_cannot_state`` makes them hold
 (rows cut to one length, a picture for the upload, a kernel that fits), and nothing else is changed.
 """
@@ -28,18 +28,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import schemathesis
+import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from PIL import Image
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 from schemathesis.transport.serialization import Binary
 
 from server.errors import ApiError
 from server.main import create_app
 from server.routers.sandbox import parse_kernel
+from server.services.classroom.state_rules import encode_state
 from server.services.images.store import ImageStore
 from server.services.sandbox import operations as sandbox
 from server.settings import Settings
 from tests.conftest import png_bytes
+from tests.imported_support import export_torch
 
 MAX_EXAMPLES = 8
 
@@ -51,6 +55,12 @@ IMAGE_ID = (
     .put(png_bytes(np.tile(np.arange(28, dtype=np.uint8) * 9, (28, 1))))
     .image_id
 )
+
+# A model upload must be a model (JSON Schema cannot say so): a small real ONNX file and its labels.
+SMALL_ONNX = export_torch(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                              torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval(),
+                          torch.zeros(1, 1, 16, 16), _storage / "small.onnx", dynamo=False).read_bytes()
+ONNX_LABELS = b"zero\none\ntwo\n"
 
 # Bounded examples: background feature visualisations of a few steps, room for the fuzzer's jobs.
 APP = create_app(Settings(storage_dir=_storage, max_loaded_models=3, feature_vis_steps=2, channel_jobs_queue=256))
@@ -138,6 +148,9 @@ def constraints_json_schema_cannot_state(context, case):  # noqa: ANN001 - schem
         return case
     if path == "/api/images":
         return case  # real pictures come from the strategies registered below
+    if path == "/api/models" and case.method == "POST" and isinstance(case.body, dict):
+        case.body = {"file": Binary(SMALL_ONNX), **({"labels": Binary(ONNX_LABELS)} if "labels" in case.body else {})}
+        return case
     if path.startswith("/api/sandbox/") and case.method == "POST" and isinstance(case.body, dict):
         body = dict(case.body)
         for key in ("input", "kernel"):
@@ -152,7 +165,33 @@ def constraints_json_schema_cannot_state(context, case):  # noqa: ANN001 - schem
         except ApiError:
             rows = [row.split(",") for row in case.query["kernel"].split(";")]
             case.query = {**case.query, "kernel": ";".join(",".join(r) for r in _rectangular(rows))}
+    elif path.startswith("/api/sessions") and isinstance(case.body, dict) and isinstance(case.body.get("state"), dict):
+        case.body = {**case.body, "state": _within_state_bytes(case.body["state"])}
+    elif "/occlusion-probe" in path and isinstance(case.body, dict) and isinstance(case.body.get("patches"), list):
+        case.body = {**case.body, "patches": [_on_input(p) for p in case.body["patches"]]}
     return case
+
+
+def _within_state_bytes(state: dict) -> dict:
+    """A session state no larger as JSON than the server's byte limit (the schema says it in words)."""
+    kept = dict(state)
+    while kept and len(encode_state(kept).encode()) > Settings().max_session_state_bytes:
+        kept.pop(next(iter(kept)))
+    return kept
+
+
+SMALLEST_INPUT = 28  # the fuzzed models' smallest input side (LeNet-5, mnist-shallow)
+
+
+def _on_input(patch: object) -> object:
+    """A probe patch no larger than the model input and overlapping it (the schema cannot know the model)."""
+    whole = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()  # noqa: E731
+    if not isinstance(patch, dict) or not all(whole(patch.get(k)) for k in ("y", "x", "size")):
+        return patch  # 249.0 is an integer to JSON Schema and to the server alike
+    patch = {**patch, **{k: int(patch[k]) for k in ("y", "x", "size")}}
+    size = min(patch["size"], SMALLEST_INPUT)
+    fit = lambda v: min(max(v, 1 - size), SMALLEST_INPUT - 1)  # noqa: E731
+    return {**patch, "size": size, "y": fit(patch["y"]), "x": fit(patch["x"])}
 
 
 # An upload must be a picture: binary values (the multipart `file`, raw image/* bodies) are real PNGs.
@@ -206,16 +245,27 @@ def flatmap_query(context, query):  # noqa: ANN001
 
 # --- the runs -------------------------------------------------------------------------------------------------
 
+# Whether uploaded bytes are a real ONNX/Keras model is beyond JSON Schema (and beyond what the hook above can
+# make hold for schemathesis' own mutations of a multipart body): for that one operation, acceptance of valid and
+# refusal of invalid data are tested in tests/api/test_model_uploads_api.py; every other check still runs on it.
+MODEL_UPLOAD_CHECKS_ELSEWHERE = [positive_data_acceptance, negative_data_rejection]
+
+
+def _call_and_validate(case) -> None:  # noqa: ANN001
+    model_upload = case.method == "POST" and case.operation.path == "/api/models"
+    case.call_and_validate(excluded_checks=MODEL_UPLOAD_CHECKS_ELSEWHERE if model_upload else None)
+
+
 @stranger.parametrize()
 @HYPOTHESIS
 def test_schema_as_a_stranger_sees_it(case) -> None:  # noqa: ANN001
-    case.call_and_validate()
+    _call_and_validate(case)
 
 
 @resident.parametrize()
 @HYPOTHESIS
 def test_schema_with_real_resources(case) -> None:  # noqa: ANN001
-    case.call_and_validate()
+    _call_and_validate(case)
 
 
 # --- what the runs reached ------------------------------------------------------------------------------------
@@ -248,10 +298,11 @@ def test_the_runs_reached_every_operation() -> None:
     assert called == operations, operations - called
     assert 201 in ANSWERS["resident"]["POST /api/images"] and 201 in ANSWERS["stranger"]["POST /api/images"]
     # A session's code exists only after POST /api/sessions (a stateful chain the bounded run does not
-    # follow), an example crop only once its table is computed, a download's progress only once started:
-    # those answer 404 here, as declared. Everything else reaches a 2xx with real resources.
+    # follow), an example crop only once its table is computed, a download's progress only once started, a
+    # sanity check's maps only once its background job has finished: those answer 404 here, as declared.
+    # Everything else reaches a 2xx with real resources.
     waiting = {label for label in called if "/api/sessions/{code}" in label or label.endswith("examples/{index}.png")
-               or label.endswith("/weights/download")}
+               or label.endswith("/weights/download") or "/saliency/sanity/" in label}
     # Most of the rest reach a 2xx too; a few need a particular layer kind the small set of real layers
     # does not always draw in 8 examples (dense.json: a linear layer; filters: a conv layer and a page).
     assert len(called - waiting - ok) <= 0.1 * len(called), sorted(called - waiting - ok)

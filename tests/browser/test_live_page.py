@@ -123,6 +123,7 @@ def test_the_drawing_pad_updates_the_layer_maps_while_drawing(page, shots: Path)
     page.wait_for_selector("#draw-card:not([hidden])")
     assert page.input_value("#live-source") == "drawing"
     page.wait_for_selector(".view-live[data-socket='open']")
+    page.locator("#draw-canvas").scroll_into_view_if_needed()  # below the file chooser and the samples
     box = page.locator("#draw-canvas").bounding_box()
     atlas_urls = set()
     page.mouse.move(box["x"] + 140, box["y"] + 40)

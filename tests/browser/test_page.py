@@ -113,6 +113,7 @@ def test_switching_models_updates_table_and_predictions(page, photos: Path, shot
 def test_drawing_classifies_as_you_draw(page, shots: Path) -> None:
     open_page(page, "/?model=lenet5")
     assert page.is_visible("#draw-card")
+    page.locator("#draw-canvas").scroll_into_view_if_needed()  # below the file chooser and the samples
     canvas = page.locator("#draw-canvas").bounding_box()
     x, y, size = canvas["x"], canvas["y"], canvas["width"]
     page.mouse.move(x + 0.35 * size, y + 0.2 * size)
@@ -412,6 +413,7 @@ def test_every_view_tab_mounts_and_unmounts_cleanly(page) -> None:
 
 def test_predictions_follow_the_pen_before_it_lifts(page) -> None:
     open_page(page, "/?model=lenet5")
+    page.locator("#draw-canvas").scroll_into_view_if_needed()  # below the file chooser and the samples
     canvas = page.locator("#draw-canvas").bounding_box()
     x, y, size = canvas["x"], canvas["y"], canvas["width"]
     page.mouse.move(x + 0.3 * size, y + 0.2 * size)

@@ -150,3 +150,41 @@ def test_leaving_and_returning_to_the_view(page) -> None:
     page.go_back()
     wait_for_maps(page)
     assert page.locator(".sal-card").count() == 5
+
+
+def test_border_warning_offers_the_deeper_layer(page, photos: Path, shots: Path) -> None:
+    """The tabby at blocks.5 (the former default) peaks on the 7×7 grid's border: the view says so in words
+    and one click shows the map at the model's default layer, where the warning is gone (issue 20 §1)."""
+    image_id = page.request.post("/api/images", multipart={"file": {
+        "name": "cat.jpg", "mimeType": "image/jpeg", "buffer": (photos / "cat.jpg").read_bytes()}}).json()["image_id"]
+    page.goto(f"/?model=efficientnet_lite0&image={image_id}&view=saliency&cam_layer=blocks.5")
+    warning = page.locator(".sal-border-warning")
+    warning.wait_for(state="visible", timeout=120_000)
+    text = warning.locator(".sal-border-text").inner_text()
+    assert "border of blocks.5's 7×7 grid" in text and "tabby" in text and "zero padding" in text
+    button = warning.locator(".sal-border-deeper")
+    assert button.inner_text() == "Show it at conv_head"
+    page.screenshot(path=str(shots / "saliency-border-warning.png"))
+    button.click()
+    page.wait_for_function("() => new URLSearchParams(location.search).get('cam_layer') === 'conv_head'")
+    page.wait_for_function("() => document.querySelector('#sal-layer').value === 'conv_head'")
+    wait_for_maps(page)
+    page.wait_for_selector(".sal-focus-stack[data-values='ready']")
+    assert warning.is_hidden()
+    for width, height in ((1280, 720), (1024, 640)):  # the warning is in view without scrolling
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(f"/?model=efficientnet_lite0&image={image_id}&view=saliency&cam_layer=blocks.5")
+        warning.wait_for(state="visible", timeout=120_000)
+        box = warning.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= height, (width, box)
+        page.screenshot(path=str(shots / f"saliency-border-warning-{width}.png"))
+        assert font_px(page, ".sal-border-text") >= 12 and font_px(page, ".sal-border-deeper") >= 12
+        page.goto(f"/?model=efficientnet_lite0&image={image_id}&view=saliency&cam_layer=blocks.5&present=1")
+        page.wait_for_function("() => document.documentElement.classList.contains('is-projector')")
+        warning.wait_for(state="visible", timeout=120_000)
+        page.screenshot(path=str(shots / f"saliency-border-warning-{width}-projector.png"))
+        assert font_px(page, ".sal-border-text") >= 16 and font_px(page, ".sal-border-deeper") >= 16
+
+
+def font_px(page, selector: str) -> float:
+    return float(page.eval_on_selector(selector, "e => parseFloat(getComputedStyle(e).fontSize)"))

@@ -104,6 +104,9 @@ export const api = {
   /** One model with its layers, as run with the given weights choice (auto|trained|untrained). */
   model: (modelId, weights, options) => getJson(withQuery(`/api/models/${enc(modelId)}`, { weights }), options),
 
+  /** Add a model from an .onnx/.keras file (FormData: file, optional labels); resolves to its summary. */
+  uploadModel: (form) => getJson('/api/models', { method: 'POST', body: form }),
+
   /** Upload a Blob/File; resolves to {image_id, width, height}. */
   async uploadImage(blob, filename = 'image.png', options = {}) {
     const form = new FormData();

@@ -10,9 +10,12 @@ import { createDrawingCanvas, wantsDrawing } from './shell/drawing-canvas.js';
 import { createGallery, PHOTO_MODEL } from './shell/gallery.js';
 import { createViewHost } from './shell/view-host.js';
 import { createNotices } from './shell/notices.js';
+import { createModelUpload, isModelFile } from './shell/model-upload.js';
 import { createPresenter } from './common/presenter.js';
 import { createClassroom } from './classroom/classroom.js';
 import { createLiveCard } from './live/live-card.js';
+import { createTopPrediction } from './shell/top-prediction.js';
+import { createShortcuts } from './shell/shortcuts.js';
 
 const MODEL_CACHE_SIZE = 8;
 
@@ -23,7 +26,17 @@ let renderSequence = 0; // only the latest render touches the page
 const modelTitles = new Map(); // id → title, from the model list
 
 const notices = createNotices();
+// an .onnx/.keras file opened or dropped here becomes a model: listed, then shown
+const modelUpload = createModelUpload({
+  api,
+  notices,
+  onUploaded: async (summary) => {
+    await loadModelList();
+    state.set({ model: summary.id, weights: 'auto', pos: null });
+  },
+});
 const picker = createModelPicker({
+  onOpen: () => modelUpload.open(),
   // a new model starts from its best weights; the image stays, so models can be compared on it
   onModel: (id) => state.set({ model: id, weights: 'auto', pos: null }),
   onWeights: (weights) => state.set({ weights }),
@@ -42,6 +55,7 @@ const switchModel = (id) => state.set({ model: id, weights: 'auto' });
 const imageInput = createImageInput({
   api,
   onImage: (imageId, { replace }) => state.set({ image: imageId, pos: null }, { replace }),
+  onModelFiles: (files) => files.some(isModelFile) && (modelUpload.upload(files), true),
 });
 const drawing = createDrawingCanvas({
   onDrawing: (blob, { replace }) => imageInput.upload(blob, 'drawing.png', { replace }),
@@ -53,9 +67,11 @@ const gallery = createGallery({
   switchModel,
 });
 // a step-through cell (pos) belongs to the view, image and model it was picked on: drop it when they change
-const views = createViewHost({ onSelect: (view) => state.set({ view, pos: null }) });
+const views = createViewHost({ onSelect: (view) => state.set({ view, pos: null, phase: null, play: null }) });
 const presenter = createPresenter(document.getElementById('presenter-controls'), state);
 const liveCard = createLiveCard({ onStart: () => state.set({ view: 'live' }) });
+const topPrediction = createTopPrediction({ api });
+createShortcuts(document.getElementById('presenter-controls'));
 
 async function loadModelList() {
   try {
@@ -142,6 +158,7 @@ async function render() {
   drawing.setVisible(wantsDrawing(model));
   gallery.render({ model, imageId });
   liveCard.render({ model, view: current.view });
+  topPrediction.render({ model, imageId, weights });
   views.show(current.view, { model, imageId, weights, state, api });
 }
 

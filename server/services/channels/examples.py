@@ -7,10 +7,11 @@ its ``max_k`` best images: the channel's maximum over positions, the image's ind
 that value, largest first; equal values go to the smaller dataset index. The table is written to disk
 (.npz, no pickles) under a byte budget and answers every later request for that model and dataset.
 
-Datasets: ``mnist`` = the 10,000 MNIST test images (index = position in the file), ``shapes`` = the Shapes
-test split, ``photos`` = the offline gallery photos sorted by name. A job's cost is bounded before it
-starts: images × input pixels must stay under ``max_pixels`` (ResNet on 10,000 upscaled digits is refused
-with a clear message; LeNet on them takes seconds).
+Datasets (:mod:`server.services.channels.datasets`): ``mnist``, ``shapes``, ``photos`` and ``folder:NAME``. A
+job's cost is bounded before it starts: images × input pixels must stay under ``max_pixels`` (ResNet on
+10,000 upscaled digits is refused with a clear message; LeNet on them takes seconds); a named folder is
+scanned up to that budget (images spread evenly over its listing) and the answer says how many. A scan
+writes its progress to disk every ``checkpoint_s`` seconds and a restarted server resumes it there.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import hashlib
 import io
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from models.datasets import mnist, shapes
+from models.registry import ModelEntry
 from server.errors import ApiError
-from server.services.images import samples
+from server.services.channels.datasets import Dataset, open_dataset
+from server.services.image_folders import ImageFolders, folder_name
 from server.services.runtime.cache import ResultCache
 from server.services.runtime.hooks import forward_hooks
 from server.services.runtime.inputs import input_picture
@@ -39,61 +41,7 @@ from server.services.runtime.model_runtime import LoadedModel
 from server.services.work.background_jobs import BackgroundJobs, Job
 from server.services.work.disk_budget import evict_oldest
 
-DATASETS = ("mnist", "shapes", "photos")
 FORMAT_VERSION = 1
-
-
-# --- datasets --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    size: int
-    batches: Callable[[int], Iterator[tuple[int, list[Image.Image]]]]  # batch size → (start, images)
-    image: Callable[[int], Image.Image]
-    sample_id: Callable[[int], str]  # the gallery's id for image i (GET /api/samples/{id}.png)
-
-
-def open_dataset(name: str, data_dir: Path | None) -> Dataset:
-    """The named dataset; 404 when this server does not have its files, 422 for an unknown name."""
-    if name == "mnist":
-        found = mnist.find_data_dir(data_dir)
-        if found is None:
-            raise ApiError(404, "dataset_unavailable", "This server has no MNIST test images (../shared/data/mnist).")
-        images, _ = mnist.load_mnist_test(found)
-
-        def mnist_batches(size: int) -> Iterator[tuple[int, list[Image.Image]]]:
-            for lo in range(0, len(images), size):
-                yield lo, [Image.fromarray(np.ascontiguousarray(a), mode="L") for a in images[lo:lo + size]]
-
-        return Dataset("mnist", len(images), mnist_batches,
-                       lambda i: Image.fromarray(np.ascontiguousarray(images[i]), mode="L"), lambda i: f"mnist-test-{i}")
-    if name == "shapes":
-        count = shapes.SPLIT_SIZES["test"]
-
-        def shapes_batches(size: int) -> Iterator[tuple[int, list[Image.Image]]]:
-            for lo in range(0, count, size):
-                batch = shapes.generate(min(size, count - lo), shapes._split_seed("test"), start=lo)
-                yield lo, [Image.fromarray(a) for a in batch.images]
-
-        return Dataset("shapes", count, shapes_batches, lambda i: shapes.sample(i, "test")[0],
-                       lambda i: f"shapes-test-{i}")
-    if name == "photos":
-        files = samples._photo_files(samples._photos_dir(data_dir))
-        stems = sorted(files)
-        if not stems:
-            raise ApiError(404, "dataset_unavailable", "This server has no photos (../shared/data/images).")
-
-        def open_photo(i: int) -> Image.Image:
-            with Image.open(files[stems[i]]) as image:
-                return image.convert("RGB")
-
-        def photo_batches(size: int) -> Iterator[tuple[int, list[Image.Image]]]:
-            for lo in range(0, len(stems), size):
-                yield lo, [open_photo(i) for i in range(lo, min(len(stems), lo + size))]
-
-        return Dataset("photos", len(stems), photo_batches, open_photo, lambda i: f"photos-{stems[i]}")
-    raise ApiError(422, "unknown_dataset", f"dataset must be one of {', '.join(DATASETS)}, not {name!r}.")
 
 
 # --- the table ------------------------------------------------------------------------------------------
@@ -167,10 +115,20 @@ def channel_maxima(output: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compute_table(loaded: LoadedModel, dataset: Dataset, layer_names: list[str], k: int, batch_size: int,
-                  admit: Callable[[], AbstractContextManager[Any]], job: Job | None = None) -> ExampleTable:
-    """Run the dataset through the model and keep every channel's top ``k`` images."""
+                  admit: Callable[[], AbstractContextManager[Any]], job: Job | None = None,
+                  resume: ExampleTable | None = None,
+                  checkpoint: Callable[[ExampleTable], None] | None = None, checkpoint_s: float = 10.0) -> ExampleTable:
+    """Run the dataset through the model and keep every channel's top ``k`` images. ``resume``: a partial
+    table (``images`` = how many were done) to go on from; ``checkpoint`` is handed the partial table about
+    every ``checkpoint_s`` seconds."""
     modules = dict(loaded.module.named_modules())
     tops: dict[str, ChannelTopImages] = {}
+    done = 0
+    if resume is not None and 0 < resume.images < dataset.size:
+        for name, (values, indices, positions) in resume.layers.items():
+            tops[name] = ChannelTopImages(values.shape[0], k)
+            tops[name].values, tops[name].indices, tops[name].positions = values.copy(), indices.copy(), positions.copy()
+        done = resume.images
     seen: dict[str, torch.Tensor] = {}
 
     def hook_for(name: str) -> Callable[[Any, Any, Any], None]:
@@ -179,11 +137,14 @@ def compute_table(loaded: LoadedModel, dataset: Dataset, layer_names: list[str],
                 seen[name] = output  # the last call wins, as everywhere in the API
         return hook
 
+    def snapshot(count: int) -> ExampleTable:
+        return ExampleTable({name: (t.values, t.indices, t.positions) for name, t in tops.items()}, count)
+
     hooks = [(modules[name], hook_for(name)) for name in layer_names if name in modules]
-    done = 0
     if job is not None:
-        job.progress(0, dataset.size)
-    for start, images in dataset.batches(batch_size):
+        job.progress(done, dataset.size)
+    last_checkpoint = time.monotonic()
+    for start, images in dataset.batches(batch_size, done):
         batch = torch.stack([loaded.preprocess(image) for image in images]).to(loaded.device)
         seen.clear()
         while True:
@@ -203,11 +164,14 @@ def compute_table(loaded: LoadedModel, dataset: Dataset, layer_names: list[str],
             if name not in tops:
                 tops[name] = ChannelTopImages(maxima.shape[1], k)
             tops[name].add(maxima, positions, start)
-        done += len(images)
+        done = start + len(images)
+        if checkpoint is not None and time.monotonic() - last_checkpoint >= checkpoint_s and done < dataset.size:
+            checkpoint(snapshot(done))
+            last_checkpoint = time.monotonic()
         if job is not None:
             job.progress(done)
     seen.clear()
-    return ExampleTable({name: (t.values, t.indices, t.positions) for name, t in tops.items()}, dataset.size)
+    return snapshot(dataset.size)
 
 
 # --- the service ----------------------------------------------------------------------------------------
@@ -215,7 +179,8 @@ def compute_table(loaded: LoadedModel, dataset: Dataset, layer_names: list[str],
 class ChannelExamples:
     def __init__(self, jobs: BackgroundJobs, cache_dir: Path, data_dir: Path | None, *, max_k: int,
                  max_pixels: int, cache_bytes: int, batch_size: int, memory_items: int,
-                 admit: Callable[[], AbstractContextManager[Any]]) -> None:
+                 admit: Callable[[], AbstractContextManager[Any]], folders: ImageFolders | None = None,
+                 checkpoint_s: float = 10.0) -> None:
         self.jobs = jobs
         self.cache_dir = cache_dir
         self.data_dir = data_dir
@@ -225,6 +190,8 @@ class ChannelExamples:
         self.batch_size = batch_size
         self.memory_items = max(1, memory_items)
         self.admit = admit
+        self.folders = folders
+        self.checkpoint_s = checkpoint_s
         # the tables in memory (the files on disk are the lasting cache)
         self.tables: ResultCache[ExampleTable] = ResultCache("channel example tables", cache_bytes,
                                                              max_items=self.memory_items)
@@ -232,15 +199,50 @@ class ChannelExamples:
         self._datasets: dict[str, Dataset] = {}
 
     def dataset(self, name: str) -> Dataset:
-        if name not in DATASETS:
-            raise ApiError(422, "unknown_dataset", f"dataset must be one of {', '.join(DATASETS)}, not {name!r}.")
+        """The named dataset (a folder listed again when its files changed since it was first opened)."""
         with self._lock:
             hit = self._datasets.get(name)
+        folder = folder_name(name)
+        if folder is not None and self.folders is not None:
+            # the listing is kept by the folders service; the dataset follows its fingerprint
+            listed = self.folders.get(folder)
+            if hit is not None and not hit.key.endswith(listed.fingerprint):
+                hit = None
         if hit is None:
-            hit = open_dataset(name, self.data_dir)
+            hit = open_dataset(name, self.data_dir, self.folders)
             with self._lock:
                 self._datasets[name] = hit
         return hit
+
+    def default_dataset(self, entry: ModelEntry) -> str:
+        """The dataset a model's examples come from when the request names none: the models-file entry's
+        ``examples = "folder:NAME"``; else its own training data (MNIST, Shapes); for photo models the first
+        named image folder when the server has one, else the offline photos."""
+        named = entry.meta.get("examples")
+        if isinstance(named, str) and named:
+            return named
+        dataset = entry.dataset.lower()
+        if dataset.startswith("mnist"):
+            return "mnist"
+        if dataset.startswith("shapes"):
+            return "shapes"
+        if self.folders is not None and self.folders.names():
+            return f"folder:{self.folders.names()[0]}"
+        return "photos"
+
+    def scanned(self, loaded: LoadedModel, name: str) -> Dataset:
+        """The dataset as this model's scan sees it: a folder is cut to the scan budget (spread evenly),
+        the built-in datasets are refused past it (422 ``too_costly``)."""
+        data = self.dataset(name)
+        per_image = loaded.entry.input.height * loaded.entry.input.width
+        if data.size * per_image <= self.max_pixels:
+            return data
+        if folder_name(name) is not None and self.max_pixels >= per_image:
+            return data.limited(self.max_pixels // per_image)
+        raise ApiError(422, "too_costly",
+                       f"Scanning {data.size:,} {name} images at {loaded.entry.id}'s input size is more work "
+                       f"({data.size * per_image:,} input pixels) than this server allows ({self.max_pixels:,}); "
+                       "try a smaller dataset.")
 
     def _path(self, key: tuple[str, str, str]) -> Path:
         digest = hashlib.sha256("|".join(key).encode()).hexdigest()[:32]
@@ -250,8 +252,10 @@ class ChannelExamples:
         self.tables.put(key, table)
 
     def table(self, loaded: LoadedModel, dataset: str, layers: list[dict[str, Any]]) -> tuple[ExampleTable | None, Job | None]:
-        """The table when ready, else the job computing it (started on first use)."""
-        key = (loaded.entry.id, loaded.variant, dataset)
+        """The table when ready, else the job computing it (started on first use, resumed from its last
+        checkpoint when a server before this one stopped in the middle)."""
+        data = self.scanned(loaded, dataset)
+        key = (loaded.entry.id, loaded.variant, f"{data.key}#{data.size}")
         hit = self.tables.get(key)
         if hit is not None:
             return hit, None
@@ -261,23 +265,21 @@ class ChannelExamples:
             if table is not None:
                 self._remember(key, table)
                 return table, None
-        data = self.dataset(dataset)
-        pixels = data.size * loaded.entry.input.height * loaded.entry.input.width
-        if pixels > self.max_pixels:
-            raise ApiError(422, "too_costly",
-                           f"Scanning {data.size:,} {dataset} images at {loaded.entry.id}'s input size is more work "
-                           f"({pixels:,} input pixels) than this server allows ({self.max_pixels:,}); try a smaller dataset.")
         names = [layer["name"] for layer in layers]
         existing = self.jobs.get(key)
         if existing is not None and existing.state == "failed":
             self.jobs.forget(key)
             raise ApiError(503, "examples_failed", f"Computing the examples failed ({existing.error}); asking again retries.",
                            headers={"Retry-After": "1"})
+        partial = path.with_name(path.stem + ".partial.npz")
 
         def run(job: Job) -> None:
-            table = compute_table(loaded, data, names, self.max_k, self.batch_size, self.admit, job)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
+            resume = ExampleTable.load(partial) if partial.exists() else None
+            table = compute_table(loaded, data, names, self.max_k, self.batch_size, self.admit, job, resume,
+                                  lambda part: part.save(partial), self.checkpoint_s)
             table.save(path)
+            partial.unlink(missing_ok=True)
             self._remember(key, table)
             self._evict_files(keep=path)
 
@@ -301,7 +303,7 @@ class ChannelExamples:
         if hit is None:
             raise ApiError(404, "not_an_example",
                            f"{dataset} image {index} is not among the top examples of channel {channel}.")
-        picture = input_picture(loaded, loaded.preprocess(self.dataset(dataset).image(index)))
+        picture = input_picture(loaded, loaded.preprocess(self.scanned(loaded, dataset).load(index)))
         box = field_box(row.get("receptive_field"), hit["y"], hit["x"], picture.height, picture.width)
         top, left, bottom, right = box
         buf = io.BytesIO()
@@ -313,7 +315,7 @@ class ChannelExamples:
 
     def _evict_files(self, keep: Path) -> None:
         """Oldest example tables go first once the folder holds more than the byte budget."""
-        evict_oldest(self.cache_dir, "examples-*.npz", self.cache_bytes, keep)
+        evict_oldest(self.cache_dir, "examples-*.npz", self.cache_bytes, keep)  # partial tables count too
 
 
 def examples_for(table: ExampleTable, layer: str, channel: int, k: int) -> list[dict[str, Any]]:

@@ -112,6 +112,16 @@ class SessionBackend(ABC):
     @abstractmethod
     async def session_count(self) -> int: ...
 
+    @abstractmethod
+    async def referenced_images(self) -> dict[str, set[str]]:
+        """Every live session's code → the image ids it refers to (its wall, the image in its state)."""
+
+
+def state_image(state: dict[str, str]) -> set[str]:
+    """The uploaded image a view state shows (the ``image`` query key, when it is an upload's id)."""
+    image = state.get("image", "")
+    return {image} if len(image) == 64 and all(c in "0123456789abcdef" for c in image) else set()
+
 
 def state_event(version: int, state: dict[str, str]) -> dict[str, Any]:
     return {"type": "state", "version": version, "state": state}

@@ -13,6 +13,7 @@ from server.services.classroom.backend import (
     SessionRecord,
     Submission,
     state_event,
+    state_image,
 )
 
 
@@ -150,3 +151,8 @@ class InProcessBackend(SessionBackend):
     async def session_count(self) -> int:
         await self.expire_idle()
         return len(self._sessions)
+
+    async def referenced_images(self) -> dict[str, set[str]]:
+        await self.expire_idle()
+        return {code: state_image(live.record.state) | {item.image_id for item in live.submissions}
+                for code, live in self._sessions.items()}

@@ -29,6 +29,7 @@ from server.services.classroom.backend import (
     SessionBackend,
     SessionRecord,
     Submission,
+    state_image,
 )
 
 log = logging.getLogger("convscope")
@@ -331,3 +332,20 @@ class RedisBackend(SessionBackend):
         keys = self._keys(code)
         await self._redis.delete(keys[2], keys[3])
 
+
+    @_reachable
+    async def referenced_images(self) -> dict[str, set[str]]:
+        codes = await self._redis.zrangebyscore(self._index, f"({self._clock()}", "+inf")
+        if not codes:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for code in codes:
+                pipe.hget(self._session(code), "state")
+                pipe.lrange(self._keys(code)[2], 0, -1)
+            answers = await pipe.execute()
+        images: dict[str, set[str]] = {}
+        for code, state, items in zip(codes, answers[::2], answers[1::2], strict=True):
+            if state is None:
+                continue  # expired meanwhile
+            images[code] = state_image(json.loads(state)) | {json.loads(item)["image_id"] for item in items}
+        return images

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -22,8 +23,10 @@ from starlette.concurrency import run_in_threadpool
 from server.errors import ApiError
 from server.services.classroom.backend import Admission, SessionBackend, SessionRecord, Submission, state_event
 from server.services.classroom.codes import new_code, new_token, normalize_code, token_digest, token_matches
+from server.services.classroom.pins import SessionPins
 from server.services.classroom.predictions import WallPredictions
 from server.services.classroom.state_rules import clean_name, validate_state
+from server.services.quotas import KeyedWindow, WindowLimit
 
 if TYPE_CHECKING:
     from server.settings import Settings
@@ -47,6 +50,8 @@ class SessionLimits:
     heartbeat_s: float = 15.0
     max_stream_s: float = 600.0
     retry_ms: int = 2000
+    max_failed_lookups: int = 20  # lookups of codes that name no session, per address and window; then 429
+    failed_lookup_window_s: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SessionLimits:
@@ -58,6 +63,8 @@ class SessionLimits:
             max_submissions_per_student=settings.max_submissions_per_student,
             max_state_bytes=settings.max_session_state_bytes, max_name_chars=settings.max_submission_name_chars,
             heartbeat_s=settings.sse_heartbeat_s, max_stream_s=settings.sse_max_stream_s,
+            max_failed_lookups=settings.max_failed_code_lookups,
+            failed_lookup_window_s=settings.failed_code_lookup_window_s,
         )
 
 
@@ -80,11 +87,14 @@ def _too_many(code: str, message: str, retry_after: int) -> ApiError:
 
 class Classroom:
     def __init__(self, backend: SessionBackend, limits: SessionLimits, predictions: WallPredictions,
-                 default_model: str) -> None:
+                 default_model: str, pins: SessionPins | None = None) -> None:
         self.backend = backend
         self.limits = limits
         self.predictions = predictions
         self.default_model = default_model
+        self.pins = pins  # the images sessions refer to stay in the image store while they live
+        # Codes are 6 of 31 characters (~887 million): guessing needs many misses, and misses are limited.
+        self.failed_lookups = KeyedWindow(WindowLimit(limits.failed_lookup_window_s, limits.max_failed_lookups))
         self._sweeper: asyncio.Task[None] | None = None
         self._streams = 0
 
@@ -92,6 +102,8 @@ class Classroom:
     async def start(self) -> None:
         await self.backend.start()
         self._sweeper = asyncio.create_task(self._sweep(), name="convscope-session-expiry")
+        if self.pins is not None:
+            self.pins.start()
 
     def shut_down_streams(self) -> None:
         """End every open event stream now, so a stopping server is not held open by followers."""
@@ -105,6 +117,8 @@ class Classroom:
                 await self._sweeper
             except asyncio.CancelledError:
                 pass
+        if self.pins is not None:
+            await self.pins.aclose()
         await self.backend.aclose()
         if self.predictions is not None:
             self.predictions.close()
@@ -123,15 +137,26 @@ class Classroom:
         return self._streams
 
     # helpers ---------------------------------------------------------------------------------------------
-    async def _record(self, code: str) -> SessionRecord:
+    async def _record(self, code: str, client: str | None = None) -> SessionRecord:
+        """The live session of ``code``, or 404. A ``client`` (address) that keeps naming codes of no session
+        is guessing: after ``max_failed_lookups`` misses in the window it gets 429 until they age out."""
+        if client is not None and self.limits.max_failed_lookups > 0:
+            wait = self.failed_lookups.wait_for(client)
+            if wait > 0:
+                raise _too_many("too_many_failed_lookups",
+                                f"This address asked for {self.limits.max_failed_lookups} session codes that do "
+                                f"not exist within {self.limits.failed_lookup_window_s:g} s; check the code and "
+                                "try again later.", math.ceil(wait))
         canonical = normalize_code(code)
         record = await self.backend.get(canonical) if canonical else None
         if record is None:
+            if client is not None:
+                self.failed_lookups.add(client)
             raise ApiError(404, "unknown_session", "There is no class session with this code (it may have ended).")
         return record
 
-    async def _authorized(self, code: str, authorization: str | None) -> SessionRecord:
-        record = await self._record(code)
+    async def _authorized(self, code: str, authorization: str | None, client: str | None = None) -> SessionRecord:
+        record = await self._record(code, client)
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "missing_token", "This needs the teacher's token: Authorization: Bearer <token>.",
@@ -163,36 +188,46 @@ class Classroom:
                 return {"code": code, "teacher_token": token, "join_url": record.join_url}
         raise ApiError(503, "no_free_code", "No free session code was found; try again.", {"Retry-After": "1"})
 
-    async def info(self, code: str, authorization: str | None = None) -> dict[str, Any]:
-        record = await (self._authorized(code, authorization) if authorization else self._record(code))
+    async def info(self, code: str, authorization: str | None = None, client: str | None = None) -> dict[str, Any]:
+        record = await (self._authorized(code, authorization, client) if authorization
+                        else self._record(code, client))
         followers, submissions = await self.backend.counts(record.code)
         return {"code": record.code, "state": record.state, "followers": followers, "submissions": submissions,
                 "version": record.version, "join_url": record.join_url}
 
-    async def set_state(self, code: str, authorization: str | None, state: Any) -> dict[str, Any]:
-        record = await self._authorized(code, authorization)
+    async def set_state(self, code: str, authorization: str | None, state: Any, client: str | None = None) -> dict[str, Any]:
+        record = await self._authorized(code, authorization, client)
         clean = validate_state(state, self.limits.max_state_bytes)
         version = await self.backend.set_state(record.code, clean)
         if version is None:
             raise ApiError(404, "unknown_session", "The session ended.")
+        if self.pins is not None:
+            await self.pins.refresh_session(record.code)  # the teacher's new image stays; the old one may go
         return {"code": record.code, "version": version, "state": clean}
 
-    async def close(self, code: str, authorization: str | None) -> None:
-        record = await self._authorized(code, authorization)
+    async def close(self, code: str, authorization: str | None, client: str | None = None) -> None:
+        record = await self._authorized(code, authorization, client)
         await self.backend.close(record.code)
+        if self.pins is not None:
+            self.pins.release(record.code)
 
     # the wall --------------------------------------------------------------------------------------------
-    async def submit(self, code: str, image_id: Any, name: Any, student: str) -> dict[str, Any]:
-        record = await self._record(code)
+    async def submit(self, code: str, image_id: Any, name: Any, student: str,
+                     client: str | None = None) -> dict[str, Any]:
+        record = await self._record(code, client)
         if not isinstance(image_id, str) or not _IMAGE_ID.match(image_id):
             raise ApiError(422, "invalid_image_id", "image_id is the id an upload answered (64 hex digits).")
         display = clean_name(name, self.limits.max_name_chars)
         # The image must be here (or in the shared store) now, so the wall never shows a broken picture.
         await run_in_threadpool(self.predictions.require_image, image_id)
         submission = Submission(id=secrets.token_hex(6), image_id=image_id, name=display, submitted_at=time.time())
+        if self.pins is not None:
+            self.pins.add(record.code, image_id)  # pinned first: never evictable while on the wall
         result = await self.backend.add_submission(record.code, submission, student,
                                                    self.limits.max_submissions,
                                                    self.limits.max_submissions_per_student)
+        if result is not Admission.OK and self.pins is not None:
+            await self.pins.refresh_session(record.code)
         if result is Admission.GONE:
             raise ApiError(404, "unknown_session", "The session ended.")
         if result is Admission.FULL:
@@ -205,8 +240,8 @@ class Classroom:
         await self.backend.touch(record.code, self.limits.idle_s)
         return submission.as_json()
 
-    async def wall(self, code: str, authorization: str | None) -> dict[str, Any]:
-        record = await self._authorized(code, authorization)
+    async def wall(self, code: str, authorization: str | None, client: str | None = None) -> dict[str, Any]:
+        record = await self._authorized(code, authorization, client)
         items = await self.backend.submissions(record.code)
         model = record.state.get("model") or self.default_model
         weights = record.state.get("weights", "auto")
@@ -225,14 +260,16 @@ class Classroom:
             answer["error"] = predicted["error"]
         return answer
 
-    async def clear(self, code: str, authorization: str | None) -> None:
-        record = await self._authorized(code, authorization)
+    async def clear(self, code: str, authorization: str | None, client: str | None = None) -> None:
+        record = await self._authorized(code, authorization, client)
         await self.backend.clear_submissions(record.code)
+        if self.pins is not None:
+            await self.pins.refresh_session(record.code)
 
     # following -------------------------------------------------------------------------------------------
-    async def follow(self, code: str, last_event_id: str | None) -> FollowStream:
+    async def follow(self, code: str, last_event_id: str | None, client: str | None = None) -> FollowStream:
         """Admit a follower (404 / 429 before any byte is sent) and return its event stream."""
-        record = await self._record(code)
+        record = await self._record(code, client)
         if self.backend.hub.closing:
             raise ApiError(503, "shutting_down", "The server is restarting; reconnect in a moment.",
                            {"Retry-After": "2"})

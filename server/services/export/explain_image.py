@@ -16,6 +16,7 @@ import torch
 
 from server.services.runtime.inputs import input_picture
 from server.services.runtime.model_runtime import LoadedModel
+from server.services.saliency.layer_choice import saliency_layer
 from server.services.saliency.methods import get_method
 from server.services.saliency.overlay import overlay_png
 
@@ -28,9 +29,8 @@ def explain_image(loaded: LoadedModel, image: Any, out_dir: Path, method: str = 
                   top: int = 5, opacity: float = 0.5, colormap: str = "viridis") -> dict[str, Any]:
     """Explain ``image`` (a PIL image) on ``loaded``; writes the overlays and explain.json into ``out_dir``."""
     saliency = get_method(method)
-    layer_name = (layer or loaded.entry.target_layer) if saliency.uses_layer else None
-    if layer_name is not None:
-        loaded.layer(layer_name)  # an unknown layer is a clear error before any work
+    # an unknown layer is a clear error before any work
+    layer_name = saliency_layer(loaded, layer) if saliency.uses_layer else None
     tensor = loaded.preprocess(image)
     x = tensor.unsqueeze(0).to(loaded.device)
     with torch.no_grad():

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from PIL import Image
@@ -74,10 +75,20 @@ class IsolatedDecoder:
         self._env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self._spare: subprocess.Popen | None = None  # one worker started ahead, its imports done
         self._spare_lock = threading.Lock()
+        # Children are started by one long-lived thread: the kernel's parent-death signal fires when the
+        # *thread* that forked a child ends, and request threads come and go.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-spawner")
+
+    def _popen(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, decode_worker.__file__], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                env={**self._env, decode_worker.PARENT_ENV: str(os.getpid())})
 
     def _start(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, decode_worker.__file__], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self._env)
+        try:
+            return self._spawner.submit(self._popen).result()
+        except RuntimeError:  # closed (the server is stopping): this one thread lives as long as the decode
+            return self._popen()
 
     def _worker(self) -> subprocess.Popen:
         """A started worker (the spare when there is one), and a new spare started for the next upload.
@@ -95,6 +106,7 @@ class IsolatedDecoder:
         if spare is not None:
             spare.kill()
             spare.communicate()
+        self._spawner.shutdown(wait=False)
 
     def __call__(self, data: bytes) -> Image.Image:
         if not data:

@@ -11,7 +11,10 @@ in-process for tests and in a fresh child process for every upload (``python dec
   reads the upload, and the parent kills it after a wall-clock timeout: a file crafted to cost more is
   stopped, whatever the decoder does;
 - every byte the decode used is given back to the system when the child exits, so large or crafted files
-  never grow the server's own memory.
+  never grow the server's own memory;
+- the child dies with the server: the kernel kills it when its parent dies (Linux ``PR_SET_PDEATHSIG``),
+  and a watcher thread ends it when it finds itself adopted by another process (elsewhere), so a
+  ``kill -9`` of the server leaves no decoder behind.
 
 Protocol (stdin → stdout): one JSON line of limits, then the upload's bytes; the answer is one JSON line
 (``{"ok": [width, height]}`` or ``{"error": [status, code, message]}``), then, on success, the RGB bytes.
@@ -21,7 +24,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -63,13 +69,30 @@ def looks_like_image(data: bytes) -> bool:
 
 
 def decoded_bytes_per_pixel(image: Image.Image) -> int:
-    """Bytes per pixel of the largest picture the decode holds, by the file's mode: alpha, or a palette
-    or grey picture with transparency, is composited in RGBA (4); colour is RGB (Pillow keeps it in 4);
-    everything else ends as RGB too, so 3 is the floor."""
+    """Bytes a decode writes per pixel of the decoded picture: the file's mode as Pillow holds it (1 for
+    1-bit, grey and palette, 2 for 16-bit, 4 for colour and alpha), plus the full-size copy the pipeline
+    makes before it can shrink the picture (1-bit becomes grey: +1; palette, 16-bit and 32-bit modes become
+    RGB: +4). Both the decode's memory and its
+    CPU time grow with it (measured in ``bench/bench_decode_cost.py``)."""
     mode = image.mode
-    if "A" in mode or "a" in mode or "transparency" in image.info or mode in ("CMYK", "I", "F", "RGBX"):
-        return 4
-    return 3
+    held = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    if mode == "1":
+        return held + 1
+    if mode in ("P", "I", "F") or mode.startswith("I;16"):
+        return held + 4
+    return held
+
+
+def decoded_size(image: Image.Image) -> tuple[int, int]:
+    """The size the decoder really produces: a JPEG is decoded at 1/2, 1/4 or 1/8 scale when the working
+    copy is smaller anyway (``draft``); every other format at full size."""
+    if image.format != "JPEG":
+        return image.size
+    width, height = image.size
+    scale = 1
+    while scale < 8 and width // (scale * 2) >= MAX_WORKING_SIDE and height // (scale * 2) >= MAX_WORKING_SIDE:
+        scale *= 2
+    return -(-width // scale), -(-height // scale)
 
 
 def jpeg_scans(data: bytes) -> int:
@@ -91,13 +114,16 @@ def decode_image(data: bytes, max_pixels: int, max_decoded_bytes: int | None = N
         image = Image.open(io.BytesIO(data), formats=READABLE_FORMATS)
         width, height = image.size
         if width * height > max_pixels:
-            raise _too_large(f"The image is {width}×{height} pixels; the limit is {max_pixels:,} pixels in all.")
+            raise _too_many_pixels((width, height), max_pixels)
         if width < 1 or height < 1:
             raise DecodeError(422, "corrupt_image", "The image has no pixels.")
         per_pixel = decoded_bytes_per_pixel(image)
-        if width * height * per_pixel > max_decoded_bytes:
-            raise _too_large(f"The image is {width}×{height} pixels in mode {image.mode}, {per_pixel} bytes each "
-                             f"once decoded: more than the {max_decoded_bytes / 2**20:.0f} MB a decode may take.")
+        decoded_w, decoded_h = decoded_size(image)
+        if decoded_w * decoded_h * per_pixel > max_decoded_bytes:
+            scaled = f" (decoded at {decoded_w}×{decoded_h})" if (decoded_w, decoded_h) != (width, height) else ""
+            raise _too_large(f"The image is {width}×{height} pixels{scaled} in mode {image.mode}, {per_pixel} bytes "
+                             f"each to decode: more than the {max_decoded_bytes / 2**20:.0f} MB of work one decode "
+                             "may take.")
         if image.format == "JPEG" and (scans := jpeg_scans(data)) > max_scans:
             raise DecodeError(422, "image_too_costly", f"The JPEG has {scans} scans; at most {max_scans} are "
                               "decoded (real encoders use about ten).")
@@ -105,7 +131,9 @@ def decode_image(data: bytes, max_pixels: int, max_decoded_bytes: int | None = N
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _too_large(f"The image is too large to decode safely ({exc}).") from exc
+        # Pillow refuses past its own limit (89.5 MP) inside open(), before we see the size: the same
+        # sentence as any picture over our limit, never Pillow's "decompression bomb DOS attack" text.
+        raise _too_many_pixels(header_size(data), max_pixels) from exc
     except MemoryError as exc:
         raise _too_large("The image is too large to decode in the memory a decode may take.") from exc
     except UnidentifiedImageError as exc:
@@ -120,6 +148,31 @@ def decode_image(data: bytes, max_pixels: int, max_decoded_bytes: int | None = N
         raise DecodeError(422, "corrupt_image", f"The image file is damaged or truncated ({exc}).") from exc
 
 
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as the file's header states it, read by Pillow's registered opener for the format
+    (which parses the header only, without ``Image.open``'s bomb check); None when no opener accepts it."""
+    Image.preinit()
+    for fmt in READABLE_FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        try:
+            if accept is not None and not accept(data[:16]):
+                continue
+            with factory(io.BytesIO(data), None) as image:
+                return image.size
+        except Exception:  # noqa: BLE001 (a damaged header: say what we can without the size)
+            continue
+    return None
+
+
+def _too_many_pixels(size: tuple[int, int] | None, max_pixels: int) -> DecodeError:
+    if size is None:
+        return _too_large(f"The image has more pixels than the limit of {max_pixels:,} pixels in all.")
+    if size[0] * size[1] <= max_pixels:  # a limit set above Pillow's: Pillow's is the one that holds
+        return _too_large(f"The image is {size[0]}×{size[1]} pixels; the limit is "
+                          f"{min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels):,} pixels in all.")
+    return _too_large(f"The image is {size[0]}×{size[1]} pixels; the limit is {max_pixels:,} pixels in all.")
+
+
 def _decode_opened(image: Image.Image) -> Image.Image:
     image.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
     # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: no need to hold the full photo when the working
@@ -127,7 +180,9 @@ def _decode_opened(image: Image.Image) -> Image.Image:
     image.draft("RGB", (MAX_WORKING_SIDE, MAX_WORKING_SIDE))
     image.load()
     ImageOps.exif_transpose(image, in_place=True)
-    if image.mode not in ("1", "P") and not image.mode.startswith("I;16"):
+    if image.mode == "1":
+        image = image.convert("L")  # 1-bit shrinks as grey (one byte a pixel), not as full-size RGB
+    if image.mode != "P" and not image.mode.startswith("I;16"):
         # Shrink first, in the file's own mode (Pillow premultiplies alpha while resampling): the colour
         # conversions below then touch at most MAX_WORKING_SIDE² pixels instead of the whole photo.
         image.thumbnail((MAX_WORKING_SIDE, MAX_WORKING_SIDE), Image.LANCZOS)
@@ -188,7 +243,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 # --- the worker process ------------------------------------------------------------------------------------
 
-def _set_limits(cpu_seconds: float, memory_bytes: int) -> None:
+def set_limits(cpu_seconds: float, memory_bytes: int) -> None:
     """Hard limits for this process: CPU seconds (SIGXCPU, then SIGKILL) and address space above what is
     mapped now. Where a limit is not available (no ``resource`` module), the parent's wall-clock timeout is."""
     try:
@@ -209,10 +264,40 @@ def _set_limits(cpu_seconds: float, memory_bytes: int) -> None:
         pass
 
 
+PARENT_ENV = "CONVSCOPE_DECODE_PARENT"  # the server's pid, which the child must outlive by no more than a moment
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel for SIGKILL when the parent dies; and, where that is not available or the parent died
+    before it was asked, exit as soon as this process's parent is no longer ``parent``."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the watcher below remains
+            pass
+    if os.getppid() != parent:
+        os._exit(1)  # the server died before the signal was asked for
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.25)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _main() -> int:
+    parent = os.environ.get(PARENT_ENV, "")
+    if parent.isdigit():
+        _die_with_parent(int(parent))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     limits = json.loads(stdin.readline())
-    _set_limits(limits["cpu_seconds"], limits["memory_bytes"])
+    set_limits(limits["cpu_seconds"], limits["memory_bytes"])
     data = stdin.read()
     try:
         image = decode_image(data, limits["max_pixels"], limits["max_decoded_bytes"], limits["max_scans"])

@@ -1,7 +1,12 @@
-"""Content-addressed image storage on disk, under a byte budget with least-recently-used eviction.
+"""Content-addressed image storage on disk, under a byte budget with fair eviction.
 
 An image's id is the sha256 of the bytes the user uploaded; what is stored is the decoded, upright RGB
 working copy as PNG, so every later request (and every replica given the same upload) sees the same pixels.
+
+Over budget, the store evicts the least recently used image *of the client that holds the most bytes*
+(an image belongs to the clients that uploaded it), so one student flooding the store evicts their own
+uploads, not the class's. Images a live classroom session refers to (its wall, the teacher's current
+image) are pinned by the session (:meth:`ImageStore.pin`) and never evicted until it lets them go.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -33,6 +38,10 @@ class StoredImage:
     image_id: str
     width: int
     height: int
+    stored_bytes: int = field(default=0, compare=False)  # bytes this upload added (0: already stored)
+
+
+UNKNOWN_OWNER = ""  # images found on disk at start-up, or stored without naming a client
 
 
 class ImageStore:
@@ -47,6 +56,11 @@ class ImageStore:
         self.decode = decoder or IsolatedDecoder(DecodeLimits(max_pixels=max_pixels))
         self._lock = threading.Lock()
         self._sizes: OrderedDict[str, int] = OrderedDict()  # id → bytes, oldest access first
+        self._owners: dict[str, set[str]] = {}  # id → the clients that uploaded it
+        self._owned: dict[str, OrderedDict[str, None]] = {}  # client → its ids, oldest access first
+        self._owned_bytes: dict[str, int] = {}
+        self._pins: dict[str, frozenset[str]] = {}  # holder (a session) → the ids it keeps
+        self._pinned_at: dict[str, float] = {}  # holder → when it last pinned (see replace_pins)
         # decoded working copies (single-flight: one decode per image however many ask at once)
         self._decoded: ResultCache[Image.Image] = ResultCache("decoded images", decoded_budget_bytes,
                                                               max_items=decoded_cache_items)
@@ -64,6 +78,7 @@ class ImageStore:
                 entries.append((stat.st_atime, path.stem, stat.st_size))
         for _, image_id, size in sorted(entries):
             self._sizes[image_id] = size
+            self._own_locked(image_id, UNKNOWN_OWNER)
 
     def close(self) -> None:
         """Stop the decoder's idle worker process, if any (the app's shutdown calls this)."""
@@ -95,13 +110,17 @@ class ImageStore:
         with self._lock:
             return sum(self._sizes.values())
 
-    def put(self, data: bytes) -> StoredImage:
-        """Store an upload (idempotent: the same bytes give the same id and are decoded once)."""
+    def put(self, data: bytes, owner: str = UNKNOWN_OWNER) -> StoredImage:
+        """Store an upload by ``owner`` (a client's address; idempotent: the same bytes give the same id and
+        are decoded once)."""
         image_id = hashlib.sha256(data).hexdigest()
         with self._lock:
             known = image_id in self._sizes and self._path(image_id).is_file()
         if known:
             image = self.open_image(image_id)
+            with self._lock:
+                if image_id in self._sizes:
+                    self._own_locked(image_id, owner)
             return StoredImage(image_id, image.width, image.height)
         image = self.decode(data)
         buf = io.BytesIO()
@@ -115,11 +134,12 @@ class ImageStore:
         finally:
             tmp.unlink(missing_ok=True)
         with self._lock:
+            self._forget_locked(image_id)  # a file another replica wrote meanwhile: counted once
             self._sizes[image_id] = len(png)
-            self._sizes.move_to_end(image_id)
+            self._own_locked(image_id, owner)
             self._remember(image_id, image)
             self._evict_locked(keep=image_id)
-        return StoredImage(image_id, image.width, image.height)
+        return StoredImage(image_id, image.width, image.height, len(png))
 
     def open_image(self, image_id: str) -> Image.Image:
         """The stored RGB image (a shared copy: callers must not modify it in place)."""
@@ -137,7 +157,7 @@ class ImageStore:
                 return img.convert("RGB")
         except FileNotFoundError:
             with self._lock:
-                self._sizes.pop(image_id, None)
+                self._forget_locked(image_id)
             raise ApiError(
                 404, "unknown_image", f"No image {image_id[:12]}… is stored here; upload it again."
             ) from None
@@ -152,6 +172,8 @@ class ImageStore:
     def _touch_locked(self, image_id: str) -> None:
         if image_id in self._sizes:
             self._sizes.move_to_end(image_id)
+            for owner in self._owners.get(image_id, ()):
+                self._owned[owner].move_to_end(image_id)
             now = time.time()
             try:
                 os.utime(self._path(image_id), (now, now))
@@ -161,16 +183,94 @@ class ImageStore:
     def _remember(self, image_id: str, image: Image.Image) -> None:
         self._decoded.put(image_id, image)
 
+    # --- pins: images a live classroom session refers to -----------------------------------------------
+    def pin(self, holder: str, image_ids: set[str] | frozenset[str]) -> None:
+        """``holder`` (a session's code) keeps exactly these images from eviction, until :meth:`unpin`."""
+        with self._lock:
+            self._pins[holder] = frozenset(image_ids)
+            self._pinned_at[holder] = time.monotonic()
+
+    def add_pin(self, holder: str, image_id: str) -> None:
+        with self._lock:
+            self._pins[holder] = self._pins.get(holder, frozenset()) | {image_id}
+            self._pinned_at[holder] = time.monotonic()
+
+    def unpin(self, holder: str) -> None:
+        with self._lock:
+            self._pins.pop(holder, None)
+            self._pinned_at.pop(holder, None)
+
+    def replace_pins(self, pins: dict[str, frozenset[str]], read_at: float) -> None:
+        """Every holder's pins as read from the sessions' store at ``read_at`` (``time.monotonic()``): holders
+        that pinned since keep what they pinned (the read may predate it)."""
+        with self._lock:
+            fresh = {h: self._pins[h] for h, at in self._pinned_at.items() if at >= read_at and h in self._pins}
+            self._pins = {**pins, **fresh}
+            self._pinned_at = {holder: self._pinned_at.get(holder, read_at) for holder in self._pins}
+
+    def pinned(self) -> frozenset[str]:
+        with self._lock:
+            return self._pinned_locked()
+
+    def _pinned_locked(self) -> frozenset[str]:
+        return frozenset().union(*self._pins.values()) if self._pins else frozenset()
+
+    # --- owners and fair eviction ------------------------------------------------------------------------
+    def owned_bytes(self, owner: str) -> int:
+        with self._lock:
+            return self._owned_bytes.get(owner, 0)
+
+    def _own_locked(self, image_id: str, owner: str) -> None:
+        owners = self._owners.setdefault(image_id, set())
+        if owner not in owners:
+            owners.add(owner)
+            self._owned.setdefault(owner, OrderedDict())[image_id] = None
+            self._owned_bytes[owner] = self._owned_bytes.get(owner, 0) + self._sizes[image_id]
+        self._touch_locked(image_id)
+
+    def _disown_locked(self, image_id: str, owner: str) -> None:
+        self._owners[image_id].discard(owner)
+        owned = self._owned[owner]
+        owned.pop(image_id, None)
+        self._owned_bytes[owner] -= self._sizes[image_id]
+        if not owned:
+            del self._owned[owner], self._owned_bytes[owner]
+
+    def _forget_locked(self, image_id: str) -> None:
+        if image_id not in self._sizes:
+            return
+        for owner in list(self._owners.get(image_id, ())):
+            self._disown_locked(image_id, owner)
+        self._owners.pop(image_id, None)
+        self._sizes.pop(image_id)
+
     def _evict_locked(self, keep: str) -> None:
+        """While over budget: the heaviest client's least recently used image goes (unless pinned, or the
+        image just stored). An image several clients uploaded is only taken off the heavy one's account."""
         total = sum(self._sizes.values())
-        while total > self.budget_bytes and len(self._sizes) > 1:
-            oldest = next(iter(self._sizes))
-            if oldest == keep:
-                self._sizes.move_to_end(oldest)
+        if total <= self.budget_bytes:
+            return
+        pinned = self._pinned_locked()
+        spared = set(pinned) | {keep}
+        weights = {owner: size - sum(self._sizes[i] for i in spared if i in self._owned[owner])
+                   for owner, size in self._owned_bytes.items()}
+        while total > self.budget_bytes:
+            owner = max((o for o, w in weights.items() if w > 0), key=weights.__getitem__, default=None)
+            if owner is None:
+                break  # only pinned images and the new one are left: the store may exceed its budget
+            victim = next(i for i in self._owned[owner] if i not in spared)
+            size = self._sizes[victim]
+            weights[owner] -= size
+            if len(self._owners[victim]) > 1:  # someone else's too: no longer counted as this client's
+                self._disown_locked(victim, owner)
                 continue
-            total -= self._sizes.pop(oldest)
-            self._decoded.discard(oldest)
-            self._path(oldest).unlink(missing_ok=True)
+            self._forget_locked(victim)
+            total -= size
+            self._decoded.discard(victim)
+            self._path(victim).unlink(missing_ok=True)
+        if total > self.budget_bytes:
+            log.warning("image store over budget (%d of %d bytes): the rest is pinned by class sessions",
+                        total, self.budget_bytes)
 
 
 def _process_alive(pid: int) -> bool:

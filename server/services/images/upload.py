@@ -1,8 +1,8 @@
 """Reading an upload without trusting its size: the body is counted as it streams in and refused
 (413) the moment it passes the limit, so an oversized file is never held whole in memory.
 
-Multipart bodies are parsed as they arrive and only the part named ``file`` is kept (in memory, at most
-the limit); nothing is spooled to temporary files, so an upload cut off half-way leaves nothing behind.
+Multipart bodies are parsed as they arrive; the one part allowed is named ``file`` and kept (in memory, at
+most the limit), any other part is refused (400); nothing is spooled to temporary files, so an upload cut off half-way leaves nothing behind.
 The client's file name is never used for anything.
 """
 
@@ -66,18 +66,28 @@ async def _bounded_stream(request: Request, allowed: int, limit: int) -> AsyncIt
 
 
 class _FileCollector:
-    """python-multipart callbacks that keep the bytes of the part named ``file`` and nothing else."""
+    """python-multipart callbacks that keep the bytes (and file name) of the parts named in ``limits`` (field
+    name → most bytes kept) and nothing else."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.data = bytearray()
-        self.found = False
+    def __init__(self, limits: dict[bytes, int]) -> None:
+        self.limits = limits
+        self.parts_kept: dict[bytes, bytearray] = {}
+        self.filenames: dict[bytes, str] = {}
         self.finished = False
         self.parts = 0
-        self._in_file = False
+        self.other_parts = False  # a part whose name is not in ``limits`` (the schema allows none)
+        self._field: bytes | None = None
         self._header_name = b""
         self._header_value = b""
         self._disposition = b""
+
+    @property
+    def found(self) -> bool:
+        return FILE_FIELD in self.parts_kept
+
+    @property
+    def data(self) -> bytearray:
+        return self.parts_kept.get(FILE_FIELD, bytearray())
 
     def callbacks(self) -> dict:
         return {
@@ -94,7 +104,7 @@ class _FileCollector:
         self.parts += 1
         if self.parts > MAX_PARTS:
             raise ApiError(400, "malformed_multipart", f"The upload has more than {MAX_PARTS} parts.")
-        self._in_file = False
+        self._field = None
         self._disposition = b""
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
@@ -110,23 +120,44 @@ class _FileCollector:
 
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self._disposition)
-        if options.get(b"name") == FILE_FIELD:
-            if self.found:
-                raise ApiError(400, "malformed_multipart", "Send one file per upload.")
-            self.found = self._in_file = True
+        name = options.get(b"name")
+        if name not in self.limits:  # as the schema says: only the named parts, nothing else
+            self.other_parts = True
+            return
+        if name in self.parts_kept:
+            raise ApiError(400, "malformed_multipart", f"Send one {name.decode()} per upload.")
+        self._field = name
+        self.parts_kept[name] = bytearray()
+        self.filenames[name] = options.get(b"filename", b"").decode("utf-8", "replace")[-200:]
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._in_file:
-            if len(self.data) + (end - start) > self.limit:
-                raise too_large(self.limit)
-            self.data += data[start:end]
+        if self._field is not None:
+            kept = self.parts_kept[self._field]
+            if len(kept) + (end - start) > self.limits[self._field]:
+                raise too_large(self.limits[self._field])
+            kept += data[start:end]
 
     def on_end(self) -> None:
         self.finished = True
 
 
 async def _file_part(chunks: AsyncIterator[bytes], boundary: bytes, limit: int) -> bytes:
-    collector = _FileCollector(limit)
+    collector = await _collect(chunks, boundary, {FILE_FIELD: limit})
+    if not collector.found:
+        raise ApiError(422, "missing_file", "Send the image in a multipart field named 'file'.")
+    _refuse_other_parts(collector)
+    return bytes(collector.data)
+
+
+def _refuse_other_parts(collector: _FileCollector) -> None:
+    if collector.other_parts:
+        names = ", ".join(f"'{name.decode()}'" for name in collector.limits)
+        raise ApiError(400, "malformed_multipart", f"The upload has a part other than {names}; send only those "
+                       "multipart fields.")
+
+
+async def _collect(chunks: AsyncIterator[bytes], boundary: bytes, limits: dict[bytes, int]) -> _FileCollector:
+    collector = _FileCollector(limits)
     try:
         parser = MultipartParser(boundary, collector.callbacks(), max_header_size=MAX_PART_HEADER)  # type: ignore[arg-type]
         async for chunk in chunks:
@@ -134,11 +165,28 @@ async def _file_part(chunks: AsyncIterator[bytes], boundary: bytes, limit: int) 
         parser.finalize()
     except (MultipartParseError, ValueError) as exc:
         raise ApiError(400, "malformed_multipart", f"The multipart body could not be parsed ({exc}).") from exc
-    if not collector.found:
-        raise ApiError(422, "missing_file", "Send the image in a multipart field named 'file'.")
     if not collector.finished:
         raise ApiError(400, "malformed_multipart", "The multipart body ended before its closing boundary.")
-    return bytes(collector.data)
+    return collector
+
+
+async def read_form_files(request: Request, limits: dict[str, int]) -> dict[str, tuple[bytes, str]]:
+    """The multipart parts named in ``limits`` (field → most bytes) as (bytes, the client's file name); the
+    body is counted as it streams (413 past the sum of the limits)."""
+    media_type, params = parse_options_header(request.headers.get("content-type", ""))
+    if media_type != b"multipart/form-data" or not params.get(b"boundary"):
+        raise ApiError(415, "unsupported_media_type", "Send the file as multipart/form-data in a field named 'file'.")
+    total = sum(limits.values())
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "bad_content_length", "The Content-Length header is not a number.")
+        if int(declared) > total + MULTIPART_SLACK:
+            raise too_large(limits.get("file", total))
+    chunks = _bounded_stream(request, total + MULTIPART_SLACK, limits.get("file", total))
+    collector = await _collect(chunks, params[b"boundary"], {k.encode(): v for k, v in limits.items()})
+    _refuse_other_parts(collector)
+    return {k.decode(): (bytes(v), collector.filenames.get(k, "")) for k, v in collector.parts_kept.items()}
 
 
 def too_large(limit: int) -> ApiError:

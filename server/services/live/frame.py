@@ -39,6 +39,8 @@ from server.services.saliency.base import (
     resolve_targets,
     spatial_activation,
 )
+from server.services.saliency.layer_choice import default_layer
+from server.services.saliency.layer_choice import saliency_layer as resolve_saliency_layer
 from server.services.saliency.methods import get_method
 
 # CAM methods whose cost is one forward pass plus (at most) one backward to the target layer.
@@ -100,7 +102,7 @@ def resolve_config(loaded: LoadedModel, architectures: ArchitectureCatalog, laye
     """Validate the query of a live connection (ApiErrors as the HTTP endpoints raise them)."""
     rows = selectable_layers(architectures.get(loaded.entry)["layers"])
     shapes = {row["name"]: tuple(row["output_shape"]) for row in rows}
-    name = layer or loaded.entry.target_layer
+    name = layer or default_layer(loaded.entry)
     if name not in shapes:
         loaded.layer(name)  # 404 unknown_layer when there is no such module at all
         raise ApiError(422, "layer_has_no_feature_map",
@@ -112,8 +114,7 @@ def resolve_config(loaded: LoadedModel, architectures: ArchitectureCatalog, laye
             raise ApiError(422, "method_not_live",
                            f"{method} costs more than one forward and backward pass per frame; live mode offers "
                            f"{', '.join(LIVE_METHODS)}. The Saliency tab computes {method} for a captured frame.")
-        cam_layer = saliency_layer or loaded.entry.target_layer
-        loaded.layer(cam_layer)
+        cam_layer = resolve_saliency_layer(loaded, saliency_layer)
         if len(shapes.get(cam_layer, ())) != 3:
             raise ApiError(422, "layer_not_spatial",
                            f"{method} needs a layer whose output is channels × height × width; "

@@ -142,6 +142,7 @@ def describe_architecture(entry: ModelEntry) -> Architecture:
                     exc_info=True)
         fields = {}
     layers = []
+    onnx_nodes = entry.meta.get("layer_labels", {})  # ONNX/Keras models: module name → the ONNX node's name
     for name, module in model.named_modules():
         if not name:
             continue
@@ -156,6 +157,8 @@ def describe_architecture(entry: ModelEntry) -> Architecture:
             "params": sum(p.numel() for p in module.parameters()),
             "receptive_field": fields[name].as_json() if name in fields else None,
         }
+        if name in onnx_nodes:
+            layer["onnx_node"] = onnx_nodes[name]
         layer.update(hyper_parameters(module))
         layers.append(layer)
     geometry = {

@@ -8,6 +8,7 @@ every answer says which was used, so nothing untrained is ever shown as trained.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -71,6 +72,7 @@ class ModelRuntime:
         # (model id, variant) → LoadedModel; one build per key even when a class asks at once
         self.cache: ResultCache[LoadedModel] = ResultCache("models", budget_bytes, max_items=self.max_loaded)
         self._failures: dict[str, str] = {}  # model id → why its trained weights could not be loaded
+        self.last_used: dict[str, float] = {}  # uploaded models only: when a request last named them (monotonic)
         self._lock = threading.Lock()
 
     # --- registry views -------------------------------------------------------------------------
@@ -84,6 +86,8 @@ class ModelRuntime:
             raise ApiError(404, "unknown_model", f"There is no model {model_id!r}; see /api/models.") from None
         if entry.problem:  # listed so that its reason shows, but there is nothing to run
             raise ApiError(409, "model_unavailable", f"Model {model_id} is unavailable: {entry.problem}")
+        if entry.family == "upload":  # dropped after an idle time (server.services.model_uploads)
+            self.last_used[model_id] = time.monotonic()
         return entry
 
     def weights_status(self, entry: ModelEntry) -> WeightsStatus:

@@ -16,6 +16,7 @@ from server.services.runtime.cache import ResultCache
 from server.services.runtime.hooks import LayerGraph
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.model_runtime import LoadedModel
+from server.services.saliency.layer_choice import default_layer
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class ModelOutputs:
 
         def compute() -> ForwardResult:
             batch = self.inputs.batch(loaded, image_id)
-            out, graph = self.batcher.forward(loaded, batch, loaded.entry.target_layer)
+            out, graph = self.batcher.forward(loaded, batch, default_layer(loaded.entry))
             if graph is not None:
                 self.graphs.put(key, graph)
             return ForwardResult(out[0].detach().contiguous())

@@ -24,6 +24,7 @@ from server.errors import ApiError
 from server.services.runtime.architecture_catalog import LayerGeometry
 from server.services.runtime.hooks import LayerGraph, capture_layer
 from server.services.runtime.model_runtime import LoadedModel
+from server.services.saliency.layer_choice import saliency_layer
 from server.services.saliency.scaling import Scaled, magnitude_percentile, min_max, upsample
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -201,7 +202,7 @@ class BaseCAM(SaliencyMethod):
         self, loaded: LoadedModel, batch: torch.Tensor, layer: str | None, targets: Targets, progress: Progress | None,
         kept: LayerGraph | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        layer_name = layer or loaded.entry.target_layer
+        layer_name = saliency_layer(loaded, layer)
         module = loaded.layer(layer_name)
         if kept is not None and kept.layer == layer_name:
             # the image's forward pass was kept from this layer on: no forward of our own
@@ -223,7 +224,7 @@ class BaseCAM(SaliencyMethod):
         return logits, self.cam(ctx), chosen
 
     def geometry(self, loaded: LoadedModel, layer: str | None) -> LayerGeometry | None:
-        return loaded.geometry(layer or loaded.entry.target_layer)
+        return loaded.geometry(saliency_layer(loaded, layer))
 
     def cam(self, ctx: CamContext) -> torch.Tensor:
         """T×h×w signed map: Σ_k w_k A^k with the method's weights (per channel or per position)."""

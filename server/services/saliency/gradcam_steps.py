@@ -27,6 +27,7 @@ from server.services.runtime.hooks import capture_layer
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.saliency.base import TopK, check_logits, class_gradients, resolve_targets, spatial_activation
+from server.services.saliency.layer_choice import saliency_layer
 
 MAX_TOP = 32
 
@@ -166,8 +167,7 @@ class GradCamStepsService:
 
     def key(self, loaded: LoadedModel, image_id: str, layer: str | None, target: int | None) -> StepsKey:
         """Validate layer and target (no model work) and build the cache key."""
-        name = layer or loaded.entry.target_layer
-        loaded.layer(name)  # 404 unknown_layer
+        name = saliency_layer(loaded, layer)  # 404 unknown_layer
         if target is not None and not 0 <= target < loaded.entry.num_classes:
             raise ApiError(404, "invalid_target",  # a class the model does not have: 404, as saliency answers
                            f"target must be a class index from 0 to {loaded.entry.num_classes - 1}; got {target}.")

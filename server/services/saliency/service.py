@@ -23,6 +23,7 @@ from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.runtime.outputs import ModelOutputs
 from server.services.saliency.base import Explanation, Progress, Targets, TopK
+from server.services.saliency.layer_choice import saliency_layer
 from server.services.saliency.methods import get_method
 from server.services.work.cancel import checkpoint
 
@@ -62,10 +63,7 @@ class SaliencyMap:
 def make_key(loaded: LoadedModel, image_id: str, method: str, layer: str | None, target: int | None) -> SaliencyKey:
     """Validate method, layer and target (cheap: no model work) and build the cache key."""
     saliency = get_method(method)
-    layer_name = None
-    if saliency.uses_layer:
-        layer_name = layer or loaded.entry.target_layer
-        loaded.layer(layer_name)  # 404 unknown_layer
+    layer_name = saliency_layer(loaded, layer) if saliency.uses_layer else None  # 404 unknown_layer
     if target is not None and not 0 <= target < loaded.entry.num_classes:
         raise ApiError(  # a class the model does not have: 404, like an unknown layer
             404,

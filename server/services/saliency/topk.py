@@ -17,6 +17,7 @@ from server.services.runtime.model_runtime import LoadedModel
 from server.services.runtime.outputs import predictions_from_logits
 from server.services.saliency.base import Explanation, InputAttributionMethod, Progress, SaliencyMethod, TopK
 from server.services.saliency.gradients import Occlusion
+from server.services.saliency.layer_choice import saliency_layer
 from server.services.saliency.methods import DEFAULT_METHOD, get_method
 
 DEFAULT_K = 5
@@ -45,7 +46,7 @@ def predictions_with_saliency(
 ) -> TopKSaliency:
     """The top-``k`` predictions for ``batch`` (1×C×H×W) and each one's saliency map."""
     saliency = get_method(method)
-    layer_name = (layer or loaded.entry.target_layer) if saliency.uses_layer else None
+    layer_name = saliency_layer(loaded, layer) if saliency.uses_layer else None
     explanation = _explain_top(saliency, loaded, batch, layer_name, k, progress)
     predictions = predictions_from_logits(loaded, explanation.logits, len(explanation.targets))
     # Ties in the logits could order the two lists differently: follow the maps' order.

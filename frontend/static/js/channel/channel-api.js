@@ -3,12 +3,24 @@
 
 const enc = encodeURIComponent;
 
-/** The dataset that fits a model's own training data. */
+/** The dataset that fits a model's own training data (the server's choice, which knows the image folders). */
 export function defaultDataset(model) {
+  if (model.examples_dataset) return model.examples_dataset;
   const name = (model.dataset || '').toLowerCase();
   if (name.startsWith('mnist')) return 'mnist';
   if (name.startsWith('shapes')) return 'shapes';
   return 'photos';
+}
+
+let foldersPromise = null;
+
+/** The server's named image folders ([{name, dataset, images, classes, …}]), fetched once per page. */
+export function imageFolders(api) {
+  if (!foldersPromise) foldersPromise = api.getJson('/api/image-folders').then((b) => b.folders).catch(() => {
+    foldersPromise = null;
+    return [];
+  });
+  return foldersPromise;
 }
 
 export function channelPath(api, model, layer, channel, rest, params) {

@@ -4,7 +4,7 @@
 import { el, listen, disposer, isAbort } from '../dom.js';
 import { formatInt, formatShort } from '../common/format.js';
 import { ensureStylesheet } from '../common/stylesheet.js';
-import { cropUrl, defaultDataset, featureVis, featureVisPng, fetchExamples, pause } from './channel-api.js';
+import { cropUrl, defaultDataset, featureVis, featureVisPng, fetchExamples, imageFolders, pause } from './channel-api.js';
 
 const K = 9;
 const POLL_MS = 700;
@@ -44,6 +44,21 @@ export function createChannelPanel(host) {
   let examplesAbort = null;
   let visAbort = null;
 
+  let foldersShown = false;
+  async function addFolders(api) {  // the server's named image folders join the built-in datasets
+    if (foldersShown) return;
+    foldersShown = true;
+    const folders = (await imageFolders(api)).filter((f) => !f.error);
+    const wanted = current ? select.value : null;
+    for (const f of folders) {
+      const text = `Folder ${f.name} (${formatInt(f.images)})`;
+      const option = [...select.options].find((o) => o.value === f.dataset);
+      if (option) option.textContent = text;
+      else select.append(el('option', { value: f.dataset, text }));
+    }
+    if (wanted) select.value = wanted;
+  }
+
   bag.add(listen(select, 'change', () => current && current.ctx.state.set({ dataset: select.value })));
   bag.add(listen(visButton, 'click', () => runVis('POST')));
   bag.add(listen(visCancel, 'click', () => runVis('DELETE')));
@@ -82,10 +97,15 @@ export function createChannelPanel(host) {
   }
 
   function showExamples(s, body) {
-    examplesNote.textContent = body.examples.length ? `Largest value of channel ${s.channel} over ${formatInt(body.images)} images, largest first.` : 'No images.';
+    const source = body.source ? body.source.description : `${formatInt(body.images)} images`;
+    const few = body.images < 100 && s.dataset === 'photos'
+      ? ` Only ${formatInt(body.images)} images: start the server with --image-folder NAME=PATH (a folder of your own photos) for examples that mean more.`
+      : '';
+    examplesNote.textContent = body.examples.length
+      ? `Largest value of channel ${s.channel} over ${source}, largest first.${few}` : 'No images.';
     grid.replaceChildren(...body.examples.map((e) => el('figure', { className: 'chan-example' }, [
       el('img', { className: 'pixelated', src: cropUrl(current.ctx.api, s, e.index), alt: `${s.dataset} image ${e.index}, cropped`, title: `${s.dataset} #${e.index}: max ${e.value} at (y ${e.y}, x ${e.x})` }),
-      el('figcaption', {}, [el('span', { className: 'chan-value', text: formatShort(e.value) }), el('span', { text: ` #${e.index}` })]),
+      el('figcaption', {}, [el('span', { className: 'chan-value', text: formatShort(e.value) }), el('span', { className: 'chan-index', text: `#${e.index}` })]),
     ])));
     grid.dataset.values = body.examples.map((e) => e.value).join(',');
   }
@@ -142,7 +162,9 @@ export function createChannelPanel(host) {
       if (current && current.key === key) { current.ctx = ctx; return; }
       const sameUnit = current && current.key.split('|').slice(0, 4).join('|') === key.split('|').slice(0, 4).join('|');
       current = { ctx, layer, channel, key };
+      if (![...select.options].some((o) => o.value === dataset)) select.append(el('option', { value: dataset, text: dataset }));
       select.value = dataset;
+      addFolders(ctx.api);
       loadExamples();
       if (!sameUnit) { visImg.hidden = true; runVis('GET'); }
     },

@@ -107,7 +107,7 @@ export function createClassroom({ state, notices }) {
   function showStudent(code) {
     dispose();
     heading.textContent = 'Class session';
-    panel = createStudentPanel({ body, code, state, onLeave: () => state.set({ session: null }) });
+    panel = createStudentPanel({ body, code, state, notices, onLeave: () => state.set({ session: null }) });
   }
 
   /** Pick the mode from the URL (a student's `session`) and this tab's storage (a teacher's token). */

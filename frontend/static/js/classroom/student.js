@@ -9,6 +9,7 @@ import { changesToFollow, describeView, EXPLORING_KEYS, sharedState, showsSameVi
 const VIEW_TITLES = new Map(VIEWS.flatMap((view) => [view.id, ...(view.aliases || [])].map((id) => [id, view.title])));
 const NAME_MAX = 40;
 const FULL_RETRY_MS = 10_000;
+const NEW_IMAGE_NOTICE = 'class-teacher-image';
 
 /**
  * @param {object} opts
@@ -16,8 +17,9 @@ const FULL_RETRY_MS = 10_000;
  * @param {string} opts.code       the session code (from the URL's `session` key)
  * @param {object} opts.state      js/state.js store
  * @param {() => void} opts.onLeave the student leaves the session
+ * @param {object} opts.notices     shell/notices.js (where an exploring student hears of the teacher's new image)
  */
-export function createStudentPanel({ body, code, state, onLeave }) {
+export function createStudentPanel({ body, code, state, onLeave, notices }) {
   const bag = disposer();
   const followKey = `convscope.follow.${code}`;
   let following = sessionStorage.getItem(followKey) !== 'no';
@@ -76,9 +78,10 @@ export function createStudentPanel({ body, code, state, onLeave }) {
       away.hidden = true;
     } else {
       status.textContent = 'Exploring on your own.';
-      const same = showsSameView(state.read(), teacher);
-      away.hidden = same;
-      where.textContent = `The teacher is on ${describeView(teacher, VIEW_TITLES)}. `;
+      const mine = state.read();
+      away.hidden = showsSameView(mine, teacher);
+      const other = teacher.image && teacher.image !== mine.image ? ', with another image' : '';
+      where.textContent = `The teacher is on ${describeView(teacher, VIEW_TITLES)}${other}. `;
     }
     submitButton.disabled = !state.read().image;
   }
@@ -95,8 +98,16 @@ export function createStudentPanel({ body, code, state, onLeave }) {
     }
   }
 
+  /** An exploring student hears that the teacher shows another image (a new one, or one from the wall). */
+  function tellNewImage() {
+    if (teacher.image === state.read().image) return;
+    notices.show(NEW_IMAGE_NOTICE, `The teacher changed the image (on ${describeView(teacher, VIEW_TITLES)}).`, 'info',
+      { label: 'Follow the teacher', run: () => setFollowing(true) });
+  }
+
   function setFollowing(value) {
     following = value;
+    if (value) notices.clear(NEW_IMAGE_NOTICE);
     sessionStorage.setItem(followKey, value ? 'yes' : 'no');
     apply();
     render();
@@ -107,7 +118,9 @@ export function createStudentPanel({ body, code, state, onLeave }) {
     source?.close();
     source = new EventSource(sessionApi.eventsUrl(code));
     source.addEventListener('state', (event) => {
+      const before = teacher;
       teacher = sharedState(JSON.parse(event.data).state || {});
+      if (!following && before && teacher.image && teacher.image !== before.image) tellNewImage();
       apply();
       render();
     });
@@ -171,6 +184,7 @@ export function createStudentPanel({ body, code, state, onLeave }) {
   bag.add(() => {
     clearTimeout(retryTimer);
     source?.close();
+    notices.clear(NEW_IMAGE_NOTICE);
     document.body.classList.remove('is-following');
     body.closest('.card')?.classList.remove('class-card-following');
   });

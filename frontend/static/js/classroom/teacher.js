@@ -52,9 +52,20 @@ export function createTeacherPanel({ body, wallRoot, session, state, onProblem, 
     ]),
     ...(session.warning ? [el('p', { className: 'error-text class-warning', text: session.warning })] : []),
     el('div', { className: 'class-actions' }, [wallButton, projectButton, endButton]),
-    dialog,
   );
+  // the dialog lives outside the sidebar: projector mode hides the sidebar, and the badge opens it there
+  document.body.append(dialog);
+  bag.add(() => dialog.remove());
   document.body.classList.add('is-teaching');
+  // projector mode hides the sidebar: a compact badge in the top bar keeps the code and the count in view,
+  // and opens Enlarge (the code and QR big enough for the room)
+  const badgeCount = el('span', { className: 'class-badge-count', text: '0' });
+  const badge = el('button', { type: 'button', id: 'class-badge', className: 'class-badge',
+    title: 'The class code and how many follow; click for the code and QR code, big', attrs: { 'aria-label': `Class ${code}: show the code and QR code big` } },
+  [el('span', { className: 'class-badge-code', text: code }), badgeCount, el('span', { className: 'class-badge-unit', text: ' following' })]);
+  document.getElementById('presenter-controls').before(badge);
+  bag.add(listen(badge, 'click', () => dialog.showModal()));
+  bag.add(() => badge.remove());
 
   const wall = createWall({
     root: wallRoot, code, token,
@@ -72,6 +83,7 @@ export function createTeacherPanel({ body, wallRoot, session, state, onProblem, 
 
   function renderCounts() {
     followers.textContent = formatInt(counts.followers);
+    badgeCount.textContent = formatInt(counts.followers);
     wallButton.textContent = `${wallRoot.hidden ? 'Show' : 'Hide'} wall (${formatInt(counts.submissions)})`;
   }
 

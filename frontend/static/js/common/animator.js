@@ -15,6 +15,7 @@ export const SPEEDS = [0.5, 1, 2, 4, 8, 16]; // frames per second
 export function createAnimator({ count, onFrame, onPlayState = () => {}, fps = 2, loop = false }) {
   let frame = 0;
   let timer = null;
+  let running = false; // playing, also while a frame is being drawn (the timer is null then)
   let rate = fps;
   let total = Math.max(1, count);
   let disposed = false;
@@ -44,23 +45,25 @@ export function createAnimator({ count, onFrame, onPlayState = () => {}, fps = 2
   }
 
   function play() {
-    if (timer !== null || disposed) return;
+    if (running || disposed) return;
     if (frame >= total - 1 && !loop) show(0);
+    running = true;
     onPlayState(true);
     schedule();
   }
 
   function pause() {
-    const was = timer !== null;
+    const was = running;
     if (timer !== null) clearTimeout(timer);
     timer = null;
+    running = false;
     if (was || !disposed) onPlayState(false);
   }
 
   return {
     play,
     pause,
-    toggle: () => (timer !== null ? pause() : play()),
+    toggle: () => (running ? pause() : play()),
     step(delta) {
       pause();
       show(frame + delta);
@@ -87,7 +90,7 @@ export function createAnimator({ count, onFrame, onPlayState = () => {}, fps = 2
       return total;
     },
     get playing() {
-      return timer !== null;
+      return running;
     },
     get speed() {
       return rate;
@@ -95,6 +98,7 @@ export function createAnimator({ count, onFrame, onPlayState = () => {}, fps = 2
     dispose() {
       if (timer !== null) clearTimeout(timer);
       timer = null;
+      running = false;
       disposed = true;
     },
   };

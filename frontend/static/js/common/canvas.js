@@ -69,7 +69,30 @@ export function rangeOf(values) {
   return lo === Infinity ? [0, 1] : [lo, hi];
 }
 
+// The smallest text a canvas may draw, in its own (backing) px: the page's --min-text (12 CSS px, 16 in
+// projector mode; base.css) times backing px per CSS px at the canvas's displayed size. Read once per
+// picture by clear() (a new frame), so a canvas shown smaller than it is drawn gets larger type.
+const floors = new WeakMap();
+
+/** Read the text floor of `canvas` now (call when its displayed size or the page mode may have changed). */
+export function measureTextFloor(canvas) {
+  const css = parseFloat(getComputedStyle(document.documentElement).getPropertyValue('--min-text')) || 12;
+  const shown = canvas.isConnected ? canvas.getBoundingClientRect().width : 0;
+  // rounded up to a tenth of a px, so that a font of this size is never a hair under the floor on screen
+  const floor = shown > 0 ? Math.ceil(((css * canvas.width) / shown) * 10) / 10 : css;
+  floors.set(canvas, floor);
+  return floor;
+}
+
+/** The smallest font size (canvas px) `ctx` may use. */
+export function textFloor(ctx) {
+  const canvas = ctx.canvas;
+  if (!(canvas instanceof HTMLCanvasElement)) return 0;
+  return floors.get(canvas) ?? measureTextFloor(canvas);
+}
+
 export function clear(ctx, width, height) {
+  measureTextFloor(ctx.canvas);
   ctx.save();
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.fillStyle = COLOURS.surface;
@@ -78,8 +101,9 @@ export function clear(ctx, width, height) {
   return { width, height };
 }
 
+/** Draw `text`, never smaller than the canvas's text floor (see textFloor). */
 export function label(ctx, text, x, y, { size = 15, weight = 600, colour = COLOURS.ink, align = 'left', font = FONT, baseline = 'alphabetic', maxWidth } = {}) {
-  ctx.font = `${weight} ${size}px ${font}`;
+  ctx.font = `${weight} ${Math.max(size, textFloor(ctx))}px ${font}`;
   ctx.fillStyle = colour;
   ctx.textAlign = align;
   ctx.textBaseline = baseline;
@@ -256,6 +280,8 @@ export function numberForms(v, digits = 2) {
  * {form, size, text(v)}; size 0 when nothing fits (draw no numbers rather than overflowing ones).
  */
 export function fitNumbers(ctx, values, width, { digits = 2, maxFont = 22, minFont = 12 } = {}) {
+  minFont = Math.max(minFont, Math.ceil(textFloor(ctx)));
+  maxFont = Math.max(maxFont, minFont);
   const room = width - 4;
   const real = values.filter((v) => typeof v === 'number');
   const forms = numberForms(0, digits).length;
@@ -283,7 +309,7 @@ export function drawNumberGrid(ctx, x, y, cellSize, rows, cols, values, { scale,
   const chh = typeof cellSize === 'number' ? cellSize : cellSize.h;
   if (title) label(ctx, title, x + (cols * cw) / 2, y - 8, { size: titleSize, weight: 600, colour: COLOURS.ink2, align: 'center' });
   // one font and one number form for the whole grid: the most precise that fits every cell
-  const fit = numbers && chh >= minFont + 4 ? fitNumbers(ctx, values, cw, { digits, maxFont, minFont }) : { size: 0 };
+  const fit = numbers && chh >= Math.max(minFont, textFloor(ctx)) + 4 ? fitNumbers(ctx, values, cw, { digits, maxFont, minFont }) : { size: 0 };
   const show = fit.size > 0;
   ctx.textAlign = 'center';
   ctx.textBaseline = 'middle';
@@ -326,6 +352,7 @@ export function drawNumberGrid(ctx, x, y, cellSize, rows, cols, values, { scale,
 
 /** A legend bar for `scale` with its end values, at (x, y), `w` wide. */
 export function drawLegend(ctx, scale, x, y, w, caption = '', size = 12) {
+  size = Math.max(size, textFloor(ctx));
   const gradient = ctx.createLinearGradient(x, 0, x + w, 0);
   scale.stops.forEach((c, i) => gradient.addColorStop(i / (scale.stops.length - 1), c));
   ctx.fillStyle = gradient;

@@ -76,6 +76,12 @@ export const CONCEPTS = {
 
 /** The view-level explanation: what the page shows and how to read it. */
 export const VIEWS = {
+  overview: 'What the model says about your picture, and what it is made of. Predictions: the classes it finds most '
+    + 'likely, with their softmax probabilities (they add up to 100 % over all classes). Architecture: every layer in '
+    + 'order with its output shape (channels × height × width), its parameters and its receptive field.',
+  live: 'The camera (or the drawing pad) through the network, frame after frame: the predictions, one layer\'s '
+    + 'feature maps and, when a method is chosen, where the network looks. Each frame goes to the server over a '
+    + 'WebSocket; frames/s and latency say how fast it keeps up. Nothing is stored unless you press Capture.',
   network: 'Every layer of the model at once, for your picture: the input at the left, one column per layer with '
     + 'its strongest channels (each a map of what one filter found), the class probabilities at the right. Point at '
     + 'a cell of a map to see which cells of the previous layer it is computed from; click it to open the '
@@ -87,6 +93,8 @@ export const VIEWS = {
     + 'method, raised that class\'s score most. Each of the top 5 classes has its own map; open one to read values.',
   'step-through': 'One layer of the real model on your image, one output cell at a time: the window on the input, the '
     + 'kernel, their products and the sums adding up to the number PyTorch computed. Space plays, arrows step.',
+  experiments: 'What if? Switch channels of a layer off, cover part of the picture, add a perturbation the eye '
+    + 'cannot see, or put a second network beside this one — and read what changes, in the network\'s own numbers.',
   sandbox: 'A small grid you type yourself, convolved or pooled step by step with any kernel, padding, stride and '
     + 'dilation; below, the same kernel on the whole picture and what shifting the input does.',
 };

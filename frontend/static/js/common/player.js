@@ -11,8 +11,9 @@ import { SPEEDS } from './animator.js';
  * @param {(frame: number) => string} opts.describe   text for the position readout
  * @param {() => number} [opts.phasesPerCell]         frames per output cell (Shift+arrows jump that many)
  * @param {HTMLElement} [opts.extra]                   shown after the readout, on its line (a link)
+ * @param {(fps: number) => void} [opts.onSpeed]       the user chose another speed
  */
-export function createPlayer(parent, { animator, describe, phasesPerCell = () => 1, extra = null }) {
+export function createPlayer(parent, { animator, describe, phasesPerCell = () => 1, extra = null, onSpeed = () => {} }) {
   const bag = disposer();
   const back = el('button', { type: 'button', className: 'button button-small', text: '◀ Step', title: 'Step back (←)', dataset: { action: 'back' } });
   const play = el('button', { type: 'button', className: 'button button-small button-accent player-play', text: '▶ Play', title: 'Play / pause (space)', dataset: { action: 'play' } });
@@ -33,7 +34,10 @@ export function createPlayer(parent, { animator, describe, phasesPerCell = () =>
     animator().pause();
     animator().seek(Number(scrub.value));
   }));
-  bag.add(listen(speed, 'change', () => animator().setSpeed(Number(speed.value))));
+  bag.add(listen(speed, 'change', () => {
+    animator().setSpeed(Number(speed.value));
+    onSpeed(Number(speed.value));
+  }));
   bag.add(listen(window, 'keydown', (event) => {
     if (!root.isConnected || event.defaultPrevented || event.altKey || event.ctrlKey || event.metaKey) return;
     const tag = (event.target && event.target.tagName) || '';
@@ -61,6 +65,10 @@ export function createPlayer(parent, { animator, describe, phasesPerCell = () =>
       play.setAttribute('aria-pressed', String(playing));
     },
     speed: () => Number(speed.value),
+    /** Show `fps` as the chosen speed (set from outside: a link, the teacher). */
+    setSpeed(fps) {
+      if (SPEEDS.includes(fps)) speed.value = String(fps);
+    },
     dispose: () => bag.run(),
   };
 }

@@ -21,7 +21,7 @@ export function drawHistogram(parent, hist) {
   const x = (v) => ((v - lo) / (hi - lo || 1)) * WIDTH;
   const root = svg('svg', {
     class: 'histogram',
-    viewBox: `0 0 ${WIDTH} ${HEIGHT + 18}`,
+    viewBox: `0 0 ${WIDTH} ${HEIGHT + 1}`,
     role: 'img',
     'aria-label': `Histogram of ${hist.count} weights from ${formatValue(hist.min)} to ${formatValue(hist.max)}`,
   });
@@ -39,12 +39,22 @@ export function drawHistogram(parent, hist) {
     root.append(bar);
   });
   root.append(svg('line', { class: 'histogram-axis', x1: 0, x2: WIDTH, y1: HEIGHT, y2: HEIGHT }));
+  // the range and zero as page text under the picture (SVG text would shrink with the picture)
+  const labels = document.createElement('div');
+  labels.className = 'histogram-labels';
+  const mark = (text, left, align) => {
+    const span = document.createElement('span');
+    span.className = `histogram-label is-${align}`;
+    span.style.left = `${left}%`;
+    span.textContent = text;
+    labels.append(span);
+  };
   if (lo < 0 && hi > 0) {
     root.append(svg('line', { class: 'histogram-zero', x1: x(0), x2: x(0), y1: 0, y2: HEIGHT }));
-    root.append(svg('text', { class: 'histogram-label', x: x(0), y: HEIGHT + 14, 'text-anchor': 'middle' }, '0'));
+    mark('0', (x(0) / WIDTH) * 100, 'middle');
   }
-  root.append(svg('text', { class: 'histogram-label', x: 0, y: HEIGHT + 14, 'text-anchor': 'start' }, formatValue(lo)));
-  root.append(svg('text', { class: 'histogram-label', x: WIDTH, y: HEIGHT + 14, 'text-anchor': 'end' }, formatValue(hi)));
-  parent.replaceChildren(root);
+  mark(formatValue(lo), 0, 'start');
+  mark(formatValue(hi), 100, 'end');
+  parent.replaceChildren(root, labels);
   return root;
 }

@@ -56,8 +56,9 @@ export function createLiveCard({ onStart }) {
     const wantsPad = model.input.height === 28 && model.input.width === 28 && model.input.channels === 1;
     if (wantsPad !== drawing) {
       drawing = wantsPad;
-      // a digit model starts on the pad: a webcam photo means little to it
-      if (drawing && getChoice().kind === 'camera' && !getChoice().deviceId) setChoice({ kind: 'drawing' });
+      // a digit model starts on the pad, even when a camera was chosen (or allowed, which lists it by name)
+      // for the model before: a webcam photo means little to it; the user may still pick the camera
+      if (drawing && getChoice().kind === 'camera') setChoice({ kind: 'drawing' });
       options();
     }
     const live = view === 'live';

@@ -3,13 +3,16 @@
 // measured frames/s and latency, Pause, and Capture (which uploads the frame on screen and opens the
 // normal, shareable view of it). URL keys: layer (shared with the Layers view), live_saliency.
 
+import { messageWithPlace } from '../common/inputs-place.js';
+import { createExplainPanel } from '../common/explanation-panel.js';
 import { el, listen, disposer } from '../dom.js';
 import { ensureStylesheet } from '../common/stylesheet.js';
 import { createLiveSocket, liveUrl } from './live-socket.js';
 import { createMeter, formatReadout } from './live-meter.js';
 import { describeCameraError, startCamera } from './camera-source.js';
+import { createCameraFallback } from './camera-fallback.js';
 import { startDrawing } from './drawing-source.js';
-import { announceCamerasChanged, getChoice, onChoice } from './live-choice.js';
+import { announceCamerasChanged, getChoice, onChoice, setChoice } from './live-choice.js';
 import { createAtlasPanel, createInputPicture, createPredictionsPanel, createSaliencyPanel } from './live-panels.js';
 
 const STYLESHEET = '/static/js/live/live.css';
@@ -49,7 +52,8 @@ export function mount(container, ctx) {
   const latency = el('span', { className: 'live-latency', id: 'live-latency', text: 'latency —' });
   const status = el('p', { className: 'live-status', id: 'live-status', attrs: { role: 'status' } });
   const video = el('video', { className: 'live-video', muted: true, playsInline: true, attrs: { 'aria-label': 'The camera' } });
-  const padNote = el('p', { className: 'hint live-pad-note', hidden: true, text: 'Draw on the pad at the left: every stroke goes through the network.' });
+  const padNote = el('p', { className: 'hint live-pad-note', hidden: true },
+    messageWithPlace('Draw on the pad', ' at the left', ' (press S to show it)', ': every stroke goes through the network.'));
   const stage = el('div', { className: 'live-source' }, [video, padNote]);
   const predictionsBody = el('div', { className: 'live-predictions-body' });
   const predictionsNote = el('span', { className: 'card-note' });
@@ -57,7 +61,10 @@ export function mount(container, ctx) {
   const saliencyBody = el('div', { className: 'live-saliency-body' });
   const saliencyOff = el('p', { className: 'placeholder live-saliency-off', text: 'Pick a method to see where the network looks for its top class.' });
   const head = (title, ...extra) => el('div', { className: 'card-head live-head' }, [el('h2', { text: title }), ...extra]);
+  const explain = createExplainPanel('live', ['softmax', 'gradcam']);
+  explain.update({});
   container.append(
+    explain.element,
     el('section', { className: 'card live-camera-card', attrs: { 'aria-label': 'Live source' } }, [
       head('Camera', el('span', { className: 'live-buttons' }, [pause, capture])),
       status,
@@ -79,13 +86,18 @@ export function mount(container, ctx) {
     ]),
   );
   const input = createInputPicture(stage);
+  const fallback = createCameraFallback(container.querySelector('.live-camera-card'), {
+    onPad: () => setChoice({ kind: 'drawing' }),
+    onFile: () => view && view.ctx.state.set({ view: 'layers' }), // the chosen file, in the Layers view
+  });
+  bag.add(() => fallback.dispose());
   view = {
     ctx, bag, container, video, padNote, status, rate, latency, pause, capture, layerSelect, methodSelect,
     saliencyOff, saliencyBody, predictionsNote,
     predictions: createPredictionsPanel(predictionsBody),
     atlas: createAtlasPanel(atlasBody),
     saliency: createSaliencyPanel(saliencyBody),
-    input,
+    input, fallback,
     meter: createMeter(),
     socket: null, socketKey: '', source: null, sourceKey: '', sourceSeq: 0,
     paused: false, shown: null, raf: 0, methods: [], holdUntil: 0,
@@ -193,6 +205,9 @@ async function startSource() {
   view.padNote.hidden = !drawing;
   view.container.dataset.source = drawing ? 'drawing' : 'camera';
   view.container.querySelector('.live-camera-card h2').textContent = drawing ? 'Drawing pad' : 'Camera';
+  view.fallback.hide();
+  const padOffered = takesDrawings(view.ctx.model);
+  if (!drawing) view.fallback.watch(() => view && view.video.videoWidth > 0, { padOffered });
   try {
     const source = drawing ? startDrawing() : await startCamera(view.video, choice.deviceId);
     if (!view || mine !== view.sourceSeq) {
@@ -204,7 +219,8 @@ async function startSource() {
     source.freeze(view.paused);
   } catch (err) {
     if (!view || mine !== view.sourceSeq) return;
-    say(drawing ? err.message : describeCameraError(err), 'error');
+    if (drawing) say(err.message, 'error');
+    else view.fallback.show(describeCameraError(err), { padOffered });
   }
 }
 

@@ -3,6 +3,7 @@
 // at the right. Hovering a unit draws what it reads; clicking one opens its detail in place (URL key
 // open=unit with layer / channel / pos, shared with the step-through) and "Back to the network" returns.
 
+import { messageWithPlace } from '../common/inputs-place.js';
 import { el, listen, disposer, isAbort } from '../dom.js';
 import { ensureStylesheet } from '../common/stylesheet.js';
 import { buildColumn, buildInput, buildOutput, vectorFrom, TILE, GAP } from './network-columns.js';
@@ -88,8 +89,9 @@ export function update(ctx) {
   load(ctx, key);
 }
 
+/** Say `text` (a string, or nodes) above the network; '' says nothing. */
 function say(text) {
-  v.message.textContent = text;
+  v.message.replaceChildren(...(Array.isArray(text) ? text : [text || '']));
   v.message.hidden = !text;
 }
 
@@ -108,7 +110,7 @@ async function load(ctx, key) {
   v.note.textContent = '';
   v.readout.hidden = true; // nothing to point at until the columns are drawn
   if (!imageId) {
-    say(`Upload, draw or pick a sample image (left) to see every layer of ${model.title} at once.`);
+    say(messageWithPlace('Upload, draw or pick a sample image', ' (left)', ' (press S to show the inputs)', ` to see every layer of ${model.title} at once.`));
     return;
   }
   say('Running the network…');

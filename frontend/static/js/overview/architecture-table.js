@@ -43,7 +43,11 @@ function layerRow(layer, showBlocks) {
   // As a tree (blocks shown) a row names itself relative to its parent, indented by depth; the full
   // module name, the one the API takes, stays in the tooltip.
   const shownName = showBlocks ? layer.name.split('.').pop() : layer.name;
-  const nameCell = el('td', { className: 'layer-name', title: layer.name }, [el('code', { text: shownName })]);
+  // A model converted from ONNX or Keras also names the graph node each layer came from.
+  const nameCell = el('td', { className: 'layer-name', title: layer.name }, [
+    el('code', { text: shownName }),
+    layer.onnx_node ? el('span', { className: 'onnx-node', text: `ONNX ${layer.onnx_node}` }) : null,
+  ]);
   if (showBlocks) nameCell.classList.add(`depth-${Math.min(layer.depth, 6)}`);
   return el(
     'tr',

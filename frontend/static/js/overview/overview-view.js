@@ -3,6 +3,7 @@
 import { el, isAbort } from '../dom.js';
 import { createPredictionsChart } from '../common/predictions-chart.js';
 import { createArchitectureTable } from './architecture-table.js';
+import { createExplainPanel } from '../common/explanation-panel.js';
 
 const TOP_K = 5;
 
@@ -14,7 +15,10 @@ export function mount(container, ctx) {
   const predictionsNote = el('p', { className: 'card-note' });
   const archBody = el('div', { className: 'card-body' });
   const archHead = el('div', { className: 'card-head' }, [el('h2', { id: 'arch-heading', text: 'Architecture' })]);
+  const explain = createExplainPanel('overview', ['softmax', 'parameters', 'receptive-field']);
+  explain.update({ model: ctx.model });
   container.append(
+    explain.element,
     el('section', { className: 'card card-predictions', attrs: { 'aria-labelledby': 'pred-heading' } }, [
       el('div', { className: 'card-head' }, [el('h2', { id: 'pred-heading', text: 'Predictions' }), predictionsNote]),
       predictionsBody,

@@ -5,7 +5,8 @@
 import { el, isAbort } from '../dom.js';
 import { formatCell, formatPercent } from '../common/format.js';
 import { parseNpy } from '../common/npy.js';
-import { COLOURS, clear, drawLegend, drawMap, label, makeScale } from '../common/canvas.js';
+import { COLOURS, clear, drawLegend, drawMap, label, makeScale, textFloor } from '../common/canvas.js';
+import { redrawWhenResized } from '../common/fit-canvas.js';
 import { explainButton } from '../common/explanation-panel.js';
 
 const TOP = 6;
@@ -32,6 +33,8 @@ export function createGradcamSteps(parent) {
   parent.append(card);
   let abort = null;
   let key = null;
+  let drawn = null; // the steps on the bars, redrawn when the chart's width changes
+  const stopWatching = redrawWhenResized(bars, () => drawn && drawBars(drawn));
 
   function hide(text) {
     if (abort) abort.abort();
@@ -93,6 +96,7 @@ export function createGradcamSteps(parent) {
   }
 
   function drawBars(steps) {
+    drawn = steps;
     const g = bars.getContext('2d');
     clear(g, BAR_W, BAR_H);
     const order = steps.alpha_order;
@@ -100,29 +104,32 @@ export function createGradcamSteps(parent) {
     const hi = Math.max(...values, 0);
     const lo = Math.min(...values, 0);
     const span = Math.max(hi - lo, 1e-12);
-    const left = 70;
+    // type at least the page's smallest text on screen (the chart is shown narrower than it is drawn)
+    const f = Math.max(13, textFloor(g));
+    const left = Math.max(70, 4.5 * f);
     const right = BAR_W - 10;
     const top = 14;
-    const bottom = BAR_H - 36;
+    const bottom = BAR_H - 2.4 * f - 6;
     const zeroY = top + ((hi - 0) / span) * (bottom - top);
     const step = (right - left) / values.length;
     const shown = new Set(steps.top.map((t) => t.channel));
+    const numbered = step >= 1.6 * f; // a channel number under each bar when they fit side by side
     values.forEach((v, i) => {
       const y = top + ((hi - v) / span) * (bottom - top);
       g.fillStyle = shown.has(order[i]) ? (v >= 0 ? '#b2182b' : '#2166ac') : (v >= 0 ? '#f4a582' : '#92c5de');
       g.fillRect(left + i * step + (step > 3 ? 1 : 0), Math.min(y, zeroY), Math.max(step - (step > 3 ? 2 : 0), 0.6), Math.max(Math.abs(zeroY - y), 1));
-      if (step >= 18) label(g, String(order[i]), left + (i + 0.5) * step, bottom + 16, { size: 12, weight: 400, colour: COLOURS.ink2, align: 'center' });
+      if (numbered) label(g, String(order[i]), left + (i + 0.5) * step, bottom + f + 2, { size: f, weight: 400, colour: COLOURS.ink2, align: 'center' });
     });
     g.strokeStyle = COLOURS.ink2;
     g.beginPath();
     g.moveTo(left, zeroY);
     g.lineTo(right, zeroY);
     g.stroke();
-    label(g, formatCell(hi, 3), left - 6, top + 10, { size: 13, weight: 400, colour: COLOURS.ink2, align: 'right' });
-    label(g, '0', left - 6, zeroY + 4, { size: 13, weight: 400, colour: COLOURS.ink2, align: 'right' });
-    if (lo < 0) label(g, formatCell(lo, 3), left - 6, bottom, { size: 13, weight: 400, colour: COLOURS.ink2, align: 'right' });
-    label(g, step >= 18 ? 'channel k, sorted by α_k' : `${values.length} channels, sorted by α_k (dark: the ${steps.top.length} shown below)`,
-      (left + right) / 2, BAR_H - 4, { size: 13, weight: 400, colour: COLOURS.ink2, align: 'center' });
+    label(g, formatCell(hi, 3), left - 6, top + f * 0.8, { size: f, weight: 400, colour: COLOURS.ink2, align: 'right' });
+    label(g, '0', left - 6, zeroY + f * 0.35, { size: f, weight: 400, colour: COLOURS.ink2, align: 'right' });
+    if (lo < 0) label(g, formatCell(lo, 3), left - 6, bottom, { size: f, weight: 400, colour: COLOURS.ink2, align: 'right' });
+    label(g, numbered ? 'channel k, sorted by α_k' : `${values.length} channels, sorted by α_k (dark: the ${steps.top.length} shown below)`,
+      (left + right) / 2, BAR_H - 4, { size: f, weight: 400, colour: COLOURS.ink2, align: 'center', maxWidth: right - left });
     bars.dataset.order = JSON.stringify(order);
     const pos = values.filter((v) => v > 0).length;
     barNote.textContent = `${pos} of ${values.length} channels have α_k > 0 (their presence raises the score of “${steps.label}”), `
@@ -135,7 +142,7 @@ export function createGradcamSteps(parent) {
       `α_k·ΣA^k = ${formatCell(t.contribution, 3)}`, `channel-${t.channel}`);
   }
 
-  return { show, hide, dispose: () => abort && abort.abort() };
+  return { show, hide, dispose: () => { stopWatching(); if (abort) abort.abort(); } };
 }
 
 function slice(stack, i, h, w) {

@@ -1,6 +1,7 @@
 // The Saliency view: which pixels speak for a class. A toolbar (method, layer, colours, opacity, class
 // search), the top-5 classes' maps side by side from one request, and the open class in detail with a
-// legend in raw values. URL keys: method, cam_layer, target, opacity, cmap.
+// legend in raw values; below, "Which map should we trust?" (trust/). URL keys: method, cam_layer, target,
+// opacity, cmap, and the trust panel's trust, trust_baseline, trust_method.
 
 import { el, isAbort } from '../dom.js';
 import { ensureStylesheet } from '../common/stylesheet.js';
@@ -10,14 +11,18 @@ import { createFocus } from './focus.js';
 import { loadMethods, loadValues, pollProgress, saliencyUrls } from './saliency-data.js';
 import { TOP_K, readSaliencyState } from './saliency-math.js';
 import { createGradcamSteps } from './gradcam-steps.js';
+import { createBorderWarning } from './border-warning.js';
 import { createExplainPanel } from '../common/explanation-panel.js';
+import { createTrustPanel } from './trust/trust-panel.js';
 
 const STYLESHEET = '/static/js/saliency/saliency.css';
+const TRUST_STYLESHEET = '/static/js/saliency/trust/trust.css';
 
 let view = null;
 
 export function mount(container, ctx) {
   ensureStylesheet(STYLESHEET);
+  ensureStylesheet(TRUST_STYLESHEET);
   const set = (changes, replace = false) => view.ctx.state.set(changes, { replace });
   const untrained = el('p', { className: 'sal-untrained', attrs: { role: 'note' } });
   const controlsCard = el('section', { className: 'card sal-controls', attrs: { 'aria-label': 'Saliency settings' } });
@@ -31,7 +36,9 @@ export function mount(container, ctx) {
   const focusCard = el('section', { className: 'card sal-focus-card', attrs: { 'aria-label': 'Open class' } });
   const explain = createExplainPanel('saliency', ['gradcam', 'map-over-image', 'receptive-field']);
   const stepsHost = el('div');
-  container.append(explain.element, controlsCard, topCard, focusCard, stepsHost);
+  const borderHost = el('div', { className: 'sal-border-host' });
+  const trustHost = el('div');
+  container.append(explain.element, controlsCard, topCard, focusCard, trustHost, stepsHost);
   view = {
     ctx, untrained, keys: {}, top: null, abort: null, focusAbort: null, stopPoll: null, methods: null, st: null,
     controls: createControls(controlsCard, searchHost, {
@@ -45,9 +52,11 @@ export function mount(container, ctx) {
     topClasses: createTopClasses(topCard, { onSelect: (index) => set({ target: String(index) }) }),
     focus: createFocus(focusCard),
     steps: createGradcamSteps(stepsHost),
+    border: createBorderWarning(borderHost, { onDeeper: (layer) => set({ cam_layer: layer }) }),
+    trust: createTrustPanel(trustHost, { setState: (changes) => set(changes) }),
     explain,
   };
-  controlsCard.append(untrained);
+  controlsCard.append(untrained, borderHost);  // the warning sits by the layer picker, in view
   start(ctx);
 }
 
@@ -97,8 +106,10 @@ export function update(ctx) {
     view.keys.top = null;
     view.topClasses.message(`Upload, draw or pick a sample image to see which pixels speak for each class.`);
     view.focus.clear('No image yet');
+    view.trust.update({ api, model, imageId: null, weights, target: null, state: ctx.state.read() });
     return;
   }
+  view.trust.update({ api, model, imageId, weights, target: st.target, state: ctx.state.read() });
   const urls = saliencyUrls(api, { modelId: model.id, imageId, weights, method: st.method, layer: spec.uses_layer ? st.layer : null });
   const topKey = `${modelKey}|${imageId}|${st.method}|${spec.uses_layer ? st.layer : ''}`;
   if (view.keys.top !== topKey) {
@@ -124,6 +135,7 @@ async function loadTop(urls, spec, st) {
   const abort = new AbortController();
   view.abort = abort;
   view.top = null;
+  view.border.hide();
   view.topClasses.message(`Computing ${spec.title} for the top ${TOP_K} classes…`, { busy: true });
   view.focus.clear(`Computing ${spec.title}…`);
   view.stopPoll = pollProgress(view.ctx.api, urls.progress(), (p) => view && view.topClasses.setProgress(p));
@@ -163,6 +175,7 @@ async function showFocus(urls, spec, st) {
     let info = view.top.classes.find((c) => c.index === target);
     if (!info) info = (await view.ctx.api.getJson(urls.json(target), { signal: abort.signal })).map;
     if (!view || view.focusAbort !== abort) return;
+    view.border.show(info.border, info.label);
     view.focus.show({ info, urls, method, layer, cmap: st.cmap, stops, opacity: st.opacity });
     showSteps(spec, st, target);
     const values = await loadValues(view.ctx.api, urls.npy(target), abort.signal);
@@ -201,5 +214,7 @@ export function unmount() {
   view.topClasses.dispose();
   view.focus.dispose();
   view.steps.dispose();
+  view.border.dispose();
+  view.trust.dispose();
   view = null;
 }

@@ -1,7 +1,7 @@
 // One frame of the sandbox animation on a fixed 960×520 canvas: the padded input with the window, the
 // kernel (and its flip for true convolution), the output filling in, and the arithmetic of the cell.
 
-import { COLOURS, MONO, clear, drawMap, drawNumberGrid, drawTaps, label, makeScale, markCell, rangeOf } from '../common/canvas.js';
+import { COLOURS, MONO, clear, drawMap, drawNumberGrid, drawTaps, label, makeScale, markCell, rangeOf, textFloor } from '../common/canvas.js';
 import { formatCell } from '../common/format.js';
 
 export const WIDTH = 960;
@@ -113,7 +113,7 @@ function drawArithmetic(ctx, s, step) {
 
 /** Join terms with `joiner`, dropping middle terms (…) until the line fits `width` pixels. */
 function fit(ctx, terms, tail, width, head = '', joiner = ' + ') {
-  ctx.font = `400 15px ${MONO}`;
+  ctx.font = `400 ${Math.max(15, textFloor(ctx))}px ${MONO}`;
   let keep = terms.length;
   let text = head + terms.join(joiner) + tail;
   while (ctx.measureText(text).width > width && keep > 2) {

@@ -16,6 +16,7 @@ import { ACTIVATIONS, MAX_INPUT, MAX_KERNEL, POOL_OPS, readSettings, requestBody
 import { resizeGrid } from './grid-codec.js';
 import { createExtras } from './extras.js';
 import { fitCanvasToViewport } from '../common/fit-canvas.js';
+import { createAnimationUrl } from '../common/animation-url.js';
 import { activationFunction } from '../common/activation-functions.js';
 import { drawActivationPlot } from '../common/activation-plot.js';
 import { createExplainPanel } from '../common/explanation-panel.js';
@@ -82,8 +83,18 @@ export function mount(container, ctx) {
     settings: null, answer: null, key: null, abort: null, presets: null };
   v.inputEditor = createGridEditor(inputHost, { label: 'Input', onChange: (grid) => set({ input: grid }) });
   v.kernelEditor = createGridEditor(kernelHost, { label: 'Kernel', onChange: (grid) => set({ kernel: grid }) });
-  v.animator = createAnimator({ count: 1, onFrame: drawFrame, onPlayState: (playing) => v && v.player.setPlaying(playing) });
-  v.player = createPlayer(playerHost, { animator: () => v.animator, describe });
+  v.animator = createAnimator({ count: 1, onFrame: drawFrame, onPlayState: (playing) => {
+    if (!v) return;
+    v.player.setPlaying(playing);
+    if (v.answer) v.url.write(v.ctx.state, playing);
+  } });
+  v.player = createPlayer(playerHost, { animator: () => v.animator, describe, onSpeed: () => v.answer && v.url.write(v.ctx.state) });
+  // the step shown, Play and speed in the URL: a link reproduces them and the class follows them
+  v.url = createAnimationUrl({
+    animator: () => v.animator, player: v.player, keys: ['sbstep'],
+    toKeys: (frame) => ({ sbstep: frame ? String(frame) : null }),
+    toFrame: (get) => (/^\d+$/.test(get('sbstep') || '') ? Math.min(Number(get('sbstep')), v.animator.count - 1) : 0),
+  });
   v.extras = createExtras(extrasHost, { ctx });
 
   const on = (control, handler, type = 'change') => bag.add(listen(control, type, handler));
@@ -114,7 +125,7 @@ export function mount(container, ctx) {
   }, 'click');
   exportButtons.forEach((button) => on(button, () => runExport(button.dataset.export), 'click'));
   bag.add(setupHover(canvas, tooltip, () => v.hits));
-  bag.add(fitCanvasToViewport(canvas).dispose);
+  bag.add(fitCanvasToViewport(canvas, { onFit: () => { if (v && v.answer) drawFrame(v.animator.frame); } }).dispose);
   loadPresets();
   update(ctx);
 }
@@ -133,7 +144,10 @@ export function update(ctx) {
   showControls(s);
   v.extras.update(ctx, s);
   const key = JSON.stringify(requestBody(s)) + s.op;
-  if (key === v.key) return;
+  if (key === v.key) {
+    if (v.answer) v.url.apply(ctx.state); // the step, Play or speed changed from outside
+    return;
+  }
   v.key = key;
   const problem = localCheck(s);
   v.formula.replaceChildren(...formulaLines(s, problem));
@@ -208,9 +222,10 @@ async function compute(s, key) {
     if (!v || v.key !== key) return;
     v.answer = answer;
     v.answerSettings = s;
-    const keepFrame = Math.min(v.animator.frame, answer.steps.length - 1);
     v.animator.setCount(answer.steps.length);
-    v.animator.seek(keepFrame);
+    // the URL's step, Play and speed (a link, the teacher; the step shown before new settings stays there)
+    v.url.reset();
+    v.url.apply(v.ctx.state);
   } catch (err) {
     if (!isAbort(err) && v && v.key === key) v.formula.append(el('div', { className: 'error-text', text: err.message }));
   }
@@ -220,6 +235,7 @@ function drawFrame(frame) {
   if (!v || !v.answer) return;
   v.hits = drawSandbox(v.g, { op: v.answerSettings.op, input: v.answerSettings.input, answer: v.answer, settings: v.answerSettings, step: frame });
   v.player.sync(frame, v.animator.count);
+  if (!v.animator.playing) v.url.write(v.ctx.state);
   const step = v.answer.steps[frame];
   Object.assign(v.canvas.dataset, { frame: String(frame), count: String(v.animator.count), cell: step.out.join(','),
     value: String(step.activated ?? step.result), outputShape: v.answer.geometry.output_shape.join('x'),

@@ -28,8 +28,9 @@ async function isColourful(blob) {
  * @param {object} opts
  * @param {object} opts.api  js/api.js
  * @param {(imageId: string, options: {replace?: boolean}) => void} opts.onImage  an upload finished
+ * @param {(files: File[]) => boolean} [opts.onModelFiles]  files dropped on the page; true when they were a model
  */
-export function createImageInput({ api, onImage }) {
+export function createImageInput({ api, onImage, onModelFiles = () => false }) {
   const dropzone = document.getElementById('dropzone');
   const fileInput = document.getElementById('file-input');
   const errorBox = document.getElementById('image-error');
@@ -110,6 +111,7 @@ export function createImageInput({ api, onImage }) {
       event.preventDefault();
       dragDepth = 0;
       dropzone.classList.remove('is-dragover');
+      if (event.dataTransfer && onModelFiles([...event.dataTransfer.files])) return; // an .onnx/.keras file
       const file = firstImageFile(event.dataTransfer && event.dataTransfer.files);
       if (file) upload(file, file.name, { ownPicture: true });
       else showError('Drop an image file (PNG, JPEG, GIF, WebP, BMP, TIFF).');

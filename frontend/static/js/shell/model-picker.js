@@ -1,5 +1,6 @@
 // The header's model controls: the model <select> (grouped bundled / timm / torchvision / models file, each option saying
-// what state its weights are in), the trained/untrained toggle, the UNTRAINED badge and the detail line.
+// what state its weights are in, and "Open a model…" for an .onnx/.keras file), the trained/untrained toggle,
+// the UNTRAINED badge and the detail line.
 
 import { el, listen, disposer } from '../dom.js';
 
@@ -8,7 +9,9 @@ const FAMILY_TITLES = {
   timm: 'timm (ImageNet)',
   torchvision: 'torchvision (ImageNet)',
   file: 'Your models (models file)',
+  upload: 'Opened here (.onnx, .keras)',
 };
+const OPEN_MODEL = '__open-model__'; // the option that opens a model file instead of picking a model
 
 /** What an option says about the model's weights, in a few words. */
 export function weightsLabel(weights) {
@@ -43,15 +46,26 @@ function weightsSentence(model) {
  * @param {object} opts
  * @param {(id: string) => void} opts.onModel  the user picked another model
  * @param {(w: 'trained'|'untrained') => void} opts.onWeights  the user flipped the toggle
+ * @param {() => void} [opts.onOpen]  the user chose "Open a model…"
  */
-export function createModelPicker({ onModel, onWeights }) {
+export function createModelPicker({ onModel, onWeights, onOpen = null }) {
   const select = document.getElementById('model-select');
   const toggle = document.getElementById('weights-toggle');
   const badge = document.getElementById('untrained-badge');
   const detail = document.getElementById('model-detail');
   const bag = disposer();
+  let shownId = null; // the model on show: the select goes back to it after "Open a model…"
 
-  bag.add(listen(select, 'change', () => onModel(select.value)));
+  bag.add(
+    listen(select, 'change', () => {
+      if (select.value !== OPEN_MODEL) {
+        onModel(select.value);
+        return;
+      }
+      if (shownId !== null) select.value = shownId;
+      if (onOpen) onOpen();
+    }),
+  );
   bag.add(
     listen(toggle, 'click', (event) => {
       const button = event.target.closest('button[data-weights]');
@@ -83,12 +97,14 @@ export function createModelPicker({ onModel, onWeights }) {
         ),
       );
     }
+    if (onOpen) children.push(el('option', { value: OPEN_MODEL, text: 'Open a model… (.onnx, .keras)' }));
     select.replaceChildren(...children);
     select.disabled = models.length === 0;
   }
 
   /** Show the loaded model (GET /api/models/{id} JSON). */
   function render(model) {
+    shownId = model.id;
     if (select.value !== model.id) select.value = model.id;
     const untrained = model.weights_used === 'untrained';
     badge.hidden = !untrained;

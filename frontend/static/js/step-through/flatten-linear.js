@@ -71,7 +71,7 @@ export async function showOutput(host, { ctx, softmax, signal, target, renderSof
   const answer = await softmax(10);
   const linearHost = el('div', { className: 'flatten-linear' });
   const softmaxHost = el('div');
-  host.replaceChildren(linearHost, softmaxHost);
+  host.replaceChildren(softmaxHost, linearHost); // the answer first, then how the winning score was summed
   renderSoftmax(softmaxHost, answer, ctx.model);
   for (const row of softmaxHost.querySelectorAll('tr.softmax-row')) {
     row.classList.toggle('is-selected', Number(row.dataset.index) === (target ?? answer.classes[0].index));

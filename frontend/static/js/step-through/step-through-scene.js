@@ -5,7 +5,7 @@
 import { activationFunction } from '../common/activation-functions.js';
 import { formatCell } from '../common/format.js';
 import { drawActivationPlot } from '../common/activation-plot.js';
-import { COLOURS, MONO, clear, drawLegend, drawMap, drawNumberGrid, drawTaps, label, makeScale, markCell, shadeBorder } from '../common/canvas.js';
+import { COLOURS, MONO, clear, drawLegend, drawMap, drawNumberGrid, drawTaps, label, makeScale, markCell, shadeBorder, textFloor } from '../common/canvas.js';
 
 export const WIDTH = 1200;
 export const HEIGHT = 520;
@@ -76,7 +76,8 @@ export function drawScene(ctx, s) {
   ctx.strokeStyle = COLOURS.line;
   ctx.strokeRect(PANEL.x, PANEL.y, PANEL.w, PANEL.h);
   ctx.restore();
-  drawReceptiveField(ctx, s.rf, PANEL.x + PANEL.w - 12, PANEL.y + PANEL.h - 8);
+  // the arithmetic keeps left of the receptive field's caption and picture (its highlight must not cover them)
+  hits.mathRight = drawReceptiveField(ctx, s.rf, PANEL.x + PANEL.w - 12, PANEL.y + PANEL.h - 8) - 8;
   if (!s.trace) {
     label(ctx, 'computing this cell…', PANEL.x + PANEL.w / 2, 300, { size: TEXT, weight: 400, colour: COLOURS.ink2, align: 'center' });
   } else if (s.trace.kind === 'conv') {
@@ -94,12 +95,22 @@ function drawReceptiveField(ctx, rf, right, bottom) {
   const x = right - size;
   const y = bottom - size;
   const box = rf && rf.box;
-  const caption = box ? `receptive field ${box.bottom - box.top + 1}×${box.right - box.left + 1} px${box.clipped ? ' (clipped)' : ''}` : 'receptive field';
-  label(ctx, caption, right, y - 8, { size: 15, weight: 600, colour: COLOURS.ink2, align: 'right', maxWidth: 300 });
+  // the caption sits left of the picture, at its bottom (above it, it ran into the Σ line of the grids)
+  const lines = box
+    ? ['receptive field', `${box.bottom - box.top + 1}×${box.right - box.left + 1} px${box.clipped ? ' (clipped)' : ''}`]
+    : ['receptive field'];
+  const step = Math.max(15, textFloor(ctx)) * 1.25;
+  let left = x;
+  lines.forEach((line, i) => {
+    label(ctx, line, x - 10, bottom - 4 - (lines.length - 1 - i) * step, { size: 15, weight: 600, colour: COLOURS.ink2, align: 'right' });
+    left = Math.min(left, x - 10 - ctx.measureText(line).width);
+  });
+  // where the caption is, for tests (nothing may be drawn over it)
+  ctx.canvas.dataset.rfCaption = JSON.stringify([left, bottom - 4 - lines.length * step, x - 10 - left, lines.length * step + 4]);
   if (!rf || !rf.image || !rf.image.complete || !rf.image.naturalWidth) {
     ctx.strokeStyle = COLOURS.line;
     ctx.strokeRect(x, y, size, size);
-    return;
+    return left;
   }
   const [h, w] = rf.imageHW;
   const cell = Math.min(size / w, size / h);
@@ -119,6 +130,7 @@ function drawReceptiveField(ctx, rf, right, bottom) {
     ctx.strokeRect(x + box.left * cell, y + box.top * cell, (box.right - box.left + 1) * cell, (box.bottom - box.top + 1) * cell);
     ctx.restore();
   }
+  return left;
 }
 
 /** Cell size for three kh×kw grids side by side across the panel (left of nothing: full width). */
@@ -160,7 +172,7 @@ function drawConvMath(ctx, s, hits) {
   ];
   const yS = gy + kh * cell.h + 26;
   label(ctx, `Σ products = ${formatCell(ch.sum, 4)}`, x0 + 2 * (gw + gap) + gw, yS, { size: NUM, font: MONO, weight: 600, align: 'right' });
-  drawLedger(ctx, t, phase, inC, { x: x0, top: yS + 10, bottom: PANEL.y + PANEL.h - 8 });
+  drawLedger(ctx, t, phase, inC, { x: x0, top: yS + 10, bottom: PANEL.y + PANEL.h - 8, right: hits.mathRight });
 }
 
 /**
@@ -204,7 +216,7 @@ export function ledgerWindow(lines, room) {
   return { first, count, above, below: lines.length - first - count };
 }
 
-function drawLedger(ctx, t, phase, inC, { x, top, bottom }) {
+function drawLedger(ctx, t, phase, inC, { x, top, bottom, right }) {
   const step = 27;
   const lines = ledgerLines(t, phase, inC);
   const room = Math.max(2, Math.floor((bottom - top) / step));
@@ -217,8 +229,10 @@ function drawLedger(ctx, t, phase, inC, { x, top, bottom }) {
   if (w.above) note(`▲ ${w.above} line${w.above > 1 ? 's' : ''} above · Σ so far ${formatCell(lines[w.first - 1].running, 4)}`);
   lines.slice(w.first, w.first + w.count).forEach((line) => {
     if (line.active) {
+      const box = [x - 6, y - 20, Math.min(700, right - (x - 6)), 26];
       ctx.fillStyle = '#fef3c7';
-      ctx.fillRect(x - 6, y - 20, 700, 26);
+      ctx.fillRect(...box);
+      ctx.canvas.dataset.highlight = JSON.stringify(box);
     }
     const text = line.shown ? `${line.head}${line.value}${line.extra}` : `${line.head}${'…'.padStart(line.value.length)}`;
     label(ctx, text, x, y, { size: NUM, font: MONO, weight: line.strong ? 700 : 400, colour: line.shown ? COLOURS.ink : '#94a3b8' });

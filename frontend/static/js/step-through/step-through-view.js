@@ -7,6 +7,8 @@ import { el, listen, disposer, isAbort } from '../dom.js';
 import { ensureStylesheet } from '../common/stylesheet.js';
 import { createAnimator } from '../common/animator.js';
 import { createPlayer } from '../common/player.js';
+import { createAnimationUrl } from '../common/animation-url.js';
+import { geometryNodes, geometryText } from './output-size.js';
 import { createTraceData } from './step-through-data.js';
 import { WIDTH, HEIGHT, convPhases, drawScene, channelName } from './step-through-scene.js';
 import { window2d, receptiveBox } from '../common/window-math.js';
@@ -15,6 +17,7 @@ import { renderSoftmax } from './softmax-table.js';
 import { showOutput } from './flatten-linear.js';
 import { pick, setupHover } from '../common/canvas-hover.js';
 import { fitCanvasToViewport } from '../common/fit-canvas.js';
+import { messageWithPlace } from '../common/inputs-place.js';
 import { createLookForLink } from '../channel/look-for-link.js';
 import { createExplainPanel, explainButton } from '../common/explanation-panel.js';
 
@@ -70,16 +73,33 @@ export function mount(container, ctx) {
     got: { traces: new Map(), inputs: new Map(), outputs: new Map() }, hits: null, exportAbort: null, rfImage: null };
   v.animator = createAnimator({ count: 1, onFrame: drawFrame, onPlayState: onPlayState });
   // the link sits on the readout's line, which has room: a row of its own pushed the animation below the fold
-  v.player = createPlayer(playerHost, { animator: () => v.animator, describe, phasesPerCell: () => (v.setup ? v.setup.phases.length : 1), extra: lookFor.element });
+  v.player = createPlayer(playerHost, { animator: () => v.animator, describe, phasesPerCell: () => (v.setup ? v.setup.phases.length : 1), extra: lookFor.element,
+    onSpeed: () => v.setup && v.url.write(v.ctx.state) });
+  // the cell, its sub-step, Play and speed live in the URL: links reproduce them and the class follows them
+  v.url = createAnimationUrl({
+    animator: () => v.animator, player: v.player, keys: ['pos', 'phase'],
+    toKeys: (frame) => {
+      const { y, x, phaseIndex } = currentCell(frame);
+      return { pos: `${y},${x}`, phase: phaseIndex ? String(phaseIndex) : null };
+    },
+    toFrame: (get) => {
+      const pos = parsePos(get('pos'), v.setup);
+      if (!pos) return null;
+      const P = v.setup.phases.length;
+      return (pos.y * v.setup.outW + pos.x) * P + Math.min(P - 1, Math.max(0, Number(get('phase')) || 0));
+    },
+  });
 
-  bag.add(listen(layerSelect, 'change', () => ctx.state.set({ layer: layerSelect.value, channel: null, pos: null })));
-  bag.add(listen(channelInput, 'change', () => ctx.state.set({ channel: channelInput.value, pos: null })));
+  bag.add(listen(layerSelect, 'change', () => ctx.state.set({ layer: layerSelect.value, channel: null, pos: null, phase: null, play: null })));
+  bag.add(listen(channelInput, 'change', () => ctx.state.set({ channel: channelInput.value, pos: null, phase: null, play: null })));
   bag.add(listen(topSelect, 'change', () => v.ctx.state.set({ top: topSelect.value })));
   bag.add(listen(detail, 'change', () => v.ctx.state.set({ detail: detail.checked ? null : 'cells' })));
   bag.add(listen(canvas, 'click', onCanvasClick));
   exportButtons.forEach((button) => bag.add(listen(button, 'click', () => runExport(button.dataset.export))));
   bag.add(setupHover(canvas, tooltip, () => v.hits));
-  bag.add(fitCanvasToViewport(canvas).dispose);
+  // in projector mode the output-size formula under the picture stays above the fold with it
+  const projector = () => document.documentElement.classList.contains('is-projector');
+  bag.add(fitCanvasToViewport(canvas, { margin: () => 12 + (projector() ? geometry.offsetHeight : 0), onFit: () => redraw() }).dispose);
   update(ctx);
 }
 
@@ -94,7 +114,7 @@ export function update(ctx) {
   v.topSelect.value = String(top);
   v.detail.checked = ctx.state.get('detail') !== 'cells';
   if (!ctx.imageId) {
-    showMessage('Upload, draw or pick a sample image (left) to step through the model on it.');
+    showMessage(messageWithPlace('Upload, draw or pick a sample image', ' (left)', ' (press S to show the inputs)', ' to step through the model on it.'));
     return;
   }
   const layer = layers.find((l) => l.name === layerName);
@@ -105,14 +125,8 @@ export function update(ctx) {
   if (key !== v.key) {
     v.key = key;
     start({ layer, layerName, channel, top });
-  } else if (v.setup && ctx.state.get('pos') !== v.lastPos) {
-    // the URL's cell changed from outside (a link, back/forward): go there
-    const pos = parsePos(ctx.state.get('pos'), v.setup);
-    v.lastPos = ctx.state.get('pos');
-    if (pos) {
-      v.animator.pause();
-      v.animator.seek((pos.y * v.setup.outW + pos.x) * v.setup.phases.length);
-    }
+  } else if (v.setup) {
+    v.url.apply(ctx.state); // the URL's cell, sub-step, Play or speed changed from outside (a link, the teacher)
   }
 }
 
@@ -128,18 +142,19 @@ function fillLayerSelect(layers, selected) {
   v.layerSelect.title = option ? option.textContent : ''; // the full name when the select is narrower
 }
 
+/** Show `text` (a string, or nodes) instead of the picture; '' shows the picture. */
 function showMessage(text) {
   v.animator.pause();
-  v.message.textContent = text;
-  v.message.hidden = !text;
-  v.stage.hidden = Boolean(text);
-  v.playerHost.hidden = Boolean(text);
+  v.message.replaceChildren(...(Array.isArray(text) ? text : [text || '']));
+  v.message.hidden = !text || (Array.isArray(text) && !text.length);
+  v.stage.hidden = !v.message.hidden;
+  v.playerHost.hidden = !v.message.hidden;
 }
 
 async function start({ layer, layerName, channel, top }) {
   const { ctx } = v;
+  v.setup = null; // first: pausing the old animation must not write its cell into the new one's URL
   v.animator.pause();
-  v.setup = null;
   v.got = { traces: new Map(), inputs: new Map(), outputs: new Map() };
   v.data.reset({ model: ctx.model.id, imageId: ctx.imageId, weights: ctx.weights, layer: layerName === SOFTMAX ? '' : layerName });
   const softmax = layerName === SOFTMAX;
@@ -162,7 +177,7 @@ async function start({ layer, layerName, channel, top }) {
   try {
     const [outC, outH, outW] = layer.output_shape;
     const pos = parsePos(ctx.state.get('pos'), { outH, outW }) || { y: 0, x: 0 };
-    v.lastPos = ctx.state.get('pos');
+    v.url.reset();
     const first = await v.data.trace(channel, pos.y, pos.x, top);
     if (myKey !== v.key) return;
     v.got.traces.set(`${pos.y}|${pos.x}`, first);
@@ -170,15 +185,16 @@ async function start({ layer, layerName, channel, top }) {
       ? convPhases(first.channels.length, Boolean(first.rest), first.after.length) : [{ kind: 'all' }];
     const [, inH, inW] = first.input_shape || [0, outH, outW];
     v.setup = { layer, channel, top, outC, outH, outW, inH, inW, phases: perCell, kind: first.kind, window: layerWindow(layer, first, inH, inW) };
-    v.geometry.textContent = geometryText(v.setup.window);
+    v.geometry.replaceChildren(...geometryNodes(v.setup.window));
     v.rfHelp.update({ model: ctx.model, layer });
-    v.explain.update({ model: ctx.model, layer }, [['This layer', `${layer.name} · ${subtitle(v.setup, null)}`], ['Output size here', v.geometry.textContent]]);
+    v.explain.update({ model: ctx.model, layer }, [['This layer', `${layer.name} · ${subtitle(v.setup, null)}`], ['Output size here', geometryText(v.setup.window)]]);
     v.rfImage = new Image();
     v.rfImage.onload = () => v && v.setup && redraw();
     v.rfImage.src = ctx.api.urls.modelInput(ctx.model.id, ctx.imageId, ctx.weights);
     v.animator.setCount(outH * outW * perCell.length);
     v.animator.setSpeed(v.player.speed());
-    v.animator.seek((pos.y * outW + pos.x) * perCell.length);
+    // the URL's cell, sub-step, speed and Play (a link or the teacher's); else the first cell
+    if (!v.url.apply(ctx.state) || !parsePos(ctx.state.get('pos'), v.setup)) v.animator.seek((pos.y * outW + pos.x) * perCell.length);
     need(v.data.outputMap(channel), v.got.outputs, channel);
   } catch (err) {
     if (!isAbort(err) && myKey === v.key) showMessage(`This layer could not be traced: ${err.message}`);
@@ -266,15 +282,6 @@ function subtitle(s, trace) {
   return 'element-wise activation';
 }
 
-/** The output-size formula with this layer's numbers, shown under the canvas. */
-export function geometryText(window) {
-  if (!window) return 'Output size: one input cell per output cell (the output has the input\'s size).';
-  const { rows, cols } = window;
-  const line = (name, a) => `${name}: ⌊(${a.size} + ${a.padBefore} + ${a.padAfter} − ${a.dilation}·(${a.kernel}−1) − 1) / ${a.stride}⌋ + 1 = ${a.outSize}`;
-  const tail = window.tilingMessage() ? ' (not tiled: the last rows/columns are never read)' : '';
-  return `Output size = ⌊(input + padding before + padding after − dilation·(kernel−1) − 1) / stride⌋ + 1 — ${line('H', rows)} · ${line('W', cols)}${tail}`;
-}
-
 function drawFrame(frame) {
   if (!v || !v.setup) return;
   const scene = sceneFor(frame);
@@ -289,16 +296,7 @@ function drawFrame(frame) {
   d.final = t && t.kind === 'conv' ? String(t.final) : '';
   d.grids = JSON.stringify(v.hits.grids.map((g) => ({ name: g.name, rows: g.rows, cols: g.cols, x: g.box.x, y: g.box.y, w: g.box.w, h: g.box.h, font: g.box.font })));
   d.outputGeom = v.hits.output ? JSON.stringify({ x0: v.hits.output.x0, y0: v.hits.output.y0, cell: v.hits.output.cell }) : '';
-  if (!v.animator.playing) writePos();
-}
-
-/** Keep the URL on the cell shown (not while playing: one history write per frame would be noise). */
-function writePos() {
-  const { y, x } = currentCell();
-  const pos = `${y},${x}`;
-  if (pos === v.lastPos) return;
-  v.lastPos = pos;
-  v.ctx.state.set({ pos }, { replace: true });
+  if (!v.animator.playing) v.url.write(v.ctx.state); // not while playing: the URL keeps where it started
 }
 
 function describe(frame) {
@@ -311,7 +309,7 @@ function describe(frame) {
 function onPlayState(playing) {
   if (!v) return;
   v.player.setPlaying(playing);
-  if (!playing && v.setup) writePos();
+  if (v.setup) v.url.write(v.ctx.state, playing);
 }
 
 function onCanvasClick(event) {

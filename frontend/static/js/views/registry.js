@@ -33,6 +33,7 @@ export const VIEWS = [
   { id: 'saliency', title: 'Saliency', load: () => import('../saliency/saliency-view.js') },
   { id: 'step-through', title: 'Step-through', aliases: ['stepper'], load: () => import('../step-through/step-through-view.js') },
   { id: 'sandbox', title: 'Sandbox', load: () => import('../sandbox/sandbox-view.js') },
+  { id: 'experiments', title: 'Experiments', load: () => import('../experiments/experiments-view.js') },
   { id: 'live', title: 'Live', load: () => import('../live/live-view.js') },
 ];
 

@@ -1,0 +1,158 @@
+"""The experiments' costs against a bare forward pass measured in the same run, interleaved (issue 22).
+
+  ablation     one ablation update (new channels, the head state kept) vs a bare ``model(x)``:
+               ResNet-18 ``layer3`` and EfficientNet-Lite0 ``blocks.4``                 goal ≤ 0.7×
+               the first layer (ResNet-18 ``conv1``, EfficientNet-Lite0 ``conv_stem``)   goal ≤ 1.1×
+  adversarial  FGSM (uncached: gradient pass recording the layers + the perturbed pass)  goal ≤ 3×
+               PGD with n steps                                                          goal ≤ 3n×
+               (the smallest-flipping-ε search is excluded: it is asked for separately)
+  probe        occlusion-probe updates per second through HTTP (uvicorn on 127.0.0.1, one kept-alive
+               client), each update = one POST with the pointer's latest 2 positions     goals: ≥ 15/s on
+               LeNet-5 and TinyVGG, ≥ 4/s on EfficientNet-Lite0; the bare forward of the same batch beside
+
+The torchvision models run untrained (offline); EfficientNet-Lite0, LeNet-5 and TinyVGG run trained.
+Run: .venv/bin/python bench/bench_experiments.py [--repeats 7] [--seconds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server.main import create_app  # noqa: E402
+from server.services.experiments.ablation import AblationSpec, ablate  # noqa: E402
+from server.services.experiments.adversarial import AttackSpec  # noqa: E402
+from server.settings import Settings  # noqa: E402
+
+PHOTO = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "images" / "cat.jpg"
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def report(name: str, pairs: list[tuple[float, float]], goal: float) -> None:
+    """(time, bare time) per repeat, interleaved: min / min, and the median of the per-repeat ratios."""
+    ratio = min(t for t, _ in pairs) / min(b for _, b in pairs)
+    median = statistics.median(t / b for t, b in pairs)
+    verdict = "ok" if ratio <= goal else f"ABOVE goal {goal}×"
+    print(f"{name:<40} {ratio:6.2f}× bare  (median {median:.2f}, n={len(pairs)}, bare "
+          f"{1000 * min(b for _, b in pairs):.1f} ms)  goal ≤ {goal}×  {verdict}", flush=True)
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:  # noqa: ANN001
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def bench_ablation(app, image_id: str, repeats: int) -> None:  # noqa: ANN001
+    experiments = app.state.experiments
+    runtime = app.state.runtime
+    for model, layer, goal in (("resnet18", "layer3", 0.7), ("efficientnet_lite0", "blocks.4", 0.7),
+                               ("resnet18", "conv1", 1.1), ("efficientnet_lite0", "conv_stem", 1.1)):
+        loaded = runtime.load(model)
+        batch = app.state.inputs.batch(loaded, image_id)
+        base = experiments.ablation_base(loaded, image_id, layer)
+        assert base.split is not None, f"{model} {layer} could not be split"
+        pairs = []
+        for i in range(repeats):
+            spec = AblationSpec(layer, (i, i + 3), "zero")
+            with torch.no_grad():
+                bare = timed(lambda loaded=loaded, batch=batch: loaded.module(batch))
+            pairs.append((timed(lambda spec=spec, loaded=loaded, batch=batch, base=base: ablate(loaded, batch, base, spec)), bare))
+        report(f"ablation {model} {layer}", pairs, goal)
+
+
+def bench_adversarial(app, image_id: str, repeats: int) -> None:  # noqa: ANN001
+    experiments = app.state.experiments
+    for model in ("tinyvgg-shapes", "resnet18", "efficientnet_lite0"):
+        loaded = app.state.runtime.load(model)
+        batch = app.state.inputs.batch(loaded, image_id)
+        app.state.outputs.logits(loaded, image_id)  # the page has the prediction already
+        for spec, goal in ((AttackSpec("fgsm", 4, 1, 4), 3.0), (AttackSpec("pgd", 4, 5, 1), 15.0)):
+            pairs = []
+            for _ in range(repeats):
+                experiments.cache.clear()
+                with torch.no_grad():
+                    bare = timed(lambda loaded=loaded, batch=batch: loaded.module(batch))
+                pairs.append((timed(lambda spec=spec, loaded=loaded, image_id=image_id: experiments.attack(loaded, image_id, spec)), bare))
+            name = "FGSM" if spec.attack == "fgsm" else f"PGD {spec.steps} steps"
+            report(f"adversarial {model} {name}", pairs, goal)
+
+
+def bench_probe(app, url: str, image_id: str, seconds: float) -> None:  # noqa: ANN001
+    with httpx.Client(base_url=url, timeout=60) as client:  # one kept-alive connection, like the page
+        for model, goal in (("lenet5", 15.0), ("tinyvgg-shapes", 15.0), ("efficientnet_lite0", 4.0)):
+            loaded = app.state.runtime.load(model)
+            side = loaded.entry.input.height
+            size = max(4, side // 5)
+            path = f"/api/models/{model}/images/{image_id}/occlusion-probe"
+            client.post(path, json={"patches": [{"y": 0, "x": 0, "size": size}]}).raise_for_status()  # warm
+            count, start, position = 0, time.perf_counter(), 0
+            while time.perf_counter() - start < seconds:
+                patches = []
+                for _ in range(2):  # the positions the pointer passed since the last answer
+                    position += 1
+                    y, x = (position * 3) % (side - size), (position * 7) % (side - size)
+                    patches.append({"y": y, "x": x, "size": size, "fill": "blur"})
+                client.post(path, json={"patches": patches, "classes": [0]}).raise_for_status()
+                count += 1
+            rate = count / (time.perf_counter() - start)
+            batch = app.state.inputs.batch(loaded, image_id).repeat(2, 1, 1, 1)
+            with torch.no_grad():
+                bare = min(timed(lambda loaded=loaded, batch=batch: loaded.module(batch)) for _ in range(5))
+            verdict = "ok" if rate >= goal else f"BELOW goal {goal}/s"
+            print(f"probe {model:<34} {rate:6.1f} updates/s  (bare forward of the 2 patches {1000 * bare:.1f} ms "
+                  f"= {1 / bare:.0f}/s)  goal ≥ {goal}/s  {verdict}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(Settings(storage_dir=Path(tmp) / "images"))
+        with serving(app) as url:
+            with httpx.Client(base_url=url) as client:
+                image_id = client.post("/api/images", files={"file": ("cat.jpg", io.BytesIO(PHOTO.read_bytes()))}
+                                       ).json()["image_id"]
+            print(f"torch threads {torch.get_num_threads()}", flush=True)
+            bench_ablation(app, image_id, args.repeats)
+            bench_adversarial(app, image_id, args.repeats)
+            bench_probe(app, url, image_id, args.seconds)
+
+
+if __name__ == "__main__":
+    main()

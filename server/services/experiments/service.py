@@ -1,0 +1,226 @@
+"""The experiments as the API serves them: every result in one :class:`ResultCache` (single-flight, within
+a byte budget), every computation admitted by the scheduler under its own label (cheap or heavy by its
+measured duration) and stopped at checkpoints once nobody waits for it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from server.services.experiments import adversarial as adv
+from server.services.experiments import compare as cmp
+from server.services.experiments import occlusion_probe as probe
+from server.services.experiments.ablation import (
+    AblationBase,
+    AblationOutcome,
+    AblationSpec,
+    EditedModel,
+    ablate,
+    ablation_base,
+)
+from server.services.experiments.layer_changes import LayerChanges
+from server.services.experiments.layer_split import LayerSplit, depth_layers
+from server.services.feature_maps.activations import capture_layers
+from server.services.runtime.cache import ResultCache
+from server.services.runtime.hooks import forward_hooks
+from server.services.runtime.inputs import ModelInputs
+from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.outputs import ModelOutputs
+from server.services.saliency.base import TopK
+from server.services.saliency.methods import get_method
+from server.services.work.cancel import checkpoint
+
+Admit = Callable[[str, str], AbstractContextManager[Any]]
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """An attack on one image: the perturbed pixels (C×H×W in [0, 1], float32), the logits before and after
+    (N), and per layer over depth, how far its output moved (relative L2)."""
+
+    pixels: torch.Tensor
+    perturbed: torch.Tensor
+    before: torch.Tensor
+    after: torch.Tensor
+    layers: list[tuple[str, float]]
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * (self.pixels.numel() + self.perturbed.numel() + self.before.numel() + self.after.numel())
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    clean: torch.Tensor  # N logits of the image without a patch
+    logits: torch.Tensor  # P×N, one row per patch
+
+
+class Experiments:
+    def __init__(self, inputs: ModelInputs, outputs: ModelOutputs, admit: Admit | None = None,
+                 budget_bytes: int = 64 * 1024 * 1024, probe_chunk: int = 16) -> None:
+        self.inputs = inputs
+        self.outputs = outputs
+        self.admit = admit
+        self.cache: ResultCache[Any] = ResultCache("experiments", budget_bytes)
+        self.probe_chunk = max(1, probe_chunk)
+
+    def _admitted(self, label: str, prior: str = "cheap") -> AbstractContextManager[Any]:
+        return self.admit(label, prior) if self.admit is not None else nullcontext()
+
+    @staticmethod
+    def _key(loaded: LoadedModel, image_id: str, *rest: Any) -> tuple[Any, ...]:
+        return (loaded.entry.id, loaded.variant, image_id, *rest)
+
+    # --- ablation ------------------------------------------------------------------------------------------
+    def split(self, loaded: LoadedModel, layer: str) -> LayerSplit:
+        """The model traced for restarts after ``layer`` (once per loaded model and layer)."""
+        key = (loaded.entry.id, loaded.variant, "split", layer)
+        split = self.cache.get_or_compute(key, lambda: LayerSplit.trace(loaded.module, layer))
+        if split.model is not loaded.module:  # the model was reloaded since
+            self.cache.discard(key)
+            split = self.cache.get_or_compute(key, lambda: LayerSplit.trace(loaded.module, layer))
+        return split
+
+    def ablation_base(self, loaded: LoadedModel, image_id: str, layer: str) -> AblationBase:
+        def compute() -> AblationBase:
+            split = self.split(loaded, layer)
+            batch = self.inputs.batch(loaded, image_id)
+            with self._admitted(f"experiments/ablation-base/{loaded.entry.id}"):
+                return ablation_base(loaded, batch, layer, split)
+
+        return self.cache.get_or_compute(self._key(loaded, image_id, "ablation-base", layer), compute)
+
+    def ablation(self, loaded: LoadedModel, image_id: str, spec: AblationSpec) -> tuple[AblationOutcome, torch.Tensor]:
+        """(the outcome with ``spec`` applied, the unedited logits)."""
+        base = self.ablation_base(loaded, image_id, spec.layer)
+
+        def compute() -> AblationOutcome:
+            batch = self.inputs.batch(loaded, image_id)
+            with self._admitted(f"experiments/ablation/{loaded.entry.id}"):
+                return ablate(loaded, batch, base, spec)
+
+        outcome = self.cache.get_or_compute(self._key(loaded, image_id, "ablation", spec), compute)
+        return outcome, base.logits
+
+    def ablation_gradcam(self, loaded: LoadedModel, image_id: str, spec: AblationSpec, cam_layer: str,
+                         target: int | None) -> Any:
+        """Grad-CAM at ``cam_layer`` of the model with ``spec`` applied (a :class:`SaliencyExplanation`-like
+        map: ``values`` H×W in [0, 1], ``low``/``high`` the raw values they stand for, ``target``)."""
+
+        def compute() -> Any:
+            edited = LoadedModel(loaded.entry, loaded.variant, EditedModel(loaded, spec), loaded.device,
+                                 loaded.preprocess_fn, loaded.lock, loaded.catalog)
+            edited.__dict__["_modules_by_name"] = dict(loaded.module.named_modules())
+            batch = self.inputs.batch(loaded, image_id)
+            method = get_method("gradcam")
+            targets = [target] if target is not None else TopK(1)
+            with self._admitted(f"experiments/ablation-gradcam/{loaded.entry.id}"):
+                explanation = method.explain(edited, batch, cam_layer, targets)
+            return _CamMap(explanation.targets[0], explanation.maps[0].values.numpy().astype(np.float32),
+                           explanation.maps[0].low, explanation.maps[0].high)
+
+        return self.cache.get_or_compute(self._key(loaded, image_id, "ablation-cam", spec, cam_layer, target), compute)
+
+    # --- occlusion probe -----------------------------------------------------------------------------------
+    def probe(self, loaded: LoadedModel, image_id: str, patches: list[probe.Patch]) -> ProbeResult:
+        """Logits of the image with each patch pasted (one batched pass) and of the clean image."""
+        model = adv.PixelModel(loaded)
+        pixels = model.pixels(self.inputs.batch(loaded, image_id))
+        blurs = {size: self._blurred(loaded, image_id, pixels, size)
+                 for size in sorted({p.size for p in patches if p.fill == "blur"})}
+        clean = self.outputs.logits(loaded, image_id)
+        with self._admitted(f"experiments/probe/{loaded.entry.id}"):
+            logits = probe.probe_logits(model, pixels, patches, blurs, self.probe_chunk)
+        return ProbeResult(clean, logits)
+
+    def _blurred(self, loaded: LoadedModel, image_id: str, pixels: torch.Tensor, size: int) -> torch.Tensor:
+        return self.cache.get_or_compute((loaded.entry.id, image_id, "blur", size), lambda: probe.blurred(pixels, size))
+
+    # --- adversarial -----------------------------------------------------------------------------------------
+    def attack(self, loaded: LoadedModel, image_id: str, spec: adv.AttackSpec) -> AttackResult:
+        def compute() -> AttackResult:
+            model = adv.PixelModel(loaded)
+            pixels = model.pixels(self.inputs.batch(loaded, image_id))
+            label = self._attack_label(loaded, image_id, spec)
+            prior = "heavy" if spec.attack == "pgd" and spec.steps > 10 else "cheap"
+            with self._admitted(f"experiments/adversarial/{loaded.entry.id}/{spec.attack}", prior):
+                names = depth_layers(loaded.module)
+                # the clean pass's layer outputs are recorded while its gradient is taken: no extra pass
+                clean = LayerChanges(loaded.module, names)
+                labels = torch.tensor([label], dtype=torch.long, device=pixels.device)
+                with forward_hooks(loaded, clean.hooks()):
+                    first = model.loss_gradient(pixels, labels)
+                perturbed = adv.perturb(model, pixels, label, spec, first_gradient=first)
+                moved = LayerChanges(loaded.module, names, clean.outputs)
+                with forward_hooks(loaded, moved.hooks()), torch.no_grad():
+                    after = model(perturbed)
+            before = self.outputs.logits(loaded, image_id)
+            return AttackResult(pixels[0].float().cpu(), perturbed[0].float().cpu(), before,
+                                after.detach().float().cpu()[0], moved.ordered_changes())
+
+        return self.cache.get_or_compute(self._key(loaded, image_id, "attack", spec), compute)
+
+    def _attack_label(self, loaded: LoadedModel, image_id: str, spec: adv.AttackSpec) -> int:
+        if spec.target is not None:
+            return spec.target
+        return int(self.outputs.logits(loaded, image_id).argmax())
+
+    def min_flip_epsilon(self, loaded: LoadedModel, image_id: str, spec: adv.AttackSpec) -> int | None:
+        """The smallest ε (1/255 steps) flipping the top-1 with this attack (ε itself plays no part)."""
+        search = spec.without_epsilon()
+
+        def compute() -> dict[str, int | None]:
+            model = adv.PixelModel(loaded)
+            pixels = model.pixels(self.inputs.batch(loaded, image_id))
+            clean_top = int(self.outputs.logits(loaded, image_id).argmax())
+            with self._admitted(f"experiments/min-flip/{loaded.entry.id}/{spec.attack}", "heavy"):
+                return {"epsilon": adv.min_flip_epsilon(model, pixels, clean_top, search)}
+
+        return self.cache.get_or_compute(self._key(loaded, image_id, "min-flip", search), compute)["epsilon"]
+
+    def cached_min_flip(self, loaded: LoadedModel, image_id: str, spec: adv.AttackSpec) -> tuple[bool, int | None]:
+        search = spec.without_epsilon()
+        hit = self.cache.get(self._key(loaded, image_id, "min-flip", search))
+        return (False, None) if hit is None else (True, hit["epsilon"])
+
+    # --- compare ---------------------------------------------------------------------------------------------
+    def compare(self, loaded: LoadedModel, other: LoadedModel, image_id: str) -> tuple[bool, list[cmp.LayerMatch]]:
+        """(matched by name, the matched layers with their cosine similarity)."""
+        def compute() -> dict[str, Any]:
+            outputs = self._depth_outputs(loaded, image_id)
+            with_outputs = self._depth_outputs(other, image_id)
+            by_name = cmp.same_architecture(loaded.module, other.module)
+            names = [n for n in depth_layers(loaded.module) if n in outputs]
+            with_names = [n for n in depth_layers(other.module) if n in with_outputs]
+            pairs = cmp.match_layers(names, with_names, by_name)
+            return {"by_name": by_name, "layers": cmp.compare_outputs(outputs, with_outputs, pairs)}
+
+        key = self._key(loaded, image_id, "compare", other.entry.id, other.variant)
+        found = self.cache.get_or_compute(key, compute)
+        return found["by_name"], found["layers"]
+
+    def _depth_outputs(self, loaded: LoadedModel, image_id: str) -> dict[str, np.ndarray]:
+        batch = self.inputs.batch(loaded, image_id)
+        checkpoint()
+        with self._admitted(f"experiments/compare/{loaded.entry.id}"):
+            captured = capture_layers(loaded, batch, keep=depth_layers(loaded.module))
+        self.outputs.remember(loaded, image_id, captured.logits)
+        return captured.outputs
+
+
+@dataclass(frozen=True)
+class _CamMap:
+    target: int
+    values: np.ndarray
+    low: float
+    high: float
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.nbytes)
+
