@@ -127,12 +127,17 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, default=HERE.parent)
     parser.add_argument("--passes", type=int, default=10)
     parser.add_argument("--images", type=int, default=120)
+    parser.add_argument("--garbage", action="store_true", help="what a full gc collection frees after each pass")
+    parser.add_argument("--stray", action="store_true", help="list live tensors no cache holds, and their holders")
+    parser.add_argument("--trace", action="store_true", help="tracemalloc: Python allocations grown from pass 3")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server's environment")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE.parent))
     import tempfile
 
     env = dict(item.split("=", 1) for item in args.env)
+    if args.trace:
+        env.setdefault("PYTHONTRACEMALLOC", "1")
     images = photo_crops(args.images)
     rng = np.random.default_rng(1)
     digits = []
@@ -154,10 +159,25 @@ def main() -> None:
                     failures = one_pass(client, images, digits)
                     memory = server.ask("memory")
                     rss.append(server.rss_mb())
+                    live = server.ask("tensors")
+                    if args.garbage:
+                        print("         cyclic garbage:", server.ask("garbage"), flush=True)
+                    if args.stray:
+                        print("         not in any cache:", server.ask("stray"), flush=True)
+                    if args.trace and n in (3, args.passes):
+                        server.ask(f"trace p{n}")
                     print(f"pass {n:2d}: RSS {rss[-1]:7.1f} MB   caches hold {memory['cache_bytes'] / MB:6.1f} MB"
                           f" of {memory['cache_budget_bytes'] / MB:6.1f} MB   models {memory['model_bytes'] / MB:6.1f} MB"
                           f"   {time.monotonic() - started:5.1f} s   failures {len(failures)} {sorted(set(failures))[:3]}",
                           flush=True)
+                    heap = live["malloc"]
+                    print(f"         live tensors {live['count']:5d} = {live['bytes'] / MB:6.1f} MB {live['kinds']}"
+                          + (f"   malloc: in use {heap['in_use_bytes'] / MB:.0f} MB, free in heaps "
+                             f"{heap['free_in_heap_bytes'] / MB:.0f} MB, mmapped {heap['mmapped_bytes'] / MB:.0f} MB"
+                             if heap and not env.get("LD_PRELOAD") else ""), flush=True)
+                if args.trace:
+                    print("Python allocations grown from pass 3 to the last:",
+                          *server.ask(f"trace p3 p{args.passes}").get("growth", []), sep="\n  ")
                 time.sleep(10)
                 idle = server.rss_mb()
         finally:

@@ -17,12 +17,11 @@ from fastapi.testclient import TestClient
 
 from server.errors import ApiError
 from server.main import create_app
-from server.services.fairness.client_id import ClientId
-from server.services.fairness.identity import ClientIdentities
-from server.services.fairness.shares import Shares
 from server.services.work.background_jobs import BackgroundJobs
 from server.services.work.cancel import bound, current_token
+from server.services.work.clients import ClientId, ClientIdentities
 from server.services.work.limiter import WorkLimiter
+from server.services.work.shares import Shares
 from server.settings import Settings
 from tests.conftest import png_bytes
 

@@ -3,8 +3,10 @@ unknowingly, glibc's allocator is tuned, and a real uvicorn's RSS stops growing 
 
 from __future__ import annotations
 
+import gc
 import io
 import os
+import weakref
 
 import httpx
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 from PIL import Image
 
 from models.models_file import app_registry
+from server.errors import ApiError
 from server.services.memory.allocator import Allocator
 from server.services.runtime.architecture_catalog import ArchitectureCatalog
 from server.services.runtime.cache import ResultCache
@@ -112,3 +115,65 @@ def test_resident_memory_levels_off_over_repeated_passes(tmp_path) -> None:
             rss.append(process.memory_info().rss)
         assert rss[-1] <= rss[1] * 1.10 + 30 * 2**20, [round(r / 2**20) for r in rss]
     assert os.getpid()  # the server is stopped by live_server
+
+
+class _Value:
+    nbytes = 8
+
+
+def test_a_computed_value_is_freed_by_reference_counting_alone() -> None:
+    """A flight (one computation shared by concurrent callers) and its token must not form a reference cycle
+    with the value: the value (a capture's layer outputs, tens of MB) would then stay alive after eviction
+    until a full garbage collection, which Python runs by object counts, not bytes (issue 21: RSS grew by
+    hundreds of MB per pass). With the collector off, dropping the last reference must free it."""
+    cache: ResultCache[_Value] = ResultCache("test", 1 << 20)
+    gc.disable()
+    try:
+        kept = weakref.ref(cache.get_or_compute("kept", _Value))
+        shared = weakref.ref(cache.get_or_compute("not kept", _Value, keep=False))
+        assert kept() is not None and shared() is None
+        cache.discard("kept")
+        assert kept() is None
+
+        def fails() -> _Value:
+            raise ApiError(503, "overloaded", "no")
+
+        with pytest.raises(ApiError):
+            cache.get_or_compute("failed", fails)
+        assert not [o for o in gc.get_objects() if type(o).__name__ in ("_Flight", "_FlightToken")]
+    finally:
+        gc.enable()
+
+
+def test_requests_leave_no_cycles_that_hold_tensors(client, upload) -> None:
+    """Feature maps, predictions, Grad-CAM and a trace with the cyclic collector off: what a full collection
+    would free afterwards holds no tensor or array (everything was freed, or is kept by a cache). A first
+    round loads the model and its tables (built once, not per request)."""
+    rng = np.random.default_rng(0)
+
+    def ask(image_id: str) -> None:
+        base = f"/api/models/lenet5/images/{image_id}"
+        for path, params in ((f"{base}/predictions", {}), (f"{base}/layers/features.0/atlas.png", {}),
+                             (f"{base}/saliency.npy", {"method": "gradcam"}),
+                             (f"{base}/layers/features.3/trace", {"channel": 1, "y": 3, "x": 3})):
+            assert client.get(path, params=params).status_code == 200
+
+    first, second = (upload(client, png_bytes(rng.integers(0, 256, (28, 28), dtype=np.uint8))) for _ in range(2))
+    ask(first)
+    gc.collect()
+    gc.disable()
+    try:
+        ask(second)
+        client.app.state.activations.cache.clear()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        found = list(gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    held = [type(o).__name__ for o in found for x in (o, *gc.get_referents(o)) for y in (x, *gc.get_referents(x))
+            if isinstance(y, (torch.Tensor, np.ndarray))]
+    flights = [type(o).__name__ for o in found if type(o).__name__ in ("_Flight", "_FlightToken")]
+    found.clear()
+    assert held == [] and flights == []

@@ -6,12 +6,12 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.services.fairness.identity import ClientIdentities
 from server.services.work.cancel import CancelToken, bound, current_token, live
+from server.services.work.clients import ClientIdentities
 
 
 class DisconnectWatch:
-    """ASGI middleware: each request gets its client (:mod:`server.services.fairness.identity`), and each GET
+    """ASGI middleware: each request gets its client (:mod:`server.services.work.clients`), and each GET
     a cancellation token, set when its client disconnects; both are current while the endpoint runs (see
     :mod:`server.services.work.cancel`).
 

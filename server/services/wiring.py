@@ -20,7 +20,6 @@ from server.services.classroom import Classroom, SessionLimits, make_backend
 from server.services.classroom.pins import SessionPins
 from server.services.classroom.predictions import WallPredictions
 from server.services.classroom.shutdown import on_stop_signal
-from server.services.fairness.identity import ClientIdentities
 from server.services.experiments.service import Experiments
 from server.services.feature_maps import ActivationStore, FeatureMaps, LayerOverviews
 from server.services.image_folders import ImageFolders
@@ -39,6 +38,7 @@ from server.services.saliency.service import SaliencyMaps
 from server.services.step_through import StepThrough
 from server.services.trust import TrustChecks
 from server.services.work import BackgroundJobs, Scheduler, WorkLimiter, cancel_all, cancel_on_signals
+from server.services.work.clients import ClientIdentities
 from server.settings import Settings, device_label, resolve_device
 
 log = logging.getLogger("convscope")

@@ -33,7 +33,6 @@ import anyio.to_thread
 import torch
 
 from server.errors import ApiError
-from server.services.fairness.client_id import LOCAL, ClientId
 from server.services.live.frame import (
     Admit,
     FrameTimes,
@@ -46,6 +45,7 @@ from server.services.live.frame import (
 from server.services.runtime.architecture_catalog import ArchitectureCatalog
 from server.services.runtime.model_runtime import ModelRuntime
 from server.services.work import cancel
+from server.services.work.clients import LOCAL, ClientId
 
 # --- the session: latest frame wins --------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 One worker thread runs queued jobs one at a time from a bounded queue, so however many requests ask, at
 most one such job computes while requests keep being answered; a full queue is refused (429 with
 Retry-After) instead of growing. Each client holds at most ``per_client`` of its places (queued or
-running; counted as in the heavy pool, :mod:`server.services.fairness.shares`), so one client cannot fill
+running; counted as in the heavy pool, :mod:`server.services.work.shares`), so one client cannot fill
 the queue for everyone else: past its share it alone hears 429. Each job reports progress, can be cancelled between steps, and keeps
 its outcome (a small state record; results live in the services' own caches) for the pollers.
 """
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.errors import ApiError
-from server.services.fairness.client_id import LOCAL, ClientId
-from server.services.fairness.shares import Shares
 from server.services.work.cancel import current_client
+from server.services.work.clients import LOCAL, ClientId
+from server.services.work.shares import Shares
 
 log = logging.getLogger("convscope.jobs")
 _FINISHED_KEPT = 256  # finished job records kept for pollers (a few hundred bytes each)

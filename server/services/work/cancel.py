@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from server.errors import ApiError
-from server.services.fairness.client_id import LOCAL, ClientId
+from server.services.work.clients import LOCAL, ClientId
 
 
 class WorkCancelled(ApiError):

@@ -4,7 +4,7 @@ to come back (503 + Retry-After) at once instead of timing out in a queue nobody
 One :class:`WorkLimiter` is one pool (the scheduler has a cheap one and a heavy one). Every wait is
 counted and bounded: by the queue's length (503 at once when full), by a timeout (503), by the client's
 share (429: one client may hold at most ``per_client`` places, running or waiting, and the ids behind one
-address or one class session together a bounded number: :mod:`server.services.fairness.shares`), and by
+address or one class session together a bounded number: :mod:`server.services.work.shares`), and by
 the client itself (a cancelled request leaves the queue at once). A freed slot goes to the waiting request
 whose client group runs the fewest computations, oldest first, so one client's burst does not push others back.
 Retry-After is the measured queue: the mean time a slot is held × places ahead ÷ slots.
@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from server.errors import ApiError
-from server.services.fairness.client_id import ClientId
-from server.services.fairness.shares import Shares
 from server.services.work.cancel import CancelToken, WorkCancelled, current_client, current_token
+from server.services.work.clients import ClientId
+from server.services.work.shares import Shares
 
 POLL_S = 0.05  # how often a waiting request looks at its cancellation token
 

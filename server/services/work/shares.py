@@ -1,14 +1,14 @@
 """Places one client may hold in a shared pool (the heavy work pool, the background-job queue).
 
 A pool gives each client ``per_client`` places (running or waiting). A client is a member of a group
-(:class:`~server.services.fairness.client_id.ClientId`): the members of one group together hold at most
+(:class:`~server.services.work.clients.ClientId`): the members of one group together hold at most
 ``group_scale`` × ``per_client`` places, so ids a client makes up (a header hint) share their address's places
 instead of adding new ones, and the students of one class session share the session's bound.
 """
 
 from __future__ import annotations
 
-from server.services.fairness.client_id import ClientId
+from server.services.work.clients import ClientId
 
 
 class Shares:

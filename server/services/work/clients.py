@@ -1,7 +1,10 @@
-"""The one place a request's client is decided.
+"""The one place a request's client is decided: its address (:func:`client_address`, the ``ClientAddressDep``
+of per-address quotas, sessions and code lookups) and, for the shares of the heavy pool and the job queue,
+its :class:`ClientId` (:class:`ClientIdentities`, named by the ``DisconnectWatch`` middleware).
 
-A client is its network address (the peer uvicorn reports; forwarded headers count only where the operator
-turned them on). What a request *says* about itself cannot make it a new client:
+A client is its network address: the peer uvicorn reports, or what a proxy named in
+``CONVSCOPE_FORWARDED_ALLOW_IPS`` says (``server.middleware.forwarded``; nobody else's forwarded headers are
+believed). What a request *says* about itself cannot make it a new client:
 
 - ``X-ConvScope-Client`` (the page's random id) is a hint *inside* its address: tabs behind one address are
   kept apart from each other, but together they hold no more than the address's share.
@@ -19,10 +22,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+from starlette.requests import HTTPConnection
 from starlette.types import Scope
-
-from server.services.fairness.client_id import ClientId
 
 CLIENT_HEADER = b"x-convscope-client"
 SESSION_HEADER = b"x-convscope-session"
@@ -31,12 +34,31 @@ _HINT = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 STUDENT = re.compile(r"^[A-Za-z0-9_-]{8,64}$")  # the page's random student id (also the submissions' rule)
 
 
+async def client_address(connection: HTTPConnection) -> str:
+    """The client's address: the peer's, or what a proxy named in ``CONVSCOPE_FORWARDED_ALLOW_IPS`` says
+    (``server.middleware.forwarded``); per-address quotas count by it, and uploaded models are scoped to it."""
+    return connection.client.host if connection.client else "unknown"
 
 
-def peer_address(scope: Scope) -> str:
-    """The client's network address as the server saw it ("local" without one: in-process clients)."""
-    peer = scope.get("client")
-    return str(peer[0]) if peer else "local"
+@dataclass(frozen=True)
+class ClientId:
+    """A client as the pools' shares count it: a *member* (one share) inside a *group* (``group_scale``
+    shares together)."""
+
+    group: str  # an address, or "session:CODE"
+    member: str  # the group itself, or a hint / student inside it
+    group_scale: int = 1  # the group may hold this many per-client shares together
+
+    @classmethod
+    def of(cls, name: str) -> ClientId:
+        """A plain client named ``name`` (tests, the CLI, work started by the server itself)."""
+        return cls(name, name)
+
+    def __str__(self) -> str:
+        return self.member
+
+
+LOCAL = ClientId.of("local")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -59,7 +81,7 @@ class ClientIdentities:
         self._live: dict[str, tuple[bool, float]] = {}  # code → (live, when checked)
 
     async def identify(self, scope: Scope) -> ClientId:
-        address = peer_address(scope)
+        address = await client_address(HTTPConnection(scope))
         from server.services.classroom.codes import normalize_code  # here: the classroom package imports the pools
 
         student, typed = _header(scope, STUDENT_HEADER), _header(scope, SESSION_HEADER)
