@@ -30,7 +30,9 @@ from server.services.images.decode import DecodeLimits, IsolatedDecoder
 from server.services.runtime.cache import ResultCache
 
 log = logging.getLogger("convscope")
-_IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
+IMAGE_ID_PATTERN = "^[0-9a-f]{64}$"  # an image id: the sha256 of the stored bytes (the one definition)
+IMAGE_ID = re.compile(IMAGE_ID_PATTERN)
+_IMAGE_ID = IMAGE_ID
 
 
 @dataclass(frozen=True)
