@@ -27,10 +27,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
+from harness import SHARED_DATA, free_port, wait_until  # bench/harness.py (puts the repository root on sys.path)
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
-PHOTOS = HERE.parent.parent / "shared" / "data" / "images"
+PHOTOS = SHARED_DATA / "images"
 PHOTO_MODEL = ("efficientnet_lite0", "blocks.2", "conv_stem")  # model, atlas layer, traced convolution
 DIGIT_MODEL = ("lenet5", "features.0", "features.3")
 MB = 2**20
@@ -81,25 +82,26 @@ class Server:
 
 
 def start(repo: Path, storage: Path, env: dict[str, str]) -> Server:
-    from tests.real_server import free_port  # one free-port helper for tests and benchmarks
-
     port = free_port()
     full_env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(storage), "PYTHONPATH": str(repo), **env}
     proc = subprocess.Popen([sys.executable, str(repo / "bench" / "serve_with_stats.py"), str(port)], cwd=repo, env=full_env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
+
+    def up() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with {proc.returncode}")
         try:
-            if httpx.get(base + "/api/health", timeout=2).status_code == 200:
-                return Server(proc, base)
+            return httpx.get(base + "/api/health", timeout=2).status_code == 200
         except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"the server did not start in {START_TIMEOUT_S} s") from None
-        time.sleep(0.3)
+            return False
+
+    try:
+        wait_until(up, START_TIMEOUT_S, "the server to start", poll_s=0.3)
+    except AssertionError:
+        proc.kill()
+        raise
+    return Server(proc, base)
 
 
 def one_pass(client: httpx.Client, images: list[bytes], digits: list[bytes]) -> list[str]:
@@ -132,7 +134,6 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true", help="tracemalloc: Python allocations grown from pass 3")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server's environment")
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE.parent))
     import tempfile
 
     env = dict(item.split("=", 1) for item in args.env)

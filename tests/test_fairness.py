@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from contextlib import ExitStack
 
 import numpy as np
@@ -24,6 +23,7 @@ from server.services.work.limiter import WorkLimiter
 from server.services.work.shares import Shares
 from server.settings import Settings
 from tests.conftest import png_bytes
+from tests.harness import wait_until
 
 
 def _scope(address: str, **headers: str) -> dict:
@@ -170,9 +170,7 @@ class _held:
 
     def __enter__(self) -> None:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while self.pool.held_by(self.client) == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: self.pool.held_by(self.client) > 0, 10, f"{self.client} to hold a place")
 
     def __exit__(self, *exc: object) -> None:
         self.release.set()

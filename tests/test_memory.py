@@ -23,7 +23,7 @@ from server.services.runtime.cache import ResultCache
 from server.services.runtime.hooks import forward_with_layer_graph, graph_nbytes
 from server.services.runtime.model_runtime import ModelRuntime
 from tests.conftest import png_bytes
-from tests.real_server import live_server
+from tests.harness import live_server
 
 
 @pytest.mark.parametrize("model", ["lenet5", "tinyvgg-shapes"])
