@@ -8,6 +8,12 @@ fill, evict and refill as under a class. After each pass it prints the server's 
 hold, and the sum of their budgets. Goals: RSS after the last pass within 10 % of RSS after pass 3, and below
 the sum of the cache budgets + the loaded models' parameters + 500 MB.
 
+Each pass also prints the live tensors (by distinct storage, counted without a collection) and glibc's own
+account (in use, free inside its heaps, mmapped): live tensors that grow while the caches do not are objects
+kept alive, not the allocator. ``--garbage`` shows what a full gc collection would free after each pass (how
+the reference cycle of issue 21 was found), ``--stray`` live tensors that no cache or model holds, and
+``--trace`` the Python allocations grown from pass 3 (tracemalloc).
+
 Run: .venv/bin/python bench/bench_soak.py [--passes 10] [--images 120] [--env MALLOC_ARENA_MAX=8 ...]
 (``--repo`` serves another checkout, e.g. main's code for the "before" figures.)
 """

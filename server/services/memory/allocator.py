@@ -1,20 +1,26 @@
 """glibc's malloc, tuned so that memory the server frees goes back to the system.
 
-PyTorch's CPU tensors come from ``malloc``. Under glibc, each of the many threads that run endpoints gets
-its own *arena* (up to 8 per core), and freed chunks inside an arena's heap are rarely given back: a server
-that computes activations of varying sizes in dozens of threads keeps growing (issue 21: 2.2 → 3.1 GiB over
-six identical passes). Three remedies, all through ``mallopt``/``malloc_trim`` from ctypes, so they hold
-however the app is started (``convscope serve``, uvicorn, the tests, the Docker image):
+Not why resident memory grew (issue 21): that was a reference cycle keeping computed values alive until a
+full garbage collection (see ``_FlightToken`` in :mod:`server.services.runtime.cache`). With the cycle
+gone, RSS levels off under glibc's defaults too; these settings keep it lower: bench/bench_soak.py, 16
+photos + 16 digits, 10 passes, measured side by side on the loaded 2-core machine: 1305 MB flat from pass
+2 tuned, 1377 MB flat untuned.
 
-- a bounded number of arenas (``M_ARENA_MAX``): freed memory is reused across threads instead of
-  stranded in one thread's arena;
+PyTorch's CPU tensors come from ``malloc``. Under glibc, each of the many threads that run endpoints gets
+its own *arena* (up to 8 per core), and freed chunks inside an arena's heap are rarely given back. Three
+settings, through ``mallopt``/``malloc_trim`` from ctypes, so they hold however the app is started
+(``convscope serve``, uvicorn, the tests, the Docker image):
+
+- a bounded number of arenas (``M_ARENA_MAX``, set before the endpoint threads exist): freed memory is
+  reused across threads instead of stranded in one thread's arena;
 - a fixed mmap threshold (``M_MMAP_THRESHOLD``): glibc otherwise raises it after every large free, so
   that tensors of a few MB land in the arenas' heaps, where they fragment; fixed, every allocation above
   it is its own mapping and is unmapped when freed;
 - ``malloc_trim(0)`` now and then (a daemon thread): returns the free pages inside the heaps.
 
-On other C libraries (musl, macOS) these do nothing; jemalloc (Debian's ``libjemalloc2`` via LD_PRELOAD)
-works too but needs the environment set before the process starts. The figures are in bench/bench_soak.py.
+On other C libraries (musl, macOS) these do nothing. jemalloc (Debian's ``libjemalloc2`` via LD_PRELOAD)
+needs the environment set before the process starts; it showed the same growth as glibc while the cycle
+was there (the growth was live objects, not the allocator), so it is not needed.
 """
 
 from __future__ import annotations
