@@ -174,10 +174,14 @@ def warm_up(client: httpx.Client, cheap_id: str) -> None:
     client.get("/api/models/resnet18", params={"weights": "untrained"}).raise_for_status()
 
 
+def loopback(n: int) -> str:
+    """Loopback address 127.0.x.y (n = 256·x + y): a machine of its own."""
+    return f"127.0.{n // 256}.{n % 256}"
+
+
 def client_from(n: int, base: str, **kwargs: object) -> httpx.AsyncClient:
-    """A client whose connections come from loopback address 127.0.x.y (n = 256·x + y): a machine of its own."""
-    address = f"127.0.{n // 256}.{n % 256}"
-    return httpx.AsyncClient(base_url=base, transport=httpx.AsyncHTTPTransport(local_address=address), **kwargs)
+    """A client whose connections come from :func:`loopback` address ``n``."""
+    return httpx.AsyncClient(base_url=base, transport=httpx.AsyncHTTPTransport(local_address=loopback(n)), **kwargs)
 
 
 async def timed(client: httpx.AsyncClient, method: str, url: str, heard: list, **kwargs: object) -> None:
@@ -240,11 +244,19 @@ def run_class_mix(args: argparse.Namespace) -> None:
         proc = start_server(args.repo.resolve(), Path(tmp) / "images", port)
         base = f"http://127.0.0.1:{port}"
         try:
+            # each client uploads its own pictures, from its own address (one address's upload quota is a
+            # class's worth, not the whole benchmark's)
             with httpx.Client(base_url=base, timeout=120) as client:
                 cheap = upload_noise(client, rng, (28, 28), 2 * args.cheap + 1)
-                maps = upload_noise(client, rng, (96, 96, 3), 120)
-                heavy_ids = upload_noise(client, rng, (224, 224, 3), 2)
                 warm_up(client, cheap[-1])
+            own: dict[int, list[str]] = {}
+            for n, shape, count in [*((10 + i, (96, 96, 3), 12) for i in range(10)), (2, (224, 224, 3), 1),
+                                    (3, (224, 224, 3), 1)]:
+                with httpx.Client(base_url=base, timeout=120, transport=httpx.HTTPTransport(
+                        local_address=loopback(n))) as client:
+                    own[n] = upload_noise(client, rng, shape, count)
+            maps = [own[10 + i % 10][i // 10] for i in range(120)]  # the i-th map is asked by client 10 + i % 10
+            heavy_ids = own[2] + own[3]
             students = [png(rng.integers(0, 256, (28, 28), dtype=np.uint8)) for _ in range(30)]
             load = os.getloadavg()
             result = asyncio.run(class_mix(base, cheap[: args.cheap], cheap[args.cheap: 2 * args.cheap], maps,
