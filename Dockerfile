@@ -17,7 +17,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CONVSCOPE_HOST=0.0.0.0 \
     CONVSCOPE_PORT=8000 \
     CONVSCOPE_STORAGE_DIR=/var/lib/convscope/images \
-    TORCH_HOME=/var/lib/convscope/torch
+    TORCH_HOME=/var/lib/convscope/torch \
+    MALLOC_ARENA_MAX=2
+# MALLOC_ARENA_MAX: glibc's arenas bounded from the first thread on; the server also tunes malloc itself
+# (server/services/memory/allocator.py), so a bare `convscope serve` gets the same.
 
 # CUDA base images have no Python; python:*-slim already does.
 RUN if ! command -v python3 >/dev/null 2>&1; then \

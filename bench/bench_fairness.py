@@ -10,7 +10,15 @@ It prints p50 / p95 / max of each, the ratio burst p95 ÷ idle p95, the cheap fa
 requests heard (200 / 429 / 503 and their Retry-After). Goals: cheap p95 ≤ 3× idle, 0 cheap failures,
 health always < 100 ms.
 
-Run: .venv/bin/python bench/bench_fairness.py [--repo PATH] [--cheap 60] [--burst 100]
+``--scenario class-mix`` (issue 21) replaces the burst by what a class sends at once, each client from
+its own loopback address (127.0.0.N, as distinct machines are): 2 Score-CAM/occlusion requests that are
+abandoned after a second, 120 feature-map requests (ResNet-18 atlases of distinct images) from 10
+clients, 10 feature-visualisation jobs from 10 clients, and 30 students each uploading their own digit and
+asking for its feature maps. The teacher's cheap requests (LeNet-5 predictions of fresh uploads, health)
+run idle first, then during the mix, in the same run. Goals: health max < 100 ms, cheap p95 ≤ 3× idle,
+0 cheap failures (a 429 to a client past its own share is no failure of the others).
+
+Run: .venv/bin/python bench/bench_fairness.py [--repo PATH] [--cheap 60] [--burst 100] [--scenario class-mix]
 (``--repo`` serves another checkout, e.g. main's code for the "before" figures.)
 """
 
@@ -36,6 +44,7 @@ from PIL import Image
 HEAVY = "/api/models/resnet18/images/{}/saliency.npy"
 HEAVY_PARAMS = {"method": "scorecam", "weights": "untrained"}
 CHEAP = "/api/models/lenet5/images/{}/predictions"
+START_TIMEOUT_S = 300  # a loaded 2-core machine can take minutes to import torch and load the models
 
 
 def png(array: np.ndarray) -> bytes:
@@ -52,7 +61,7 @@ def start_server(repo: Path, storage: Path, port: int) -> subprocess.Popen:
          "--port", str(port), "--log-level", "warning"],
         cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError("the server exited: " + (proc.stderr.read() or b"").decode()[-2000:])
@@ -63,7 +72,7 @@ def start_server(repo: Path, storage: Path, port: int) -> subprocess.Popen:
             pass
         time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("the server did not start in 120 s")
+    raise RuntimeError(f"the server did not start in {START_TIMEOUT_S} s")
 
 
 def stop_server(proc: subprocess.Popen, timeout: float = 60.0) -> float:
@@ -149,13 +158,140 @@ async def scenario(base: str, cheap_idle: list[str], cheap_busy: list[str], heav
     return {"idle": idle, "busy": busy, "heavy_answers": heard, "stopped_in": stopped_in, "running": running}
 
 
+def upload_noise(client: httpx.Client, rng: np.random.Generator, shape: tuple[int, ...], count: int) -> list[str]:
+    """``count`` uploads of uniform noise pictures of ``shape``; their image ids."""
+    ids = []
+    for _ in range(count):
+        r = client.post("/api/images", files={"file": ("x.png", png(rng.integers(0, 256, shape, dtype=np.uint8)),
+                                                       "image/png")})
+        r.raise_for_status()
+        ids.append(r.json()["image_id"])
+    return ids
+
+
+def warm_up(client: httpx.Client, cheap_id: str) -> None:
+    client.get(CHEAP.format(cheap_id)).raise_for_status()  # LeNet loaded
+    client.get("/api/models/resnet18", params={"weights": "untrained"}).raise_for_status()
+
+
+def loopback(n: int) -> str:
+    """Loopback address 127.0.x.y (n = 256·x + y): a machine of its own."""
+    return f"127.0.{n // 256}.{n % 256}"
+
+
+def client_from(n: int, base: str, **kwargs: object) -> httpx.AsyncClient:
+    """A client whose connections come from :func:`loopback` address ``n``."""
+    return httpx.AsyncClient(base_url=base, transport=httpx.AsyncHTTPTransport(local_address=loopback(n)), **kwargs)
+
+
+async def timed(client: httpx.AsyncClient, method: str, url: str, heard: list, **kwargs: object) -> None:
+    start = time.perf_counter()
+    try:
+        r = await client.request(method, url, **kwargs)
+        heard.append((r.status_code, time.perf_counter() - start))
+    except httpx.HTTPError as exc:
+        heard.append((type(exc).__name__, time.perf_counter() - start))
+
+
+async def class_mix(base: str, cheap_idle: list[str], cheap_busy: list[str], maps: list[str],
+                    heavy_ids: list[str], students: list[bytes], gap_s: float) -> dict:
+    limits = httpx.Limits(max_connections=50, max_keepalive_connections=50)
+    async with httpx.AsyncClient(base_url=base, limits=limits) as teacher:
+        idle = await cheap_round(teacher, cheap_idle, gap_s)
+        heard: dict[str, list] = {"abandoned": [], "feature maps": [], "feature vis": [], "students": []}
+        clients: list[httpx.AsyncClient] = []
+        tasks = []
+
+        def spawn(kind: str, n: int, method: str, url: str, **kwargs: object) -> None:
+            client = client_from(n, base, timeout=kwargs.pop("timeout", 600))
+            clients.append(client)
+            tasks.append(asyncio.create_task(timed(client, method, url, heard[kind], **kwargs)))
+
+        # two heavy requests whose clients give up after a second (their work must stop)
+        spawn("abandoned", 2, "GET", HEAVY.format(heavy_ids[0]), params=HEAVY_PARAMS, timeout=1.0)
+        spawn("abandoned", 3, "GET", HEAVY.format(heavy_ids[1]), params={"method": "occlusion", "weights": "untrained"},
+              timeout=1.0)
+        for i, image_id in enumerate(maps):  # 120 feature maps from 10 machines
+            spawn("feature maps", 10 + i % 10, "GET", f"/api/models/resnet18/images/{image_id}/layers/layer1/atlas.png",
+                  params={"weights": "untrained"})
+        for i in range(10):  # 10 feature visualisations from 10 machines
+            spawn("feature vis", 30 + i, "POST", f"/api/models/lenet5/layers/features.3/channels/{i}/feature-vis")
+
+        async def student(n: int, picture: bytes) -> None:
+            async with client_from(256 + n, base, timeout=600) as client:
+                start = time.perf_counter()
+                try:
+                    r = await client.post("/api/images", files={"file": ("mine.png", picture, "image/png")})
+                    if r.status_code == 201:
+                        r = await client.get(f"/api/models/lenet5/images/{r.json()['image_id']}/layers/features.0/atlas.png")
+                    heard["students"].append((r.status_code, time.perf_counter() - start))
+                except httpx.HTTPError as exc:
+                    heard["students"].append((type(exc).__name__, time.perf_counter() - start))
+
+        tasks += [asyncio.create_task(student(n, picture)) for n, picture in enumerate(students, start=1)]
+        await asyncio.sleep(0.5)
+        busy = await cheap_round(teacher, cheap_busy, gap_s)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in clients:
+            await client.aclose()
+    return {"idle": idle, "busy": busy, "heard": heard}
+
+
+def run_class_mix(args: argparse.Namespace) -> None:
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        proc = start_server(args.repo.resolve(), Path(tmp) / "images", port)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            # each client uploads its own pictures, from its own address (one address's upload quota is a
+            # class's worth, not the whole benchmark's)
+            with httpx.Client(base_url=base, timeout=120) as client:
+                cheap = upload_noise(client, rng, (28, 28), 2 * args.cheap + 1)
+                warm_up(client, cheap[-1])
+            own: dict[int, list[str]] = {}
+            for n, shape, count in [*((10 + i, (96, 96, 3), 12) for i in range(10)), (2, (224, 224, 3), 1),
+                                    (3, (224, 224, 3), 1)]:
+                with httpx.Client(base_url=base, timeout=120, transport=httpx.HTTPTransport(
+                        local_address=loopback(n))) as client:
+                    own[n] = upload_noise(client, rng, shape, count)
+            maps = [own[10 + i % 10][i // 10] for i in range(120)]  # the i-th map is asked by client 10 + i % 10
+            heavy_ids = own[2] + own[3]
+            students = [png(rng.integers(0, 256, (28, 28), dtype=np.uint8)) for _ in range(30)]
+            load = os.getloadavg()
+            result = asyncio.run(class_mix(base, cheap[: args.cheap], cheap[args.cheap: 2 * args.cheap], maps,
+                                           heavy_ids, students, args.gap))
+        finally:
+            if proc.poll() is None:
+                stop_server(proc)
+    idle_p, idle_h, idle_fail = result["idle"]
+    busy_p, busy_h, busy_fail = result["busy"]
+    print(f"server: {args.repo}   load average before the run: {load}, after: {os.getloadavg()}")
+    print(f"idle  predictions  {percentiles(idle_p)}")
+    print(f"idle  health       {percentiles(idle_h)}")
+    print(f"mix   predictions  {percentiles(busy_p)}")
+    print(f"mix   health       {percentiles(busy_h)}")
+    print(f"cheap p95 mix ÷ idle: {p95(busy_p) / p95(idle_p):.2f}× (goal ≤ 3×)   health max during the mix: "
+          f"{1000 * max(busy_h):.1f} ms (goal < 100 ms; idle max {1000 * max(idle_h):.1f} ms)")
+    print(f"cheap failures: idle {len(idle_fail)}, mix {len(busy_fail)} {sorted(set(busy_fail))[:5]} (goal 0)")
+    for kind, answers in result["heard"].items():
+        counts: dict[str, int] = {}
+        for status, _ in answers:
+            counts[str(status)] = counts.get(str(status), 0) + 1
+        print(f"{kind:12s} heard {counts}  {percentiles([s for _, s in answers])}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent.parent)
     parser.add_argument("--cheap", type=int, default=60, help="cheap requests per phase")
     parser.add_argument("--burst", type=int, default=100, help="heavy requests in the burst")
     parser.add_argument("--gap", type=float, default=0.05, help="seconds between cheap requests")
+    parser.add_argument("--scenario", choices=("burst", "class-mix"), default="burst")
     args = parser.parse_args()
+    if args.scenario == "class-mix":
+        run_class_mix(args)
+        return
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
@@ -163,16 +299,9 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(base_url=base, timeout=120) as client:
-                def upload(data: bytes) -> str:
-                    r = client.post("/api/images", files={"file": ("x.png", data, "image/png")})
-                    r.raise_for_status()
-                    return r.json()["image_id"]
-
-                cheap = [upload(png(rng.integers(0, 256, (28, 28), dtype=np.uint8))) for _ in range(2 * args.cheap + 1)]
-                heavy_ids = [upload(png(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)))
-                             for _ in range(args.burst + 4)]
-                client.get(CHEAP.format(cheap[-1])).raise_for_status()  # LeNet loaded
-                client.get("/api/models/resnet18", params={"weights": "untrained"}).raise_for_status()
+                cheap = upload_noise(client, rng, (28, 28), 2 * args.cheap + 1)
+                heavy_ids = upload_noise(client, rng, (224, 224, 3), args.burst + 4)
+                warm_up(client, cheap[-1])
             result = asyncio.run(scenario(base, cheap[: args.cheap], cheap[args.cheap: 2 * args.cheap],
                                           heavy_ids, args.burst, args.gap, proc))
         finally:

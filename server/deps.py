@@ -49,6 +49,7 @@ from server.services.training import TrainingRuns
 from server.services.trust import TrustChecks
 from server.services.trust.sanity import SanityKey
 from server.services.work import Scheduler, WorkLimiter
+from server.services.work.clients import client_address
 from server.settings import Settings
 
 
@@ -92,12 +93,6 @@ UploadQuotaDep = Annotated[UploadQuota, Depends(from_state("upload_quota"))]
 
 ModelUploadsDep = Annotated[ModelUploads, Depends(from_state("model_uploads"))]
 TrainingRunsDep = Annotated[TrainingRuns, Depends(from_state("training"))]
-
-
-async def client_address(connection: HTTPConnection) -> str:
-    """The client's address: the peer's, or what a proxy named in ``CONVSCOPE_FORWARDED_ALLOW_IPS`` says
-    (``server.middleware.forwarded``); per-address quotas count by it, and uploaded models are scoped to it."""
-    return connection.client.host if connection.client else "unknown"
 
 
 ClientAddressDep = Annotated[str, Depends(client_address)]

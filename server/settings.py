@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     max_waiting_heavy_work: int = 32
     heavy_work_wait_timeout_s: float = 120.0
     heavy_work_per_client: int = 2  # places (running + waiting) one client may hold in the heavy pool; then 429
+    # A client is its address; the students of a live class session each count as one, and together hold at
+    # most this many clients' shares (server/services/fairness/identity.py)
+    session_client_shares: int = 8
     heavy_threshold_s: float = 0.5
     batch_window_ms: float = 2.0  # predictions for the same model wait this long to share a forward pass
     max_batch_size: int = 16
@@ -64,6 +67,7 @@ class Settings(BaseSettings):
     decoded_image_cache_bytes: int = 256 * 1024 * 1024  # decoded RGB working copies (width × height × 3)
     model_input_cache_bytes: int = 64 * 1024 * 1024  # preprocessed float32 input tensors per (model, image)
     logits_cache_bytes: int = 16 * 1024 * 1024  # one forward result per (model, weights, image)
+    kept_graph_cache_bytes: int = 32 * 1024 * 1024  # predictions' autograd graphs for the Grad-CAMs that follow
     overview_cache_bytes: int = 64 * 1024 * 1024  # the overview strip of every layer per (model, image)
     trace_cache_bytes: int = 128 * 1024 * 1024  # a layer's input and output for step-through traces
     saliency_cache_bytes: int = 64 * 1024 * 1024  # saliency maps (display + raw) per key
@@ -74,6 +78,10 @@ class Settings(BaseSettings):
     architecture_cache_bytes: int = 16 * 1024 * 1024  # architecture tables and receptive fields per model
     sample_cache_bytes: int = 32 * 1024 * 1024  # gallery sample PNGs and the MNIST test arrays
     loaded_models_bytes: int = 4 * 1024 * 1024 * 1024  # parameters of loaded models (VGG-16 alone: 528 MB)
+    # glibc's malloc (server/services/memory/allocator.py; measured in bench/bench_soak.py). 0 = glibc's default
+    malloc_arena_max: int = Field(default=2, ge=0, le=64)
+    malloc_mmap_threshold_bytes: int = Field(default=1024 * 1024, ge=0, le=32 * 1024 * 1024)
+    malloc_trim_interval_s: float = Field(default=10.0, ge=0, le=3600)
 
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
 
@@ -114,7 +122,8 @@ class Settings(BaseSettings):
 
     # what a channel looks for: dataset examples and feature visualisation (background jobs)
     channel_cache_dir: Path | None = None  # None: "channels" beside storage_dir
-    channel_jobs_queue: int = 8  # long jobs waiting for the one background worker; more answer 503
+    channel_jobs_queue: int = 8  # long jobs waiting for the one background worker; more answer 429
+    channel_jobs_per_client: int = 2  # of those, queued or running for one client; more answer 429
     channel_examples_max_k: int = 64  # images kept per channel (examples.json's k is at most this)
     channel_examples_max_pixels: int = 60_000_000  # images × input pixels one dataset pass may cost
     channel_examples_batch: int = 64

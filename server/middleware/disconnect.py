@@ -7,9 +7,9 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.services.work.cancel import CancelToken, bound, live
+from server.services.work.cancel import CancelToken, bound, current_token, live
+from server.services.work.clients import ClientIdentities
 
-CLIENT_HEADER = b"x-convscope-client"
 JSON_BODY_LIMIT = 256 * 1024  # a POST with a JSON body up to this size is read first, then watched like a GET
 
 
@@ -27,9 +27,9 @@ def _watched(scope: Scope) -> bool:
 
 
 class DisconnectWatch:
-    """ASGI middleware: each GET gets a cancellation token, set when its client disconnects, and a client
-    id (the ``X-ConvScope-Client`` header the page sends, else the peer address); both are current while
-    the endpoint runs (see :mod:`server.services.work.cancel`).
+    """ASGI middleware: each request gets its client (:mod:`server.services.work.clients`), and each watched
+    request (GET, HEAD, small JSON POST) a cancellation token, set when its client disconnects; both are
+    current while the endpoint runs (see :mod:`server.services.work.cancel`).
 
     A GET has no body, so after its one ``http.request`` message the only thing the server can still
     receive is ``http.disconnect``: a small task waits for it. A small JSON POST (the occlusion probe: a
@@ -40,11 +40,16 @@ class DisconnectWatch:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _watched(scope):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        identities = getattr(getattr(scope.get("app"), "state", None), "clients", None)
+        client = await (identities or ClientIdentities()).identify(scope)
+        if not _watched(scope):
+            with bound(current_token(), client):
+                await self.app(scope, receive, send)
+            return
         token = CancelToken()
-        client = _client_id(scope)
         gone = asyncio.Event()  # the client disconnected: streaming answers (event streams) must hear it too
         request: list[Message] = []  # the request's messages (a GET's one, a POST body's), then handed on
         while True:
@@ -81,13 +86,3 @@ class DisconnectWatch:
         finally:
             watcher.cancel()
 
-
-def _client_id(scope: Scope) -> str:
-    for name, value in scope.get("headers") or ():
-        if name == CLIENT_HEADER:
-            text = value.decode("latin-1").strip()[:64]
-            if text and text.isprintable():
-                peer = scope.get("client") or ("?", 0)
-                return f"{peer[0]}/{text}"
-    peer = scope.get("client")
-    return str(peer[0]) if peer else "local"

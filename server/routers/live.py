@@ -47,7 +47,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketState
 
-from server.deps import LiveHubDep
+from server.deps import ClientAddressDep, LiveHubDep
 from server.errors import ApiError
 
 router = APIRouter(prefix="/api", tags=["live"])
@@ -57,7 +57,7 @@ CLOSE_TRY_AGAIN = 1013  # too busy for another live client
 
 
 @router.websocket("/models/{model}/live")
-async def live(websocket: WebSocket, model: str, hub: LiveHubDep, layer: str | None = None,
+async def live(websocket: WebSocket, model: str, hub: LiveHubDep, client: ClientAddressDep, layer: str | None = None,
                method: str | None = None, saliency_layer: str | None = None, weights: str = "auto") -> None:
     await websocket.accept()  # (a page of another origin was refused before: security.OriginCheckMiddleware)
 
@@ -74,7 +74,7 @@ async def live(websocket: WebSocket, model: str, hub: LiveHubDep, layer: str | N
 
     try:
         config = await run_in_threadpool(hub.configure, model, weights, layer, method or None, saliency_layer)
-        with hub.session(config, websocket.client.host if websocket.client else "local") as session:
+        with hub.session(config, client) as session:
             await session.run(receive, websocket.send_json)
     except ApiError as err:
         error = {"code": err.code, "message": err.message, "status": err.status}

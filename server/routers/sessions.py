@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
@@ -15,12 +14,12 @@ from server.responses import EventStreamResponse, png_response
 from server.services.classroom.codes import normalize_code
 from server.services.classroom.join_url import join_base
 from server.services.classroom.qr import qr_png
+from server.services.work.clients import STUDENT, client_address
 
 router = APIRouter(prefix="/api", tags=["sessions"])
 join_router = APIRouter(include_in_schema=False)
 
 Authorization = Annotated[str | None, Header()]
-_STUDENT = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
 # The page's view state as the schema can say it (server/services/classroom/state_rules.py checks it all, and
@@ -48,7 +47,7 @@ class SubmissionBody(BaseModel):
 async def create_session(request: Request, classroom: ClassroomDep, settings: SettingsDep,
                          body: NewSession | None = None) -> dict[str, Any]:
     base = join_base(request.url.scheme, request.headers.get("host"), settings.host, settings.public_url)
-    creator = request.client.host if request.client else ""
+    creator = await client_address(request)
     created = await classroom.create(base.url, body.state if body else None, creator)
     return {**created, **({"warning": base.warning} if base.warning else {})}
 
@@ -85,7 +84,7 @@ async def submit(code: str, body: SubmissionBody, classroom: ClassroomDep, clien
                  x_convscope_student: Annotated[str | None, Header()] = None) -> dict[str, Any]:
     # Per-student caps count by the page's own random id when it sends one (students behind one NAT stay
     # apart), else by address. A student who forges ids still meets the per-session cap.
-    student = f"{client}|{x_convscope_student}" if x_convscope_student and _STUDENT.match(x_convscope_student) \
+    student = f"{client}|{x_convscope_student}" if x_convscope_student and STUDENT.match(x_convscope_student) \
         else client
     return await classroom.submit(code, body.image_id, body.name, student, client)
 

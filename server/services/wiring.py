@@ -25,6 +25,7 @@ from server.services.image_folders import ImageFolders
 from server.services.images import ImageStore, IsolatedDecoder, UploadGate, decode_limits
 from server.services.images.samples import SampleGallery
 from server.services.live import LiveHub, LiveLimits
+from server.services.memory.allocator import Allocator
 from server.services.model_uploads import ModelUploads, UploadLimits, uploads_enabled
 from server.services.network import NetworkOverviews
 from server.services.quotas import UploadQuota, WindowLimit
@@ -37,6 +38,7 @@ from server.services.step_through import StepThrough
 from server.services.training import TrainingLimits, TrainingRuns
 from server.services.trust import TrustChecks
 from server.services.work import BackgroundJobs, Scheduler, WorkLimiter, cancel_all, cancel_on_signals
+from server.services.work.clients import ClientIdentities
 from server.settings import Settings, device_label, resolve_device
 
 log = logging.getLogger("convscope")
@@ -46,6 +48,10 @@ log = logging.getLogger("convscope")
 async def running_services(app: FastAPI, settings: Settings, registry: ModelRegistry | None) -> AsyncIterator[None]:
     """Builds every service onto ``app.state`` (models load here, never at import time), runs the app, then
     cancels the work in flight and closes what holds threads, processes or connections."""
+    allocator = Allocator(settings.malloc_arena_max, settings.malloc_mmap_threshold_bytes,
+                          settings.malloc_trim_interval_s)
+    allocator.tune()  # before the endpoint threads make their arenas
+    app.state.allocator = allocator
     device = resolve_device(settings.device)
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
@@ -73,7 +79,8 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     app.state.batcher = PredictionBatcher(scheduler, settings.batch_window_ms / 1000, settings.max_batch_size)
     inputs = ModelInputs(app.state.image_store, settings.model_input_cache_bytes)
     app.state.inputs = inputs
-    app.state.outputs = ModelOutputs(inputs, app.state.batcher, settings.logits_cache_bytes)
+    app.state.outputs = ModelOutputs(inputs, app.state.batcher, settings.logits_cache_bytes,
+                                    settings.kept_graph_cache_bytes)
     app.state.activations = ActivationStore(settings.activation_cache_bytes)
     app.state.layer_overviews = LayerOverviews(settings.overview_cache_bytes)
     app.state.feature_maps = FeatureMaps(app.state.activations, app.state.layer_overviews, runtime.catalog,
@@ -107,7 +114,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
              + settings.max_waiting_heavy_work)
     threads.total_tokens = max(threads.total_tokens, waits + 64)
     # long background passes (dataset examples, feature visualisation) run in the heavy pool
-    app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue)
+    app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue, per_client=settings.channel_jobs_per_client)
     app.state.image_folders = ImageFolders(settings.image_folders, settings.image_folder_max_files,
                                            settings.max_image_pixels)
     channel_dir = settings.channel_cache_dir or settings.storage_dir.parent / "channels"
@@ -130,6 +137,11 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
                           settings.default_model, SessionPins(backend, app.state.image_store))
     await classroom.start()
     app.state.classroom = classroom
+
+    async def session_live(code: str) -> bool:
+        return await classroom.backend.get(code) is not None
+
+    app.state.clients = ClientIdentities(session_live, settings.session_client_shares)
     undo_signal = on_stop_signal(classroom.shut_down_streams)  # open event streams must not hold a stop
     log.info("ConvScope %s on %s", __version__, device_label(device))
     with cancel_on_signals():  # SIGTERM cancels the work in flight first: shutdown takes seconds
@@ -139,6 +151,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
             cancel_all()
             app.state.training.close()  # every run's process and checkpoints
             app.state.background_jobs.close()
+            allocator.close()
             undo_signal()
             await classroom.aclose()
             app.state.image_store.close()  # the decoder's idle worker process

@@ -85,6 +85,9 @@ def test_a_class_follows_explores_snaps_back_and_fills_the_wall(new_page, shots)
     assert [d.text for d in decoded] == [join_url]
 
     students = [new_page() for _ in range(3)]
+    fetched: list[dict[str, str]] = []  # a following student's API requests name its session and student id
+    students[0].on("request", lambda r: fetched.append(r.headers)
+                   if "/api/models/" in r.url and r.resource_type == "fetch" else None)  # (not <img> loads)
     for student in students:
         student.goto(join_url)  # what scanning the code opens
         student.wait_for_selector("text=Following the teacher.")
@@ -97,6 +100,10 @@ def test_a_class_follows_explores_snaps_back_and_fills_the_wall(new_page, shots)
     for student in students:
         wait_same_view(student, teacher)
         student.wait_for_selector("table.arch-table[data-model='lenet5'], .view")
+    same = lambda a, b: "".join(filter(str.isalnum, a)).upper() == "".join(filter(str.isalnum, b)).upper()  # noqa: E731
+    last = fetched[-1] if fetched else {}  # (requests made before the page joined carry no session)
+    assert same(last.get("x-convscope-session", ""), code) and len(last.get("x-convscope-student", "")) == 24, \
+        (code, last.get("x-convscope-session"), last.get("x-convscope-student"))
     explorer = students[1]
 
     # Exploring: one student wanders off and stays put while the teacher moves on; the others follow.

@@ -53,11 +53,24 @@ const CLIENT_ID = (() => {
   return id;
 })();
 
+/** The class session this tab follows as a student, and its student id: sent with every request so that
+ * students behind one school address each get a share of the heavy work of their own (bounded together by
+ * the session, see server/services/work/clients.py). */
+let classMember = null;
+
+export function setClassMember(code, studentId) {
+  classMember = code && studentId ? { code, studentId } : null;
+}
+
 /** fetch() that throws ApiError for network failures and non-2xx answers; aborts pass through. */
 export async function request(url, options = {}) {
   let response;
   const headers = new Headers(options.headers || {});
   headers.set('X-ConvScope-Client', CLIENT_ID);
+  if (classMember) {
+    headers.set('X-ConvScope-Session', classMember.code);
+    headers.set('X-ConvScope-Student', classMember.studentId);
+  }
   try {
     response = await fetch(url, { ...options, headers });
   } catch (err) {

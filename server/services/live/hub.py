@@ -48,6 +48,7 @@ from server.services.live.frame import (
 from server.services.runtime.architecture_catalog import ArchitectureCatalog
 from server.services.runtime.model_runtime import ModelRuntime
 from server.services.work import cancel
+from server.services.work.clients import LOCAL, ClientId
 
 # --- the session: latest frame wins --------------------------------------------------------------------
 
@@ -113,7 +114,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class LiveSession:
     """One client's live stream: a receiver that files frames into the slot and a worker that computes."""
 
-    def __init__(self, config: LiveConfig, limits: LiveLimits, admit: Admit, client: str = "local") -> None:
+    def __init__(self, config: LiveConfig, limits: LiveLimits, admit: Admit, client: ClientId = LOCAL) -> None:
         self.config = config
         self.limits = limits
         self.admit = admit
@@ -256,7 +257,7 @@ class LiveHub:
         one laptop are two live clients, each with its fair share)."""
         with self._lock:
             self._opened += 1
-            live = LiveSession(config, self.limits, self.admit, f"{peer}/live-{self._opened}")
+            live = LiveSession(config, self.limits, self.admit, ClientId(peer, f"{peer}/live-{self._opened}"))
             if len(self._sessions) >= self.max_clients:
                 self.refused += 1
                 raise ApiError(503, "too_many_live_clients",

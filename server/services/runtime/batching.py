@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from server.errors import ApiError
-from server.services.runtime.hooks import LayerGraph, forward_with_layer_graph
+from server.services.runtime.hooks import LayerGraph, forward_with_layer_graph, graph_nbytes
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.work.cancel import current_token
 from server.services.work.limiter import WorkLimiter
@@ -35,7 +35,7 @@ class _Batch:
     full: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     outputs: torch.Tensor | None = None
-    graph: tuple[torch.Tensor, torch.Tensor] | None = None  # (logits with graph, layer leaf), whole batch
+    graph: tuple[torch.Tensor, torch.Tensor, int] | None = None  # (logits with graph, leaf, bytes held), whole batch
     error: BaseException | None = None
     closed: bool = False  # no more members: computing, or given up
 
@@ -111,7 +111,7 @@ class PredictionBatcher:
         assert batch.outputs is not None
         graph = None
         if batch.graph is not None and batch.layer is not None:
-            graph = LayerGraph(batch.layer, batch.graph[1], batch.graph[0], slot)
+            graph = LayerGraph(batch.layer, batch.graph[1], batch.graph[0], slot, batch.graph[2])
         return batch.outputs[slot : slot + 1], graph
 
     def _lead(self, key: tuple, batch: _Batch) -> torch.Tensor:
@@ -130,7 +130,7 @@ class PredictionBatcher:
                 else:
                     out, leaf = forward_with_layer_graph(batch.loaded, stacked, batch.layer)
                     if leaf is not None:
-                        batch.graph = (out, leaf)
+                        batch.graph = (out, leaf, graph_nbytes(out, leaf, batch.loaded.module))
                 batch.outputs = out.detach().float().cpu()
             with self._lock:
                 self.stats.forwards += 1

@@ -12,7 +12,9 @@ Every instance is made in the app's lifespan, with a budget from :class:`server.
 
 from __future__ import annotations
 
+import sys
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
@@ -33,6 +35,9 @@ def nbytes_of(value: Any) -> int:
     """Approximate bytes held by a cached value (arrays, tensors, pictures, bytes, and containers of them)."""
     if value is None:
         return 0
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        # a graph behind it would stay alive, uncounted: graphs are kept only knowingly, sized as such
+        raise TypeError("a cached tensor must not hold an autograd graph; detach it first")
     size = getattr(value, "nbytes", None)
     if isinstance(size, int):
         return size
@@ -55,16 +60,24 @@ def nbytes_of(value: Any) -> int:
 
 
 class _FlightToken(CancelToken):
-    """Cancelled when every caller of the flight has gone."""
+    """Cancelled when every caller of the flight has gone.
+
+    It refers to its flight weakly: a flight holds its token and its computed value, and a reference
+    cycle between the two would keep that value (a capture's layer outputs: tens of MB) alive after the
+    flight is over until a full garbage collection, which Python runs by object counts, not bytes — a
+    server's resident memory then grew by hundreds of MB per pass of ordinary requests (issue 21)."""
 
     def __init__(self, flight: _Flight) -> None:
         super().__init__()
-        self._flight = flight
+        self._flight = weakref.ref(flight)
 
     @property
     def cancelled(self) -> bool:
-        with self._flight.lock:
-            callers = list(self._flight.callers)
+        flight = self._flight()
+        if flight is None:  # the flight is over and nobody refers to it: nobody waits for it either
+            return True
+        with flight.lock:
+            callers = list(flight.callers)
         return not callers or all(t.cancelled for t in callers)
 
 
@@ -232,9 +245,11 @@ class ResultCache(Generic[V]):
             with self._lock:
                 self.stats.computations += 1
             return value
-        except BaseException as exc:
-            flight.error = exc
-            if isinstance(exc, WorkCancelled):
+        except BaseException:
+            # the followers get a copy, and no name here is bound to the exception: the exception holds this
+            # frame (its traceback), which holds the flight, so either would be a cycle keeping both alive
+            flight.error = _copy(sys.exc_info()[1])  # type: ignore[arg-type]
+            if isinstance(flight.error, WorkCancelled):
                 with self._lock:
                     self.stats.cancelled += 1
             raise

@@ -211,12 +211,12 @@ class LayerGraph:
     activation: torch.Tensor
     logits: torch.Tensor
     row: int
+    held_bytes: int  # what the whole batch's graph keeps alive (see graph_nbytes), measured when it was made
 
     @property
     def nbytes(self) -> int:
-        """This image's share of what the graph keeps alive (the layer's output, about twice)."""
-        a = self.activation
-        return 2 * a.numel() * a.element_size() // max(1, int(a.shape[0]))
+        """What keeping this graph keeps alive: the whole pass's graph, since every image of a batch shares it."""
+        return self.held_bytes
 
 
 def forward_with_layer_graph(loaded: Any, batch: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -231,3 +231,41 @@ def forward_with_layer_graph(loaded: Any, batch: torch.Tensor, layer: str) -> tu
             or leaf.shape[0] != batch.shape[0] or not logits.requires_grad):
         return (logits.detach() if isinstance(logits, torch.Tensor) else logits), None
     return logits, leaf
+
+
+_SAVED: dict[str, tuple[str, ...]] = {}  # autograd node type → its saved-value attributes
+
+
+def graph_nbytes(logits: torch.Tensor, leaf: torch.Tensor, module: nn.Module) -> int:
+    """Bytes an autograd graph keeps alive: every tensor its nodes saved for the backward pass (each storage
+    once; the model's own parameters and buffers apart, they live anyway), the leaf and the logits."""
+    shared = {t.untyped_storage().data_ptr() for t in (*module.parameters(), *module.buffers())}
+    seen: dict[int, int] = {}
+
+    def count(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            storage = value.untyped_storage()
+            if storage.data_ptr() not in shared:
+                seen[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                count(item)
+
+    count(leaf)
+    count(logits)
+    stack, visited = [logits.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in visited:
+            continue
+        visited.add(id(node))
+        kind = type(node).__name__
+        if kind not in _SAVED:
+            _SAVED[kind] = tuple(name for name in dir(node) if name.startswith("_saved_"))
+        for name in _SAVED[kind]:
+            try:
+                count(getattr(node, name))
+            except RuntimeError:  # freed already
+                pass
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return sum(seen.values())

@@ -21,15 +21,13 @@ from server.services.saliency.layer_choice import default_layer
 
 @dataclass(frozen=True)
 class ForwardResult:
-    """One image's forward pass: its logits (N, float32, CPU) and, when the pass kept it, the graph from the
-    model's default saliency layer to the logits."""
+    """One image's forward pass: its logits (N, float32, CPU, no autograd graph)."""
 
     logits: torch.Tensor
-    graph: LayerGraph | None = None
 
     @property
     def nbytes(self) -> int:
-        return self.logits.numel() * 4 + (self.graph.nbytes if self.graph is not None else 0)
+        return self.logits.numel() * self.logits.element_size()
 
 
 class ModelOutputs:
@@ -37,24 +35,34 @@ class ModelOutputs:
 
     A prediction's pass keeps the graph from the model's default saliency layer (``target_layer``) to the
     logits: the Grad-CAMs a page asks for next, at that layer, then need no forward pass of their own —
-    predictions plus the top-5 classes' maps cost about one forward pass and one short backward."""
+    predictions plus the top-5 classes' maps cost about one forward pass and one short backward.
 
-    def __init__(self, inputs: ModelInputs, batcher: PredictionBatcher, budget_bytes: int = 16 * 1024 * 1024) -> None:
+    The logits live in ``cache`` (no graph: a few KB each); the graphs in ``graphs``, each counted at what
+    it really keeps alive (every tensor its pass saved, the whole batch's: its images share it), within its
+    own, smaller budget — a graph is worth keeping only for the images a page is looking at now."""
+
+    def __init__(self, inputs: ModelInputs, batcher: PredictionBatcher, budget_bytes: int = 16 * 1024 * 1024,
+                 graph_budget_bytes: int = 32 * 1024 * 1024) -> None:
         self.inputs = inputs
         self.batcher = batcher
         self.cache: ResultCache[ForwardResult] = ResultCache("logits", budget_bytes)
+        self.graphs: ResultCache[LayerGraph] = ResultCache("kept graphs", graph_budget_bytes)
 
     @staticmethod
     def key(loaded: LoadedModel, image_id: str) -> tuple[str, str, str]:
         return (loaded.entry.id, loaded.variant, image_id)
 
     def result(self, loaded: LoadedModel, image_id: str) -> ForwardResult:
+        key = self.key(loaded, image_id)
+
         def compute() -> ForwardResult:
             batch = self.inputs.batch(loaded, image_id)
             out, graph = self.batcher.forward(loaded, batch, default_layer(loaded.entry))
-            return ForwardResult(out[0].contiguous(), graph)
+            if graph is not None:
+                self.graphs.put(key, graph)
+            return ForwardResult(out[0].detach().contiguous())
 
-        return self.cache.get_or_compute(self.key(loaded, image_id), compute)
+        return self.cache.get_or_compute(key, compute)
 
     def logits(self, loaded: LoadedModel, image_id: str) -> torch.Tensor:
         """The logits for the image, computed (batched with concurrent requests) on a miss."""
@@ -67,10 +75,8 @@ class ModelOutputs:
 
     def graph(self, loaded: LoadedModel, image_id: str, layer: str | None) -> LayerGraph | None:
         """The kept graph from ``layer`` for the image, when a pass kept one (never computes)."""
-        hit = self.cache.get(self.key(loaded, image_id))
-        if hit is None or hit.graph is None or hit.graph.layer != layer:
-            return None
-        return hit.graph
+        hit = self.graphs.get(self.key(loaded, image_id))
+        return hit if hit is not None and hit.layer == layer else None
 
     def remember(self, loaded: LoadedModel, image_id: str, logits: torch.Tensor | None) -> None:
         """File logits another pass computed anyway (1×N or N; anything else is ignored)."""

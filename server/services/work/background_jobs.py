@@ -2,7 +2,9 @@
 
 One worker thread runs queued jobs one at a time from a bounded queue, so however many requests ask, at
 most one such job computes while requests keep being answered; a full queue is refused (429 with
-Retry-After) instead of growing. Each job reports progress, can be cancelled between steps, and keeps
+Retry-After) instead of growing. Each client holds at most ``per_client`` of its places (queued or
+running; counted as in the heavy pool, :mod:`server.services.work.shares`), so one client cannot fill
+the queue for everyone else: past its share it alone hears 429. Each job reports progress, can be cancelled between steps, and keeps
 its outcome (a small state record; results live in the services' own caches) for the pollers.
 """
 
@@ -18,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.errors import ApiError
-from server.services.work.cancel import WorkCancelled
+from server.services.work.cancel import WorkCancelled, current_client
+from server.services.work.clients import LOCAL, ClientId
+from server.services.work.shares import Shares
 
 log = logging.getLogger("convscope.jobs")
 _FINISHED_KEPT = 256  # finished job records kept for pollers (a few hundred bytes each)
@@ -39,6 +43,7 @@ class Job:
     error: str = ""
     cancel_event: threading.Event = field(default_factory=threading.Event)
     finished_at: float = 0.0
+    client: ClientId = LOCAL  # who asked first: the job counts against this client's share while it is pending
 
     def progress(self, done: int, total: int | None = None, **info: Any) -> None:
         """Report progress; raises :class:`WorkCancelled` once the job was cancelled (a step boundary)."""
@@ -57,8 +62,9 @@ class Job:
 
 
 class BackgroundJobs:
-    def __init__(self, max_queue: int, retry_after_s: int = 2) -> None:
+    def __init__(self, max_queue: int, retry_after_s: int = 2, per_client: int | None = None) -> None:
         self.max_queue = max(1, max_queue)
+        self.shares = Shares(per_client)
         self.retry_after_s = retry_after_s
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._jobs: OrderedDict[Hashable, Job] = OrderedDict()
@@ -86,12 +92,19 @@ class BackgroundJobs:
             job = self._jobs.get(key)
             if job is not None and job.state in ("queued", "running"):
                 return job
+            client = current_client()
+            why = self.shares.refusal(client)
+            if why is not None:
+                raise ApiError(429, "too_many_jobs", f"You already have {why.replace('computations', 'long computations')} "
+                               "queued or running; wait for them before asking for more.",
+                               headers={"Retry-After": str(self.retry_after_s * 5)})
             waiting = sum(1 for j in self._jobs.values() if j.state == "queued")
             if waiting >= self.max_queue:
                 # 429 (too many requests), like a client over its share: the queue of long jobs is full
                 raise ApiError(429, "too_many_jobs", f"{waiting} long computations are waiting already; try again shortly.",
                                headers={"Retry-After": str(self.retry_after_s * 5)})
-            job = Job(key, run, total=total)
+            job = Job(key, run, total=total, client=client)
+            self.shares.take(client)
             self._jobs[key] = job
             self._jobs.move_to_end(key)
             self._trim()
@@ -108,9 +121,20 @@ class BackgroundJobs:
                 return None
             job.cancel_event.set()
             if job.state == "queued":
-                job.state = "cancelled"
-                job.finished_at = time.monotonic()
+                self._finish(job, "cancelled")
             return job
+
+    def _finish(self, job: Job, state: str, error: str = "") -> None:
+        """The job leaves the queue or the worker (under the lock): its client's place is free again."""
+        job.state = state
+        job.error = error
+        job.finished_at = time.monotonic()
+        self.shares.release(job.client)
+
+    def held_by(self, client: ClientId) -> int:
+        """Jobs queued or running that count against ``client``."""
+        with self._lock:
+            return self.shares.held(client.member)
 
     def _trim(self) -> None:
         finished = [k for k, j in self._jobs.items() if j.state in ("done", "failed", "cancelled")]
@@ -137,9 +161,7 @@ class BackgroundJobs:
                 log.exception("background job %r failed", job.key)
                 state, error = "failed", f"{type(err).__name__}: {err}"
             with self._lock:
-                job.state = state
-                job.error = error
-                job.finished_at = time.monotonic()
+                self._finish(job, state, error)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Cancel everything and stop the worker (the app's lifespan ends)."""

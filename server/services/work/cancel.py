@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from server.errors import ApiError
+from server.services.work.clients import LOCAL, ClientId
 
 
 class WorkCancelled(ApiError):
@@ -59,19 +60,19 @@ _NEVER = NeverCancelled()
 _live: set[CancelToken] = set()  # the tokens of requests in flight, cancelled together on shutdown
 _live_lock = threading.Lock()
 _token: ContextVar[CancelToken] = ContextVar("convscope_cancel", default=_NEVER)
-_client: ContextVar[str] = ContextVar("convscope_client", default="local")
+_client: ContextVar[ClientId] = ContextVar("convscope_client", default=LOCAL)
 
 
 def current_token() -> CancelToken:
     return _token.get()
 
 
-def current_client() -> str:
+def current_client() -> ClientId:
     return _client.get()
 
 
 @contextmanager
-def bound(token: CancelToken, client: str | None = None) -> Iterator[None]:
+def bound(token: CancelToken, client: ClientId | None = None) -> Iterator[None]:
     """Run the block with ``token`` (and ``client``) as the current ones."""
     reset_token = _token.set(token)
     reset_client = _client.set(client) if client is not None else None

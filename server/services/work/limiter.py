@@ -3,9 +3,10 @@ to come back (503 + Retry-After) at once instead of timing out in a queue nobody
 
 One :class:`WorkLimiter` is one pool (the scheduler has a cheap one and a heavy one). Every wait is
 counted and bounded: by the queue's length (503 at once when full), by a timeout (503), by the client's
-share (429: one client may hold at most ``per_client`` places, running or waiting), and by the client
-itself (a cancelled request leaves the queue at once). A freed slot goes to the waiting request whose
-client runs the fewest computations, oldest first, so one client's burst does not push others back.
+share (429: one client may hold at most ``per_client`` places, running or waiting, and the ids behind one
+address or one class session together a bounded number: :mod:`server.services.work.shares`), and by
+the client itself (a cancelled request leaves the queue at once). A freed slot goes to the waiting request
+whose client group runs the fewest computations, oldest first, so one client's burst does not push others back.
 Retry-After is the measured queue: the mean time a slot is held × places ahead ÷ slots.
 """
 
@@ -20,6 +21,8 @@ from contextlib import contextmanager
 
 from server.errors import ApiError
 from server.services.work.cancel import CancelToken, WorkCancelled, current_client, current_token
+from server.services.work.clients import ClientId
+from server.services.work.shares import Shares
 
 POLL_S = 0.05  # how often a waiting request looks at its cancellation token
 
@@ -35,9 +38,10 @@ class WorkLimiter:
         self.name = name
         self._cond = threading.Condition()
         self._active = 0
-        self._queue: list[tuple[int, str]] = []  # (ticket, client), oldest first
+        self._queue: list[tuple[int, ClientId]] = []  # (ticket, client), oldest first
         self._tickets = itertools.count()
-        self._by_client: dict[str, list[int]] = {}  # client → [running, waiting]
+        self.shares = Shares(per_client)  # places (running + waiting) per client and per client group
+        self._running: dict[str, int] = {}  # client group → computations running
         self.rejected = 0
         self.mean_hold_s = 0.0  # exponentially weighted mean time a slot is held (measured)
         self.completed = 0
@@ -63,48 +67,46 @@ class WorkLimiter:
 
     # --- admission -----------------------------------------------------------------------------------
     def _next(self) -> int | None:
-        """The ticket that gets the next free slot: its client runs the fewest, then the oldest."""
+        """The ticket that gets the next free slot: its client's group runs the fewest, then the oldest."""
         if not self._queue:
             return None
-        return min(self._queue, key=lambda item: (self._by_client.get(item[1], [0, 0])[0], item[0]))[0]
+        return min(self._queue, key=lambda item: (self._running.get(item[1].group, 0), item[0]))[0]
 
     @contextmanager
-    def admit(self, client: str | None = None, token: CancelToken | None = None) -> Iterator[None]:
+    def admit(self, client: ClientId | str | None = None, token: CancelToken | None = None) -> Iterator[None]:
         """Hold one of the ``max_active`` slots for the duration of the block."""
         client = current_client() if client is None else client
+        if isinstance(client, str):
+            client = ClientId.of(client)
         token = current_token() if token is None else token
         with self._cond:
-            counts = self._by_client.setdefault(client, [0, 0])
-            if self.per_client is not None and counts[0] + counts[1] >= self.per_client:
-                if counts[0] + counts[1] == 0:
-                    self._by_client.pop(client, None)
-                raise self._refuse(429, "too_many_requests", f"{counts[0] + counts[1]} computations")
-            if self._active >= self.max_active or self._queue:
-                if len(self._queue) >= self.max_waiting:
-                    if counts == [0, 0]:
-                        self._by_client.pop(client, None)
-                    raise self._refuse(503, "overloaded", "queue full")
-                ticket = next(self._tickets)
-                self._queue.append((ticket, client))
-                counts[1] += 1
-                deadline = time.monotonic() + self.wait_timeout_s
-                try:
-                    while self._active >= self.max_active or self._next() != ticket:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            raise self._refuse(503, "overloaded", "waited too long")
-                        if token.cancelled:
-                            raise WorkCancelled()
-                        self._cond.wait(min(left, POLL_S))
-                finally:
-                    self._queue.remove((ticket, client))
-                    counts[1] -= 1
-                    if counts == [0, 0]:
-                        self._by_client.pop(client, None)
-                    self._cond.notify_all()
+            why = self.shares.refusal(client)
+            if why is not None:
+                raise self._refuse(429, "too_many_requests", why)
+            self.shares.take(client)  # a place, waiting or running
+            try:
+                if self._active >= self.max_active or self._queue:
+                    if len(self._queue) >= self.max_waiting:
+                        raise self._refuse(503, "overloaded", "queue full")
+                    ticket = next(self._tickets)
+                    self._queue.append((ticket, client))
+                    deadline = time.monotonic() + self.wait_timeout_s
+                    try:
+                        while self._active >= self.max_active or self._next() != ticket:
+                            left = deadline - time.monotonic()
+                            if left <= 0:
+                                raise self._refuse(503, "overloaded", "waited too long")
+                            if token.cancelled:
+                                raise WorkCancelled()
+                            self._cond.wait(min(left, POLL_S))
+                    finally:
+                        self._queue.remove((ticket, client))
+                        self._cond.notify_all()
+            except BaseException:
+                self.shares.release(client)
+                raise
             self._active += 1
-            counts = self._by_client.setdefault(client, [0, 0])
-            counts[0] += 1
+            self._running[client.group] = self._running.get(client.group, 0) + 1
             run = next(self._tickets)
             started = self._started[run] = time.monotonic()
         try:
@@ -114,9 +116,12 @@ class WorkLimiter:
             with self._cond:
                 self._started.pop(run, None)
                 self._active -= 1
-                counts[0] -= 1
-                if counts == [0, 0] and self._by_client.get(client) is counts:
-                    self._by_client.pop(client, None)
+                left = self._running.get(client.group, 0) - 1
+                if left > 0:
+                    self._running[client.group] = left
+                else:
+                    self._running.pop(client.group, None)
+                self.shares.release(client)
                 self.completed += 1
                 self.mean_hold_s = held if self.completed == 1 else 0.8 * self.mean_hold_s + 0.2 * held
                 self._cond.notify_all()
@@ -129,7 +134,7 @@ class WorkLimiter:
     def waiting(self) -> int:
         return len(self._queue)
 
-    def held_by(self, client: str) -> int:
+    def held_by(self, client: ClientId | str) -> int:
         """Places (running + waiting) the client holds."""
         with self._cond:
-            return sum(self._by_client.get(client, [0, 0]))
+            return self.shares.held(client.member if isinstance(client, ClientId) else client)

@@ -8,7 +8,7 @@ const bearer = (token) => ({ Authorization: `Bearer ${token}` });
 const jsonBody = (body) => ({ headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
 
 /** A random id for this browser tab, so per-student caps tell students behind one address apart. */
-function studentId() {
+export function studentId() {
   const key = 'convscope.student';
   let id = sessionStorage.getItem(key);
   if (!id) {

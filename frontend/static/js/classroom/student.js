@@ -3,7 +3,8 @@
 
 import { el, listen, disposer } from '../dom.js';
 import { VIEWS } from '../views/registry.js';
-import { sessionApi } from './session-api.js';
+import { setClassMember } from '../api.js';
+import { sessionApi, studentId } from './session-api.js';
 import { changesToFollow, describeView, EXPLORING_KEYS, sharedState, showsSameView } from './follow-state.js';
 
 const VIEW_TITLES = new Map(VIEWS.flatMap((view) => [view.id, ...(view.aliases || [])].map((id) => [id, view.title])));
@@ -28,6 +29,7 @@ export function createStudentPanel({ body, code, state, onLeave, notices }) {
   let retryTimer = null;
   let applying = false;
   let ended = false;
+  setClassMember(code, studentId());
 
   const followButton = el('button', { type: 'button', text: 'Follow the teacher', attrs: { role: 'radio' } });
   const exploreButton = el('button', { type: 'button', text: 'Explore on my own', attrs: { role: 'radio' } });
@@ -182,6 +184,7 @@ export function createStudentPanel({ body, code, state, onLeave, notices }) {
     render();
   }));
   bag.add(() => {
+    setClassMember(null);
     clearTimeout(retryTimer);
     source?.close();
     notices.clear(NEW_IMAGE_NOTICE);

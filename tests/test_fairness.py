@@ -1,0 +1,177 @@
+"""Who a client is, and the share each client gets in the heavy pool and the background-job queue (issue 21).
+
+A header id is a hint inside its address: it cannot make a new client. A live class session's students each
+get a share, and together at most the session's bound. Each 429 is shown happening, and another client
+still being served at the same moment."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from contextlib import ExitStack
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from server.errors import ApiError
+from server.main import create_app
+from server.services.work.background_jobs import BackgroundJobs
+from server.services.work.cancel import bound, current_token
+from server.services.work.clients import ClientId, ClientIdentities
+from server.services.work.limiter import WorkLimiter
+from server.services.work.shares import Shares
+from server.settings import Settings
+from tests.conftest import png_bytes
+from tests.harness import wait_until
+
+
+def _scope(address: str, **headers: str) -> dict:
+    return {"type": "http", "client": (address, 5000),
+            "headers": [(k.lower().replace("_", "-").encode(), v.encode()) for k, v in headers.items()]}
+
+
+def _identify(identities: ClientIdentities, address: str, **headers: str) -> ClientId:
+    return asyncio.run(identities.identify(_scope(address, **headers)))
+
+
+def test_a_header_id_is_a_hint_inside_its_address() -> None:
+    identities = ClientIdentities()
+    plain = _identify(identities, "10.0.0.5")
+    hinted = _identify(identities, "10.0.0.5", x_convscope_client="tab-1")
+    other = _identify(identities, "10.0.0.6", x_convscope_client="tab-1")
+    assert plain == ClientId("10.0.0.5", "10.0.0.5")
+    assert hinted.group == "10.0.0.5" and hinted.member != plain.member and hinted.group_scale == 1
+    assert other.group == "10.0.0.6" and other.member != hinted.member
+    assert _identify(identities, "10.0.0.5", x_convscope_client="bad id\x7f").member == "10.0.0.5"
+
+
+def test_a_live_sessions_student_gets_a_share_of_the_session_and_a_dead_one_nothing() -> None:
+    asked: list[str] = []
+
+    async def live(code: str) -> bool:
+        asked.append(code)
+        return code == "K7XQ2M"
+
+    identities = ClientIdentities(live, session_scale=8)
+    student = _identify(identities, "10.0.0.5", x_convscope_session="k7xq2m", x_convscope_student="s" * 12)
+    assert student.group == "session:K7XQ2M" and student.group_scale == 8
+    assert student.member.endswith("/" + "s" * 12)
+    again = _identify(identities, "10.0.0.9", x_convscope_session="K7XQ2M", x_convscope_student="t" * 12)
+    assert again.group == student.group and again.member != student.member
+    assert asked == ["K7XQ2M"]  # remembered for a few seconds: one lookup for the whole class
+    ended = _identify(identities, "10.0.0.5", x_convscope_session="K7XQ2N", x_convscope_student="s" * 12)
+    assert ended == ClientId.of("10.0.0.5")  # a code that is no live session is only an address
+    short = _identify(identities, "10.0.0.5", x_convscope_session="K7XQ2M", x_convscope_student="s")
+    assert short == ClientId.of("10.0.0.5")
+
+
+def test_shares_bound_the_member_and_its_group() -> None:
+    shares = Shares(per_client=2)
+    tab1, tab2 = ClientId("10.0.0.5", "10.0.0.5/a"), ClientId("10.0.0.5", "10.0.0.5/b")
+    shares.take(tab1)
+    shares.take(tab2)
+    assert "network address" in (shares.refusal(ClientId("10.0.0.5", "10.0.0.5/c")) or "")
+    assert shares.refusal(ClientId.of("10.0.0.6")) is None
+    students = [ClientId("session:C", f"session:C/{i}", 3) for i in range(4)]
+    for s in students[:3]:
+        shares.take(s)
+        shares.take(s)
+        assert "2 computations" in (shares.refusal(s) or "")
+    assert "class session" in (shares.refusal(students[3]) or "")  # 3 shares of 2 places: the session is full
+    for s in (tab1, tab2, *students[:3], *students[:3]):
+        shares.release(s)
+    assert len(shares) == 0 and shares.held_by_group("session:C") == 0
+
+
+def test_heavy_pool_refuses_a_made_up_id_of_a_full_address_and_queues_another_address() -> None:
+    pool = WorkLimiter(max_active=1, max_waiting=8, per_client=2, name="long computations")
+    release = threading.Event()
+    with ExitStack() as held:
+        for tab in ("tab0", "tab1"):  # one runs, one waits
+            held.enter_context(_held(pool, ClientId("10.0.0.5", f"10.0.0.5/{tab}"), release))
+        with pytest.raises(ApiError) as refused:
+            with pool.admit(client=ClientId("10.0.0.5", "10.0.0.5/tab-made-up")):
+                pass
+        assert refused.value.status == 429 and "Retry-After" in refused.value.headers
+        held.enter_context(_held(pool, ClientId.of("10.0.0.6"), release))
+        assert pool.held_by("10.0.0.6") == 1 and pool.waiting == 2  # queued, not refused
+    assert pool.active == 0 and pool.waiting == 0 and len(pool.shares) == 0
+
+
+def test_background_jobs_give_each_client_its_own_share() -> None:
+    jobs = BackgroundJobs(max_queue=8, per_client=2)
+    release = threading.Event()
+
+    def slow(job) -> None:  # noqa: ANN001
+        release.wait(10)
+
+    greedy = ClientId.of("10.0.0.5")
+    with bound(current_token(), greedy):
+        jobs.submit("a", slow)
+        jobs.submit("b", slow)
+        assert jobs.submit("a", slow).client == greedy  # the same job again: no new place
+        with pytest.raises(ApiError) as refused:
+            jobs.submit("c", slow)
+    assert refused.value.status == 429 and refused.value.code == "too_many_jobs"
+    with bound(current_token(), ClientId("10.0.0.5", "10.0.0.5/other-tab")), pytest.raises(ApiError):
+        jobs.submit("d", slow)  # a made-up id of the same address shares its places
+    with bound(current_token(), ClientId.of("10.0.0.6")):
+        assert jobs.submit("e", slow).state == "queued"  # someone else's job still gets its place
+    release.set()
+    jobs.close()
+
+
+def test_the_app_answers_429_to_the_client_past_its_share_only(tmp_path) -> None:
+    """Through the real app: a heavy request or a feature visualisation from an address past its share is
+    429 (a made-up header id does not help), while another address's is accepted."""
+    settings = Settings(storage_dir=tmp_path / "images", channel_jobs_per_client=1, feature_vis_steps=100_000)
+    app = create_app(settings)
+    url = "/api/models/lenet5/layers/features.3/channels/{}/feature-vis"
+    with TestClient(app, client=("10.0.0.5", 5000)) as greedy:
+        other = TestClient(app, client=("10.0.0.6", 5000))
+        # the heavy pool: the address already holds its share (one running, one waiting) → 429
+        heavy: WorkLimiter = app.state.heavy_limiter
+        image_id = greedy.post("/api/images", files={"file": ("x.png", png_bytes(
+            np.full((28, 28), 50, dtype=np.uint8)), "image/png")}).json()["image_id"]
+        release = threading.Event()
+        with ExitStack() as held:
+            for tab in ("a", "b"):
+                held.enter_context(_held(heavy, ClientId("10.0.0.5", f"10.0.0.5/{tab}"), release))
+            r = greedy.get(f"/api/models/lenet5/images/{image_id}/saliency.npy",
+                           params={"method": "scorecam"}, headers={"X-ConvScope-Client": "c"})
+            assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_requests"
+            assert r.headers["retry-after"].isdigit()
+        assert other.get(f"/api/models/lenet5/images/{image_id}/saliency.npy",
+                         params={"method": "scorecam"}).status_code == 200
+        # the background-job queue
+        try:
+            assert greedy.post(url.format(0)).status_code == 202
+            refused = greedy.post(url.format(1), headers={"X-ConvScope-Client": "another-tab"})
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "too_many_jobs" and refused.headers["retry-after"].isdigit()
+            assert other.post(url.format(1)).status_code == 202
+        finally:
+            for channel in (0, 1):
+                greedy.delete(url.format(channel))
+
+
+class _held:
+    """A place held in ``pool`` by ``client`` from its own thread (running, or waiting for a slot) until
+    the release event is set; all holders share one release, so a waiting one never outlives a running one."""
+
+    def __init__(self, pool: WorkLimiter, client: ClientId, release: threading.Event) -> None:
+        self.pool, self.client, self.release = pool, client, release
+        self.thread = threading.Thread(target=self._hold)
+
+    def _hold(self) -> None:
+        with self.pool.admit(client=self.client):
+            self.release.wait(30)
+
+    def __enter__(self) -> None:
+        self.thread.start()
+        wait_until(lambda: self.pool.held_by(self.client) > 0, 10, f"{self.client} to hold a place")
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.thread.join(30)
