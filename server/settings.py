@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_waiting_uploads: int = 256
     max_image_pixels: int = 50_000_000  # decompression-bomb guard (width × height)
     image_store_budget_bytes: int = 512 * 1024 * 1024
+    # where uploaded images live (issue 26): unset = storage_dir on this machine; "redis://host:6379/0" = in Redis,
+    # shared by every replica (may be the sessions' Redis; give it maxmemory above the budget); else a folder
+    image_store: str | None = None
     max_loaded_models: int = 4
     max_active_work: int = 2  # model computations at once (threads); more queue below
     max_waiting_work: int = 64  # beyond this many queued, answer 503 + Retry-After at once

@@ -25,6 +25,7 @@ from server.services.feature_maps import ActivationStore, FeatureMaps, LayerOver
 from server.services.image_folders import ImageFolders
 from server.services.images import ImageStore, IsolatedDecoder, UploadGate, decode_limits
 from server.services.images import samples as sample_gallery
+from server.services.images.backends import open_backend
 from server.services.live import LiveHub, LiveLimits
 from server.services.model_uploads import ModelUploads, UploadLimits, uploads_enabled
 from server.services.network import NetworkOverviews
@@ -56,7 +57,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.image_store = ImageStore(
-        settings.storage_dir, settings.image_store_budget_bytes, settings.max_image_pixels,
+        open_backend(settings.image_store, settings.storage_dir), settings.image_store_budget_bytes, settings.max_image_pixels,
         decoded_budget_bytes=settings.decoded_image_cache_bytes,
         decoder=IsolatedDecoder(decode_limits(settings)),
     )
