@@ -37,7 +37,8 @@ from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.step_through import StepThrough
 from server.services.trust import TrustChecks
-from server.services.work import BackgroundJobs, Scheduler, WorkLimiter, cancel_all, cancel_on_signals
+from server.services.work import Scheduler, WorkLimiter, cancel_all, cancel_on_signals
+from server.services.work.job_queue import background_jobs
 from server.settings import Settings, device_label, resolve_device
 
 log = logging.getLogger("convscope")
@@ -109,7 +110,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     threads.total_tokens = max(threads.total_tokens, waits + 64)
     # long background passes (dataset examples, feature visualisation) run in the heavy pool
     long_work = partial(scheduler.admit, "channels/background", "heavy")
-    app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue)
+    app.state.background_jobs = background_jobs(settings)
     app.state.image_folders = ImageFolders(settings.image_folders, settings.image_folder_max_files,
                                            settings.max_image_pixels)
     channel_dir = settings.channel_cache_dir or settings.storage_dir.parent / "channels"
