@@ -6,7 +6,7 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.services.work.cancel import CancelToken, bound, live
+from server.services.work.cancel import CancelToken, bound, current_token, live
 
 CLIENT_HEADER = b"x-convscope-client"
 
@@ -17,14 +17,18 @@ class DisconnectWatch:
     the endpoint runs (see :mod:`server.services.work.cancel`).
 
     A GET has no body, so after its one ``http.request`` message the only thing the server can still
-    receive is ``http.disconnect``: a small task waits for it. Other methods pass through untouched."""
+    receive is ``http.disconnect``: a small task waits for it. Other methods get the client id only."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope.get("method") not in ("GET", "HEAD"):  # named too (a POST may start a client's long job)
+            with bound(current_token(), _client_id(scope)):
+                await self.app(scope, receive, send)
             return
         token = CancelToken()
         client = _client_id(scope)

@@ -87,6 +87,10 @@ _STATES = {"queued": "queued", "deferred": "queued", "scheduled": "queued", "rat
            "failed": "failed", "stopped": "cancelled", "canceled": "cancelled"}
 
 
+def cancel_key(rq_job_id: str) -> str:
+    return f"convscope:job-cancel:{rq_job_id}"
+
+
 def job_id(key: Hashable) -> str:
     """The same job key gives the same RQ job id on every replica (so they share one job)."""
     return "cs-" + hashlib.sha256(repr(key).encode()).hexdigest()[:40]
@@ -212,6 +216,7 @@ class QueuedJobs:
                 raise ApiError(429, "too_many_jobs_for_client",
                                f"This address has {held} long computations waiting or running, its share; "
                                "try again when one is done.", {"Retry-After": str(self.retry_after_s * 5)})
+            self.redis.delete(cancel_key(job_id(key)))
             job = queue.enqueue(
                 f"{__name__}.run_task", task.name, task.params, job_id=job_id(key),
                 meta={"done": 0, "total": total, "info": dict(info or {}), "client": client},
@@ -227,15 +232,25 @@ class QueuedJobs:
             return self.local.cancel(key)
         from rq.command import send_stop_job_command
 
+        from rq.exceptions import InvalidJobOperation, NoSuchJobError
+
         with _redis_errors():
             job = self._fetch(key)
             if job is None:
                 return None
-            state = self._view(key, job).state
-            if state == "queued":
-                job.cancel()
-            elif state == "running":
-                send_stop_job_command(self.redis, job.id)
+            if self._view(key, job).state not in ("queued", "running"):
+                return self._view(key, job)
+            # the task also reads this flag (at its start and with its progress): no race with a worker taking it
+            self.redis.set(cancel_key(job.id), 1, ex=self.result_ttl_s)
+            try:
+                if self._view(key, job).state == "queued":
+                    job.cancel()
+                job.get_status(refresh=True)
+                if self._view(key, job).state == "running":
+                    send_stop_job_command(self.redis, job.id)
+            except (InvalidJobOperation, NoSuchJobError) as exc:  # it moved on meanwhile: the flag stops it
+                log.info("cancelling job %s: %s", job.id, exc)
+            job.get_status(refresh=True)
             return self._view(key, job)
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -280,13 +295,14 @@ class TaskProgress:
     def __init__(self, rq_job: Any, interval_s: float = 0.25) -> None:
         self.rq_job = rq_job
         self.interval_s = interval_s
-        self.cancel_event = threading.Event()  # a stop request ends the process instead (send_stop_job_command)
+        self.cancel_event = threading.Event()  # set once a replica asked to cancel (see progress)
         self._saved_at = -math.inf
         meta = rq_job.meta
         self.done, self.total = int(meta.get("done", 0)), int(meta.get("total", 0))
         self.info: dict[str, Any] = dict(meta.get("info", {}))
 
     def progress(self, done: int, total: int | None = None, **info: Any) -> None:
+        """Report progress; raises :class:`Cancelled` once a replica asked to cancel (a step boundary)."""
         self.done = done
         if total is not None:
             self.total = total
@@ -295,6 +311,12 @@ class TaskProgress:
         if now - self._saved_at >= self.interval_s or (self.total and done >= self.total):
             self.save()
             self._saved_at = now
+            if self.cancel_requested():
+                self.cancel_event.set()
+                raise Cancelled
+
+    def cancel_requested(self) -> bool:
+        return bool(self.rq_job.connection.exists(cancel_key(self.rq_job.id)))
 
     def save(self) -> None:
         self.rq_job.meta.update({"done": self.done, "total": self.total, "info": self.info})
@@ -344,6 +366,8 @@ def run_task(name: str, params: dict[str, Any]) -> Any:
     if rq_job.retries_left is not None and rq_job.retries_left < 1:
         rq_job.meta["retried"] = 1
     try:
+        if progress.cancel_requested():
+            raise Cancelled
         result = task(_context[0], params, progress)
     except Cancelled:
         rq_job.meta["outcome"] = {"state": "cancelled"}
