@@ -26,7 +26,7 @@ NGINX_ADDRESS = "127.0.0.2"  # nginx's own address towards the replicas: the one
 PROXY_CONF = REPO_ROOT / "deploy" / "nginx" / "proxy.conf"
 
 
-def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
