@@ -25,31 +25,20 @@ import argparse
 import asyncio
 import io
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import numpy as np
 import psutil
+from harness import live_server, start_redis  # the one harness (bench/harness.py → tests/harness.py)
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def digit_png(seed: int) -> bytes:
@@ -61,55 +50,6 @@ def digit_png(seed: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def start_redis(tmp: Path) -> tuple[subprocess.Popen, str]:
-    """Debian's redis-server on a free loopback port, without persistence."""
-    port = free_port()
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly",
-                                "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((HOST, port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return process, f"redis://{HOST}:{port}/0"
-        except OSError:
-            time.sleep(0.1)
-    stop_server(process)
-    raise SystemExit("redis-server did not start")
-
-
-def start_server(tmp: Path, port: int, redis_url: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(tmp / "images"), "OMP_NUM_THREADS": "1",
-           "CONVSCOPE_MAX_FOLLOWERS_PER_SESSION": "1000", "CONVSCOPE_MAX_SUBMISSIONS_PER_SESSION": "1000"}
-    if redis_url:
-        env["CONVSCOPE_REDIS_URL"] = redis_url
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host", HOST, "--port", str(port),
-         "--log-level", "warning"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://{HOST}:{port}/api/health", timeout=2):
-                return process
-        except OSError:
-            time.sleep(0.3)
-    stop_server(process)
-    raise SystemExit("the server did not start")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
 
 
 class Follower:
@@ -235,19 +175,17 @@ def main() -> None:
     parser.add_argument("--redis", action="store_true", help="sessions in a local redis-server (pub/sub path)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="convscope-bench-class-") as tmp:
-        redis_process, redis_url = start_redis(Path(tmp)) if args.redis else (None, None)
-        port = free_port()
+        redis = start_redis(Path(tmp)) if args.redis else None
+        env = {"CONVSCOPE_MAX_FOLLOWERS_PER_SESSION": "1000", "CONVSCOPE_MAX_SUBMISSIONS_PER_SESSION": "1000",
+               **({"CONVSCOPE_REDIS_URL": redis.url} if redis else {})}
         try:
-            process = start_server(Path(tmp), port, redis_url)
-            try:
-                baseline = asyncio.run(one_round(port, 1, args.changes, 0, args.duration / 2, process.pid))
-                loaded = asyncio.run(one_round(port, args.followers, args.changes, args.submissions, args.duration,
-                                               process.pid))
-            finally:
-                stop_server(process)
+            with live_server(Path(tmp), env=env, host=HOST, threads=1, start_timeout_s=180) as server:
+                baseline = asyncio.run(one_round(server.port, 1, args.changes, 0, args.duration / 2, server.pid))
+                loaded = asyncio.run(one_round(server.port, args.followers, args.changes, args.submissions,
+                                               args.duration, server.pid))
         finally:
-            if redis_process is not None:
-                stop_server(redis_process)
+            if redis is not None:
+                redis.stop()
     print(f"sessions in {'Redis (pub/sub)' if args.redis else 'the server process'}")
     report("baseline (1 follower, no submissions)", baseline)
     report(f"class ({args.followers} followers, {args.submissions} submissions)", loaded)

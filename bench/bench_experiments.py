@@ -18,27 +18,25 @@ from __future__ import annotations
 
 import argparse
 import io
-import socket
 import statistics
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import (  # the one harness (bench/harness.py → tests/harness.py); puts the root on sys.path
+    SHARED_DATA,
+    serving,
+)
 
 from server.main import create_app  # noqa: E402
 from server.services.experiments.ablation import AblationSpec, ablate  # noqa: E402
 from server.services.experiments.adversarial import AttackSpec  # noqa: E402
 from server.settings import Settings  # noqa: E402
 
-PHOTO = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "images" / "cat.jpg"
+PHOTO = SHARED_DATA / "images" / "cat.jpg"
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -56,26 +54,6 @@ def report(name: str, pairs: list[tuple[float, float]], goal: float) -> None:
           f"{1000 * min(b for _, b in pairs):.1f} ms)  goal ≤ {goal}×  {verdict}", flush=True)
 
 
-@contextmanager
-def serving(app) -> Iterator[str]:  # noqa: ANN001
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 def bench_ablation(app, image_id: str, repeats: int) -> None:  # noqa: ANN001
     experiments = app.state.experiments
     runtime = app.state.runtime
@@ -87,7 +65,7 @@ def bench_ablation(app, image_id: str, repeats: int) -> None:  # noqa: ANN001
         assert base.split is not None, f"{model} {layer} could not be split"
         pairs = []
         for i in range(repeats):
-            spec = AblationSpec(layer, (i, i + 3), "zero")
+            spec = AblationSpec(layer, (i, i + 3), "zero", module=loaded.named_layer(layer).module)
             with torch.no_grad():
                 bare = timed(lambda loaded=loaded, batch=batch: loaded.module(batch))
             pairs.append((timed(lambda spec=spec, loaded=loaded, batch=batch, base=base: ablate(loaded, batch, base, spec)), bare))
@@ -144,7 +122,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(Settings(storage_dir=Path(tmp) / "images"))
-        with serving(app) as url:
+        with serving(app) as port:
+            url = f"http://127.0.0.1:{port}"
             with httpx.Client(base_url=url) as client:
                 image_id = client.post("/api/images", files={"file": ("cat.jpg", io.BytesIO(PHOTO.read_bytes()))}
                                        ).json()["image_id"]

@@ -21,7 +21,6 @@ import asyncio
 import io
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from harness import free_port  # the one free_port (bench/harness.py → tests/harness.py)
 from PIL import Image
 
 HEAVY = "/api/models/resnet18/images/{}/saliency.npy"
@@ -42,14 +42,6 @@ def png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def free_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def start_server(repo: Path, storage: Path, port: int) -> subprocess.Popen:

@@ -22,28 +22,16 @@ Run:  .venv/bin/python bench/bench_follow_delay.py [--students 3] [--changes 30]
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _live_server():
-    """tests/real_server.py's starter, loaded by path (a site-packages `tests` package can shadow ours)."""
-    spec = importlib.util.spec_from_file_location("convscope_real_server", REPO_ROOT / "tests" / "real_server.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module.live_server
+from harness import live_server  # the one harness (bench/harness.py → tests/harness.py)
 
 CHROMIUM = os.environ.get("CONVSCOPE_CHROMIUM", "/usr/bin/chromium")
 CANVAS = "#step-through-canvas"
@@ -112,7 +100,6 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    live_server = _live_server()
     with tempfile.TemporaryDirectory() as tmp, live_server(Path(tmp), threads=None, start_timeout_s=240) as server, \
             sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])

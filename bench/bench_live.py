@@ -25,11 +25,7 @@ import asyncio
 import io
 import json
 import os
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -37,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from harness import live_server  # the one harness (bench/harness.py → tests/harness.py)
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -71,35 +68,6 @@ def video_frames(folder: Path = PHOTOS, per_photo: int = FRAMES_PER_PHOTO) -> li
 
 
 # --- the server ---------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(threads: int, store: Path, max_clients: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(store), "CONVSCOPE_TORCH_THREADS": str(threads),
-           "CONVSCOPE_MAX_LIVE_CLIENTS": str(max_clients), "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/api/health", timeout=2):
-                return process, url
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise SystemExit("the server did not start")
-
 
 def model_ids(url: str) -> set[str]:
     with urllib.request.urlopen(url + "/api/models", timeout=30) as response:
@@ -261,10 +229,11 @@ def main() -> None:
           f"(mean {np.mean([len(f) for f in frames]) / 1024:.0f} KB), made in {time.perf_counter() - t0:.1f} s")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start; "
           f"torch threads {args.threads} in the server and the baselines")
-    store = Path(tempfile.mkdtemp(prefix="bench-live-"))
-    process, url = start_server(args.threads, store, max(8, args.clients))
-    ws_url = url.replace("http://", "ws://")
-    try:
+    env = {"CONVSCOPE_TORCH_THREADS": str(args.threads), "CONVSCOPE_MAX_LIVE_CLIENTS": str(max(8, args.clients))}
+    with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp, \
+            live_server(Path(tmp), env=env, threads=None, start_timeout_s=180) as server:
+        url = server.url
+        ws_url = url.replace("http://", "ws://")
         available = model_ids(url)
         scenarios = [(m, q) for m, q in SCENARIOS if m in available]
         skipped = [m for m, _ in SCENARIOS if m not in available]
@@ -287,13 +256,6 @@ def main() -> None:
             print(f"  {m:<20} {b['bare_ms']:.2f} → {a['bare_ms']:.2f} ms ({b['bare_p10']:.2f}–{b['bare_p90']:.2f});"
                   f" pipeline {b['pipeline_ms']:.2f} → {a['pipeline_ms']:.2f} ms")
         print(f"load average at the end: {os.getloadavg()[0]:.2f}")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        shutil.rmtree(store, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,6 @@ import asyncio
 import io
 import os
 import random
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
+from harness import live_server  # the one harness (bench/harness.py → tests/harness.py)
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -149,35 +147,6 @@ async def run_concurrent(base: str, requests: list, clients: int) -> tuple[float
     return time.perf_counter() - started, tally
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(storage: Path, log_path: Path, activation_cache_mb: int,
-                 extra_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(storage), "PYTHONUNBUFFERED": "1",
-           "CONVSCOPE_ACTIVATION_CACHE_BYTES": str(activation_cache_mb * 2**20), **extra_env}
-    command = [sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host", "127.0.0.1",
-               "--port", str(port), "--log-level", "warning", "--no-access-log"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(base + "/api/health", timeout=2).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError("server did not start")
-
-
 def rss_mb(process: psutil.Process) -> float:
     return process.memory_info().rss / 2**20
 
@@ -211,10 +180,11 @@ def main() -> int:
         parser.error(f"kinds must come from {KINDS}; models from {sorted(ACTIVATION_LAYERS)}")
     extra_env = dict(item.split("=", 1) for item in args.server_env)
 
-    tmp = Path(tempfile.mkdtemp(prefix="convscope-load-"))
-    server, base = start_server(tmp / "images", tmp / "server.log", args.activation_cache_mb, extra_env)
-    proc = psutil.Process(server.pid)
-    try:
+    env = {"CONVSCOPE_ACTIVATION_CACHE_BYTES": str(args.activation_cache_mb * 2**20), **extra_env}
+    with tempfile.TemporaryDirectory(prefix="convscope-load-") as tmp, \
+            live_server(Path(tmp), env=env, threads=None, start_timeout_s=180) as server:
+        base = server.url
+        proc = psutil.Process(server.pid)
         analyses = args.warmup + 2 * args.sequential + args.requests * args.rounds  # an upper bound
         with httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT_S) as client:
             pool = [client.post("/api/images", files={"file": ("pool.png", png(seed), "image/png")}).json()["image_id"]
@@ -260,13 +230,6 @@ def main() -> int:
         ok = not errors and ratio >= 0.9 and growth <= 50
         print("RESULT:", "PASS" if ok else "FAIL")
         return 0 if ok else 1
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,10 @@ import asyncio
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,9 +38,8 @@ import httpx
 import numpy as np
 import torch
 import uvloop
+from harness import free_port, serving, wait_until  # the one harness (bench/harness.py → tests/harness.py)
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.main import create_app  # noqa: E402
 from server.services.runtime.hooks import capture_layer  # noqa: E402
@@ -51,29 +48,6 @@ from server.services.saliency.topk import predictions_with_saliency  # noqa: E40
 from server.settings import Settings  # noqa: E402
 
 K = 5
-
-
-@contextmanager
-def serving(app) -> Iterator[str]:  # noqa: ANN001
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def picture(seed: int, size: int = 224) -> bytes:
@@ -120,7 +94,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(Settings(storage_dir=Path(tmp) / "images", heavy_work_per_client=64))
-        with serving(app) as base, httpx.Client(base_url=base, timeout=300) as client:
+        with serving(app) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
             ids = [client.post("/api/images", files={"file": ("p.png", picture(i))}).json()["image_id"]
                    for i in range(2 * args.repeats + 2)]
             state = app.state
@@ -186,10 +160,7 @@ def floor_time(loaded, x: torch.Tensor) -> float:  # noqa: ANN001
 def served_apart(storage: Path) -> Iterator[tuple[int, Callable[[], dict]]]:
     """The app in its own process, as ``convscope serve`` runs it (bench/serve_with_stats.py); yields the port
     and a function that asks the server for its counts. Stopped (and waited for) at the end."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(storage), "CONVSCOPE_HEAVY_WORK_PER_CLIENT": "64"}
     process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("serve_with_stats.py")), str(port)],
                                env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -200,15 +171,15 @@ def served_apart(storage: Path) -> Iterator[tuple[int, Callable[[], dict]]]:
         process.stdin.flush()
         return json.loads(process.stdout.readline())
 
+    def healthy() -> bool:
+        assert process.poll() is None, "the server exited"
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/api/health").raise_for_status()
-                break
-            except httpx.HTTPError:
-                assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.1)
+        wait_until(healthy, timeout=120, what="the server to start", poll_s=0.1)
         yield port, stats
     finally:
         process.stdin.close()  # the server stops at the end of its input

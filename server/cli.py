@@ -10,6 +10,7 @@ from pathlib import Path
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from server.hosts import is_loopback
     from server.main import create_app
     from server.settings import Settings, resolve_device
 
@@ -50,7 +51,8 @@ def _serve(args: argparse.Namespace) -> int:
                             proxy_headers=False, ws_max_size=settings.live_socket_max_bytes)
     server = uvicorn.Server(config)
 
-    url_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
+    # this computer's address (or every address): the page opens at localhost
+    url_host = "localhost" if is_loopback(settings.host) or settings.host in ("0.0.0.0", "::") else settings.host
     original_startup = server.startup
 
     async def startup(sockets=None):  # type: ignore[no-untyped-def]

@@ -1,5 +1,7 @@
-"""FastAPI dependencies as ``Annotated`` aliases: the services the lifespan made (``app.state``), the loaded
-model of a URL, and the weights query."""
+"""FastAPI dependencies as ``Annotated`` aliases: the services the lifespan made (``app.state``), and every
+request parameter resolved once, here at the edge: the loaded model of a URL (with its weights query), its
+layer (``LayerDep``: the module, found once), the saliency method object (``SaliencyMethodDep``) and the
+range-checked class index (``TargetDep``). Services receive the resolved objects and never re-check them."""
 
 from __future__ import annotations
 
@@ -21,14 +23,24 @@ from server.services.experiments.service import Experiments
 from server.services.feature_maps import FeatureMaps
 from server.services.image_folders import ImageFolders
 from server.services.images import ImageStore, UploadGate
+from server.services.images.samples import SampleGallery
 from server.services.live import LiveHub
 from server.services.model_uploads import ModelUploads
 from server.services.network import NetworkOverviews
 from server.services.quotas import UploadQuota
-from server.services.runtime import ArchitectureCatalog, LoadedModel, ModelRuntime, PredictionBatcher, WeightsDownloads
+from server.services.runtime import (
+    ArchitectureCatalog,
+    LoadedModel,
+    ModelLayer,
+    ModelRuntime,
+    PredictionBatcher,
+    WeightsDownloads,
+)
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.outputs import ModelOutputs
+from server.services.saliency.base import SaliencyMethod
 from server.services.saliency.gradcam_steps import GradCamStepsService
+from server.services.saliency.layer_choice import saliency_layer
 from server.services.saliency.methods import DEFAULT_METHOD, METHODS, get_method
 from server.services.saliency.service import SaliencyKey, SaliencyMaps, make_key
 from server.services.step_through import StepThrough
@@ -72,6 +84,7 @@ OutputsDep = Annotated[ModelOutputs, Depends(from_state("outputs"))]
 StepThroughDep = Annotated[StepThrough, Depends(from_state("step_through"))]
 ExperimentsDep = Annotated[Experiments, Depends(from_state("experiments"))]
 SchedulerDep = Annotated[Scheduler, Depends(from_state("scheduler"))]
+SamplesDep = Annotated[SampleGallery, Depends(from_state("samples"))]
 UploadQuotaDep = Annotated[UploadQuota, Depends(from_state("upload_quota"))]
 
 
@@ -110,6 +123,54 @@ async def get_loaded_model(model: str, request: Request, runtime: RuntimeDep,
 LoadedModelDep = Annotated[LoadedModel, Depends(get_loaded_model)]
 
 
+async def get_layer(layer: str, loaded: LoadedModelDep) -> ModelLayer:
+    """The ``{layer}`` of the URL, resolved once: 404 ``unknown_layer`` when the model has no such module."""
+    return loaded.named_layer(layer)
+
+
+LayerDep = Annotated[ModelLayer, Depends(get_layer)]
+MethodQuery = Annotated[str, Query(description="a saliency method name; see /api/saliency/methods",
+                                   json_schema_extra={"enum": list(METHODS)})]
+LayerQuery = Annotated[str | None, Query(description="a layer name; default: the model's default_layer "
+                                                     "(see /api/models/{model})")]
+TargetQuery = Annotated[int | None, Query(ge=0, le=65535, description="class index; default: the top-1 class")]
+
+
+async def get_saliency_method(method: MethodQuery = DEFAULT_METHOD) -> SaliencyMethod:
+    """The ``method`` query as the method object (422 ``unknown_method``), built once per request."""
+    return get_method(method)
+
+
+SaliencyMethodDep = Annotated[SaliencyMethod, Depends(get_saliency_method)]
+
+
+async def get_query_layer(loaded: LoadedModelDep, layer: LayerQuery = None) -> ModelLayer:
+    """The ``layer`` query (default: the model's Grad-CAM layer), resolved once."""
+    return saliency_layer(loaded, layer)
+
+
+QueryLayerDep = Annotated[ModelLayer, Depends(get_query_layer)]
+
+
+async def get_saliency_layer(loaded: LoadedModelDep, method: SaliencyMethodDep,
+                             layer: LayerQuery = None) -> ModelLayer | None:
+    """The ``layer`` query of a saliency URL: resolved once for methods that use a layer, None (and not
+    looked at) for those that do not."""
+    return saliency_layer(loaded, layer) if method.uses_layer else None
+
+
+SaliencyLayerDep = Annotated[ModelLayer | None, Depends(get_saliency_layer)]
+
+
+async def get_target(loaded: LoadedModelDep, target: TargetQuery = None) -> int | None:
+    """The ``target`` class index, checked once against the model's classes (``LoadedModel.class_index``: 404, like an
+    unknown layer); None: the top-1 class."""
+    return loaded.class_index(target)
+
+
+TargetDep = Annotated[int | None, Depends(get_target)]
+
+
 def weights_header(variant: str) -> dict[str, str]:
     """Every model-scoped answer says which weights produced it."""
     return {"X-ConvScope-Weights": variant}
@@ -135,11 +196,21 @@ def get_ablation(
     invert: Annotated[bool, Query(description="edit every channel except the listed ones")] = False,
 ) -> Ablation:
     assert mode in MODES
-    row = params.layer_row(maps.layers(loaded), loaded, layer)
-    return Ablation(loaded, params.ablation_spec(row, channels, mode, factor, invert))
+    edited = saliency_layer(loaded, layer)  # 404 unknown_layer; default: the Grad-CAM layer
+    row = params.layer_row(maps.layers(loaded), loaded, edited.name)
+    return Ablation(loaded, params.ablation_spec(row, edited, channels, mode, factor, invert))
 
 
 AblationDep = Annotated[Ablation, Depends(get_ablation)]
+
+
+async def get_cam_layer(loaded: LoadedModelDep, cam_layer: Annotated[str | None, Query(
+        max_length=300, description="the Grad-CAM layer; default: the model's")] = None) -> ModelLayer:
+    """An ablation Grad-CAM's ``cam_layer`` (default: the model's Grad-CAM layer), resolved once."""
+    return saliency_layer(loaded, cam_layer)
+
+
+CamLayerDep = Annotated[ModelLayer, Depends(get_cam_layer)]
 
 
 def get_attack(
@@ -154,7 +225,7 @@ def get_attack(
 ) -> adversarial.AttackSpec:
     if steps > settings.adversarial_max_steps:
         raise ApiError(422, "too_many_steps", f"steps: at most {settings.adversarial_max_steps} on this server.")
-    params.check_target(loaded, target)
+    loaded.class_index(target)
     if attack == "fgsm":
         steps, step_size = 1, epsilon
     return adversarial.AttackSpec(attack, epsilon, steps, step_size, target)
@@ -184,30 +255,21 @@ SanityMethodsQuery = Annotated[str, Query(
     max_length=200, pattern=f"^{_METHOD_NAMES}(,{_METHOD_NAMES}){{0,5}}$",
     description="comma-separated saliency method names (see /api/saliency/methods), at most 6 (the server's "
                 "sanity_max_methods may allow fewer)", examples=["gradcam,gradient"])]
-TrustTargetQuery = Annotated[int | None, Query(ge=0, le=65535, description="class index; default: the top-1 class")]
 TrustSeedQuery = Annotated[int, Query(ge=0, le=9999, description="random seed (re-initialisation, random order, ties)")]
 
 
-def check_target(loaded: LoadedModel, target: int | None) -> int | None:
-    if target is not None and not 0 <= target < loaded.entry.num_classes:
-        raise ApiError(404, "invalid_target",
-                       f"target must be a class index from 0 to {loaded.entry.num_classes - 1}; got {target}.")
-    return target
-
-
 async def sanity_key(image_id: str, loaded: LoadedModelDep, settings: SettingsDep,
-                     methods: SanityMethodsQuery = "gradcam,gradient", target: TrustTargetQuery = None,
+                     target: TargetDep, methods: SanityMethodsQuery = "gradcam,gradient",
                      seed: TrustSeedQuery = 0) -> tuple[LoadedModel, SanityKey]:
     """The loaded model and the sanity check's key: methods checked (422 unknown_method), de-duplicated in
-    their order, at most ``sanity_max_methods``; the class checked against the model (404 invalid_target)."""
+    their order, at most ``sanity_max_methods``; the class by TargetDep."""
     names = tuple(dict.fromkeys(name.strip() for name in methods.split(",") if name.strip()))
     if not names:
         raise ApiError(422, "no_methods", "methods names at least one saliency method, e.g. gradcam,gradient.")
     if len(names) > settings.sanity_max_methods:
         raise ApiError(422, "too_many_methods", f"At most {settings.sanity_max_methods} methods per sanity check.")
-    for name in names:
-        get_method(name)
-    return loaded, SanityKey(loaded.entry.id, loaded.variant, image_id, names, check_target(loaded, target), seed)
+    saliency = tuple(get_method(name) for name in names)  # built once; the job runs these objects
+    return loaded, SanityKey(loaded.entry.id, loaded.variant, image_id, names, target, seed, saliency)
 
 
 SanityKeyDep = Annotated[tuple[LoadedModel, SanityKey], Depends(sanity_key)]
@@ -225,16 +287,14 @@ class DeletionRequest:
 
 
 async def deletion_request(
-    image_id: str, loaded: LoadedModelDep,
-    method: Annotated[str, Query(description="a saliency method name; see /api/saliency/methods",
-                                 json_schema_extra={"enum": list(METHODS)})] = DEFAULT_METHOD,
-    target: TrustTargetQuery = None,
+    image_id: str, loaded: LoadedModelDep, method: SaliencyMethodDep, target: TargetDep,
     steps: Annotated[int, Query(ge=2, le=50, description="k: pixels change in k equal steps")] = 20,
     baseline: Annotated[Literal["blur", "mean"], Query(
         description="blur: the image blurred; mean: the dataset's mean colour")] = "blur",
     seed: TrustSeedQuery = 0,
 ) -> DeletionRequest:
-    key = make_key(loaded, image_id, method, None, check_target(loaded, target))
+    layer = saliency_layer(loaded, None) if method.uses_layer else None  # the map at the model's default layer
+    key = make_key(loaded, image_id, method, layer, target)
     return DeletionRequest(loaded, key, steps, baseline, seed)
 
 

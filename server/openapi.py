@@ -24,6 +24,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
+from server.services.images.store import IMAGE_ID_PATTERN
+
 BINARY_SUFFIXES = {
     ".npy": ("application/octet-stream", "A NumPy .npy file (float32, C order), as `numpy.load` reads it."),
     ".png": ("image/png", "A PNG image."),
@@ -124,7 +126,7 @@ class Health(BaseModel):
 
 
 class Uploaded(BaseModel):
-    image_id: str = Field(pattern="^[0-9a-f]{64}$", description="sha256 of the uploaded bytes")
+    image_id: str = Field(pattern=IMAGE_ID_PATTERN, description="sha256 of the uploaded bytes")
     width: int = Field(ge=1, le=2048, description="of the stored, upright working copy")
     height: int = Field(ge=1, le=2048)
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+from tests.harness import REDIS_SERVER, REPO_ROOT, RedisServer, free_port, start_redis
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["REDIS_SERVER", "REPO_ROOT", "RedisServer", "free_port", "start_redis"]
 
 
 @dataclass
@@ -73,41 +66,6 @@ def start_server(tmp: Path, env: dict[str, str], name: str = "server", timeout: 
     raise RuntimeError(f"{name} did not become healthy in {timeout} s:\n{server.log()}")
 
 
-@dataclass
-class RedisServer:
-    url: str
-    process: subprocess.Popen
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-
-
-def start_redis(tmp: Path) -> RedisServer:
-    """Debian's redis-server on a free loopback port, no persistence, in ``tmp``."""
-    port = free_port()
-    process = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp), "--protected-mode", "yes"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return RedisServer(f"redis://127.0.0.1:{port}/0", process)
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("redis-server did not answer PING")
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[dict]:

@@ -243,12 +243,13 @@ def test_store_runs_one_forward_pass_for_concurrent_requests(runtime: ModelRunti
     assert store.captures == 1
 
 
-def test_store_rejects_unknown_layers(runtime: ModelRuntime) -> None:
+def test_store_rejects_layers_without_a_feature_map(runtime: ModelRuntime) -> None:
+    # an unknown name never reaches the store: server.deps.LayerDep answers 404 unknown_layer (tests/api)
     loaded = runtime.load("lenet5", "auto")
     store = ActivationStore(1 << 20)
     with pytest.raises(ApiError) as info:
         _store_call(store, loaded, "features.99", _picture(loaded))
-    assert info.value.status == 404 and info.value.code == "unknown_layer"
+    assert info.value.status == 422 and info.value.code == "layer_has_no_feature_map"
 
 
 def test_channel_stats_match_torch() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 import torch
@@ -15,18 +14,12 @@ from server.errors import ApiError
 from server.services.runtime.batching import PredictionBatcher
 from server.services.runtime.model_runtime import LoadedModel, ModelRuntime
 from server.services.work.limiter import WorkLimiter
+from tests.harness import wait_until
 
 
 @pytest.fixture(scope="module")
 def runtime() -> ModelRuntime:
     return ModelRuntime(torch.device("cpu"))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.002)
 
 
 def run_held(batcher: PredictionBatcher, limiter: WorkLimiter, loaded: LoadedModel,

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import png_bytes
-from tests.real_server import LiveServer, live_server
+from tests.harness import LiveServer, live_server, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -211,9 +210,7 @@ def test_decode_children_die_with_a_killed_server(tmp_path: Path) -> None:
 
         pool = concurrent.futures.ThreadPoolExecutor(4)
         try:
-            deadline = time.monotonic() + 90
-            while len(frozen) < 4:
-                assert time.monotonic() < deadline, f"only {len(frozen)} decoders started"
+            def four_frozen() -> bool:
                 for child in _decode_children(server.pid):
                     if child.pid not in frozen and _waiting_on_its_pipe(child):
                         child.send_signal(signal.SIGSTOP)
@@ -221,17 +218,19 @@ def test_decode_children_die_with_a_killed_server(tmp_path: Path) -> None:
                 if len(uploads) < len(frozen) + 1 and len(uploads) < 4:  # each upload takes a decoder
                     data = png_bytes(np.full((28, 28), len(uploads), np.uint8))
                     uploads.append(pool.submit(httpx.post, url, files={"file": ("a.png", data)}, timeout=120))
-                time.sleep(0.02)
+                return len(frozen) >= 4
+
+            wait_until(four_frozen, timeout=90, what="4 decoders started and frozen", poll_s=0.02)
             os.kill(server.pid, signal.SIGKILL)
             children = list(frozen.values())
-            deadline = time.monotonic() + 10
-            while not all(_gone(child) for child in children):
-                if time.monotonic() > deadline:
-                    alive = [child.pid for child in children if not _gone(child)]
-                    for pid in alive:
-                        os.kill(pid, signal.SIGKILL)
-                    pytest.fail(f"decode processes {alive} outlived the killed server")
-                time.sleep(0.05)
+            try:
+                wait_until(lambda: all(_gone(child) for child in children), timeout=10,
+                           what="the decoders to die with the killed server", poll_s=0.05)
+            except AssertionError:
+                alive = [child.pid for child in children if not _gone(child)]
+                for pid in alive:
+                    os.kill(pid, signal.SIGKILL)
+                pytest.fail(f"decode processes {alive} outlived the killed server")
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

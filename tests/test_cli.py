@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,12 +11,8 @@ import urllib.request
 import pytest
 
 from server.cli import build_parser, main
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.harness import free_port
+from tests.readme_support import readme_example
 
 
 def test_models_command_lists_every_model(capsys) -> None:
@@ -34,7 +29,7 @@ def test_parser_knows_the_api_md_commands() -> None:
 
 
 def test_serve_prints_url_when_ready_and_answers(tmp_path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(tmp_path / "images"), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--device", "cpu"],
@@ -57,21 +52,6 @@ def test_serve_prints_url_when_ready_and_answers(tmp_path) -> None:
             proc.stdout.close()
 
 
-def _readme_example() -> dict[str, str]:
-    """The "Your own model" section's files, by the name in each block's first comment line."""
-    import re
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("## Your own model", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
-    files = {}
-    for lang, body in re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S):
-        first = body.splitlines()[0]
-        if lang in ("python", "toml") and first.startswith("# "):
-            files[first[2:].split()[0]] = body
-    return files
-
-
 def test_readme_worked_example_works_as_pasted(tmp_path, monkeypatch, capsys) -> None:
     import json
     import runpy
@@ -79,7 +59,7 @@ def test_readme_worked_example_works_as_pasted(tmp_path, monkeypatch, capsys) ->
     import numpy as np
     from PIL import Image
 
-    files = _readme_example()
+    files = readme_example()
     assert set(files) == {"mynets.py", "save_weights.py", "models.toml"}
     for name, body in files.items():
         (tmp_path / name).write_text(body)

@@ -17,7 +17,7 @@ from server.main import create_app
 from server.middleware.coalesce import CoalesceIdenticalGets, SharedAnswers
 from server.settings import Settings
 from tests.conftest import png_bytes
-from tests.test_faults import serving
+from tests.harness import serving
 
 PATH = "/api/models/m/images/i/saliency.npy"
 
@@ -183,9 +183,10 @@ def test_the_work_goes_on_while_a_follower_still_waits() -> None:
         leader, follower = Client(), Client()
         tasks = await run_all(mw, [leader, follower])
         await until(lambda: answers.waiting == 1)
+        (flight,) = answers.flights.values()
         leader.leave()
-        await asyncio.sleep(0.05)
-        assert not app.heard_disconnect.is_set()  # one client still wants the answer
+        await until(lambda: flight.leader_gone)  # the middleware has read the leader's disconnect…
+        assert not flight.all_gone.is_set() and not app.heard_disconnect.is_set()  # …and kept it: one client still wants the answer
         app.release.set()
         await asyncio.gather(*tasks)
         assert follower.status == 200 and follower.body == b"answer"
@@ -200,10 +201,11 @@ def test_the_work_hears_the_disconnect_once_every_client_has_gone() -> None:
         leader, followers = Client(), [Client(), Client()]
         tasks = await run_all(mw, [leader, *followers])
         await until(lambda: answers.waiting == 2)
+        (flight,) = answers.flights.values()
         followers[0].leave()
         leader.leave()
-        await asyncio.sleep(0.05)
-        assert not app.heard_disconnect.is_set()
+        await until(lambda: flight.leader_gone and flight.listening == 1)  # both departures were read…
+        assert not flight.all_gone.is_set() and not app.heard_disconnect.is_set()  # …and the work still goes on
         followers[1].leave()
         await until(app.heard_disconnect.is_set)  # now the endpoint's work is cancelled
         # A request that comes now starts afresh instead of joining a flight that is being cancelled.

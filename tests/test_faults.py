@@ -9,16 +9,13 @@ import dataclasses
 import pickle
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -27,6 +24,7 @@ from models.registry import BundledWeights, ModelEntry
 from server.main import create_app
 from server.settings import Settings
 from tests.conftest import png_bytes
+from tests.harness import serving
 
 BUNDLED = ("lenet5", "mnist-shallow", "mnist-deep", "tinyvgg-shapes")
 
@@ -191,28 +189,6 @@ def assert_nothing_left(app: FastAPI) -> None:
             assert not param.requires_grad and param.grad is None
     leftovers = [p.name for p in state.image_store.root.iterdir() if not p.name.endswith(".png")]
     assert leftovers == []
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[int]:
-    """Serve ``app`` with a real uvicorn on a free loopback port, in this process (so a test can look inside
-    the app afterwards); yields the port."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 @pytest.fixture

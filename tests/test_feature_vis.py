@@ -17,8 +17,10 @@ from PIL import Image
 from server.main import create_app
 from server.services.channels import feature_vis as fv
 from server.services.runtime.model_runtime import ModelRuntime
-from server.services.work.background_jobs import BackgroundJobs, Cancelled
+from server.services.work.background_jobs import BackgroundJobs
+from server.services.work.cancel import WorkCancelled
 from server.settings import Settings
+from tests.harness import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +36,9 @@ def _channel_mean(loaded, picture: np.ndarray, upto: int, channel: int) -> float
 
 
 def test_seeded_and_raises_the_channel(lenet):
-    a, value_a = fv.optimise(lenet, "features.3", 2, steps=24, seed=7)
-    b, value_b = fv.optimise(lenet, "features.3", 2, steps=24, seed=7)
-    c, _ = fv.optimise(lenet, "features.3", 2, steps=24, seed=8)
+    a, value_a = fv.optimise(lenet, lenet.named_layer("features.3"), 2, steps=24, seed=7)
+    b, value_b = fv.optimise(lenet, lenet.named_layer("features.3"), 2, steps=24, seed=7)
+    c, _ = fv.optimise(lenet, lenet.named_layer("features.3"), 2, steps=24, seed=8)
     assert a.shape == (28, 28, 1) and 0.0 <= a.min() and a.max() <= 1.0
     np.testing.assert_array_equal(a, b)
     assert value_a == value_b
@@ -45,7 +47,7 @@ def test_seeded_and_raises_the_channel(lenet):
     assert value_a == pytest.approx(_channel_mean(lenet, a, 3, 2), abs=1e-4)
     # and optimisation raised it well above a flat grey picture and the starting noise
     grey = np.full((28, 28, 1), 0.5, dtype=np.float32)
-    start, _ = fv.optimise(lenet, "features.3", 2, steps=0, seed=7)
+    start, _ = fv.optimise(lenet, lenet.named_layer("features.3"), 2, steps=0, seed=7)
     assert value_a > _channel_mean(lenet, grey, 3, 2) + 0.5
     assert value_a > _channel_mean(lenet, start, 3, 2) + 0.5
     # no hook outlives the runs
@@ -59,17 +61,17 @@ def test_progress_and_cancel_between_steps(lenet):
     def progress(step: int, _value: float) -> None:
         steps.append(step)
         if step == 3:
-            raise Cancelled
+            raise WorkCancelled()
 
-    with pytest.raises(Cancelled):
-        fv.optimise(lenet, "features.0", 1, steps=50, seed=0, progress=progress)
+    with pytest.raises(WorkCancelled):
+        fv.optimise(lenet, lenet.named_layer("features.0"), 1, steps=50, seed=0, progress=progress)
     assert steps == [1, 2, 3]
     for module in lenet.module.modules():
         assert not module._forward_hooks
 
 
 def test_colour_mixing_is_a_normalised_square_root():
-    mix = np.array(fv.colour_mixing("shapes", None))
+    mix = np.array(fv.measure_colour_mixing("shapes", None))
     assert mix.shape == (3, 3)
     np.testing.assert_allclose(mix, mix.T, atol=1e-9)  # the symmetric square root
     assert np.linalg.norm(mix, axis=0).max() == pytest.approx(1.0)
@@ -86,8 +88,7 @@ def test_background_jobs_cancel_bound_and_close():
                 return
 
     first = jobs.submit("a", slow)
-    while first.state != "running":
-        time.sleep(0.01)
+    wait_until(lambda: first.state == "running", timeout=30, what="the first job to start")
     queued = jobs.submit("b", slow)
     assert jobs.submit("b", slow) is queued  # the same key is the same job
     with pytest.raises(Exception) as refused:
@@ -96,9 +97,7 @@ def test_background_jobs_cancel_bound_and_close():
     jobs.cancel("b")
     assert queued.state == "cancelled"
     jobs.cancel("a")
-    deadline = time.monotonic() + 10
-    while first.state == "running" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: first.state != "running", timeout=10, what="the cancelled job to stop")
     assert first.state == "cancelled"
     jobs.close()
 
@@ -125,7 +124,7 @@ def test_api_job_runs_caches_and_serves_the_picture(client, lenet):
         time.sleep(0.1)
     picture = Image.open(io.BytesIO(client.get(f"{url}.png", params={"seed": 3}).content))
     assert picture.size == (28, 28) and picture.mode == "L"
-    expected, value = fv.optimise(lenet, "features.3", 2, steps=16, seed=3)
+    expected, value = fv.optimise(lenet, lenet.named_layer("features.3"), 2, steps=16, seed=3)
     assert status["objective"] == pytest.approx(value, abs=1e-4)
     assert np.abs(np.asarray(picture, dtype=np.int16) - np.round(expected[..., 0] * 255)).max() <= 1
     again = client.post(url, params={"seed": 3})  # cached: answered at once

@@ -6,25 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch.nn.modules import module as module_globals
 
 from server.services.feature_maps.activations import capture_layers
 from server.services.runtime.model_runtime import LoadedModel, ModelRuntime
+from tests.harness import assert_no_hooks
 
 
 @pytest.fixture(scope="module")
 def runtime() -> ModelRuntime:
     return ModelRuntime(torch.device("cpu"))
-
-
-def _assert_no_hooks(model: nn.Module) -> None:
-    for name, sub in model.named_modules():
-        assert not sub._forward_hooks, f"forward hook left on {name or 'the model'}"
-        assert not sub._forward_pre_hooks, f"forward pre-hook left on {name or 'the model'}"
-        assert not sub._backward_hooks, f"backward hook left on {name or 'the model'}"
-        assert not getattr(sub, "_backward_pre_hooks", {}), f"backward pre-hook left on {name or 'the model'}"
-    assert not module_globals._global_forward_hooks
-    assert not module_globals._global_forward_pre_hooks
 
 
 def _input(loaded: LoadedModel, height: int | None = None) -> torch.Tensor:
@@ -37,7 +27,7 @@ def test_no_hook_survives_a_normal_capture(runtime: ModelRuntime, model_id: str)
     loaded = runtime.load(model_id, "untrained")
     captured = capture_layers(loaded, _input(loaded))
     assert captured.outputs  # the hooks did run
-    _assert_no_hooks(loaded.module)
+    assert_no_hooks(loaded.module)
     assert not loaded.lock.locked()
 
 
@@ -48,7 +38,7 @@ def test_no_hook_survives_a_forward_pass_that_fails_half_way(runtime: ModelRunti
     with pytest.raises(RuntimeError):
         capture_layers(loaded, _input(loaded, height=20), reduce=lambda name, _a: seen.append(name))
     assert "features.0" in seen
-    _assert_no_hooks(loaded.module)
+    assert_no_hooks(loaded.module)
     assert not loaded.lock.locked()
 
 
@@ -61,11 +51,11 @@ def test_no_hook_survives_a_hook_that_raises(runtime: ModelRuntime) -> None:
 
     with pytest.raises(ValueError, match="boom"):
         capture_layers(loaded, _input(loaded), reduce=explode)
-    _assert_no_hooks(loaded.module)
+    assert_no_hooks(loaded.module)
     assert not loaded.lock.locked()
     # and the shared module still answers as before
     assert capture_layers(loaded, _input(loaded), keep=["fc"]).outputs["fc"].shape == (1000,)
-    _assert_no_hooks(loaded.module)
+    assert_no_hooks(loaded.module)
 
 
 # --- every hook site, through the one hook module -------------------------------------------------------
@@ -80,7 +70,7 @@ def _sites(loaded: LoadedModel, x: torch.Tensor | None = None) -> dict[str, obje
     layer = loaded.entry.target_layer
     return {
         "activations": lambda: capture_layers(loaded, x),
-        "conv_trace": lambda: conv_trace.capture(loaded, x, layer),
+        "conv_trace": lambda: conv_trace.capture(loaded, x, loaded.named_layer(layer)),
         "receptive_field": lambda: trace_fields(loaded.module, x),
         "saliency/gradcam": lambda: get_method("gradcam").explain(loaded, x, layer),
         "saliency/guided-backprop": lambda: get_method("guided-backprop").explain(loaded, x),
@@ -94,7 +84,7 @@ def _sites(loaded: LoadedModel, x: torch.Tensor | None = None) -> dict[str, obje
 def test_no_hook_survives_any_hook_site(runtime: ModelRuntime, model_id: str, site: str) -> None:
     loaded = runtime.load(model_id, "untrained")
     _sites(loaded)[site]()
-    _assert_no_hooks(loaded.module)
+    assert_no_hooks(loaded.module)
     assert not loaded.lock.locked()
 
 
@@ -104,7 +94,7 @@ def test_no_hook_survives_a_failing_pass_at_any_hook_site(runtime: ModelRuntime,
     bad = _input(loaded, height=20)  # passes the convolutions, fails at the first Linear layer
     with pytest.raises(Exception):  # noqa: B017 - whatever the site raises, its hooks must be gone
         _sites(loaded, bad)[site]()
-    _assert_no_hooks(loaded.module)
+    assert_no_hooks(loaded.module)
     assert not loaded.lock.locked()
 
 
@@ -124,7 +114,7 @@ def test_architecture_tables_hook_a_private_copy_and_remove_everything(monkeypat
     assert describe(entry)["layers"]
     assert built
     for model in built:
-        _assert_no_hooks(model)
+        assert_no_hooks(model)
 
 
 def test_only_the_hook_module_registers_hooks() -> None:

@@ -24,6 +24,7 @@ from server.errors import ApiError
 from server.main import create_app
 from server.services.images.decode import decode_image, looks_like_image
 from server.settings import Settings
+from tests.harness import CountingBody, asgi_post
 from tests.hostile_corpus import HostileUpload, encode, hostile_uploads, quadrants
 
 CORPUS = hostile_uploads()
@@ -161,41 +162,6 @@ def test_malformed_multipart_bodies(module_client: TestClient) -> None:
 
 
 # --- oversized uploads, driven at the ASGI level so the body really streams -----------------------------
-
-class CountingBody:
-    """An upload body delivered in chunks; remembers how much of it the server asked for."""
-
-    def __init__(self, head: bytes, chunk: bytes, chunks: int, tail: bytes = b"") -> None:
-        self.parts = [head] + [chunk] * chunks + [tail]
-        self.pulled = 0
-        self.total = sum(len(p) for p in self.parts)
-
-    def bytes_pulled(self) -> int:
-        return sum(len(p) for p in self.parts[: self.pulled])
-
-    async def receive(self) -> dict:
-        if self.pulled >= len(self.parts):
-            await anyio.sleep(3600)  # the server must not wait for more than the body
-        part = self.parts[self.pulled]
-        self.pulled += 1
-        return {"type": "http.request", "body": part, "more_body": self.pulled < len(self.parts)}
-
-
-async def asgi_post(app: FastAPI, headers: list[tuple[bytes, bytes]], body: CountingBody,
-                    path: str = "/api/images") -> tuple[int, bytes]:
-    messages: list[dict] = []
-
-    async def send(message: dict) -> None:
-        messages.append(message)
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app}
-    with anyio.fail_after(30):
-        await app(scope, body.receive, send)
-    start = next(m for m in messages if m["type"] == "http.response.start")
-    return start["status"], b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-
 
 @pytest.fixture
 def small_limit_app(tmp_path: Path) -> Iterator[FastAPI]:
@@ -350,7 +316,7 @@ def test_a_jpeg_with_thousands_of_scans_is_refused_quickly_and_a_normal_upload_i
     from concurrent.futures import ThreadPoolExecutor
 
     from tests.hostile_corpus import many_scans_jpeg
-    from tests.real_server import live_server
+    from tests.harness import live_server
 
     crafted = many_scans_jpeg(4000, 2000)
     photo = encode(Image.fromarray(np.random.default_rng(3).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)),
@@ -398,7 +364,7 @@ def test_concurrent_palette_bombs_leave_the_server_memory_where_it_was(tmp_path:
     import psutil
 
     from tests.hostile_corpus import palette_bomb_png
-    from tests.real_server import live_server
+    from tests.harness import live_server
 
     with live_server(tmp_path) as server:
         process = psutil.Process(server.pid)

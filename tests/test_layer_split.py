@@ -39,7 +39,7 @@ def test_untraceable_models_use_a_whole_pass_with_an_editing_hook() -> None:
     assert split.graph is None and split.reason
     loaded = type(loaded)(loaded.entry, loaded.variant, model, loaded.device, loaded.preprocess_fn)
     x = torch.randn(1, 3, 8, 8)
-    spec = AblationSpec("conv", (1, 2), "mean")
+    spec = AblationSpec("conv", (1, 2), "mean", module=model.conv)
     base = ablation_base(loaded, x, "conv", split)
     assert base.split is None
     outcome = ablate(loaded, x, base, spec)

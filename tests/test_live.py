@@ -17,7 +17,7 @@ from server.services.live.hub import Frame, FrameSlot
 from server.services.rendering import atlas
 from server.services.runtime.architecture_catalog import ArchitectureCatalog
 from server.services.runtime.model_runtime import ModelRuntime
-from tests.test_hook_removal import _assert_no_hooks
+from tests.harness import assert_no_hooks
 
 
 def test_the_slot_keeps_only_the_newest_frame() -> None:
@@ -77,4 +77,4 @@ def test_one_frame_is_one_forward_pass_equal_to_pytorch(method: str | None) -> N
         assert result.saliency["target"] == int(logits.argmax())
         values = result.saliency["values"]
         assert values.shape == (64, 64) and values.min() >= 0 and values.max() <= 1
-    _assert_no_hooks(loaded.module)
+    assert_no_hooks(loaded.module)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from models.datasets import mnist
+from tests.harness import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HAVE_MNIST = (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
 needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason="../shared/data/mnist is not present")
 

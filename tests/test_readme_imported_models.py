@@ -44,9 +44,9 @@ def _run_shell(lines: list[str], folder: Path) -> str:
 
 def test_onnx_route(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (python_line, shell_lines), _ = _routes()
-    from tests.test_cli import _readme_example
+    from tests.readme_support import readme_example
 
-    (tmp_path / "mynets.py").write_text(_readme_example()["mynets.py"])  # the worked example's architecture
+    (tmp_path / "mynets.py").write_text(readme_example()["mynets.py"])  # the worked example's architecture
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "mynets", raising=False)

@@ -13,7 +13,7 @@ from server.errors import ApiError
 from server.services.runtime.hooks import capture_layer, guided_relus
 from server.services.saliency import METHODS, get_method
 from server.services.saliency.scaling import magnitude_percentile, min_max
-from tests.test_saliency_models import HAND_GEOMETRY, aligned_upsample, hooks_left, small_models
+from tests.saliency_support import HAND_GEOMETRY, aligned_upsample, hooks_left, small_models
 
 MODELS = small_models()
 

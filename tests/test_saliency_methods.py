@@ -25,7 +25,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from server.services.saliency import get_method
 from server.services.saliency.gradients import IntegratedGradients, Occlusion, SmoothGrad
-from tests.test_saliency_models import HAND_GEOMETRY, aligned_upsample, hooks_left, reference_copy, small_models
+from tests.saliency_support import HAND_GEOMETRY, aligned_upsample, hooks_left, reference_copy, small_models
 
 # The reference libraries warn about their own conveniences (setting requires_grad on the input for us,
 # hooking in-place ReLUs); those warnings are theirs, not ours.

@@ -9,7 +9,7 @@ from server.services.runtime.outputs import predictions_from_logits
 from server.services.saliency import get_method
 from server.services.saliency.base import TopK
 from server.services.saliency.topk import predictions_with_saliency
-from tests.test_saliency_models import hooks_left, small_models
+from tests.saliency_support import hooks_left, small_models
 
 MODELS = small_models()
 

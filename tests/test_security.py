@@ -108,7 +108,7 @@ def test_served_files_have_fixed_content_types(secured) -> None:
 # --- request bodies of JSON endpoints are bounded too ------------------------------------------------------
 
 def test_json_bodies_over_the_limit_are_refused_while_streaming(tmp_path: Path) -> None:
-    from tests.test_hostile_uploads import CountingBody, asgi_post
+    from tests.harness import CountingBody, asgi_post
 
     app = create_app(Settings(storage_dir=tmp_path / "images", max_body_bytes=4096))
     with TestClient(app) as client:
@@ -396,7 +396,7 @@ def test_stalled_upload_bodies_free_their_slots(tmp_path: Path) -> None:
     off with 408 after the idle timeout and a real upload goes through. (Also: a foreign Host on loopback.)"""
     import httpx
 
-    from tests.real_server import live_server
+    from tests.harness import live_server
 
     env = {"CONVSCOPE_BODY_IDLE_TIMEOUT_S": "1.5", "CONVSCOPE_MAX_ACTIVE_UPLOADS": "8"}
     with live_server(tmp_path, env) as server:
@@ -441,7 +441,7 @@ def test_live_socket_handshakes_from_other_origins_and_hosts_are_refused_over_a_
     """Browsers apply no CORS to WebSockets: a page elsewhere could open the live socket of a server on the
     student's laptop (and send it frames). The handshake meets the same origin and Host rules as HTTP, and
     the refusal is the API's JSON error."""
-    from tests.real_server import live_server
+    from tests.harness import live_server
 
     with live_server(tmp_path) as server:
         foreign = _handshake(server.port, "http://evil.example")

@@ -91,7 +91,7 @@ def _close(a: float, b: float, scale: float) -> bool:
 @pytest.mark.parametrize("layer", ["conv_dilated", "depthwise", "grouped", "reflect"])
 def test_conv_totals_equal_layer_output(loaded: LoadedModel, batch: torch.Tensor, layer: str) -> None:
     ref = reference_outputs(loaded.module, batch)[layer][0][0]
-    cap = ct.capture(loaded, batch, layer)
+    cap = ct.capture(loaded, batch, loaded.named_layer(layer))
     module = loaded.layer(layer)
     c, h, w = ref.shape
     for ch, y, x in itertools.product(range(c), range(0, h, 2), range(0, w, 3)):
@@ -104,15 +104,15 @@ def test_conv_totals_equal_layer_output(loaded: LoadedModel, batch: torch.Tensor
 
 
 def test_groups_pick_the_right_input_channels(loaded: LoadedModel, batch: torch.Tensor) -> None:
-    cap = ct.capture(loaded, batch, "grouped")
+    cap = ct.capture(loaded, batch, loaded.named_layer("grouped"))
     trace = ct.conv_trace(cap, loaded.layer("grouped"), 4, 1, 1, top=8)  # group 1 of 2: inputs 4..7
     assert [c["index"] for c in trace["channels"]] == [4, 5, 6, 7]
-    depth = ct.conv_trace(ct.capture(loaded, batch, "depthwise"), loaded.layer("depthwise"), 5, 0, 0)
+    depth = ct.conv_trace(ct.capture(loaded, batch, loaded.named_layer("depthwise")), loaded.layer("depthwise"), 5, 0, 0)
     assert [c["index"] for c in depth["channels"]] == [5] and depth["bias"] == 0.0
 
 
 def test_dilation_and_padding_cells(loaded: LoadedModel, batch: torch.Tensor) -> None:
-    cap = ct.capture(loaded, batch, "conv_dilated")
+    cap = ct.capture(loaded, batch, loaded.named_layer("conv_dilated"))
     trace = ct.conv_trace(cap, loaded.layer("conv_dilated"), 0, 0, 0)
     # stride 2, padding 2, dilation 2: taps at -2, 0, 2 on both axes
     assert trace["cells"][:3] == [[-2, -2], [-2, 0], [-2, 2]]
@@ -127,24 +127,24 @@ def test_dilation_and_padding_cells(loaded: LoadedModel, batch: torch.Tensor) ->
 
 def test_batch_norm_and_activation_follow(loaded: LoadedModel, batch: torch.Tensor) -> None:
     ref = reference_outputs(loaded.module, batch)
-    trace = ct.conv_trace(ct.capture(loaded, batch, "conv_dilated"), loaded.layer("conv_dilated"), 3, 2, 1)
+    trace = ct.conv_trace(ct.capture(loaded, batch, loaded.named_layer("conv_dilated")), loaded.layer("conv_dilated"), 3, 2, 1)
     assert [a["layer"] for a in trace["after"]] == ["bn", "act"]
     bn = trace["after"][0]
     by_formula = bn["gamma"] * (trace["layer_output"] - bn["mean"]) / (bn["var"] + bn["eps"]) ** 0.5 + bn["beta"]
     assert by_formula == pytest.approx(bn["output"], rel=1e-5, abs=1e-6)
     assert trace["final"] == float(ref["act"][0][0, 3, 2, 1])
     # the shared in-place ReLU: its *second* call follows `reflect`
-    trace = ct.conv_trace(ct.capture(loaded, batch, "reflect"), loaded.layer("reflect"), 1, 3, 3)
+    trace = ct.conv_trace(ct.capture(loaded, batch, loaded.named_layer("reflect")), loaded.layer("reflect"), 1, 3, 3)
     assert [a["layer"] for a in trace["after"]] == ["relu"]
     assert trace["final"] == float(ref["relu"][1][0, 1, 3, 3]) == max(trace["layer_output"], 0.0)
     # grouped conv: nothing element-wise follows it
-    assert ct.conv_trace(ct.capture(loaded, batch, "grouped"), loaded.layer("grouped"), 0, 0, 0)["after"] == []
+    assert ct.conv_trace(ct.capture(loaded, batch, loaded.named_layer("grouped")), loaded.layer("grouped"), 0, 0, 0)["after"] == []
 
 
 @pytest.mark.parametrize("layer", ["maxpool", "avgpool", "lppool", "adaptive"])
 def test_pool_results_equal_layer_output(loaded: LoadedModel, batch: torch.Tensor, layer: str) -> None:
     ref = reference_outputs(loaded.module, batch)[layer][0][0]
-    cap = ct.capture(loaded, batch, layer)
+    cap = ct.capture(loaded, batch, loaded.named_layer(layer))
     c, h, w = ref.shape
     for ch, y, x in itertools.product(range(c), range(h), range(w)):
         trace = ct.pool_trace(cap, loaded.layer(layer), ch, y, x)
@@ -152,7 +152,7 @@ def test_pool_results_equal_layer_output(loaded: LoadedModel, batch: torch.Tenso
 
 
 def test_activation_trace(loaded: LoadedModel, batch: torch.Tensor) -> None:
-    cap = ct.capture(loaded, batch, "act")
+    cap = ct.capture(loaded, batch, loaded.named_layer("act"))
     trace = ct.activation_trace(cap, loaded.layer("act"), 2, 1, 1)
     expected = trace["input"] if trace["input"] > 0 else 0.2 * trace["input"]
     assert trace["output"] == pytest.approx(expected, rel=1e-6) and "0.2" in trace["formula"]
@@ -170,9 +170,9 @@ def test_softmax_trace() -> None:
 
 
 def test_hooks_removed_after_normal_and_failed_calls(loaded: LoadedModel, batch: torch.Tensor) -> None:
-    ct.capture(loaded, batch, "grouped")
+    ct.capture(loaded, batch, loaded.named_layer("grouped"))
     with pytest.raises(RuntimeError):
-        ct.capture(loaded, batch[:, :2], "grouped")  # wrong channel count: the forward raises
+        ct.capture(loaded, batch[:, :2], loaded.named_layer("grouped"))  # wrong channel count: the forward raises
     for module in loaded.module.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
     assert not loaded.lock.locked()
@@ -191,24 +191,24 @@ def test_other_threads_passes_are_not_recorded(loaded: LoadedModel, batch: torch
     thread = threading.Thread(target=run_other)
     thread.start()
     for _ in range(5):
-        cap = ct.capture(loaded, batch, "grouped")
+        cap = ct.capture(loaded, batch, loaded.named_layer("grouped"))
         assert torch.equal(cap.output, ref)
     thread.join()
 
 
 def test_bad_positions(loaded: LoadedModel, batch: torch.Tensor) -> None:
-    cap = ct.capture(loaded, batch, "grouped")
+    cap = ct.capture(loaded, batch, loaded.named_layer("grouped"))
     for args in ((6, 0, 0), (0, 99, 0), (0, 0, -1)):
         with pytest.raises(ApiError) as info:
             ct.conv_trace(cap, loaded.layer("grouped"), *args)
         assert info.value.status == 404
     with pytest.raises(ApiError) as info:
-        ct.layer_trace(ct.capture(loaded, batch, "bn"), loaded.layer("bn"), 0, 0, 0, 8)
+        ct.layer_trace(ct.capture(loaded, batch, loaded.named_layer("bn")), loaded.layer("bn"), 0, 0, 0, 8)
     assert info.value.status == 422
 
 
 def test_cache_respects_budget(loaded: LoadedModel, batch: torch.Tensor) -> None:
-    cap = ct.capture(loaded, batch, "grouped")
+    cap = ct.capture(loaded, batch, loaded.named_layer("grouped"))
     cache = ct.StepThrough(None, budget_bytes=cap.nbytes * 2 + 1).cache
     for i in range(5):
         cache.put(("m", "v", str(i), "grouped"), cap)

@@ -15,8 +15,8 @@ from models.datasets import mnist, shapes
 from models.preprocessing import SHAPES_MEAN, SHAPES_STD
 from models.training import train as training
 from models.training import train_model
+from tests.harness import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HAVE_MNIST = (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
 needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason="../shared/data/mnist is not present")
 

@@ -13,8 +13,11 @@ from torch import nn
 
 from models.datasets.mnist import load_mnist_test
 from server.services.runtime.model_runtime import ModelRuntime
+from server.services.saliency.base import SaliencyMethod
+from server.services.saliency.methods import get_method
 from server.services.trust.cascade import cascade_units, private_copy, randomise_step, step_seed
 from server.services.trust.sanity import run_cascade
+from server.services.work.cancel import WorkCancelled
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +85,10 @@ def test_same_seed_same_weights_other_seed_other_weights(runtime: ModelRuntime) 
     assert not torch.equal(a.classifier[5].weight, c.classifier[5].weight)
 
 
+def _methods(*names: str) -> tuple[SaliencyMethod, ...]:
+    return tuple(get_method(name) for name in names)
+
+
 def _hook_count(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
 
@@ -89,7 +96,7 @@ def _hook_count(model: nn.Module) -> int:
 def test_served_model_is_never_touched(runtime: ModelRuntime, mnist_batch: torch.Tensor) -> None:
     loaded = runtime.load("lenet5")
     before = {k: v.clone() for k, v in loaded.module.state_dict().items()}
-    result = run_cascade(loaded, mnist_batch, ("gradcam", "gradient"), None, 0, 12)
+    result = run_cascade(loaded, mnist_batch, _methods("gradcam", "gradient"), None, 0, 12)
     assert len(result.scores) == 5
     for name, value in loaded.module.state_dict().items():
         assert torch.equal(value, before[name]), name
@@ -99,7 +106,7 @@ def test_served_model_is_never_touched(runtime: ModelRuntime, mnist_batch: torch
 
 def test_lenet_maps_change_once_the_last_layer_is_randomised(runtime: ModelRuntime, mnist_batch: torch.Tensor) -> None:
     """Both a gradient method and Grad-CAM must react to randomising only the output layer."""
-    result = run_cascade(runtime.load("lenet5"), mnist_batch, ("gradcam", "gradient"), None, 0, 12)
+    result = run_cascade(runtime.load("lenet5"), mnist_batch, _methods("gradcam", "gradient"), None, 0, 12)
     assert result.label == "7"  # MNIST test image 0 is a 7, which the trained LeNet gets right
     for method in ("gradcam", "gradient"):
         original, after_last = result.maps[method][0], result.maps[method][1]
@@ -108,7 +115,5 @@ def test_lenet_maps_change_once_the_last_layer_is_randomised(runtime: ModelRunti
 
 
 def test_cancelled_run_stops(runtime: ModelRuntime, mnist_batch: torch.Tensor) -> None:
-    from server.services.work.background_jobs import Cancelled
-
-    with pytest.raises(Cancelled):
-        run_cascade(runtime.load("lenet5"), mnist_batch, ("gradcam",), None, 0, 12, cancelled=lambda: True)
+    with pytest.raises(WorkCancelled):
+        run_cascade(runtime.load("lenet5"), mnist_batch, _methods("gradcam"), None, 0, 12, cancelled=lambda: True)

@@ -25,7 +25,7 @@ from server.services.classroom.pins import SessionPins
 from server.services.images import ImageStore
 from server.settings import Settings
 from tests.classroom_support import REDIS_SERVER, start_redis
-from tests.real_server import live_server
+from tests.harness import live_server
 
 SIDE = 96  # a noise PNG of 96×96 RGB is ~28 KB, stored about the same
 

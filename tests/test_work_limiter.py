@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -16,13 +15,7 @@ from server.main import create_app
 from server.services.work.limiter import WorkLimiter
 from server.settings import Settings
 from tests.conftest import png_bytes
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.002)
+from tests.harness import wait_until
 
 
 def test_full_queue_is_refused_at_once_with_retry_after() -> None:
@@ -159,7 +152,7 @@ def test_upload_gate_queues_then_refuses() -> None:
 def test_busy_upload_gate_answers_before_reading_the_body(tmp_path) -> None:
     import anyio
 
-    from tests.test_hostile_uploads import CountingBody, asgi_post
+    from tests.harness import CountingBody, asgi_post
 
     app = create_app(Settings(storage_dir=tmp_path / "images", max_active_uploads=1, max_waiting_uploads=0))
     png = png_bytes(np.full((8, 8), 5, dtype=np.uint8))
@@ -185,7 +178,7 @@ def test_real_server_sheds_overload_promptly(tmp_path) -> None:
 
     import httpx
 
-    from tests.test_faults import serving
+    from tests.harness import serving
 
     settings = Settings(storage_dir=tmp_path / "images", max_active_heavy_work=1, max_waiting_heavy_work=1,
                         heavy_work_wait_timeout_s=60, heavy_work_per_client=100)

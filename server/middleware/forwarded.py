@@ -22,7 +22,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware, _TrustedHosts
 
-from server.middleware.host_names import is_loopback
+from server.hosts import is_loopback
 
 UVICORN_DEFAULT_TRUST = "127.0.0.1,::1"  # uvicorn's --forwarded-allow-ips default
 

@@ -23,8 +23,7 @@ import socket
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-
+from server.hosts import is_loopback
 
 # host[:port] as HTTP allows it: a bracketed IPv6 literal or a name/IPv4 (no "@", "/", spaces), an optional port
 _HOST = re.compile(r"^(?:\[(?P<ipv6>[0-9a-z:.%_-]+)\]|(?P<name>[^:\[\]@/\\\s]+))(?::\d{1,5})?$")
@@ -38,15 +37,6 @@ def host_name(host_header: str) -> str:
     if match is None:
         return host
     return match["ipv6"] if match["ipv6"] is not None else match["name"].rstrip(".")
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _is_ip(host: str) -> bool:

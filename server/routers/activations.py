@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, Path, Query, Response
 
-from server.deps import FeatureMapsDep, LoadedModelDep
+from server.deps import FeatureMapsDep, LayerDep, LoadedModelDep
 from server.errors import ApiError
 from server.responses import npy_response, png_response
 from server.services.feature_maps.activations import channel_stats
@@ -44,35 +44,35 @@ def _channel(output: np.ndarray, channel: int, layer: str) -> int:
 
 
 @router.get(f"{LAYER}/activations.npy")
-def layer_activations(image_id: str, layer: str, loaded: LoadedModelDep, maps: FeatureMapsDep) -> Response:
+def layer_activations(image_id: str, layer: LayerDep, loaded: LoadedModelDep, maps: FeatureMapsDep) -> Response:
     """The layer's output for this image: float32 C×H×W (a vector of F for linear layers)."""
-    return npy_response(maps.output(loaded, image_id, layer))
+    return npy_response(maps.output(loaded, image_id, layer.name))
 
 
 @router.get(f"{LAYER}/stats.json")
-def layer_stats(image_id: str, layer: str, loaded: LoadedModelDep, maps: FeatureMapsDep) -> dict[str, Any]:
+def layer_stats(image_id: str, layer: LayerDep, loaded: LoadedModelDep, maps: FeatureMapsDep) -> dict[str, Any]:
     """Per-channel mean, max, min and fraction > 0, for sorting channels."""
-    output = maps.output(loaded, image_id, layer)
+    output = maps.output(loaded, image_id, layer.name)
     stats = channel_stats(atlas.as_channels(output))
-    return {"layer": layer, "shape": list(output.shape), "channels": len(stats["mean"]), **stats,
+    return {"layer": layer.name, "shape": list(output.shape), "channels": len(stats["mean"]), **stats,
             "weights_used": loaded.variant}
 
 
 @router.get(f"{LAYER}/atlas.json")
-def layer_atlas_json(image_id: str, layer: str, loaded: LoadedModelDep, maps: FeatureMapsDep,
+def layer_atlas_json(image_id: str, layer: LayerDep, loaded: LoadedModelDep, maps: FeatureMapsDep,
                      scale: ScaleQuery = "layer", colormap: ColormapQuery = "auto",
                      columns: ColumnsQuery = None) -> dict[str, Any]:
     """The atlas's grid geometry, colour map stops and each tile's value range (its legend)."""
-    output = maps.output(loaded, image_id, layer)
+    output = maps.output(loaded, image_id, layer.name)
     spec = maps.layout(loaded, image_id, output, scale, _colormap(colormap), columns)
-    return {"layer": layer, "shape": list(output.shape), **spec.as_json(), "weights_used": loaded.variant}
+    return {"layer": layer.name, "shape": list(output.shape), **spec.as_json(), "weights_used": loaded.variant}
 
 
 @router.get(f"{LAYER}/atlas.png")
-def layer_atlas_png(image_id: str, layer: str, loaded: LoadedModelDep, maps: FeatureMapsDep,
+def layer_atlas_png(image_id: str, layer: LayerDep, loaded: LoadedModelDep, maps: FeatureMapsDep,
                     scale: ScaleQuery = "layer", colormap: ColormapQuery = "auto", columns: ColumnsQuery = None) -> Response:
     """Every channel of the layer in one grid picture; atlas.json with the same query describes it."""
-    output = maps.output(loaded, image_id, layer)
+    output = maps.output(loaded, image_id, layer.name)
     spec = maps.layout(loaded, image_id, output, scale, _colormap(colormap), columns)
     headers = {"X-ConvScope-Grid": f"{spec.columns}x{spec.rows}",
                "X-ConvScope-Tile": f"{spec.tile_width}x{spec.tile_height}"}
@@ -80,11 +80,11 @@ def layer_atlas_png(image_id: str, layer: str, loaded: LoadedModelDep, maps: Fea
 
 
 @router.get(f"{LAYER}/channels/{{channel}}.png")
-def channel_picture(image_id: str, layer: str, channel: ChannelPath, loaded: LoadedModelDep, maps: FeatureMapsDep,
+def channel_picture(image_id: str, layer: LayerDep, channel: ChannelPath, loaded: LoadedModelDep, maps: FeatureMapsDep,
                     scale: ScaleQuery = "channel", colormap: ColormapQuery = "auto") -> Response:
     """One channel at full resolution; its value range is in the X-ConvScope-Range header (low,high)."""
-    output = maps.output(loaded, image_id, layer)
-    channel = _channel(output, channel, layer)
+    output = maps.output(loaded, image_id, layer.name)
+    channel = _channel(output, channel, layer.name)
     spec = maps.layout(loaded, image_id, output, scale, _colormap(colormap))
     headers = {"X-ConvScope-Colormap": spec.colormap,
                "X-ConvScope-Range": f"{float(spec.low[channel])!r},{float(spec.high[channel])!r}"}
@@ -92,11 +92,11 @@ def channel_picture(image_id: str, layer: str, channel: ChannelPath, loaded: Loa
 
 
 @router.get(f"{LAYER}/channels/{{channel}}.npy")
-def channel_values(image_id: str, layer: str, channel: ChannelPath, loaded: LoadedModelDep,
+def channel_values(image_id: str, layer: LayerDep, channel: ChannelPath, loaded: LoadedModelDep,
                    maps: FeatureMapsDep) -> Response:
     """One channel's values, float32 H×W: the page reads the value under the cursor from it."""
-    output = maps.output(loaded, image_id, layer)
-    channel = _channel(output, channel, layer)
+    output = maps.output(loaded, image_id, layer.name)
+    channel = _channel(output, channel, layer.name)
     return npy_response(atlas.as_channels(output)[channel])
 
 

@@ -8,13 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 
-from server.deps import ArchitecturesDep, ChannelExamplesDep, FeatureVisDep, LoadedModelDep
+from server.deps import ArchitecturesDep, ChannelExamplesDep, FeatureVisDep, LayerDep, LoadedModelDep
 from server.errors import ApiError
 from server.openapi import binary, json_example
 from server.responses import png_response
 from server.services.channels import examples
 from server.services.feature_maps.activations import selectable_layers
-from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.model_runtime import LoadedModel, ModelLayer
 
 router = APIRouter(prefix="/api", tags=["channels"])
 CHANNEL = "/models/{model}/layers/{layer}/channels/{channel}"
@@ -41,16 +41,17 @@ class ChannelQuery:
     model: str
     loaded: LoadedModel
     layer: str
+    resolved: ModelLayer  # the layer's module, found once by ``LayerDep``
     channel: int
     row: dict[str, Any]  # the layer's architecture row
     layers: list[dict[str, Any]]  # every selectable layer's row
 
 
-def one_channel(model: str, layer: str, channel: Channel, loaded: LoadedModelDep,
+def one_channel(resolved: LayerDep, channel: Channel, loaded: LoadedModelDep,
                 architectures: ArchitecturesDep) -> ChannelQuery:
     """404 unknown layer or channel, 422 a layer without a map or vector output. (A plain def: the first
     request for a model traces its architecture, which belongs in a worker thread.)"""
-    loaded.layer(layer)
+    layer = resolved.name
     layers = selectable_layers(architectures.get(loaded.entry)["layers"])
     row = next((r for r in layers if r["name"] == layer), None)
     if row is None:
@@ -58,7 +59,7 @@ def one_channel(model: str, layer: str, channel: Channel, loaded: LoadedModelDep
     if not 0 <= channel < row["output_shape"][0]:
         raise ApiError(404, "unknown_channel",
                        f"Layer {layer!r} has channels 0 to {row['output_shape'][0] - 1}; there is no {channel}.")
-    return ChannelQuery(model, loaded, layer, channel, row, layers)
+    return ChannelQuery(loaded.entry.id, loaded, layer, resolved, channel, row, layers)
 
 
 OneChannel = Annotated[ChannelQuery, Depends(one_channel)]
@@ -109,7 +110,7 @@ def feature_vis_status(q: OneChannel, visuals: FeatureVisDep, seed: Seed = 0) ->
     **json_example({**VIS, "state": "done"}, 200, "Already made: nothing started")})
 def feature_vis_start(q: OneChannel, response: Response, visuals: FeatureVisDep, seed: Seed = 0) -> dict[str, Any]:
     """Start optimising an image for this channel (or answer the run already made or under way)."""
-    answer = visuals.start(q.loaded, q.layer, q.channel, seed)
+    answer = visuals.start(q.loaded, q.resolved, q.channel, seed)
     if answer["state"] == "done":
         response.status_code = 200
     return answer

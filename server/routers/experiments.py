@@ -7,21 +7,30 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from server.deps import AblationDep, AttackDep, ComparedModelDep, ExperimentsDep, InputsDep, LoadedModelDep, SettingsDep
+from server.deps import (
+    AblationDep,
+    AttackDep,
+    CamLayerDep,
+    ComparedModelDep,
+    ExperimentsDep,
+    InputsDep,
+    LoadedModelDep,
+    SettingsDep,
+    TargetDep,
+)
 from server.errors import ApiError
 from server.openapi import binary
 from server.responses import npy_response, png_response
 from server.services.experiments import answers, params
 from server.services.experiments.occlusion_probe import Patch
 from server.services.rendering.colormaps import COLORMAPS
+from server.services.runtime.model_runtime import ModelLayer
 from server.services.saliency.overlay import DEFAULT_COLORMAP, check_colormap
 
 router = APIRouter(prefix="/api", tags=["experiments"])
 IMAGE = "/models/{model}/images/{image_id}"
 MAX_SIDE = 4096
 
-CamTarget = Annotated[int | None, Query(ge=0, le=65535, description="class of the Grad-CAM; default: the new top-1")]
-CamLayer = Annotated[str | None, Query(max_length=300, description="the Grad-CAM layer; default: the model's")]
 Colormap = Annotated[str, Query(description="colour map name", json_schema_extra={"enum": list(COLORMAPS)})]
 Opacity = Annotated[float, Query(ge=0.0, le=1.0, description="0: the input only, 1: the map only")]
 
@@ -36,8 +45,8 @@ def ablation_json(image_id: str, ablation: AblationDep, experiments: Experiments
 
 
 @router.get(IMAGE + "/ablation/gradcam.npy", responses=binary("application/octet-stream", "float32 H×W in [0, 1]"))
-def ablation_gradcam_npy(image_id: str, ablation: AblationDep, experiments: ExperimentsDep,
-                         target: CamTarget = None, cam_layer: CamLayer = None) -> Response:
+def ablation_gradcam_npy(image_id: str, ablation: AblationDep, experiments: ExperimentsDep, target: TargetDep,
+                         cam_layer: CamLayerDep) -> Response:
     """Grad-CAM of the model with the channels edited (float32 H×W in [0, 1]; range in X-ConvScope-Range)."""
     cam = _cam(image_id, ablation, experiments, target, cam_layer)
     return npy_response(cam.values, answers.cam_headers(cam))
@@ -45,7 +54,7 @@ def ablation_gradcam_npy(image_id: str, ablation: AblationDep, experiments: Expe
 
 @router.get(IMAGE + "/ablation/gradcam.png", responses=binary("image/png", "the map over the input picture"))
 def ablation_gradcam_png(image_id: str, ablation: AblationDep, experiments: ExperimentsDep, inputs: InputsDep,
-                         target: CamTarget = None, cam_layer: CamLayer = None,
+                         target: TargetDep, cam_layer: CamLayerDep,
                          colormap: Colormap = DEFAULT_COLORMAP, opacity: Opacity = 0.5) -> Response:
     """Grad-CAM of the model with the channels edited, over the input picture."""
     check_colormap(colormap)
@@ -54,11 +63,8 @@ def ablation_gradcam_png(image_id: str, ablation: AblationDep, experiments: Expe
     return png_response(png, answers.cam_headers(cam))
 
 
-def _cam(image_id: str, ablation: Any, experiments: Any, target: int | None, cam_layer: str | None) -> Any:
-    params.check_target(ablation.loaded, target)
-    layer = cam_layer or ablation.loaded.entry.target_layer
-    ablation.loaded.layer(layer)
-    return experiments.ablation_gradcam(ablation.loaded, image_id, ablation.spec, layer, target)
+def _cam(image_id: str, ablation: Any, experiments: Any, target: int | None, cam_layer: ModelLayer) -> Any:
+    return experiments.ablation_gradcam(ablation.loaded, image_id, ablation.spec, cam_layer.name, target)
 
 
 class PatchBody(BaseModel):
@@ -107,7 +113,7 @@ def occlusion_probe_map(image_id: str, body: ProbeMapBody, loaded: LoadedModelDe
     patches that covered it (0 to the largest drop, in X-ConvScope-Range; X-ConvScope-Target the class)."""
     check_colormap(body.colormap)
     patches = _patches(loaded, MAX_MAP_PATCHES, body)
-    target = params.check_target(loaded, body.target)
+    target = loaded.class_index(body.target)
     result = experiments.probe(loaded, image_id, patches)
     values, headers = answers.probe_map(loaded, patches, result, target)
     return png_response(answers.overlay(loaded, inputs, image_id, values, body.colormap, 0.6), headers)

@@ -86,7 +86,7 @@ def model_input_picture(image_id: str, loaded: LoadedModelDep, inputs: InputsDep
 
 @router.get("/models/{model}/images/{image_id}/predictions", summary="The top classes and their probabilities",
             responses=json_answer(Predictions, PREDICTIONS))
-def predictions(model: str, image_id: str, loaded: LoadedModelDep, outputs: OutputsDep,
+def predictions(image_id: str, loaded: LoadedModelDep, outputs: OutputsDep,
                 top_k: Annotated[int, Query(ge=1, le=1000, description="how many classes; more than the model "
                                                                        "has gives all of them")] = 5) -> dict[str, Any]:
     top_k = min(top_k, loaded.entry.num_classes)  # the schema cannot know each model's count

@@ -13,6 +13,7 @@ from server.deps import (
     ChannelExamplesDep,
     ClientAddressDep,
     DownloadsDep,
+    LayerDep,
     LoadedModelDep,
     ModelUploadsDep,
     RuntimeDep,
@@ -23,7 +24,7 @@ from server.errors import ApiError
 from server.openapi import json_example
 from server.responses import npy_response
 from server.services.channels import ChannelExamples
-from server.services.runtime.model_runtime import LoadedModel, ModelRuntime
+from server.services.runtime.model_runtime import LoadedModel, ModelLayer, ModelRuntime
 from server.services.saliency.layer_choice import default_layer
 
 router = APIRouter(prefix="/api", tags=["models"])
@@ -66,24 +67,24 @@ def model_detail(model: str, runtime: RuntimeDep, architectures: ArchitecturesDe
     return {**model_summary(entry, runtime, channel_examples), "weights_used": variant, **architectures.get(entry)}
 
 
-def _parameter(loaded: LoadedModel, layer: str, name: str) -> Response:
-    model = loaded.entry.id
-    module = loaded.layer(layer)
+def _parameter(loaded: LoadedModel, layer: ModelLayer, name: str) -> Response:
+    module = layer.module
     tensor = getattr(module, name, None)
     if tensor is None or not hasattr(tensor, "detach"):
-        raise ApiError(404, f"no_{name}", f"Layer {layer!r} of {model} ({type(module).__name__}) has no {name}.")
+        raise ApiError(404, f"no_{name}",
+                       f"Layer {layer.name!r} of {loaded.entry.id} ({type(module).__name__}) has no {name}.")
     array = tensor.detach().float().cpu().numpy().astype(np.float32)
     return npy_response(array)
 
 
 @router.get("/models/{model}/layers/{layer}/weights.npy",
             summary="A layer's weight tensor as PyTorch holds it (conv: O×I/groups×kh×kw), float32 .npy")
-def layer_weights(layer: str, loaded: LoadedModelDep) -> Response:
+def layer_weights(layer: LayerDep, loaded: LoadedModelDep) -> Response:
     return _parameter(loaded, layer, "weight")
 
 
 @router.get("/models/{model}/layers/{layer}/bias.npy", summary="A layer's bias, float32 .npy (404 where it has none)")
-def layer_bias(layer: str, loaded: LoadedModelDep) -> Response:
+def layer_bias(layer: LayerDep, loaded: LoadedModelDep) -> Response:
     return _parameter(loaded, layer, "bias")
 
 

@@ -9,25 +9,30 @@ from urllib.parse import quote, urlencode
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Response
 
-from server.deps import InputsDep, LoadedModelDep, RuntimeDep, SaliencyMapsDep
+from server.deps import (
+    InputsDep,
+    LoadedModelDep,
+    RuntimeDep,
+    SaliencyLayerDep,
+    SaliencyMapsDep,
+    SaliencyMethodDep,
+    TargetDep,
+)
 from server.responses import npy_response, png_response
 from server.services.rendering.colormaps import COLORMAPS, is_diverging
 from server.services.runtime.inputs import input_picture
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.saliency import describe_methods
+from server.services.saliency.base import SaliencyMethod
 from server.services.saliency.border import describe_border
-from server.services.saliency.methods import DEFAULT_METHOD, METHODS, get_method
+from server.services.saliency.methods import DEFAULT_METHOD
 from server.services.saliency.overlay import DEFAULT_COLORMAP, check_colormap, legend, overlay_png
 from server.services.saliency.service import SaliencyKey, SaliencyMap, make_key
 from server.services.saliency.topk import DEFAULT_K, MAX_K
 
 router = APIRouter(prefix="/api", tags=["saliency"])
 
-# Names are checked by the services (unknown_method, unknown_colormap) against the same lists as these enums.
-MethodQuery = Annotated[str, Query(description="a saliency method name; see /api/saliency/methods",
-                                   json_schema_extra={"enum": list(METHODS)})]
-LayerQuery = Annotated[str | None, Query(description="a layer name; default: the model's default_layer (see /api/models/{model})")]
-TargetQuery = Annotated[int | None, Query(ge=0, le=65535, description="class index; default: the top-1 class")]
+# Method, layer and target are resolved once by server.deps; colour maps are checked against the enum's list.
 ColormapQuery = Annotated[str, Query(description="colour map name", json_schema_extra={"enum": list(COLORMAPS)})]
 OpacityQuery = Annotated[float, Query(ge=0.0, le=1.0, description="0: the input only, 1: the map only")]
 
@@ -59,22 +64,15 @@ class SaliencyQuery:
 
 
 async def one_class(
-    image_id: str,
-    loaded: LoadedModelDep,
-    method: MethodQuery = DEFAULT_METHOD,
-    layer: LayerQuery = None,
-    target: TargetQuery = None,
+    image_id: str, loaded: LoadedModelDep, method: SaliencyMethodDep, layer: SaliencyLayerDep, target: TargetDep,
 ) -> SaliencyQuery:
     return SaliencyQuery(loaded, make_key(loaded, image_id, method, layer, target))
 
 
 async def any_class(
-    image_id: str,
-    loaded: LoadedModelDep,
-    method: MethodQuery = DEFAULT_METHOD,
-    layer: LayerQuery = None,
+    image_id: str, loaded: LoadedModelDep, method: SaliencyMethodDep, layer: SaliencyLayerDep,
 ) -> SaliencyQuery:
-    return await one_class(image_id, loaded, method, layer, None)
+    return SaliencyQuery(loaded, make_key(loaded, image_id, method, layer, None))
 
 
 OneClass = Annotated[SaliencyQuery, Depends(one_class)]
@@ -116,8 +114,7 @@ def _info(query: SaliencyQuery, result: SaliencyMap, colormap: str) -> dict[str,
     }
 
 
-def _method_info(method: str) -> dict[str, Any]:
-    saliency = get_method(method)
+def _method_info(saliency: SaliencyMethod) -> dict[str, Any]:
     return {"name": saliency.name, "title": saliency.title, "display": saliency.display, "family": saliency.family}
 
 
@@ -191,7 +188,7 @@ def saliency_progress(query: AnyClass, maps: SaliencyMapsDep) -> dict[str, Any]:
 
 def _described(query: SaliencyQuery, colormap: str) -> dict[str, Any]:
     return {
-        "method": _method_info(query.key.method),
+        "method": _method_info(query.key.method_object),
         "layer": query.key.layer,
         "weights_used": query.loaded.variant,
         "legend": legend(colormap),

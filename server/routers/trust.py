@@ -14,7 +14,7 @@ from server.errors import ApiError
 from server.openapi import binary, json_example
 from server.responses import npy_response, png_response
 from server.services.rendering.colormaps import COLORMAPS, apply_colormap
-from server.services.saliency.methods import METHODS, get_method
+from server.services.saliency.methods import METHODS
 from server.services.saliency.overlay import DEFAULT_COLORMAP, check_colormap
 from server.services.trust.sanity import SanityKey, SanityResult, strip_png
 
@@ -62,7 +62,7 @@ def _sanity_json(key: SanityKey, result: SanityResult) -> dict[str, Any]:
         "image_id": key.image_id,
         "target": {"index": result.target, "label": result.label},
         "seed": key.seed,
-        "methods": [{"name": m, "title": get_method(m).title} for m in key.methods],
+        "methods": [{"name": m.name, "title": m.title} for m in key.saliency],
         "steps": [{"step": i, "randomised": list(unit.names), "label": unit.label, "scores": scores}
                   for i, (unit, scores) in enumerate(zip(result.units, result.scores, strict=True), start=1)],
         "checks": result.checks,
@@ -132,7 +132,7 @@ def deletion(q: DeletionRequestDep, trust: TrustDep) -> dict[str, Any]:
         "model": q.key.model,
         "weights_used": q.key.variant,
         "image_id": q.key.image_id,
-        "method": {"name": q.key.method, "title": get_method(q.key.method).title},
+        "method": {"name": q.key.method, "title": METHODS[q.key.method].title},
         **answer,
         "urls": {
             "order": f"{prefix}/deletion/order.npy?{urlencode(params)}",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 import anyio.to_thread
 import torch
@@ -24,8 +23,8 @@ from server.services.experiments.service import Experiments
 from server.services.feature_maps import ActivationStore, FeatureMaps, LayerOverviews
 from server.services.image_folders import ImageFolders
 from server.services.images import ImageStore, IsolatedDecoder, UploadGate, decode_limits
-from server.services.images import samples as sample_gallery
 from server.services.images.backends import open_backend
+from server.services.images.samples import SampleGallery
 from server.services.live import LiveHub, LiveLimits
 from server.services.model_uploads import ModelUploads, UploadLimits, uploads_enabled
 from server.services.network import NetworkOverviews
@@ -63,7 +62,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
         decoder=IsolatedDecoder(decode_limits(settings)),
     )
     app.state.downloads = WeightsDownloads(runtime)
-    sample_gallery.cache.budget_bytes = settings.sample_cache_bytes
+    app.state.samples = SampleGallery(settings.sample_cache_bytes, settings.data_dir)
     app.state.architectures = runtime.catalog
     app.state.limiter = WorkLimiter(settings.max_active_work, settings.max_waiting_work,
                                     settings.work_wait_timeout_s, name="model work")
@@ -87,7 +86,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
                                         settings.probe_batch)
     app.state.gradcam_steps = GradCamStepsService(inputs, scheduler.admit, settings.gradcam_steps_cache_bytes)
     app.state.network_overviews = NetworkOverviews(
-        inputs, partial(scheduler.admit, "network"), max_columns=settings.network_max_columns,
+        inputs, scheduler.admit, max_columns=settings.network_max_columns,
         per_column=settings.network_channels_per_column, all_up_to=settings.network_all_channels_up_to,
         budget_bytes=settings.network_cache_bytes)
     app.state.upload_gate = UploadGate(settings.max_active_uploads, settings.max_waiting_uploads)
@@ -100,7 +99,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
         runtime, app.state.architectures,
         LiveLimits(settings.max_live_frame_bytes, settings.max_live_frame_pixels, settings.live_atlas_max_pixels,
                    settings.live_idle_timeout_s),
-        lambda label: scheduler.admit(label, "cheap"), settings.max_live_clients,
+        scheduler.admit, settings.max_live_clients,
     )
     # Sync endpoints run in threadpool threads, and queued model work waits in them: every such wait is
     # bounded (the pools' queues, the caches' waiters), so there are always threads left for the rest.
@@ -109,7 +108,6 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
              + settings.max_waiting_heavy_work)
     threads.total_tokens = max(threads.total_tokens, waits + 64)
     # long background passes (dataset examples, feature visualisation) run in the heavy pool
-    long_work = partial(scheduler.admit, "channels/background", "heavy")
     app.state.background_jobs = background_jobs(settings)
     app.state.image_folders = ImageFolders(settings.image_folders, settings.image_folder_max_files,
                                            settings.max_image_pixels)
@@ -118,10 +116,10 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
         app.state.background_jobs, channel_dir, settings.data_dir,
         max_k=settings.channel_examples_max_k, max_pixels=settings.channel_examples_max_pixels,
         cache_bytes=settings.channel_cache_bytes, batch_size=settings.channel_examples_batch,
-        memory_items=settings.channel_examples_memory_items, admit=long_work, folders=app.state.image_folders)
+        memory_items=settings.channel_examples_memory_items, admit=scheduler.admit, folders=app.state.image_folders)
     app.state.feature_vis = FeatureVisualisations(
         app.state.background_jobs, channel_dir, settings.data_dir,
-        steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=long_work)
+        steps=settings.feature_vis_steps, cache_bytes=settings.channel_cache_bytes, admit=scheduler.admit)
     app.state.trust = TrustChecks(
         inputs, app.state.saliency_maps, app.state.background_jobs, scheduler.admit,
         budget_bytes=settings.trust_cache_bytes, max_steps=settings.sanity_max_steps,

@@ -341,7 +341,7 @@ def test_gradient_top_k_runs_a_few_classes_at_a_time(monkeypatch: pytest.MonkeyP
 
     from server.services.saliency import get_method, topk
     from server.services.saliency.base import TopK
-    from tests.test_saliency_models import small_models
+    from tests.saliency_support import small_models
 
     loaded, x = small_models()["tinyvgg"]
     sizes: list[int] = []

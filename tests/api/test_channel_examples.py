@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +17,7 @@ from models.datasets import mnist
 from server.main import create_app
 from server.services.channels.examples import ChannelTopImages, field_box
 from server.settings import Settings
+from tests.harness import poll_json
 
 
 @pytest.fixture(scope="module")
@@ -30,19 +31,19 @@ def channel_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCli
 
 def _wait(client: TestClient, url: str, params: dict, timeout_s: float = 240.0) -> dict:
     seen_progress = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def get() -> Any:
         answer = client.get(url, params=params)
         assert answer.headers["x-convscope-weights"] in ("trained", "untrained")  # on 202 and 200 alike
-        if answer.status_code == 200:
-            return {**answer.json(), "_progress": seen_progress}
-        assert answer.status_code == 202, answer.text
+        return answer
+
+    def pending(answer: Any) -> None:
         body = answer.json()
         assert body["state"] in ("queued", "running")
         assert answer.headers["Retry-After"]
         seen_progress.append((body["progress"]["done"], body["progress"]["total"]))
-        time.sleep(0.2)
-    raise AssertionError(f"{url} was not ready within {timeout_s} s")
+
+    return {**poll_json(get, timeout_s, f"{url} to be ready", pending), "_progress": seen_progress}
 
 
 def _brute_force(layer_path: list[str], images: np.ndarray, channel: int) -> tuple[np.ndarray, np.ndarray]:

@@ -265,9 +265,9 @@ def test_every_experiment_works_on_a_models_file_model(tmp_path: Path, monkeypat
     """A factory model from a TOML models file (as tests/test_models_file.py makes one): ablation equals the
     forward hook, FGSM equals Captum, the probe and the comparison with its untrained self answer."""
     from models.models_file import app_registry
-    from tests.test_models_file import good_file, workspace, write  # noqa: F401
+    from tests.models_file_support import good_file, make_workspace, write
 
-    folder = workspace.__wrapped__(tmp_path, monkeypatch)  # type: ignore[attr-defined]
+    folder = make_workspace(tmp_path, monkeypatch)
     registry = app_registry(write(folder, good_file(folder)))
     settings = Settings(storage_dir=tmp_path / "images")
     with TestClient(create_app(settings, registry)) as client:

@@ -128,10 +128,10 @@ def test_cache_is_bounded_and_evicts(module_client, image_ids) -> None:
 
     app = module_client.app
     loaded = app.state.runtime.load("tinyvgg-shapes", "auto")
-    one = app.state.gradcam_steps.steps(loaded, app.state.gradcam_steps.key(loaded, image_ids["rgb"], None, 0)).nbytes
+    one = app.state.gradcam_steps.steps(loaded, app.state.gradcam_steps.key(loaded, image_ids["rgb"], loaded.named_layer(loaded.entry.target_layer), 0)).nbytes
     small = GradCamStepsService(app.state.inputs, None, budget_bytes=int(2.5 * one))
-    results = [small.steps(loaded, small.key(loaded, image_ids["rgb"], None, t)) for t in range(5)]
+    results = [small.steps(loaded, small.key(loaded, image_ids["rgb"], loaded.named_layer(loaded.entry.target_layer), t)) for t in range(5)]
     assert [r.target for r in results] == list(range(5))
     assert 0 < small.nbytes <= small.budget_bytes and len(small.cache) == 2
     # the most recent ones are kept: asking again returns the same object without recomputing
-    assert small.steps(loaded, small.key(loaded, image_ids["rgb"], None, 4)) is results[4]
+    assert small.steps(loaded, small.key(loaded, image_ids["rgb"], loaded.named_layer(loaded.entry.target_layer), 4)) is results[4]

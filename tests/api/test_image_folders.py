@@ -6,10 +6,10 @@ the count of images the examples come from, and the refusals (unknown name 404, 
 from __future__ import annotations
 
 import textwrap
-import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,23 +24,10 @@ from server.services.channels.examples import ChannelExamples, ExampleTable
 from server.services.image_folders import ImageFolders
 from server.services.runtime.model_runtime import ModelRuntime
 from server.settings import Settings
+from tests.harness import poll_json, wait_until
+from tests.image_folder_support import PER_PHOTO, make_crops
 
-PER_PHOTO = 34  # × 9 photos = 306 crops
 URL = "/api/models/tinyvgg-shapes/layers/block2.3/channels/{channel}/examples.json"
-
-
-def make_crops(photos: Path, root: Path, per_photo: int = PER_PHOTO, seed: int = 0) -> Path:
-    """Random square crops (64–200 px of the photo, saved at 96 px) in one subfolder per photo."""
-    rng = np.random.default_rng(seed)
-    for photo in sorted(p for p in photos.iterdir() if p.suffix in (".jpg", ".png")):
-        image = Image.open(photo).convert("RGB")
-        (root / photo.stem).mkdir(parents=True, exist_ok=True)
-        for i in range(per_photo):
-            side = int(rng.integers(64, min(200, *image.size)))
-            x, y = int(rng.integers(0, image.width - side)), int(rng.integers(0, image.height - side))
-            crop = image.crop((x, y, x + side, y + side)).resize((96, 96), Image.BILINEAR)
-            crop.save(root / photo.stem / f"{i:03d}.{'png' if i % 5 == 0 else 'jpg'}")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +45,10 @@ def client(tmp_path_factory: pytest.TempPathFactory, crops: Path) -> Iterator[Te
 
 
 def wait(client: TestClient, url: str, params: dict, timeout_s: float = 300.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        answer = client.get(url, params=params)
-        if answer.status_code == 200:
-            return answer.json()
-        assert answer.status_code == 202, answer.text
+    def pending(answer: Any) -> None:
         assert answer.json()["progress"]["total"] == answer.json()["source"]["images"]
-        time.sleep(0.2)
-    raise AssertionError(f"{url} was not ready within {timeout_s} s")
+
+    return poll_json(lambda: client.get(url, params=params), timeout_s, f"{url} to be ready", pending)
 
 
 # --- the listing --------------------------------------------------------------------------------------------
@@ -231,26 +213,27 @@ def test_a_scan_resumes_where_a_stopped_server_left_it(tmp_path: Path, crops: Pa
         jobs = BackgroundJobs(4)
         folders = ImageFolders({"crops": crops}, 10_000, 50_000_000)
         return ChannelExamples(jobs, cache, None, max_k=5, max_pixels=10**9, cache_bytes=10**8, batch_size=32,
-                               memory_items=2, admit=nullcontext,
+                               memory_items=2, admit=lambda label, prior: nullcontext(),
                                folders=folders, checkpoint_s=0.0), jobs
 
     def finish(examples: ChannelExamples) -> ExampleTable:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
+        found: list[ExampleTable] = []
+
+        def ready() -> bool:
             table, job = examples.table(loaded, "folder:crops", layers)
             if table is not None:
-                return table
+                found.append(table)
+                return True
             assert job is not None and job.state in ("queued", "running"), job.as_json()
-            time.sleep(0.05)
-        raise AssertionError("no table")
+            return False
+
+        wait_until(ready, timeout=300, what="the example table", poll_s=0.05)
+        return found[0]
 
     first, jobs = service(tmp_path / "cache")
     _, job = first.table(loaded, "folder:crops", layers)
     assert job is not None
-    deadline = time.monotonic() + 300
-    while job.state in ("queued", "running"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: job.state not in ("queued", "running"), timeout=300, what="the stopped scan", poll_s=0.05)
     assert job.state == "failed" and "the server stopped" in job.error
     partial = list((tmp_path / "cache").glob("examples-*.partial.npz"))
     assert len(partial) == 1

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from server.services.rendering import atlas
 from server.services.runtime.inputs import input_picture
 from server.settings import Settings
 from tests.conftest import load_npy, png_bytes
-from tests.test_hook_removal import _assert_no_hooks
+from tests.harness import assert_no_hooks, wait_until
 
 
 def _jpeg(image: Image.Image, quality: int = 85) -> bytes:
@@ -67,14 +66,6 @@ def _make_client(tmp_path: Path, **overrides: object) -> TestClient:
 def live_client(tmp_path: Path) -> Iterator[TestClient]:
     with _make_client(tmp_path) as client:
         yield client
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.01)
 
 
 def _answer(ws) -> dict:
@@ -176,12 +167,12 @@ def test_latest_frame_wins(live_client: TestClient, photo: bytes) -> None:
             for _ in range(limiter.max_active):
                 busy.enter_context(limiter.admit())
             ws.send_bytes(photo)
-            _wait_for(lambda: limiter.waiting == 1, "frame 1 waits for the model")
+            wait_until(lambda: limiter.waiting == 1, what="frame 1 waits for the model")
             ws.send_bytes(photo)
-            _wait_for(lambda: session.stats.decoded == 2, "frame 2 is decoded (and waits for the model)")
+            wait_until(lambda: session.stats.decoded == 2, what="frame 2 is decoded (and waits for the model)")
             for _ in range(8):
                 ws.send_bytes(photo)
-            _wait_for(lambda: session.stats.received == 10, "all frames arrived")
+            wait_until(lambda: session.stats.received == 10, what="all frames arrived")
             assert session.slot.waiting  # frame 10 waits; 3..9 were replaced, never queued
             assert session.stats.decoded == 2
         answers = [_answer(ws) for _ in range(3)]
@@ -278,7 +269,7 @@ def test_an_idle_socket_is_closed(tmp_path: Path) -> None:
             assert ws.receive_json()["error"]["code"] == "idle_timeout"
             with pytest.raises(WebSocketDisconnect):
                 ws.receive_json()
-        _wait_for(lambda: client.app.state.live.active == 0, "the session is gone")
+        wait_until(lambda: client.app.state.live.active == 0, what="the session is gone")
 
 
 @pytest.mark.parametrize("query", ["", "?method=gradcam"])
@@ -292,10 +283,10 @@ def test_disconnect_frees_everything(live_client: TestClient, photo: bytes, quer
         (session,) = hub.sessions()
         for _ in range(5):  # leave with frames computing and waiting
             ws.send_bytes(photo)
-        _wait_for(lambda: session.stats.received == 6, "the frames arrived")
-    _wait_for(lambda: hub.active == 0, "the session is unregistered")  # after its worker task has ended
+        wait_until(lambda: session.stats.received == 6, what="the frames arrived")
+    wait_until(lambda: hub.active == 0, what="the session is unregistered")  # after its worker task has ended
     assert not session.stats.computing and limiter.active == 0 and limiter.waiting == 0
-    _assert_no_hooks(live_client.app.state.runtime.load("tinyvgg-shapes").module)
+    assert_no_hooks(live_client.app.state.runtime.load("tinyvgg-shapes").module)
     # the server carries on
     with live_client.websocket_connect(f"/api/models/tinyvgg-shapes/live{query}") as ws:
         ws.receive_json()
@@ -312,6 +303,6 @@ def test_a_frame_waiting_for_the_model_is_abandoned_on_disconnect(live_client: T
         with live_client.websocket_connect("/api/models/lenet5/live") as ws:
             ws.receive_json()
             ws.send_bytes(photo)
-            _wait_for(lambda: limiter.waiting == 1, "the frame waits for a slot")
+            wait_until(lambda: limiter.waiting == 1, what="the frame waits for a slot")
         # the session ends although no slot was ever free: its waiting frame gave up
-        _wait_for(lambda: hub.active == 0 and limiter.waiting == 0, "the session and its wait are gone")
+        wait_until(lambda: hub.active == 0 and limiter.waiting == 0, what="the session and its wait are gone")

@@ -7,7 +7,6 @@ get a clear 4xx while the server keeps serving."""
 from __future__ import annotations
 
 import io
-import time
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from torch import nn
 from server.main import create_app
 from server.settings import Settings
 from tests.conftest import load_npy, png_bytes
+from tests.harness import wait_until
 from tests.imported_support import export_torch, onnxruntime_logits
 
 pytest.importorskip("onnxruntime")
@@ -223,10 +223,8 @@ def test_per_client_quota_and_idle_drop(tmp_path: Path, small_onnx: Path) -> Non
         second = _upload(limited, small_onnx.read_bytes(), "m.onnx")
         assert second.status_code == 429 and "at once" in second.json()["error"]["message"]
         model_id = first.json()["id"]
-        deadline = time.monotonic() + 60
-        while model_id in [m["id"] for m in limited.get("/api/models").json()["models"]]:
-            assert time.monotonic() < deadline, "the idle upload was never dropped"
-            time.sleep(0.5)
+        wait_until(lambda: model_id not in [m["id"] for m in limited.get("/api/models").json()["models"]],
+                   timeout=60, what="the idle upload to be dropped", poll_s=0.5)
         assert limited.get(f"/api/models/{model_id}").status_code == 404
         assert _upload(limited, small_onnx.read_bytes(), "m.onnx").status_code == 201  # its place is free again
 

@@ -16,7 +16,7 @@ from models.datasets import shapes
 from server.services.rendering.colormaps import apply_colormap
 from server.services.saliency import METHODS
 from tests.conftest import load_npy, png_bytes
-from tests.test_saliency_models import aligned_upsample
+from tests.saliency_support import aligned_upsample
 
 MODEL = "tinyvgg-shapes"
 

@@ -13,8 +13,8 @@ from PIL import Image
 from models.datasets import mnist, shapes
 from server.main import create_app
 from server.settings import Settings
+from tests.harness import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 HAS_MNIST = (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
 
 

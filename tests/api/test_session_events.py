@@ -4,7 +4,6 @@ heartbeats, Last-Event-ID, the follower cap and count, closing, and a stop that 
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -12,6 +11,7 @@ import httpx
 import pytest
 
 from tests.classroom_support import Server, next_event, sse_events, start_server
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +36,6 @@ def http(server: Server) -> Iterator[httpx.Client]:
 def start(http: httpx.Client, state: dict | None = None) -> tuple[str, dict[str, str]]:
     data = http.post("/api/sessions", json={"state": state} if state else None).json()
     return data["code"], {"Authorization": f"Bearer {data['teacher_token']}"}
-
-
-def wait_for(condition, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_stream_sends_the_state_at_once_then_every_change(http: httpx.Client) -> None:
@@ -109,12 +102,12 @@ def test_follower_cap_and_count_follow_connections(http: httpx.Client, server: S
         assert refused.headers["Retry-After"]
         streams[0].close()
         clients[0].close()  # the connection goes: its place is freed
-        wait_for(lambda: http.get(f"/api/sessions/{code}").json()["followers"] == 2, "the count to drop")
+        wait_until(lambda: http.get(f"/api/sessions/{code}").json()["followers"] == 2, what="the count to drop")
         with clients[3].stream("GET", f"/api/sessions/{code}/events") as response:
             assert response.status_code == 200
             next_event(sse_events(response.iter_lines()))
         del readers
-    wait_for(lambda: http.get(f"/api/sessions/{code}").json()["followers"] == 0, "every follower to leave")
+    wait_until(lambda: http.get(f"/api/sessions/{code}").json()["followers"] == 0, what="every follower to leave")
 
 
 def test_unknown_session_stream_is_404_json(http: httpx.Client) -> None:
@@ -159,7 +152,7 @@ def test_head_of_the_event_stream_ends_at_once_and_frees_its_place(http: httpx.C
     response = http.head(f"/api/sessions/{code}/events")
     assert response.status_code == 200 and response.content == b""
     assert response.headers["content-type"].startswith("text/event-stream")
-    wait_for(lambda: http.get(f"/api/sessions/{code}").json()["followers"] == 0, "the follower place to be freed")
+    wait_until(lambda: http.get(f"/api/sessions/{code}").json()["followers"] == 0, what="the follower place to be freed")
     for _ in range(4):  # more HEADs than the follower cap (3): none keeps a place
         assert http.head(f"/api/sessions/{code}/events").status_code == 200
     with http.stream("GET", f"/api/sessions/{code}/events") as stream:

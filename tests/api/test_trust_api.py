@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import io
 import textwrap
-import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +22,7 @@ from models.datasets.mnist import load_mnist_test
 from server.main import create_app
 from server.settings import Settings
 from tests.conftest import load_npy, png_bytes
+from tests.harness import poll_json, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +39,13 @@ def _base(image_id: str, model: str = "lenet5") -> str:
 
 def wait_for_sanity(client: TestClient, url: str, deadline_s: float = 300.0) -> dict:
     """Poll as the page does (202 while computing) until the answer; the deadline only ends a broken run."""
-    end = time.monotonic() + deadline_s
-    while True:
-        response = client.get(url)
-        if response.status_code == 200:
-            return response.json()
-        assert response.status_code == 202, response.text
+
+    def pending(response: Any) -> None:
         body = response.json()
         assert body["state"] in ("queued", "running") and body["progress"]["total"] > 0
         assert response.headers["retry-after"] == "1"
-        assert time.monotonic() < end, body
-        time.sleep(0.2)
+
+    return poll_json(lambda: client.get(url), deadline_s, f"{url} to finish", pending)
 
 
 def test_sanity_check_scores_equal_scipy_and_skimage_on_the_served_maps(module_client, digit_id) -> None:
@@ -136,10 +133,9 @@ def test_sanity_cancel_while_queued_and_running(module_client, digit_id) -> None
         assert module_client.get(url).status_code == 202
     finally:
         del service.jobs.submit
-    end = time.monotonic() + 60
-    while (job := jobs.get(("sanity", key))).state in ("queued", "running"):
-        assert time.monotonic() < end
-        time.sleep(0.05)
+    wait_until(lambda: jobs.get(("sanity", key)).state not in ("queued", "running"), timeout=60,
+               what="the cancelled job to end", poll_s=0.05)
+    job = jobs.get(("sanity", key))
     assert job.state == "cancelled" and service.result(key) is None
 
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.real_server import live_server as run_live_server
+from tests.harness import SHARED_DATA
+from tests.harness import live_server as run_live_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 CHROMIUM = os.environ.get("CONVSCOPE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",

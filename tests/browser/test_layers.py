@@ -4,9 +4,8 @@ the pointer, open its filters — every number compared with the API's own .npy 
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlparse
+from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
@@ -152,40 +151,6 @@ def test_vector_layer_values(page) -> None:
     )
     page.wait_for_function("k => document.querySelector('.value-readout').dataset.channel === String(k)", arg=k)
     assert float(page.get_attribute(".value-readout", "data-value")) == pytest.approx(float(values[k]), rel=1e-6)
-
-
-def test_vgg16_layer_opening_time(page, photos: Path, shots: Path) -> None:
-    """How long VGG-16 takes to show a layer's first channels: printed, not asserted."""
-    page.goto("/")
-    image_id = upload(page, (photos / "dog.jpg").read_bytes(), "dog.jpg")
-    # build the model first (as the Overview tab would have), then time one forward pass as the baseline
-    api_json(page, f"/api/models/vgg16/images/{image_id}/predictions")
-    started = time.perf_counter()
-    api_json(page, f"/api/models/vgg16/images/{image_id}/predictions")
-    forward_ms = (time.perf_counter() - started) * 1000
-    started = time.perf_counter()
-    page.goto(f"/?model=vgg16&image={image_id}&view=layers&layer=features.0")
-    wait_for_layer(page, "features.0")
-    cold_wall = time.perf_counter() - started
-    cold_view = int(page.get_attribute(".channel-grid", "data-open-ms"))
-    page.wait_for_selector(".arch-strip.has-thumbs")  # strip thumbnails from the same forward pass
-    timings = []
-    for layer in ("features.12", "features.28", "classifier.0"):
-        started = time.perf_counter()
-        page.click(f".arch-strip button[data-layer='{quote(layer, safe='.')}']")
-        wait_for_layer(page, layer)
-        timings.append((layer, time.perf_counter() - started, int(page.get_attribute(".channel-grid", "data-open-ms"))))
-    print(f"\nVGG-16 baseline: predictions request (one forward pass, model loaded) {forward_ms:.0f} ms")
-    print(
-        f"VGG-16 first layer for this image (one capturing forward pass): {cold_view} ms in the view, "
-        f"{cold_wall * 1000:.0f} ms page load to first channels"
-    )
-    for layer, wall, view_ms in timings:
-        print(
-            f"VGG-16 open {layer} after the first (cached forward pass): {view_ms} ms in the view, "
-            f"{wall * 1000:.0f} ms click to first channels"
-        )
-    page.screenshot(path=str(shots / "layers-vgg16-1280x720.png"))
 
 
 def test_pure_modules_in_the_browser(page) -> None:

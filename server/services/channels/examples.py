@@ -21,7 +21,7 @@ import io
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,14 +35,17 @@ from server.errors import ApiError
 from server.services.channels.datasets import Dataset, open_dataset
 from server.services.image_folders import ImageFolders, folder_name
 from server.services.runtime.cache import ResultCache
-from server.services.runtime.hooks import forward_hooks
+from server.services.runtime.hooks import LayerRecorder, forward_hooks
 from server.services.runtime.inputs import input_picture
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.work.background_jobs import Job, Jobs
 from server.services.work.job_queue import SHAREABLE_FAMILIES, Task, WorkerContext
 from server.services.work.disk_budget import evict_oldest
+from server.services.work.scheduler import Admit
 
 FORMAT_VERSION = 1
+
+LONG_WORK = "channels/background"  # the admission label of the long runs (example tables, feature vis)
 
 
 # --- the table ------------------------------------------------------------------------------------------
@@ -116,7 +119,7 @@ def channel_maxima(output: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compute_table(loaded: LoadedModel, dataset: Dataset, layer_names: list[str], k: int, batch_size: int,
-                  admit: Callable[[], AbstractContextManager[Any]], job: Job | None = None,
+                  admit: Admit, job: Job | None = None,
                   resume: ExampleTable | None = None,
                   checkpoint: Callable[[ExampleTable], None] | None = None, checkpoint_s: float = 10.0) -> ExampleTable:
     """Run the dataset through the model and keep every channel's top ``k`` images. ``resume``: a partial
@@ -130,27 +133,22 @@ def compute_table(loaded: LoadedModel, dataset: Dataset, layer_names: list[str],
             tops[name] = ChannelTopImages(values.shape[0], k)
             tops[name].values, tops[name].indices, tops[name].positions = values.copy(), indices.copy(), positions.copy()
         done = resume.images
-    seen: dict[str, torch.Tensor] = {}
-
-    def hook_for(name: str) -> Callable[[Any, Any, Any], None]:
-        def hook(_m: Any, _inputs: Any, output: Any) -> None:
-            if isinstance(output, torch.Tensor) and output.dim() in (2, 4):
-                seen[name] = output  # the last call wins, as everywhere in the API
-        return hook
+    recorder = LayerRecorder()  # the last call wins, as everywhere in the API
+    seen = recorder.outputs
 
     def snapshot(count: int) -> ExampleTable:
         return ExampleTable({name: (t.values, t.indices, t.positions) for name, t in tops.items()}, count)
 
-    hooks = [(modules[name], hook_for(name)) for name in layer_names if name in modules]
+    hooks = [(modules[name], recorder.hook(name, dims=(2, 4))) for name in layer_names if name in modules]
     if job is not None:
         job.progress(done, dataset.size)
     last_checkpoint = time.monotonic()
     for start, images in dataset.batches(batch_size, done):
         batch = torch.stack([loaded.preprocess(image) for image in images]).to(loaded.device)
-        seen.clear()
+        recorder.clear()
         while True:
             try:
-                with admit():
+                with admit(LONG_WORK, "heavy"):
                     with forward_hooks(loaded, hooks), torch.no_grad():
                         loaded.module(batch)
                 break
@@ -171,7 +169,7 @@ def compute_table(loaded: LoadedModel, dataset: Dataset, layer_names: list[str],
             last_checkpoint = time.monotonic()
         if job is not None:
             job.progress(done)
-    seen.clear()
+    recorder.clear()
     return snapshot(dataset.size)
 
 
@@ -180,8 +178,7 @@ def compute_table(loaded: LoadedModel, dataset: Dataset, layer_names: list[str],
 class ChannelExamples:
     def __init__(self, jobs: Jobs, cache_dir: Path, data_dir: Path | None, *, max_k: int,
                  max_pixels: int, cache_bytes: int, batch_size: int, memory_items: int,
-                 admit: Callable[[], AbstractContextManager[Any]], folders: ImageFolders | None = None,
-                 checkpoint_s: float = 10.0) -> None:
+                 admit: Admit, folders: ImageFolders | None = None, checkpoint_s: float = 10.0) -> None:
         self.jobs = jobs
         self.cache_dir = cache_dir
         self.data_dir = data_dir
@@ -345,7 +342,8 @@ def examples_task(context: WorkerContext, params: dict[str, Any], job: Any) -> E
         raise ApiError(409, "dataset_differs", f"The worker's {params['dataset']} ({data.size} images) is not the "
                        "server's; give the workers the same data folder and image folders.")
     loaded = context.runtime.load(params["model"], params["weights"])
-    return compute_table(loaded, data, params["layers"], params["k"], params["batch_size"], nullcontext, job)
+    return compute_table(loaded, data, params["layers"], params["k"], params["batch_size"],
+                         lambda _label, _prior: nullcontext(), job)  # a worker runs one job at a time
 
 
 def examples_for(table: ExampleTable, layer: str, channel: int, k: int) -> list[dict[str, Any]]:

@@ -21,7 +21,6 @@ import json
 import random
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +30,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from server.errors import ApiError
+from server.services.channels.examples import LONG_WORK
 from server.services.runtime.cache import ResultCache
-from server.services.runtime.hooks import forward_hooks
-from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.hooks import LayerRecorder, forward_hooks, run_forward
+from server.services.runtime.model_runtime import LoadedModel, ModelLayer
 from server.services.work.background_jobs import Job, Jobs
 from server.services.work.job_queue import SHAREABLE_FAMILIES, Task, WorkerContext
 from server.services.work.disk_budget import evict_oldest
-
-
-class _Reached(Exception):
-    """Raised by the hook once the target layer ran: the layers after it are not needed."""
+from server.services.work.scheduler import Admit
 
 
 def fourier_scale(height: int, width: int, decay: float = 1.0) -> torch.Tensor:
@@ -49,14 +46,6 @@ def fourier_scale(height: int, width: int, decay: float = 1.0) -> torch.Tensor:
     fx = torch.fft.rfftfreq(width)[None, :]
     freq = torch.sqrt(fx * fx + fy * fy)
     return 1.0 / torch.clamp(freq, min=1.0 / max(height, width)) ** decay
-
-
-_MIXINGS: ResultCache[tuple[tuple[float, ...], ...]] = ResultCache("colour mixing matrices", 64 * 1024)
-
-
-def colour_mixing(source: str, data_dir: str | None) -> tuple[tuple[float, ...], ...]:
-    """:func:`measure_colour_mixing`, computed once per (source, data folder)."""
-    return _MIXINGS.get_or_compute((source, data_dir), lambda: measure_colour_mixing(source, data_dir))
 
 
 def measure_colour_mixing(source: str, data_dir: str | None) -> tuple[tuple[float, ...], ...]:
@@ -90,12 +79,12 @@ def _colour_samples(source: str, data_dir: Path | None) -> np.ndarray | None:
     return np.concatenate(chunks) if chunks else None
 
 
-def optimise(loaded: LoadedModel, layer: str, channel: int, *, steps: int, seed: int, lr: float = 0.1,
+def optimise(loaded: LoadedModel, layer: ModelLayer, channel: int, *, steps: int, seed: int, lr: float = 0.1,
              jitter: int = 4, scales: tuple[float, float] = (0.92, 1.08), mixing: tuple[tuple[float, ...], ...] | None = None,
-             admit: Callable[[], AbstractContextManager[Any]] | None = None,
+             admit: Admit | None = None,
              progress: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, float]:
     """The optimised picture (H×W×C floats in [0, 1]) and the channel's mean on it, without jitter."""
-    module = loaded.layer(layer)
+    module = layer.module
     c, h, w = loaded.entry.input.channels, loaded.entry.input.height, loaded.entry.input.width
     generator = torch.Generator().manual_seed(seed)
     chooser = random.Random(seed)
@@ -105,12 +94,8 @@ def optimise(loaded: LoadedModel, layer: str, channel: int, *, steps: int, seed:
     mean = torch.tensor(loaded.preprocess_fn.mean, dtype=torch.float32).reshape(-1, 1, 1)[:c]
     std = torch.tensor(loaded.preprocess_fn.std, dtype=torch.float32).reshape(-1, 1, 1)[:c]
     optimiser = torch.optim.Adam([spectrum], lr=lr)
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook(_m: Any, _inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor):
-            captured["out"] = output
-            raise _Reached
+    captured = LayerRecorder()
+    hook = captured.hook(layer.name, stop=True)  # the pass stops at the layer: nothing after it runs
 
     def picture() -> torch.Tensor:
         complex_spec = torch.view_as_complex(spectrum) * scale
@@ -123,13 +108,10 @@ def optimise(loaded: LoadedModel, layer: str, channel: int, *, steps: int, seed:
     def objective(batch: torch.Tensor) -> torch.Tensor:
         captured.clear()
         with forward_hooks(loaded, [(module, hook)]):
-            try:
-                loaded.module(batch)
-            except _Reached:
-                pass
-        if "out" not in captured:
+            run_forward(loaded.module, batch)
+        if layer.name not in captured.outputs:
             raise ApiError(422, "not_run", f"Layer {layer!r} did not run in the forward pass.")
-        out = captured["out"][0]
+        out = captured.outputs[layer.name][0]
         if not 0 <= channel < out.shape[0]:
             raise ApiError(404, "unknown_channel", f"Layer {layer!r} has channels 0 to {out.shape[0] - 1}; there is no {channel}.")
         return out[channel].mean()
@@ -148,7 +130,7 @@ def optimise(loaded: LoadedModel, layer: str, channel: int, *, steps: int, seed:
         if admit is None:
             loss = -objective(batch)
         else:
-            with admit():
+            with admit(LONG_WORK, "heavy"):
                 loss = -objective(batch)
         optimiser.zero_grad()
         loss.backward()
@@ -185,7 +167,7 @@ class FeatureVisualisations:
     """Jobs on the shared background worker; results on disk (PNG + JSON) under a byte budget."""
 
     def __init__(self, jobs: Jobs, cache_dir: Path, data_dir: Path | None, *, steps: int,
-                 cache_bytes: int, admit: Callable[[], AbstractContextManager[Any]]) -> None:
+                 cache_bytes: int, admit: Admit | None) -> None:
         self.jobs = jobs
         self.cache_dir = cache_dir
         self.data_dir = data_dir
@@ -193,6 +175,13 @@ class FeatureVisualisations:
         self.cache_bytes = cache_bytes
         self.admit = admit
         self._lock = threading.Lock()
+        # the colour mixing of each source, measured once (a few floats: the service owns it, no module global)
+        self.mixings: ResultCache[tuple[tuple[float, ...], ...]] = ResultCache("colour mixing matrices", 64 * 1024)
+
+    def colour_mixing(self, source: str) -> tuple[tuple[float, ...], ...]:
+        """:func:`measure_colour_mixing` of ``source``, computed once."""
+        data_dir = None if self.data_dir is None else str(self.data_dir)
+        return self.mixings.get_or_compute(source, lambda: measure_colour_mixing(source, data_dir))
 
     def _key(self, loaded: LoadedModel, layer: str, channel: int, seed: int) -> tuple[Any, ...]:
         return ("featurevis", loaded.entry.id, loaded.variant, layer, channel, seed, self.steps)
@@ -228,7 +217,9 @@ class FeatureVisualisations:
         meta.write_text(json.dumps(result["meta"]))
         self._evict(keep=png)
 
-    def start(self, loaded: LoadedModel, layer: str, channel: int, seed: int) -> dict[str, Any]:
+    def start(self, loaded: LoadedModel, resolved: ModelLayer, channel: int, seed: int) -> dict[str, Any]:
+        """Start optimising (``resolved``: the layer found once by ``server.deps.LayerDep``)."""
+        layer = resolved.name
         current = self.status(loaded, layer, channel, seed)
         if current["state"] in ("done", "queued", "running"):
             return current
@@ -237,12 +228,12 @@ class FeatureVisualisations:
         mixing = None
         if loaded.entry.input.channels == 3:
             source = "shapes" if loaded.entry.input.height <= 64 else "photos"
-            mixing = colour_mixing(source, None if self.data_dir is None else str(self.data_dir))
+            mixing = self.colour_mixing(source)
         params = {"model": loaded.entry.id, "weights": loaded.variant, "layer": layer, "channel": channel,
                   "seed": seed, "steps": self.steps, "mixing": mixing, "description": self.parameterisation(loaded)}
 
         def run(job: Job) -> None:
-            self._install(key, visualise(loaded, params, self.admit, job))
+            self._install(key, visualise(loaded, resolved, params, self.admit, job))
 
         task = Task("featurevis", params) if loaded.entry.family in SHAREABLE_FAMILIES else None
         self.jobs.submit(key, run, total=self.steps, task=task)
@@ -264,12 +255,12 @@ class FeatureVisualisations:
             evict_oldest(self.cache_dir, "featurevis-*.png", self.cache_bytes, keep, companion_suffixes=(".json",))
 
 
-def visualise(loaded: LoadedModel, params: dict[str, Any], admit: Callable[[], AbstractContextManager[Any]] | None,
+def visualise(loaded: LoadedModel, layer: ModelLayer, params: dict[str, Any], admit: Admit | None,
               job: Any) -> dict[str, Any]:
     """One feature visualisation job: the PNG and its description (``job`` gets the progress)."""
     steps = params["steps"]
     job.progress(0, steps, objective=None)
-    picture, value = optimise(loaded, params["layer"], params["channel"], steps=steps, seed=params["seed"],
+    picture, value = optimise(loaded, layer, params["channel"], steps=steps, seed=params["seed"],
                               mixing=params["mixing"], admit=admit, progress=lambda step, v: job.progress(step, objective=v))
     return {"png": to_png(picture), "meta": {"objective": value, "seed": params["seed"], "steps": steps,
                                              "layer": params["layer"], "channel": params["channel"],
@@ -278,4 +269,5 @@ def visualise(loaded: LoadedModel, params: dict[str, Any], admit: Callable[[], A
 
 def featurevis_task(context: WorkerContext, params: dict[str, Any], job: Any) -> dict[str, Any]:
     """The job on a queue worker (``job_queue.TASKS``): the same computation, the model built there."""
-    return visualise(context.runtime.load(params["model"], params["weights"]), params, None, job)
+    loaded = context.runtime.load(params["model"], params["weights"])
+    return visualise(loaded, loaded.named_layer(params["layer"]), params, None, job)

@@ -8,28 +8,17 @@ the teacher's own browser used (the request's Host), except that a loopback name
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+from server.hosts import is_loopback
 
 
 @dataclass(frozen=True)
 class JoinBase:
     url: str  # scheme://host[:port], no trailing slash
     warning: str | None  # why students may not reach it, when we know
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]").lower()
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def lan_address() -> str | None:

@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import math
-import re
 import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -26,6 +25,7 @@ from server.services.classroom.codes import new_code, new_token, normalize_code,
 from server.services.classroom.pins import SessionPins
 from server.services.classroom.predictions import WallPredictions
 from server.services.classroom.state_rules import clean_name, validate_state
+from server.services.images.store import IMAGE_ID
 from server.services.quotas import KeyedWindow, WindowLimit
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("convscope")
 
-_IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 _WEIGHTS = ("auto", "trained", "untrained")
 
 
@@ -215,7 +214,7 @@ class Classroom:
     async def submit(self, code: str, image_id: Any, name: Any, student: str,
                      client: str | None = None) -> dict[str, Any]:
         record = await self._record(code, client)
-        if not isinstance(image_id, str) or not _IMAGE_ID.match(image_id):
+        if not isinstance(image_id, str) or not IMAGE_ID.match(image_id):
             raise ApiError(422, "invalid_image_id", "image_id is the id an upload answered (64 hex digits).")
         display = clean_name(name, self.limits.max_name_chars)
         # The image must be here (or in the shared store) now, so the wall never shows a broken picture.

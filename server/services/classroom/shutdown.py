@@ -9,42 +9,11 @@ in ways where signals cannot be chained (not in the main thread).
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import threading
 from collections.abc import Callable
-from types import FrameType
-from typing import Any
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+from server.services.work.stop_signals import chain_stop_signals
 
 
 def on_stop_signal(callback: Callable[[], None]) -> Callable[[], None]:
     """Call ``callback`` on the running loop when a stop signal arrives; returns the undo function."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None  # a TestClient or an embedding server: signals are not ours to chain
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return lambda: None
-    previous: dict[int, Any] = {}
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(callback)
-        before = previous.get(signum)
-        if callable(before):
-            before(signum, frame)
-        elif before == signal.SIG_DFL:
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
-
-    for sig in _SIGNALS:
-        previous[sig] = signal.getsignal(sig)
-        signal.signal(sig, handler)
-
-    def undo() -> None:
-        for sig, before in previous.items():
-            if signal.getsignal(sig) is handler:
-                signal.signal(sig, before)
-
-    return undo
+    return chain_stop_signals(callback, on_loop=True)

@@ -32,6 +32,13 @@ class AblationSpec:
     channels: tuple[int, ...]
     mode: str = "zero"
     factor: float = 0.0  # for mode "scale"
+    module: nn.Module | None = field(default=None, compare=False, repr=False)  # ``layer``, resolved once (deps)
+
+    @property
+    def edited_module(self) -> nn.Module:
+        """The module of ``layer``, as the request's dependency resolved it (``server.deps.get_ablation``)."""
+        assert self.module is not None, "an AblationSpec is made with its resolved module"
+        return self.module
 
     def edit(self, output: torch.Tensor) -> torch.Tensor:
         """``output`` (B×C×… ) with the channels edited; a new tensor, ``output`` is left as it was."""
@@ -105,7 +112,7 @@ def ablate(loaded: LoadedModel, batch: torch.Tensor, base: AblationBase, spec: A
                 later.after = True
                 logits = base.split.run_tail(base.state, spec.edit)
         else:
-            with forward_hooks(loaded, later.hooks([(loaded.layer(spec.layer), edit_hook)])):
+            with forward_hooks(loaded, later.hooks([(spec.edited_module, edit_hook)])):
                 logits = loaded.module(batch)
     return AblationOutcome(_row(logits), later.ordered_changes())
 
@@ -122,6 +129,5 @@ class EditedModel(nn.Module):
 
     def forward(self, batch: torch.Tensor) -> Any:
         loaded: LoadedModel = object.__getattribute__(self, "_loaded")
-        layer = loaded.layer(self.spec.layer)
-        with recording_hooks(loaded.module, [(layer, lambda m, i, o: self.spec.edit(o))]):
+        with recording_hooks(loaded.module, [(self.spec.edited_module, lambda m, i, o: self.spec.edit(o))]):
             return loaded.module(batch)

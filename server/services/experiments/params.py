@@ -9,16 +9,13 @@ from typing import Any
 from server.errors import ApiError
 from server.services.experiments.ablation import AblationSpec
 from server.services.experiments.occlusion_probe import Patch
-from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.model_runtime import LoadedModel, ModelLayer
 
 MAX_CHANNEL_TEXT = 4000  # "3,5,…": long lists use invert=true ("all but these")
 
 
-def layer_row(rows: Sequence[dict[str, Any]], loaded: LoadedModel, layer: str | None) -> dict[str, Any]:
-    """The architecture row of ``layer`` (default: the model's Grad-CAM layer); 404 unknown_layer, 422 when
-    its output has no channels."""
-    name = layer or loaded.entry.target_layer
-    loaded.layer(name)  # 404 unknown_layer
+def layer_row(rows: Sequence[dict[str, Any]], loaded: LoadedModel, name: str) -> dict[str, Any]:
+    """The architecture row of the (resolved) layer ``name``; 422 when its output has no channels."""
     row = next((r for r in rows if r["name"] == name), None)
     if row is None or len(row.get("output_shape") or ()) not in (1, 3):
         raise ApiError(422, "layer_has_no_channels",
@@ -47,17 +44,11 @@ def parse_channels(text: str, count: int, layer: str, invert: bool) -> tuple[int
     return tuple(chosen)
 
 
-def ablation_spec(row: dict[str, Any], channels: str, mode: str, factor: float, invert: bool) -> AblationSpec:
+def ablation_spec(row: dict[str, Any], layer: ModelLayer, channels: str, mode: str, factor: float,
+                  invert: bool) -> AblationSpec:
     count = int(row["output_shape"][0])
-    return AblationSpec(row["name"], parse_channels(channels, count, row["name"], invert), mode,
-                        float(factor) if mode == "scale" else 0.0)
-
-
-def check_target(loaded: LoadedModel, target: int | None, name: str = "target") -> int | None:
-    if target is not None and not 0 <= target < loaded.entry.num_classes:
-        raise ApiError(404, "invalid_target",
-                       f"{name}: a class index from 0 to {loaded.entry.num_classes - 1} is needed; got {target}.")
-    return target
+    return AblationSpec(layer.name, parse_channels(channels, count, layer.name, invert), mode,
+                        float(factor) if mode == "scale" else 0.0, module=layer.module)
 
 
 def check_patches(loaded: LoadedModel, patches: Sequence[Patch]) -> list[Patch]:
@@ -80,7 +71,7 @@ def check_patches(loaded: LoadedModel, patches: Sequence[Patch]) -> list[Patch]:
 def check_classes(loaded: LoadedModel, classes: Sequence[int] | None) -> list[int]:
     out = []
     for i, index in enumerate(classes or ()):
-        check_target(loaded, index, f"classes[{i}]")
+        loaded.class_index(index, f"classes[{i}]")
         out.append(int(index))
     return out
 

@@ -4,7 +4,6 @@ measured duration) and stopped at checkpoints once nobody waits for it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -32,10 +31,9 @@ from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.runtime.outputs import ModelOutputs
 from server.services.saliency.base import TopK
-from server.services.saliency.methods import get_method
+from server.services.saliency.cams import GradCAM
 from server.services.work.cancel import checkpoint
-
-Admit = Callable[[str, str], AbstractContextManager[Any]]
+from server.services.work.scheduler import Admit
 
 
 @dataclass(frozen=True)
@@ -117,7 +115,7 @@ class Experiments:
                                  loaded.preprocess_fn, loaded.lock, loaded.catalog)
             edited.__dict__["_modules_by_name"] = dict(loaded.module.named_modules())
             batch = self.inputs.batch(loaded, image_id)
-            method = get_method("gradcam")
+            method = GradCAM()
             targets = [target] if target is not None else TopK(1)
             with self._admitted(f"experiments/ablation-gradcam/{loaded.entry.id}"):
                 explanation = method.explain(edited, batch, cam_layer, targets)

@@ -30,7 +30,7 @@ def explain_image(loaded: LoadedModel, image: Any, out_dir: Path, method: str = 
     """Explain ``image`` (a PIL image) on ``loaded``; writes the overlays and explain.json into ``out_dir``."""
     saliency = get_method(method)
     # an unknown layer is a clear error before any work
-    layer_name = saliency_layer(loaded, layer) if saliency.uses_layer else None
+    layer_name = saliency_layer(loaded, layer).name if saliency.uses_layer else None
     tensor = loaded.preprocess(image)
     x = tensor.unsqueeze(0).to(loaded.device)
     with torch.no_grad():

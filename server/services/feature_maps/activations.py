@@ -212,8 +212,7 @@ class ActivationStore:
         hand the capture over (the layer overview adopts the summaries, the logits cache the output).
         """
         selectable = {entry["name"] for entry in layers}
-        if layer not in selectable:
-            loaded.layer(layer)  # 404 unknown_layer when there is no such module at all
+        if layer not in selectable:  # (a name that is no module at all was answered 404 by server.deps.LayerDep)
             raise ApiError(
                 422, "layer_has_no_feature_map",
                 f"Layer {layer!r} of {loaded.entry.id} does not output a feature map or vector.",

@@ -18,11 +18,12 @@ from server.services.runtime.architecture_catalog import ArchitectureCatalog
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.runtime.outputs import ModelOutputs
+from server.services.work.scheduler import Admit
 
 
 class FeatureMaps:
     def __init__(self, activations: ActivationStore, overviews: LayerOverviews, architectures: ArchitectureCatalog,
-                 inputs: ModelInputs, admit: Callable[[str, str], AbstractContextManager[Any]] | None = None,
+                 inputs: ModelInputs, admit: Admit | None = None,
                  outputs: ModelOutputs | None = None) -> None:
         self.activations = activations
         self.overviews = overviews

@@ -23,7 +23,8 @@ from typing import Protocol
 from server.errors import ApiError
 
 log = logging.getLogger("convscope")
-IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
+IMAGE_ID_PATTERN = "^[0-9a-f]{64}$"  # an image id: the sha256 of the stored bytes (the one definition)
+IMAGE_ID = re.compile(IMAGE_ID_PATTERN)
 UNKNOWN_OWNER = ""  # images found on disk at start-up, or stored without naming a client
 
 

@@ -19,12 +19,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import os
 import signal
-import subprocess
 import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from PIL import Image
@@ -37,6 +33,7 @@ from server.services.images.decode_worker import (  # noqa: F401 - re-exported f
     DecodeError,
     looks_like_image,
 )
+from server.services.work.child_processes import ChildProcessPool
 
 
 def decode_image(data: bytes, max_pixels: int, max_decoded_bytes: int | None = None,
@@ -66,58 +63,24 @@ def decode_limits(settings) -> DecodeLimits:  # noqa: ANN001 - server.settings.S
 
 
 class IsolatedDecoder:
-    """Decodes each upload in a fresh child process under :class:`DecodeLimits`: callable like
-    ``decode_image`` (bytes → RGB image), thread-safe, at most ``max_processes`` children at once."""
+    """Decodes each upload in a fresh child process under :class:`DecodeLimits` (a
+    :class:`~server.services.work.child_processes.ChildProcessPool`): callable like ``decode_image``
+    (bytes → RGB image), thread-safe, at most ``max_processes`` children at once."""
 
     def __init__(self, limits: DecodeLimits) -> None:
         self.limits = limits
-        self._slots = threading.BoundedSemaphore(max(1, limits.max_processes))
-        self._env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        self._spare: subprocess.Popen | None = None  # one worker started ahead, its imports done
-        self._spare_lock = threading.Lock()
-        # Children are started by one long-lived thread: the kernel's parent-death signal fires when the
-        # *thread* that forked a child ends, and request threads come and go.
-        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-spawner")
-
-    def _popen(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, decode_worker.__file__], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                env={**self._env, decode_worker.PARENT_ENV: str(os.getpid())})
-
-    def _start(self) -> subprocess.Popen:
-        try:
-            return self._spawner.submit(self._popen).result()
-        except RuntimeError:  # closed (the server is stopping): this one thread lives as long as the decode
-            return self._popen()
-
-    def _worker(self) -> subprocess.Popen:
-        """A started worker (the spare when there is one), and a new spare started for the next upload.
-        An idle spare only waits on its stdin; when the server exits, the pipe closes and so does it."""
-        with self._spare_lock:
-            proc, self._spare = self._spare, None
-            if proc is None or proc.poll() is not None:
-                proc = self._start()
-            self._spare = self._start()
-        return proc
+        self._pool = ChildProcessPool([sys.executable, decode_worker.__file__], limits.max_processes,
+                                      limits.wall_seconds, "image decoder", decode_worker.PARENT_ENV)
 
     def close(self) -> None:
-        with self._spare_lock:
-            spare, self._spare = self._spare, None
-        if spare is not None:
-            spare.kill()
-            spare.communicate()
-        self._spawner.shutdown(wait=False)
+        self._pool.close()
 
     def __call__(self, data: bytes) -> Image.Image:
         if not data:
             raise ApiError(400, "empty_file", "The uploaded file is empty.")
-        if not self._slots.acquire(timeout=self.limits.wall_seconds):
-            raise ApiError(503, "overloaded", "Every image decoder is busy; try again in a moment.",
-                           {"Retry-After": "2"})
         try:
             return self._decode(data)
         finally:
-            self._slots.release()
             release_memory()
 
     def _decode(self, data: bytes) -> Image.Image:
@@ -125,18 +88,10 @@ class IsolatedDecoder:
         header = {"max_pixels": limits.max_pixels, "max_scans": limits.max_scans,
                   "max_decoded_bytes": limits.max_decoded_bytes or limits.max_pixels * 3,
                   "cpu_seconds": limits.cpu_seconds, "memory_bytes": limits.memory_bytes}
-        proc = self._worker()
-        try:
-            out, _ = proc.communicate(json.dumps(header).encode() + b"\n" + data, timeout=limits.wall_seconds)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise _too_costly(f"Decoding the image took more than {limits.wall_seconds:g} s.") from None
-        finally:
-            if proc.poll() is None:  # an exception above (e.g. a broken pipe): never leave the child running
-                proc.kill()
-                proc.wait()
-        line, _, raw = out.partition(b"\n")
+        result = self._pool.run(json.dumps(header).encode() + b"\n" + data)
+        if result.returncode is None:
+            raise _too_costly(f"Decoding the image took more than {limits.wall_seconds:g} s.")
+        line, _, raw = result.stdout.partition(b"\n")
         try:
             answer = json.loads(line) if line else {}
         except ValueError:
@@ -144,11 +99,11 @@ class IsolatedDecoder:
         if "error" in answer:
             status, code, message = answer["error"]
             raise ApiError(int(status), str(code), str(message))
-        if "ok" in answer and proc.returncode == 0:
+        if "ok" in answer and result.returncode == 0:
             width, height = (int(v) for v in answer["ok"])
             if 0 < width <= MAX_WORKING_SIDE and 0 < height <= MAX_WORKING_SIDE and len(raw) == width * height * 3:
                 return Image.frombytes("RGB", (width, height), raw)
-        if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        if result.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
             raise _too_costly(f"Decoding the image took more than {limits.cpu_seconds:g} s of CPU time.")
         raise ApiError(422, "corrupt_image", "The image could not be decoded (the decoder failed on it).")
 

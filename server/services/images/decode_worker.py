@@ -268,6 +268,14 @@ PARENT_ENV = "CONVSCOPE_DECODE_PARENT"  # the server's pid, which the child must
 PR_SET_PDEATHSIG = 1
 
 
+def die_with_server() -> None:
+    """What every limited child does first (image decoders, model converters): die with the server whose pid
+    the pool put in ``PARENT_ENV``."""
+    parent = os.environ.get(PARENT_ENV, "")
+    if parent.isdigit():
+        _die_with_parent(int(parent))
+
+
 def _die_with_parent(parent: int) -> None:
     """Ask the kernel for SIGKILL when the parent dies; and, where that is not available or the parent died
     before it was asked, exit as soon as this process's parent is no longer ``parent``."""
@@ -292,9 +300,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _main() -> int:
-    parent = os.environ.get(PARENT_ENV, "")
-    if parent.isdigit():
-        _die_with_parent(int(parent))
+    die_with_server()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     limits = json.loads(stdin.readline())
     set_limits(limits["cpu_seconds"], limits["memory_bytes"])

@@ -30,9 +30,27 @@ _PHOTO_ID = re.compile(r"photos-([a-z0-9][a-z0-9_-]{0,39})")
 _PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 PHOTO_MAX_SIDE = 512  # plenty for 224×224 models, and a light download for a class of laptops
 
-# Sample PNGs, the MNIST arrays and the Shapes labels: one ResultCache (its budget is
-# Settings.sample_cache_bytes, applied by the app's lifespan).
-cache: ResultCache[object] = ResultCache("samples", 32 * 1024 * 1024)
+SampleCache = ResultCache[object]  # sample PNGs, the MNIST arrays and the Shapes labels
+
+
+def _cache(cache: SampleCache | None) -> SampleCache:
+    """The gallery's cache, or (a call outside the app: tests, the CLI) one for this call only."""
+    return cache if cache is not None else ResultCache("samples (one call)", 64 * 1024 * 1024)
+
+
+class SampleGallery:
+    """The samples the app serves, with one ResultCache whose budget is ``Settings.sample_cache_bytes``
+    (made and owned by the wiring, not a module global)."""
+
+    def __init__(self, cache_bytes: int, data_dir: Path | None = None) -> None:
+        self.cache: SampleCache = ResultCache("samples", cache_bytes)
+        self.data_dir = data_dir
+
+    def list(self, dataset: str, count: int = DEFAULT_COUNT) -> list[Sample]:
+        return list_samples(dataset, count, self.data_dir, self.cache)
+
+    def png(self, sample_id: str) -> bytes:
+        return sample_png(sample_id, self.data_dir, self.cache)
 
 
 class UnknownSample(LookupError):
@@ -52,7 +70,8 @@ def _make(dataset: str, index: int, label: str) -> Sample:
     return Sample(sample_id, dataset, label, f"/api/samples/{sample_id}.png")
 
 
-def list_samples(dataset: str, count: int = DEFAULT_COUNT, data_dir: Path | None = None) -> list[Sample]:
+def list_samples(dataset: str, count: int = DEFAULT_COUNT, data_dir: Path | None = None,
+                 cache: SampleCache | None = None) -> list[Sample]:
     """Up to ``count`` test samples of ``dataset`` whose labels cycle through the classes (0, 1, 2, …).
 
     ``data_dir`` is where to look for MNIST first; MNIST gives an empty list when no MNIST test
@@ -61,28 +80,30 @@ def list_samples(dataset: str, count: int = DEFAULT_COUNT, data_dir: Path | None
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
     count = max(0, min(int(count), MAX_COUNT))
+    cache = _cache(cache)
     if dataset == "shapes":
-        labels = _shapes_test_labels()
+        labels = _shapes_test_labels(cache)
         return [_make("shapes", i, shapes.CLASSES[int(labels[i])]) for i in _balanced_indices(labels, count)]
     if dataset == "photos":
         photos = _photo_files(_photos_dir(data_dir))
         return [Sample(f"photos-{stem}", "photos", stem, f"/api/samples/photos-{stem}.png")
                 for stem in sorted(photos)[:count]]
-    arrays = _mnist_arrays(mnist.find_data_dir(data_dir))
+    arrays = _mnist_arrays(mnist.find_data_dir(data_dir), cache)
     if arrays is None:
         return []
     _, labels = arrays
     return [_make("mnist", i, str(int(labels[i]))) for i in _balanced_indices(labels, count)]
 
 
-def sample_png(sample_id: str, data_dir: Path | None = None) -> bytes:
+def sample_png(sample_id: str, data_dir: Path | None = None, cache: SampleCache | None = None) -> bytes:
     """The PNG bytes of one sample; :class:`UnknownSample` for an id that names none."""
+    cache = _cache(cache)
     photo = _PHOTO_ID.fullmatch(sample_id)
     if photo is not None:
         path = _photo_files(_photos_dir(data_dir)).get(photo.group(1))
         if path is None:
             raise UnknownSample(f"This server has no photo {photo.group(1)!r}.")
-        return _photo_png(path)
+        return _photo_png(path, cache)
     match = _SAMPLE_ID.fullmatch(sample_id)
     if match is None:
         raise UnknownSample(f"{sample_id!r} is not a sample id; ids look like 'shapes-test-3' or 'mnist-test-42'.")
@@ -91,8 +112,8 @@ def sample_png(sample_id: str, data_dir: Path | None = None) -> bytes:
         size = shapes.SPLIT_SIZES["test"]
         if index >= size:
             raise UnknownSample(f"There is no Shapes test sample {index}; indices run from 0 to {size - 1}.")
-        return _shapes_png(index)
-    arrays = _mnist_arrays(mnist.find_data_dir(data_dir))
+        return _shapes_png(index, cache)
+    arrays = _mnist_arrays(mnist.find_data_dir(data_dir), cache)
     if arrays is None:
         raise UnknownSample("This server has no MNIST test images, so it has no MNIST samples.")
     images, _ = arrays
@@ -126,7 +147,7 @@ def _photo_files(folder: Path | None) -> dict[str, Path]:
     return found
 
 
-def _photo_png(path: Path) -> bytes:
+def _photo_png(path: Path, cache: SampleCache) -> bytes:
     return cache.get_or_compute(("photo", path), lambda: _read_photo(path))  # type: ignore[return-value]
 
 
@@ -137,7 +158,7 @@ def _read_photo(path: Path) -> bytes:
     return _png(rgb)
 
 
-def _shapes_png(index: int) -> bytes:
+def _shapes_png(index: int, cache: SampleCache) -> bytes:
     def make() -> bytes:
         image, _, _ = shapes.sample(index, split="test")
         return _png(image.convert("RGB"))
@@ -145,7 +166,7 @@ def _shapes_png(index: int) -> bytes:
     return cache.get_or_compute(("shapes", index), make)  # type: ignore[return-value]
 
 
-def _shapes_test_labels() -> np.ndarray:
+def _shapes_test_labels(cache: SampleCache) -> np.ndarray:
     return cache.get_or_compute(  # type: ignore[return-value]
         ("shapes-labels",), lambda: shapes.generate_split("test", count=_SHAPES_SCAN).labels)
 
@@ -161,7 +182,7 @@ def _balanced_indices(labels: np.ndarray, count: int) -> list[int]:
     return out[:count]
 
 
-def _mnist_arrays(data_dir: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
+def _mnist_arrays(data_dir: Path | None, cache: SampleCache) -> tuple[np.ndarray, np.ndarray] | None:
     """10,000 × 28 × 28 bytes ≈ 7.8 MB per directory."""
     if data_dir is None:
         return None

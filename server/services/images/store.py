@@ -26,14 +26,14 @@ from pathlib import Path
 from PIL import Image
 
 from server.errors import ApiError
-from server.services.images.backends import IMAGE_ID, UNKNOWN_OWNER, ImageBackend, LocalImages
+from server.services.images.backends import IMAGE_ID, IMAGE_ID_PATTERN, UNKNOWN_OWNER, ImageBackend, LocalImages
 from server.services.images.decode import DecodeLimits, IsolatedDecoder
 from server.services.images.eviction import owned_bytes, plan_eviction
 from server.services.runtime.cache import ResultCache
 
 log = logging.getLogger("convscope")
 
-__all__ = ["UNKNOWN_OWNER", "ImageStore", "StoredImage"]
+__all__ = ["IMAGE_ID", "IMAGE_ID_PATTERN", "UNKNOWN_OWNER", "ImageStore", "StoredImage"]
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,7 @@ import base64
 import io
 import math
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,13 +25,14 @@ from server.services.images.decode import decode_image
 from server.services.rendering import atlas
 from server.services.rendering.colormaps import apply_colormap, colormap_stops
 from server.services.runtime.architecture_catalog import ArchitectureCatalog
-from server.services.runtime.hooks import CapturedLayer, forward_hooks
+from server.services.runtime.hooks import CapturedLayer, LayerRecorder, forward_hooks
 from server.services.runtime.inputs import input_picture
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.runtime.outputs import predictions_from_logits
 from server.services.saliency.base import (
     BaseCAM,
     CamContext,
+    SaliencyMethod,
     TopK,
     class_gradients,
     resolve_targets,
@@ -42,6 +41,7 @@ from server.services.saliency.base import (
 from server.services.saliency.layer_choice import default_layer
 from server.services.saliency.layer_choice import saliency_layer as resolve_saliency_layer
 from server.services.saliency.methods import get_method
+from server.services.work.scheduler import Admit
 
 # CAM methods whose cost is one forward pass plus (at most) one backward to the target layer.
 LIVE_METHODS = ("gradcam", "gradcampp", "xgradcam", "layercam", "eigencam")
@@ -53,7 +53,6 @@ JPEG_QUALITY = 85
 
 # Admission of one frame's computation, given the work's label ("live/<model>/<method or maps>"): a
 # context manager holding a slot of the app's model-work pool for the block.
-Admit = Callable[[str], AbstractContextManager[Any]]
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,9 @@ class LiveConfig:
     layer_shape: tuple[int, ...]
     method: str | None
     saliency_layer: str | None
+    # resolved once when the client connects (the frames only look them up here)
+    modules: dict[str, torch.nn.Module] = field(default_factory=dict, compare=False, repr=False)
+    saliency: SaliencyMethod | None = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -103,23 +105,26 @@ def resolve_config(loaded: LoadedModel, architectures: ArchitectureCatalog, laye
     rows = selectable_layers(architectures.get(loaded.entry)["layers"])
     shapes = {row["name"]: tuple(row["output_shape"]) for row in rows}
     name = layer or default_layer(loaded.entry)
+    modules = {name: loaded.layer(name)}  # 404 unknown_layer when there is no such module at all
     if name not in shapes:
-        loaded.layer(name)  # 404 unknown_layer when there is no such module at all
         raise ApiError(422, "layer_has_no_feature_map",
                        f"Layer {name!r} of {loaded.entry.id} does not output a feature map or vector.")
     cam_layer = None
+    saliency = None
     if method:
+        saliency = get_method(method)  # 422 unknown_method for names that are no method at all
         if method not in LIVE_METHODS:
-            get_method(method)  # 422 unknown_method for names that are no method at all
             raise ApiError(422, "method_not_live",
                            f"{method} costs more than one forward and backward pass per frame; live mode offers "
                            f"{', '.join(LIVE_METHODS)}. The Saliency tab computes {method} for a captured frame.")
-        cam_layer = resolve_saliency_layer(loaded, saliency_layer)
+        cam = resolve_saliency_layer(loaded, saliency_layer)  # 404 unknown_layer
+        cam_layer = cam.name
+        modules[cam_layer] = cam.module
         if len(shapes.get(cam_layer, ())) != 3:
             raise ApiError(422, "layer_not_spatial",
                            f"{method} needs a layer whose output is channels × height × width; "
                            f"{cam_layer!r} is not one.")
-    return LiveConfig(loaded, name, shapes[name], method or None, cam_layer)
+    return LiveConfig(loaded, name, shapes[name], method or None, cam_layer, modules, saliency)
 
 
 # --- one frame ---------------------------------------------------------------------------------------
@@ -157,19 +162,14 @@ def forward(config: LiveConfig, tensor: torch.Tensor) -> ForwardResult:
     """One pass through the model: logits, the chosen layer's output and (CAM methods) the top-1 map."""
     loaded = config.loaded
     batch = tensor.unsqueeze(0).to(loaded.device)
-    recorded: dict[str, np.ndarray] = {}
-
-    def record(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.dim() in (2, 4):
-            # a copy: later in-place operations (ReLU(inplace=True), residual +=) must not change it
-            recorded["out"] = output[0].detach().to("cpu", torch.float32, copy=True).numpy()
-
-    hooks: list[tuple[torch.nn.Module, Any]] = [(loaded.layer(config.layer), record)]
-    saliency = get_method(config.method) if config.method else None
+    recorded = LayerRecorder()  # a copy: later in-place operations (ReLU(inplace=True), residual +=) must not change it
+    hooks: list[tuple[torch.nn.Module, Any]] = [
+        (config.modules[config.layer], recorded.hook(config.layer, keep="copy", dims=(2, 4)))]
+    saliency = config.saliency
     captured = CapturedLayer()
     if saliency is not None:
         assert isinstance(saliency, BaseCAM) and config.saliency_layer is not None
-        hooks.append((loaded.layer(config.saliency_layer), captured.hook))
+        hooks.append((config.modules[config.saliency_layer], captured.hook))
     with forward_hooks(loaded, hooks):
         if saliency is None:
             with torch.inference_mode():
@@ -180,7 +180,8 @@ def forward(config: LiveConfig, tensor: torch.Tensor) -> ForwardResult:
                 logits = loaded.module(batch)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != 1:
         raise ApiError(422, "unsupported_model_output", f"{loaded.entry.id}'s output is not one row of class scores.")
-    result = ForwardResult(logits.detach().float().cpu()[0], recorded.get("out"))
+    out = recorded.outputs.get(config.layer)
+    result = ForwardResult(logits.detach().float().cpu()[0], None if out is None else out.numpy())
     if saliency is not None:
         result.saliency = _cam(config, saliency, captured, logits, batch)
     return result
@@ -302,7 +303,7 @@ def run_frame(config: LiveConfig, tensor: torch.Tensor, limits: LiveLimits, admi
     """The model pass (holding an admission slot) and the answer's pictures for a prepared frame."""
     times = FrameTimes()
     start = time.perf_counter()
-    with admit(config.label):
+    with admit(config.label, "cheap"):
         result = forward(config, tensor)
     computed = time.perf_counter()
     answer = encode_answer(config, tensor, result, limits)

@@ -23,7 +23,7 @@ import torch  # noqa: E402  (imported ahead, while the worker waits as the spare
 
 from models.imported.convert import ImportedModel, keras_available, normalised_graph, save_normalised  # noqa: E402
 from models.imported.onnx_graph import GraphLimits, ModelFileRefused  # noqa: E402
-from server.services.images.decode_worker import set_limits  # noqa: E402
+from server.services.images.decode_worker import die_with_server, set_limits  # noqa: E402
 
 torch.set_num_threads(1)
 keras_available()  # imports Keras (when installed) now, before the limits
@@ -45,6 +45,7 @@ def convert(job: dict, data: bytes) -> dict:
 
 
 def _main() -> int:
+    die_with_server()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     job = json.loads(stdin.readline())
     set_limits(job["cpu_seconds"], job["memory_bytes"])

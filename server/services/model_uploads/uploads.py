@@ -32,7 +32,8 @@ from models.imported.onnx_graph import ModelFileRefused
 from models.models_file import imported_entry
 from models.registry import ModelEntry
 from server.errors import ApiError
-from server.services.classroom.join_url import is_loopback
+from server.hosts import is_loopback
+from server.services.images.decode_worker import PARENT_ENV
 from server.services.runtime.model_runtime import ModelRuntime
 from server.services.work.child_processes import ChildProcessPool
 
@@ -89,7 +90,7 @@ class ModelUploads:
         self.limits = limits
         self.enabled = enabled
         self._pool = ChildProcessPool([sys.executable, "-m", "server.services.model_uploads.convert_worker"],
-                                      limits.max_processes, limits.wall_seconds, "model converter",
+                                      limits.max_processes, limits.wall_seconds, "model converter", PARENT_ENV,
                                       env={"PYTHONPATH": str(REPO_ROOT), "KERAS_BACKEND": "torch"})
         self._uploads: dict[str, _Upload] = {}
         self._reserved: dict[str, int] = {}  # client → conversions in flight (they count toward the quota)

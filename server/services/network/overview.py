@@ -14,8 +14,7 @@ captures the layer's input with a request-scoped forward hook and multiplies by 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,9 +28,10 @@ from server.services.feature_maps.activations import capture_layers
 from server.services.rendering.atlas import as_channels, choose_colormap, normalise
 from server.services.rendering.colormaps import apply_colormap, colormap_stops, is_diverging
 from server.services.runtime.cache import ResultCache
-from server.services.runtime.hooks import forward_hooks
+from server.services.runtime.hooks import LayerRecorder, forward_hooks
 from server.services.runtime.inputs import ModelInputs
-from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.model_runtime import LoadedModel, ModelLayer
+from server.services.work.scheduler import Admit
 
 THUMB_MAX = 32  # a thumbnail's longer side, in map cells
 SKIPPED_KINDS = ("reshape", "dropout", "identity")
@@ -168,7 +168,7 @@ class NetworkOverviews:
     """The network overview and dense-unit answers for stored images: inputs, admission, and the overviews
     in a byte-budgeted single-flight :class:`ResultCache` per (model, variant, image)."""
 
-    def __init__(self, inputs: ModelInputs, admit: Callable[[], AbstractContextManager[Any]], *, max_columns: int,
+    def __init__(self, inputs: ModelInputs, admit: Admit, *, max_columns: int,
                  per_column: int, all_up_to: int, budget_bytes: int) -> None:
         self.inputs = inputs
         self.admit = admit
@@ -187,42 +187,37 @@ class NetworkOverviews:
         columns = choose_columns(layers, self.max_columns)
 
         def build() -> NetworkOverview:
-            with self.admit():
+            with self.admit("network", "cheap"):
                 return build_network(loaded, batch, columns, self.per_column, self.all_up_to)
 
         return self.cache.get_or_compute(key, build)
 
-    def dense(self, loaded: LoadedModel, image_id: str, layer: str, unit: int, top: int) -> dict[str, Any]:
-        """:func:`dense_contributions` for a stored image, admitted like every model computation."""
-        loaded.layer(layer)
+    def dense(self, loaded: LoadedModel, image_id: str, layer: ModelLayer, unit: int, top: int) -> dict[str, Any]:
+        """:func:`dense_contributions` for a stored image (``layer`` resolved by ``server.deps.LayerDep``),
+        admitted like every model computation."""
         batch = self.inputs.batch(loaded, image_id)
-        with self.admit():
+        with self.admit("network", "cheap"):
             return dense_contributions(loaded, batch, layer, unit, top)
 
 
 # --- one unit of a linear layer: which inputs make it ---------------------------------------------------
 
-def dense_contributions(loaded: LoadedModel, batch: torch.Tensor, layer_name: str, unit: int,
+def dense_contributions(loaded: LoadedModel, batch: torch.Tensor, layer: ModelLayer, unit: int,
                         top: int) -> dict[str, Any]:
-    """Unit ``unit`` of linear layer ``layer_name``: output = bias + Σ_i w_i·x_i, its largest terms first."""
-    module = loaded.layer(layer_name)
+    """Unit ``unit`` of linear layer ``layer``: output = bias + Σ_i w_i·x_i, its largest terms first."""
+    layer_name, module = layer.name, layer.module
     if not isinstance(module, nn.Linear):
         # no dense view exists for other layers (a 404 like an unknown unit, not a malformed request)
         raise ApiError(404, "not_linear", f"Layer {layer_name!r} is a {type(module).__name__}, not a linear layer.")
     if not 0 <= unit < module.out_features:
         raise ApiError(404, "unknown_unit",
                        f"Layer {layer_name!r} has units 0 to {module.out_features - 1}; there is no {unit}.")
-    seen: dict[str, torch.Tensor] = {}
-
-    def hook(_m: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        seen["x"] = inputs[0].detach()[0].reshape(-1).to("cpu", torch.float32).clone()
-        seen["y"] = output.detach()[0].reshape(-1).to("cpu", torch.float32).clone()
-
-    with forward_hooks(loaded, [(module, hook)]), torch.no_grad():
+    seen = LayerRecorder()
+    with forward_hooks(loaded, [(module, seen.hook(layer_name, keep="copy", with_input=True))]), torch.no_grad():
         loaded.module(batch)
-    if "x" not in seen:
+    if layer_name not in seen.inputs:
         raise ApiError(422, "not_run", f"Layer {layer_name!r} did not run in the forward pass.")
-    x, y = seen["x"], seen["y"]
+    x, y = seen.inputs[layer_name].reshape(-1), seen.outputs[layer_name].reshape(-1)
     w = module.weight.detach()[unit].to("cpu", torch.float32)
     bias = float(module.bias.detach()[unit]) if module.bias is not None else 0.0
     products = w * x

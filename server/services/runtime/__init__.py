@@ -6,7 +6,7 @@ passes), the one hook module, the one result cache, and trained-weights download
 from server.services.runtime.architecture_catalog import ArchitectureCatalog
 from server.services.runtime.batching import PredictionBatcher
 from server.services.runtime.cache import ResultCache
-from server.services.runtime.model_runtime import LoadedModel, ModelRuntime
+from server.services.runtime.model_runtime import LoadedModel, ModelLayer, ModelRuntime
 from server.services.runtime.weights_download import WeightsDownloads
 
-__all__ = ["ArchitectureCatalog", "LoadedModel", "ModelRuntime", "PredictionBatcher", "ResultCache", "WeightsDownloads"]
+__all__ = ["ArchitectureCatalog", "LoadedModel", "ModelLayer", "ModelRuntime", "PredictionBatcher", "ResultCache", "WeightsDownloads"]

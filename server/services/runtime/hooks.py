@@ -72,30 +72,105 @@ def forward_hooks(
         yield
 
 
+class StopForward(Exception):
+    """Raised by a recording hook once everything needed was recorded: the rest of the forward pass is
+    skipped. :func:`run_forward` runs a module and catches it (the one early-stop exception)."""
+
+
+def run_forward(module: nn.Module, batch: torch.Tensor) -> Any:
+    """``module(batch)``; None when a hook stopped the pass early with :class:`StopForward`."""
+    try:
+        return module(batch)
+    except StopForward:
+        return None
+
+
 @dataclass
+class LayerRecorder:
+    """The one capture type: what hooks recorded of layers in one forward pass, by layer name (the last
+    call of a module that runs more than once wins, as everywhere in the API).
+
+    ``outputs[name]`` / ``inputs[name]``: the tensors as :meth:`hook` was asked to keep them;
+    ``counts[name]``: how many calls gave a tensor; ``shapes[name]``: every call's output shape (``()`` for
+    a non-tensor output).
+    """
+
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    shapes: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        for table in (self.outputs, self.inputs, self.counts, self.shapes):
+            table.clear()
+
+    def hook(self, name: str, *, keep: str = "tensor", with_input: bool = False, stop: bool = False,
+             dims: tuple[int, ...] | None = None, first_only: bool = False) -> ForwardHook:
+        """A forward hook that records ``name``'s output.
+
+        ``keep``: ``"tensor"`` the output as it is (still in the graph), ``"copy"`` row 0 detached as a float32
+        CPU copy (safe from later in-place operations), ``"leaf"`` the output made an autograd leaf (the rest
+        of the network gets a clone, so gradients of the scores stop at it). ``with_input``: also the first
+        input (as ``keep`` says). ``dims``: only tensors of these ranks count. ``first_only``: keep the first
+        call. ``stop``: raise :class:`StopForward` once recorded.
+        """
+
+        def record(_module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+            self.shapes.setdefault(name, []).append(tuple(output.shape) if isinstance(output, torch.Tensor) else ())
+            if not isinstance(output, torch.Tensor) or (dims is not None and output.dim() not in dims):
+                return None
+            if first_only and name in self.outputs:
+                return None
+            if with_input and (not inputs or not isinstance(inputs[0], torch.Tensor)):
+                return None  # e.g. DenseNet's dense layers take a list: nothing to record
+            self.counts[name] = self.counts.get(name, 0) + 1
+            replaced = None
+            if keep == "leaf":
+                kept = output.detach().requires_grad_(True)
+                # an in-place op after the layer (ReLU(inplace=True)) may then change the copy, not the leaf
+                replaced = kept.clone()
+            elif keep == "copy":
+                kept = _row_copy(output)
+            else:
+                kept = output
+            self.outputs[name] = kept
+            if with_input:
+                self.inputs[name] = _row_copy(inputs[0]) if keep == "copy" else inputs[0]
+            if stop:
+                raise StopForward
+            return replaced
+
+        return record
+
+
+def _row_copy(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach()[0].to("cpu", torch.float32, copy=True)
+
+
 class CapturedLayer:
-    """The output of one layer, made a leaf of the autograd graph.
+    """One layer's output as an autograd leaf: a view of a :class:`LayerRecorder` of one layer with
+    ``keep="leaf"`` (the shape saliency code reads).
 
     Gradients of the class score with respect to ``activation`` stop there: nothing before the layer
     is differentiated (the parameters are frozen, the input needs no gradient), so no weight gradient
     is ever computed and the backward pass costs only the layers after the target.
     """
 
-    activation: torch.Tensor | None = None
-    calls: int = 0
-    shapes: list[tuple[int, ...]] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.recorder = LayerRecorder()
+        self.hook = self.recorder.hook("layer", keep="leaf")
 
-    def hook(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
-        self.calls += 1
-        if not isinstance(output, torch.Tensor):
-            self.shapes.append(())
-            return None
-        self.shapes.append(tuple(output.shape))
-        leaf = output.detach().requires_grad_(True)
-        self.activation = leaf
-        # Hand the rest of the network a copy: an in-place op after the layer (ReLU(inplace=True))
-        # may then modify it without touching the leaf whose values the CAM weights.
-        return leaf.clone()
+    @property
+    def activation(self) -> torch.Tensor | None:
+        return self.recorder.outputs.get("layer")
+
+    @property
+    def calls(self) -> int:
+        return len(self.shapes)
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        return self.recorder.shapes.get("layer", [])
 
 
 @contextmanager

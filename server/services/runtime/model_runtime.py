@@ -51,6 +51,18 @@ class LoadedModel:
         """The float32 C×H×W tensor (on the CPU) the model sees for ``image``."""
         return self.preprocess_fn(image)
 
+    def named_layer(self, name: str) -> ModelLayer:
+        """``name`` resolved once (404 ``unknown_layer``): the dependency ``LayerDep`` hands this to services."""
+        return ModelLayer(name, self.layer(name))
+
+    def class_index(self, index: int | None, name: str = "target") -> int | None:
+        """A class index checked against the model's classes (404 ``invalid_target``, like an unknown layer);
+        None (the top-1 class) passes. The one check: ``server.deps`` calls it for each request's class."""
+        if index is not None and not 0 <= index < self.entry.num_classes:
+            raise ApiError(404, "invalid_target",
+                           f"{name} must be a class index from 0 to {self.entry.num_classes - 1}; got {index}.")
+        return index
+
     def layer(self, name: str) -> nn.Module:
         modules = self.__dict__.get("_modules_by_name")
         if modules is None:  # the module tree of a loaded model never changes: index it once
@@ -60,6 +72,14 @@ class LoadedModel:
                 404, "unknown_layer", f"Model {self.entry.id} has no layer named {name!r}; see /api/models/{self.entry.id}."
             )
         return modules[name]
+
+
+@dataclass(frozen=True)
+class ModelLayer:
+    """A layer of a loaded model, resolved from its name once (at the HTTP edge, by ``server.deps``)."""
+
+    name: str
+    module: nn.Module
 
 
 class ModelRuntime:

@@ -202,8 +202,8 @@ class BaseCAM(SaliencyMethod):
         self, loaded: LoadedModel, batch: torch.Tensor, layer: str | None, targets: Targets, progress: Progress | None,
         kept: LayerGraph | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        layer_name = saliency_layer(loaded, layer)
-        module = loaded.layer(layer_name)
+        resolved = saliency_layer(loaded, layer)  # 404 unknown_layer
+        layer_name, module = resolved.name, resolved.module
         if kept is not None and kept.layer == layer_name:
             # the image's forward pass was kept from this layer on: no forward of our own
             all_logits, activation, row = kept.logits, kept.activation, kept.row
@@ -224,7 +224,7 @@ class BaseCAM(SaliencyMethod):
         return logits, self.cam(ctx), chosen
 
     def geometry(self, loaded: LoadedModel, layer: str | None) -> LayerGeometry | None:
-        return loaded.geometry(saliency_layer(loaded, layer))
+        return loaded.geometry(saliency_layer(loaded, layer).name)
 
     def cam(self, ctx: CamContext) -> torch.Tensor:
         """T×h×w signed map: Σ_k w_k A^k with the method's weights (per channel or per position)."""

@@ -13,21 +13,19 @@ page can draw the formula with the real numbers. Results are cached by key withi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from server.errors import ApiError
 from server.services.runtime.cache import ResultCache
 from server.services.runtime.hooks import capture_layer
 from server.services.runtime.inputs import ModelInputs
-from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.model_runtime import LoadedModel, ModelLayer
 from server.services.saliency.base import TopK, check_logits, class_gradients, resolve_targets, spatial_activation
-from server.services.saliency.layer_choice import saliency_layer
+from server.services.work.scheduler import Admit
 
 MAX_TOP = 32
 
@@ -39,6 +37,8 @@ class StepsKey:
     image_id: str
     layer: str
     target: int | None  # None: the top-1 class
+    # the layer's module, resolved once at the edge; not part of the key's identity
+    resolved: ModelLayer | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -119,9 +119,9 @@ class GradCamSteps:
         return np.concatenate([self.activation[chosen], self.weighted_sum[None], self.relu[None]]).astype(np.float32)
 
 
-def compute_steps(loaded: LoadedModel, batch: torch.Tensor, layer: str, target: int | None) -> GradCamSteps:
+def compute_steps(loaded: LoadedModel, batch: torch.Tensor, resolved: ModelLayer, target: int | None) -> GradCamSteps:
     """One forward (layer output captured as a grad leaf) and one backward of the class score to it."""
-    module = loaded.layer(layer)
+    layer, module = resolved.name, resolved.module
     with torch.enable_grad(), capture_layer(loaded, module) as captured:
         logits = check_logits(loaded.module(batch), loaded.entry.id)
     activation = spatial_activation(captured.activation, captured.shapes, layer, "Grad-CAM")
@@ -145,7 +145,6 @@ def compute_steps(loaded: LoadedModel, batch: torch.Tensor, layer: str, target: 
     )
 
 
-Admit = Callable[[str, str], AbstractContextManager[Any]]  # (work label, prior cost class) → held slot
 
 
 class GradCamStepsService:
@@ -165,20 +164,18 @@ class GradCamStepsService:
     def nbytes(self) -> int:
         return self.cache.nbytes
 
-    def key(self, loaded: LoadedModel, image_id: str, layer: str | None, target: int | None) -> StepsKey:
-        """Validate layer and target (no model work) and build the cache key."""
-        name = saliency_layer(loaded, layer)  # 404 unknown_layer
-        if target is not None and not 0 <= target < loaded.entry.num_classes:
-            raise ApiError(404, "invalid_target",  # a class the model does not have: 404, as saliency answers
-                           f"target must be a class index from 0 to {loaded.entry.num_classes - 1}; got {target}.")
-        return StepsKey(loaded.entry.id, loaded.variant, image_id, name, target)
+    @staticmethod
+    def key(loaded: LoadedModel, image_id: str, layer: ModelLayer, target: int | None) -> StepsKey:
+        """The cache key of a layer and target already resolved and checked (``server.deps``)."""
+        return StepsKey(loaded.entry.id, loaded.variant, image_id, layer.name, target, layer)
 
     def steps(self, loaded: LoadedModel, key: StepsKey) -> GradCamSteps:
         def compute() -> GradCamSteps:
             batch = self.inputs.batch(loaded, key.image_id)
             label = f"gradcam-steps/{loaded.entry.id}/{key.layer}"
             with self.admit(label, "cheap") if self.admit else nullcontext():
-                return compute_steps(loaded, batch, key.layer, key.target)
+                assert key.resolved is not None, "keys are made by key(), with the layer resolved"
+                return compute_steps(loaded, batch, key.resolved, key.target)
 
         result = self.cache.get_or_compute(key, compute)
         if key.target is None:  # the same numbers answer the explicit-target URL

@@ -10,7 +10,7 @@ model where it was chosen on real photos (EfficientNet-Lite0: ``conv_head``, see
 from __future__ import annotations
 
 from models.registry import ModelEntry
-from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.model_runtime import LoadedModel, ModelLayer
 
 
 def default_layer(entry: ModelEntry) -> str:
@@ -18,8 +18,7 @@ def default_layer(entry: ModelEntry) -> str:
     return entry.target_layer
 
 
-def saliency_layer(loaded: LoadedModel, layer: str | None) -> str:
-    """``layer`` or the model's default, checked to exist (404 ``unknown_layer``)."""
-    name = layer or default_layer(loaded.entry)
-    loaded.layer(name)
-    return name
+def saliency_layer(loaded: LoadedModel, layer: str | None) -> ModelLayer:
+    """``layer`` or the model's default, resolved once (404 ``unknown_layer``); ``server.deps`` resolves a
+    request's ``?layer=`` with it."""
+    return loaded.named_layer(layer or default_layer(loaded.entry))

@@ -9,9 +9,8 @@ overlay images after one ``topk.json`` cost nothing more, and a ``topk.json`` af
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,12 +19,11 @@ import torch
 from server.errors import ApiError
 from server.services.runtime.cache import ResultCache
 from server.services.runtime.inputs import ModelInputs
-from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.model_runtime import LoadedModel, ModelLayer
 from server.services.runtime.outputs import ModelOutputs
-from server.services.saliency.base import Explanation, Progress, Targets, TopK
-from server.services.saliency.layer_choice import saliency_layer
-from server.services.saliency.methods import get_method
+from server.services.saliency.base import Explanation, Progress, SaliencyMethod, Targets, TopK
 from server.services.work.cancel import checkpoint
+from server.services.work.scheduler import Admit
 
 
 @dataclass(frozen=True)
@@ -38,6 +36,13 @@ class SaliencyKey:
     method: str
     layer: str | None
     target: int | None  # None: the top-1 class
+    # the method object, built once at the edge (``server.deps.SaliencyMethodDep``); not part of the identity
+    saliency: SaliencyMethod | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def method_object(self) -> SaliencyMethod:
+        assert self.saliency is not None, "keys are made by make_key(), with the method resolved"
+        return self.saliency
 
 
 @dataclass(frozen=True)
@@ -60,17 +65,12 @@ class SaliencyMap:
         return int(self.values.nbytes + self.raw.nbytes)
 
 
-def make_key(loaded: LoadedModel, image_id: str, method: str, layer: str | None, target: int | None) -> SaliencyKey:
-    """Validate method, layer and target (cheap: no model work) and build the cache key."""
-    saliency = get_method(method)
-    layer_name = saliency_layer(loaded, layer) if saliency.uses_layer else None  # 404 unknown_layer
-    if target is not None and not 0 <= target < loaded.entry.num_classes:
-        raise ApiError(  # a class the model does not have: 404, like an unknown layer
-            404,
-            "invalid_target",
-            f"target must be a class index from 0 to {loaded.entry.num_classes - 1}; got {target}.",
-        )
-    return SaliencyKey(loaded.entry.id, loaded.variant, image_id, method, layer_name, target)
+def make_key(loaded: LoadedModel, image_id: str, saliency: SaliencyMethod, layer: ModelLayer | None,
+             target: int | None) -> SaliencyKey:
+    """The cache key of a request whose method, layer (None: a method without one) and target were resolved
+    and checked once, by the dependencies in ``server.deps``."""
+    layer_name = layer.name if layer is not None and saliency.uses_layer else None
+    return SaliencyKey(loaded.entry.id, loaded.variant, image_id, saliency.name, layer_name, target, saliency)
 
 
 class ProgressBoard:
@@ -128,7 +128,6 @@ def _maps(loaded: LoadedModel, explanation: Explanation) -> list[SaliencyMap]:
     return out
 
 
-Admit = Callable[[str, str], AbstractContextManager[Any]]  # (work label, prior cost class) → held slot
 SHARED_TOP_K = 5  # the first request for an image and layer also computes this many top classes
 
 
@@ -151,7 +150,7 @@ class SaliencyMaps:
 
     def _run(self, loaded: LoadedModel, key: SaliencyKey, targets: Targets, label: str) -> Explanation:
         batch = self.inputs.batch(loaded, key.image_id)
-        saliency = get_method(key.method)
+        saliency = key.method_object
         report = self.progress.reporter(key)
 
         def progress(done: int, total: int) -> None:
@@ -185,7 +184,7 @@ class SaliencyMaps:
 
     def map(self, loaded: LoadedModel, key: SaliencyKey) -> SaliencyMap:
         """The map for ``key``, computed when it is not cached."""
-        saliency = get_method(key.method)
+        saliency = key.method_object
         for _ in range(3):
             hit = self.cache.get(key)
             if hit is not None:
@@ -240,4 +239,4 @@ def _order_key(key: SaliencyKey) -> tuple[Any, ...]:
 
 
 def _with_target(key: SaliencyKey, target: int | None) -> SaliencyKey:
-    return SaliencyKey(key.model, key.variant, key.image_id, key.method, key.layer, target)
+    return replace(key, target=target)

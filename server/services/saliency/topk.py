@@ -46,7 +46,7 @@ def predictions_with_saliency(
 ) -> TopKSaliency:
     """The top-``k`` predictions for ``batch`` (1×C×H×W) and each one's saliency map."""
     saliency = get_method(method)
-    layer_name = saliency_layer(loaded, layer) if saliency.uses_layer else None
+    layer_name = saliency_layer(loaded, layer).name if saliency.uses_layer else None
     explanation = _explain_top(saliency, loaded, batch, layer_name, k, progress)
     predictions = predictions_from_logits(loaded, explanation.logits, len(explanation.targets))
     # Ties in the logits could order the two lists differently: follow the maps' order.

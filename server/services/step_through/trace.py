@@ -16,8 +16,7 @@ forward pass. Sums are float64 over PyTorch's float32 values; tests check them a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +28,10 @@ from models.layer_semantics import conv_padding, fused_activation
 from server.errors import ApiError
 from server.services.runtime.architecture_catalog import layer_kind
 from server.services.runtime.cache import ResultCache
-from server.services.runtime.hooks import forward_hooks
-from server.services.runtime.model_runtime import LoadedModel
+from server.services.runtime.hooks import LayerRecorder, StopForward, forward_hooks, run_forward
+from server.services.runtime.model_runtime import LoadedModel, ModelLayer
 from server.services.step_through import window_math as wm
+from server.services.work.scheduler import Admit
 
 MAX_TOP = 64
 _ELEMENTWISE = (nn.BatchNorm2d,)
@@ -44,10 +44,6 @@ ACTIVATION_FORMULAS = {
     "Hardswish": "x · min(max(x + 3, 0), 6) / 6", "Hardsigmoid": "min(max(x + 3, 0), 6) / 6",
     "GELU": "x · Φ(x)", "ELU": "x if x > 0 else eˣ − 1", "PReLU": "x if x > 0 else a·x",
 }
-
-
-class _Stop(Exception):
-    """Raised from a hook once everything needed was recorded: the rest of the pass is skipped."""
 
 
 @dataclass
@@ -96,9 +92,9 @@ def _fused_follow(module: nn.Module, layer_name: str) -> list[tuple[str, nn.Modu
     return [(name, norm)] + ([(f"{name}.act", act)] if act is not None else [])
 
 
-def capture(loaded: LoadedModel, batch: torch.Tensor, layer_name: str) -> LayerCapture:
-    """Run the model on ``batch`` (1×C×H×W) and record what enters and leaves ``layer_name``."""
-    target = loaded.layer(layer_name)
+def capture(loaded: LoadedModel, batch: torch.Tensor, layer: ModelLayer) -> LayerCapture:
+    """Run the model on ``batch`` (1×C×H×W) and record what enters and leaves ``layer``."""
+    layer_name, target = layer.name, layer.module
     leaves = _leaves(loaded.module)
     index = next((i for i, (n, _m) in enumerate(leaves) if n == layer_name), None)
     follow = _follow_candidates(leaves, index) if index is not None and isinstance(target, nn.Conv2d) else []
@@ -107,23 +103,14 @@ def capture(loaded: LoadedModel, batch: torch.Tensor, layer_name: str) -> LayerC
         follow = fused
     before = leaves[index - 1] if index else None
     pad_module = before if before is not None and isinstance(before[1], _ZERO_PADS) else None
-    seen: dict[str, Any] = {}
+    # the layer's first call with a single tensor in (DenseNet's dense layers take a list: not traceable,
+    # 422 below, never a crash); with nothing to follow, the pass stops right there
+    recorder = LayerRecorder()
+    seen = recorder.outputs
     chain: list[tuple[str, nn.Module, torch.Tensor]] = []
     pending: dict[str, bool] = {}
-
-    def on_target(_m: nn.Module, inputs: tuple, output: Any) -> None:
-        if "input" in seen or not isinstance(output, torch.Tensor):
-            return
-        if not inputs or not isinstance(inputs[0], torch.Tensor):
-            return  # e.g. DenseNet's dense layers take a list: not traceable (422 below), never a crash
-        seen["input"] = inputs[0].detach()[0].float().cpu().clone()
-        seen["output"] = output.detach()[0].float().cpu().clone()
-        if not follow:
-            raise _Stop
-
-    def on_pad(_m: nn.Module, _inputs: tuple, output: Any) -> None:
-        if "pad" not in seen:
-            seen["pad"] = output.detach()[0].float().cpu().clone()
+    on_target = recorder.hook("output", keep="copy", with_input=True, first_only=True, stop=not follow)
+    on_pad = recorder.hook("pad", keep="copy", first_only=True)
 
     def pre_follow(name: str, stage: int) -> Any:
         def hook(_m: nn.Module, inputs: tuple) -> None:
@@ -140,7 +127,7 @@ def capture(loaded: LoadedModel, batch: torch.Tensor, layer_name: str) -> LayerC
                 return
             chain.append((name, module, output.detach()[0].float().cpu().clone()))
             if len(chain) == len(follow):
-                raise _Stop
+                raise StopForward
         return hook
 
     hooks = [(target, on_target)]
@@ -154,14 +141,11 @@ def capture(loaded: LoadedModel, batch: torch.Tensor, layer_name: str) -> LayerC
             pre_hooks.append((act, lambda m, inputs, hook=post_follow(name, module, stage): hook(m, inputs, inputs[0])))
         else:
             hooks.append((module, post_follow(name, module, stage)))
-    try:
-        with forward_hooks(loaded, hooks, pre_hooks), torch.no_grad():
-            loaded.module(batch)
-    except _Stop:
-        pass
-    if "input" not in seen:
+    with forward_hooks(loaded, hooks, pre_hooks), torch.no_grad():
+        run_forward(loaded.module, batch)
+    if "output" not in recorder.inputs:
         raise ApiError(422, "layer_not_traceable", f"Layer {layer_name!r} did not run on a single tensor in the forward pass.")
-    result = LayerCapture(seen["input"], seen["output"], chain)
+    result = LayerCapture(recorder.inputs["output"], seen["output"], chain)
     if pad_module is not None and "pad" in seen and torch.equal(seen["pad"], result.input):
         left, right, top, bottom = (int(p) for p in pad_module[1].padding)
         result.padded_by = (pad_module[0], (left, right, top, bottom))
@@ -172,7 +156,7 @@ class StepThrough:
     """Captures by (model, weights variant, image, layer) in a :class:`ResultCache`, computed under
     admission control; stepping from cell to cell then costs no forward pass."""
 
-    def __init__(self, inputs: Any, admit: Callable[[str, str], AbstractContextManager[Any]] | None = None,
+    def __init__(self, inputs: Any, admit: Admit | None = None,
                  outputs: Any = None, budget_bytes: int = 128 * 1024 * 1024) -> None:
         self.inputs = inputs  # ModelInputs
         self.admit = admit
@@ -183,8 +167,8 @@ class StepThrough:
         """Softmax at the output: logits, exponentials, their sum and the probabilities."""
         return softmax_trace(self.outputs.logits(loaded, image_id), loaded.entry.categories, top)
 
-    def capture(self, loaded: LoadedModel, image_id: str, layer: str) -> LayerCapture:
-        loaded.layer(layer)  # 404 for an unknown layer before any work
+    def capture(self, loaded: LoadedModel, image_id: str, layer: ModelLayer) -> LayerCapture:
+        """What enters and leaves ``layer`` (resolved by the caller: ``server.deps.LayerDep``) for the image."""
 
         def compute() -> LayerCapture:
             batch = self.inputs.batch(loaded, image_id)
@@ -192,7 +176,7 @@ class StepThrough:
             with self.admit(label, "cheap") if self.admit is not None else nullcontext():
                 return capture(loaded, batch, layer)
 
-        return self.cache.get_or_compute((loaded.entry.id, loaded.variant, image_id, layer), compute)
+        return self.cache.get_or_compute((loaded.entry.id, loaded.variant, image_id, layer.name), compute)
 
 
 def _index(tensor: torch.Tensor, channel: int, y: int, x: int) -> float:

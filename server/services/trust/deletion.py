@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from server.services.runtime.inputs import ModelInputs, input_picture
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.saliency.service import SaliencyKey, SaliencyMaps
 from server.services.work.cancel import checkpoint
+from server.services.work.scheduler import Admit
 
 BASELINES = ("blur", "mean")
 AUC_RULE = "trapezoid rule over the fraction of pixels changed, x_i = n_i / N with n_i = round(i*N/k), in [0, 1]"
@@ -79,10 +80,10 @@ def auc(fractions: list[float], values: list[float]) -> float:
 
 
 def curves(module: torch.nn.Module, x: torch.Tensor, baseline: torch.Tensor, order: np.ndarray, target: int,
-           steps: int, batch_size: int,
-           admit: Callable[[], AbstractContextManager[Any]] | None = None,
+           steps: int, batch_size: int, admit: Admit | None = None, label: str = "trust/deletion",
            checkpoint: Callable[[], None] | None = None) -> tuple[list[float], list[float]]:
-    """(deletion, insertion) class probabilities, k+1 each, for ``order`` on ``x`` (1×C×H×W).
+    """(deletion, insertion) class probabilities, k+1 each, for ``order`` on ``x`` (1×C×H×W); each batch is
+    admitted as heavy work labelled ``label``.
 
     The 2k distinct images are built batch by batch from a rank map (no k×H×W masks kept) and run through
     ``module`` in inference mode, ``batch_size`` at a time."""
@@ -101,7 +102,7 @@ def curves(module: torch.nn.Module, x: torch.Tensor, baseline: torch.Tensor, ord
         changed = rank < n  # B×1×H×W: the first n_i pixels of the order
         deleting = torch.tensor([d for d, _ in chunk], device=x.device).reshape(-1, 1, 1, 1)
         batch = torch.where(changed == deleting, baseline, x)
-        with admit() if admit is not None else nullcontext(), torch.inference_mode():
+        with admit(label, "heavy") if admit is not None else nullcontext(), torch.inference_mode():
             logits = module(batch)
             probs.extend(torch.softmax(logits.float(), dim=-1)[:, target].tolist())
         if checkpoint is not None:
@@ -120,8 +121,7 @@ class DeletionCurves:
     """deletion.json: the method's map (from the saliency service and its cache), both curves for its order
     and for a random order, cached in one :class:`ResultCache`; the forward batches are heavy work."""
 
-    def __init__(self, inputs: ModelInputs, maps: SaliencyMaps,
-                 admit: Callable[[str, str], AbstractContextManager[Any]], cache: ResultCache[Any],
+    def __init__(self, inputs: ModelInputs, maps: SaliencyMaps, admit: Admit, cache: ResultCache[Any],
                  batch_size: int) -> None:
         self.inputs = inputs
         self.maps = maps
@@ -157,7 +157,7 @@ class DeletionCurves:
 
         def run(order: np.ndarray) -> tuple[list[float], list[float]]:
             return curves(loaded.module, x, base, order, saliency.target, steps, self.batch_size,
-                          admit=lambda: self.admit(label, "heavy"), checkpoint=checkpoint)
+                          admit=self.admit, label=label, checkpoint=checkpoint)
 
         xs = fractions(height, width, steps)
         deletion, insertion = run(map_order(saliency.values, seed))

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,11 +23,13 @@ from server.errors import ApiError
 from server.services.runtime.cache import ResultCache
 from server.services.runtime.inputs import ModelInputs
 from server.services.runtime.model_runtime import LoadedModel
-from server.services.saliency.methods import get_method
+from server.services.saliency.base import SaliencyMethod
 from server.services.trust.cascade import Unit, cascade_units, private_copy, randomise_step
 from server.services.trust.scores import compare, verdict
-from server.services.work.background_jobs import Cancelled, Job, Jobs
+from server.services.work.background_jobs import Job, Jobs
+from server.services.work.cancel import WorkCancelled
 from server.services.work.job_queue import SHAREABLE_FAMILIES, Task, WorkerContext
+from server.services.work.scheduler import Admit
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class SanityKey:
     methods: tuple[str, ...]
     target: int | None  # None: the top-1 class of the trained (served) model
     seed: int
+    # the method objects of ``methods``, built once by the request's dependency (server.deps.sanity_key)
+    saliency: tuple[SaliencyMethod, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass
@@ -56,24 +60,24 @@ class SanityResult:
         return sum(int(m.nbytes) for m in self.maps.values()) + 1024 * len(self.scores)
 
 
-Report = Callable[[int, str, str], None]  # (maps done, step label, method) — raises Cancelled when cancelled
+Report = Callable[[int, str, str], None]  # (maps done, step label, method) — raises WorkCancelled when cancelled
 
 
-def _map(loaded: LoadedModel, batch: torch.Tensor, method: str, target: int,
+def _map(loaded: LoadedModel, batch: torch.Tensor, method: SaliencyMethod, target: int,
          cancelled: Callable[[], bool]) -> np.ndarray:
     def progress(done: int, total: int) -> None:
         if cancelled():
-            raise Cancelled
+            raise WorkCancelled()
 
-    explanation = get_method(method).explain(loaded, batch, None, [target], progress)
+    explanation = method.explain(loaded, batch, None, [target], progress)
     return explanation.maps[0].values.numpy().astype(np.float32)
 
 
-def run_cascade(loaded: LoadedModel, batch: torch.Tensor, methods: tuple[str, ...], target: int | None,
-                seed: int, max_steps: int, report: Report | None = None,
-                admit: Callable[[str], AbstractContextManager[Any]] | None = None,
-                cancelled: Callable[[], bool] = lambda: False) -> SanityResult:
-    """The whole check on a private copy of ``loaded``'s model (``batch`` 1×C×H×W on its device)."""
+def run_cascade(loaded: LoadedModel, batch: torch.Tensor, saliency: tuple[SaliencyMethod, ...], target: int | None,
+                seed: int, max_steps: int, report: Report | None = None, admit: Admit | None = None,
+                label: str = "trust/sanity", cancelled: Callable[[], bool] = lambda: False) -> SanityResult:
+    """The whole check on a private copy of ``loaded``'s model (``batch`` 1×C×H×W on its device); each map
+    is admitted as heavy work labelled ``<label>/<method>``."""
     twin = LoadedModel(loaded.entry, loaded.variant, private_copy(loaded.module), loaded.device,
                        loaded.preprocess_fn, catalog=loaded.catalog)
     if target is None:
@@ -82,22 +86,20 @@ def run_cascade(loaded: LoadedModel, batch: torch.Tensor, methods: tuple[str, ..
     units = list(reversed(cascade_units(twin.module, max_steps)))
     if not units:
         raise ApiError(422, "nothing_to_randomise", f"{loaded.entry.id} has no parameterised layers to randomise.")
+    methods = [method.name for method in saliency]
     rows: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     done = 0
 
     def all_maps(step_label: str) -> None:
         nonlocal done
-        for method in methods:
+        for method in saliency:
             if cancelled():
-                raise Cancelled
-            if admit is None:
-                rows[method].append(_map(twin, batch, method, target, cancelled))
-            else:
-                with admit(method):
-                    rows[method].append(_map(twin, batch, method, target, cancelled))
+                raise WorkCancelled()
+            with admit(f"{label}/{method.name}", "heavy") if admit is not None else nullcontext():
+                rows[method.name].append(_map(twin, batch, method, target, cancelled))
             done += 1
             if report is not None:
-                report(done, step_label, method)
+                report(done, step_label, method.name)
 
     all_maps("original")
     scores: list[dict[str, dict[str, Any]]] = []
@@ -105,7 +107,7 @@ def run_cascade(loaded: LoadedModel, batch: torch.Tensor, methods: tuple[str, ..
         randomise_step(twin.module, unit, seed, step)
         all_maps(unit.label)
         scores.append({m: compare(rows[m][0], rows[m][-1]) for m in methods})
-    checks = {m: verdict(get_method(m).title, [s[m]["spearman"] for s in scores], len(units)) for m in methods}
+    checks = {m.name: verdict(m.title, [s[m.name]["spearman"] for s in scores], len(units)) for m in saliency}
     labels = loaded.entry.categories
     return SanityResult(target, labels[target] if target < len(labels) else str(target), units,
                         {m: np.stack(r) for m, r in rows.items()}, scores, checks)
@@ -127,7 +129,7 @@ class SanityChecks:
     """sanity.json's jobs and results."""
 
     def __init__(self, inputs: ModelInputs, jobs: Jobs, cache: ResultCache[Any],
-                 admit: Callable[[str, str], AbstractContextManager[Any]], max_steps: int) -> None:
+                 admit: Admit, max_steps: int) -> None:
         self.inputs = inputs
         self.jobs = jobs
         self.cache = cache
@@ -171,9 +173,8 @@ class SanityChecks:
             def report(done: int, step: str, method: str) -> None:
                 job.progress(done, step=step, method=method)
 
-            result = run_cascade(loaded, batch, key.methods, key.target, key.seed, self.max_steps, report,
-                                 admit=lambda method: self.admit(f"{label}/{method}", "heavy"),
-                                 cancelled=job.cancel_event.is_set)
+            result = run_cascade(loaded, batch, key.saliency, key.target, key.seed, self.max_steps, report,
+                                 admit=self.admit, label=label, cancelled=job.cancel_event.is_set)
             self.cache.put(job_key, result)
 
         units = len(cascade_units(loaded.module, self.max_steps))
@@ -200,5 +201,8 @@ def sanity_task(context: WorkerContext, params: dict[str, Any], job: Any) -> San
     def report(done: int, step: str, method: str) -> None:
         job.progress(done, step=step, method=method)
 
-    return run_cascade(loaded, batch, tuple(params["methods"]), params["target"], params["seed"], params["max_steps"],
+    from server.services.saliency.methods import get_method
+
+    saliency = tuple(get_method(name) for name in params["methods"])
+    return run_cascade(loaded, batch, saliency, params["target"], params["seed"], params["max_steps"],
                        report, cancelled=job.cancel_event.is_set)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
 from server.services.runtime.cache import ResultCache
@@ -12,13 +10,14 @@ from server.services.saliency.service import SaliencyMaps
 from server.services.trust.deletion import DeletionCurves
 from server.services.trust.sanity import SanityChecks
 from server.services.work.background_jobs import Jobs
+from server.services.work.scheduler import Admit
 
 
 class TrustChecks:
     """``sanity``: model randomisation (background jobs); ``deletion``: deletion/insertion curves."""
 
     def __init__(self, inputs: ModelInputs, maps: SaliencyMaps, jobs: Jobs,
-                 admit: Callable[[str, str], AbstractContextManager[Any]], *, budget_bytes: int,
+                 admit: Admit, *, budget_bytes: int,
                  max_steps: int, batch_size: int) -> None:
         self.cache: ResultCache[Any] = ResultCache("trust checks", budget_bytes)
         self.inputs = inputs

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from server.errors import ApiError
+from server.services.work.cancel import WorkCancelled
 
 log = logging.getLogger("convscope.jobs")
 _FINISHED_KEPT = 256  # finished job records kept for pollers (a few hundred bytes each)
 
 
-class Cancelled(Exception):
-    """Raised inside a job when it was cancelled; the job ends in state ``cancelled``."""
+# Inside a job, cancellation is the one cancellation type of the work package (WorkCancelled): the job ends
+# ``cancelled``.
 
 
 @dataclass
@@ -40,13 +41,13 @@ class Job:
     finished_at: float = 0.0
 
     def progress(self, done: int, total: int | None = None, **info: Any) -> None:
-        """Report progress; raises :class:`Cancelled` once the job was cancelled (a step boundary)."""
+        """Report progress; raises :class:`WorkCancelled` once the job was cancelled (a step boundary)."""
         self.done = done
         if total is not None:
             self.total = total
         self.info.update(info)
         if self.cancel_event.is_set():
-            raise Cancelled
+            raise WorkCancelled("the job was cancelled")
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state, "progress": {"done": self.done, "total": self.total}, **self.info}
@@ -153,7 +154,7 @@ class BackgroundJobs:
             try:
                 job.run(job)
                 state, error = "done", ""
-            except Cancelled:
+            except WorkCancelled:
                 state, error = "cancelled", ""
             except ApiError as err:
                 state, error = "failed", err.message

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.errors import ApiError
-from server.services.work.background_jobs import BackgroundJobs, Cancelled, Job
-from server.services.work.cancel import current_client
+from server.services.work.background_jobs import BackgroundJobs, Job
+from server.services.work.cancel import WorkCancelled, current_client
 
 log = logging.getLogger("convscope.jobs")
 
@@ -155,7 +155,7 @@ class QueuedJobs:
         error = ""
         outcome = meta.get("outcome")
         if state == "done" and isinstance(outcome, dict) and outcome.get("state") in ("failed", "cancelled"):
-            state, error = outcome["state"], outcome.get("error", "")  # an ApiError or Cancelled in the task
+            state, error = outcome["state"], outcome.get("error", "")  # an ApiError or WorkCancelled in the task
         elif state == "failed":
             latest = job.latest_result()
             error = failure_message(getattr(latest, "exc_string", "") or "")
@@ -302,7 +302,7 @@ class TaskProgress:
         self.info: dict[str, Any] = dict(meta.get("info", {}))
 
     def progress(self, done: int, total: int | None = None, **info: Any) -> None:
-        """Report progress; raises :class:`Cancelled` once a replica asked to cancel (a step boundary)."""
+        """Report progress; raises :class:`WorkCancelled` once a replica asked to cancel (a step boundary)."""
         self.done = done
         if total is not None:
             self.total = total
@@ -313,7 +313,7 @@ class TaskProgress:
             self._saved_at = now
             if self.cancel_requested():
                 self.cancel_event.set()
-                raise Cancelled
+                raise WorkCancelled("the job was cancelled")
 
     def cancel_requested(self) -> bool:
         return bool(self.rq_job.connection.exists(cancel_key(self.rq_job.id)))
@@ -367,9 +367,9 @@ def run_task(name: str, params: dict[str, Any]) -> Any:
         rq_job.meta["retried"] = 1
     try:
         if progress.cancel_requested():
-            raise Cancelled
+            raise WorkCancelled("the job was cancelled")
         result = task(_context[0], params, progress)
-    except Cancelled:
+    except WorkCancelled:
         rq_job.meta["outcome"] = {"state": "cancelled"}
         progress.save()
         return None

@@ -17,22 +17,23 @@ thread pool that runs sync endpoints is sized above everything the pools and cac
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from server.services.work.cancel import cancel_all
 from server.services.work.limiter import WorkLimiter
+from server.services.work.stop_signals import chain_stop_signals
 
 log = logging.getLogger("convscope")
 
 T = TypeVar("T")
+# The one admission type every service takes: (work label, prior cost class "cheap" | "heavy") → a context
+# manager that holds a slot of the chosen pool for the block. ``Scheduler.admit`` is one.
+Admit = Callable[[str, str], AbstractContextManager[Any]]
 
 
 @dataclass
@@ -95,24 +96,12 @@ def cancel_on_signals() -> Iterator[None]:
     """While the app runs: SIGTERM / SIGINT first cancel every request in flight (their computations stop
     at the next checkpoint, queued ones leave their queue), then do what they did before (uvicorn's
     graceful shutdown, which waits for those requests — now seconds, not minutes)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals are for the main thread only (tests run the app elsewhere)
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
-    def handler(sig: int, frame: FrameType | None) -> None:
+    def cancel() -> None:
         log.info("stopping: cancelled %d requests in flight", cancel_all())
-        before = previous[sig]
-        if callable(before):
-            before(sig, frame)
-        elif before == signal.SIG_DFL:
-            signal.default_int_handler(sig, frame) if sig == signal.SIGINT else os._exit(128 + sig)
 
-    for sig in previous:
-        signal.signal(sig, handler)
+    undo = chain_stop_signals(cancel)
     try:
         yield
     finally:
-        for sig, before in previous.items():
-            if signal.getsignal(sig) is handler:
-                signal.signal(sig, before)
+        undo()

@@ -1,0 +1,224 @@
+"""The one test harness: shared data, free ports, waiting with a deadline, real servers (a uvicorn
+subprocess, an in-process uvicorn, redis-server) and the hook-removal check. Every helper a test file
+shares lives here (or in a *_support module), never in another test_*.py file.
+
+``tests/real_server.py`` re-exports the real-server part for the branches that import it by that name."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
+from fastapi import FastAPI
+from torch import nn
+from torch.nn.modules import module as module_globals
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# the offline data every worktree shares (MNIST, Fashion-MNIST, photos): never committed
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+START_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    url: str
+    host: str
+    port: int
+    pid: int
+    log: Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "the condition",
+               poll_s: float = 0.005) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds saying what did not happen (every
+    wait in the tests has a deadline)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(poll_s)
+
+
+def poll_json(get: Callable[[], Any], timeout: float, what: str, on_pending: Callable[[Any], None] | None = None,
+              poll_s: float = 0.2) -> Any:
+    """Ask ``get()`` (an HTTP GET answering 202 while the server computes) until it answers 200, as the page
+    polls; ``on_pending`` checks each 202 answer. Returns the 200 answer's JSON; fails after ``timeout`` s."""
+    answer: list[Any] = []
+
+    def ready() -> bool:
+        response = get()
+        if response.status_code == 200:
+            answer.append(response.json())
+            return True
+        assert response.status_code == 202, response.text
+        if on_pending is not None:
+            on_pending(response)
+        return False
+
+    wait_until(ready, timeout=timeout, what=what, poll_s=poll_s)
+    return answer[0]
+
+
+@contextmanager
+def live_server(tmp: Path, env: dict[str, str] | None = None, host: str = "127.0.0.1", threads: int | None = 1,
+                start_timeout_s: float = START_TIMEOUT_S, cli: bool = False) -> Iterator[LiveServer]:
+    """``CONVSCOPE_*`` settings go in ``env``; the image store is a folder under ``tmp``. ``threads``: torch's
+    threads in the server (None: its default, as ``convscope serve`` runs). ``cli``: start it the way users
+    do, ``convscope serve`` (its uvicorn options), instead of bare ``uvicorn server.main:create_app``."""
+    port = free_port(host)
+    full_env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(tmp / "images"), "PYTHONUNBUFFERED": "1",
+                **({"OMP_NUM_THREADS": str(threads)} if threads else {}), **(env or {})}
+    log_path = tmp / f"uvicorn-{port}.log"
+    command = ([sys.executable, "-m", "server.cli", "serve", "--host", host, "--port", str(port)] if cli else
+               [sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host", host,
+                "--port", str(port), "--log-level", "warning"])
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "/api/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"uvicorn did not start:\n{log_path.read_text()[-3000:]}") from None
+                time.sleep(0.2)
+        yield LiveServer(url, host, port, process.pid, log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[int]:
+    """Serve ``app`` with a real uvicorn on a free loopback port, in this process (so a test can look inside
+    the app afterwards); yields the port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@dataclass
+class RedisServer:
+    url: str
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def start_redis(tmp: Path) -> RedisServer:
+    """Debian's redis-server on a free loopback port, no persistence, in ``tmp``."""
+    port = free_port()
+    process = subprocess.Popen(
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp), "--protected-mode", "yes"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return RedisServer(f"redis://127.0.0.1:{port}/0", process)
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("redis-server did not answer PING")
+
+
+def assert_no_hooks(model: nn.Module) -> None:
+    for name, sub in model.named_modules():
+        assert not sub._forward_hooks, f"forward hook left on {name or 'the model'}"
+        assert not sub._forward_pre_hooks, f"forward pre-hook left on {name or 'the model'}"
+        assert not sub._backward_hooks, f"backward hook left on {name or 'the model'}"
+        assert not getattr(sub, "_backward_pre_hooks", {}), f"backward pre-hook left on {name or 'the model'}"
+    assert not module_globals._global_forward_hooks
+    assert not module_globals._global_forward_pre_hooks
+
+
+# --- driving the app at the ASGI level, so an upload body really streams ---------------------------------
+
+class CountingBody:
+    """An upload body delivered in chunks; remembers how much of it the server asked for."""
+
+    def __init__(self, head: bytes, chunk: bytes, chunks: int, tail: bytes = b"") -> None:
+        self.parts = [head] + [chunk] * chunks + [tail]
+        self.pulled = 0
+        self.total = sum(len(p) for p in self.parts)
+
+    def bytes_pulled(self) -> int:
+        return sum(len(p) for p in self.parts[: self.pulled])
+
+    async def receive(self) -> dict:
+        if self.pulled >= len(self.parts):
+            await anyio.sleep(3600)  # the server must not wait for more than the body
+        part = self.parts[self.pulled]
+        self.pulled += 1
+        return {"type": "http.request", "body": part, "more_body": self.pulled < len(self.parts)}
+
+
+async def asgi_post(app: FastAPI, headers: list[tuple[bytes, bytes]], body: CountingBody,
+                    path: str = "/api/images") -> tuple[int, bytes]:
+    messages: list[dict] = []
+
+    async def send(message: dict) -> None:
+        messages.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app}
+    with anyio.fail_after(30):
+        await app(scope, body.receive, send)
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    return start["status"], b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
