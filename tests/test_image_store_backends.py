@@ -15,7 +15,7 @@ from PIL import Image
 from server.errors import ApiError
 from server.services.images.backends import LocalImages, RedisImages, open_backend
 from server.services.images.store import ImageStore
-from tests.classroom_support import REDIS_SERVER, RedisServer, start_redis
+from tests.harness import REDIS_SERVER, RedisServer, start_redis
 
 
 def _noise_png(seed: int, size: int = 64) -> bytes:

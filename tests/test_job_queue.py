@@ -20,7 +20,7 @@ from server.services.runtime.model_runtime import ModelRuntime
 from server.services.work.background_jobs import BackgroundJobs
 from server.services.work.cancel import CancelToken, WorkCancelled, bound
 from server.services.work.job_queue import QueuedJobs, Task, failure_message
-from tests.classroom_support import REDIS_SERVER, REPO_ROOT, RedisServer, start_redis
+from tests.harness import REDIS_SERVER, REPO_ROOT, RedisServer, start_redis
 
 pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed")
 
