@@ -39,8 +39,8 @@ from server.services.runtime.hooks import LayerRecorder, forward_hooks
 from server.services.runtime.inputs import input_picture
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.work.background_jobs import Job, Jobs
-from server.services.work.job_queue import SHAREABLE_FAMILIES, Task, WorkerContext
 from server.services.work.disk_budget import evict_oldest
+from server.services.work.job_queue import SHAREABLE_FAMILIES, Task, WorkerContext
 from server.services.work.scheduler import Admit
 
 FORMAT_VERSION = 1

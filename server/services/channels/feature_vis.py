@@ -35,8 +35,8 @@ from server.services.runtime.cache import ResultCache
 from server.services.runtime.hooks import LayerRecorder, forward_hooks, run_forward
 from server.services.runtime.model_runtime import LoadedModel, ModelLayer
 from server.services.work.background_jobs import Job, Jobs
-from server.services.work.job_queue import SHAREABLE_FAMILIES, Task, WorkerContext
 from server.services.work.disk_budget import evict_oldest
+from server.services.work.job_queue import SHAREABLE_FAMILIES, Task, WorkerContext
 from server.services.work.scheduler import Admit
 
 

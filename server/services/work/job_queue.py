@@ -231,7 +231,6 @@ class QueuedJobs:
         if local:
             return self.local.cancel(key)
         from rq.command import send_stop_job_command
-
         from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
         with _redis_errors():
