@@ -15,7 +15,9 @@ from tests.harness import (  # noqa: E402  (the path above first)
     REPO_ROOT,
     SHARED_DATA,
     LiveServer,
+    Nginx,
     RedisServer,
+    UvicornProcess,
     free_port,
     live_server,
     serving,
@@ -23,5 +25,5 @@ from tests.harness import (  # noqa: E402  (the path above first)
     wait_until,
 )
 
-__all__ = ["REPO_ROOT", "SHARED_DATA", "LiveServer", "RedisServer", "free_port", "live_server", "serving",
-           "start_redis", "wait_until"]
+__all__ = ["REPO_ROOT", "SHARED_DATA", "LiveServer", "Nginx", "RedisServer", "UvicornProcess", "free_port",
+           "live_server", "serving", "start_redis", "wait_until"]
