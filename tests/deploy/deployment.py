@@ -51,8 +51,8 @@ class Worker:
             if self.process.poll() is None:
                 self.process.terminate()
             try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # an idle RQ worker may sit in its blocking dequeue: no job is lost
                 self.process.kill()
                 self.process.wait(timeout=5)
 
