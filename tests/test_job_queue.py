@@ -81,7 +81,7 @@ def test_a_worker_computes_what_this_process_would(jobs: QueuedJobs, redis_serve
     done = jobs.get(("fv", 1))
     assert done is not None and done.state == "done" and done.as_json()["progress"] == {"done": 12, "total": 12}
     loaded = ModelRuntime(torch.device("cpu")).load("lenet5")
-    picture, value = fv.optimise(loaded, "features.3", 2, steps=12, seed=1)
+    picture, value = fv.optimise(loaded, loaded.named_layer("features.3"), 2, steps=12, seed=1)
     assert done.result["png"] == fv.to_png(picture)
     assert done.result["meta"]["objective"] == pytest.approx(value, rel=1e-6)
     assert jobs.get(("fv", 4)).state == "cancelled"  # never run
