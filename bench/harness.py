@@ -22,8 +22,9 @@ from tests.harness import (  # noqa: E402  (the path above first)
     live_server,
     serving,
     start_redis,
+    stop_process,
     wait_until,
 )
 
 __all__ = ["REPO_ROOT", "SHARED_DATA", "LiveServer", "Nginx", "RedisServer", "UvicornProcess", "free_port",
-           "live_server", "serving", "start_redis", "wait_until"]
+           "live_server", "serving", "start_redis", "stop_process", "wait_until"]

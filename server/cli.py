@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -11,8 +12,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.hosts import is_loopback
-    from server.main import create_app
-    from server.settings import Settings, resolve_device
+    from server.settings import Settings
+    from server.startup import StartingApp
 
     overrides = {"host": args.host, "port": args.port, "device": args.device}
     if args.model:
@@ -36,33 +37,46 @@ def _serve(args: argparse.Namespace) -> int:
                 print(f"convscope: --image-folder {name}: {path} is not a folder", file=sys.stderr)
                 return 2
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    try:
-        resolve_device(settings.device)
-    except RuntimeError as exc:
-        print(f"convscope: {exc}", file=sys.stderr)
-        return 2
-    if _registry(settings.models_file) is None:  # a broken models file stops here, with its reason
-        return 2
-    app = create_app(settings)
+    # this computer's address (or every address): the page opens at localhost
+    url_host = "localhost" if is_loopback(settings.host) or settings.host in ("0.0.0.0", "::") else settings.host
+    url = f"http://{url_host}:{settings.port}/?model={settings.default_model}"
+    failed: list[BaseException] = []
+
+    def build():  # type: ignore[no-untyped-def]  # in a worker thread, while the page is already served
+        from server.main import create_app
+
+        return create_app(settings)  # its lifespan checks the device, the models file and the default model
+
+    def ready() -> None:
+        print(f"ConvScope is ready: {url}", flush=True)
+
+    def failure(exc: BaseException) -> None:
+        from models.models_file import ModelsFileError
+        from server.errors import ApiError
+
+        if not isinstance(exc, (ModelsFileError, RuntimeError, ApiError)):  # a bug rather than a setting
+            logging.getLogger("convscope").error("ConvScope could not start", exc_info=exc)
+        print(f"convscope: {exc.message if isinstance(exc, ApiError) else exc}", file=sys.stderr, flush=True)
+        failed.append(exc)
+        server.should_exit = True
+
+    app = StartingApp(settings, build, ready, failure)
     # Forwarded headers are the app's to apply, from the proxies the settings name (server.middleware.forwarded); a live
     # frame over the app's own limit is answered with a JSON error, so the socket's own cap is larger.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                             timeout_graceful_shutdown=settings.shutdown_grace_s,  # open streams never hold a stop
                             proxy_headers=False, ws_max_size=settings.live_socket_max_bytes)
     server = uvicorn.Server(config)
-
-    # this computer's address (or every address): the page opens at localhost
-    url_host = "localhost" if is_loopback(settings.host) or settings.host in ("0.0.0.0", "::") else settings.host
     original_startup = server.startup
 
     async def startup(sockets=None):  # type: ignore[no-untyped-def]
         await original_startup(sockets)
-        if server.started:
-            print(f"ConvScope is ready: http://{url_host}:{settings.port}/?model={settings.default_model}", flush=True)
+        if server.started and app.state == "loading":
+            print(f"ConvScope is serving the page at {url} and loading PyTorch and the models…", flush=True)
 
     server.startup = startup  # type: ignore[method-assign]
     server.run()
-    return 0
+    return 2 if failed else 0
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -110,6 +124,8 @@ def _models(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from models.registry import get_entry
+    from models.training.config import ConfigError, for_architecture
+    from models.training.data import DataUnavailable
     from models.training.train import train_model
 
     try:
@@ -121,11 +137,26 @@ def _train(args: argparse.Namespace) -> int:
         hint = f"; use `convscope download {args.model}`" if entry.family == "torchvision" else ""
         print(f"convscope: {args.model} is a {entry.family} model, not one ConvScope trains{hint}", file=sys.stderr)
         return 2
-    metrics = train_model(
-        args.model, data_dir=args.data, out_dir=args.out, epochs=args.epochs, seed=args.seed, download=args.download
-    )
+    knobs = {name: getattr(args, name) for name in TRAIN_KNOBS if getattr(args, name) is not None}
+    if args.augment is not None:
+        knobs["augment"] = {"default": True, "none": False}.get(args.augment, tuple(
+            kind.strip() for kind in args.augment.split(",") if kind.strip()))
+    try:
+        config = for_architecture(args.model, seed=args.seed, **knobs)
+        metrics = train_model(args.model, data_dir=args.data, out_dir=args.out, download=args.download, config=config)
+    except ConfigError as exc:
+        print(f"convscope: {exc.message}", file=sys.stderr)
+        return 2
+    except DataUnavailable as exc:
+        print(f"convscope: {exc}", file=sys.stderr)
+        return 2
     print(f"{args.model}: test accuracy {metrics['test_accuracy'] * 100:.2f}% on {metrics.get('test_set')}")
     return 0
+
+
+# The Train view's knobs, as `convscope train` options (the same names as the API's body)
+TRAIN_KNOBS = ("dataset", "epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "dropout",
+               "batch_norm", "train_size", "init")
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -238,8 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("model")
     train.add_argument("--data", type=Path, default=None, help="data folder (default: CONVSCOPE_DATA_DIR or ../shared/data)")
     train.add_argument("--out", type=Path, default=None, help="where to write weights and metrics (default models/weights)")
-    train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--dataset", choices=["mnist", "fashion-mnist", "shapes"], default=None,
+                       help="default: the model's own")
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--optimizer", choices=["sgd", "momentum", "adam", "adamw"], default=None)
+    train.add_argument("--lr", type=float, default=None, help="learning rate (one-cycle: its peak)")
+    train.add_argument("--schedule", choices=["constant", "step", "cosine", "onecycle"], default=None)
+    train.add_argument("--weight-decay", type=float, default=None)
+    train.add_argument("--dropout", type=float, default=None, help="dropout p before the output layer (0: none)")
+    train.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
+    train.add_argument("--augment", default=None, metavar="KINDS",
+                       help="default, none, or a comma list of shift, flip, rotate, scale")
+    train.add_argument("--train-size", type=int, default=None, help="train on the first N training images")
+    train.add_argument("--init", choices=["random", "current"], default=None,
+                       help="random weights (default), or fine-tune from the model's current trained weights")
     train.add_argument("--download", action="store_true", help="download MNIST's training set when online")
     train.set_defaults(func=_train)
 

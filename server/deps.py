@@ -37,6 +37,7 @@ from server.services.runtime import (
     WeightsDownloads,
 )
 from server.services.runtime.inputs import ModelInputs
+from server.services.runtime.model_runtime import WEIGHTS_PATTERN
 from server.services.runtime.outputs import ModelOutputs
 from server.services.saliency.base import SaliencyMethod
 from server.services.saliency.gradcam_steps import GradCamStepsService
@@ -44,6 +45,7 @@ from server.services.saliency.layer_choice import saliency_layer
 from server.services.saliency.methods import DEFAULT_METHOD, METHODS, get_method
 from server.services.saliency.service import SaliencyKey, SaliencyMaps, make_key
 from server.services.step_through import StepThrough
+from server.services.training import TrainingRuns
 from server.services.trust import TrustChecks
 from server.services.trust.sanity import SanityKey
 from server.services.work import Scheduler, WorkLimiter
@@ -89,6 +91,7 @@ UploadQuotaDep = Annotated[UploadQuota, Depends(from_state("upload_quota"))]
 
 
 ModelUploadsDep = Annotated[ModelUploads, Depends(from_state("model_uploads"))]
+TrainingRunsDep = Annotated[TrainingRuns, Depends(from_state("training"))]
 
 
 async def client_address(connection: HTTPConnection) -> str:
@@ -101,10 +104,10 @@ ClientAddressDep = Annotated[str, Depends(client_address)]
 
 
 TrustDep = Annotated[TrustChecks, Depends(from_state("trust"))]
-WeightsQuery = Annotated[
-    Literal["auto", "trained", "untrained"],
-    Query(description="auto: trained weights when present, else untrained (random, seeded)"),
-]
+WeightsQuery = Annotated[str, Query(
+    pattern=WEIGHTS_PATTERN, max_length=20,
+    description="auto: trained weights when present, else untrained (random, seeded); trained; untrained; or "
+                "a training run's checkpoint, epoch-<n> or step-<n> (models run-<id>)")]
 
 
 
@@ -238,7 +241,8 @@ async def get_compared_model(
     loaded: LoadedModelDep,
     runtime: RuntimeDep,
     with_model: Annotated[str, Query(min_length=1, max_length=200, description="the second model's id")],
-    with_weights: Annotated[Literal["auto", "trained", "untrained"], Query(description="the second model's weights")] = "auto",
+    with_weights: Annotated[str, Query(pattern=WEIGHTS_PATTERN, max_length=20,
+                                       description="the second model's weights (as weights)")] = "auto",
 ) -> LoadedModel:
     other = runtime.loaded(with_model, with_weights) or await run_in_threadpool(runtime.load, with_model, with_weights)
     params.check_same_input(loaded, other)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 
-import torch
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse  # what fastapi.responses names too
+
+if TYPE_CHECKING:  # FastAPI is imported where the handlers are installed: the page served while
+    from fastapi import FastAPI  # `convscope serve` loads (server.startup) needs neither it nor PyTorch
+    from fastapi.exceptions import RequestValidationError
 
 log = logging.getLogger("convscope")
 
@@ -86,6 +89,8 @@ def _allowed_methods(request: Request) -> list[str]:
 
 def release_accelerator_memory() -> None:
     """Return cached, unused GPU memory to the device after an out-of-memory error."""
+    import torch  # here, not at the top: the page served while `convscope serve` loads needs no PyTorch
+
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     mps = getattr(torch, "mps", None)
@@ -94,6 +99,9 @@ def release_accelerator_memory() -> None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    import torch  # the full app's: see release_accelerator_memory
+    from fastapi.exceptions import RequestValidationError
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.headers)

@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
+from fastapi import FastAPI
 
 from models.registry import ModelRegistry
 from server import __version__
@@ -16,16 +13,15 @@ from server.errors import install_error_handlers
 from server.middleware import (
     CoalesceIdenticalGets,
     DisconnectWatch,
-    ForwardedClientMiddleware,
     JsonCORSMiddleware,
     NotModifiedMiddleware,
     RequestBodyLimitMiddleware,
     ScopeHeadersMiddleware,
-    SecurityHeadersMiddleware,
     SharedAnswers,
-    install_request_guards,
+    install_edge_middlewares,
 )
 from server.openapi import install_openapi
+from server.page import page_routes
 from server.routers import (
     activations,  # feature maps and learned filters (issue 3)
     channels,  # what a channel looks for: dataset examples and feature visualisation (issue 12)
@@ -42,6 +38,7 @@ from server.routers import (
     sandbox,  # the sandbox (issue 5)
     sessions,  # classroom sessions (issue 13)
     step_through,  # step-through of one output cell (issue 5)
+    training,  # training runs in the page (issue 24)
     trust,  # can we trust this map? model randomisation, deletion/insertion curves (issue 23)
 )
 from server.routers import gradcam_steps as gradcam_steps_router  # Grad-CAM taken apart (issue 12)
@@ -69,6 +66,7 @@ ROUTERS = (
     sessions.router,
     sessions.join_router,
     experiments.router,
+    training.router,
 )
 
 # View data whose URL names all it depends on (model, weights, image hash, layer…): identical URLs give
@@ -99,21 +97,11 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"])
     app.add_middleware(RequestBodyLimitMiddleware, limit=settings.max_body_bytes, exempt=("/api/images", "/api/models"),
                        idle_timeout=settings.body_idle_timeout_s, total_timeout=settings.body_read_timeout_s)
-    install_request_guards(app, settings)  # origin, HEAD, URL length, Host (issue 10)
-    app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(ForwardedClientMiddleware, trusted=settings.forwarded_allow_ips)  # who the client is
+    install_edge_middlewares(app, settings)  # request guards, security headers, who the client is
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     install_openapi(app)  # media types, the shared error schema, summaries, tags (issue 15)
 
-    app.mount("/static", StaticFiles(directory=settings.frontend_dir / "static"), name="static")
-    templates = Jinja2Templates(directory=str(settings.frontend_dir / "templates"))
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index(request: Request) -> HTMLResponse:
-        return templates.TemplateResponse(
-            request, "index.html", {"version": __version__, "default_model": settings.default_model}
-        )
-
+    app.router.routes.extend(page_routes(settings))  # / and /static (server.page)
     return app

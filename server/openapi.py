@@ -87,6 +87,10 @@ TAGS = [
                                            "(ablation), patches over the image (occlusion probe), FGSM/PGD "
                                            "adversarial examples in pixel space, two models compared layer by "
                                            "layer (cosine similarity)."},
+    {"name": "training", "description": "Training runs in the page: each in its own worker process, streamed "
+                                        "(loss, accuracy, learning rate, first-layer filters, a probe image's "
+                                        "top-5), checkpointed every epoch; a run is the model `run-<id>` whose "
+                                        "checkpoints are its weights (`?weights=epoch-3`)."},
     {"name": "live", "description": "Live mode: `WS /api/models/{model}/live` (a WebSocket, not in this "
                                     "schema) takes image frames and answers predictions and maps per frame."},
 ]
@@ -95,7 +99,8 @@ DESCRIPTION = """\
 See what a convolutional network does to your image. The stable core is in API.md; everything else the
 page uses is here, grouped by tag.
 
-* Model-scoped URLs take `?weights=auto|trained|untrained` and answer with `X-ConvScope-Weights`.
+* Model-scoped URLs take `?weights=auto|trained|untrained` (a training run's model also `epoch-<n>`,
+  `step-<n>`) and answer with `X-ConvScope-Weights`.
 * Binary answers are declared with their media type: `.npy` (float32 NumPy arrays) and `.png`.
 * Every error is `{"error": {"code": "<snake_case>", "message": "<sentence>"}}` (schema `Error`);
   overload answers 429/503 with `Retry-After`.
@@ -120,7 +125,9 @@ ERROR_REF = {"$ref": "#/components/schemas/Error"}
 # Documented answers of the main operations (documentation only: ``responses={...: {"model": ...}}`` does
 # not filter what the endpoint returns; schemathesis checks that the answers match them).
 class Health(BaseModel):
-    status: str = Field(examples=["ok"])
+    status: str = Field(examples=["ok"], description="ok; while `convscope serve` still loads PyTorch and the models "
+                        "behind the page it serves at once: loading (API requests wait for it), or failed (it could "
+                        "not start, and stops)")
     device: str = Field(description="cpu, cuda:N or mps", examples=["cpu"])
     version: str
 

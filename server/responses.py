@@ -6,8 +6,11 @@ from __future__ import annotations
 import hashlib
 import io
 
+import anyio
 import numpy as np
 from fastapi import Response
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 # Every view URL carries its full state (model, weights variant, image sha256, layer…), so identical URLs
 # give identical bytes; a short max-age plus an ETag keeps a classroom of laptops from re-asking.
@@ -37,3 +40,16 @@ def npy_response(array: np.ndarray, headers: dict[str, str] | None = None) -> Re
 
 def png_response(png: bytes, headers: dict[str, str] | None = None) -> Response:
     return _binary(png, "image/png", headers)
+
+
+class EventStreamResponse(StreamingResponse):
+    """text/event-stream that always closes its generator (follower counts, subscriptions), however it ends."""
+
+    media_type = "text/event-stream"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.datasets.image_folder import check_name
+
+if TYPE_CHECKING:  # imported where used: the page served while `convscope serve` loads needs no PyTorch
+    import torch
 
 DeviceChoice = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -87,6 +89,9 @@ class Settings(BaseSettings):
     decode_memory_bytes: int = 1024 * 1024 * 1024  # memory one decode may add (its process's RLIMIT_AS)
     decode_timeout_s: float = 40.0  # wall clock, then the decoding process is killed
     max_decode_processes: int = 4
+    # an upload answers once the next upload's decoder process has started (at most this long), so that the first
+    # views of the new image do not share the CPU with a Python start-up
+    decode_spare_wait_s: float = Field(2.0, ge=0)
     # request bodies that stall free their slot,
     body_idle_timeout_s: float = 15.0  # no byte of the body for this long: 408
     body_read_timeout_s: float = 300.0  # the whole body, however it trickles in: 408
@@ -161,6 +166,9 @@ class Settings(BaseSettings):
     max_submission_name_chars: int = 40
     sse_heartbeat_s: float = 15.0  # a comment line on every quiet event stream, so proxies keep it open
     sse_max_stream_s: float = 600.0  # streams end after this; browsers reconnect with Last-Event-ID
+    # `convscope serve` serves the page at once and loads PyTorch and the services behind it (server.startup): an API
+    # request that comes meanwhile waits this long for them, then gets 503 `starting` + Retry-After
+    startup_wait_s: float = Field(60.0, ge=0)
     shutdown_grace_s: float = 5.0  # `convscope serve` waits at most this long for open requests on shutdown
     # live mode (WS /api/models/{model}/live): each live client computes one frame at a time
     max_live_clients: int = 8  # live sockets open at once; more are refused (close 1013)
@@ -175,6 +183,17 @@ class Settings(BaseSettings):
     # OpenMP threads spinning against each other: measured in bench/bench_live.py (see its notes)
     torch_threads: int | None = Field(default=None, ge=1)
 
+    # Training runs (issue 24): each in its own worker process
+    max_training_runs: int = Field(1, ge=1)  # runs training at once, every client together; more: 429
+    training_runs_per_client: int = Field(1, ge=1)  # active runs one client address may have; more: 429
+    training_threads: int = Field(1, ge=1)  # PyTorch threads of one run's process
+    training_dir: Path | None = None  # None: "training" beside storage_dir (checkpoints; deleted at shutdown)
+    training_checkpoint_budget_bytes: int = Field(512 * 1024 * 1024, ge=1)  # every run's checkpoints together
+    max_kept_training_runs: int = Field(20, ge=1)  # finished runs kept (oldest deleted first)
+    training_client_grace_s: float = Field(60.0, gt=0)  # a run whose owner left (no stream, no request) ends
+    training_point_interval_s: float = Field(0.4, gt=0, le=0.5)  # a streamed point at least this often
+    training_maps_interval_s: float = Field(1.0, gt=0)  # the probe's feature maps in a point at most this often
+
     @field_validator("image_folders")
     @classmethod
     def _folder_names(cls, folders: dict[str, Path]) -> dict[str, Path]:
@@ -186,6 +205,8 @@ class Settings(BaseSettings):
 
 def resolve_device(choice: str) -> torch.device:
     """``auto`` picks CUDA when available, then Apple's MPS, then the CPU."""
+    import torch
+
     if choice == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda:0")

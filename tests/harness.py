@@ -6,6 +6,7 @@ shares lives here (or in a *_support module), never in another test_*.py file.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -89,7 +90,8 @@ def uvicorn_command(host: str, port: int, cli: bool = False) -> list[str]:
 
 
 def wait_healthy(url: str, process: subprocess.Popen, log_path: Path, timeout: float = START_TIMEOUT_S) -> None:
-    """Until ``GET url/api/health`` answers 200; fails with the log's end when the process exits or the
+    """Until ``GET url/api/health`` answers 200 with status "ok" (``convscope serve`` answers "loading" at
+    once, server.startup: wait for the app itself); fails with the log's end when the process exits or the
     deadline passes."""
     deadline = time.monotonic() + timeout
     while True:
@@ -97,12 +99,13 @@ def wait_healthy(url: str, process: subprocess.Popen, log_path: Path, timeout: f
             raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url + "/api/health", timeout=2) as response:
-                if response.status == 200:
+                if response.status == 200 and json.loads(response.read()).get("status") == "ok":
                     return
         except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start:\n{log_path.read_text()[-3000:]}") from None
-            time.sleep(0.2)
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.2)
 
 
 @contextmanager
@@ -123,12 +126,17 @@ def live_server(tmp: Path, env: dict[str, str] | None = None, host: str = "127.0
         wait_healthy(url, process, log_path, start_timeout_s)
         yield LiveServer(url, host, port, process.pid, log_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; waited for either way."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
 
 
 @contextmanager
@@ -160,12 +168,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+            stop_process(self.process, timeout=10)
 
 
 def start_redis(tmp: Path) -> RedisServer:

@@ -1,31 +1,25 @@
 """The pure modules of frontend/static/js/common/ run under Node (no browser): the number formatters'
-rules (format.js) and the .npy reader (npy.js) against files NumPy writes."""
+rules (format.js), the .npy reader (npy.js) against files NumPy writes, "the latest request wins"
+(latest-request.js) and which layers the step-through traces (traceable.js)."""
 
 from __future__ import annotations
 
 import base64
 import io
-import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests import js_support
+
 COMMON = Path(__file__).resolve().parents[1] / "frontend" / "static" / "js" / "common"
-NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
+pytestmark = pytest.mark.skipif(js_support.NODE is None, reason="node is not installed")
 
 
 def run_js(module: str, body: str, arg: object) -> object:
     """Import common/`module` as `m`, run `body` (an expression of `m` and `arg`) and return its JSON value."""
-    script = (f"const m = await import({json.dumps((COMMON / module).as_uri())});\n"
-              f"const arg = JSON.parse(process.argv[1]);\n"
-              f"process.stdout.write(JSON.stringify({body}));\n")
-    done = subprocess.run([NODE, "--input-type=module", "-e", script, json.dumps(arg)],
-                          capture_output=True, text=True, timeout=60, check=True)
-    return json.loads(done.stdout)
+    return js_support.run_js(COMMON / module, body, arg)
 
 
 def formatted(name: str, calls: list[list]) -> list[str]:
@@ -105,3 +99,42 @@ def test_npy_reader_refuses_what_it_cannot_read() -> None:
     errors = [answer.get("error") for answer in run_js("npy.js", READ, files)]
     assert errors == ["not a .npy file", "truncated .npy data", "unsupported .npy dtype >f4",
                       "Fortran-ordered arrays are not supported"]
+
+
+def test_the_latest_request_wins() -> None:
+    """common/latest-request.js: the same key asks once; an answer overtaken by a newer request is dropped (and
+    its fetch aborted); the latest request's error is thrown, an aborted one's is not."""
+    body = """(async () => {
+      const r = m.createLatestRequest();
+      const log = [];
+      const slow = (value, ms) => (signal) => new Promise((done, fail) => {
+        let settled = false;
+        const t = setTimeout(() => { settled = true; done(value); }, ms);
+        signal.addEventListener('abort', () => { if (settled) return; clearTimeout(t); log.push(`aborted ${value}`);
+          fail(Object.assign(new Error('aborted'), { name: 'AbortError' })); });
+      });
+      const first = r.run('a', slow('A', 50));
+      const again = await r.run('a', slow('A2', 1));
+      const second = r.run('b', slow('B', 10));
+      const results = [await first, again, await second];
+      let thrown = null;
+      try { await r.run('c', async () => { throw new Error('boom'); }); } catch (err) { thrown = err.message; }
+      r.abort();
+      const afterAbort = await r.run('c', async () => 'C');
+      return { results, log, thrown, afterAbort, current: r.isCurrent('c') };
+    })()"""
+    out = run_js("latest-request.js", f"await {body}", None)
+    assert out["results"] == [None, None, {"value": "B"}]
+    assert out["log"] == ["aborted A"]
+    assert out["thrown"] == "boom"
+    assert out["afterAbort"] == {"value": "C"} and out["current"] is True
+
+
+def test_traceable_layers_are_leaf_conv_pool_and_activation_maps() -> None:
+    layers = [{"name": "c", "leaf": True, "kind": "conv", "type": "Conv2d", "output_shape": [4, 8, 8]},
+              {"name": "b", "leaf": False, "kind": "conv", "type": "Sequential", "output_shape": [4, 8, 8]},
+              {"name": "s", "leaf": True, "kind": "activation", "type": "Softmax", "output_shape": [4, 8, 8]},
+              {"name": "n", "leaf": True, "kind": "norm", "type": "BatchNorm2d", "output_shape": [4, 8, 8]},
+              {"name": "r", "leaf": True, "kind": "activation", "type": "ReLU", "output_shape": [16]},
+              {"name": "p", "leaf": True, "kind": "pool", "type": "MaxPool2d", "output_shape": [4, 4, 4]}]
+    assert run_js("traceable.js", "m.traceableLayers(arg).map((l) => l.name)", {"layers": layers}) == ["c", "p"]

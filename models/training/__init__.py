@@ -1,5 +1,7 @@
-"""Training scripts for the bundled models: ``train_model(model_id, ...)`` writes weights + metrics."""
+"""Training: one config (:mod:`config`), one loop (:mod:`loop`), used by ``convscope train`` (:mod:`train`)
+and by the Train view's worker process (``server.services.training``)."""
 
-from models.training.train import TRAIN_CONFIGS, TrainConfig, train_model
+from models.training.config import BUNDLED_RECIPES, RunConfig, recipe
+from models.training.train import train_model
 
-__all__ = ["TRAIN_CONFIGS", "TrainConfig", "train_model"]
+__all__ = ["BUNDLED_RECIPES", "RunConfig", "recipe", "train_model"]

@@ -12,6 +12,7 @@ from server.middleware.security import (
     JsonCORSMiddleware,
     RequestBodyLimitMiddleware,
     SecurityHeadersMiddleware,
+    install_edge_middlewares,
     install_request_guards,
 )
 
@@ -26,5 +27,6 @@ __all__ = [
     "SecurityHeadersMiddleware",
     "SharedAnswers",
     "add_response_header",
+    "install_edge_middlewares",
     "install_request_guards",
 ]

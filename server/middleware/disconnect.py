@@ -1,4 +1,5 @@
-"""The middleware that cancels the work of GET clients that disconnect, and names the client of each request."""
+"""The middleware that cancels the work of clients that disconnect (GETs, and POSTs with a small JSON body such
+as the occlusion probe's), and names the client of each request."""
 
 from __future__ import annotations
 
@@ -9,6 +10,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.services.work.cancel import CancelToken, bound, current_token, live
 
 CLIENT_HEADER = b"x-convscope-client"
+JSON_BODY_LIMIT = 256 * 1024  # a POST with a JSON body up to this size is read first, then watched like a GET
+
+
+def _watched(scope: Scope) -> bool:
+    """GET and HEAD; POST with a JSON body of a stated length up to JSON_BODY_LIMIT (an upload streams on)."""
+    method = scope.get("method")
+    if method in ("GET", "HEAD"):
+        return True
+    if method != "POST":
+        return False
+    headers = dict(scope.get("headers") or ())
+    length = headers.get(b"content-length", b"").decode("latin-1")
+    json_body = headers.get(b"content-type", b"").split(b";")[0].strip().lower() == b"application/json"
+    return json_body and length.isdigit() and int(length) <= JSON_BODY_LIMIT
 
 
 class DisconnectWatch:
@@ -17,7 +32,9 @@ class DisconnectWatch:
     the endpoint runs (see :mod:`server.services.work.cancel`).
 
     A GET has no body, so after its one ``http.request`` message the only thing the server can still
-    receive is ``http.disconnect``: a small task waits for it. Other methods get the client id only."""
+    receive is ``http.disconnect``: a small task waits for it. A small JSON POST (the occlusion probe: a
+    newer position makes the page give up the older request) is read whole first, then watched the same
+    way. Other requests get the client id only (a POST may start that client's long job)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -26,19 +43,23 @@ class DisconnectWatch:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope.get("method") not in ("GET", "HEAD"):  # named too (a POST may start a client's long job)
+        if not _watched(scope):  # named too (a POST may start a client's long job)
             with bound(current_token(), _client_id(scope)):
                 await self.app(scope, receive, send)
             return
         token = CancelToken()
         client = _client_id(scope)
-        first = await receive()
-        if first.get("type") == "http.disconnect":
-            token.cancel()
-        delivered = False
         gone = asyncio.Event()  # the client disconnected: streaming answers (event streams) must hear it too
-        if token.cancelled:
-            gone.set()
+        request: list[Message] = []  # the request's messages (a GET's one, a POST body's), then handed on
+        while True:
+            message = await receive()
+            request.append(message)
+            if message.get("type") == "http.disconnect":
+                token.cancel()
+                gone.set()
+                break
+            if not message.get("more_body"):
+                break
 
         async def watch() -> None:
             try:
@@ -52,11 +73,9 @@ class DisconnectWatch:
             gone.set()
 
         async def app_receive() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return first
-            await gone.wait()  # nothing but a disconnect can come for a GET
+            if request:
+                return request.pop(0)
+            await gone.wait()  # nothing but a disconnect can come after the request
             return {"type": "http.disconnect"}
 
         watcher = asyncio.ensure_future(watch())

@@ -310,3 +310,14 @@ def install_request_guards(app, settings) -> None:  # noqa: ANN001 - FastAPI, se
     app.add_middleware(HeadMiddleware)
     app.add_middleware(UrlLengthMiddleware, limit=settings.max_url_bytes)
     app.add_middleware(TrustedHostMiddleware, hosts=HostAllowList(settings.allowed_hosts, settings.public_url))
+
+
+def install_edge_middlewares(app, settings) -> None:  # noqa: ANN001 - a Starlette app, server.settings.Settings
+    """The outermost middlewares, the same on every app the server runs (the full app, and the page served
+    while it loads, :mod:`server.startup`): the request guards, the security headers, and who the client is
+    (``server.middleware.forwarded``). Call after the app's other middlewares."""
+    from server.middleware.forwarded import ForwardedClientMiddleware
+
+    install_request_guards(app, settings)  # origin, HEAD, URL length, Host (issue 10)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(ForwardedClientMiddleware, trusted=settings.forwarded_allow_ips)

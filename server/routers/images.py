@@ -14,6 +14,7 @@ from server.deps import (
     InputsDep,
     LoadedModelDep,
     OutputsDep,
+    RuntimeDep,
     SettingsDep,
     UploadGateDep,
     UploadQuotaDep,
@@ -54,7 +55,8 @@ PREDICTIONS = {"predictions": [{"index": 7, "label": "7", "probability": 0.981},
              openapi_extra={"requestBody": UPLOAD_BODY},
              responses=json_answer(Uploaded, UPLOADED, 201, "Stored: the id and the size of the upright working copy"))
 async def upload_image(request: Request, store: ImageStoreDep, settings: SettingsDep, gate: UploadGateDep,
-                       quota: UploadQuotaDep, client: ClientAddressDep) -> dict[str, Any]:
+                       quota: UploadQuotaDep, client: ClientAddressDep, inputs: InputsDep,
+                       runtime: RuntimeDep) -> dict[str, Any]:
     quota.check(client)  # a spent quota is refused before the body is read
     async with gate.admit():  # a few uploads in memory at once; the rest wait with their bodies unread
         data = await read_upload(request, settings.max_upload_bytes)
@@ -62,6 +64,8 @@ async def upload_image(request: Request, store: ImageStoreDep, settings: Setting
         quota.charge(client, len(data))
         stored = await run_in_threadpool(store.put, data, client)  # decoding is CPU work: off the event loop
         quota.charge_more(client, stored.stored_bytes - len(data))
+    # the loaded models' input tensors, from the decoded copy the upload just made (its first views start at once)
+    await run_in_threadpool(inputs.prepare, stored.image_id, runtime.loaded_models())
     return {"image_id": stored.image_id, "width": stored.width, "height": stored.height}
 
 

@@ -9,7 +9,9 @@ Protocol (all server messages are JSON text; the client sends binary frames):
    another origin (not this server's, nor a configured CORS origin) is refused at the handshake: HTTP 403
    with the API's JSON error ``foreign_origin`` (``security.OriginCheckMiddleware``, as for uploads).
 2. The client sends frames: binary messages holding JPEG or PNG bytes (any size up to the limits; the
-   model's own preprocessing crops and resizes, exactly as for an upload).
+   model's own preprocessing crops and resizes, exactly as for an upload). A text message
+   ``{"patch": {"y", "x", "size", "fill"}}`` covers part of every following frame as the occlusion probe
+   does (``POST .../occlusion-probe``: model-input pixels, grey / blur / noise); ``{"patch": null}`` ends it.
 3. For each frame it computes, the server sends one message::
 
      {"frame": n, "dropped": d, "weights_used",
@@ -21,6 +23,8 @@ Protocol (all server messages are JSON text; the client sends binary frames):
       "input": "data:image/png;base64,…",                           # what the model sees (inputs ≤ 64×64)
       "saliency": {"method", "layer", "target", "label", "probability", "overlay": "data:image/…",
                    "opacity", "colormap", "stops", "raw_range"},    # only with ?method=
+      "patch": {"y", "x", "height", "width", "fill"},               # only with a patch, clipped as the
+                                                                    #   probe states it; "input" then sent
       "timing": {"queue_ms", "decode_ms", "model_ms", "encode_ms", "server_ms"}}
 
    ``n`` numbers the frames received on this socket (from 1); ``d`` how many frames this one replaced
@@ -29,7 +33,9 @@ Protocol (all server messages are JSON text; the client sends binary frames):
 4. A bad frame (not an image: 415, damaged: 422, empty: 400, too many bytes or pixels: 413) or a busy
    server (503, with ``retry_after_s``) gets ``{"error": {code, message, status}, "frame": n}``; the
    socket stays open. (A message over the WebSocket cap itself, ``live_socket_max_bytes``, 64 MiB, which
-   ``convscope serve`` gives uvicorn as ``ws_max_size``, closes the socket with 1009 unread.) A text message gets a 400 error message. After ``live_idle_timeout_s`` without a
+   ``convscope serve`` gives uvicorn as ``ws_max_size``, closes the socket with 1009 unread.) A text message other than a patch gets a 400 error message, a
+   patch out of range or larger than the model input a 422 naming the field (``patch.size``); the
+   socket stays open and the patch in force stays. After ``live_idle_timeout_s`` without a
    message the server says so and closes the socket.
 
 Nothing a client sends is stored; the page's "Capture" uploads a frame through ``POST /api/images``.

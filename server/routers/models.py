@@ -41,6 +41,7 @@ def model_summary(entry: ModelEntry, runtime: ModelRuntime, channel_examples: Ch
         "input": {"channels": entry.input.channels, "height": entry.input.height, "width": entry.input.width},
         "num_classes": entry.num_classes,
         "weights": {"state": status.state, "detail": status.detail},
+        "load": runtime.load_state(entry),  # models are built on first use: loaded, loading or not_loaded
         "default_layer": default_layer(entry),
         "examples_dataset": channel_examples.default_dataset(entry),
         "metrics": entry.weights.metrics(),
@@ -51,7 +52,8 @@ def model_summary(entry: ModelEntry, runtime: ModelRuntime, channel_examples: Ch
             responses=json_example({"models": [{"id": "lenet5", "title": "LeNet-5", "dataset": "mnist",
                                                 "input": {"channels": 1, "height": 28, "width": 28},
                                                 "num_classes": 10, "weights": {"state": "bundled",
-                                                                               "detail": "trained on MNIST"}}]}))
+                                                                               "detail": "trained on MNIST"},
+                                                "load": "loaded"}]}))
 def list_models(runtime: RuntimeDep, channel_examples: ChannelExamplesDep, uploads: ModelUploadsDep,
                 client: ClientAddressDep) -> dict[str, list[dict[str, Any]]]:
     return {"models": [model_summary(entry, runtime, channel_examples)

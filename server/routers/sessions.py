@@ -5,15 +5,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Header, Request, Response
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
-from starlette.types import Receive, Scope, Send
 
 from server.deps import ClassroomDep, ClientAddressDep, SettingsDep
 from server.errors import ApiError
-from server.responses import png_response
+from server.responses import EventStreamResponse, png_response
 from server.services.classroom.codes import normalize_code
 from server.services.classroom.join_url import join_base
 from server.services.classroom.qr import qr_png
@@ -44,19 +42,6 @@ class StateBody(BaseModel):
 class SubmissionBody(BaseModel):
     image_id: str
     name: str | None = None
-
-
-class EventStreamResponse(StreamingResponse):
-    """text/event-stream that always closes its generator (follower count, subscription), however it ends."""
-
-    media_type = "text/event-stream"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 @router.post("/sessions", status_code=201)

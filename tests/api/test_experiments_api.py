@@ -127,6 +127,21 @@ def _pixels(loaded: Any, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
     return (x * std + mean).clamp(0, 1), lambda p: loaded.module((p - mean) / std)
 
 
+def _layer_outputs(loaded: Any, forward: Any, pixels: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    """Each named layer's output (a copy taken as it leaves the layer) in a plain forward pass."""
+    outputs: dict[str, torch.Tensor] = {}
+    modules = dict(loaded.module.named_modules())
+    handles = [modules[name].register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o.detach().clone()))
+               for name in names]
+    try:
+        with torch.no_grad():
+            forward(pixels)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs
+
+
 ATTACKS = [
     ("lenet5", {"attack": "fgsm", "epsilon": 6}),
     ("lenet5", {"attack": "pgd", "epsilon": 8, "steps": 4, "step_size": 3, "target": 3}),
@@ -134,6 +149,7 @@ ATTACKS = [
     ("tinyvgg-shapes", {"attack": "pgd", "epsilon": 5, "steps": 3, "step_size": 2}),
     ("efficientnet_lite0", {"attack": "fgsm", "epsilon": 2}),
     ("efficientnet_lite0", {"attack": "pgd", "epsilon": 2, "steps": 2, "step_size": 1, "target": 7}),
+    ("resnet18", {"attack": "fgsm", "epsilon": 1}),  # ReLU(inplace=True) writes to the batch norms' outputs
 ]
 
 
@@ -167,6 +183,12 @@ def test_adversarial_equals_captum(client, photo, model, query):
     for row in body["after"]:
         assert row["probability"] == pytest.approx(float(after[row["index"]]), abs=TOL)
     assert [r["name"] for r in body["layers"]], "a relative L2 per layer over depth"
+    names = [r["name"] for r in body["layers"]]
+    clean, moved = _layer_outputs(loaded, forward, pixels, names), _layer_outputs(loaded, forward, expected, names)
+    for row in body["layers"]:
+        old, new = clean[row["name"]].double(), moved[row["name"]].double()
+        reference = float(torch.linalg.vector_norm(new - old) / torch.linalg.vector_norm(old).clamp(min=1e-12))
+        assert row["relative_l2"] == pytest.approx(reference, rel=1e-4, abs=1e-6), row["name"]
     picture = client.get(f"{base}/adversarial.png", params=query)
     assert picture.headers["content-type"] == "image/png"
 

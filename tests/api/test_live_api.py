@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -306,3 +307,38 @@ def test_a_frame_waiting_for_the_model_is_abandoned_on_disconnect(live_client: T
             wait_until(lambda: limiter.waiting == 1, what="the frame waits for a slot")
         # the session ends although no slot was ever free: its waiting frame gave up
         wait_until(lambda: hub.active == 0 and limiter.waiting == 0, what="the session and its wait are gone")
+
+
+@pytest.mark.parametrize(("model", "fill"), [("tinyvgg-shapes", "noise"), ("efficientnet_lite0", "blur")])
+def test_a_patch_covers_every_frame_as_the_occlusion_probe_covers_the_upload(live_client: TestClient, upload, photo: bytes,
+                                                                          model: str, fill: str) -> None:
+    """Issue 22 §2: the occlusion patch over the live image. The answer for a patched frame equals the
+    probe's answer for the same bytes uploaded with the same patch; the picture shows the patch; a patch
+    too large or of an unknown fill is a 422 naming the field and leaves the stream (and the patch) going."""
+    image_id = upload(live_client, photo, "zebra.jpg")
+    patch = {"y": -3, "x": 10, "size": 12, "fill": fill}
+    probe = live_client.post(f"/api/models/{model}/images/{image_id}/occlusion-probe", json={"patches": [patch]})
+    assert probe.status_code == 200, probe.text
+    expected = probe.json()["results"][0]["predictions"]
+    with live_client.websocket_connect(f"/api/models/{model}/live") as ws:
+        side = ws.receive_json()["ready"]["input"]["height"]
+        ws.send_text(json.dumps({"patch": {"y": 0, "x": 0, "size": side + 1, "fill": "grey"}}))
+        error = ws.receive_json()["error"]
+        assert error["status"] == 422 and error["message"].startswith("patch.size"), error
+        ws.send_text('{"patch": {"y": 0, "x": 0, "size": 4, "fill": "paint"}}')
+        assert ws.receive_json()["error"]["message"].startswith("patch.fill")
+        ws.send_text(json.dumps({"patch": patch}))
+        ws.send_bytes(photo)
+        answer = _answer(ws)
+        assert answer["patch"] == {"y": 0, "x": 10, "height": 9, "width": 12, "fill": fill}
+        got = {p["index"]: p["probability"] for p in answer["predictions"]}
+        for row in expected:
+            assert got[row["index"]] == pytest.approx(row["probability"], abs=1e-5)
+        covered = _picture(answer["input"])
+        assert covered.shape[:2] == (side, side)
+        ws.send_text('{"patch": null}')
+        ws.send_bytes(photo)
+        clean = _answer(ws)
+        assert "patch" not in clean
+        plain = live_client.get(f"/api/models/{model}/images/{image_id}/predictions", params={"top_k": 5}).json()
+        assert [p["index"] for p in clean["predictions"]] == [p["index"] for p in plain["predictions"]]

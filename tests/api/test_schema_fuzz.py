@@ -169,7 +169,26 @@ def constraints_json_schema_cannot_state(context, case):  # noqa: ANN001 - schem
         case.body = {**case.body, "state": _within_state_bytes(case.body["state"])}
     elif "/occlusion-probe" in path and isinstance(case.body, dict) and isinstance(case.body.get("patches"), list):
         case.body = {**case.body, "patches": [_on_input(p) for p in case.body["patches"]]}
+    elif path == "/api/training/runs" and case.method == "POST" and isinstance(case.body, dict):
+        case.body = _trainable(case.body)
     return case
+
+
+def _trainable(body: dict) -> dict:
+    """A run whose knobs fit each other (Shapes need TinyVGG and take flips only; digits are never flipped; a
+    fine-tune keeps the bundled layers and input) and that ends in a moment (one epoch of a few images, no step
+    checkpoints), as the API's description says."""
+    body = {**body, "epochs": 1, "train_size": 16, "checkpoint_every_steps": 0}
+    if body.get("init") == "current":
+        body.update(batch_norm=False, dropout=0.0, dataset=None)
+    dataset = body.get("dataset") or ("shapes" if body.get("architecture") == "tinyvgg-shapes" else "mnist")
+    if dataset == "shapes":
+        body["architecture"] = "tinyvgg-shapes"
+    if isinstance(body.get("augment"), list):
+        allowed = {"shapes": {"flip"}, "fashion-mnist": {"shift", "flip", "rotate", "scale"}}.get(
+            dataset, {"shift", "rotate", "scale"})
+        body["augment"] = [kind for kind in body["augment"] if kind in allowed]
+    return body
 
 
 def _within_state_bytes(state: dict) -> dict:

@@ -172,3 +172,28 @@ def test_screens_and_the_projector_font_floor(new_page, photos, shots, xp) -> No
         assert smallest >= (16 if projector else 12), (xp, projector, smallest)
         name = f"experiments-{xp}-{viewport['width']}{'-projector' if projector else ''}.png"
         page.screenshot(path=str(shots / name))
+
+
+def test_compare_steps_through_one_cell_in_both_panes(page, photos, shots) -> None:
+    image = photo_on(page, photos, "lenet5")
+    go(page, "lenet5", image, xp="compare", compare_weights="untrained", compare_layer="features.3", compare_cell="2,4,5")
+    for pane, weights in (("0", "trained"), ("1", "untrained")):
+        box = f".xp-compare-pane[data-pane='{pane}'] .xp-step"
+        page.wait_for_selector(f"{box} .xp-step-lines[data-value]")
+        trace = api(page, f"/api/models/lenet5/images/{image}/layers/features.3/trace?channel=2&y=4&x=5&top=3&weights={weights}")
+        assert float(page.get_attribute(f"{box} .xp-step-lines", "data-value")) == pytest.approx(trace["total"], abs=1e-9)
+        assert f"channel {trace['channels'][0]['index']}" in page.inner_text(box) and "bias" in page.inner_text(box)
+        href = page.get_attribute(f"{box} .xp-step-link", "href")
+        assert "view=step-through" in href and "pos=4%2C5" in href and f"weights={weights}" in href
+    # another cell, typed in: both panes follow (same architecture: the same cell)
+    page.fill(".xp-cell-y", "7")
+    page.dispatch_event(".xp-cell-y", "change")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('compare_cell') === '2,7,5'")
+    trace = api(page, f"/api/models/lenet5/images/{image}/layers/features.3/trace?channel=2&y=7&x=5&top=3&weights=untrained")
+    page.wait_for_function("v => Number(document.querySelector(\".xp-compare-pane[data-pane='1'] .xp-step-lines\").dataset.value) === v",
+                           arg=trace["total"])
+    page.screenshot(path=str(shots / "experiments-compare-step-1280.png"), full_page=True)
+    # LeNet-5 against mnist-deep: the right pane's cell is the same place of its own layer, and says so
+    go(page, "lenet5", image, xp="compare", compare_model="mnist-deep", compare_weights="trained", compare_cell="1,3,3")
+    page.wait_for_selector(".xp-compare-pane[data-pane='1'] .xp-step-lines[data-value], .xp-compare-pane[data-pane='1'] .xp-step .card-note")
+    assert page.inner_text(".xp-compare-pane[data-pane='0'] .xp-step")

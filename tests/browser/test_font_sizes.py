@@ -26,6 +26,7 @@ class ViewCase(NamedTuple):
     query: str      # the view's URL keys
     ready: str      # a JS expression true once the view has drawn everything
     fold: str = ""  # a selector whose whole box must be above the fold in projector mode (wall closed)
+    wait_s: int = 120  # how long it may take to become ready
 
 
 def STEP_THROUGH_AT(cell: str) -> str:  # noqa: N802 (reads as a constant in the table)
@@ -57,6 +58,23 @@ VIEW_CASES = [
     ViewCase("sandbox", "lenet5", "view=sandbox",
              "(() => { const c = document.querySelector('#sandbox-canvas'); return c && c.dataset.outputShape && c.dataset.fitWidth; })()"),
     ViewCase("live", "lenet5", "view=live", "document.querySelector('.live-atlas-body canvas, .live-atlas-body img')"),
+    # issue 22: each experiment, and switching channels off inside the Layers view
+    ViewCase("experiments-ablation", "lenet5", "view=experiments&xp=ablation&layer=features.3&channels=1,4&mode=scale&factor=1.5",
+             "document.querySelector(\".xp-body[data-xp='ablation'][data-state='ready']\") && document.querySelector('.xp-cam-after').naturalWidth > 0"),
+    ViewCase("experiments-probe", "lenet5", "view=experiments&xp=probe&py=8&px=8",
+             "document.querySelector(\".xp-body[data-xp='probe'] .xp-class option\") && document.querySelector('.xp-watched').textContent"),
+    ViewCase("experiments-adversarial", "lenet5", "view=experiments&xp=adversarial&attack=pgd&epsilon=8&steps=3&step_size=2",
+             "document.querySelector(\".xp-body[data-xp='adversarial'][data-state='ready']\") && document.querySelector('.xp-min-flip[data-epsilon]')"),
+    ViewCase("experiments-compare", "lenet5", "view=experiments&xp=compare&compare_weights=untrained&compare_layer=features.3",
+             "document.querySelector(\".xp-body[data-xp='compare'][data-state='ready']\") && document.querySelectorAll('.xp-step-lines[data-value]').length === 2"),
+    ViewCase("network-ablation", "lenet5", "view=network&ablate=1&layer=features.0&channels=1,3",
+             "document.querySelector(\".xp-ablate-body[data-state='ready']\") && document.querySelector(\".net[data-ready='1'] .net-tile.is-ablated\")"),
+    ViewCase("step-through-ablation", "lenet5", "view=step-through&layer=features.0&ablate=1&channels=2&mode=mean&pos=3,3",
+             "document.querySelector(\".xp-ablate-body[data-state='ready']\")" + " && " + STEP_THROUGH_AT("3,3")),
+    ViewCase("layers-ablation", "lenet5", "view=layers&layer=features.3&ablate=1&channels=2,5",
+             "document.querySelector(\".xp-ablate-body[data-state='ready']\") && document.querySelector('.channel-grid[data-open-ms] figure.tile.is-ablated')"),
+    # issue 23's "Can we trust this map?" panel, run to the end (the server keeps the result: one run for all modes)
+    ViewCase("saliency-trust", "lenet5", "view=saliency&trust=1", "document.querySelector(\".trust-card[data-state='done']\")", wait_s=600),
 ]
 
 MODES = [
@@ -86,10 +104,10 @@ def open_wall(page) -> None:
     page.wait_for_selector("#class-wall:not([hidden]) .wall-head")
 
 
-def show(page, url: str, ready: str) -> None:
+def show(page, url: str, ready: str, wait_s: int = 120) -> None:
     """Switch the page to `url` as back/forward does (the state store listens to popstate), then wait."""
     page.evaluate("url => { history.pushState(null, '', url); dispatchEvent(new PopStateEvent('popstate')); }", url)
-    page.wait_for_function(f"() => Boolean({ready})", timeout=120_000)
+    page.wait_for_function(f"() => Boolean({ready})", timeout=wait_s * 1000)
     # let the fitted canvases take their size and redraw (two frames after the last layout change)
     page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
 
@@ -114,7 +132,7 @@ def test_every_text_is_readable(page, mode, photos: Path, shots: Path) -> None:
         session = page.evaluate("new URLSearchParams(location.search).get('session') || ''")
         keep += f"&session={session}" if session else ""
         try:
-            show(page, f"/?model={case.model}&image={images[case.model]}&{case.query}{keep}", case.ready)
+            show(page, f"/?model={case.model}&image={images[case.model]}&{case.query}{keep}", case.ready, case.wait_s)
         except PlaywrightTimeout:
             failures.append(f"{case.name}: never became ready ({case.ready})")
             continue

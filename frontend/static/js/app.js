@@ -73,11 +73,20 @@ const liveCard = createLiveCard({ onStart: () => state.set({ view: 'live' }) });
 const topPrediction = createTopPrediction({ api });
 createShortcuts(document.getElementById('presenter-controls'));
 
+/** `convscope serve` serves this page before PyTorch and the models are loaded: say so while the API waits. */
+async function sayWhileStarting() {
+  const health = await api.health().catch(() => null);
+  if (health?.status === 'loading' && !modelTitles.size) {
+    notices.show('starting', 'The server is still loading PyTorch and the models; the views appear in a moment.', 'info');
+  }
+}
+
 async function loadModelList() {
   try {
     const { models } = await api.models();
     picker.setModels(models);
     for (const m of models) modelTitles.set(m.id, m.title);
+    notices.clear('starting');
     notices.clear('models');
   } catch (err) {
     notices.show('models', `The list of models could not be loaded: ${err.message}`);
@@ -185,6 +194,7 @@ async function start() {
   state.set({ model: initial.model, weights: initial.weights, view: canonicalViewId(initial.view) }, { replace: true });
   state.subscribe(render);
   createClassroom({ state, notices }); // after the defaults are in the URL: a teacher publishes them
+  sayWhileStarting();
   await loadModelList();
   render();
   gallery.load().then(() => render());

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
+from server.errors import ApiError
 from server.services.experiments.adversarial import PixelModel
+from server.services.work.cancel import checkpoint
 
 FILLS = ("grey", "blur", "noise")
 GREY = 0.5
@@ -73,12 +75,44 @@ def occluded(pixels: torch.Tensor, patches: list[Patch], blurs: dict[int, torch.
     return batch
 
 
+def pasted(model: PixelModel, tensor: torch.Tensor, patch: Patch) -> torch.Tensor:
+    """The model input ``tensor`` (normalised, C×H×W) with ``patch`` pasted as the probe pastes it."""
+    pixels = model.pixels(tensor.unsqueeze(0))
+    blurs = {patch.size: blurred(pixels, patch.size)} if patch.fill == "blur" else {}
+    return model.normalise(occluded(pixels, [patch], blurs))[0]
+
+
+def parse_patch(message: object) -> Patch | None:
+    """A live client's ``{"patch": {"y", "x", "size", "fill"}}`` (or ``{"patch": null}``: no patch), checked
+    for types and ranges; an ApiError names the field otherwise (the size against the input is the caller's)."""
+    if not isinstance(message, dict) or set(message) != {"patch"}:
+        raise ApiError(400, "binary_frames_expected", 'A text message is {"patch": {"y", "x", "size", "fill"}} or '
+                       '{"patch": null}; frames are binary messages holding JPEG or PNG bytes.')
+    body = message["patch"]
+    if body is None:
+        return None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_patch", "patch: an object with y, x, size and fill, or null.")
+    values = {}
+    for name, low in (("y", -4096), ("x", -4096), ("size", 1)):
+        value = body.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 4096:
+            raise ApiError(422, "invalid_patch", f"patch.{name}: a whole number from {low} to 4096.")
+        values[name] = value
+    fill = body.get("fill", "grey")
+    if fill not in FILLS:
+        raise ApiError(422, "invalid_patch", f"patch.fill: one of {', '.join(FILLS)}.")
+    return Patch(values["y"], values["x"], values["size"], fill)
+
+
 def probe_logits(model: PixelModel, pixels: torch.Tensor, patches: list[Patch], blurs: dict[int, torch.Tensor],
                  chunk: int) -> torch.Tensor:
-    """N×classes logits of the occluded copies, ``chunk`` patches per forward pass."""
+    """N×classes logits of the occluded copies, ``chunk`` patches per forward pass; a checkpoint before each
+    pass (the request's client gone: the work stops there)."""
     out = []
     with torch.no_grad():
         for start in range(0, len(patches), chunk):
+            checkpoint()
             out.append(model(occluded(pixels, patches[start : start + chunk], blurs)).float().cpu())
     return torch.cat(out).reshape(len(patches), -1)
 

@@ -51,19 +51,21 @@ def ablation_spec(row: dict[str, Any], layer: ModelLayer, channels: str, mode: s
                         float(factor) if mode == "scale" else 0.0, module=layer.module)
 
 
-def check_patches(loaded: LoadedModel, patches: Sequence[Patch]) -> list[Patch]:
-    """Patches no larger than the model input and overlapping it (``patches[i].size`` / ``.y`` / ``.x``)."""
+def check_patches(loaded: LoadedModel, patches: Sequence[Patch], name: str = "patches[{i}]") -> list[Patch]:
+    """Patches no larger than the model input and overlapping it; errors name the field (``patches[i].size``,
+    or ``name`` formatted with the index: ``patch.size`` for live mode's one patch)."""
     height, width = loaded.entry.input.height, loaded.entry.input.width
     for i, patch in enumerate(patches):
+        field = name.format(i=i)
         if patch.size > max(height, width):
-            raise ApiError(422, "patch_too_large", f"patches[{i}].size: {patch.size} is larger than the "
+            raise ApiError(422, "patch_too_large", f"{field}.size: {patch.size} is larger than the "
                            f"{height}×{width} model input of {loaded.entry.id}.")
         top, left, bottom, right = patch.box(height, width)
         if bottom <= top:
-            raise ApiError(422, "patch_outside", f"patches[{i}].y: a patch of {patch.size} at y={patch.y} misses "
+            raise ApiError(422, "patch_outside", f"{field}.y: a patch of {patch.size} at y={patch.y} misses "
                            f"the {height}×{width} input.")
         if right <= left:
-            raise ApiError(422, "patch_outside", f"patches[{i}].x: a patch of {patch.size} at x={patch.x} misses "
+            raise ApiError(422, "patch_outside", f"{field}.x: a patch of {patch.size} at x={patch.x} misses "
                            f"the {height}×{width} input.")
     return list(patches)
 

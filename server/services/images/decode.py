@@ -54,12 +54,13 @@ class DecodeLimits:
     memory_bytes: int = 1024 * 1024 * 1024  # address space one decode may add (RLIMIT_AS of its process)
     wall_seconds: float = 40.0  # then the process is killed, whatever it is doing
     max_processes: int = 4  # decodes at once; more wait (at most wall_seconds) for a free slot
+    spare_wait_seconds: float = 2.0  # a decode returns once the next one's worker has started, or after this long
 
 
 def decode_limits(settings) -> DecodeLimits:  # noqa: ANN001 - server.settings.Settings
     return DecodeLimits(settings.max_image_pixels, settings.max_decoded_bytes, settings.max_jpeg_scans,
                         settings.decode_cpu_seconds, settings.decode_memory_bytes, settings.decode_timeout_s,
-                        settings.max_decode_processes)
+                        settings.max_decode_processes, settings.decode_spare_wait_s)
 
 
 class IsolatedDecoder:
@@ -69,8 +70,16 @@ class IsolatedDecoder:
 
     def __init__(self, limits: DecodeLimits) -> None:
         self.limits = limits
+        # A decode returns once the next upload's worker has started (it says READY): the first views of the
+        # new image must not share the cores with a Python start-up.
         self._pool = ChildProcessPool([sys.executable, decode_worker.__file__], limits.max_processes,
-                                      limits.wall_seconds, "image decoder", decode_worker.PARENT_ENV)
+                                      limits.wall_seconds, "image decoder", decode_worker.PARENT_ENV,
+                                      ready_line=decode_worker.READY, spare_wait_seconds=limits.spare_wait_seconds)
+
+    @property
+    def spare_ready(self) -> bool:
+        """Whether a worker for the next upload has started and waits."""
+        return self._pool.spare_ready
 
     def close(self) -> None:
         self._pool.close()

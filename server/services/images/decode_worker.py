@@ -1,8 +1,9 @@
 """The image decoder itself, and the worker process that runs it under hard limits.
 
-This module imports only the standard library, NumPy and Pillow (not torch, not the server), so the
-worker process that runs it starts in a fraction of a second. :mod:`server.services.images.decode` calls it
-in-process for tests and in a fresh child process for every upload (``python decode_worker.py``):
+This module imports only the standard library and Pillow (NumPy only for 16-bit and float pictures; not torch,
+not the server), so the worker process that runs it starts in a few hundredths of a second of CPU.
+:mod:`server.services.images.decode` calls it in-process for tests and in a fresh child process for every upload
+(``python decode_worker.py``):
 
 - before any pixel is decoded, the header is checked: pixel count, the bytes the decoded picture will
   really take in memory (a palette with transparency becomes four bytes per pixel, not one), and for JPEG
@@ -16,7 +17,8 @@ in-process for tests and in a fresh child process for every upload (``python dec
   and a watcher thread ends it when it finds itself adopted by another process (elsewhere), so a
   ``kill -9`` of the server leaves no decoder behind.
 
-Protocol (stdin → stdout): one JSON line of limits, then the upload's bytes; the answer is one JSON line
+Protocol (stdin → stdout): the worker first says ``ready`` (one line, once started); then it reads one JSON line of
+limits, then the upload's bytes; the answer is one JSON line
 (``{"ok": [width, height]}`` or ``{"error": [status, code, message]}``), then, on success, the RGB bytes.
 """
 
@@ -30,7 +32,6 @@ import threading
 import time
 import warnings
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 READABLE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
@@ -213,19 +214,29 @@ def _palette_over_white(image: Image.Image) -> Image.Image:
     return flat.convert("RGB")
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _wide_to_rgb(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer or float samples, to 8 bits. NumPy is imported here, not at the top: these modes
+    are rare, and every upload's worker process starts sooner without it (a fraction of a second of CPU that the
+    server's first requests on the new image would otherwise share the cores with)."""
+    import numpy as np
+
     mode = image.mode
     if mode.startswith("I;16"):
         # The high byte of each 16-bit sample is its 8-bit value (0 → 0, 65535 → 255), without float copies.
         arr = np.asarray(image.convert("I;16") if mode != "I;16" else image)
         return Image.fromarray((arr >> 8).astype(np.uint8)).convert("RGB")
-    if mode in ("I", "F"):
-        arr = np.asarray(image, dtype=np.float32)
-        lo, hi = min(float(arr.min()), 0.0), max(float(arr.max()), 1.0)
-        if mode == "I" and hi <= 65535 and lo >= 0:
-            hi = 65535.0 if hi > 255 else 255.0
-        scaled = np.clip((arr - lo) / max(hi - lo, 1e-12) * 255.0, 0, 255).round().astype(np.uint8)
-        return Image.fromarray(scaled).convert("RGB")
+    arr = np.asarray(image, dtype=np.float32)  # "I" or "F"
+    lo, hi = min(float(arr.min()), 0.0), max(float(arr.max()), 1.0)
+    if mode == "I" and hi <= 65535 and lo >= 0:
+        hi = 65535.0 if hi > 255 else 255.0
+    scaled = np.clip((arr - lo) / max(hi - lo, 1e-12) * 255.0, 0, 255).round().astype(np.uint8)
+    return Image.fromarray(scaled).convert("RGB")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return _wide_to_rgb(image)
     if mode == "P":
         if "transparency" not in image.info:
             return image.convert("RGB")
@@ -299,9 +310,14 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+READY = b"ready\n"  # the worker's first line: its imports are done, it waits for an upload
+
+
 def _main() -> int:
     die_with_server()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout.write(READY)
+    stdout.flush()
     limits = json.loads(stdin.readline())
     set_limits(limits["cpu_seconds"], limits["memory_bytes"])
     data = stdin.read()

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from server.errors import ApiError
+from server.services.experiments.adversarial import PixelModel
+from server.services.experiments.occlusion_probe import Patch, pasted
 from server.services.feature_maps.activations import selectable_layers
 from server.services.images.decode import decode_image
 from server.services.rendering import atlas
@@ -299,22 +301,34 @@ def prepare_frame(config: LiveConfig, data: bytes, limits: LiveLimits) -> tuple[
     return tensor, (time.perf_counter() - start) * 1000
 
 
-def run_frame(config: LiveConfig, tensor: torch.Tensor, limits: LiveLimits, admit: Admit) -> tuple[dict[str, Any], FrameTimes]:
-    """The model pass (holding an admission slot) and the answer's pictures for a prepared frame."""
+def run_frame(config: LiveConfig, tensor: torch.Tensor, limits: LiveLimits, admit: Admit,
+              patch: Patch | None = None) -> tuple[dict[str, Any], FrameTimes]:
+    """The model pass (holding an admission slot) and the answer's pictures for a prepared frame; with
+    ``patch``, the frame with the patch pasted as the occlusion probe pastes it (the answer's input picture,
+    sent then whatever the input's size, shows it, and ``patch`` says where it went, clipped)."""
     times = FrameTimes()
     start = time.perf_counter()
+    if patch is not None:
+        tensor = pasted(PixelModel(config.loaded), tensor, patch)
     with admit(config.label, "cheap"):
         result = forward(config, tensor)
     computed = time.perf_counter()
     answer = encode_answer(config, tensor, result, limits)
+    if patch is not None:
+        height, width = int(tensor.shape[-2]), int(tensor.shape[-1])
+        top, left, bottom, right = patch.box(height, width)
+        # as the occlusion probe states a patch: clipped to the input
+        answer["patch"] = {"y": top, "x": left, "height": bottom - top, "width": right - left, "fill": patch.fill}
+        answer.setdefault("input", _picture_url(input_picture(config.loaded, tensor)))
     times.model_ms = (computed - start) * 1000
     times.encode_ms = (time.perf_counter() - computed) * 1000
     return answer, times
 
 
-def compute_frame(config: LiveConfig, data: bytes, limits: LiveLimits, admit: Admit) -> tuple[dict[str, Any], FrameTimes]:
+def compute_frame(config: LiveConfig, data: bytes, limits: LiveLimits, admit: Admit,
+                  patch: Patch | None = None) -> tuple[dict[str, Any], FrameTimes]:
     """One frame start to end in the calling thread; ApiErrors for bad frames and overload."""
     tensor, decode_ms = prepare_frame(config, data, limits)
-    answer, times = run_frame(config, tensor, limits, admit)
+    answer, times = run_frame(config, tensor, limits, admit, patch)
     times.decode_ms = decode_ms
     return answer, times

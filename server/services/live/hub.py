@@ -22,6 +22,7 @@ would), and a session computes one frame at a time, so a live client counts as o
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -33,6 +34,8 @@ import anyio.to_thread
 import torch
 
 from server.errors import ApiError
+from server.services.experiments.occlusion_probe import Patch, parse_patch
+from server.services.experiments.params import check_patches
 from server.services.live.frame import (
     Admit,
     FrameTimes,
@@ -118,6 +121,15 @@ class LiveSession:
         self.token = cancel.CancelToken()  # set when the socket closes: a frame waiting for a slot gives up
         self.slot = FrameSlot()
         self.stats = SessionStats()
+        self.patch: Patch | None = None  # the occlusion patch pasted on every frame, set by a text message
+
+    def _patch(self, text: str) -> Patch | None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            message = None
+        patch = parse_patch(message)
+        return check_patches(self.config.loaded, [patch], "patch")[0] if patch is not None else None
 
     async def run(self, receive: Receive, send: Send) -> None:
         """Serve the client until it disconnects (or stays silent past the idle timeout)."""
@@ -150,9 +162,11 @@ class LiveSession:
             if message is None:
                 return
             if isinstance(message, str):
-                self.stats.errors += 1
-                await send(_error(400, "binary_frames_expected",
-                                  "Send each frame as a binary message holding JPEG or PNG bytes."))
+                try:
+                    self.patch = self._patch(message)
+                except ApiError as err:
+                    self.stats.errors += 1
+                    await send(_error(err.status, err.code, err.message))
                 continue
             self.stats.received += 1
             frame = Frame(self.stats.received, message, time.monotonic())
@@ -197,7 +211,7 @@ class LiveSession:
 
     def _run_frame(self, tensor: torch.Tensor) -> tuple[dict[str, Any], FrameTimes]:
         with cancel.bound(self.token, self.client):  # admission control reads both from the context
-            return run_frame(self.config, tensor, self.limits, self.admit)
+            return run_frame(self.config, tensor, self.limits, self.admit, self.patch)
 
     async def _send_error(self, send: Send, err: ApiError, frame: Frame, replaced: int) -> None:
         self.stats.errors += 1

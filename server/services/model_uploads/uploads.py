@@ -212,10 +212,7 @@ class ModelUploads:
     def _drop(self, model_id: str) -> None:
         with self._lock:
             self._uploads.pop(model_id, None)
-        self.runtime.registry.unregister(model_id)
-        self.runtime.last_used.pop(model_id, None)
-        self.runtime.cache.discard_where(lambda key: key[0] == model_id)
-        self.runtime.catalog.cache.discard_where(lambda key: key == model_id)
+        self.runtime.drop(model_id)
 
 
 def file_kind(data: bytes, filename: str) -> str:

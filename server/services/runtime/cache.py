@@ -153,6 +153,11 @@ class ResultCache(Generic[V]):
             self._items.clear()
             self._bytes = 0
 
+    def computing(self, key: Hashable) -> bool:
+        """Whether a computation of ``key`` is under way now (its callers wait for it)."""
+        with self._lock:
+            return key in self._flights
+
     def values(self) -> list[V]:
         """A snapshot of the kept values, least recently used first."""
         with self._lock:

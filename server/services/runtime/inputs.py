@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 from PIL import Image
 
+from server.errors import ApiError
 from server.services.images.store import ImageStore
 from server.services.runtime.cache import ResultCache
 from server.services.runtime.model_runtime import LoadedModel
@@ -26,6 +29,17 @@ class ModelInputs:
             (loaded.entry.id, image_id),
             lambda: loaded.preprocess(self.store.open_image(image_id)).contiguous(),
         )
+
+    def prepare(self, image_id: str, models: Iterable[LoadedModel]) -> None:
+        """Make a just-stored image's input tensor for each of ``models`` now (the models loaded, i.e. the ones the
+        pages use), from the upload's own decoded copy while the store still holds it: the first view of the
+        new image then starts with its forward pass. A model whose preprocessing refuses the image is left to
+        say so when it is asked for; the upload itself stands."""
+        for loaded in {m.entry.id: m for m in models}.values():
+            try:
+                self.tensor(loaded, image_id)
+            except ApiError:
+                continue
 
     def batch(self, loaded: LoadedModel, image_id: str) -> torch.Tensor:
         """1×C×H×W on the model's device."""

@@ -1,12 +1,14 @@
 """Loaded models: built once, kept in a small LRU, shared read-only by every request.
 
-A request names a model and a weights variant (``auto``, ``trained`` or ``untrained``). ``auto`` means the
-trained weights when they are here (bundled or in the hub cache) and the seeded untrained ones otherwise;
-every answer says which was used, so nothing untrained is ever shown as trained.
+A request names a model and a weights variant (``auto``, ``trained`` or ``untrained``, or for a training run
+one of its checkpoints, ``epoch-<n>`` / ``step-<n>``). ``auto`` means the trained weights when they are here
+(bundled, in the hub cache, a run's latest checkpoint) and the seeded untrained ones otherwise; every answer
+says which was used, so nothing untrained is ever shown as trained.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +24,9 @@ from server.services.runtime.architecture_catalog import ArchitectureCatalog, La
 from server.services.runtime.cache import ResultCache
 
 WEIGHT_CHOICES = ("auto", "trained", "untrained")
+CHECKPOINT_NAME = re.compile(r"(epoch|step)-[0-9]{1,7}")
+# The weights query as the schema states it: a choice above or a checkpoint's name
+WEIGHTS_PATTERN = r"^(auto|trained|untrained|(epoch|step)-[0-9]{1,7})$"
 
 
 @dataclass
@@ -123,9 +128,23 @@ class ModelRuntime:
         self.cache.discard_where(lambda key: key[0] == model_id)
 
     def resolve_variant(self, entry: ModelEntry, weights: str) -> str:
+        checkpoints = getattr(entry.weights, "checkpoints", None)  # a training run's weights (named checkpoints)
+        if CHECKPOINT_NAME.fullmatch(weights):
+            if checkpoints is None or weights not in checkpoints():
+                raise ApiError(404, "unknown_weights", f"Model {entry.id} has no checkpoint {weights!r}"
+                               + (f"; it has {', '.join(checkpoints()) or 'none yet'}." if checkpoints else "."))
+            return weights
         if weights not in WEIGHT_CHOICES:
-            raise ApiError(422, "invalid_weights", f"weights must be one of {', '.join(WEIGHT_CHOICES)}.")
+            raise ApiError(422, "invalid_weights", f"weights must be one of {', '.join(WEIGHT_CHOICES)}, or a "
+                           "training run's checkpoint (epoch-<n>, step-<n>).")
         if weights == "untrained":
+            return "untrained"
+        if checkpoints is not None:  # a run's trained weights are its latest checkpoint, by name
+            names = checkpoints()
+            if names:
+                return names[-1]
+            if weights == "trained":
+                raise ApiError(409, "weights_unavailable", f"{entry.id} has no checkpoint yet.")
             return "untrained"
         status = self.weights_status(entry)
         if status.loadable:
@@ -154,8 +173,32 @@ class ModelRuntime:
         entry = self.entry(model_id)
         return self.cache.get((entry.id, self.resolve_variant(entry, weights)))
 
+    def drop(self, model_id: str) -> None:
+        """Forget a model that is going away (an idle upload, a deleted training run): its registry entry and
+        its loaded copies."""
+        self.registry.unregister(model_id)
+        self.last_used.pop(model_id, None)
+        self.cache.discard_where(lambda key: key[0] == model_id)
+        self.catalog.cache.discard_where(lambda key: key == model_id)
+
+    def load_state(self, entry: ModelEntry) -> str:
+        """``loaded``, ``loading`` (being built now: its requests wait) or ``not_loaded`` (built on first use), for
+        the weights a request without ``?weights=`` gets."""
+        if entry.problem:
+            return "not_loaded"
+        key = (entry.id, self.resolve_variant(entry, "auto"))
+        return "loaded" if key in self.cache else "loading" if self.cache.computing(key) else "not_loaded"
+
+    def loaded_models(self) -> list[LoadedModel]:
+        """The models loaded now, the most recently used first (one per model and weights variant)."""
+        return self.cache.values()[::-1]
+
     def _build(self, entry: ModelEntry, variant: str) -> LoadedModel:
-        module = entry.build(trained=variant == "trained")
+        if CHECKPOINT_NAME.fullmatch(variant):
+            module = entry.build_untrained()
+            module.load_state_dict(entry.weights.load_checkpoint(variant))  # type: ignore[attr-defined]
+        else:
+            module = entry.build(trained=variant == "trained")
         for param in module.parameters():
             param.requires_grad_(False)
         module = module.to(self.device).eval()

@@ -3,7 +3,8 @@
 // smallest ε that flips the top-1 (asked for after the answer), and per layer how far it moved.
 // URL keys: attack, epsilon, steps, step_size, target.
 
-import { el, isAbort } from '../dom.js';
+import { el } from '../dom.js';
+import { createLatestRequest } from '../common/latest-request.js';
 import { createPredictionsChart } from '../common/predictions-chart.js';
 import { formatPercent } from '../common/format.js';
 import { createLayerChart } from './layer-chart.js';
@@ -41,7 +42,9 @@ export function create(host, explain) {
   const before = createPredictionsChart(beforeHost);
   const after = createPredictionsChart(afterHost);
   const chart = createLayerChart(chartHost);
-  const s = { ctx: null, key: null, abort: null, flipAbort: null, classesKey: null };
+  const s = { ctx: null, classesKey: null };
+  const request = createLatestRequest();
+  const flipRequest = createLatestRequest();
   const set = (changes, replace = false) => s.ctx.state.set(changes, { replace });
   const q = () => {
     const st = s.ctx.state;
@@ -77,21 +80,17 @@ export function create(host, explain) {
     if (v.attack === 'pgd') Object.assign(params, { steps: v.steps, step_size: v.step_size });
     if (v.target !== null) params.target = v.target;
     const key = JSON.stringify([model.id, imageId, params]);
-    if (key === s.key) return;
-    s.key = key;
-    if (s.abort) s.abort.abort();
-    const abort = (s.abort = new AbortController());
+    if (request.isCurrent(key)) return;
     before.loading(); after.loading();
     host.dataset.state = 'loading';
     try {
-      const answer = await api.getJson(api.urls.modelPath(model.id, `/images/${imageId}/adversarial.json`, params), { signal: abort.signal });
-      if (abort !== s.abort) return;
-      show(answer);
+      const got = await request.run(key, (signal) => api.getJson(api.urls.modelPath(model.id, `/images/${imageId}/adversarial.json`, params), { signal }));
+      if (!got) return;
+      show(got.value);
       host.dataset.state = 'ready';
       host.dataset.for = key;
-      loadMinFlip(answer);
+      loadMinFlip(got.value);
     } catch (err) {
-      if (isAbort(err) || abort !== s.abort) return;
       host.dataset.state = 'error';
       pertNote.textContent = err.message;
     }
@@ -121,18 +120,17 @@ export function create(host, explain) {
 
   async function loadMinFlip(answer) {
     const { api } = s.ctx;
-    if (s.flipAbort) s.flipAbort.abort();
-    const abort = (s.flipAbort = new AbortController());
     minFlip.textContent = 'Searching the smallest ε that flips the top class…';
     delete minFlip.dataset.epsilon;
     try {
-      const found = await api.getJson(answer.urls.min_flip, { signal: abort.signal });
-      const e = found.min_flip_epsilon;
+      const got = await flipRequest.run(answer.urls.min_flip, (signal) => api.getJson(answer.urls.min_flip, { signal }));
+      if (!got) return;
+      const e = got.value.min_flip_epsilon;
       minFlip.dataset.epsilon = e === null ? 'none' : String(e);
       minFlip.textContent = e === null ? 'No ε up to 16/255 flips the top class with this attack.'
         : `The smallest ε that flips the top class: ${e}/255.`;
     } catch (err) {
-      if (!isAbort(err)) minFlip.textContent = err.message;
+      minFlip.textContent = err.message;
     }
   }
 
@@ -149,8 +147,8 @@ export function create(host, explain) {
       load();
     },
     unmount() {
-      if (s.abort) s.abort.abort();
-      if (s.flipAbort) s.flipAbort.abort();
+      request.abort();
+      flipRequest.abort();
     },
   };
 }

@@ -1,10 +1,13 @@
 // Compare two networks on one image: two panes (this model and weights; compare_model and compare_weights),
-// each with its predictions, Grad-CAM and the feature maps of one matched layer, and the matched layers'
-// cosine similarity. Layers are matched by name when the architectures are the same, else by depth.
-// URL keys: compare_model, compare_weights, compare_layer.
+// each with its predictions, Grad-CAM, the feature maps of one matched layer and the step-through of one of
+// its cells, and the matched layers' cosine similarity. Layers are matched by name when the architectures
+// are the same, else by depth. URL keys: compare_model, compare_weights, compare_layer, compare_cell.
 
 import { el, isAbort } from '../dom.js';
 import { createPredictionsChart } from '../common/predictions-chart.js';
+import { createLatestRequest } from '../common/latest-request.js';
+import { createStepBox, matchedCell, readCell } from './compare-step.js';
+import { isTraceable } from '../common/traceable.js';
 
 export function create(host, explain) {
   const modelSelect = el('select', { className: 'xp-compare-model', attrs: { 'aria-label': 'Second model' } });
@@ -19,18 +22,22 @@ export function create(host, explain) {
     const cam = el('img', { className: 'xp-cam', alt: `Grad-CAM, pane ${i + 1}` });
     const maps = el('img', { className: 'xp-atlas', alt: `Feature maps, pane ${i + 1}` });
     const mapsNote = el('p', { className: 'card-note' });
+    const stepHost = el('div');
     const pane = el('div', { className: 'xp-pane xp-compare-pane', dataset: { pane: String(i) } }, [title, chartHost,
       el('div', { className: 'xp-pair' }, [el('figure', {}, [cam, el('figcaption', { text: 'Grad-CAM' })]),
-        el('figure', {}, [maps, mapsNote])])]);
-    return { pane, title, chart: createPredictionsChart(chartHost), cam, maps, mapsNote };
+        el('figure', {}, [maps, mapsNote])]), stepHost]);
+    return { pane, title, chart: createPredictionsChart(chartHost), cam, maps, mapsNote, step: createStepBox(stepHost), request: createLatestRequest() };
   });
+  const cellInputs = ['channel', 'y', 'x'].map((name) => el('input', { type: 'number', min: '0', className: `xp-cell-${name}`, attrs: { 'aria-label': `Step-through cell ${name}` } }));
   host.append(
     el('div', { className: 'xp-controls' }, [el('label', {}, ['Compare with ', modelSelect]), el('label', {}, ['weights ', weightsSelect]),
-      el('label', {}, ['Layers shown ', layerSelect])]),
+      el('label', {}, ['Layers shown ', layerSelect]),
+      el('span', { className: 'xp-cell' }, ['Cell: channel ', cellInputs[0], ' y ', cellInputs[1], ' x ', cellInputs[2]])]),
     status,
     el('div', { className: 'xp-grid xp-compare' }, [panes[0].pane, panes[1].pane, el('div', { className: 'xp-pane' }, [el('h3', { text: 'Cosine similarity per matched layer' }), table])]),
   );
-  const s = { ctx: null, key: null, abort: null, models: null, rows: [] };
+  const s = { ctx: null, models: null, rows: [] };
+  const request = createLatestRequest();
   const set = (changes, replace = false) => s.ctx.state.set(changes, { replace });
   const other = () => {
     const st = s.ctx.state;
@@ -39,7 +46,8 @@ export function create(host, explain) {
   };
   modelSelect.onchange = () => set({ compare_model: modelSelect.value, compare_layer: null });
   weightsSelect.onchange = () => set({ compare_weights: weightsSelect.value });
-  layerSelect.onchange = () => set({ compare_layer: layerSelect.value });
+  layerSelect.onchange = () => set({ compare_layer: layerSelect.value, compare_cell: null });
+  cellInputs.forEach((input) => { input.onchange = () => set({ compare_cell: cellInputs.map((c) => Math.max(0, Math.round(Number(c.value)) || 0)).join(',') }); });
 
   async function loadModels() {
     if (s.models) return;
@@ -63,21 +71,17 @@ export function create(host, explain) {
     const { model, imageId, weights, api } = s.ctx;
     const o = other();
     const key = JSON.stringify([model.id, weights, imageId, o]);
-    if (key !== s.key) {
-      s.key = key;
-      if (s.abort) s.abort.abort();
-      const abort = (s.abort = new AbortController());
+    if (!request.isCurrent(key)) {
       host.dataset.state = 'loading';
       status.textContent = 'Comparing…';
       try {
-        const answer = await api.getJson(api.urls.modelPath(model.id, `/images/${imageId}/compare.json`, { weights, with_model: o.model, with_weights: o.weights }), { signal: abort.signal });
-        if (abort !== s.abort) return;
-        s.rows = answer.layers;
-        s.answer = answer;
+        const got = await request.run(key, (signal) => api.getJson(api.urls.modelPath(model.id, `/images/${imageId}/compare.json`, { weights, with_model: o.model, with_weights: o.weights }), { signal }));
+        if (!got) return;
+        s.rows = got.value.layers;
+        s.answer = got.value;
         host.dataset.state = 'ready';
         host.dataset.for = key;
       } catch (err) {
-        if (isAbort(err) || abort !== s.abort) return;
         s.rows = [];
         s.answer = null;
         host.dataset.state = 'error';
@@ -99,6 +103,7 @@ export function create(host, explain) {
     if (row) layerSelect.value = row.name;
     fillPane(panes[0], model.id, weights, row && row.name);
     fillPane(panes[1], o.model, o.weights, row && row.with_name);
+    showSteps(row, o);
     if (!s.answer) return;
     status.classList.remove('error-text');
     status.textContent = s.answer.matched_by === 'name'
@@ -114,9 +119,35 @@ export function create(host, explain) {
       ['This experiment', `Left: ${model.id} (${weights}); right: ${o.model} (${o.weights}), on the same image.`],
       ['Cosine similarity', low ? `For each matched layer, the cosine of the angle between the two outputs flattened: 1 = the same direction, 0 = unrelated. Lowest here: ${low.name} at ${low.cosine.toFixed(3)}; ${known.length} of ${rows.length} pairs have the same shape.`
         : 'No matched pair has outputs of the same shape, so no cosine can be computed.'],
+      ['Step-through', 'Under each pane: one output cell of the shown layer computed as the step-through computes it (for a convolution the window × kernel sum per input channel, the bias and the activation after it). The right pane takes the cell at the same place of its own output; “Step through it” opens the whole animation.'],
       ['Matching', s.answer.matched_by === 'name' ? 'Both networks have the same layers, so each layer is compared with its namesake.'
         : `The networks differ, so layer i of ${rows.length} is matched with the layer at the same fraction of the other network's depth.`],
     ]);
+  }
+
+  /** The step-through of the chosen cell in both panes (the right one's at the same place of its layer). */
+  function showSteps(row, o) {
+    const { model, weights, imageId, api } = s.ctx;
+    const layerOf = (m, name) => m && m.layers.find((l) => l.name === name);
+    const traceable = [isTraceable(layerOf(model, row && row.name)), isTraceable(layerOf(s.otherModel, row && row.with_name))];
+    if (!row || !traceable[0] || !traceable[1]) {
+      const why = !row ? '' : `The step-through covers single convolution, pooling and activation layers; ${
+        traceable[0] ? `${row.with_name} of ${o.model}` : row.name} is none (pick another matched layer above).`;
+      panes.forEach((p) => { p.request.abort(); p.step.none(why); });
+      return;
+    }
+    const cell = readCell(s.ctx.state.get('compare_cell'), row.shape);
+    cellInputs.forEach((input, i) => { input.value = String([cell.c, cell.y, cell.x][i]); input.max = String(row.shape[i] - 1); });
+    const other = matchedCell(cell, row.shape, row.with_shape);
+    const same = other.c === cell.c && other.y === cell.y && other.x === cell.x;
+    const sides = [[panes[0], model.id, weights, row.name, cell, ''], [panes[1], o.model, o.weights, row.with_name, other, same ? '' : '(the same place in its output)']];
+    for (const [pane, id, w, layer, c, note] of sides) {
+      const url = api.urls.modelPath(id, `/images/${imageId}/layers/${encodeURIComponent(layer)}/trace`, { weights: w, channel: c.c, y: c.y, x: c.x, top: 3 });
+      const page = new URLSearchParams(window.location.search);
+      Object.entries({ model: id, weights: w, view: 'step-through', layer, channel: c.c, pos: `${c.y},${c.x}` }).forEach(([k, v]) => page.set(k, String(v)));
+      pane.request.run(url, (signal) => pane.step.show(api, { url, link: `?${page.toString()}`, layer, cell: c, note }, signal))
+        .catch((err) => pane.step.none(err.message));
+    }
   }
 
   return {
@@ -124,7 +155,12 @@ export function create(host, explain) {
       s.ctx = ctx;
       const o = other();
       if (!ctx.imageId) { panes[0].chart.empty('Pick or draw an image first.'); return; }
-      loadModels().then(() => {
+      loadModels().then(async () => {
+        const otherKey = `${o.model}|${o.weights}`;
+        if (s.otherKey !== otherKey) {
+          s.otherModel = await ctx.api.model(o.model, o.weights);
+          s.otherKey = otherKey;
+        }
         modelSelect.replaceChildren(...s.models.map((m) => el('option', { value: m.id, text: m.title })));
         modelSelect.value = o.model;
         weightsSelect.value = o.weights;
@@ -132,7 +168,8 @@ export function create(host, explain) {
       }).catch((err) => { status.textContent = err.message; });
     },
     unmount() {
-      if (s.abort) s.abort.abort();
+      request.abort();
+      panes.forEach((p) => p.request.abort());
     },
   };
 }

@@ -8,7 +8,7 @@ import { cellAt, tileRect } from './channel-math.js';
 
 /**
  * @param {HTMLElement} parent
- * @param {{onHover: (hit: {channel:number,y:number,x:number}|null) => void, onSelect: (c:number) => void}} opts
+ * @param {{onHover: (hit: {channel:number,y:number,x:number}|null) => void, onSelect: (c:number, event: Event) => void}} opts
  */
 export function createChannelGrid(parent, { onHover, onSelect }) {
   const grid = el('div', { className: 'channel-grid', attrs: { role: 'list', 'aria-label': 'Channels' } });
@@ -46,14 +46,14 @@ export function createChannelGrid(parent, { onHover, onSelect }) {
       const tile = event.target.closest('figure.tile');
       if (tile && (event.key === 'Enter' || event.key === ' ')) {
         event.preventDefault();
-        onSelect(Number(tile.dataset.channel));
+        onSelect(Number(tile.dataset.channel), event);
       }
     }),
   );
   bag.add(
     listen(grid, 'click', (event) => {
       const hit = hitFromEvent(event);
-      if (hit) onSelect(hit.channel);
+      if (hit) onSelect(hit.channel, event);
     }),
   );
 
@@ -146,5 +146,10 @@ export function createChannelGrid(parent, { onHover, onSelect }) {
     if (tile) tile.classList.add('is-selected');
   }
 
-  return { show, zoom, highlight, root: grid, dispose: () => bag.run() };
+  /** Mark the channels an experiment switches off (a Set; null: none). */
+  function markEdited(channels) {
+    for (const tile of grid.querySelectorAll('figure.tile')) tile.classList.toggle('is-ablated', Boolean(channels) && channels.has(Number(tile.dataset.channel)));
+  }
+
+  return { show, zoom, highlight, markEdited, root: grid, dispose: () => bag.run() };
 }

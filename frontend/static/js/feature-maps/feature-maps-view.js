@@ -14,6 +14,7 @@ import { createLegend } from './legend.js';
 import { createLayerData, layerUrls } from './layer-data.js';
 import { sortChannels } from './channel-math.js';
 import { createExplainPanel, explainButton } from '../common/explanation-panel.js';
+import { createAblationCard } from '../experiments/ablation-card.js';
 
 const STYLESHEET = '/static/js/feature-maps/feature-maps.css';
 const SORTS = [['index', 'Index'], ['mean', 'Mean'], ['max', 'Max']];
@@ -79,7 +80,7 @@ export function mount(container, ctx) {
   view = {
     ctx, bag, strip, legend, readout, status, title, subtitle, sort, scale, zoom, stripNote, layerCard, explain, rfHelp,
     data: createLayerData(ctx.api),
-    grid: createChannelGrid(gridHost, { onHover, onSelect: (c) => set({ channel: c }) }),
+    grid: createChannelGrid(gridHost, { onHover, onSelect: (c, event) => view.ablation.pick(view.st.layer.name, c, event.shiftKey) || set({ channel: c }) }),
     detail: createChannelDetail(detailCard, { onHover, onOpacity: (v) => { view.opacity = v; } }),
     lookFor: createLookForLink(() => view && view.lookForTarget && { state: view.ctx.state, ...view.lookForTarget }),
     lookForTarget: null,
@@ -87,6 +88,7 @@ export function mount(container, ctx) {
     keys: {}, layer: null, abort: null, hoverToken: 0, opacity: 70,
   };
   detailCard.append(el('p', { className: 'look-for' }, [view.lookFor.element]));
+  view.ablation = createAblationCard(container, { layerOf: (c) => (readState(c).layer || {}).name, where: 'in the feature maps above or in the list below' });
   bag.add(listen(sort, 'click', (e) => { const b = e.target.closest('button'); if (b) set({ sort: b.dataset.value }); }));
   bag.add(listen(scale, 'click', (e) => { const b = e.target.closest('button'); if (b) set({ scale: b.dataset.value }); }));
   bag.add(listen(zoom, 'input', () => view.grid.zoom(Number(zoom.value))));
@@ -147,6 +149,8 @@ export function update(ctx) {
     view.stripNote.textContent = stripNote(model);
   }
   markSegmented(view.sort, st.sort);
+  view.ablation.update(ctx);
+  markEdited();
   markSegmented(view.scale, st.scale);
   if (st.layer) view.strip.select(st.layer.name);
   const imageKey = `${modelKey}|${imageId}`;
@@ -231,6 +235,7 @@ function arrange(st) {
   const channel = st.channel !== null && st.channel < atlas.channels ? st.channel : L.order[0];
   L.channel = channel;
   view.grid.highlight(channel);
+  markEdited();
   showLegend(channel);
   const ctx = view.ctx;
   const shape = atlas.shape.length === 3 ? atlas.shape.slice(1) : [1, 1];
@@ -250,6 +255,12 @@ function arrange(st) {
   // a channel map (not a vector layer's feature) has dataset examples and a feature visualisation
   view.lookForTarget = atlas.shape.length === 3 ? { layer: L.name, channel } : null;
   view.lookFor.update();
+}
+
+/** The channels the ablation card switches off, marked on the open layer's tiles. */
+function markEdited() {
+  const edited = view.ablation.edited();
+  view.grid.markEdited(edited && view.st.layer && edited.layer === view.st.layer.name ? edited.channels : null);
 }
 
 function showLegend(channel) {
@@ -289,6 +300,7 @@ export function unmount() {
   if (!view) return;
   view.bag.run();
   view.grid.dispose();
+  view.ablation.unmount();
   view.detail.dispose();
   view.lookFor.dispose();
   view.filters.dispose();

@@ -105,6 +105,7 @@ export function createInputPicture(parent) {
   ]);
   parent.append(figure);
   return {
+    img,
     show(url) {
       figure.hidden = !url;
       if (url) swapPicture(img, url);

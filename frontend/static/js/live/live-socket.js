@@ -101,6 +101,13 @@ export function createLiveSocket({ url, onReady, onAnswer, onError, onState }) {
       return true;
     },
 
+    /** Send a text (control) message, such as the occlusion patch; returns false when not connected. */
+    sendText(text) {
+      if (!ready || socket === null || socket.readyState !== WebSocket.OPEN) return false;
+      socket.send(text);
+      return true;
+    },
+
     /** How many frames are sent and not yet answered. */
     inFlight() {
       return pending.size;

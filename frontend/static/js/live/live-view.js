@@ -14,6 +14,7 @@ import { createCameraFallback } from './camera-fallback.js';
 import { startDrawing } from './drawing-source.js';
 import { announceCamerasChanged, getChoice, onChoice, setChoice } from './live-choice.js';
 import { createAtlasPanel, createInputPicture, createPredictionsPanel, createSaliencyPanel } from './live-panels.js';
+import { createLivePatch } from './live-patch.js';
 
 const STYLESHEET = '/static/js/live/live.css';
 const LAYERS_STYLESHEET = '/static/js/feature-maps/feature-maps.css'; // the colour legend's styles (js/feature-maps/legend.js)
@@ -91,13 +92,15 @@ export function mount(container, ctx) {
     onFile: () => view && view.ctx.state.set({ view: 'layers' }), // the chosen file, in the Layers view
   });
   bag.add(() => fallback.dispose());
+  const cover = createLivePatch(container.querySelector('.live-camera-card'), input.img, (text) => Boolean(view && view.socket && view.socket.sendText(text)));
+  bag.add(() => cover.dispose());
   view = {
     ctx, bag, container, video, padNote, status, rate, latency, pause, capture, layerSelect, methodSelect,
     saliencyOff, saliencyBody, predictionsNote,
     predictions: createPredictionsPanel(predictionsBody),
     atlas: createAtlasPanel(atlasBody),
     saliency: createSaliencyPanel(saliencyBody),
-    input, fallback,
+    input, fallback, cover,
     meter: createMeter(),
     socket: null, socketKey: '', source: null, sourceKey: '', sourceSeq: 0,
     paused: false, shown: null, raf: 0, methods: [], holdUntil: 0,
@@ -139,6 +142,7 @@ export function update(ctx) {
   view.predictionsNote.classList.toggle('warn', weights === 'untrained');
   const socketKey = `${model.id}|${weights}|${st.layer}|${st.method}`;
   if (socketKey !== view.socketKey) connect(socketKey, { model, weights, ...st });
+  view.cover.update(ctx);
   startSource();
 }
 
@@ -167,6 +171,7 @@ function connect(key, { model, weights, layer, method }) {
     url,
     onReady: (ready) => {
       view.methods = ready.live_methods || [];
+      view.cover.resend();
       fillMethods(readState(view.ctx).method);
     },
     onAnswer: (answer, frame) => showAnswer(key, answer, frame),
@@ -244,6 +249,7 @@ function showAnswer(key, answer, frame) {
   view.atlas.show(answer.layer);
   if (answer.saliency) view.saliency.show(answer.saliency);
   view.input.show(answer.input || null);
+  view.cover.answered(answer.patch || null);
   view.container.dataset.frames = String(view.meter.read(now).answered);
   if (view.status.classList.contains('error-text') && view.container.dataset.socket === 'open') say('');
   showReadout();

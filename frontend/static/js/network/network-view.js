@@ -12,6 +12,7 @@ import { rowsThatFit } from './network-math.js';
 import { createUnitDetail } from './unit-detail.js';
 import { parseNpy } from '../common/npy.js';
 import { createExplainPanel } from '../common/explanation-panel.js';
+import { createAblationCard } from '../experiments/ablation-card.js';
 
 const MAX_ROWS = 8;
 // what the overview's own marks mean, for its "What am I looking at?" panel
@@ -54,6 +55,7 @@ export function mount(container, ctx) {
   };
   v.edges = createEdges(content, svg, () => v.cols, (text) => { readout.textContent = text; }, valueAt);
   v.detail = createUnitDetail(detailHost, { onBack: () => v.ctx.state.set({ open: null, pos: null }) });
+  v.ablation = createAblationCard(container, { layerOf: (c) => c.state.get('layer'), where: 'in the network above or in the list below' });
   bag.add(listen(content, 'pointermove', (e) => v.edges.hover(e)));
   bag.add(listen(content, 'pointerleave', () => v.edges.clear()));
   // keyboard focus shows the edges too (a click's focus is not focus-visible: the pointer already did)
@@ -66,6 +68,7 @@ export function mount(container, ctx) {
 function onClick(event) {
   const unit = event.target.closest('.net-tile, .net-unit, .net-prob');
   if (!unit || unit.closest('.net-more-row')) return;
+  if (unit.classList.contains('net-tile') && v.ablation.pick(unit.dataset.layer, Number(unit.dataset.channel), event.shiftKey)) return;
   const column = v.cols.find((c) => c.name === unit.dataset.layer);
   const changes = { open: 'unit', layer: unit.dataset.layer, channel: unit.dataset.layer === '@softmax' ? null : unit.dataset.channel, pos: null };
   if (unit.classList.contains('net-tile') && column) {
@@ -83,6 +86,8 @@ export function update(ctx) {
   v.detailHost.hidden = !open;
   if (open) v.detail.show(ctx, v.cols);
   else v.detail.hide();
+  v.ablation.update(ctx);
+  markEdited();
   const key = `${ctx.model.id}|${ctx.weights}|${ctx.imageId}`;
   if (key === v.key) return;
   v.key = key;
@@ -130,12 +135,21 @@ async function load(ctx, key) {
     say('');
     render(ctx, net, image, predictions.predictions, input);
     v.readout.hidden = false;
+    markEdited();
     const d = v.network.dataset;
     d.ready = '1';
     d.paintMs = String(Math.round(performance.now() - started));
     d.columns = String(net.columns.length);
   } catch (err) {
     if (!isAbort(err) && v && v.key === key) say(`The network could not be drawn: ${err.message}`);
+  }
+}
+
+/** The channels the ablation card switches off, marked on their tiles. */
+function markEdited() {
+  const edited = v.ablation.edited();
+  for (const tile of v.content.querySelectorAll('.net-tile')) {
+    tile.classList.toggle('is-ablated', Boolean(edited) && tile.dataset.layer === edited.layer && edited.channels.has(Number(tile.dataset.channel)));
   }
 }
 
@@ -221,6 +235,7 @@ export function unmount() {
   if (!v) return;
   if (v.abort) v.abort.abort();
   v.detail.dispose();
+  v.ablation.unmount();
   v.bag.run();
   v = null;
 }

@@ -7,8 +7,7 @@ import { el, listen, disposer } from '../dom.js';
 import { createDenseView } from './dense-detail.js';
 import { createChannelPanel } from '../channel/channel-panel.js';
 import { createTopChannels } from '../channel/top-channels.js';
-
-const STEPPABLE = ['conv', 'pool', 'activation'];
+import { isTraceable } from '../common/traceable.js';
 
 export function createUnitDetail(host, { onBack }) {
   const bag = disposer();
@@ -41,7 +40,7 @@ export function createUnitDetail(host, { onBack }) {
     if (layerName === '@softmax') return 'step-through';
     const layer = ctx.model.layers.find((l) => l.name === layerName);
     if (!layer) return null;
-    if (layer.leaf && STEPPABLE.includes(layer.kind) && layer.type !== 'Softmax' && layer.output_shape.length === 3) return 'step-through';
+    if (isTraceable(layer)) return 'step-through';
     if (layer.kind === 'linear') return 'dense';
     return 'map';
   }

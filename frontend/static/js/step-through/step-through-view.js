@@ -20,6 +20,8 @@ import { fitCanvasToViewport } from '../common/fit-canvas.js';
 import { messageWithPlace } from '../common/inputs-place.js';
 import { createLookForLink } from '../channel/look-for-link.js';
 import { createExplainPanel, explainButton } from '../common/explanation-panel.js';
+import { createAblationCard } from '../experiments/ablation-card.js';
+import { traceableLayers } from '../common/traceable.js';
 
 const SOFTMAX = '@softmax';
 const TOPS = [3, 8, 16];
@@ -27,11 +29,7 @@ let v = null; // the mounted view's parts
 
 export const STYLESHEET = '/static/js/step-through/step-through.css';
 
-/** Layers the step-through can trace: leaf conv / pool / activation layers with a C×H×W output. */
-export function traceableLayers(model) {
-  return model.layers.filter((l) => l.leaf && ['conv', 'pool', 'activation'].includes(l.kind) && l.type !== 'Softmax'
-    && Array.isArray(l.output_shape) && l.output_shape.length === 3);
-}
+export { traceableLayers };
 
 export function mount(container, ctx) {
   ensureStylesheet(STYLESHEET);
@@ -71,6 +69,8 @@ export function mount(container, ctx) {
   v = { ctx, bag, lookFor, lookForTarget: null, canvas, g: canvas.getContext('2d'), tooltip, geometry, explain, rfHelp, layerSelect, channelInput, topSelect, detail, message,
     softmaxHost, stage, playerHost, exportButtons, exportNote, data: createTraceData(ctx.api), key: null, setup: null,
     got: { traces: new Map(), inputs: new Map(), outputs: new Map() }, hits: null, exportAbort: null, rfImage: null };
+  // embedded in the Network view's unit detail the Network view's own card serves (open=unit)
+  v.ablation = createAblationCard(container, { layerOf: (c) => openLayer(c), where: 'in the list below' });
   v.animator = createAnimator({ count: 1, onFrame: drawFrame, onPlayState: onPlayState });
   // the link sits on the readout's line, which has room: a row of its own pushed the animation below the fold
   v.player = createPlayer(playerHost, { animator: () => v.animator, describe, phasesPerCell: () => (v.setup ? v.setup.phases.length : 1), extra: lookFor.element,
@@ -103,13 +103,21 @@ export function mount(container, ctx) {
   update(ctx);
 }
 
+/** The layer the URL opens: a traceable one, the softmax, else the first traceable layer. */
+function openLayer(ctx) {
+  const layers = traceableLayers(ctx.model);
+  const wanted = ctx.state.get('layer');
+  return wanted === SOFTMAX || layers.some((l) => l.name === wanted) ? wanted : (layers[0] || {}).name || SOFTMAX;
+}
+
 export function update(ctx) {
   if (!v) return;
   v.ctx = ctx;
   const layers = traceableLayers(ctx.model);
-  const wanted = ctx.state.get('layer');
-  const layerName = wanted === SOFTMAX || layers.some((l) => l.name === wanted) ? wanted : (layers[0] || {}).name || SOFTMAX;
+  const layerName = openLayer(ctx);
   fillLayerSelect(layers, layerName);
+  v.ablation.element.hidden = ctx.state.get('open') === 'unit';
+  if (!v.ablation.element.hidden) v.ablation.update(ctx);
   const top = TOPS.includes(Number(ctx.state.get('top'))) ? Number(ctx.state.get('top')) : 8;
   v.topSelect.value = String(top);
   v.detail.checked = ctx.state.get('detail') !== 'cells';
@@ -381,6 +389,7 @@ export function unmount() {
   v.data.dispose();
   if (v.outputAbort) v.outputAbort.abort();
   v.player.dispose();
+  v.ablation.unmount();
   v.bag.run();
   if (v.rfImage) v.rfImage.onload = null;
   v = null;

@@ -35,6 +35,7 @@ export const VIEWS = [
   { id: 'sandbox', title: 'Sandbox', load: () => import('../sandbox/sandbox-view.js') },
   { id: 'experiments', title: 'Experiments', load: () => import('../experiments/experiments-view.js') },
   { id: 'live', title: 'Live', load: () => import('../live/live-view.js') },
+  { id: 'train', title: 'Train', load: () => import('../train/train-view.js') },
 ];
 
 export const DEFAULT_VIEW = VIEWS[0].id;

@@ -1,0 +1,369 @@
+"""Training runs: each in its own worker process (:mod:`server.services.training.worker`), never in the
+server's request pools, each registered as the model ``run-<id>`` whose weights are its checkpoints.
+
+Limits: one active run per client address and ``max_runs`` in all (429 with Retry-After beyond); the
+checkpoints of every run together within ``budget_bytes`` on disk (the oldest finished runs go first).
+A run ends on Stop, when its owner has had no stream open and sent no request for ``grace_s``, and when the
+server stops (SIGTERM: the lifespan closes this service; a killed server takes its workers with it, see
+``die_with_server``). No process or file outlives the service.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.preprocessing import mnist_style, rgb_square
+from models.registry import InputSpec, ModelEntry
+from models.training import data as datasets
+from models.training.config import ConfigError, RunConfig, checked
+from models.training.networks import INPUTS, architecture, build_network
+from server.errors import ApiError
+from server.services.images.decode_worker import PARENT_ENV
+from server.services.runtime.model_runtime import ModelRuntime
+from server.services.training.run import Run, RunWeights
+from server.services.work.child_processes import ChildSpawner
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+STOP_WAIT_S = 5.0  # a worker asked to stop that is still there after this is killed
+TITLES = {"lenet5": "LeNet-5", "mnist-shallow": "MNIST shallow", "mnist-deep": "MNIST deep", "tinyvgg-shapes": "TinyVGG"}
+
+
+@dataclass
+class _Worker:
+    proc: subprocess.Popen
+    ready: threading.Event = field(default_factory=threading.Event)
+    run: Run | None = None  # set before its job is sent
+
+
+@dataclass(frozen=True)
+class TrainingLimits:
+    max_runs: int = 1
+    per_client: int = 1
+    budget_bytes: int = 512 * 1024 * 1024
+    max_kept_runs: int = 20
+    grace_s: float = 60.0
+    threads: int = 1
+    point_interval_s: float = 0.4
+    maps_interval_s: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> TrainingLimits:
+        return cls(settings.max_training_runs, settings.training_runs_per_client,
+                   settings.training_checkpoint_budget_bytes, settings.max_kept_training_runs,
+                   settings.training_client_grace_s, settings.training_threads, settings.training_point_interval_s,
+                   settings.training_maps_interval_s)
+
+
+class TrainingRuns:
+    def __init__(self, runtime: ModelRuntime, folder: Path, data_dir: Path | None, limits: TrainingLimits) -> None:
+        self.runtime = runtime
+        self.folder = folder
+        self.data_dir = data_dir
+        self.limits = limits
+        self._runs: dict[str, Run] = {}
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._stopping: dict[str, float] = {}  # run id → when a stop was asked
+        self._spare: _Worker | None = None  # a worker started ahead, waiting for its job
+        self._lock = threading.Lock()
+        self._spawner = ChildSpawner("training-spawner")
+        self._closed = threading.Event()
+        self._watch = threading.Thread(target=self._watchdog, name="training-watchdog", daemon=True)
+        self._watch.start()
+
+    # --- looking ---------------------------------------------------------------------------------
+    def list(self) -> list[Run]:
+        with self._lock:
+            return sorted(self._runs.values(), key=lambda r: r.created)
+
+    def get(self, run_id: str, client: str | None = None) -> Run:
+        with self._lock:
+            run = self._runs.get(run_id)
+        if run is None:
+            raise ApiError(404, "unknown_run", f"There is no training run {run_id!r}; see /api/training/runs.")
+        if client is not None and client == run.owner:
+            run.last_seen = time.monotonic()
+        return run
+
+    def _owned(self, run_id: str, client: str) -> Run:
+        run = self.get(run_id, client)
+        if run.owner != client:
+            raise ApiError(403, "not_your_run", "Only the computer that started this run can change it; "
+                                                "others can watch it.")
+        return run
+
+    # --- starting --------------------------------------------------------------------------------
+    def start(self, config: RunConfig, name: str | None, client: str) -> Run:
+        try:
+            checked(config)
+        except ConfigError as exc:
+            raise ApiError(422, f"invalid_{exc.knob}", exc.message) from None
+        reason = datasets.missing(config.dataset, self.data_dir)
+        if reason is not None:
+            raise ApiError(422, "invalid_dataset", f"dataset: {config.dataset} cannot be trained here: {reason}.")
+        self._check_budget(config)
+        run_id = secrets.token_hex(4)
+        with self._lock:
+            active = [r for r in self._runs.values() if r.active]
+            mine = [r for r in active if r.owner == client]
+            if len(mine) >= self.limits.per_client:
+                raise ApiError(429, "run_in_progress", "You have a training run going already (one per computer); "
+                               "stop it or wait for it to end.", {"Retry-After": str(self._retry_after(mine))})
+            if len(active) >= self.limits.max_runs:
+                raise ApiError(429, "training_busy", f"This server trains {self.limits.max_runs} run(s) at once and "
+                               "that many are going; try again when one ends.",
+                               {"Retry-After": str(self._retry_after(active))})
+            folder = self.folder / f"run-{run_id}"
+            run = Run(run_id, name or f"{TITLES[config.architecture]} on {config.dataset} ({run_id})", client,
+                      config, folder)
+            self._runs[run_id] = run
+        folder.mkdir(parents=True, exist_ok=True)
+        self.runtime.registry.register(self._entry(run))
+        try:
+            self._spawn(run)
+        except OSError as exc:
+            run.record({"type": "failed", "message": f"the training process could not start ({exc})"})
+        self._evict()
+        return run
+
+    def _check_budget(self, config: RunConfig) -> None:
+        per_checkpoint = sum(t.numel() * t.element_size() for t in architecture(config).state_dict().values())
+        count = config.epochs
+        if config.checkpoint_every_steps:
+            n = config.train_size or 60_000
+            count += config.epochs * math.ceil(n / config.batch_size) // config.checkpoint_every_steps
+        if per_checkpoint * count > self.limits.budget_bytes:
+            knob = "checkpoint_every_steps" if config.checkpoint_every_steps else "epochs"
+            raise ApiError(422, f"invalid_{knob}", f"{knob}: {count} checkpoints of {per_checkpoint / 2**20:.1f} MB "
+                           f"would not fit the {self.limits.budget_bytes / 2**20:.0f} MB this server keeps for "
+                           "checkpoints; ask for fewer.")
+
+    def _retry_after(self, runs: list[Run]) -> int:
+        """Seconds until the soonest of ``runs`` should end, from its pace so far (30 when unknown)."""
+        left = [(run.info["total_steps"] - run.latest.get("step", 0)) * run.config.batch_size
+                / run.latest["images_per_s"] for run in runs
+                if run.info.get("total_steps") and run.latest.get("images_per_s")]
+        return max(1, min(3600, math.ceil(min(left, default=30.0))))
+
+    def _entry(self, run: Run) -> ModelEntry:
+        config = run.config
+        channels, height, width = INPUTS[config.dataset]
+        return ModelEntry(
+            id=run.model, title=run.name, dataset=datasets.TITLES[config.dataset],
+            family="run", input=InputSpec(channels, height, width), categories=datasets.CLASSES[config.dataset],
+            builder=lambda: build_network(config),
+            make_preprocess=mnist_style if channels == 1 else (lambda: rgb_square(height)),
+            weights=RunWeights(run),
+            description=f"A training run: {TITLES[config.architecture]}"
+                        f"{' with batch norm' if config.batch_norm else ''}"
+                        f"{f', dropout {config.dropout:g}' if config.dropout else ''}, {config.optimizer}, "
+                        f"lr {config.lr:g} ({config.schedule}), {config.epochs} epochs.",
+            meta={"training_run": run.id})
+
+    def prepare(self) -> None:
+        """Start a spare worker (its imports and warm-up take seconds) so that the next run's first point comes
+        soon after Start; called when someone looks at the runs (the Train view opens)."""
+        with self._lock:
+            if self._closed.is_set() or (self._spare is not None and self._spare.proc.poll() is None):
+                return
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), PARENT_ENV: str(os.getpid()),
+               "OMP_NUM_THREADS": str(self.limits.threads), "MKL_NUM_THREADS": str(self.limits.threads)}
+        proc = self._spawner.popen([sys.executable, "-m", "server.services.training.worker"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1)
+        worker = _Worker(proc)
+        threading.Thread(target=self._read, args=(worker,), name="training-worker", daemon=True).start()
+        with self._lock:
+            spare, self._spare = self._spare, worker
+        if spare is not None:
+            _end_process(spare.proc)
+
+    @property
+    def ready(self) -> bool:
+        """A spare worker has done its imports and warm-up."""
+        with self._lock:
+            return self._spare is not None and self._spare.ready.is_set()
+
+    def _spawn(self, run: Run) -> None:
+        self.prepare()
+        with self._lock:
+            worker, self._spare = self._spare, None
+            assert worker is not None
+            worker.run = run
+            self._procs[run.id] = worker.proc
+        job = {"config": run.config.as_json(), "run_dir": str(run.folder),
+               "data_dir": str(self.data_dir) if self.data_dir else None, "threads": self.limits.threads,
+               "device": self._device(), "point_interval_s": self.limits.point_interval_s,
+               "maps_interval_s": self.limits.maps_interval_s}
+        assert worker.proc.stdin is not None
+        worker.proc.stdin.write(json.dumps(job) + "\n")
+        worker.proc.stdin.flush()
+
+    def _device(self) -> str:
+        device = self.runtime.device
+        return "cuda" if device.type == "cuda" else "cpu"  # MPS training is left to the CPU
+
+    def _read(self, worker: _Worker) -> None:
+        """The worker's events, into its run (a spare has none until its job is sent: only "ready" comes before)."""
+        proc = worker.proc
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(event, dict) or "type" not in event:
+                    continue
+                if event["type"] == "ready":
+                    worker.ready.set()
+                elif worker.run is not None:
+                    worker.run.record(event)
+                    if event["type"] == "checkpoint":
+                        self._evict()
+        finally:
+            proc.wait()
+            run = worker.run
+            if run is not None:
+                self._ended(run, proc)
+
+    def _ended(self, run: Run, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.pop(run.id, None)
+            stopped = self._stopping.pop(run.id, None) is not None
+        for partial in run.folder.glob(".*.partial"):
+            partial.unlink(missing_ok=True)
+        if run.active:
+            run.record({"type": "stopped"} if stopped else
+                       {"type": "failed", "message": f"the training process ended (exit {proc.returncode})"})
+
+    # --- controlling -----------------------------------------------------------------------------
+    def _send(self, run: Run, word: str) -> None:
+        with self._lock:
+            proc = self._procs.get(run.id)
+        if proc is None or proc.stdin is None:
+            raise ApiError(409, "run_not_running", f"Run {run.id} is {run.state}; there is nothing to {word}.")
+        try:
+            proc.stdin.write(word + "\n")
+            proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # it has just ended: the reader records how
+
+    def pause(self, run_id: str, client: str) -> Run:
+        run = self._owned(run_id, client)
+        self._send(run, "pause")
+        return run
+
+    def resume(self, run_id: str, client: str) -> Run:
+        run = self._owned(run_id, client)
+        self._send(run, "resume")
+        return run
+
+    def stop(self, run_id: str, client: str) -> Run:
+        run = self._owned(run_id, client)
+        self._stop(run)
+        return run
+
+    def _stop(self, run: Run) -> None:
+        with self._lock:
+            if run.id not in self._procs:
+                return
+            self._stopping.setdefault(run.id, time.monotonic())
+        try:
+            self._send(run, "stop")
+        except ApiError:
+            pass
+
+    def rename(self, run_id: str, name: str, client: str) -> Run:
+        run = self._owned(run_id, client)
+        run.name = name
+        entry = self.runtime.registry.get(run.model)
+        self.runtime.registry.register(dataclasses.replace(entry, title=name), replace=True)
+        return run
+
+    def delete(self, run_id: str, client: str) -> None:
+        self._remove(self._owned(run_id, client))
+
+    def _remove(self, run: Run) -> None:
+        with self._lock:
+            proc = self._procs.get(run.id)
+            self._runs.pop(run.id, None)
+        if proc is not None:
+            _end_process(proc)
+        self.runtime.drop(run.model)
+        shutil.rmtree(run.folder, ignore_errors=True)
+
+    # --- streams and owners ----------------------------------------------------------------------
+    def attach(self, run: Run, client: str) -> None:
+        with run.lock:
+            run.attached += 1 if client == run.owner else 0
+        run.last_seen = time.monotonic()
+
+    def detach(self, run: Run, client: str) -> None:
+        with run.lock:
+            run.attached -= 1 if client == run.owner else 0
+        run.last_seen = time.monotonic()
+
+    def _watchdog(self) -> None:
+        while not self._closed.wait(0.5):
+            now = time.monotonic()
+            for run in self.list():
+                if run.active and run.attached <= 0 and now - run.last_seen > self.limits.grace_s:
+                    self._stop(run)  # its owner left
+            with self._lock:
+                late = [self._procs[i] for i, t in self._stopping.items() if now - t > STOP_WAIT_S and i in self._procs]
+            for proc in late:
+                proc.kill()
+
+    # --- disk ------------------------------------------------------------------------------------
+    def _evict(self) -> None:
+        """Delete the oldest finished runs until the checkpoints fit the budget and at most max_kept_runs remain."""
+        runs = self.list()
+        total = sum(r.disk_bytes() for r in runs)
+        for run in runs:
+            if total <= self.limits.budget_bytes and len(runs) <= self.limits.max_kept_runs:
+                break
+            if run.active:
+                continue
+            total -= run.disk_bytes()
+            runs.remove(run)
+            self._remove(run)
+
+    def close(self) -> None:
+        """Stop every worker and delete every run's files (runs live as long as the server)."""
+        self._closed.set()
+        with self._lock:
+            procs = list(self._procs.values()) + ([self._spare.proc] if self._spare is not None else [])
+            self._spare = None
+        for proc in procs:
+            _end_process(proc)
+        for run in self.list():
+            self.runtime.drop(run.model)
+        with self._lock:
+            self._runs.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self._spawner.close()
+
+
+def _end_process(proc: subprocess.Popen) -> None:
+    """Ask a worker to stop (close its stdin), then kill it if it has not ended within STOP_WAIT_S."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
