@@ -15,7 +15,9 @@ from tests.harness import (  # noqa: E402  (the path above first)
     REPO_ROOT,
     SHARED_DATA,
     LiveServer,
+    Nginx,
     RedisServer,
+    UvicornProcess,
     free_port,
     live_server,
     serving,
@@ -24,5 +26,5 @@ from tests.harness import (  # noqa: E402  (the path above first)
     wait_until,
 )
 
-__all__ = ["REPO_ROOT", "SHARED_DATA", "LiveServer", "RedisServer", "free_port", "live_server", "serving",
-           "start_redis", "stop_process", "wait_until"]
+__all__ = ["REPO_ROOT", "SHARED_DATA", "LiveServer", "Nginx", "RedisServer", "UvicornProcess", "free_port",
+           "live_server", "serving", "start_redis", "stop_process", "wait_until"]

@@ -79,6 +79,20 @@ def _serve(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from server.services.work.worker import run_worker
+    from server.settings import Settings
+
+    overrides = {"device": args.device, "models_file": args.models_file, "redis_url": args.redis_url}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    if not settings.redis_url:
+        print("convscope: a worker takes its jobs from Redis: set CONVSCOPE_REDIS_URL or --redis-url", file=sys.stderr)
+        return 2
+    if _registry(settings.models_file) is None:
+        return 2
+    return run_worker(settings, args.queue or None, burst=args.burst)
+
+
 def _registry(models_file: Path | None):  # type: ignore[no-untyped-def]
     """The built-in models plus the models file's; None (after saying why) when the file is unusable."""
     from models.models_file import ModelsFileError, app_registry
@@ -273,6 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="random weights (default), or fine-tune from the model's current trained weights")
     train.add_argument("--download", action="store_true", help="download MNIST's training set when online")
     train.set_defaults(func=_train)
+
+    worker = sub.add_parser("worker", help="run background jobs (feature visualisation, dataset examples, sanity "
+                                           "checks) from the Redis job queue, on this machine or another")
+    worker.add_argument("--redis-url", help="the replicas' CONVSCOPE_REDIS_URL (default: that variable)")
+    worker.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    worker.add_argument("--models-file", type=Path)
+    worker.add_argument("--queue", action="append", help="queue(s) to take jobs from (default: convscope)")
+    worker.add_argument("--burst", action="store_true", help="stop once the queue is empty")
+    worker.set_defaults(func=_worker)
 
     download = sub.add_parser("download", help="download a torchvision model's trained weights into the hub cache")
     download.add_argument("model")

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     max_waiting_uploads: int = 256
     max_image_pixels: int = 50_000_000  # decompression-bomb guard (width × height)
     image_store_budget_bytes: int = 512 * 1024 * 1024
+    # where uploaded images live (issue 26): unset = storage_dir on this machine; "redis://host:6379/0" = in Redis,
+    # shared by every replica (may be the sessions' Redis; give it maxmemory above the budget); else a folder
+    image_store: str | None = None
     max_loaded_models: int = 4
     max_active_work: int = 2  # model computations at once (threads); more queue below
     max_waiting_work: int = 64  # beyond this many queued, answer 503 + Retry-After at once
@@ -155,6 +158,12 @@ class Settings(BaseSettings):
 
     # Classroom sessions (issue 13)
     redis_url: str | None = None  # sessions shared by replicas through Redis; in this process's memory when None
+    # Issue 26: with redis_url, background jobs (feature visualisation, dataset examples, sanity checks) go to
+    # `convscope worker` processes through RQ; None = on exactly when redis_url is set, False = in this process
+    job_queue: bool | None = None
+    queue_job_timeout_s: int = Field(3600, ge=10)  # one queued job's time limit on a worker
+    queue_result_ttl_s: int = Field(3600, ge=10)  # how long Redis keeps a finished job's result for the replicas
+    queue_jobs_running_per_client: int = Field(1, ge=1)  # one client's jobs computing at once; the rest wait
     public_url: str | None = None  # the address students reach (join URL, QR); derived from the request when None
     session_idle_s: float = 2 * 3600  # a session nobody touches (teacher page, submissions) ends after this
     max_sessions: int = 50

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -80,6 +81,33 @@ def poll_json(get: Callable[[], Any], timeout: float, what: str, on_pending: Cal
     return answer[0]
 
 
+def uvicorn_command(host: str, port: int, cli: bool = False) -> list[str]:
+    """How the tests start the app: ``convscope serve`` (``cli``) or bare ``uvicorn server.main:create_app``."""
+    if cli:
+        return [sys.executable, "-m", "server.cli", "serve", "--host", host, "--port", str(port)]
+    return [sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host", host,
+            "--port", str(port), "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
+
+
+def wait_healthy(url: str, process: subprocess.Popen, log_path: Path, timeout: float = START_TIMEOUT_S) -> None:
+    """Until ``GET url/api/health`` answers 200 with status "ok" (``convscope serve`` answers "loading" at
+    once, server.startup: wait for the app itself); fails with the log's end when the process exits or the
+    deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/api/health", timeout=2) as response:
+                if response.status == 200 and json.loads(response.read()).get("status") == "ok":
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
 @contextmanager
 def live_server(tmp: Path, env: dict[str, str] | None = None, host: str = "127.0.0.1", threads: int | None = 1,
                 start_timeout_s: float = START_TIMEOUT_S, cli: bool = False) -> Iterator[LiveServer]:
@@ -90,27 +118,12 @@ def live_server(tmp: Path, env: dict[str, str] | None = None, host: str = "127.0
     full_env = {**os.environ, "CONVSCOPE_STORAGE_DIR": str(tmp / "images"), "PYTHONUNBUFFERED": "1",
                 **({"OMP_NUM_THREADS": str(threads)} if threads else {}), **(env or {})}
     log_path = tmp / f"uvicorn-{port}.log"
-    command = ([sys.executable, "-m", "server.cli", "serve", "--host", host, "--port", str(port)] if cli else
-               [sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host", host,
-                "--port", str(port), "--log-level", "warning"])
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(uvicorn_command(host, port, cli), cwd=REPO_ROOT, env=full_env, stdout=log,
+                                   stderr=subprocess.STDOUT)
     url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
     try:
-        deadline = time.monotonic() + start_timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                # `convscope serve` answers at once with "loading" (server.startup): wait for the app itself
-                with urllib.request.urlopen(url + "/api/health", timeout=2) as response:
-                    if response.status == 200 and json.loads(response.read()).get("status") == "ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_healthy(url, process, log_path, start_timeout_s)
         yield LiveServer(url, host, port, process.pid, log_path)
     finally:
         stop_process(process)
@@ -178,6 +191,138 @@ def start_redis(tmp: Path) -> RedisServer:
             time.sleep(0.1)
     process.kill()
     raise RuntimeError("redis-server did not answer PING")
+
+
+# --- the deployment's parts: restartable replicas and nginx (issue 26) ---------------------------------
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+PROXY_CONF = REPO_ROOT / "deploy" / "nginx" / "proxy.conf"
+
+
+@dataclass
+class UvicornProcess:
+    """A uvicorn serving the app on a fixed port, started and stopped (any signal) as often as a test wants:
+    a replica behind a proxy that expects it there."""
+
+    name: str
+    port: int
+    env: dict[str, str]
+    folder: Path
+    process: subprocess.Popen | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / f"{self.name}-{self.starts}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **self.env,
+               "CONVSCOPE_STORAGE_DIR": str(self.folder / "images")}
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(uvicorn_command("127.0.0.1", self.port), cwd=REPO_ROOT, env=env,
+                                            stdout=log, stderr=subprocess.STDOUT)
+
+    def wait(self, timeout: float = START_TIMEOUT_S) -> None:
+        assert self.process is not None
+        wait_healthy(self.url, self.process, self.log, timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> float:
+        """Send ``sig`` and wait for the exit (SIGKILL after ``timeout``); the seconds it took."""
+        start = time.monotonic()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        return time.monotonic() - start
+
+
+@dataclass
+class Nginx:
+    """Debian's nginx in front of ``upstreams`` (loopback ports) with the deployment's own locations
+    (deploy/nginx/proxy.conf); it connects to them from ``bind`` (the one address replicas trust)."""
+
+    port: int
+    folder: Path
+    upstreams: list[int]
+    bind: str = "127.0.0.2"
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def config(self) -> str:
+        servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=2 fail_timeout=5s;" for port in self.upstreams)
+        temp = self.folder / "temp"
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        return f"""{user}daemon off;
+worker_processes 1;
+pid {self.folder}/nginx.pid;
+error_log {self.folder}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {self.folder}/access.log;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      close;
+    }}
+    upstream convscope {{
+{servers}
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{self.port};
+        proxy_bind {self.bind};
+        add_header X-Upstream $upstream_addr always;
+        include {PROXY_CONF};
+    }}
+}}
+"""
+
+    def start(self) -> None:
+        (self.folder / "temp").mkdir(parents=True, exist_ok=True)
+        conf = self.folder / "nginx.conf"
+        conf.write_text(self.config())
+        checked = subprocess.run([NGINX, "-t", "-c", str(conf), "-p", str(self.folder)], capture_output=True, text=True)
+        if checked.returncode != 0:
+            raise RuntimeError(f"nginx -t refused the configuration:\n{checked.stderr}")
+        log = (self.folder / "nginx.out").open("wb")
+        self.process = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(self.folder)], stdout=log,
+                                        stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nginx exited: {(self.folder / 'error.log').read_text(errors='replace')}")
+            try:
+                with urllib.request.urlopen(self.url + "/nginx-health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("nginx did not answer")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)  # graceful: its workers finish and exit with it
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
 
 
 def assert_no_hooks(model: nn.Module) -> None:

@@ -34,7 +34,7 @@ class DisconnectWatch:
     A GET has no body, so after its one ``http.request`` message the only thing the server can still
     receive is ``http.disconnect``: a small task waits for it. A small JSON POST (the occlusion probe: a
     newer position makes the page give up the older request) is read whole first, then watched the same
-    way. Other requests pass through untouched."""
+    way. Other requests get the client id only (a POST may start that client's long job)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

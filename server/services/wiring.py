@@ -23,6 +23,7 @@ from server.services.experiments.service import Experiments
 from server.services.feature_maps import ActivationStore, FeatureMaps, LayerOverviews
 from server.services.image_folders import ImageFolders
 from server.services.images import ImageStore, IsolatedDecoder, UploadGate, decode_limits
+from server.services.images.backends import open_backend
 from server.services.images.samples import SampleGallery
 from server.services.live import LiveHub, LiveLimits
 from server.services.memory.allocator import Allocator
@@ -37,8 +38,9 @@ from server.services.saliency.service import SaliencyMaps
 from server.services.step_through import StepThrough
 from server.services.training import TrainingLimits, TrainingRuns
 from server.services.trust import TrustChecks
-from server.services.work import BackgroundJobs, Scheduler, WorkLimiter, cancel_all, cancel_on_signals
+from server.services.work import Scheduler, WorkLimiter, cancel_all, cancel_on_signals
 from server.services.work.clients import ClientIdentities
+from server.services.work.job_queue import background_jobs
 from server.settings import Settings, device_label, resolve_device
 
 log = logging.getLogger("convscope")
@@ -62,7 +64,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.image_store = ImageStore(
-        settings.storage_dir, settings.image_store_budget_bytes, settings.max_image_pixels,
+        open_backend(settings.image_store, settings.storage_dir), settings.image_store_budget_bytes, settings.max_image_pixels,
         decoded_budget_bytes=settings.decoded_image_cache_bytes,
         decoder=IsolatedDecoder(decode_limits(settings)),
     )
@@ -114,7 +116,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
              + settings.max_waiting_heavy_work)
     threads.total_tokens = max(threads.total_tokens, waits + 64)
     # long background passes (dataset examples, feature visualisation) run in the heavy pool
-    app.state.background_jobs = BackgroundJobs(settings.channel_jobs_queue, per_client=settings.channel_jobs_per_client)
+    app.state.background_jobs = background_jobs(settings)
     app.state.image_folders = ImageFolders(settings.image_folders, settings.image_folder_max_files,
                                            settings.max_image_pixels)
     channel_dir = settings.channel_cache_dir or settings.storage_dir.parent / "channels"

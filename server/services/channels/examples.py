@@ -21,6 +21,7 @@ import io
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,9 @@ from server.services.runtime.cache import ResultCache
 from server.services.runtime.hooks import LayerRecorder, forward_hooks
 from server.services.runtime.inputs import input_picture
 from server.services.runtime.model_runtime import LoadedModel
-from server.services.work.background_jobs import BackgroundJobs, Job
+from server.services.work.background_jobs import Job, Jobs
 from server.services.work.disk_budget import evict_oldest
+from server.services.work.job_queue import SHAREABLE_FAMILIES, Task, WorkerContext
 from server.services.work.scheduler import Admit
 
 FORMAT_VERSION = 1
@@ -174,7 +176,7 @@ def compute_table(loaded: LoadedModel, dataset: Dataset, layer_names: list[str],
 # --- the service ----------------------------------------------------------------------------------------
 
 class ChannelExamples:
-    def __init__(self, jobs: BackgroundJobs, cache_dir: Path, data_dir: Path | None, *, max_k: int,
+    def __init__(self, jobs: Jobs, cache_dir: Path, data_dir: Path | None, *, max_k: int,
                  max_pixels: int, cache_bytes: int, batch_size: int, memory_items: int,
                  admit: Admit, folders: ImageFolders | None = None, checkpoint_s: float = 10.0) -> None:
         self.jobs = jobs
@@ -263,6 +265,10 @@ class ChannelExamples:
                 return table, None
         names = [layer["name"] for layer in layers]
         existing = self.jobs.get(key)
+        finished = getattr(existing, "result", None)  # a queue worker's table: this replica keeps it
+        if finished is not None:
+            self._install(key, finished)
+            return finished, None
         if existing is not None and existing.state == "failed":
             self.jobs.forget(key)
             raise ApiError(503, "examples_failed", f"Computing the examples failed ({existing.error}); asking again retries.",
@@ -274,17 +280,27 @@ class ChannelExamples:
             resume = ExampleTable.load(partial) if partial.exists() else None
             table = compute_table(loaded, data, names, self.max_k, self.batch_size, self.admit, job, resume,
                                   lambda part: part.save(partial), self.checkpoint_s)
-            table.save(path)
             partial.unlink(missing_ok=True)
-            self._remember(key, table)
-            self._evict_files(keep=path)
+            self._install(key, table)
 
-        job = self.jobs.submit(key, run, total=data.size)
+        task = None
+        if loaded.entry.family in SHAREABLE_FAMILIES:
+            task = Task("examples", {"model": loaded.entry.id, "weights": loaded.variant, "dataset": dataset,
+                                     "dataset_key": data.key, "size": data.size, "layers": names, "k": self.max_k,
+                                     "batch_size": self.batch_size})
+        job = self.jobs.submit(key, run, total=data.size, task=task)
         if job.state == "done":  # finished between our look and the submit
             hit = self.tables.get(key)
             if hit is not None:
                 return hit, None
         return None, job
+
+    def _install(self, key: tuple[str, str, str], table: ExampleTable) -> None:
+        path = self._path(key)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        table.save(path)
+        self._remember(key, table)
+        self._evict_files(keep=path)
 
     def crop_png(self, loaded: LoadedModel, dataset: str, layers: list[dict[str, Any]], row: dict[str, Any],
                  channel: int, index: int, context: bool = False) -> tuple[bytes, tuple[int, int, int, int]]:
@@ -312,6 +328,22 @@ class ChannelExamples:
     def _evict_files(self, keep: Path) -> None:
         """Oldest example tables go first once the folder holds more than the byte budget."""
         evict_oldest(self.cache_dir, "examples-*.npz", self.cache_bytes, keep)  # partial tables count too
+
+
+def examples_task(context: WorkerContext, params: dict[str, Any], job: Any) -> ExampleTable:
+    """The scan on a queue worker (``job_queue.TASKS``): the worker opens the dataset by name with its own
+    settings (data folder, image folders) and refuses when its copy differs from the replica's."""
+    settings = context.settings
+    folders = ImageFolders(settings.image_folders, settings.image_folder_max_files, settings.max_image_pixels)
+    data = open_dataset(params["dataset"], settings.data_dir, folders)
+    if data.size > params["size"]:
+        data = data.limited(params["size"])
+    if data.key != params["dataset_key"] or data.size != params["size"]:
+        raise ApiError(409, "dataset_differs", f"The worker's {params['dataset']} ({data.size} images) is not the "
+                       "server's; give the workers the same data folder and image folders.")
+    loaded = context.runtime.load(params["model"], params["weights"])
+    return compute_table(loaded, data, params["layers"], params["k"], params["batch_size"],
+                         lambda _label, _prior: nullcontext(), job)  # a worker runs one job at a time
 
 
 def examples_for(table: ExampleTable, layer: str, channel: int, k: int) -> list[dict[str, Any]]:

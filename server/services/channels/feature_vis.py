@@ -34,8 +34,9 @@ from server.services.channels.examples import LONG_WORK
 from server.services.runtime.cache import ResultCache
 from server.services.runtime.hooks import LayerRecorder, forward_hooks, run_forward
 from server.services.runtime.model_runtime import LoadedModel, ModelLayer
-from server.services.work.background_jobs import BackgroundJobs, Job
+from server.services.work.background_jobs import Job, Jobs
 from server.services.work.disk_budget import evict_oldest
+from server.services.work.job_queue import SHAREABLE_FAMILIES, Task, WorkerContext
 from server.services.work.scheduler import Admit
 
 
@@ -165,7 +166,7 @@ def to_png(picture: np.ndarray) -> bytes:
 class FeatureVisualisations:
     """Jobs on the shared background worker; results on disk (PNG + JSON) under a byte budget."""
 
-    def __init__(self, jobs: BackgroundJobs, cache_dir: Path, data_dir: Path | None, *, steps: int,
+    def __init__(self, jobs: Jobs, cache_dir: Path, data_dir: Path | None, *, steps: int,
                  cache_bytes: int, admit: Admit | None) -> None:
         self.jobs = jobs
         self.cache_dir = cache_dir
@@ -196,13 +197,25 @@ class FeatureVisualisations:
     def status(self, loaded: LoadedModel, layer: str, channel: int, seed: int) -> dict[str, Any]:
         key = self._key(loaded, layer, channel, seed)
         png, meta = self._paths(key)
+        job = None
+        if not (png.exists() and meta.exists()):
+            job = self.jobs.get(key)
+            result = getattr(job, "result", None)  # a worker's (through the queue): this replica keeps it
+            if result is not None:
+                self._install(key, result)
         if png.exists() and meta.exists():
             info = json.loads(meta.read_text())
             return {"state": "done", "progress": {"done": self.steps, "total": self.steps}, **info}
-        job = self.jobs.get(key)
         if job is None:
             return {"state": "missing", "progress": {"done": 0, "total": self.steps}, "seed": seed}
         return {**job.as_json(), "seed": seed, "parameterisation": self.parameterisation(loaded)}
+
+    def _install(self, key: tuple[Any, ...], result: dict[str, Any]) -> None:
+        png, meta = self._paths(key)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        png.write_bytes(result["png"])
+        meta.write_text(json.dumps(result["meta"]))
+        self._evict(keep=png)
 
     def start(self, loaded: LoadedModel, resolved: ModelLayer, channel: int, seed: int) -> dict[str, Any]:
         """Start optimising (``resolved``: the layer found once by ``server.deps.LayerDep``)."""
@@ -211,25 +224,19 @@ class FeatureVisualisations:
         if current["state"] in ("done", "queued", "running"):
             return current
         key = self._key(loaded, layer, channel, seed)
-        png, meta = self._paths(key)
         self.jobs.forget(key)
         mixing = None
         if loaded.entry.input.channels == 3:
             source = "shapes" if loaded.entry.input.height <= 64 else "photos"
             mixing = self.colour_mixing(source)
-        description = self.parameterisation(loaded)
+        params = {"model": loaded.entry.id, "weights": loaded.variant, "layer": layer, "channel": channel,
+                  "seed": seed, "steps": self.steps, "mixing": mixing, "description": self.parameterisation(loaded)}
 
         def run(job: Job) -> None:
-            job.progress(0, self.steps, objective=None)
-            picture, value = optimise(loaded, resolved, channel, steps=self.steps, seed=seed, mixing=mixing, admit=self.admit,
-                                      progress=lambda step, v: job.progress(step, objective=v))
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            png.write_bytes(to_png(picture))
-            meta.write_text(json.dumps({"objective": value, "seed": seed, "steps": self.steps, "layer": layer,
-                                        "channel": channel, "parameterisation": description}))
-            self._evict(keep=png)
+            self._install(key, visualise(loaded, resolved, params, self.admit, job))
 
-        self.jobs.submit(key, run, total=self.steps)
+        task = Task("featurevis", params) if loaded.entry.family in SHAREABLE_FAMILIES else None
+        self.jobs.submit(key, run, total=self.steps, task=task)
         return self.status(loaded, layer, channel, seed)
 
     def cancel(self, loaded: LoadedModel, layer: str, channel: int, seed: int) -> dict[str, Any]:
@@ -246,3 +253,21 @@ class FeatureVisualisations:
     def _evict(self, keep: Path) -> None:
         with self._lock:
             evict_oldest(self.cache_dir, "featurevis-*.png", self.cache_bytes, keep, companion_suffixes=(".json",))
+
+
+def visualise(loaded: LoadedModel, layer: ModelLayer, params: dict[str, Any], admit: Admit | None,
+              job: Any) -> dict[str, Any]:
+    """One feature visualisation job: the PNG and its description (``job`` gets the progress)."""
+    steps = params["steps"]
+    job.progress(0, steps, objective=None)
+    picture, value = optimise(loaded, layer, params["channel"], steps=steps, seed=params["seed"],
+                              mixing=params["mixing"], admit=admit, progress=lambda step, v: job.progress(step, objective=v))
+    return {"png": to_png(picture), "meta": {"objective": value, "seed": params["seed"], "steps": steps,
+                                             "layer": params["layer"], "channel": params["channel"],
+                                             "parameterisation": params["description"]}}
+
+
+def featurevis_task(context: WorkerContext, params: dict[str, Any], job: Any) -> dict[str, Any]:
+    """The job on a queue worker (``job_queue.TASKS``): the same computation, the model built there."""
+    loaded = context.runtime.load(params["model"], params["weights"])
+    return visualise(loaded, loaded.named_layer(params["layer"]), params, None, job)

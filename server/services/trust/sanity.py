@@ -26,8 +26,9 @@ from server.services.runtime.model_runtime import LoadedModel
 from server.services.saliency.base import SaliencyMethod
 from server.services.trust.cascade import Unit, cascade_units, private_copy, randomise_step
 from server.services.trust.scores import compare, verdict
-from server.services.work.background_jobs import BackgroundJobs, Job
+from server.services.work.background_jobs import Job, Jobs
 from server.services.work.cancel import WorkCancelled
+from server.services.work.job_queue import SHAREABLE_FAMILIES, Task, WorkerContext
 from server.services.work.scheduler import Admit
 
 
@@ -127,7 +128,7 @@ def strip_png(maps: np.ndarray, colormap: Callable[[np.ndarray], np.ndarray], ga
 class SanityChecks:
     """sanity.json's jobs and results."""
 
-    def __init__(self, inputs: ModelInputs, jobs: BackgroundJobs, cache: ResultCache[Any],
+    def __init__(self, inputs: ModelInputs, jobs: Jobs, cache: ResultCache[Any],
                  admit: Admit, max_steps: int) -> None:
         self.inputs = inputs
         self.jobs = jobs
@@ -157,6 +158,10 @@ class SanityChecks:
             return found, None
         job_key = self._cache_key(key)
         existing = self.jobs.get(job_key)
+        finished = getattr(existing, "result", None)  # a queue worker's result: this replica keeps it
+        if finished is not None:
+            self.cache.put(job_key, finished)
+            return finished, None
         if existing is not None and existing.state in ("failed", "cancelled", "done"):
             self.jobs.forget(job_key)
             if existing.state == "failed":
@@ -173,8 +178,12 @@ class SanityChecks:
             self.cache.put(job_key, result)
 
         units = len(cascade_units(loaded.module, self.max_steps))
-        job = self.jobs.submit(job_key, run, total=(units + 1) * len(key.methods))
-        job.info.setdefault("steps", units)
+        task = None
+        if loaded.entry.family in SHAREABLE_FAMILIES:
+            task = Task("sanity", {"model": loaded.entry.id, "weights": loaded.variant, "methods": key.methods,
+                                   "target": key.target, "seed": key.seed, "max_steps": self.max_steps,
+                                   "batch": batch.detach().cpu().numpy()})
+        job = self.jobs.submit(job_key, run, total=(units + 1) * len(key.methods), task=task, info={"steps": units})
         return None, job
 
     def cancel(self, key: SanityKey) -> dict[str, Any]:
@@ -182,3 +191,18 @@ class SanityChecks:
         if job is not None:
             return job.as_json()
         return {"state": "done" if self.result(key) is not None else "missing", "progress": {"done": 0, "total": 0}}
+
+
+def sanity_task(context: WorkerContext, params: dict[str, Any], job: Any) -> SanityResult:
+    """The check on a queue worker (``job_queue.TASKS``); the model input travels in the job."""
+    loaded = context.runtime.load(params["model"], params["weights"])
+    batch = torch.from_numpy(params["batch"]).to(loaded.device)
+
+    def report(done: int, step: str, method: str) -> None:
+        job.progress(done, step=step, method=method)
+
+    from server.services.saliency.methods import get_method
+
+    saliency = tuple(get_method(name) for name in params["methods"])
+    return run_cascade(loaded, batch, saliency, params["target"], params["seed"], params["max_steps"],
+                       report, cancelled=job.cancel_event.is_set)

@@ -9,14 +9,14 @@ from server.services.runtime.inputs import ModelInputs
 from server.services.saliency.service import SaliencyMaps
 from server.services.trust.deletion import DeletionCurves
 from server.services.trust.sanity import SanityChecks
-from server.services.work.background_jobs import BackgroundJobs
+from server.services.work.background_jobs import Jobs
 from server.services.work.scheduler import Admit
 
 
 class TrustChecks:
     """``sanity``: model randomisation (background jobs); ``deletion``: deletion/insertion curves."""
 
-    def __init__(self, inputs: ModelInputs, maps: SaliencyMaps, jobs: BackgroundJobs,
+    def __init__(self, inputs: ModelInputs, maps: SaliencyMaps, jobs: Jobs,
                  admit: Admit, *, budget_bytes: int,
                  max_steps: int, batch_size: int) -> None:
         self.cache: ResultCache[Any] = ResultCache("trust checks", budget_bytes)

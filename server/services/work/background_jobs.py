@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from server.errors import ApiError
 from server.services.work.cancel import WorkCancelled, current_client
@@ -61,6 +61,29 @@ class Job:
         return out
 
 
+class JobView(Protocol):
+    """What the services read of a job, wherever it runs (this process, or a worker through the queue)."""
+
+    state: str
+    error: str
+    info: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]: ...
+
+
+class Jobs(Protocol):
+    """Where background jobs go: :class:`BackgroundJobs` (this process) or, with ``CONVSCOPE_REDIS_URL``,
+    :class:`server.services.work.job_queue.QueuedJobs` (worker processes through RQ). ``task`` describes the
+    job for a worker (``job_queue.Task``); ``run`` is what this process runs when it has none."""
+
+    def get(self, key: Hashable) -> Any: ...
+    def forget(self, key: Hashable) -> None: ...
+    def submit(self, key: Hashable, run: Callable[[Job], Any], total: int = 0, task: Any = None,
+               info: dict[str, Any] | None = None) -> Any: ...
+    def cancel(self, key: Hashable) -> Any: ...
+    def close(self, timeout_s: float = 10.0) -> None: ...
+
+
 class BackgroundJobs:
     def __init__(self, max_queue: int, retry_after_s: int = 2, per_client: int | None = None) -> None:
         self.max_queue = max(1, max_queue)
@@ -83,8 +106,10 @@ class BackgroundJobs:
             if job is not None and job.state in ("done", "failed", "cancelled"):
                 del self._jobs[key]
 
-    def submit(self, key: Hashable, run: Callable[[Job], Any], total: int = 0) -> Job:
-        """The job for ``key``: the queued or running one, or a new one. 429 when the queue is full."""
+    def submit(self, key: Hashable, run: Callable[[Job], Any], total: int = 0, task: Any = None,
+               info: dict[str, Any] | None = None) -> Job:
+        """The job for ``key``: the queued or running one, or a new one (``run`` runs it here; ``task`` is
+        for a queue's workers, unused here). 429 when the queue is full."""
         with self._lock:
             if self._closed:
                 raise ApiError(503, "shutting_down", "The server is shutting down.",
@@ -103,7 +128,7 @@ class BackgroundJobs:
                 # 429 (too many requests), like a client over its share: the queue of long jobs is full
                 raise ApiError(429, "too_many_jobs", f"{waiting} long computations are waiting already; try again shortly.",
                                headers={"Retry-After": str(self.retry_after_s * 5)})
-            job = Job(key, run, total=total, client=client)
+            job = Job(key, run, total=total, client=client, info=dict(info or {}))
             self.shares.take(client)
             self._jobs[key] = job
             self._jobs.move_to_end(key)

@@ -21,10 +21,18 @@ from server.services.work.clients import LOCAL, ClientId
 
 
 class WorkCancelled(ApiError):
-    """The client went away (or the server is stopping): the work was abandoned half-way."""
+    """The client went away (or the server is stopping): the work was abandoned half-way.
+
+    Work of a request that :func:`cancel_all` stopped (the server is stopping) is answered 503
+    ``shutting_down`` with Retry-After, not 499: the client is still there, and a proxy in front of several
+    replicas (deploy/nginx) asks another one, so a rolling restart fails no request."""
 
     def __init__(self, why: str = "the client disconnected") -> None:
-        super().__init__(499, "cancelled", f"The computation was cancelled: {why}.")
+        if current_token().stopping:  # the request's own token (Starlette copies it into the endpoint's thread)
+            super().__init__(503, "shutting_down", "This server is restarting; ask again in a moment.",
+                             {"Retry-After": "1"})
+        else:
+            super().__init__(499, "cancelled", f"The computation was cancelled: {why}.")
 
 
 class CancelToken:
@@ -32,12 +40,14 @@ class CancelToken:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self.stopping = False  # cancelled because the server stops (not because the client left)
 
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
 
-    def cancel(self) -> None:
+    def cancel(self, stopping: bool = False) -> None:
+        self.stopping = self.stopping or stopping
         self._event.set()
 
     def check(self) -> None:
@@ -52,7 +62,7 @@ class NeverCancelled(CancelToken):
     def cancelled(self) -> bool:
         return False
 
-    def cancel(self) -> None:  # pragma: no cover - nobody owns it
+    def cancel(self, stopping: bool = False) -> None:  # pragma: no cover - nobody owns it
         pass
 
 
@@ -107,5 +117,5 @@ def cancel_all() -> int:
     with _live_lock:
         tokens = list(_live)
     for token in tokens:
-        token.cancel()
+        token.cancel(stopping=True)
     return len(tokens)
