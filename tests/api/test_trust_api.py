@@ -121,12 +121,12 @@ def test_sanity_cancel_while_queued_and_running(module_client, digit_id) -> None
     service = module_client.app.state.trust.sanity
     original = service.jobs.submit
 
-    def submit_and_cancel(job_key, run, total=0):  # noqa: ANN001, ANN202
+    def submit_and_cancel(job_key, run, total=0, **described):  # noqa: ANN001, ANN003, ANN202
         def cancelling(job):  # noqa: ANN001, ANN202
             job.cancel_event.set()
             return run(job)
 
-        return original(job_key, cancelling, total)
+        return original(job_key, cancelling, total, **described)
 
     service.jobs.submit = submit_and_cancel
     try:

@@ -51,8 +51,10 @@ SERVER_START_TIMEOUT_S = 180  # torch import and the default model on a busy sha
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of the real app (uvicorn in a subprocess, temporary image store), served as `convscope serve`
     serves it (torch's own thread count)."""
-    with run_live_server(tmp_path_factory.mktemp("live-server"), threads=None,
-                         start_timeout_s=SERVER_START_TIMEOUT_S) as server:
+    # every test page comes from 127.0.0.1, so the per-address cap on live class sessions (tested on its own
+    # server in test_class_holes) would refuse the sixth test that starts a session while earlier ones linger
+    with run_live_server(tmp_path_factory.mktemp("live-server"), env={"CONVSCOPE_MAX_SESSIONS_PER_ADDRESS": "0"},
+                         threads=None, start_timeout_s=SERVER_START_TIMEOUT_S) as server:
         yield server.url
 
 
