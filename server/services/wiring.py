@@ -72,7 +72,8 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     app.state.samples = SampleGallery(settings.sample_cache_bytes, settings.data_dir)
     app.state.architectures = runtime.catalog
     app.state.limiter = WorkLimiter(settings.max_active_work, settings.max_waiting_work,
-                                    settings.work_wait_timeout_s, name="model work")
+                                    settings.work_wait_timeout_s, per_client=settings.cheap_work_per_client,
+                                    name="model work")
     app.state.heavy_limiter = WorkLimiter(settings.max_active_heavy_work, settings.max_waiting_heavy_work,
                                           settings.heavy_work_wait_timeout_s,
                                           per_client=settings.heavy_work_per_client, name="long computations")
