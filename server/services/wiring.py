@@ -27,6 +27,7 @@ from server.services.images.backends import open_backend
 from server.services.images.samples import SampleGallery
 from server.services.live import LiveHub, LiveLimits
 from server.services.memory.allocator import Allocator
+from server.services.memory.collector import startup_frozen
 from server.services.model_uploads import ModelUploads, UploadLimits, uploads_enabled
 from server.services.network import NetworkOverviews
 from server.services.quotas import UploadQuota, WindowLimit
@@ -147,7 +148,9 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     app.state.clients = ClientIdentities(session_live, settings.session_client_shares)
     undo_signal = on_stop_signal(classroom.shut_down_streams)  # open event streams must not hold a stop
     log.info("ConvScope %s on %s", __version__, device_label(device))
-    with cancel_on_signals():  # SIGTERM cancels the work in flight first: shutdown takes seconds
+    # SIGTERM cancels the work in flight first: shutdown takes seconds; start-up's objects stay out of the
+    # garbage collector's walks, which held the GIL 0.3 s each (server/services/memory/collector.py)
+    with cancel_on_signals(), startup_frozen():
         try:
             yield
         finally:
