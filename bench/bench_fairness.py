@@ -193,6 +193,29 @@ async def timed(client: httpx.AsyncClient, method: str, url: str, heard: list, *
         heard.append((type(exc).__name__, time.perf_counter() - start))
 
 
+PROBE = """
+import sys, time, httpx
+times = []
+with httpx.Client(base_url=sys.argv[1], timeout=30) as client:
+    end = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end:
+        start = time.perf_counter()
+        client.get('/api/health').raise_for_status()
+        times.append(time.perf_counter() - start)
+        time.sleep(0.05)
+print(' '.join(f'{t:.5f}' for t in times))
+"""
+
+
+async def loop_lag(until: asyncio.Event, lags: list[float]) -> None:
+    """How late this benchmark's own event loop wakes (it drives 150 clients: its lateness is in every
+    latency it measures)."""
+    while not until.is_set():
+        start = time.perf_counter()
+        await asyncio.sleep(0.01)
+        lags.append(time.perf_counter() - start - 0.01)
+
+
 async def class_mix(base: str, cheap_idle: list[str], cheap_busy: list[str], maps: list[str],
                     heavy_ids: list[str], students: list[bytes], gap_s: float) -> dict:
     limits = httpx.Limits(max_connections=50, max_keepalive_connections=50)
@@ -230,11 +253,19 @@ async def class_mix(base: str, cheap_idle: list[str], cheap_busy: list[str], map
 
         tasks += [asyncio.create_task(student(n, picture)) for n, picture in enumerate(students, start=1)]
         await asyncio.sleep(0.5)
+        # health also from a process of its own, which this loop's lateness cannot touch
+        probe = await asyncio.create_subprocess_exec(sys.executable, "-c", PROBE, base, str(len(cheap_busy) * 0.15),
+                                                     stdout=asyncio.subprocess.PIPE)
+        done, lags = asyncio.Event(), []
+        lagging = asyncio.create_task(loop_lag(done, lags))
         busy = await cheap_round(teacher, cheap_busy, gap_s)
+        done.set()
+        await lagging
+        probed = [float(t) for t in (await probe.communicate())[0].split()]
         await asyncio.gather(*tasks, return_exceptions=True)
         for client in clients:
             await client.aclose()
-    return {"idle": idle, "busy": busy, "heard": heard}
+    return {"idle": idle, "busy": busy, "heard": heard, "probe": probed, "lag": lags}
 
 
 def run_class_mix(args: argparse.Namespace) -> None:
@@ -274,6 +305,8 @@ def run_class_mix(args: argparse.Namespace) -> None:
     print(f"cheap p95 mix ÷ idle: {p95(busy_p) / p95(idle_p):.2f}× (goal ≤ 3×)   health max during the mix: "
           f"{1000 * max(busy_h):.1f} ms (goal < 100 ms; idle max {1000 * max(idle_h):.1f} ms)")
     print(f"cheap failures: idle {len(idle_fail)}, mix {len(busy_fail)} {sorted(set(busy_fail))[:5]} (goal 0)")
+    print(f"mix   health from a process of its own  {percentiles(result['probe'])}")
+    print(f"this benchmark's own event loop, lateness during the mix  {percentiles(result['lag'])}")
     for kind, answers in result["heard"].items():
         counts: dict[str, int] = {}
         for status, _ in answers:

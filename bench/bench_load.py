@@ -131,9 +131,11 @@ async def run_concurrent(base: str, requests: list, clients: int) -> tuple[float
     for request in requests:
         queue.put_nowait(request)
 
-    async def student() -> None:
-        # One connection per client, like one laptop each.
-        async with httpx.AsyncClient(base_url=base, timeout=REQUEST_TIMEOUT_S,
+    async def student(n: int) -> None:
+        # One connection per client from its own loopback address (127.0.x.y), like one laptop each: the
+        # server's per-client shares count clients by address, as they would count real laptops.
+        transport = httpx.AsyncHTTPTransport(local_address=f"127.0.{n // 256}.{n % 256}")
+        async with httpx.AsyncClient(base_url=base, timeout=REQUEST_TIMEOUT_S, transport=transport,
                                      limits=httpx.Limits(max_connections=1)) as client:
             while True:
                 try:
@@ -143,7 +145,7 @@ async def run_concurrent(base: str, requests: list, clients: int) -> tuple[float
                 await send(client, request, tally)
 
     started = time.perf_counter()
-    await asyncio.gather(*(student() for _ in range(clients)))
+    await asyncio.gather(*(student(n) for n in range(2, clients + 2)))
     return time.perf_counter() - started, tally
 
 

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     max_active_work: int = 2  # model computations at once (threads); more queue below
     max_waiting_work: int = 64  # beyond this many queued, answer 503 + Retry-After at once
     work_wait_timeout_s: float = 20.0  # a queued request gives up (503 + Retry-After) after this long
+    # places (running + waiting) one client may hold in the cheap pool; then 429. A page never has more than 6
+    # requests in flight (a browser's connections per host over HTTP/1.1, shared by its tabs), plus those a view
+    # change aborted that are still leaving: 8 keeps normal browsing clear of 429 and a class within the queue
+    cheap_work_per_client: int = Field(8, ge=1)
     # Heavy work (measured: labels whose mean run is ≥ heavy_threshold_s; see server/services/work/scheduler.py)
     # runs in its own pool, so it never takes the slots above, which cheap work uses.
     max_active_heavy_work: int = 1

@@ -27,6 +27,7 @@ from server.services.images.backends import open_backend
 from server.services.images.samples import SampleGallery
 from server.services.live import LiveHub, LiveLimits
 from server.services.memory.allocator import Allocator
+from server.services.memory.collector import startup_frozen
 from server.services.model_uploads import ModelUploads, UploadLimits, uploads_enabled
 from server.services.network import NetworkOverviews
 from server.services.quotas import UploadQuota, WindowLimit
@@ -72,7 +73,8 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     app.state.samples = SampleGallery(settings.sample_cache_bytes, settings.data_dir)
     app.state.architectures = runtime.catalog
     app.state.limiter = WorkLimiter(settings.max_active_work, settings.max_waiting_work,
-                                    settings.work_wait_timeout_s, name="model work")
+                                    settings.work_wait_timeout_s, per_client=settings.cheap_work_per_client,
+                                    name="model work")
     app.state.heavy_limiter = WorkLimiter(settings.max_active_heavy_work, settings.max_waiting_heavy_work,
                                           settings.heavy_work_wait_timeout_s,
                                           per_client=settings.heavy_work_per_client, name="long computations")
@@ -146,7 +148,9 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     app.state.clients = ClientIdentities(session_live, settings.session_client_shares)
     undo_signal = on_stop_signal(classroom.shut_down_streams)  # open event streams must not hold a stop
     log.info("ConvScope %s on %s", __version__, device_label(device))
-    with cancel_on_signals():  # SIGTERM cancels the work in flight first: shutdown takes seconds
+    # SIGTERM cancels the work in flight first: shutdown takes seconds; start-up's objects stay out of the
+    # garbage collector's walks, which held the GIL 0.3 s each (server/services/memory/collector.py)
+    with cancel_on_signals(), startup_frozen():
         try:
             yield
         finally:

@@ -7,6 +7,9 @@ share (429: one client may hold at most ``per_client`` places, running or waitin
 address or one class session together a bounded number: :mod:`server.services.work.shares`), and by
 the client itself (a cancelled request leaves the queue at once). A freed slot goes to the waiting request
 whose client group runs the fewest computations, oldest first, so one client's burst does not push others back.
+A full queue does not shut out a client that holds little: its request takes the place of the newest waiting
+request of the group holding the most places (that one hears 503), so the queue stays bounded and a teacher
+asking one thing at a time is served while ten clients hold eight places each.
 Retry-After is the measured queue: the mean time a slot is held × places ahead ÷ slots.
 """
 
@@ -39,6 +42,7 @@ class WorkLimiter:
         self._cond = threading.Condition()
         self._active = 0
         self._queue: list[tuple[int, ClientId]] = []  # (ticket, client), oldest first
+        self._pushed_out: set[int] = set()  # tickets whose place a client holding fewer places took
         self._tickets = itertools.count()
         self.shares = Shares(per_client)  # places (running + waiting) per client and per client group
         self._running: dict[str, int] = {}  # client group → computations running
@@ -72,6 +76,20 @@ class WorkLimiter:
             return None
         return min(self._queue, key=lambda item: (self._running.get(item[1].group, 0), item[0]))[0]
 
+    def _push_out(self, client: ClientId) -> bool:
+        """Free a queue place for ``client`` (which has taken its share already): the newest waiting request
+        of the group holding the most places goes, if that group holds more than ``client``'s. Under the lock."""
+        if self.max_waiting == 0:
+            return False
+        held = self.shares.held_by_group
+        victim = max(reversed(self._queue), key=lambda item: held(item[1].group))  # the newest of the largest
+        if held(victim[1].group) <= held(client.group):
+            return False
+        self._queue.remove(victim)
+        self._pushed_out.add(victim[0])
+        self._cond.notify_all()
+        return True
+
     @contextmanager
     def admit(self, client: ClientId | str | None = None, token: CancelToken | None = None) -> Iterator[None]:
         """Hold one of the ``max_active`` slots for the duration of the block."""
@@ -86,7 +104,7 @@ class WorkLimiter:
             self.shares.take(client)  # a place, waiting or running
             try:
                 if self._active >= self.max_active or self._queue:
-                    if len(self._queue) >= self.max_waiting:
+                    if len(self._queue) >= self.max_waiting and not self._push_out(client):
                         raise self._refuse(503, "overloaded", "queue full")
                     ticket = next(self._tickets)
                     self._queue.append((ticket, client))
@@ -94,13 +112,19 @@ class WorkLimiter:
                     try:
                         while self._active >= self.max_active or self._next() != ticket:
                             left = deadline - time.monotonic()
+                            if ticket in self._pushed_out:
+                                raise self._refuse(503, "overloaded", "queue full; a client with fewer "
+                                                                      "requests waiting took the place")
                             if left <= 0:
                                 raise self._refuse(503, "overloaded", "waited too long")
                             if token.cancelled:
                                 raise WorkCancelled()
                             self._cond.wait(min(left, POLL_S))
                     finally:
-                        self._queue.remove((ticket, client))
+                        if ticket in self._pushed_out:
+                            self._pushed_out.discard(ticket)
+                        else:
+                            self._queue.remove((ticket, client))
                         self._cond.notify_all()
             except BaseException:
                 self.shares.release(client)
