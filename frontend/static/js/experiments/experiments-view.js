@@ -45,6 +45,8 @@ export function update(ctx) {
   if (view.panel) view.panel.unmount();
   view.panel = null;
   view.body.replaceChildren(el('p', { className: 'placeholder', text: 'Loading…' }));
+  // the previous experiment's markers go with it (a page waiting for the new one's answer must not see them)
+  for (const key of ['xp', 'state', 'for']) delete view.body.dataset[key];
   const ticket = ++view.loading;
   EXPERIMENTS.find((x) => x.id === id).load().then((module) => {
     if (!view || ticket !== view.loading) return;
