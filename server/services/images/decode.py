@@ -100,14 +100,7 @@ class IsolatedDecoder:
         result = self._pool.run(json.dumps(header).encode() + b"\n" + data)
         if result.returncode is None:
             raise _too_costly(f"Decoding the image took more than {limits.wall_seconds:g} s.")
-        line, _, raw = result.stdout.partition(b"\n")
-        try:
-            answer = json.loads(line) if line else {}
-        except ValueError:
-            answer = {}
-        if "error" in answer:
-            status, code, message = answer["error"]
-            raise ApiError(int(status), str(code), str(message))
+        answer, raw = result.answer()
         if "ok" in answer and result.returncode == 0:
             width, height = (int(v) for v in answer["ok"])
             if 0 < width <= MAX_WORKING_SIDE and 0 < height <= MAX_WORKING_SIDE and len(raw) == width * height * 3:

@@ -182,14 +182,7 @@ class ModelUploads:
         result = self._pool.run(json.dumps(job).encode() + b"\n" + data)
         if result.returncode is None:
             raise ApiError(422, "model_too_costly", f"Converting the model took more than {limits.wall_seconds:g} s.")
-        line = result.stdout.partition(b"\n")[0]
-        try:
-            answer = json.loads(line) if line else {}
-        except ValueError:
-            answer = {}
-        if "error" in answer:
-            status, code, message = answer["error"]
-            raise ApiError(int(status), str(code), str(message))
+        answer, _ = result.answer()
         if "ok" in answer and result.returncode == 0:
             return answer["ok"]
         if result.returncode in (-signal.SIGXCPU, -signal.SIGKILL):

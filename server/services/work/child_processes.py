@@ -20,6 +20,7 @@ by one long-lived spawner thread.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import subprocess
@@ -54,6 +55,21 @@ class ChildSpawner:
 class ChildResult:
     returncode: int | None  # None: killed after the wall-clock timeout
     stdout: bytes
+
+    def answer(self) -> tuple[dict[str, Any], bytes]:
+        """The worker's JSON answer line and the bytes after it; an ``{"error": [status, code, message]}`` answer
+        is raised as that :class:`ApiError`. A missing or garbled line is an empty answer."""
+        line, _, rest = self.stdout.partition(b"\n")
+        try:
+            answer = json.loads(line) if line else {}
+        except ValueError:
+            answer = {}
+        if not isinstance(answer, dict):
+            answer = {}
+        if "error" in answer:
+            status, code, message = answer["error"]
+            raise ApiError(int(status), str(code), str(message))
+        return answer, rest
 
 
 class ChildProcessPool:
