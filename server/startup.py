@@ -2,8 +2,9 @@
 
 Importing the full app (PyTorch, torchvision, the model registry, every service) takes seconds, and the page
 needs none of it. :class:`StartingApp` is what uvicorn runs: from its first moment it serves ``/`` and ``/static``
-(:mod:`server.page`, behind the same edge middlewares as the full app) and ``GET /api/health`` saying
-``"status": "loading"``, while a worker thread imports and builds the full app and the event loop then starts its
+(:mod:`server.page`, behind the same edge middlewares as the full app) and ``GET /api/health`` answering
+503 ``"status": "starting"`` (so that a load balancer or Compose sends no traffic to a replica not yet ready;
+the page itself is served), while a worker thread imports and builds the full app and the event loop then starts its
 services (its lifespan: signal handlers belong to the loop's thread). From then on every request goes to the full
 app. Any other request (an API call, the live socket) that comes meanwhile waits for it, at most
 ``Settings.startup_wait_s``, then gets 503 ``starting`` with Retry-After.
@@ -37,6 +38,7 @@ from server.settings import Settings
 log = logging.getLogger("convscope")
 
 RETRY_AFTER_S = 2
+STARTING_MESSAGE = "ConvScope is still starting (loading PyTorch and the models); try again in a moment."
 
 
 def _page_paths(path: str) -> bool:
@@ -69,11 +71,15 @@ class StartingApp:
 
     def _page_app(self) -> Starlette:
         async def health(_: Request) -> Response:
-            return JSONResponse({"status": self.state, "device": self.settings.device, "version": __version__})
+            # 503 until the full app runs: a load balancer or orchestrator that checks health (Compose's
+            # healthcheck, Kubernetes' readiness probe, an active check) routes no API traffic here yet
+            status = "starting" if self.state == "loading" else self.state
+            return JSONResponse({"status": status, "device": self.settings.device, "version": __version__,
+                                 "error": {"code": "starting", "message": STARTING_MESSAGE}},
+                                status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
         async def not_yet(_: Request) -> Response:
-            return error_response(503, "starting", "ConvScope is still starting (loading PyTorch and the models); "
-                                  "try again in a moment.", {"Retry-After": str(RETRY_AFTER_S)})
+            return error_response(503, "starting", STARTING_MESSAGE, {"Retry-After": str(RETRY_AFTER_S)})
 
         async def socket_not_yet(websocket: WebSocket) -> None:
             await websocket.close(code=1013, reason="ConvScope is still starting; try again in a moment.")

@@ -90,8 +90,8 @@ def uvicorn_command(host: str, port: int, cli: bool = False) -> list[str]:
 
 
 def wait_healthy(url: str, process: subprocess.Popen, log_path: Path, timeout: float = START_TIMEOUT_S) -> None:
-    """Until ``GET url/api/health`` answers 200 with status "ok" (``convscope serve`` answers "loading" at
-    once, server.startup: wait for the app itself); fails with the log's end when the process exits or the
+    """Until ``GET url/api/health`` answers 200 with status "ok" (``convscope serve`` answers 503 "starting"
+    at once, server.startup: wait for the app itself); fails with the log's end when the process exits or the
     deadline passes."""
     deadline = time.monotonic() + timeout
     while True:

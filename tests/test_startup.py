@@ -1,5 +1,5 @@
 """``convscope serve`` serves the page while the app loads (server.startup.StartingApp): the page, its static files
-and a health answer saying "loading" come at once; an API request waits for the full app and then gets its
+and a health answer 503 "starting" (not ready for a load balancer) come at once; an API request waits for the full app and then gets its
 answer, or 503 ``starting`` after ``startup_wait_s``; a start that fails says why and the CLI exits 2."""
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ def test_page_and_health_at_once_api_waits_for_the_app(tmp_path) -> None:
         assert page.headers["x-frame-options"] == "DENY"  # the same edge as the full app's
         assert "content-security-policy" in page.headers
         assert client.get("/static/js/app.js").status_code == 200
-        health = client.get("/api/health").json()
-        assert health["status"] == "loading" and app.state == "loading"
+        health = client.get("/api/health")  # not ready: a load balancer's or Compose's check must fail
+        assert health.status_code == 503 and health.headers["retry-after"].isdigit()
+        assert health.json()["status"] == "starting" and health.json()["error"]["code"] == "starting"
+        assert app.state == "loading"
         assert client.get("/api/health", headers={"Host": "evil.example"}).status_code == 400  # Host guard
 
         models = pool.submit(lambda: httpx.get(f"http://127.0.0.1:{port}/api/models", timeout=60))
@@ -43,7 +45,8 @@ def test_page_and_health_at_once_api_waits_for_the_app(tmp_path) -> None:
         answer = models.result(timeout=60)
         assert answer.status_code == 200 and any(m["id"] == "lenet5" for m in answer.json()["models"])
         assert ready.is_set() and app.state == "ready"
-        assert client.get("/api/health").json()["status"] == "ok"  # now the full app's own answer
+        ready_health = client.get("/api/health")  # now the full app's own answer
+        assert ready_health.status_code == 200 and ready_health.json()["status"] == "ok"
         assert client.get("/").text == page.text
 
 

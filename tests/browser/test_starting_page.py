@@ -19,6 +19,7 @@ def test_page_says_it_is_starting_then_works(browser, console, tmp_path, shots) 
     settings = Settings(storage_dir=tmp_path / "images")
     build = GatedBuild(settings)
     app = StartingApp(settings, build)
+    console.allow(r"status of 503 .*/api/health")  # health is 503 "starting" until the app runs
     with serving(app) as port, checked_page(browser, f"http://127.0.0.1:{port}", console) as page:
         page.goto("/")
         notice = page.locator('[data-notice="starting"]')

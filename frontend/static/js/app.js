@@ -75,8 +75,9 @@ createShortcuts(document.getElementById('presenter-controls'));
 
 /** `convscope serve` serves this page before PyTorch and the models are loaded: say so while the API waits. */
 async function sayWhileStarting() {
-  const health = await api.health().catch(() => null);
-  if (health?.status === 'loading' && !modelTitles.size) {
+  // health answers 503 "starting" until the app runs (so that a load balancer sends it no traffic yet)
+  const starting = await api.health().then(() => false, (err) => err.code === 'starting');
+  if (starting && !modelTitles.size) {
     notices.show('starting', 'The server is still loading PyTorch and the models; the views appear in a moment.', 'info');
   }
 }
