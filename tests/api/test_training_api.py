@@ -54,7 +54,9 @@ def app_client(training_settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(training_settings)) as test_client:
         yield test_client
     wait_until(lambda: not workers(), 30, "the lifespan's close to end every worker")
-    assert not training_settings.training_dir.exists()  # and deleted every checkpoint
+    # no temporary file stays; the runs do (records and checkpoints, for the next server: test_training_restart)
+    assert not list(training_settings.training_dir.glob("**/.*.partial"))
+    assert all((folder / "run.json").is_file() for folder in training_settings.training_dir.glob("run-*"))
 
 
 def events_until_end(client: TestClient, run_id: str) -> list[tuple[str, dict]]:
@@ -206,8 +208,8 @@ def test_a_run_whose_owner_left_ends(tmp_path):
 
 
 def test_sigterm_to_the_server_ends_its_training_process(tmp_path):
-    """A real server (uvicorn) stopped with SIGTERM while a run trains: the worker process ends with it and the
-    run's checkpoint folder is gone."""
+    """A real server (uvicorn) stopped with SIGTERM while a run trains: the worker process ends with it, no
+    temporary file stays, and the run is recorded as interrupted (a restart lists it: test_training_restart)."""
     import httpx
 
 
@@ -223,4 +225,6 @@ def test_sigterm_to_the_server_ends_its_training_process(tmp_path):
         psutil.Process(server.pid).terminate()  # SIGTERM
         psutil.Process(server.pid).wait(timeout=60)
     wait_until(lambda: not worker.is_running(), 30)
-    assert not training.exists()
+    assert not list(training.glob("**/.*.partial"))
+    record = json.loads((training / f"run-{run['id']}" / "run.json").read_text())
+    assert record["run"]["state"] == "failed" and record["run"]["message"].startswith("Interrupted: the server shut down")

@@ -5,7 +5,12 @@ Limits: one active run per client address and ``max_runs`` in all (429 with Retr
 checkpoints of every run together within ``budget_bytes`` on disk (the oldest finished runs go first).
 A run ends on Stop, when its owner has had no stream open and sent no request for ``grace_s``, and when the
 server stops (SIGTERM: the lifespan closes this service; a killed server takes its workers with it, see
-``die_with_server``). No process or file outlives the service.
+``die_with_server``). No process or temporary file outlives the service; the runs themselves do: each run's
+record and checkpoints stay in its folder (:mod:`server.services.training.records`), and a server started on
+the same folder lists them again, a run it finds still "training" as failed (interrupted).
+
+With ``CONVSCOPE_REDIS_URL`` (and the job queue on), :class:`server.services.training.shared.QueuedTrainingRuns`
+runs them on ``convscope worker`` processes instead, through RQ.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from models.training.networks import INPUTS, architecture, build_network
 from server.errors import ApiError
 from server.services.images.decode_worker import PARENT_ENV
 from server.services.runtime.model_runtime import ModelRuntime
+from server.services.training import records
 from server.services.training.run import Run, RunWeights
 from server.services.work.child_processes import ChildSpawner
 
@@ -79,6 +85,10 @@ class TrainingRuns:
         self._lock = threading.Lock()
         self._spawner = ChildSpawner("training-spawner")
         self._closed = threading.Event()
+        for run in records.load(folder):  # the runs a previous server left (a run it was training: interrupted)
+            self._runs[run.id] = run
+            self.runtime.registry.register(self._entry(run), replace=True)
+        self._evict()
         self._watch = threading.Thread(target=self._watchdog, name="training-watchdog", daemon=True)
         self._watch.start()
 
@@ -114,28 +124,40 @@ class TrainingRuns:
             raise ApiError(422, "invalid_dataset", f"dataset: {config.dataset} cannot be trained here: {reason}.")
         self._check_budget(config)
         run_id = secrets.token_hex(4)
+        run = Run(run_id, name or f"{TITLES[config.architecture]} on {config.dataset} ({run_id})", client,
+                  config, self.folder / f"run-{run_id}")
         with self._lock:
-            active = [r for r in self._runs.values() if r.active]
-            mine = [r for r in active if r.owner == client]
-            if len(mine) >= self.limits.per_client:
-                raise ApiError(429, "run_in_progress", "You have a training run going already (one per computer); "
-                               "stop it or wait for it to end.", {"Retry-After": str(self._retry_after(mine))})
-            if len(active) >= self.limits.max_runs:
-                raise ApiError(429, "training_busy", f"This server trains {self.limits.max_runs} run(s) at once and "
-                               "that many are going; try again when one ends.",
-                               {"Retry-After": str(self._retry_after(active))})
-            folder = self.folder / f"run-{run_id}"
-            run = Run(run_id, name or f"{TITLES[config.architecture]} on {config.dataset} ({run_id})", client,
-                      config, folder)
+            self._admit(run, [r for r in self._runs.values() if r.active])
             self._runs[run_id] = run
-        folder.mkdir(parents=True, exist_ok=True)
+        run.folder.mkdir(parents=True, exist_ok=True)
+        records.save(run)
         self.runtime.registry.register(self._entry(run))
+        self._launch(run)
+        self._evict()
+        return run
+
+    def _admit(self, run: Run, active: list[Run]) -> None:
+        """429 when ``run``'s owner has a run going, or ``max_runs`` are (called under the lock)."""
+        mine = [r for r in active if r.owner == run.owner]
+        if len(mine) >= self.limits.per_client:
+            raise ApiError(429, "run_in_progress", "You have a training run going already (one per computer); "
+                           "stop it or wait for it to end.", {"Retry-After": str(self._retry_after(mine))})
+        if len(active) >= self.limits.max_runs:
+            raise ApiError(429, "training_busy", f"This server trains {self.limits.max_runs} run(s) at once and "
+                           "that many are going; try again when one ends.",
+                           {"Retry-After": str(self._retry_after(active))})
+
+    def _launch(self, run: Run) -> None:
         try:
             self._spawn(run)
         except OSError as exc:
-            run.record({"type": "failed", "message": f"the training process could not start ({exc})"})
-        self._evict()
-        return run
+            self._record(run, {"type": "failed", "message": f"the training process could not start ({exc})"})
+
+    def _record(self, run: Run, event: dict[str, Any]) -> None:
+        """Apply an event to ``run`` and keep its record on disk when the event changes what a restart shows."""
+        run.record(event)
+        if event["type"] in records.SAVED_EVENTS:
+            records.save(run)
 
     def _check_budget(self, config: RunConfig) -> None:
         per_checkpoint = sum(t.numel() * t.element_size() for t in architecture(config).state_dict().values())
@@ -227,8 +249,8 @@ class TrainingRuns:
                     continue
                 if event["type"] == "ready":
                     worker.ready.set()
-                elif worker.run is not None:
-                    worker.run.record(event)
+                elif worker.run is not None and not self._closed.is_set():  # closing: close() ends the runs
+                    self._record(worker.run, event)
                     if event["type"] == "checkpoint":
                         self._evict()
         finally:
@@ -241,11 +263,11 @@ class TrainingRuns:
         with self._lock:
             self._procs.pop(run.id, None)
             stopped = self._stopping.pop(run.id, None) is not None
-        for partial in run.folder.glob(".*.partial"):
+        for partial in run.folder.glob(".*.pt.partial"):
             partial.unlink(missing_ok=True)
-        if run.active:
-            run.record({"type": "stopped"} if stopped else
-                       {"type": "failed", "message": f"the training process ended (exit {proc.returncode})"})
+        if run.active and not self._closed.is_set():
+            self._record(run, {"type": "stopped"} if stopped else
+                         {"type": "failed", "message": f"the training process ended (exit {proc.returncode})"})
 
     # --- controlling -----------------------------------------------------------------------------
     def _send(self, run: Run, word: str) -> None:
@@ -286,10 +308,14 @@ class TrainingRuns:
 
     def rename(self, run_id: str, name: str, client: str) -> Run:
         run = self._owned(run_id, client)
+        self._renamed(run, name)
+        records.save(run)
+        return run
+
+    def _renamed(self, run: Run, name: str) -> None:
         run.name = name
         entry = self.runtime.registry.get(run.model)
         self.runtime.registry.register(dataclasses.replace(entry, title=name), replace=True)
-        return run
 
     def delete(self, run_id: str, client: str) -> None:
         self._remove(self._owned(run_id, client))
@@ -340,7 +366,8 @@ class TrainingRuns:
             self._remove(run)
 
     def close(self) -> None:
-        """Stop every worker and delete every run's files (runs live as long as the server)."""
+        """Stop every worker; a run still training is recorded as interrupted (its checkpoints stay on disk,
+        with every finished run's, for the next server)."""
         self._closed.set()
         with self._lock:
             procs = list(self._procs.values()) + ([self._spare.proc] if self._spare is not None else [])
@@ -348,10 +375,14 @@ class TrainingRuns:
         for proc in procs:
             _end_process(proc)
         for run in self.list():
+            if run.active:
+                for partial in run.folder.glob(".*.pt.partial"):
+                    partial.unlink(missing_ok=True)
+                run.record({"type": "failed", "message": records.interrupted_message(run, "the server shut down")})
+                records.save(run)
             self.runtime.drop(run.model)
         with self._lock:
             self._runs.clear()
-        shutil.rmtree(self.folder, ignore_errors=True)
         self._spawner.close()
 
 
