@@ -1,0 +1,87 @@
+"""Training runs outlive the server (issue 24, single-process mode): a real uvicorn trains one run to its end and
+is killed (SIGKILL, no shutdown at all) while a second run trains; a new uvicorn on the same folders lists both,
+the finished one as it was and the killed one as failed, "interrupted", and the checkpoints of both answer in
+the views with the numbers plain PyTorch gives on the checkpoint files."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import httpx
+import psutil
+import pytest
+import torch
+
+from models.datasets import mnist
+from models.preprocessing import MNIST_MEAN, MNIST_STD
+from models.training.config import for_architecture
+from models.training.networks import build_network
+from tests.conftest import png_bytes
+from tests.harness import SHARED_DATA, live_server, wait_until
+
+pytestmark = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
+                                reason="../shared/data/mnist is not present")
+SHORT = {"epochs": 1, "train_size": 128, "batch_size": 32}
+LONG = {"epochs": 50, "train_size": 512, "batch_size": 32, "checkpoint_every_steps": 4}  # stopped by the kill
+
+
+def _run(client: httpx.Client, run_id: str) -> dict:
+    return client.get(f"/api/training/runs/{run_id}").json()
+
+
+def _probability(config_body: dict, checkpoint, digit) -> list[float]:
+    model = build_network(for_architecture("lenet5", **config_body))
+    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    with torch.no_grad():
+        x = (torch.from_numpy(digit).float()[None, None] / 255 - MNIST_MEAN) / MNIST_STD
+        return torch.softmax(model.eval()(x)[0], 0).tolist()
+
+
+def test_runs_and_checkpoints_are_listed_again_after_a_restart(tmp_path) -> None:
+    training = tmp_path / "training"
+    env = {"CONVSCOPE_DATA_DIR": str(SHARED_DATA), "CONVSCOPE_TRAINING_DIR": str(training)}
+    with live_server(tmp_path, env=env) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        done = client.post("/api/training/runs", json={**SHORT, "name": "finished"}).json()
+        wait_until(lambda: _run(client, done["id"])["state"] == "done", 120, "the short run to finish", 0.1)
+        client.patch(f"/api/training/runs/{done['id']}", json={"name": "finished, renamed"})
+        killed = client.post("/api/training/runs", json=LONG).json()
+        wait_until(lambda: len(_run(client, killed["id"])["checkpoints"]) >= 2, 120, "two checkpoints", 0.1)
+        before = _run(client, killed["id"])
+        [worker] = [p for p in psutil.Process(server.pid).children(recursive=True)
+                    if "server.services.training.worker" in " ".join(p.cmdline())]
+        os.kill(server.pid, signal.SIGKILL)  # the server dies: no lifespan, no record written at the end
+        psutil.Process(server.pid).wait(timeout=30) if psutil.pid_exists(server.pid) else None
+    wait_until(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, 30,
+               "the training process to die with its server")
+
+    with live_server(tmp_path, env=env) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        listed = {run["id"]: run for run in client.get("/api/training/runs").json()["runs"]}
+        assert set(listed) == {done["id"], killed["id"]}
+        assert listed[done["id"]]["state"] == "done" and listed[done["id"]]["name"] == "finished, renamed"
+        assert [c["weights"] for c in listed[done["id"]]["checkpoints"]] == ["epoch-1"]
+        after = listed[killed["id"]]
+        assert after["state"] == "failed" and after["message"].startswith("Interrupted: the server stopped")
+        names = [c["weights"] for c in after["checkpoints"]]
+        assert names[: len(before["checkpoints"])] == [c["weights"] for c in before["checkpoints"]]
+        assert names[-1] in after["message"]  # "its checkpoints up to step-N are kept"
+        assert _run(client, killed["id"])["history"] == before["history"][: len(_run(client, killed["id"])["history"])]
+        models = {m["id"]: m for m in client.get("/api/models").json()["models"]}
+        assert models[f"run-{done['id']}"]["title"] == "finished, renamed"
+        assert f"run-{killed['id']}" in models
+
+        images, _labels = mnist.load_mnist_test(SHARED_DATA)
+        digit = images[9001]
+        image_id = client.post("/api/images", files={"file": ("d.png", png_bytes(digit), "image/png")}).json()["image_id"]
+        for run, body, weights in ((done, SHORT, "epoch-1"), (killed, LONG, names[0]), (killed, LONG, names[-1])):
+            answer = client.get(f"/api/models/run-{run['id']}/images/{image_id}/predictions",
+                                params={"weights": weights, "top_k": 10})
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["X-ConvScope-Weights"] == weights
+            reference = _probability(body, training / f"run-{run['id']}" / f"{weights}.pt", digit)
+            for row in answer.json()["predictions"]:
+                assert row["probability"] == pytest.approx(reference[row["index"]], abs=1e-5)
+        # the limit is free again: the interrupted run holds nothing
+        again = client.post("/api/training/runs", json=SHORT)
+        assert again.status_code == 201, again.text
+        wait_until(lambda: _run(client, again.json()["id"])["state"] == "done", 120, "a new run to finish", 0.1)
