@@ -37,7 +37,7 @@ from server.services.runtime.outputs import ModelOutputs
 from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.step_through import StepThrough
-from server.services.training import TrainingLimits, TrainingRuns
+from server.services.training.shared import training_runs
 from server.services.trust import TrustChecks
 from server.services.work import Scheduler, WorkLimiter, cancel_all, cancel_on_signals
 from server.services.work.clients import ClientIdentities
@@ -134,8 +134,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
         inputs, app.state.saliency_maps, app.state.background_jobs, scheduler.admit,
         budget_bytes=settings.trust_cache_bytes, max_steps=settings.sanity_max_steps,
         batch_size=settings.deletion_batch_size)
-    app.state.training = TrainingRuns(runtime, settings.training_dir or settings.storage_dir.parent / "training",
-                                      settings.data_dir, TrainingLimits.from_settings(settings))
+    app.state.training = training_runs(runtime, settings)
     backend = make_backend(settings.redis_url)
     classroom = Classroom(backend, SessionLimits.from_settings(settings), WallPredictions(runtime, app.state.outputs),
                           settings.default_model, SessionPins(backend, app.state.image_store))
@@ -155,7 +154,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
             yield
         finally:
             cancel_all()
-            app.state.training.close()  # every run's process and checkpoints
+            app.state.training.close()  # every run's process (its record and checkpoints stay)
             app.state.background_jobs.close()
             allocator.close()
             undo_signal()

@@ -85,12 +85,20 @@ class TrainingRuns:
         self._lock = threading.Lock()
         self._spawner = ChildSpawner("training-spawner")
         self._closed = threading.Event()
-        for run in records.load(folder):  # the runs a previous server left (a run it was training: interrupted)
-            self._runs[run.id] = run
-            self.runtime.registry.register(self._entry(run), replace=True)
+        self._restore()
         self._evict()
         self._watch = threading.Thread(target=self._watchdog, name="training-watchdog", daemon=True)
         self._watch.start()
+
+    def _restore(self) -> None:
+        """The runs a previous server left on disk (a run it was training: interrupted)."""
+        for run in records.load(self.folder):
+            self._adopt(run)
+
+    def _adopt(self, run: Run) -> None:
+        with self._lock:
+            self._runs[run.id] = run
+        self.runtime.registry.register(self._entry(run), replace=True)
 
     # --- looking ---------------------------------------------------------------------------------
     def list(self) -> list[Run]:
@@ -232,8 +240,7 @@ class TrainingRuns:
         worker.proc.stdin.flush()
 
     def _device(self) -> str:
-        device = self.runtime.device
-        return "cuda" if device.type == "cuda" else "cpu"  # MPS training is left to the CPU
+        return training_device(self.runtime)
 
     def _read(self, worker: _Worker) -> None:
         """The worker's events, into its run (a spare has none until its job is sent: only "ready" comes before)."""
@@ -384,6 +391,16 @@ class TrainingRuns:
         with self._lock:
             self._runs.clear()
         self._spawner.close()
+
+
+def training_device(runtime: ModelRuntime) -> str:
+    return "cuda" if runtime.device.type == "cuda" else "cpu"  # MPS training is left to the CPU
+
+
+def training_folder(settings: Any) -> Path:
+    """Where runs live: ``training_dir``, else "training" beside the image folder (with the job queue, a folder
+    every replica and worker shares)."""
+    return Path(settings.training_dir) if settings.training_dir else settings.storage_dir.parent / "training"
 
 
 def _end_process(proc: subprocess.Popen) -> None:

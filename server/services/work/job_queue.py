@@ -45,6 +45,7 @@ TASKS = {
     "featurevis": "server.services.channels.feature_vis:featurevis_task",
     "examples": "server.services.channels.examples:examples_task",
     "sanity": "server.services.trust.sanity:sanity_task",
+    "training": "server.services.training.queued:training_task",  # its events go to Redis itself
 }
 SHAREABLE_FAMILIES = frozenset({"bundled", "torchvision", "timm", "file"})  # models every worker can build
 
