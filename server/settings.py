@@ -200,7 +200,9 @@ class Settings(BaseSettings):
     max_training_runs: int = Field(1, ge=1)  # runs training at once, every client together; more: 429
     training_runs_per_client: int = Field(1, ge=1)  # active runs one client address may have; more: 429
     training_threads: int = Field(1, ge=1)  # PyTorch threads of one run's process
-    training_dir: Path | None = None  # None: "training" beside storage_dir (checkpoints; deleted at shutdown)
+    # None: "training" beside storage_dir. Runs' records and checkpoints, kept across restarts; with the job queue
+    # (redis_url), a folder every replica and worker shares (a volume), where workers write the checkpoints
+    training_dir: Path | None = None
     training_checkpoint_budget_bytes: int = Field(512 * 1024 * 1024, ge=1)  # every run's checkpoints together
     max_kept_training_runs: int = Field(20, ge=1)  # finished runs kept (oldest deleted first)
     training_client_grace_s: float = Field(60.0, gt=0)  # a run whose owner left (no stream, no request) ends

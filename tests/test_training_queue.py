@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def _until(client: httpx.Client, run_id: str, state: str, timeout: float = 120) 
     return seen[-1]
 
 
-def _events(client: httpx.Client, run_id: str) -> list[tuple[str, dict]]:
+def _events(client: httpx.Client, run_id: str, arrived: dict[str, float] | None = None) -> list[tuple[str, dict]]:
+    """The run's events until its end; ``arrived``: when each kind of event first came."""
     events, kind = [], None
     with client.stream("GET", f"/api/training/runs/{run_id}/events") as response:
         for line in response.iter_lines():
@@ -86,6 +88,8 @@ def _events(client: httpx.Client, run_id: str) -> list[tuple[str, dict]]:
                 kind = line[7:]
             elif line.startswith("data: "):
                 events.append((kind, json.loads(line[6:])))
+                if arrived is not None:
+                    arrived.setdefault(kind, time.monotonic())
                 if kind == "end":
                     break
     return events
@@ -125,10 +129,13 @@ def test_a_worker_killed_mid_run_fails_it_with_the_reason(cluster) -> None:
     _until(a, run_id, "running")
     horses = [pid for worker in workers for pid in worker.children()]
     assert len(horses) == 1, horses  # one work horse trains it
+    killed = time.monotonic()
     os.kill(horses[0], signal.SIGKILL)
     for client in (a, b):
         failed = _until(client, run_id, "failed", 60)
         assert "the worker process training it died (signal 9)" in failed["message"], failed["message"]
+        print(f"\nkill -9 of the work horse: run failed on {client.base_url} after {time.monotonic() - killed:.2f} s "
+              f"({failed['message']})")
     short = a.post("/api/training/runs", json=SHORT)  # the dead run holds no limit
     assert short.status_code == 201, short.text
     _until(b, short.json()["id"], "done")
@@ -136,8 +143,12 @@ def test_a_worker_killed_mid_run_fails_it_with_the_reason(cluster) -> None:
 
 def test_a_run_streams_to_the_other_replica_and_its_checkpoints_work_on_both(cluster) -> None:
     (a, b), _workers, folder = cluster
+    asked = time.monotonic()
     run_id = a.post("/api/training/runs", json=SHORT).json()["id"]
-    events = _events(b, run_id)
+    arrived: dict[str, float] = {}
+    events = _events(b, run_id, arrived)
+    print(f"\nqueued run: first point on the other replica {arrived['point'] - asked:.2f} s after Start, "
+          f"end {arrived['end'] - asked:.2f} s")
     kinds = [kind for kind, _ in events]
     assert kinds[0] == "snapshot" and kinds[-1] == "end" and events[-1][1]["state"] == "done", kinds
     assert "point" in kinds and kinds.count("epoch") == 1 and kinds.count("checkpoint") == 1

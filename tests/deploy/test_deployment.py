@@ -40,10 +40,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
            "CONVSCOPE_FORWARDED_ALLOW_IPS": NGINX_ADDRESS, "CONVSCOPE_SSE_HEARTBEAT_S": "0.5",
            "CONVSCOPE_MAX_SESSIONS_PER_ADDRESS": "2", "CONVSCOPE_MAX_SUBMISSIONS_PER_STUDENT": "100",
            "CONVSCOPE_HEAVY_WORK_PER_CLIENT": "2", "CONVSCOPE_FEATURE_VIS_STEPS": "3000",
-           "CONVSCOPE_CHANNEL_CACHE_DIR": str(folder / "channels")}
+           "CONVSCOPE_CHANNEL_CACHE_DIR": str(folder / "channels"), "CONVSCOPE_TRAINING_DIR": str(folder / "training")}
     *ports, nginx_port = distinct_ports(4)
     replicas = [UvicornProcess(f"replica-{i}", port, env, folder) for i, port in enumerate(ports)]
-    workers = [Worker(f"worker-{i}", {"CONVSCOPE_REDIS_URL": redis.url}, folder) for i in range(2)]
+    workers = [Worker(f"worker-{i}", {"CONVSCOPE_REDIS_URL": redis.url, "CONVSCOPE_TRAINING_DIR": str(folder / "training")},
+                      folder) for i in range(2)]
     nginx = Nginx(nginx_port, folder, ports, bind=NGINX_ADDRESS)
     try:
         for part in (*replicas, *workers):

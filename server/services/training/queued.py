@@ -159,13 +159,13 @@ def _control_words(redis: Any, publish: Publisher, grace_s: float, finished: thr
 def training_task(context: Any, params: dict[str, Any], progress: Any) -> None:
     """One training run on a worker: the one training loop (``worker._run``), its events published to Redis,
     its checkpoints written to the shared training folder."""
-    from server.services.training.runs import training_device, training_folder
+    from server.services.training.runs import training_device
     from server.services.training.worker import Control, _run
 
     settings = context.settings
     redis = progress.rq_job.connection
     run_id = params["run_id"]
-    folder = training_folder(settings) / f"run-{run_id}"
+    folder = records.training_folder(settings) / f"run-{run_id}"
     found = read_record(redis, run_id, folder)
     if found is None or not found[0].active:
         return None  # deleted or stopped before this worker took it

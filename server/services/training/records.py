@@ -27,6 +27,12 @@ RECORD = "run.json"
 SAVED_EVENTS = frozenset({"started", "epoch", "checkpoint", "state", "done", "stopped", "failed"})
 
 
+def training_folder(settings: Any) -> Path:
+    """Where runs live: ``training_dir``, else "training" beside the image folder (with the job queue, a folder
+    every replica and worker shares)."""
+    return Path(settings.training_dir) if settings.training_dir else settings.storage_dir.parent / "training"
+
+
 def as_record(run: Run) -> dict[str, Any]:
     return {"owner": run.owner, "run": run.as_json(full=True)}
 

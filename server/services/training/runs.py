@@ -5,12 +5,8 @@ Limits: one active run per client address and ``max_runs`` in all (429 with Retr
 checkpoints of every run together within ``budget_bytes`` on disk (the oldest finished runs go first).
 A run ends on Stop, when its owner has had no stream open and sent no request for ``grace_s``, and when the
 server stops (SIGTERM: the lifespan closes this service; a killed server takes its workers with it, see
-``die_with_server``). No process or temporary file outlives the service; the runs themselves do: each run's
-record and checkpoints stay in its folder (:mod:`server.services.training.records`), and a server started on
-the same folder lists them again, a run it finds still "training" as failed (interrupted).
-
-With ``CONVSCOPE_REDIS_URL`` (and the job queue on), :class:`server.services.training.shared.QueuedTrainingRuns`
-runs them on ``convscope worker`` processes instead, through RQ.
+``die_with_server``). No process or temporary file outlives the service; the runs do (their records and
+checkpoints, :mod:`.records`): a new server lists them again. With Redis, :mod:`.shared` runs them on workers.
 """
 
 from __future__ import annotations
@@ -395,12 +391,6 @@ class TrainingRuns:
 
 def training_device(runtime: ModelRuntime) -> str:
     return "cuda" if runtime.device.type == "cuda" else "cpu"  # MPS training is left to the CPU
-
-
-def training_folder(settings: Any) -> Path:
-    """Where runs live: ``training_dir``, else "training" beside the image folder (with the job queue, a folder
-    every replica and worker shares)."""
-    return Path(settings.training_dir) if settings.training_dir else settings.storage_dir.parent / "training"
 
 
 def _end_process(proc: subprocess.Popen) -> None:

@@ -25,29 +25,16 @@ from typing import Any
 from models.training.config import RunConfig
 from server.errors import ApiError
 from server.services.runtime.model_runtime import ModelRuntime
-from server.services.training import queued
+from server.services.training import queued, records
 from server.services.training.run import Run
 from server.services.training.runs import TrainingLimits, TrainingRuns
-from server.services.work.job_queue import QUEUE_NAME
+from server.services.work.job_queue import QUEUE_NAME, failure_message
 
 log = logging.getLogger("convscope.training")
 
 CHECK_EVERY_S = 2.0  # how often a replica asks RQ whether a running run's job is still alive
 BLOCK_MS = 500
 ENQUEUE_GRACE_S = 30.0
-
-
-def death_reason(exc_string: str) -> str:
-    """Why an RQ training job failed, for the run's message."""
-    if "Work-horse terminated unexpectedly" in exc_string:
-        signal = exc_string.split("(signal ", 1)[1].split(")", 1)[0] if "(signal " in exc_string else "?"
-        return f"the worker process training it died (signal {signal})"
-    if "AbandonedJobError" in exc_string:
-        return "the worker training it went away (no heartbeat)"
-    if "JobTimeoutException" in exc_string:
-        return "it ran longer than the job time limit (CONVSCOPE_QUEUE_JOB_TIMEOUT_S)"
-    lines = [line for line in exc_string.strip().splitlines() if line.strip()]
-    return f"its worker failed ({lines[-1] if lines else 'no reason given'})"
 
 
 class QueuedTrainingRuns(TrainingRuns):
@@ -154,7 +141,7 @@ class QueuedTrainingRuns(TrainingRuns):
                 why = "its job was cancelled"
             elif status == "failed":
                 latest = job.latest_result()
-                why = death_reason(getattr(latest, "exc_string", "") or "")
+                why = failure_message(getattr(latest, "exc_string", "") or "", "training it", retried=False)
             else:  # finished without publishing an end: the record says what it had
                 why = "its worker ended it without a word"
         message = f"Interrupted: {why}; " + (f"its checkpoints up to {run.checkpoint_names()[-1]} are kept and "
@@ -271,14 +258,13 @@ class QueuedTrainingRuns(TrainingRuns):
 
 def training_runs(runtime: ModelRuntime, settings: Any) -> TrainingRuns:
     """The runs in worker children of this process, or (Redis set and the job queue on) on RQ workers."""
-    from server.services.training.runs import training_folder
-
+    
     limits = TrainingLimits.from_settings(settings)
     use_queue = settings.job_queue if settings.job_queue is not None else bool(settings.redis_url)
     if not (use_queue and settings.redis_url):
-        return TrainingRuns(runtime, training_folder(settings), settings.data_dir, limits)
+        return TrainingRuns(runtime, records.training_folder(settings), settings.data_dir, limits)
     if settings.training_dir is None:
         log.warning("training runs go to the job queue, but CONVSCOPE_TRAINING_DIR is not set: every replica and "
                     "worker must share the training folder, or checkpoints are not found")
-    return QueuedTrainingRuns(runtime, training_folder(settings), settings.data_dir, limits, settings.redis_url,
+    return QueuedTrainingRuns(runtime, records.training_folder(settings), settings.data_dir, limits, settings.redis_url,
                               settings.queue_job_timeout_s, settings.queue_result_ttl_s)

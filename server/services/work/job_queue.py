@@ -97,14 +97,15 @@ def job_id(key: Hashable) -> str:
     return "cs-" + hashlib.sha256(repr(key).encode()).hexdigest()[:40]
 
 
-def failure_message(exc_string: str) -> str:
-    """A person's sentence for why a queued job failed."""
+def failure_message(exc_string: str, doing: str = "computing it", retried: bool = True) -> str:
+    """A person's sentence for why a queued job failed (``retried``: a job that is retried once, and may be asked
+    for again; a training run is neither)."""
+    again = "; asking again starts it anew" if retried else ""
     if "Work-horse terminated unexpectedly" in exc_string:
         signal = exc_string.split("(signal ", 1)[1].split(")", 1)[0] if "(signal " in exc_string else "?"
-        return (f"the worker process computing it died (signal {signal}), again after one retry; "
-                "asking again starts it anew")
+        return f"the worker process {doing} died (signal {signal}){', again after one retry' if retried else ''}{again}"
     if "AbandonedJobError" in exc_string:
-        return "the worker computing it went away (no heartbeat); asking again starts it anew"
+        return f"the worker {doing} went away (no heartbeat){again}"
     if "JobTimeoutException" in exc_string:
         return "it ran longer than the job time limit (CONVSCOPE_QUEUE_JOB_TIMEOUT_S)"
     last = [line for line in exc_string.strip().splitlines() if line.strip()]
