@@ -34,6 +34,7 @@ NAMES = f"{PREFIX}:names"  # run id → the name it was renamed to (any replica)
 STREAM_LEN = 600  # events kept per run's stream: about four minutes of points
 RECORD_EVERY_S = 2.0
 ENDED_TTL_S = 7 * 24 * 3600
+ENDED_STREAM_TTL_S = 600  # a finished run's stream is kept this long (replicas following it catch up in a second)
 
 # the limits, atomically for every replica: 1 = the owner has a run going, 2 = max_runs are going, 0 = taken
 ADMIT = """
@@ -78,8 +79,8 @@ class Publisher:
                 return
             if not self.run.active:  # ended: its limit is free before any replica hears of the end
                 self.redis.hdel(ACTIVE, self.run.id)
-            entry = self.redis.xadd(key("events", self.run.id), {"e": json.dumps(event, separators=(",", ":"))},
-                                    maxlen=STREAM_LEN, approximate=True)
+            fields = {"e": json.dumps(event, separators=(",", ":")), "s": self.run.seq}  # its number in the run
+            entry = self.redis.xadd(key("events", self.run.id), fields, maxlen=STREAM_LEN, approximate=True)
             self.last_id = entry.decode() if isinstance(entry, bytes) else str(entry)
             if event["type"] in records.SAVED_EVENTS or time.monotonic() - self._saved > RECORD_EVERY_S:
                 self.save()
@@ -96,6 +97,7 @@ class Publisher:
         pipe.hset(INDEX, self.run.id, json.dumps(summary))
         if not self.run.active:
             pipe.hdel(ACTIVE, self.run.id)
+            pipe.expire(key("events", self.run.id), ENDED_STREAM_TTL_S)  # the record says it all from now on
         pipe.execute()
         self._saved = time.monotonic()
         records.save(self.run, record)  # the shared folder keeps it too

@@ -109,9 +109,26 @@ class QueuedTrainingRuns(TrainingRuns):
             with self._lock:
                 run = self._runs.get(run_id)
             for entry, fields in entries:
-                if run is not None:
+                number = int(fields.get(b"s", 0))
+                if run is not None and number > run.seq + 1:  # fell behind the capped stream: reread the record
+                    self._catch_up(run)
+                    break
+                if run is not None and number == run.seq + 1:
                     run.record(json.loads(fields[b"e"]))
                 self._cursors[run_id] = entry.decode()
+
+    def _catch_up(self, run: Run) -> None:
+        """Bring ``run`` (which streams may be reading) up to its record; its streams then get the whole run."""
+        found = queued.read_record(self.redis, run.id, run.folder)
+        if found is None:
+            return
+        fresh, last_id = found
+        with run.lock:
+            for name in ("state", "message", "info", "history", "points", "checkpoints", "latest", "seq", "finished"):
+                setattr(run, name, getattr(fresh, name))
+            run.events.clear()  # a stream re-attaching gets the whole run (Run.since says so)
+            run.changed.notify_all()
+        self._cursors[run.id] = last_id
 
     def _keep_owners_seen(self) -> None:
         for run in self.list():

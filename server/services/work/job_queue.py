@@ -18,6 +18,10 @@ worker sees it at once, and the job is retried once, then fails with that reason
 expires (about a minute), never left "running". Dramatiq redelivers dead workers' jobs but has no progress
 or cancellation; Celery's Redis transport redelivers only after a visibility timeout longer than any job;
 arq and Ray fit asyncio services and clusters, not a pool of plain torch processes.
+
+Training runs are RQ jobs too (task ``training``, :mod:`server.services.training.queued`), enqueued by the
+training service itself: a run streams its own events to Redis for every replica, has its own limits (one run
+per client, ``max_training_runs``), and is never retried (it would start over); a dead one fails with the reason.
 """
 
 from __future__ import annotations
