@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -79,15 +80,21 @@ def _until(client: httpx.Client, run_id: str, state: str, timeout: float = 120) 
     return seen[-1]
 
 
-def _events(client: httpx.Client, run_id: str, arrived: dict[str, float] | None = None) -> list[tuple[str, dict]]:
-    """The run's events until its end; ``arrived``: when each kind of event first came."""
-    events, kind = [], None
-    with client.stream("GET", f"/api/training/runs/{run_id}/events") as response:
+def _events(client: httpx.Client, run_id: str, arrived: dict[str, float] | None = None,
+            after: str | None = None) -> list[tuple[str, dict, str | None]]:
+    """The run's events (kind, data, id) until its end; ``arrived``: when each kind of event first came;
+    ``after``: the Last-Event-ID a re-attaching browser sends."""
+    events, kind, number = [], None, None
+    headers = {"Last-Event-ID": after} if after else {}
+    with client.stream("GET", f"/api/training/runs/{run_id}/events", headers=headers) as response:
         for line in response.iter_lines():
-            if line.startswith("event: "):
+            if line.startswith("id: "):
+                number = line[4:]
+            elif line.startswith("event: "):
                 kind = line[7:]
             elif line.startswith("data: "):
-                events.append((kind, json.loads(line[6:])))
+                events.append((kind, json.loads(line[6:]), number))
+                number = None
                 if arrived is not None:
                     arrived.setdefault(kind, time.monotonic())
                 if kind == "end":
@@ -97,6 +104,7 @@ def _events(client: httpx.Client, run_id: str, arrived: dict[str, float] | None 
 
 def test_controls_and_limits_from_any_replica(cluster) -> None:
     (a, b), _workers, _folder = cluster
+    asked = time.monotonic()
     run = a.post("/api/training/runs", json=LONG)
     assert run.status_code == 201, run.text
     run_id = run.json()["id"]
@@ -108,6 +116,7 @@ def test_controls_and_limits_from_any_replica(cluster) -> None:
     assert b.post(f"/api/training/runs/{run_id}/pause", headers=OTHER).status_code == 403  # only its owner
 
     _until(b, run_id, "running")
+    print(f"\nqueued run: running on the other replica {time.monotonic() - asked:.2f} s after Start")
     assert b.post(f"/api/training/runs/{run_id}/pause").status_code == 200
     paused = _until(a, run_id, "paused")
     assert a.post(f"/api/training/runs/{run_id}/resume").status_code == 200
@@ -143,19 +152,26 @@ def test_a_worker_killed_mid_run_fails_it_with_the_reason(cluster) -> None:
 
 def test_a_run_streams_to_the_other_replica_and_its_checkpoints_work_on_both(cluster) -> None:
     (a, b), _workers, folder = cluster
-    asked = time.monotonic()
     run_id = a.post("/api/training/runs", json=SHORT).json()["id"]
+    assert a.post(f"/api/training/runs/{run_id}/pause").status_code == 200  # held until the stream is open
     arrived: dict[str, float] = {}
-    events = _events(b, run_id, arrived)
-    print(f"\nqueued run: first point on the other replica {arrived['point'] - asked:.2f} s after Start, "
-          f"end {arrived['end'] - asked:.2f} s")
-    kinds = [kind for kind, _ in events]
+    with ThreadPoolExecutor(1) as pool:
+        following = pool.submit(_events, b, run_id, arrived)
+        wait_until(lambda: "snapshot" in arrived, 60, "the other replica's stream to open", 0.05)
+        assert b.post(f"/api/training/runs/{run_id}/resume").status_code == 200
+        events = following.result(timeout=120)
+    kinds = [kind for kind, _, _ in events]
     assert kinds[0] == "snapshot" and kinds[-1] == "end" and events[-1][1]["state"] == "done", kinds
     assert "point" in kinds and kinds.count("epoch") == 1 and kinds.count("checkpoint") == 1
-    numbers = [data for kind, data in events if kind == "point"]
+    numbers = [data for kind, data, _ in events if kind == "point"]
     assert {"loss", "val_accuracy", "filters", "top5"} <= set(numbers[0])
     checkpoint = folder / f"run-{run_id}" / "epoch-1.pt"
     assert checkpoint.is_file()
+    # a browser that re-attaches to the replica that started the run, with the last id the other one sent:
+    # the event numbers are the run's own, so it gets exactly the events that follow
+    first_point = next(i for i, (kind, _, _) in enumerate(events) if kind == "point")
+    resumed = _events(a, run_id, after=events[first_point][2])
+    assert [(k, d, n) for k, d, n in resumed if k != "end"] == [e for e in events[first_point + 1:] if e[0] != "end"]
 
     images, _labels = mnist.load_mnist_test(SHARED_DATA)
     digit = images[9002]
