@@ -196,3 +196,24 @@ def test_a_run_streams_to_the_other_replica_and_its_checkpoints_work_on_both(clu
     assert a.delete(f"/api/training/runs/{run_id}").status_code == 200
     wait_until(lambda: b.get(f"/api/training/runs/{run_id}").status_code == 404, 30, "the delete to reach b")
     assert b.get(f"/api/models/run-{run_id}").status_code == 404 and not checkpoint.parent.exists()
+
+
+def test_redis_away_is_a_503_not_a_500(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from server.main import create_app
+    from server.settings import Settings
+
+    redis = start_redis(tmp_path)
+    settings = Settings(storage_dir=tmp_path / "images", redis_url=redis.url, training_dir=tmp_path / "training",
+                        data_dir=SHARED_DATA)
+    try:
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/api/training/runs").status_code == 200
+            redis.stop()
+            for answer in (client.get("/api/training/runs/0123abcd"), client.post("/api/training/runs", json=SHORT),
+                           client.get("/api/training/runs")):
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["error"]["code"] == "jobs_unavailable" and answer.headers["Retry-After"]
+    finally:
+        redis.stop()

@@ -28,7 +28,7 @@ from server.services.runtime.model_runtime import ModelRuntime
 from server.services.training import queued, records
 from server.services.training.run import Run
 from server.services.training.runs import TrainingLimits, TrainingRuns
-from server.services.work.job_queue import QUEUE_NAME, failure_message
+from server.services.work.job_queue import QUEUE_NAME, failure_message, redis_errors
 
 log = logging.getLogger("convscope.training")
 
@@ -166,16 +166,37 @@ class QueuedTrainingRuns(TrainingRuns):
         if queued.end_run(self.redis, run.id, run.folder, {"type": "failed", "message": message}):
             log.warning("training run %s: %s", run.id, message)
 
-    # --- the service's decisions, through Redis ------------------------------------------------------
+    # --- the service's decisions, through Redis (down: 503 with Retry-After) -------------------------
     def get(self, run_id: str, client: str | None = None) -> Run:
         with self._lock:
             known = run_id in self._runs
-        if not known:
-            self._follow(run_id)  # started on another replica a moment ago
-        run = super().get(run_id, client)
-        if client is not None and client == run.owner and run.active:
-            self._seen(run)
+        with redis_errors():
+            if not known:
+                self._follow(run_id)  # started on another replica a moment ago
+            run = super().get(run_id, client)
+            if client is not None and client == run.owner and run.active:
+                self._seen(run)
         return run
+
+    def pause(self, run_id: str, client: str) -> Run:
+        with redis_errors():
+            return super().pause(run_id, client)
+
+    def resume(self, run_id: str, client: str) -> Run:
+        with redis_errors():
+            return super().resume(run_id, client)
+
+    def stop(self, run_id: str, client: str) -> Run:
+        with redis_errors():
+            return super().stop(run_id, client)
+
+    def rename(self, run_id: str, name: str, client: str) -> Run:
+        with redis_errors():
+            return super().rename(run_id, name, client)
+
+    def delete(self, run_id: str, client: str) -> None:
+        with redis_errors():
+            super().delete(run_id, client)
 
     def _admit(self, run: Run, active: list[Run]) -> None:
         answer = self._admit_script(keys=[queued.ACTIVE], args=[run.id, run.owner, self.limits.per_client,
@@ -190,10 +211,11 @@ class QueuedTrainingRuns(TrainingRuns):
         raise ApiError(429, code, message, {"Retry-After": str(self._retry_after(going))})
 
     def start(self, config: RunConfig, name: str | None, client: str) -> Run:
-        for run in self.list():  # a run whose worker died and that nobody looked at must not hold the limit
-            if run.active:
-                self._check_job(run)
-        return super().start(config, name, client)
+        with redis_errors():
+            for run in self.list():  # a run whose worker died and that nobody looked at must not hold the limit
+                if run.active:
+                    self._check_job(run)
+            return super().start(config, name, client)
 
     def _launch(self, run: Run) -> None:
         from rq import Queue
@@ -258,7 +280,8 @@ class QueuedTrainingRuns(TrainingRuns):
         """A worker listens on the queue."""
         from rq import Queue, Worker
 
-        return Worker.count(connection=self.redis, queue=Queue(QUEUE_NAME, connection=self.redis)) > 0
+        with redis_errors():
+            return Worker.count(connection=self.redis, queue=Queue(QUEUE_NAME, connection=self.redis)) > 0
 
     def close(self) -> None:
         """Stop following Redis; the runs go on on their workers (another replica, or this one restarted,

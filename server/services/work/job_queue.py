@@ -180,7 +180,7 @@ class QueuedJobs:
             local = key in self._local_keys
         if local:
             return self.local.get(key)
-        with _redis_errors():
+        with redis_errors():
             job = self._fetch(key)
             return None if job is None else self._view(key, job)
 
@@ -190,7 +190,7 @@ class QueuedJobs:
         if local:
             self.local.forget(key)
             return
-        with _redis_errors():
+        with redis_errors():
             job = self._fetch(key)
             if job is not None and self._view(key, job).state in ("done", "failed", "cancelled"):
                 job.delete()
@@ -205,7 +205,7 @@ class QueuedJobs:
         from rq.rate_limit import RateLimitRegistry
 
         client = current_client()
-        with _redis_errors():
+        with redis_errors():
             existing = self._fetch(key)
             if existing is not None:
                 view = self._view(key, existing)
@@ -239,7 +239,7 @@ class QueuedJobs:
         from rq.command import send_stop_job_command
         from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
-        with _redis_errors():
+        with redis_errors():
             job = self._fetch(key)
             if job is None:
                 return None
@@ -263,7 +263,7 @@ class QueuedJobs:
         self.redis.close()
 
 
-class _redis_errors:
+class redis_errors:
     """Redis down → 503 with Retry-After, like the sessions."""
 
     def __enter__(self) -> None:
