@@ -25,8 +25,8 @@ from models.training.plan import Sources, plan
 from server.cli import main as cli_main
 from server.main import create_app
 from server.settings import Settings
-from tests.api.test_training_api import events_until_end, workers
 from tests.harness import SHARED_DATA, wait_until
+from tests.training_support import events_until_end, workers
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
                                 reason="../shared/data/mnist is not present")

@@ -7,10 +7,9 @@ are configs like any other) and the Train view's runs (``server.services.trainin
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
-
-import re
 
 ARCHITECTURES = ("lenet5", "mnist-shallow", "mnist-deep", "tinyvgg-shapes")
 DATASETS = ("mnist", "fashion-mnist", "shapes")

@@ -6,7 +6,6 @@ and leave no process or file behind."""
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,23 +23,12 @@ from server.main import create_app
 from server.settings import Settings
 from tests.conftest import png_bytes
 from tests.harness import SHARED_DATA, live_server, wait_until
+from tests.training_support import events_until_end, workers
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
                                 reason="../shared/data/mnist is not present")
 SHORT = {"epochs": 2, "train_size": 128, "batch_size": 32}
 LONG = {"epochs": 50, "train_size": 8000, "batch_size": 16}  # minutes of work: only ever stopped
-
-
-def workers() -> list[psutil.Process]:
-    """This process's training workers (children running server.services.training.worker)."""
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "server.services.training.worker" in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return found
 
 
 @pytest.fixture
@@ -55,20 +43,6 @@ def app_client(training_settings: Settings) -> Iterator[TestClient]:
         yield test_client
     wait_until(lambda: not workers(), 30, "the lifespan's close to end every worker")
     assert not training_settings.training_dir.exists()  # and deleted every checkpoint
-
-
-def events_until_end(client: TestClient, run_id: str) -> list[tuple[str, dict]]:
-    events, kind = [], None
-    with client.stream("GET", f"/api/training/runs/{run_id}/events") as response:
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                events.append((kind, json.loads(line[6:])))
-                if kind == "end":
-                    break
-    return events
 
 
 def test_a_short_run_streams_and_its_checkpoints_work_in_every_view(app_client, upload):
