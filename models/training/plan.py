@@ -9,7 +9,9 @@ its parameters and forward FLOPs are within the sources' budgets (else :class:`C
 ``"current"`` it starts from the models file's weights. When its output count is not the dataset's class
 count, its last ``nn.Linear`` is replaced by a new one with one output per class (seeded), the usual way to
 fine-tune a network on new classes; a model whose output does not come from a Linear layer is refused,
-naming ``architecture``.
+naming ``architecture``. On MNIST, Fashion-MNIST or Shapes its input must be theirs, and it reads them as the
+bundled models do (their normalisation); on an image folder, the images are fitted to its input and
+normalised with its own mean/std.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from models.preprocessing import MNIST_MEAN, MNIST_STD, SHAPES_MEAN, SHAPES_STD,
 from models.training import data as datasets
 from models.training import folders
 from models.training.config import FOLDER_PREFIX, ConfigError, RunConfig, checked, is_bundled, is_folder
-from models.training.networks import INPUTS, TITLES, build_network, file_network, network_cost
+from models.training.networks import INPUTS, TITLES, build_network, file_network, first_conv, network_cost
 
 MAX_FILE_MODEL_SIDE = 64  # a models-file model trains here when its input is at most 64×64
-DATASET_INPUTS = INPUTS
+DATASET_MEAN_STD = {1: (MNIST_MEAN, MNIST_STD), 3: (SHAPES_MEAN, SHAPES_STD)}  # MNIST-like, Shapes
 BUNDLED_INPUTS = {"lenet5": (1, 28, 28), "mnist-shallow": (1, 28, 28), "mnist-deep": (1, 28, 28),
                   "tinyvgg-shapes": (3, 64, 64)}
 
@@ -71,9 +73,9 @@ class Plan:
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    make_preprocess: Callable[[], Preprocess]  # what the run's model reads in every view
     network: Callable[[], nn.Module]  # the run's starting network (seeded: the same on every call)
     architecture: Callable[[], nn.Module]  # the same module tree, its weights not set (for the run's model)
-    make_preprocess: Callable[[], Preprocess]  # what the run's model reads in every view
     folder: Any = None  # the listed image folder (folder:NAME datasets)
     parameters: int = 0
 
@@ -129,17 +131,15 @@ def plan(config: RunConfig, sources: Sources, registry: Any = None, check_files:
 
 
 def _bundled_plan(config: RunConfig, classes: tuple[str, ...], listed: Any) -> Plan:
-    shape = BUNDLED_INPUTS[config.architecture] if listed is not None else DATASET_INPUTS[config.dataset]
+    shape = BUNDLED_INPUTS[config.architecture] if listed is not None else INPUTS[config.dataset]
     title = TITLES[config.architecture]
     if listed is None:
-        mean, std = (MNIST_MEAN, MNIST_STD) if shape[0] == 1 else (SHAPES_MEAN, SHAPES_STD)
-        make: Callable[[], Preprocess] = mnist_style if shape[0] == 1 else (lambda: rgb_square(shape[1]))
-        return Plan(config, title, shape, classes, (mean,) * shape[0], (std,) * shape[0],
-                    lambda: build_network(config), lambda: build_network(config), make)
+        return Plan(config, title, shape, classes, *_dataset_preprocessing(shape), lambda: build_network(config),
+                    lambda: build_network(config))
     means, stds = (folders.FOLDER_MEAN,) * shape[0], (folders.FOLDER_STD,) * shape[0]
     network = lambda: build_network(config, len(classes), shape)  # noqa: E731
-    return Plan(config, title, shape, classes, means, stds, network, network,
-                lambda: folders.preprocess(*shape, means, stds), folder=listed)
+    return Plan(config, title, shape, classes, means, stds, lambda: folders.preprocess(*shape, means, stds), network,
+                network, folder=listed)
 
 
 def _file_plan(config: RunConfig, classes: tuple[str, ...], listed: Any, sources: Sources, registry: Any) -> Plan:
@@ -150,8 +150,8 @@ def _file_plan(config: RunConfig, classes: tuple[str, ...], listed: Any, sources
         raise ConfigError("architecture", f"architecture: {entry.id} reads {spec.height}×{spec.width} images; "
                           f"training here takes models-file models whose input is at most {MAX_FILE_MODEL_SIDE}×"
                           f"{MAX_FILE_MODEL_SIDE}")
-    if listed is None and shape != DATASET_INPUTS[config.dataset]:
-        c, h, w = DATASET_INPUTS[config.dataset]
+    if listed is None and shape != INPUTS[config.dataset]:
+        c, h, w = INPUTS[config.dataset]
         raise ConfigError("dataset", f"dataset: {entry.id} reads {shape[0]}×{spec.height}×{spec.width} images and "
                           f"{config.dataset} is {c}×{h}×{w}; train it on a folder:NAME dataset (resized to its input)")
     if config.batch_norm or config.dropout:
@@ -166,29 +166,39 @@ def _file_plan(config: RunConfig, classes: tuple[str, ...], listed: Any, sources
                               "random weights") from None
     try:
         parameters, flops = network_cost(entry.builder, shape)
-        network = lambda: file_network(entry.builder, config.seed, len(classes), shape, state)  # noqa: E731
-        architecture = lambda: file_network(entry.builder, config.seed, len(classes), shape, None)  # noqa: E731
-        network()
     except ValueError as exc:
         raise ConfigError("architecture", f"architecture: {entry.id}: {exc}") from None
     if parameters > sources.max_parameters or flops > sources.max_flops:
         raise ConfigError("architecture", f"architecture: {entry.id} has {parameters:,} parameters and "
                           f"{flops / 1e6:,.1f} MFLOPs per image; training here takes at most "
                           f"{sources.max_parameters:,} and {sources.max_flops / 1e6:,.0f} MFLOPs")
+
+    def network() -> nn.Module:
+        return file_network(entry.builder, config.seed, len(classes), shape, state)
+
+    def architecture() -> nn.Module:
+        return file_network(entry.builder, config.seed, len(classes), shape, None)
+
+    try:
+        first_conv(network())  # the Train view shows its first convolution's filters
+    except ValueError as exc:
+        raise ConfigError("architecture", f"architecture: {entry.id}: {exc}") from None
     if listed is None:
-        mean, std = DATASET_MEAN_STD[shape[0]]
-        means, stds = (mean,) * shape[0], (std,) * shape[0]
-        make: Callable[[], Preprocess] = mnist_style if shape[0] == 1 else (lambda: rgb_square(shape[1]))
-    else:
+        preprocessing = _dataset_preprocessing(shape)
+    else:  # its own normalisation (what its current weights expect when fine-tuned)
         own = entry.make_preprocess()
-        means = _per_channel(own.mean, shape[0])
-        stds = _per_channel(own.std, shape[0])
-        make = lambda: folders.preprocess(*shape, means, stds)  # noqa: E731
-    return Plan(config, entry.title, shape, classes, means, stds, network, architecture, make, folder=listed,
+        means, stds = _per_channel(own.mean, shape[0]), _per_channel(own.std, shape[0])
+        preprocessing = (means, stds, lambda: folders.preprocess(*shape, means, stds))
+    return Plan(config, entry.title, shape, classes, *preprocessing, network, architecture, folder=listed,
                 parameters=parameters)
 
 
-DATASET_MEAN_STD = {1: (MNIST_MEAN, MNIST_STD), 3: (SHAPES_MEAN, SHAPES_STD)}
+def _dataset_preprocessing(shape: tuple[int, int, int]) -> tuple[tuple[float, ...], tuple[float, ...],
+                                                                  Callable[[], Preprocess]]:
+    """MNIST, Fashion-MNIST and Shapes as the bundled models read them: mean, std and the preprocessing."""
+    mean, std = DATASET_MEAN_STD[shape[0]]
+    make: Callable[[], Preprocess] = mnist_style if shape[0] == 1 else (lambda: rgb_square(shape[1]))
+    return (mean,) * shape[0], (std,) * shape[0], make
 
 
 def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
