@@ -135,6 +135,19 @@ def test_a_folder_run_reads_at_most_its_budget_evenly(workspace):
     assert len(data.train_y) + len(data.test_y) == len(chosen)
 
 
+def test_a_broken_image_is_left_out_not_the_end_of_the_run(workspace, tmp_path):
+    """A PNG whose header reads but whose pixels do not (cut short) is left out, and the sentence says so."""
+    for name in ("zero", "one"):
+        (tmp_path / name).mkdir()
+        for source in sorted((workspace["digits"] / name).iterdir())[:6]:
+            (tmp_path / name / source.name).write_bytes(source.read_bytes())
+    whole = (tmp_path / "one" / "000.png").read_bytes()
+    (tmp_path / "one" / "000.png").write_bytes(whole[: len(whole) // 2])
+    here = Sources(image_folders={"cut": tmp_path})
+    data = plan(for_architecture("lenet5", dataset="folder:cut"), here).load_data(here)
+    assert len(data.train_y) + len(data.test_y) == 11 and "1 unreadable left out" in data.train_source
+
+
 @pytest.mark.parametrize(("changes", "knob", "words"), [
     ({"dataset": "folder:single"}, "dataset", "1 class"),
     ({"dataset": "folder:flat"}, "dataset", "not in class subfolders"),
@@ -277,3 +290,33 @@ def test_cli_trains_lenet5_on_a_folder_and_its_accuracy_is_plain_pytorch(workspa
         guesses = model.eval()((x - 0.5) / 0.5).argmax(1).numpy()
     assert metrics["test_correct"] == int((guesses == np.asarray(listed.labels)[held]).sum())
     assert metrics["classes"] == ["one", "seven", "zero"]
+
+
+def test_a_bundled_architecture_on_a_folder_reads_photos_fitted_to_its_input(workspace, folder_client):
+    """TinyVGG on the digits folder: run-<id> reads 3×64×64 (the centre square, bilinear, (x − 0.5) / 0.5) and
+    its prediction for a non-square colour photo equals plain PyTorch on the checkpoint file."""
+    from models.architectures import TinyVGG
+
+    body = {"architecture": "tinyvgg-shapes", "dataset": "folder:digits", "train_size": 24, **KNOBS}
+    started = folder_client.post("/api/training/runs", json=body)
+    assert started.status_code == 201, started.text
+    run = started.json()
+    assert events_until_end(folder_client, run["id"])[-1][1]["state"] == "done"
+    model = TinyVGG(3, in_channels=3, size=64)
+    model.load_state_dict(torch.load(folder_client.app.state.settings.training_dir / run["model"] / "epoch-1.pt",
+                                     weights_only=True))
+    photo = Image.open(SHARED_DATA / "images" / "cat.jpg").convert("RGB")
+    with (SHARED_DATA / "images" / "cat.jpg").open("rb") as handle:
+        image_id = folder_client.post("/api/images", files={"file": ("cat.jpg", handle.read(), "image/jpeg")}).json()["image_id"]
+    side = min(photo.size)
+    left, top = (photo.width - side) // 2, (photo.height - side) // 2
+    square = photo.crop((left, top, left + side, top + side)).resize((64, 64), Image.BILINEAR)
+    x = (torch.from_numpy(np.array(square)).permute(2, 0, 1).float()[None] / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        reference = torch.softmax(model.eval()(x)[0], 0)
+    answer = folder_client.get(f"/api/models/{run['model']}/images/{image_id}/predictions",
+                               params={"weights": "epoch-1", "top_k": 3})
+    assert answer.status_code == 200, answer.text
+    for row in answer.json()["predictions"]:
+        assert row["label"] == ["one", "seven", "zero"][row["index"]]
+        assert row["probability"] == pytest.approx(float(reference[row["index"]]), abs=1e-5)

@@ -92,10 +92,16 @@ def preprocess(channels: int, height: int, width: int, mean: tuple[float, ...], 
     return Preprocess(apply, tuple(mean), tuple(std))
 
 
-def read_images(listed: ImageFolder, indices: np.ndarray, shape: tuple[int, int, int]) -> torch.Tensor:
-    """The images at ``indices`` as one uint8 N×C×H×W tensor (each decoded at most 1024 px, then fitted)."""
+def read_images(listed: ImageFolder, indices: np.ndarray, shape: tuple[int, int, int]) -> tuple[torch.Tensor, np.ndarray]:
+    """The images at ``indices`` as one uint8 N×C×H×W tensor (each decoded at most 1024 px, then fitted), and
+    which of ``indices`` were read: a file whose header opened but whose pixels do not (truncated, corrupt) is
+    left out, not the end of the run."""
     channels, height, width = shape
     out = np.empty((len(indices), channels, height, width), dtype=np.uint8)
+    read = np.ones(len(indices), dtype=bool)
     for row, index in enumerate(indices):
-        out[row] = fit(listed.load(int(index)), channels, height, width)
-    return torch.from_numpy(out)
+        try:
+            out[row] = fit(listed.load(int(index)), channels, height, width)
+        except (OSError, ValueError, SyntaxError):  # what PIL raises for a broken file
+            read[row] = False
+    return torch.from_numpy(out[read]), read

@@ -96,12 +96,16 @@ class Plan:
             train = train[: config.train_size]
         mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+        train_x, train_read = folders.read_images(listed, chosen[train], self.input)
+        test_x, test_read = folders.read_images(listed, chosen[held], self.input)
+        train, held = train[train_read], held[test_read]
+        broken = int((~train_read).sum() + (~test_read).sum())
         name = config.dataset
         return datasets.TrainingData(
-            name, self.classes, folders.read_images(listed, chosen[train], self.input), torch.from_numpy(labels[train]),
-            folders.read_images(listed, chosen[held], self.input), torch.from_numpy(labels[held]), None, None,
-            mean, std,  # type: ignore[arg-type]  (per channel)
-            f"{name}: {len(train):,} of its {len(listed):,} images ({len(chosen):,} read)",
+            name, self.classes, train_x, torch.from_numpy(labels[train]), test_x, torch.from_numpy(labels[held]),
+            None, None, mean, std,  # type: ignore[arg-type]  (per channel)
+            f"{name}: {len(train):,} of its {len(listed):,} images ({len(chosen):,} chosen"
+            f"{f', {broken} unreadable left out' if broken else ''})",
             f"{len(held):,} images of {name} held out (1 in {folders.HELD_OUT_FRACTION} of each class, chosen by "
             f"seed {config.seed}; never used in training)")
 
