@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +28,7 @@ from models.training.plan import Sources, plan
 from server.cli import main as cli_main
 from server.main import create_app
 from server.settings import Settings
-from tests.harness import SHARED_DATA, wait_until
+from tests.harness import REPO_ROOT, SHARED_DATA, wait_until
 from tests.training_support import events_until_end, workers
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
@@ -320,3 +323,23 @@ def test_a_bundled_architecture_on_a_folder_reads_photos_fitted_to_its_input(wor
     for row in answer.json()["predictions"]:
         assert row["label"] == ["one", "seven", "zero"][row["index"]]
         assert row["probability"] == pytest.approx(float(reference[row["index"]]), abs=1e-5)
+
+
+def test_a_folder_whose_classes_changed_after_start_fails_the_run(workspace, tmp_path):
+    """The server labels run-<id> when the run starts; a worker that finds other classes fails the run with
+    the reason rather than train a model whose answers would carry the wrong names."""
+    config = for_architecture("lenet5", dataset="folder:digits", epochs=1)
+    job = {"config": config.as_json(), "run_dir": str(tmp_path), "sources": sources(workspace).as_json(),
+           "classes": ["one", "zero"], "threads": 1, "device": "cpu", "point_interval_s": 0.4, "maps_interval_s": 1.0}
+    worker = subprocess.Popen([sys.executable, "-m", "server.services.training.worker"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                              env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"})
+    try:
+        worker.stdin.write(json.dumps(job) + "\n")
+        worker.stdin.flush()
+        events = [json.loads(line) for line in worker.stdout]
+    finally:
+        worker.stdin.close()
+        worker.wait(timeout=60)
+    assert events[-1]["type"] == "failed" and "classes changed" in events[-1]["message"], events[-1]
+    assert not any(tmp_path.iterdir())  # no checkpoint written

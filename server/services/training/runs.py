@@ -179,7 +179,8 @@ class TrainingRuns:
             worker.run = run
             self._procs[run.id] = worker.proc
         job = {"config": run.config.as_json(), "run_dir": str(run.folder),
-               "sources": self.sources.as_json(), "threads": self.limits.threads,
+               "sources": self.sources.as_json(), "classes": list(self.runtime.registry.get(run.model).categories),
+               "threads": self.limits.threads,
                "device": self._device(), "point_interval_s": self.limits.point_interval_s,
                "maps_interval_s": self.limits.maps_interval_s}
         assert worker.proc.stdin is not None

@@ -3,13 +3,14 @@
 It drives the one training loop (:class:`models.training.loop.Trainer`) and, between steps, streams what the
 Train view shows and writes checkpoints; the server's request threads never train.
 
-Protocol. stdin: one JSON line (the job: ``config``, ``run_dir``, ``sources`` (or only ``data_dir``),
-``threads``, ``device``, ``point_interval_s``, ``maps_interval_s``), then control lines ``pause``, ``resume``, ``stop``; the end of
-stdin (the server went away) is a stop. stdout: one JSON event per line (``started``, ``point``, ``epoch``,
-``checkpoint``, ``state``, then ``done``, ``stopped`` or ``failed``). The first checkpoint, ``epoch-0``, holds the
-starting weights (before any step), so every view can show the untrained network. A checkpoint is written to a temporary
-name and renamed, so a file named ``epoch-<n>.pt`` is always whole. The process dies with the server
-(``die_with_server``).
+Protocol. stdin: one JSON line (the job: ``config``, ``run_dir``, ``sources`` (or only ``data_dir``), ``classes``
+(the run's model's labels: a folder whose classes changed since is a failed run, not mislabelled answers),
+``threads``, ``device``, ``point_interval_s``, ``maps_interval_s``), then control lines ``pause``, ``resume``,
+``stop``; the end of stdin (the server went away) is a stop. stdout: one JSON event per line (``started``,
+``point``, ``epoch``, ``checkpoint``, ``state``, then ``done``, ``stopped`` or ``failed``). The first checkpoint,
+``epoch-0``, holds the starting weights (before any step), so every view can show the untrained network. A
+checkpoint is written to a temporary name and renamed, so a file named ``epoch-<n>.pt`` is always whole. The
+process dies with the server (``die_with_server``).
 """
 
 from __future__ import annotations
@@ -115,6 +116,9 @@ def _run(job: dict[str, Any], control: Control, emit: Emitter) -> str:
     data_dir = Path(job["data_dir"]) if job.get("data_dir") else None
     sources = Sources.from_json(job["sources"]) if job.get("sources") else Sources(data_dir=data_dir)
     run_plan = plan(config, sources)
+    if job.get("classes") is not None and list(run_plan.classes) != job["classes"]:
+        raise ValueError(f"the dataset's classes changed since the run was started ({', '.join(job['classes'])} → "
+                         f"{', '.join(run_plan.classes)}); start it again")
     data = run_plan.load_data(sources)
     trainer = Trainer(config, data, job.get("device", "cpu"), network=run_plan.network())
     run_dir = Path(job["run_dir"])
