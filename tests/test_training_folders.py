@@ -343,3 +343,12 @@ def test_a_folder_whose_classes_changed_after_start_fails_the_run(workspace, tmp
         worker.wait(timeout=60)
     assert events[-1]["type"] == "failed" and "classes changed" in events[-1]["message"], events[-1]
     assert not any(tmp_path.iterdir())  # no checkpoint written
+
+
+def test_the_run_list_says_what_can_be_trained_here(folder_client):
+    answer = folder_client.get("/api/training/runs").json()["choices"]
+    architectures = {row["id"]: row for row in answer["architectures"]}
+    assert architectures["tiny-digits"] == {"id": "tiny-digits", "title": "tiny-digits", "family": "file",
+                                            "input": [1, 28, 28]}
+    assert "tiny-big" not in architectures and architectures["lenet5"]["input"] == [1, 28, 28]
+    assert {"mnist", "fashion-mnist", "shapes", "folder:digits", "folder:single"} == {d["id"] for d in answer["datasets"]}

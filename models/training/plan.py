@@ -228,3 +228,27 @@ def _file_entry(model_id: str, sources: Sources, registry: Any) -> Any:
     if entry.problem:
         raise ConfigError("architecture", f"architecture: {model_id} cannot be built ({entry.problem})")
     return entry
+
+
+def choices(sources: Sources, registry: Any) -> dict[str, list[dict[str, Any]]]:
+    """What a run can be made of here, for the Train view's menus: the architectures (the bundled ones, and the
+    models-file models in ``registry`` that fit: input at most 64×64, within the budgets) and the datasets (the
+    built-in ones whose files are here, and every named image folder: ``GET /api/image-folders`` has their
+    classes). Nothing is trained or read but the models' one forward pass each (counting FLOPs)."""
+    architectures = [{"id": name, "title": TITLES[name], "family": "bundled", "input": list(BUNDLED_INPUTS[name])}
+                     for name in TITLES]
+    for entry in registry.list():
+        spec = entry.input
+        if entry.family != "file" or entry.problem or max(spec.height, spec.width) > MAX_FILE_MODEL_SIDE:
+            continue
+        try:
+            parameters, flops = network_cost(entry.builder, (spec.channels, spec.height, spec.width))
+        except ValueError:
+            continue
+        if parameters <= sources.max_parameters and flops <= sources.max_flops:
+            architectures.append({"id": entry.id, "title": entry.title, "family": "file",
+                                  "input": [spec.channels, spec.height, spec.width]})
+    names = [d for d in datasets.TITLES if datasets.missing(d, sources.data_dir) is None]
+    return {"architectures": architectures,
+            "datasets": [{"id": d, "title": datasets.TITLES[d]} for d in names]
+                        + [{"id": f"{FOLDER_PREFIX}{n}", "title": n} for n in sources.image_folders]}

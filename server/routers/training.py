@@ -14,6 +14,7 @@ from server.deps import ClientAddressDep, SettingsDep, TrainingRunsDep
 from server.openapi import json_example
 from server.responses import EventStreamResponse
 from server.services.training import run_events
+from server.services.training.run import training_choices
 
 router = APIRouter(prefix="/api/training", tags=["training"])
 
@@ -95,11 +96,15 @@ def start_run(body: RunBody, runs: TrainingRunsDep, client: ClientAddressDep) ->
     return run.as_json(full=False)
 
 
-@router.get("/runs", summary="Every training run (newest last); readies a worker process for the next")
+@router.get("/runs", summary="Every training run (newest last); readies a worker process for the next",
+            description="`choices`: the architectures (bundled, and the models-file models that fit: input at most "
+                        "64×64, within the server's parameter and FLOP budget) and datasets (built-in, and "
+                        "`folder:NAME` for each named image folder) a run can be made of here. " + CHECKPOINTS)
 def list_runs(runs: TrainingRunsDep) -> dict[str, Any]:
     runs.prepare()
     return {"runs": [run.as_json(full=False) for run in runs.list()], "ready": runs.ready,
-            "recipes": {name: config.as_json() for name, config in BUNDLED_RECIPES.items()}}
+            "recipes": {name: config.as_json() for name, config in BUNDLED_RECIPES.items()},
+            "choices": training_choices(runs)}
 
 
 @router.get("/runs/{run_id}", summary="One run: config, state, curves, checkpoints and the pictures at each",

@@ -17,7 +17,7 @@ from models.checkpoints import read_state_dict
 from models.registry import InputSpec, ModelEntry, WeightsError, WeightsStatus
 from models.training import data as datasets
 from models.training.config import RunConfig, is_folder
-from models.training.plan import Plan, Sources
+from models.training.plan import Plan, Sources, choices
 
 ACTIVE = ("queued", "running", "paused")
 MAX_POINTS = 2_000  # streamed points kept per run; beyond, every other old one is dropped (the curve keeps its shape)
@@ -175,3 +175,8 @@ def run_entry(run: Run, plan: Plan) -> ModelEntry:
                     f"lr {config.lr:g} ({config.schedule}), {config.epochs} epochs, from "
                     f"{'random weights' if config.init == 'random' else 'its current weights'}.",
         meta={"training_run": run.id, "architecture": config.architecture})
+
+
+def training_choices(runs: Any) -> dict[str, list[dict[str, Any]]]:
+    """The architectures and datasets a run of ``runs`` (a TrainingRuns) can be made of (``GET /api/training/runs``)."""
+    return choices(runs.sources, runs.runtime.registry)
