@@ -85,9 +85,11 @@ class Settings(BaseSettings):
     architecture_cache_bytes: int = 16 * 1024 * 1024  # architecture tables and receptive fields per model
     sample_cache_bytes: int = 32 * 1024 * 1024  # gallery sample PNGs and the MNIST test arrays
     loaded_models_bytes: int = 4 * 1024 * 1024 * 1024  # parameters of loaded models (VGG-16 alone: 528 MB)
-    # glibc's malloc (server/services/memory/allocator.py; measured in bench/bench_soak.py). 0 = glibc's default
+    # glibc's malloc (server/services/memory/allocator.py; measured in bench/bench_soak.py and
+    # bench/bench_allocator.py). 0 = glibc's default. A fixed mmap threshold low enough to catch conv outputs
+    # (1 MiB was the default until bench_allocator measured it) costs every forward pass its page faults: 1.9×
     malloc_arena_max: int = Field(default=2, ge=0, le=64)
-    malloc_mmap_threshold_bytes: int = Field(default=1024 * 1024, ge=0, le=32 * 1024 * 1024)
+    malloc_mmap_threshold_bytes: int = Field(default=0, ge=0, le=32 * 1024 * 1024)
     malloc_trim_interval_s: float = Field(default=10.0, ge=0, le=3600)
 
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
@@ -208,6 +210,11 @@ class Settings(BaseSettings):
     training_client_grace_s: float = Field(60.0, gt=0)  # a run whose owner left (no stream, no request) ends
     training_point_interval_s: float = Field(0.4, gt=0, le=0.5)  # a streamed point at least this often
     training_maps_interval_s: float = Field(1.0, gt=0)  # the probe's feature maps in a point at most this often
+    training_folder_max_images: int = Field(2_000, ge=2)  # images one run reads from a folder:NAME (evenly thinned)
+    training_folder_max_bytes: int = Field(200 * 2**20, ge=1)  # bytes of image files one run reads from a folder
+    # a models-file model trains here when its input is at most 64×64 and it is within both of these
+    training_max_parameters: int = Field(5_000_000, ge=1)
+    training_max_flops: int = Field(200_000_000, ge=1)  # forward FLOPs of one image (torch's FlopCounterMode)
 
     @field_validator("image_folders")
     @classmethod

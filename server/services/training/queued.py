@@ -161,6 +161,7 @@ def _control_words(redis: Any, publish: Publisher, grace_s: float, finished: thr
 def training_task(context: Any, params: dict[str, Any], progress: Any) -> None:
     """One training run on a worker: the one training loop (``worker._run``), its events published to Redis,
     its checkpoints written to the shared training folder."""
+    from server.services.training.run import training_sources
     from server.services.training.runs import training_device
     from server.services.training.worker import Control, _run
 
@@ -176,8 +177,8 @@ def training_task(context: Any, params: dict[str, Any], progress: Any) -> None:
     publish = Publisher(redis, run, last_id)
     finished = threading.Event()
     control = Control(_control_words(redis, publish, settings.training_client_grace_s, finished))
-    job = {"config": run.config.as_json(), "run_dir": str(folder),
-           "data_dir": str(settings.data_dir) if settings.data_dir else None, "threads": settings.training_threads,
+    job = {"config": run.config.as_json(), "run_dir": str(folder), "classes": params.get("classes"),
+           "sources": training_sources(settings).as_json(), "threads": settings.training_threads,
            "device": training_device(context.runtime), "point_interval_s": settings.training_point_interval_s,
            "maps_interval_s": settings.training_maps_interval_s}
     try:

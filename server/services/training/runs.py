@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import secrets
@@ -25,21 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.preprocessing import mnist_style, rgb_square
-from models.registry import InputSpec, ModelEntry
-from models.training import data as datasets
-from models.training.config import ConfigError, RunConfig, checked
-from models.training.networks import INPUTS, architecture, build_network
+from models.training.config import ConfigError, RunConfig
+from models.training.plan import Sources, plan
 from server.errors import ApiError
 from server.services.images.decode_worker import PARENT_ENV
 from server.services.runtime.model_runtime import ModelRuntime
 from server.services.training import records
-from server.services.training.run import Run, RunWeights
+from server.services.training.run import Run, run_entry
 from server.services.work.child_processes import ChildSpawner
 
+log = logging.getLogger("convscope.training")
 REPO_ROOT = Path(__file__).resolve().parents[3]
 STOP_WAIT_S = 5.0  # a worker asked to stop that is still there after this is killed
-TITLES = {"lenet5": "LeNet-5", "mnist-shallow": "MNIST shallow", "mnist-deep": "MNIST deep", "tinyvgg-shapes": "TinyVGG"}
 
 
 @dataclass
@@ -69,10 +67,11 @@ class TrainingLimits:
 
 
 class TrainingRuns:
-    def __init__(self, runtime: ModelRuntime, folder: Path, data_dir: Path | None, limits: TrainingLimits) -> None:
+    def __init__(self, runtime: ModelRuntime, folder: Path, data_dir: Path | None, limits: TrainingLimits,
+                 sources: Sources | None = None) -> None:
         self.runtime = runtime
         self.folder = folder
-        self.data_dir = data_dir
+        self.sources = sources or Sources(data_dir=data_dir)  # image folders, models file, a run's bounds
         self.limits = limits
         self._runs: dict[str, Run] = {}
         self._procs: dict[str, subprocess.Popen] = {}
@@ -92,9 +91,15 @@ class TrainingRuns:
             self._adopt(run)
 
     def _adopt(self, run: Run) -> None:
+        """List ``run`` (restored, or started on another replica) and register its model."""
         with self._lock:
             self._runs[run.id] = run
-        self.runtime.registry.register(self._entry(run), replace=True)
+        try:
+            run_plan = plan(run.config, self.sources, self.runtime.registry, check_files=False)
+        except ConfigError as exc:  # its models-file model or folder is gone here: listed, not a model
+            log.warning("training run %s: its model cannot be built here (%s)", run.id, exc.message)
+            return
+        self.runtime.registry.register(run_entry(run, run_plan), replace=True)
 
     # --- looking ---------------------------------------------------------------------------------
     def list(self) -> list[Run]:
@@ -120,22 +125,19 @@ class TrainingRuns:
     # --- starting --------------------------------------------------------------------------------
     def start(self, config: RunConfig, name: str | None, client: str) -> Run:
         try:
-            checked(config)
+            run_plan = plan(config, self.sources, self.runtime.registry)
         except ConfigError as exc:
             raise ApiError(422, f"invalid_{exc.knob}", exc.message) from None
-        reason = datasets.missing(config.dataset, self.data_dir)
-        if reason is not None:
-            raise ApiError(422, "invalid_dataset", f"dataset: {config.dataset} cannot be trained here: {reason}.")
-        self._check_budget(config)
+        self._check_budget(config, run_plan.weights_bytes)
         run_id = secrets.token_hex(4)
-        run = Run(run_id, name or f"{TITLES[config.architecture]} on {config.dataset} ({run_id})", client,
-                  config, self.folder / f"run-{run_id}")
+        run = Run(run_id, name or f"{run_plan.title} on {config.dataset} ({run_id})", client, config,
+                  self.folder / f"run-{run_id}")
         with self._lock:
             self._admit(run, [r for r in self._runs.values() if r.active])
             self._runs[run_id] = run
         run.folder.mkdir(parents=True, exist_ok=True)
         records.save(run)
-        self.runtime.registry.register(self._entry(run))
+        self.runtime.registry.register(run_entry(run, run_plan))
         self._launch(run)
         self._evict()
         return run
@@ -163,9 +165,8 @@ class TrainingRuns:
         if event["type"] in records.SAVED_EVENTS:
             records.save(run)
 
-    def _check_budget(self, config: RunConfig) -> None:
-        per_checkpoint = sum(t.numel() * t.element_size() for t in architecture(config).state_dict().values())
-        count = config.epochs
+    def _check_budget(self, config: RunConfig, per_checkpoint: int) -> None:
+        count = config.epochs + 1  # epoch-0: the starting weights
         if config.checkpoint_every_steps:
             n = config.train_size or 60_000
             count += config.epochs * math.ceil(n / config.batch_size) // config.checkpoint_every_steps
@@ -181,21 +182,6 @@ class TrainingRuns:
                 / run.latest["images_per_s"] for run in runs
                 if run.info.get("total_steps") and run.latest.get("images_per_s")]
         return max(1, min(3600, math.ceil(min(left, default=30.0))))
-
-    def _entry(self, run: Run) -> ModelEntry:
-        config = run.config
-        channels, height, width = INPUTS[config.dataset]
-        return ModelEntry(
-            id=run.model, title=run.name, dataset=datasets.TITLES[config.dataset],
-            family="run", input=InputSpec(channels, height, width), categories=datasets.CLASSES[config.dataset],
-            builder=lambda: build_network(config),
-            make_preprocess=mnist_style if channels == 1 else (lambda: rgb_square(height)),
-            weights=RunWeights(run),
-            description=f"A training run: {TITLES[config.architecture]}"
-                        f"{' with batch norm' if config.batch_norm else ''}"
-                        f"{f', dropout {config.dropout:g}' if config.dropout else ''}, {config.optimizer}, "
-                        f"lr {config.lr:g} ({config.schedule}), {config.epochs} epochs.",
-            meta={"training_run": run.id})
 
     def prepare(self) -> None:
         """Start a spare worker (its imports and warm-up take seconds) so that the next run's first point comes
@@ -228,7 +214,8 @@ class TrainingRuns:
             worker.run = run
             self._procs[run.id] = worker.proc
         job = {"config": run.config.as_json(), "run_dir": str(run.folder),
-               "data_dir": str(self.data_dir) if self.data_dir else None, "threads": self.limits.threads,
+               "sources": self.sources.as_json(), "classes": list(self.runtime.registry.get(run.model).categories),
+               "threads": self.limits.threads,
                "device": self._device(), "point_interval_s": self.limits.point_interval_s,
                "maps_interval_s": self.limits.maps_interval_s}
         assert worker.proc.stdin is not None

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from models.training.config import RunConfig
+from models.training.plan import Sources
 from server.errors import ApiError
 from server.services.runtime.model_runtime import ModelRuntime
 from server.services.training import queued, records
-from server.services.training.run import Run
+from server.services.training.run import Run, training_sources
 from server.services.training.runs import TrainingLimits, TrainingRuns
 from server.services.work.job_queue import QUEUE_NAME, failure_message, redis_errors
 
@@ -38,7 +39,7 @@ ENQUEUE_GRACE_S = 30.0
 
 
 class QueuedTrainingRuns(TrainingRuns):
-    def __init__(self, runtime: ModelRuntime, folder: Path, data_dir: Path | None, limits: TrainingLimits,
+    def __init__(self, runtime: ModelRuntime, folder: Path, limits: TrainingLimits, sources: Sources,
                  redis_url: str, job_timeout_s: int, result_ttl_s: int) -> None:
         import redis
 
@@ -49,7 +50,7 @@ class QueuedTrainingRuns(TrainingRuns):
         self._known: set[str] = set()  # runs seen in the index (one missing from it later was deleted)
         self._checked = 0.0
         self._admit_script = self.redis.register_script(queued.ADMIT)
-        super().__init__(runtime, folder, data_dir, limits)
+        super().__init__(runtime, folder, sources.data_dir, limits, sources)
 
     # --- following Redis -------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -225,7 +226,8 @@ class QueuedTrainingRuns(TrainingRuns):
         self._seen(run)
         try:
             Queue(QUEUE_NAME, connection=self.redis).enqueue(
-                "server.services.work.job_queue.run_task", "training", {"run_id": run.id},
+                "server.services.work.job_queue.run_task", "training",
+                {"run_id": run.id, "classes": list(self.runtime.registry.get(run.model).categories)},
                 job_id=queued.rq_job_id(run.id), job_timeout=self.job_timeout_s, result_ttl=self.result_ttl_s,
                 failure_ttl=self.result_ttl_s, description=f"training run {run.id}")
         except Exception as exc:  # noqa: BLE001 - the run fails with the reason, the limit is free again
@@ -302,9 +304,10 @@ def training_runs(runtime: ModelRuntime, settings: Any) -> TrainingRuns:
     limits = TrainingLimits.from_settings(settings)
     use_queue = settings.job_queue if settings.job_queue is not None else bool(settings.redis_url)
     if not (use_queue and settings.redis_url):
-        return TrainingRuns(runtime, records.training_folder(settings), settings.data_dir, limits)
+        return TrainingRuns(runtime, records.training_folder(settings), settings.data_dir, limits,
+                            training_sources(settings))
     if settings.training_dir is None:
         log.warning("training runs go to the job queue, but CONVSCOPE_TRAINING_DIR is not set: every replica and "
                     "worker must share the training folder, or checkpoints are not found")
-    return QueuedTrainingRuns(runtime, records.training_folder(settings), settings.data_dir, limits, settings.redis_url,
-                              settings.queue_job_timeout_s, settings.queue_result_ttl_s)
+    return QueuedTrainingRuns(runtime, records.training_folder(settings), limits, training_sources(settings),
+                              settings.redis_url, settings.queue_job_timeout_s, settings.queue_result_ttl_s)
