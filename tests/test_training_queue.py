@@ -162,9 +162,10 @@ def test_a_run_streams_to_the_other_replica_and_its_checkpoints_work_on_both(clu
         events = following.result(timeout=120)
     kinds = [kind for kind, _, _ in events]
     assert kinds[0] == "snapshot" and kinds[-1] == "end" and events[-1][1]["state"] == "done", kinds
-    assert "point" in kinds and kinds.count("epoch") == 1 and kinds.count("checkpoint") == 1
+    assert "point" in kinds and kinds.count("epoch") == 1
     numbers = [data for kind, data, _ in events if kind == "point"]
     assert {"loss", "val_accuracy", "filters", "top5"} <= set(numbers[0])
+    assert [data["weights"] for kind, data, _ in events if kind == "checkpoint"][-1] == "epoch-1"
     checkpoint = folder / f"run-{run_id}" / "epoch-1.pt"
     assert checkpoint.is_file()
     # a browser that re-attaches to the replica that started the run, with the last id the other one sent:

@@ -46,7 +46,8 @@ def test_runs_and_checkpoints_are_listed_again_after_a_restart(tmp_path) -> None
         wait_until(lambda: _run(client, done["id"])["state"] == "done", 120, "the short run to finish", 0.1)
         client.patch(f"/api/training/runs/{done['id']}", json={"name": "finished, renamed"})
         killed = client.post("/api/training/runs", json=LONG).json()
-        wait_until(lambda: len(_run(client, killed["id"])["checkpoints"]) >= 2, 120, "two checkpoints", 0.1)
+        wait_until(lambda: len(_run(client, killed["id"])["checkpoints"]) >= 3, 120, "epoch-0 and two step checkpoints",
+                   0.1)
         before = _run(client, killed["id"])
         [worker] = [p for p in psutil.Process(server.pid).children(recursive=True)
                     if "server.services.training.worker" in " ".join(p.cmdline())]
@@ -59,7 +60,7 @@ def test_runs_and_checkpoints_are_listed_again_after_a_restart(tmp_path) -> None
         listed = {run["id"]: run for run in client.get("/api/training/runs").json()["runs"]}
         assert set(listed) == {done["id"], killed["id"]}
         assert listed[done["id"]]["state"] == "done" and listed[done["id"]]["name"] == "finished, renamed"
-        assert [c["weights"] for c in listed[done["id"]]["checkpoints"]] == ["epoch-1"]
+        assert [c["weights"] for c in listed[done["id"]]["checkpoints"]] == ["epoch-0", "epoch-1"]
         after = listed[killed["id"]]
         assert after["state"] == "failed" and after["message"].startswith("Interrupted: the server stopped")
         names = [c["weights"] for c in after["checkpoints"]]

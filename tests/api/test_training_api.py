@@ -6,6 +6,7 @@ and leave no process or file behind."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
