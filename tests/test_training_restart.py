@@ -86,3 +86,37 @@ def test_runs_and_checkpoints_are_listed_again_after_a_restart(tmp_path) -> None
         again = client.post("/api/training/runs", json=SHORT)
         assert again.status_code == 201, again.text
         wait_until(lambda: _run(client, again.json()["id"])["state"] == "done", 120, "a new run to finish", 0.1)
+
+
+def test_records_on_disk_are_read_back_tolerantly(tmp_path) -> None:
+    """A record from a version with a knob this one dropped is read; a run folder without a record (its server
+    died first) and temporary files go; a record this version cannot read is left alone (its checkpoints may
+    matter to someone), not listed; a checkpoint whose file is gone is forgotten."""
+    import json
+
+    from models.training.config import RunConfig
+    from server.services.training import records
+    from server.services.training.run import Run
+
+    run = Run("0000abcd", "kept", "10.0.0.1", RunConfig(), tmp_path / "run-0000abcd")
+    run.folder.mkdir()
+    run.record({"type": "started"})
+    for name in ("epoch-0", "epoch-1"):
+        run.record({"type": "checkpoint", "weights": name, "epoch": int(name[-1]), "step": 0, "bytes": 10})
+    (run.folder / "epoch-0.pt").write_bytes(b"0" * 10)  # epoch-1's file is gone
+    (run.folder / ".epoch-1.pt.partial").write_bytes(b"half")
+    records.save(run)
+    record = json.loads((run.folder / "run.json").read_text())
+    record["run"]["config"]["a_dropped_knob"] = 1
+    (run.folder / "run.json").write_text(json.dumps(record))
+    (tmp_path / "run-00000bad").mkdir()
+    (tmp_path / "run-00000bad" / "run.json").write_text("{not json")
+    (tmp_path / "run-0000dead").mkdir()
+
+    [loaded] = records.load(tmp_path)
+    assert loaded.id == "0000abcd" and loaded.state == "failed" and loaded.checkpoint_names() == ["epoch-0"]
+    assert loaded.message == "Interrupted: the server stopped while it trained; its checkpoints up to epoch-0 are kept and usable."
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-00000bad", "run-0000abcd"]
+    assert not list(run.folder.glob(".*.partial"))
+    again = json.loads((run.folder / "run.json").read_text())["run"]  # the interruption is recorded
+    assert again["state"] == "failed" and [c["weights"] for c in again["checkpoints"]] == ["epoch-0"]

@@ -9,6 +9,7 @@ server went away is read back as failed, "interrupted", with its checkpoints usa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -54,7 +55,9 @@ def save(run: Run, record: dict[str, Any] | None = None) -> None:
 def restore(record: dict[str, Any], folder: Path) -> Run:
     """The :class:`Run` a record describes (its event log empty: a stream attaching gets the whole run)."""
     data = record["run"]
-    config = RunConfig(**{**data["config"], "augment": tuple(data["config"]["augment"])})
+    known = {f.name for f in dataclasses.fields(RunConfig)}  # a knob a later version dropped is left out
+    config = RunConfig(**{**{k: v for k, v in data["config"].items() if k in known},
+                          "augment": tuple(data["config"].get("augment", ()))})
     run = Run(data["id"], data["name"], record["owner"], config, folder, created=data["created"],
               state=data["state"], message=data["message"], info=dict(data.get("info", {})),
               history=list(data["history"]), points=list(data.get("points", [])),
@@ -77,11 +80,13 @@ def load(folder: Path) -> Iterator[Run]:
     for path in sorted(folder.glob("run-*")) if folder.is_dir() else []:
         for partial in path.glob(".*.partial"):
             partial.unlink(missing_ok=True)
+        if not (path / RECORD).is_file():  # a run whose server died before its first record: nothing to show
+            shutil.rmtree(path, ignore_errors=True)
+            continue
         try:
             run = restore(json.loads((path / RECORD).read_text()), path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("training: %s has no readable record (%s); removed", path, exc)
-            shutil.rmtree(path, ignore_errors=True)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # left alone: a person may want its checkpoints
+            log.warning("training: %s has a record this version cannot read (%s); not listed", path, exc)
             continue
         kept = [c for c in run.checkpoints if (path / f"{c['weights']}.pt").is_file()]
         changed = len(kept) != len(run.checkpoints)
