@@ -216,6 +216,41 @@ def test_a_full_queue_gives_a_client_holding_little_the_place_of_one_holding_mos
     assert pool.active == 0 and pool.waiting == 0 and len(pool.shares) == 0
 
 
+def test_a_freed_slot_goes_to_the_client_holding_least_not_to_the_oldest_request() -> None:
+    """The class mix: ten clients queue feature maps (many places each, none running: two slots, forty
+    clients), then the teacher asks for one prediction. The teacher's request is the newest, but its client
+    holds the fewest places, so it gets the next free slot (it waited 15 s behind them, first come first
+    served among groups running nothing)."""
+    pool = WorkLimiter(max_active=1, max_waiting=16, wait_timeout_s=30, per_client=4)
+    order: list[str] = []
+    gate = threading.Event()
+
+    def ask(who: ClientId, name: str) -> None:
+        with pool.admit(client=who):
+            order.append(name)
+            if name != "blocker":
+                return
+            gate.wait(30)
+
+    blocker = threading.Thread(target=ask, args=(ClientId.of("10.0.0.1"), "blocker"))
+    blocker.start()
+    wait_until(lambda: pool.active == 1, 10, "the blocker to run")
+    threads = []
+    for n in range(3):
+        for k in range(3):  # three clients, three waiting requests each, all older than the teacher's
+            threads.append(threading.Thread(target=ask, args=(ClientId.of(f"10.0.1.{n}"), f"maps-{n}-{k}")))
+            threads[-1].start()
+            wait_until(lambda c=len(threads): pool.waiting == c, 10, "the feature maps to queue")
+    threads.append(threading.Thread(target=ask, args=(ClientId.of("10.0.0.7"), "teacher")))
+    threads[-1].start()
+    wait_until(lambda: pool.waiting == 10, 10, "the teacher's request to queue")
+    gate.set()
+    for thread in (blocker, *threads):
+        thread.join(30)
+    assert order[:2] == ["blocker", "teacher"], order
+    assert pool.active == 0 and pool.waiting == 0 and len(pool.shares) == 0
+
+
 def test_the_running_app_keeps_its_start_up_objects_out_of_the_collectors_walks(tmp_path) -> None:
     """A full garbage collection walked ~500,000 start-up objects holding the GIL (0.3 s: /api/health
     waited behind it under the class mix). While the app runs they are frozen, and a full collection walks
