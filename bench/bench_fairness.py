@@ -18,6 +18,13 @@ asking for its feature maps. The teacher's cheap requests (LeNet-5 predictions o
 run idle first, then during the mix, in the same run. Goals: health max < 100 ms, cheap p95 ≤ 3× idle,
 0 cheap failures (a 429 to a client past its own share is no failure of the others).
 
+How it measures: health is timed on a thread of this process (each check on its own, through
+``asyncio.to_thread``, so this process's event loop, which drives 150 clients and wakes up late, is not in
+the figure) and, for the goal, from a process of its own; the slowest predictions are printed with the
+server's ``Server-Timing`` header (queue: waiting for a slot, work: computing, batch: waiting in the
+prediction batcher, app: the whole time in the app), which says where they waited; refusals are
+counted with their reason (queue full, waited too long, pushed out, past the client's share).
+
 Run: .venv/bin/python bench/bench_fairness.py [--repo PATH] [--cheap 60] [--burst 100] [--scenario class-mix]
 (``--repo`` serves another checkout, e.g. main's code for the "before" figures.)
 """

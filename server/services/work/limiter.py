@@ -62,8 +62,13 @@ class RecentUse:
 
 class WorkLimiter:
     def __init__(self, max_active: int, max_waiting: int, wait_timeout_s: float = 30.0, retry_after_s: int = 1,
-                 per_client: int | None = None, name: str = "model work") -> None:
+                 per_client: int | None = None, name: str = "model work", express: int = 0) -> None:
         self.max_active = max(1, max_active)
+        # slots only quick work may take (admit(quick=True)), beside the ``max_active`` everyone takes: a
+        # computation of a few milliseconds then never waits for a slow one to end (they are not preempted)
+        self.express = max(0, express)
+        self._express_active = 0
+        self._quick: set[int] = set()  # waiting tickets of quick work
         self.max_waiting = max(0, max_waiting)
         self.wait_timeout_s = wait_timeout_s
         self.retry_after_s = retry_after_s
@@ -106,17 +111,28 @@ class WorkLimiter:
         has the most. Under the lock."""
         return self.shares.held_by_group(client.group) / max(1, client.group_scale)
 
-    def _next(self) -> int | None:
+    def _next(self, quick_only: bool = False) -> int | None:
         """The ticket that gets the next free slot: the one whose client group holds the fewest places per
-        share, then whose group computed least lately (:class:`RecentUse`), then the oldest. Not the group *running* the fewest: with two slots and forty clients almost
+        share, then whose group computed least lately (:class:`RecentUse`), then the oldest (``quick_only``: among
+        quick work, for an express slot). Not the group *running* the fewest: with two slots and forty clients almost
         every group runs nothing, and the order fell back to first come, first served — a teacher asking
         one prediction at a time waited 15 s behind the queued feature maps of ten clients holding eight
         places each (measured with Server-Timing in bench/bench_fairness.py --scenario class-mix)."""
-        if not self._queue:
+        queue = [item for item in self._queue if item[0] in self._quick] if quick_only else self._queue
+        if not queue:
             return None
         now = time.monotonic()
-        return min(self._queue, key=lambda item: (self._load(item[1]), self.recent.of(item[1].group, now),
-                                                   item[0]))[0]
+        return min(queue, key=lambda item: (self._load(item[1]), self.recent.of(item[1].group, now), item[0]))[0]
+
+    def _lane(self, ticket: int | None, quick: bool) -> str | None:
+        """Which slot ``ticket`` (None: a request not queued yet) may take now: "slot", "express" (quick work,
+        when an express slot is free and it is the next quick one), or None. Under the lock."""
+        if self._active < self.max_active and (not self._queue if ticket is None else self._next() == ticket):
+            return "slot"
+        if quick and self._express_active < self.express and (
+                not self._quick if ticket is None else self._next(quick_only=True) == ticket):
+            return "express"
+        return None
 
     def _push_out(self, client: ClientId) -> bool:
         """Free a queue place for ``client`` (which has taken its place already): the newest waiting request
@@ -150,27 +166,33 @@ class WorkLimiter:
         return True
 
     @contextmanager
-    def admit(self, client: ClientId | str | None = None, token: CancelToken | None = None) -> Iterator[None]:
-        """Hold one of the ``max_active`` slots for the duration of the block."""
+    def admit(self, client: ClientId | str | None = None, token: CancelToken | None = None,
+              quick: bool = False) -> Iterator[None]:
+        """Hold one of the ``max_active`` slots for the duration of the block (``quick`` work, measured to take a
+        few milliseconds, may also take an express slot)."""
         client = current_client() if client is None else client
         if isinstance(client, str):
             client = ClientId.of(client)
         token = current_token() if token is None else token
         asked = time.monotonic()
+        quick = quick and self.express > 0
         with self._cond:
             why = self.shares.refusal(client)
             if why is not None and not (self.shares.group_full(client) and self._push_out_within(client)):
                 raise self._refuse(429, "too_many_requests", why)
             self.shares.take(client)  # a place, waiting or running
             try:
-                if self._active >= self.max_active or self._queue:
+                lane = self._lane(None, quick)
+                if lane is None:
                     if len(self._queue) >= self.max_waiting and not self._push_out(client):
                         raise self._refuse(503, "overloaded", "queue full")
                     ticket = next(self._tickets)
                     self._queue.append((ticket, client))
+                    if quick:
+                        self._quick.add(ticket)
                     deadline = time.monotonic() + self.wait_timeout_s
                     try:
-                        while self._active >= self.max_active or self._next() != ticket:
+                        while (lane := self._lane(ticket, quick)) is None:
                             left = deadline - time.monotonic()
                             if ticket in self._pushed_out:
                                 raise self._refuse(503, "overloaded", "queue full; a client with fewer "
@@ -181,6 +203,7 @@ class WorkLimiter:
                                 raise WorkCancelled()
                             self._cond.wait(min(left, POLL_S))
                     finally:
+                        self._quick.discard(ticket)
                         if ticket in self._pushed_out:
                             self._pushed_out.discard(ticket)
                         else:
@@ -189,7 +212,11 @@ class WorkLimiter:
             except BaseException:
                 self.shares.release(client)
                 raise
-            self._active += 1
+            express = lane == "express"
+            if express:
+                self._express_active += 1
+            else:
+                self._active += 1
             self._running[client.group] = self._running.get(client.group, 0) + 1
             run = next(self._tickets)
             started = self._started[run] = time.monotonic()
@@ -201,7 +228,10 @@ class WorkLimiter:
             note("work", held)
             with self._cond:
                 self._started.pop(run, None)
-                self._active -= 1
+                if express:
+                    self._express_active -= 1
+                else:
+                    self._active -= 1
                 left = self._running.get(client.group, 0) - 1
                 if left > 0:
                     self._running[client.group] = left
@@ -215,7 +245,7 @@ class WorkLimiter:
 
     @property
     def active(self) -> int:
-        return self._active
+        return self._active + self._express_active
 
     @property
     def waiting(self) -> int:
