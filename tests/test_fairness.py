@@ -61,6 +61,8 @@ def test_a_live_sessions_student_gets_a_share_of_the_session_and_a_dead_one_noth
     assert student.member.endswith("/" + "s" * 12)
     again = _identify(identities, "10.0.0.9", x_convscope_session="K7XQ2M", x_convscope_student="t" * 12)
     assert again.group == student.group and again.member != student.member
+    stolen = _identify(identities, "10.0.0.9", x_convscope_session="K7XQ2M", x_convscope_student="s" * 12)
+    assert stolen.member != student.member  # another machine using a student's id does not spend its share
     assert asked == ["K7XQ2M"]  # remembered for a few seconds: one lookup for the whole class
     ended = _identify(identities, "10.0.0.5", x_convscope_session="K7XQ2N", x_convscope_student="s" * 12)
     assert ended == ClientId.of("10.0.0.5")  # a code that is no live session is only an address
