@@ -38,10 +38,11 @@ ATLAS = "/api/models/lenet5/images/{}/layers/features.0/atlas.png"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, str, list[str]]]:
     """One real uvicorn for the module: the heavy pool has one slot, two waiting places and one place per
-    client; the cheap pool one slot and two places per client; a class session counts as two clients."""
+    client; the cheap pool one slot and two places per client, and no express slot (LeNet's atlases, once
+    measured, are quick work and would take it instead of waiting); a class session counts as two clients."""
     settings = Settings(storage_dir=tmp_path_factory.mktemp("attacks") / "images", max_active_heavy_work=1,
                         max_waiting_heavy_work=2, heavy_work_per_client=1, max_active_work=1, max_waiting_work=16,
-                        cheap_work_per_client=2, session_client_shares=2)
+                        cheap_work_per_client=2, session_client_shares=2, express_work=0)
     app = create_app(settings)
     with serving(app) as port:
         base = f"http://127.0.0.1:{port}"
