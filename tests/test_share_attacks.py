@@ -5,7 +5,9 @@ Each test holds the pool's only slot from the test itself (so the requests it se
 sends real HTTP requests from loopback addresses of their own (127.0.0.N: distinct machines), and looks at
 the pool's counts to know a request is queued. Distinct requests ask for distinct results (images, target
 classes): identical ones would share one computation and hold one place, and a result computed by an earlier
-test is a cache hit that never enters a pool, so each test uses images of its own.
+test is a cache hit that never enters a pool, so each test uses images of its own. Each heavy-pool test asks
+for a saliency method not run before (Score-CAM, occlusion, SmoothGrad): once measured below the heavy
+threshold on LeNet-5, a method's work moves to the cheap pool.
 
 Tried and held (no change needed): header id churn inside one address, made-up session codes, a live
 session's made-up student ids beyond the session's bound, X-Forwarded-For from loopback without proxy trust.
@@ -31,7 +33,7 @@ from server.settings import Settings
 from tests.conftest import png_bytes
 from tests.harness import serving, wait_until
 
-SCORECAM = "/api/models/lenet5/images/{}/saliency.npy"
+SALIENCY = "/api/models/lenet5/images/{}/saliency.npy"
 ATLAS = "/api/models/lenet5/images/{}/layers/features.0/atlas.png"
 
 
@@ -111,11 +113,11 @@ def test_header_ids_and_forwarded_addresses_from_one_machine_are_one_client(serv
     heavy: WorkLimiter = app.state.heavy_limiter
     asker = Asker(base)
     with slot_held(heavy):
-        asker.send("first", 5, SCORECAM.format(images[0]), {"method": "scorecam"},
+        asker.send("first", 5, SALIENCY.format(images[0]), {"method": "scorecam"},
                    **{"X-Forwarded-For": "10.1.0.1", "X-ConvScope-Client": "tab-1"})
         wait_until(lambda: heavy.waiting == 1, 10, "the first request to queue")
         for n in range(3):
-            asker.send(f"churn-{n}", 5, SCORECAM.format(images[1 + n]), {"method": "scorecam"},
+            asker.send(f"churn-{n}", 5, SALIENCY.format(images[1 + n]), {"method": "scorecam"},
                        **{"X-Forwarded-For": f"10.1.0.{2 + n}", "X-ConvScope-Client": f"tab-{2 + n}"})
         wait_until(lambda: len(asker.heard) == 3, 20, "the churned requests' answers")
         assert set(asker.heard.values()) == {429} and heavy.waiting == 1
@@ -132,9 +134,9 @@ def test_made_up_session_codes_and_student_ids_give_no_share_beyond_the_session(
     code = _session(base)
     asker = Asker(base)
     with slot_held(heavy):
-        asker.send("own", 6, SCORECAM.format(images[4]), {"method": "scorecam"})
+        asker.send("own", 6, SALIENCY.format(images[4]), {"method": "occlusion"})
         wait_until(lambda: heavy.waiting == 1, 10, "the address's own request to queue")
-        asker.send("invented", 6, SCORECAM.format(images[5]), {"method": "scorecam"},
+        asker.send("invented", 6, SALIENCY.format(images[5]), {"method": "occlusion"},
                    **{"X-ConvScope-Session": "ZZ9ZZ9", "X-ConvScope-Student": "made-up-student-1"})
         wait_until(lambda: "invented" in asker.heard, 20, "the made-up session's answer")
         assert asker.heard["invented"] == 429
@@ -185,10 +187,10 @@ def test_one_machine_cannot_push_a_class_sessions_students_out_of_a_full_queue(s
     asker = Asker(base)
     with slot_held(heavy):
         for n in range(2):
-            asker.send(f"student-{n}", 10 + n, SCORECAM.format(images[6 + n]), {"method": "scorecam"},
+            asker.send(f"student-{n}", 10 + n, SALIENCY.format(images[6 + n]), {"method": "smoothgrad"},
                        **{"X-ConvScope-Session": code, "X-ConvScope-Student": f"student-id-{n:04d}"})
             wait_until(lambda w=n + 1: heavy.waiting == w, 10, "a student's request to queue")
-        asker.send("pusher", 12, SCORECAM.format(images[8]), {"method": "scorecam"})
+        asker.send("pusher", 12, SALIENCY.format(images[8]), {"method": "smoothgrad"})
         wait_until(lambda: "pusher" in asker.heard, 20, "the pusher's answer")
         assert asker.heard == {"pusher": 503} and heavy.waiting == 2
     asker.join()
