@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     # most this many clients' shares (server/services/fairness/identity.py)
     session_client_shares: int = 8
     heavy_threshold_s: float = 0.5
+    # Quick work: cheap labels whose mean CPU time is below this may also take one of ``express_work`` extra slots,
+    # so they never wait for a slower cheap computation to end (work is not preempted). Measured on the loaded
+    # 2-core machine (scheduler.measured(), 20 runs each): LeNet-5's forward pass 31 ms and capture 30 ms,
+    # ResNet-18's layer1 capture of a 96 px photo 403 ms. See server/services/work/limiter.py
+    quick_threshold_s: float = Field(0.1, ge=0, le=1)
+    express_work: int = Field(1, ge=0, le=8)
     batch_window_ms: float = 2.0  # predictions for the same model wait this long to share a forward pass
     max_batch_size: int = 16
     activation_cache_bytes: int = 256 * 1024 * 1024  # layer outputs kept per (model, image), float32
