@@ -77,6 +77,7 @@ class TrainingRuns:
         self._stopping: dict[str, float] = {}  # run id → when a stop was asked
         self._spare: _Worker | None = None  # a worker started ahead, waiting for its job
         self._lock = threading.Lock()
+        self._preparing = threading.Lock()  # one spare started at a time (not one per concurrent request)
         self._spawner = ChildSpawner("training-spawner")
         self._closed = threading.Event()
         self._watch = threading.Thread(target=self._watchdog, name="training-watchdog", daemon=True)
@@ -174,6 +175,10 @@ class TrainingRuns:
     def prepare(self) -> None:
         """Start a spare worker (its imports and warm-up take seconds) so that the next run's first point comes
         soon after Start; called when someone looks at the runs (the Train view opens)."""
+        with self._preparing:  # concurrent callers (a class opening the Train view) wait for this one's spare
+            self._prepare()
+
+    def _prepare(self) -> None:
         with self._lock:
             if self._closed.is_set() or (self._spare is not None and self._spare.proc.poll() is None):
                 return
@@ -195,12 +200,13 @@ class TrainingRuns:
             return self._spare is not None and self._spare.ready.is_set()
 
     def _spawn(self, run: Run) -> None:
-        self.prepare()
-        with self._lock:
-            worker, self._spare = self._spare, None
-            assert worker is not None
-            worker.run = run
-            self._procs[run.id] = worker.proc
+        with self._preparing:  # two runs starting at once never take the same spare
+            self._prepare()
+            with self._lock:
+                worker, self._spare = self._spare, None
+                assert worker is not None
+                worker.run = run
+                self._procs[run.id] = worker.proc
         job = {"config": run.config.as_json(), "run_dir": str(run.folder),
                "data_dir": str(self.data_dir) if self.data_dir else None, "threads": self.limits.threads,
                "device": self._device(), "point_interval_s": self.limits.point_interval_s,
