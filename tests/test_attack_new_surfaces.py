@@ -68,7 +68,8 @@ def test_a_class_opening_the_train_view_at_once_starts_one_spare_worker(server: 
 
     def look(index: int) -> None:
         barrier.wait()
-        codes.append(clients[index].get("/api/training/runs").status_code)
+        # distinct URLs (a junk query is ignored) so that the in-flight coalescing does not make them one request
+        codes.append(clients[index].get("/api/training/runs", params={"n": index}).status_code)
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -168,24 +169,26 @@ def _server_cpu_s(pid: int) -> float:
     return times.user + times.system
 
 
-def test_a_probe_with_many_blurred_sizes_stops_costing_once_its_client_leaves(server: LiveServer) -> None:
-    """64 blurred patches of 64 sizes on EfficientNet-Lite0: the blurs were computed before admission and with
-    no checkpoint, so a client that left still cost the server a minute and a half of CPU."""
+def test_a_probe_with_many_blurred_sizes_costs_about_what_grey_patches_cost(server: LiveServer) -> None:
+    """64 blurred patches of 64 sizes on EfficientNet-Lite0 cost 48-63 s of the server CPU (92 s answered), each
+    size's blur a 2-D Gaussian of up to 225×225 taps computed before admission; the same patches in grey cost
+    6 s. Measured as the server process's CPU seconds, blur against grey in the same run."""
     with client_at("127.0.0.33", server.url) as http:
         uploaded = http.post("/api/images", files={"file": ("zebra.jpg", PHOTO)})
         assert uploaded.status_code == 201, uploaded.text
         base = f"/api/models/efficientnet_lite0/images/{uploaded.json()['image_id']}"
         assert http.get(f"{base}/predictions").status_code == 200  # the model is loaded
-        patches = [{"y": 0, "x": 0, "size": size, "fill": "blur"} for size in range(161, 225)]
-        with pytest.raises(httpx.TimeoutException):
-            http.post(f"{base}/occlusion-probe", json={"patches": patches}, timeout=1.0)
 
-    def quiet() -> bool:
-        before = _server_cpu_s(server.pid)
-        time.sleep(1.0)
-        return _server_cpu_s(server.pid) - before < 0.2
+        def cpu_of(fill: str) -> float:
+            patches = [{"y": size - 161, "x": 0, "size": size, "fill": fill} for size in range(161, 225)]
+            before = _server_cpu_s(server.pid)
+            answer = http.post(f"{base}/occlusion-probe", json={"patches": patches}, timeout=600)
+            assert answer.status_code == 200, answer.text
+            assert len(answer.json()["results"]) == len(patches)
+            return _server_cpu_s(server.pid) - before
 
-    wait_until(quiet, 30, "the server to stop computing for the client that left", poll_s=0)
+        grey, blur = cpu_of("grey"), cpu_of("blur")
+    assert blur < 4 * grey, f"blurred patches cost {blur:.1f} CPU s, grey ones {grey:.1f}"
 
 
 def test_only_the_client_that_started_a_shared_computation_can_stop_it(server: LiveServer) -> None:
