@@ -3,9 +3,10 @@ server's request pools, each registered as the model ``run-<id>`` whose weights 
 
 Limits: one active run per client address and ``max_runs`` in all (429 with Retry-After beyond); the
 checkpoints of every run together within ``budget_bytes`` on disk (the oldest finished runs go first).
-A run ends on Stop, when its owner has had no stream open and sent no request for ``grace_s``, and when the
-server stops (SIGTERM: the lifespan closes this service; a killed server takes its workers with it, see
-``die_with_server``). No process or file outlives the service.
+A run ends on Stop, when its owner has had no stream open and sent no request for ``grace_s``, after
+``max_run_s`` (one client cannot hold the training slot all day), and when the server stops (SIGTERM: the
+lifespan closes this service; a killed server takes its workers with it, see ``die_with_server``). No
+process or file outlives the service.
 """
 
 from __future__ import annotations
@@ -57,13 +58,14 @@ class TrainingLimits:
     threads: int = 1
     point_interval_s: float = 0.4
     maps_interval_s: float = 1.0
+    max_run_s: float = 3600.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> TrainingLimits:
         return cls(settings.max_training_runs, settings.training_runs_per_client,
                    settings.training_checkpoint_budget_bytes, settings.max_kept_training_runs,
                    settings.training_client_grace_s, settings.training_threads, settings.training_point_interval_s,
-                   settings.training_maps_interval_s)
+                   settings.training_maps_interval_s, settings.training_max_run_s)
 
 
 class TrainingRuns:
@@ -326,6 +328,8 @@ class TrainingRuns:
             for run in self.list():
                 if run.active and run.attached <= 0 and now - run.last_seen > self.limits.grace_s:
                     self._stop(run)  # its owner left
+                elif run.active and time.time() - run.created > self.limits.max_run_s:
+                    self._stop(run)  # it has had its time (its checkpoints stay)
             with self._lock:
                 late = [self._procs[i] for i, t in self._stopping.items() if now - t > STOP_WAIT_S and i in self._procs]
             for proc in late:
