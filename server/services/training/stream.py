@@ -24,7 +24,7 @@ async def run_events(runs: TrainingRuns, run: Run, client: str, last_event_id: i
         seq = last_event_id if last_event_id is not None else -1
         started = quiet = time.monotonic()
         while True:
-            events = run.since(seq) if seq >= 0 else None
+            events = run.since(seq) if 0 <= seq <= run.seq else None  # an id from the future: the whole run
             if events is None:
                 snapshot = run.as_json(full=True)
                 seq = snapshot["seq"]
