@@ -141,6 +141,21 @@ def test_a_run_ends_after_the_longest_a_run_may_take(server: LiveServer) -> None
             owner.delete(f"/api/training/runs/{run_id}")
 
 
+def test_a_run_may_not_ask_for_more_checkpoints_than_a_run_keeps(server: LiveServer) -> None:
+    """Every checkpoint keeps the pictures of its moment (TinyVGG: ~55 KB of first-layer maps) in the server's
+    memory and in every snapshot a page reads; the disk budget alone allowed ~15,000 of them in one run."""
+    many = {"architecture": "tinyvgg-shapes", "epochs": 1, "train_size": 1000, "batch_size": 1,
+            "checkpoint_every_steps": 1}
+    with client_at("127.0.0.37", server.url) as owner:
+        refused = owner.post("/api/training/runs", json=many)
+        try:
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["error"]["message"].startswith("checkpoint_every_steps: 1001 checkpoints")
+        finally:
+            if refused.status_code == 201:
+                owner.delete(f"/api/training/runs/{refused.json()['id']}")
+
+
 def test_a_live_text_message_that_is_no_patch_gets_an_error_and_the_socket_stays_open(server: LiveServer) -> None:
     """JSON nested deeper than Python's stack raised RecursionError and dropped the socket without a close;
     a 15 MiB JSON text was parsed on the event loop (every request waited ~1 s). Now: 400 and 413 messages."""

@@ -59,13 +59,14 @@ class TrainingLimits:
     point_interval_s: float = 0.4
     maps_interval_s: float = 1.0
     max_run_s: float = 3600.0
+    max_checkpoints: int = 200
 
     @classmethod
     def from_settings(cls, settings: Any) -> TrainingLimits:
         return cls(settings.max_training_runs, settings.training_runs_per_client,
                    settings.training_checkpoint_budget_bytes, settings.max_kept_training_runs,
                    settings.training_client_grace_s, settings.training_threads, settings.training_point_interval_s,
-                   settings.training_maps_interval_s, settings.training_max_run_s)
+                   settings.training_maps_interval_s, settings.training_max_run_s, settings.training_max_checkpoints)
 
 
 class TrainingRuns:
@@ -146,8 +147,11 @@ class TrainingRuns:
         if config.checkpoint_every_steps:
             n = config.train_size or 60_000
             count += config.epochs * math.ceil(n / config.batch_size) // config.checkpoint_every_steps
+        knob = "checkpoint_every_steps" if config.checkpoint_every_steps else "epochs"
+        if count > self.limits.max_checkpoints:  # each keeps the pictures of its moment, in memory and in snapshots
+            raise ApiError(422, f"invalid_{knob}", f"{knob}: {count} checkpoints; a run keeps at most "
+                           f"{self.limits.max_checkpoints}; ask for fewer.")
         if per_checkpoint * count > self.limits.budget_bytes:
-            knob = "checkpoint_every_steps" if config.checkpoint_every_steps else "epochs"
             raise ApiError(422, f"invalid_{knob}", f"{knob}: {count} checkpoints of {per_checkpoint / 2**20:.1f} MB "
                            f"would not fit the {self.limits.budget_bytes / 2**20:.0f} MB this server keeps for "
                            "checkpoints; ask for fewer.")
