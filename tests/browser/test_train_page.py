@@ -36,28 +36,28 @@ def test_start_curves_pause_scrub_and_open_a_checkpoint_in_layers(page, shots) -
     try:
         # curves: streamed points arrive and the speed readout fills
         page.wait_for_function("() => document.querySelector('.train-speed').textContent.includes('images/s')")
-        page.wait_for_function("() => !document.querySelector('.train-scrub').disabled")  # epoch 1's checkpoint
+        page.wait_for_function("() => !document.querySelector('.train-scrub').disabled")  # epoch-0: the start
         page.click(".train-pause")
         page.wait_for_selector(".train-status[data-state='paused']")
         assert page.inner_text(".train-pause") == "Resume"
         run = api(page, f"/api/training/runs/{run_id}")
-        assert run["state"] == "paused" and run["checkpoints"][0]["weights"] == "epoch-1"
+        assert run["state"] == "paused" and run["checkpoints"][0]["weights"] == "epoch-0"
         # the page's top-5 for the probe is the run's latest streamed answer
         shown = page.eval_on_selector_all(".train-top5 li", "items => items.map(li => li.textContent)")
         latest = run["latest"]["top5"]
         assert shown == [f"{row['label']} {100 * row['probability']:.1f}%" for row in latest]
         page.screenshot(path=str(shots / "train-paused-1280.png"))
-        # the scrubber goes back to the first checkpoint; its filters and label follow
+        # the scrubber goes back to the first checkpoint, the untrained network; its filters and label follow
         page.eval_on_selector(".train-scrub", "s => { s.value = '0'; s.dispatchEvent(new Event('input')); }")
-        page.wait_for_function("() => document.querySelector('.train-scrub-label').textContent.startsWith('epoch-1')")
+        page.wait_for_function("() => document.querySelector('.train-scrub-label').textContent.startsWith('epoch-0')")
         assert query(page)["ckpt"] == "0"
         page.click(".train-open")
         page.wait_for_function("() => new URLSearchParams(location.search).get('view') === 'layers'")
         state = query(page)
-        assert state["model"] == f"run-{run_id}" and state["weights"] == "epoch-1"
+        assert state["model"] == f"run-{run_id}" and state["weights"] == "epoch-0"
         page.wait_for_selector(".view-layers canvas")
-        detail = api(page, f"/api/models/run-{run_id}?weights=epoch-1")
-        assert detail["weights_used"] == "epoch-1" and detail["family"] == "run"
+        detail = api(page, f"/api/models/run-{run_id}?weights=epoch-0")
+        assert detail["weights_used"] == "epoch-0" and detail["family"] == "run"
         # back to the Train view: the run re-attaches from the URL (as after a refresh), still paused
         page.go_back()
         page.wait_for_selector(".train-status[data-state='paused']")
@@ -102,7 +102,7 @@ def test_students_follow_the_teachers_run(new_page, shots) -> None:  # noqa: F81
         assert len(api(student, "/api/training/runs")["runs"]) == before + 1  # the teacher's, no copy
         teacher.wait_for_selector(".train-status[data-state='done']")
         teacher.eval_on_selector(".train-scrub", "s => { s.value = '0'; s.dispatchEvent(new Event('input')); }")
-        student.wait_for_function("() => document.querySelector('.train-scrub-label').textContent.startsWith('epoch-1')")
+        student.wait_for_function("() => document.querySelector('.train-scrub-label').textContent.startsWith('epoch-0')")
         assert student.inner_text(".train-top5") == teacher.inner_text(".train-top5")
         student.screenshot(path=str(shots / "train-student-following-1280.png"))
     finally:
