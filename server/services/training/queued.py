@@ -144,9 +144,10 @@ def end_run(redis: Any, run_id: str, folder: Path, event: dict[str, Any]) -> boo
 
 # --- the worker's side ---------------------------------------------------------------------------------
 
-def _control_words(redis: Any, publish: Publisher, grace_s: float, finished: threading.Event) -> Iterator[str]:
+def _control_words(redis: Any, publish: Publisher, grace_s: float, max_run_s: float,
+                   finished: threading.Event) -> Iterator[str]:
     """Pause / resume / stop words for the worker's :class:`Control`; ends (a stop) when the owner has not been
-    seen by any replica for ``grace_s``, or the run was deleted."""
+    seen by any replica for ``grace_s``, when the run has had ``max_run_s``, or when it was deleted."""
     run = publish.run
     while not finished.is_set() and not publish.deleted:
         item = redis.blpop([key("control", run.id)], timeout=1)
@@ -154,7 +155,7 @@ def _control_words(redis: Any, publish: Publisher, grace_s: float, finished: thr
             yield item[1].decode() + "\n"
             continue
         seen = redis.get(key("seen", run.id))
-        if seen is None or time.time() - float(seen) > grace_s:
+        if seen is None or time.time() - float(seen) > grace_s or time.time() - run.created > max_run_s:
             return
 
 
@@ -176,7 +177,8 @@ def training_task(context: Any, params: dict[str, Any], progress: Any) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     publish = Publisher(redis, run, last_id)
     finished = threading.Event()
-    control = Control(_control_words(redis, publish, settings.training_client_grace_s, finished))
+    control = Control(_control_words(redis, publish, settings.training_client_grace_s, settings.training_max_run_s,
+                                     finished))
     job = {"config": run.config.as_json(), "run_dir": str(folder), "classes": params.get("classes"),
            "sources": training_sources(settings).as_json(), "threads": settings.training_threads,
            "device": training_device(context.runtime), "point_interval_s": settings.training_point_interval_s,
