@@ -23,7 +23,7 @@ from tests.harness import SHARED_DATA, live_server, wait_until
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
                                 reason="../shared/data/mnist is not present")
 SHORT = {"epochs": 1, "train_size": 128, "batch_size": 32}
-LONG = {"epochs": 50, "train_size": 512, "batch_size": 32, "checkpoint_every_steps": 4}  # stopped by the kill
+LONG = {"epochs": 50, "train_size": 512, "batch_size": 32, "checkpoint_every_steps": 8}  # stopped by the kill
 
 
 def _run(client: httpx.Client, run_id: str) -> dict:
@@ -45,7 +45,9 @@ def test_runs_and_checkpoints_are_listed_again_after_a_restart(tmp_path) -> None
         done = client.post("/api/training/runs", json={**SHORT, "name": "finished"}).json()
         wait_until(lambda: _run(client, done["id"])["state"] == "done", 120, "the short run to finish", 0.1)
         client.patch(f"/api/training/runs/{done['id']}", json={"name": "finished, renamed"})
-        killed = client.post("/api/training/runs", json=LONG).json()
+        killed = client.post("/api/training/runs", json=LONG)
+        assert killed.status_code == 201, killed.text
+        killed = killed.json()
         wait_until(lambda: len(_run(client, killed["id"])["checkpoints"]) >= 3, 120, "epoch-0 and two step checkpoints",
                    0.1)
         before = _run(client, killed["id"])
