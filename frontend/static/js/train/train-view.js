@@ -39,8 +39,8 @@ function canvas(className, width, height, label) {
 function legendRow(kind, name) {
   return el('span', { className: `train-legend-row train-legend-${kind}` }, [
     el('span', { className: 'train-legend-name', text: name }),
-    el('span', { className: 'train-key train-key-train' }), 'training',
-    el('span', { className: 'train-key train-key-held' }), 'held-out',
+    el('span', { className: 'train-legend-item' }, [el('span', { className: 'train-key train-key-train' }), 'training']),
+    el('span', { className: 'train-legend-item' }, [el('span', { className: 'train-key train-key-held' }), 'held-out']),
   ]);
 }
 
@@ -72,10 +72,10 @@ export function mount(container, ctx) {
   const bar = el('div', { className: 'train-bar' }, [parts.runSelect, parts.status, parts.speed, parts.pause, parts.stop]);
   const overlayRow = el('label', { className: 'train-overlay-row' }, ['Overlay', parts.overlaySelect]);
   const pictures = el('div', { className: 'train-pictures' }, [
-    el('figure', {}, [parts.filters, el('figcaption', { className: 'train-filters-caption', text: 'First-layer filters' })]),
+    el('figure', { className: 'train-tiles-box' }, [parts.filters, el('figcaption', { className: 'train-filters-caption', text: 'First-layer filters' })]),
     el('figure', {}, [parts.probe, el('figcaption', { text: 'Probe image' })]),
     el('figure', { className: 'train-top5-box' }, [parts.top5, el('figcaption', { text: 'Its top 5' })]),
-    el('figure', {}, [parts.maps, el('figcaption', { text: 'Its feature maps' })]),
+    el('figure', { className: 'train-tiles-box' }, [parts.maps, el('figcaption', { text: 'Its feature maps' })]),
   ]);
   const scrubRow = el('div', { className: 'train-scrub-row' }, [el('span', { text: 'Checkpoint' }), parts.scrub, parts.scrubLabel, parts.open]);
   const main = el('div', { className: 'train-main' }, [bar, overlayRow, parts.error, parts.legend,
