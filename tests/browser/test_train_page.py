@@ -184,9 +184,10 @@ def test_screens_and_text_floors(new_page, shots, two_runs, projector) -> None: 
                         full_page=True)
 
 
-def test_students_follow_the_teachers_run(new_page, shots) -> None:  # noqa: F811
-    """The class session carries the Train view's URL keys (run, scrubber position): a student's page attaches
-    to the teacher's run (it starts no run of its own) and moves its scrubber with the teacher's."""
+def test_students_follow_the_teachers_run(new_page, shots, two_runs) -> None:  # noqa: F811
+    """The class session carries the Train view's URL keys (run, scrubber position, overlaid run): a student's
+    page attaches to the teacher's run (it starts no run of its own), moves its scrubber with the teacher's and
+    overlays the run the teacher overlays."""
     teacher = new_page()
     open_page(teacher, "/?model=lenet5")
     teacher.click("text=Start class session")
@@ -207,6 +208,9 @@ def test_students_follow_the_teachers_run(new_page, shots) -> None:  # noqa: F81
         student.wait_for_function(SCRUBBED_TO, arg=first)
         assert student.inner_text(".train-scrub-label") == teacher.inner_text(".train-scrub-label")
         assert student.inner_text(".train-top5") == teacher.inner_text(".train-top5")
+        teacher.select_option(".train-overlay", two_runs[0]["id"])
+        student.wait_for_function(OVERLAID, arg=two_runs[0]["id"])
+        assert student.inner_text(".train-legend") == teacher.inner_text(".train-legend")
         student.screenshot(path=str(shots / "train-student-following-1280.png"))
     finally:
         stop(teacher, run_id)
