@@ -89,7 +89,10 @@ export function mount(container, ctx) {
   }, (id) => {
     if (view) view.parts.error.textContent = `Run ${id} is not on this server any more.`;
   });
-  view.other = runFollower(() => schedule(), (id) => {
+  view.other = runFollower((run, type) => {
+    if (type === 'end') refreshRuns(); // its state in the lists
+    schedule();
+  }, (id) => {
     if (view) view.parts.error.textContent = `The overlaid run ${id} is not on this server any more.`;
   });
 
@@ -211,6 +214,10 @@ function render() {
   parts.open.disabled = !(snap || (count && !isLive()));
   renderLegend(run, other);
   const marker = snap ? snap.step : null;
+  const per = other ? `per epoch, with “${other.name}” dotted` : 'per step';
+  parts.loss.setAttribute('aria-label', `Loss ${per}, training and held-out`);
+  parts.accuracy.setAttribute('aria-label', `Accuracy ${per}, training and held-out`);
+  parts.lr.setAttribute('aria-label', `Learning rate ${per}`);
   drawCurves(parts.loss, run, LOSS, { title: 'Loss', marker, overlay: other });
   drawCurves(parts.accuracy, run, ACCURACY, { title: 'Accuracy', yMax: 1, marker, overlay: other });
   drawCurves(parts.lr, run, LR, { title: 'Learning rate', marker, overlay: other });
