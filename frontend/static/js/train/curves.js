@@ -8,7 +8,8 @@ import { formatValue } from '../common/format.js';
 
 export const TRAIN_COLOUR = COLOURS.accent;
 export const HELD_OUT_COLOUR = '#c2410c';
-const OVERLAY_DASH = [2, 4];
+const HELD_OUT_DASH = [4, 2.7]; // in units of `dot` (1.5 device px at 12 px type)
+const OVERLAY_DASH = [1.3, 2.7];
 const OVERLAY_ALPHA = 0.75;
 
 /** Steps per epoch of a run (from its "started" event, else from its first epoch row); null when unknown. */
@@ -35,7 +36,8 @@ function drawLines(ctx, run, series, x, y, { overlay, dot }) {
     ctx.strokeStyle = s.colour;
     ctx.globalAlpha = overlay ? OVERLAY_ALPHA : 1;
     ctx.lineWidth = overlay ? 1.5 * dot : 2 * dot / 1.5;
-    ctx.setLineDash(overlay ? OVERLAY_DASH.map((d) => d * dot) : s.dashed ? [6, 4] : []);
+    const dash = overlay ? OVERLAY_DASH : s.dashed ? HELD_OUT_DASH : [];
+    ctx.setLineDash(dash.map((d) => d * dot)); // scaled with the type, so dashes stay dashes on any screen
     ctx.beginPath();
     let started = false;
     for (const p of points) {
