@@ -10,6 +10,8 @@ A real uvicorn serves the app in its own process (``tests/harness.live_server``,
   prepared  the same on another upload whose input tensor the server already made (GET input.npy first, then a
             pause): what the fresh path costs beyond preparing the image
   cached    the fresh image's requests again: every answer from the caches
+  top-k     POST /api/images, then one GET ``saliency/topk.json?k=5``: what the Saliency view sends after an
+            upload (the top-5 predictions and their five maps in one answer)                  goal ≤ 1.5× bare
 
 Photos are the real ones in ``../shared/data/images``; each upload appends a few bytes after the image's end, so
 that every upload is new to the server (a new sha256) while the decoded picture is the photo's. Figures are
@@ -90,6 +92,7 @@ def main() -> None:
     env = {"CONVSCOPE_HEAVY_WORK_PER_CLIENT": "64", "CONVSCOPE_UPLOAD_QUOTA_COUNT": "0",
            "CONVSCOPE_UPLOAD_QUOTA_BYTES": str(2**40)}
     rows: dict[str, list[tuple[float, float]]] = {"fresh predictions": [], "fresh predictions + 5 maps": [],
+                                                  "fresh topk.json (5 maps)": [],
                                                   "prepared predictions + 5 maps": [], "cached predictions + 5 maps": []}
     uploads = []
     cpu: dict[str, list[float]] = {name: [] for name in rows}  # server CPU seconds / bare forward CPU seconds
@@ -128,6 +131,11 @@ def main() -> None:
             rows["fresh predictions + 5 maps"].append((pred_s + maps_s, bare))
             rows["cached predictions + 5 maps"].append((timed(lambda i=fresh: maps(client, i, predictions(client, i))),
                                                         bare))
+            topk_image = upload(client, photo)
+            cpu_before = cpu_seconds(process)
+            rows["fresh topk.json (5 maps)"].append((timed(lambda i=topk_image: client.get(
+                MODEL.format(i) + "/saliency/topk.json", params={**QUERY, "k": K}).raise_for_status()), bare))
+            cpu["fresh topk.json (5 maps)"].append((cpu_seconds(process) - cpu_before) / bare_cpu)
             prepared = upload(client, photo)
             client.get(MODEL.format(prepared) + "/input.npy", params=QUERY).raise_for_status()
             time.sleep(0.5)  # the decoder's next worker process has started
@@ -144,7 +152,7 @@ def main() -> None:
         ratio = min(t for t, _ in pairs) / min(b for _, b in pairs)
         median = statistics.median(t / b for t, b in pairs)
         goal = ""
-        if name == "fresh predictions + 5 maps":
+        if name in ("fresh predictions + 5 maps", "fresh topk.json (5 maps)"):
             goal = "  ok" if ratio <= GOAL else f"  ABOVE goal {GOAL}×"
         cpu_text = f"; server CPU {statistics.median(cpu[name]):.2f}× the bare forward's" if cpu[name] else ""
         print(f"{name:<30} {ratio:5.2f}× bare  (median of ratios {median:.2f}, n={len(pairs)}{cpu_text}){goal}")

@@ -85,9 +85,11 @@ class Settings(BaseSettings):
     architecture_cache_bytes: int = 16 * 1024 * 1024  # architecture tables and receptive fields per model
     sample_cache_bytes: int = 32 * 1024 * 1024  # gallery sample PNGs and the MNIST test arrays
     loaded_models_bytes: int = 4 * 1024 * 1024 * 1024  # parameters of loaded models (VGG-16 alone: 528 MB)
-    # glibc's malloc (server/services/memory/allocator.py; measured in bench/bench_soak.py). 0 = glibc's default
+    # glibc's malloc (server/services/memory/allocator.py; measured in bench/bench_soak.py and
+    # bench/bench_allocator.py). 0 = glibc's default. A fixed mmap threshold low enough to catch conv outputs
+    # (1 MiB was the default until bench_allocator measured it) costs every forward pass its page faults: 1.9×
     malloc_arena_max: int = Field(default=2, ge=0, le=64)
-    malloc_mmap_threshold_bytes: int = Field(default=1024 * 1024, ge=0, le=32 * 1024 * 1024)
+    malloc_mmap_threshold_bytes: int = Field(default=0, ge=0, le=32 * 1024 * 1024)
     malloc_trim_interval_s: float = Field(default=10.0, ge=0, le=3600)
 
     cors_origins: list[str] = Field(default_factory=list)  # closed unless configured
