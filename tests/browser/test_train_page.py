@@ -112,10 +112,16 @@ def test_start_curves_pause_scrub_overlay_and_open_a_checkpoint_in_layers(page, 
         assert shown == [f"{row['label']} {100 * row['probability']:.1f}%" for row in first["top5"]]
         # overlay the finished run: the URL names it, the legend labels both, the explanation compares them with
         # their own numbers at the last epoch both reached
+        assert page.get_attribute(".train-loss", "data-axis") == "step"
+        alone = page.eval_on_selector(".train-loss", "c => c.toDataURL()")
         page.select_option(".train-overlay", other["id"])
         page.wait_for_function("id => new URLSearchParams(location.search).get('overlay') === id", arg=other["id"])
         page.wait_for_function(OVERLAID, arg=other["id"])
         assert page.inner_text(".train-legend-overlay .train-legend-name") == AUGMENTED["name"]
+        for chart in (".train-loss", ".train-accuracy", ".train-lr"):  # both runs drawn, against the epoch
+            assert page.get_attribute(chart, "data-runs") == f"{run_id} {other['id']}"
+            assert page.get_attribute(chart, "data-axis") == "epoch"
+        assert page.eval_on_selector(".train-loss", "c => c.toDataURL()") != alone
         mine = [row for row in api(page, f"/api/training/runs/{run_id}")["history"] if row["epoch"] >= 1]
         epoch = min(mine[-1]["epoch"], other["history"][-1]["epoch"])
         a = next(row for row in mine if row["epoch"] == epoch)

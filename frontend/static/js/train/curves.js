@@ -125,6 +125,9 @@ export function drawCurves(canvas, run, series, { title, yMax = null, marker = n
 
   if (overlay) drawLines(ctx, overlay, series, xOf(overlay), y, { overlay: true, dot });
   if (run) drawLines(ctx, run, series, xOf(run), y, { overlay: false, dot });
+  // what is drawn, for tests and tools: the x axis's unit and the runs on it (this run first)
+  canvas.dataset.axis = byEpoch ? 'epoch' : 'step';
+  canvas.dataset.runs = runs.map((r) => r.id).join(' ');
   if (marker !== null && run) {
     const x = xOf(run)(marker);
     ctx.strokeStyle = COLOURS.current;
