@@ -30,7 +30,7 @@ function matchDisplay(canvas) {
   if (canvas.height !== height) canvas.height = height;
 }
 
-function drawLines(ctx, run, series, x, y, { overlay, dot }) {
+function drawLines(ctx, run, series, x, y, { overlay, dot, radius }) {
   const points = run.points || [];
   for (const s of series) {
     ctx.strokeStyle = s.colour;
@@ -51,7 +51,7 @@ function drawLines(ctx, run, series, x, y, { overlay, dot }) {
     for (const row of run.history || []) {
       if (!Number.isFinite(row[s.epochKey])) continue;
       ctx.beginPath();
-      ctx.arc(x(row.step), y(row[s.epochKey]), dot * 2.2, 0, Math.PI * 2);
+      ctx.arc(x(row.step), y(row[s.epochKey]), radius, 0, Math.PI * 2);
       if (overlay) {
         ctx.lineWidth = dot;
         ctx.stroke();
@@ -123,8 +123,11 @@ export function drawCurves(canvas, run, series, { title, yMax = null, marker = n
   ctx.textAlign = 'right';
   ctx.fillText(String(Math.round(total)), right, bottom + font * 0.2);
 
-  if (overlay) drawLines(ctx, overlay, series, xOf(overlay), y, { overlay: true, dot });
-  if (run) drawLines(ctx, run, series, xOf(run), y, { overlay: false, dot });
+  // epoch dots smaller when many epochs share the width (30 epochs' dots would hide the lines between them)
+  const spacing = (right - left) / Math.max(1, ...runs.map((r) => (r.history || []).length));
+  const radius = Math.min(Math.max(spacing / 3.5, dot * 0.9), dot * 2.2);
+  if (overlay) drawLines(ctx, overlay, series, xOf(overlay), y, { overlay: true, dot, radius });
+  if (run) drawLines(ctx, run, series, xOf(run), y, { overlay: false, dot, radius });
   // what is drawn, for tests and tools: the x axis's unit and the runs on it (this run first)
   canvas.dataset.axis = byEpoch ? 'epoch' : 'step';
   canvas.dataset.runs = runs.map((r) => r.id).join(' ');
