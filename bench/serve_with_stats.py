@@ -31,20 +31,38 @@ def counts(app) -> dict:  # noqa: ANN001
             "saliency_hits": saliency.hits, "answers_copied": shared.copied, "answers_ran_alone": shared.ran_alone}
 
 
-def memory() -> dict:
-    """Every ResultCache in the process (the loaded models' one apart): bytes held and budget."""
+def memory(app) -> dict:  # noqa: ANN001
+    """Every ResultCache the app holds (the loaded models' one apart): bytes held and budget.
+
+    Found by walking what the app refers to, not with ``gc.get_objects()``: the caches are made at start-up,
+    and the server freezes its start-up objects out of the collector (``gc.freeze``), which hides them from it."""
+    import types
+
+    import torch
     from server.services.runtime.cache import ResultCache
 
+    skip = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, torch.Tensor, torch.nn.Module)
+    seen: set[int] = set()
+    stack: list[object] = [app.state]
+    found: list[ResultCache] = []
+    while stack and len(seen) < 2_000_000:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, skip):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, ResultCache):
+            found.append(obj)
+            continue  # its entries are values, not more caches
+        stack.extend(gc.get_referents(obj))
     caches: dict[str, list[int]] = {}
     models = 0
-    for obj in gc.get_objects():
-        if isinstance(obj, ResultCache):
-            if obj.name == "models":
-                models += obj.nbytes
-                continue
-            held = caches.setdefault(obj.name, [0, 0])
-            held[0] += obj.nbytes
-            held[1] += obj.budget_bytes
+    for cache in found:
+        if cache.name == "models":
+            models += cache.nbytes
+            continue
+        held = caches.setdefault(cache.name, [0, 0])
+        held[0] += cache.nbytes
+        held[1] += cache.budget_bytes
     return {"caches": caches, "cache_bytes": sum(h for h, _ in caches.values()),
             "cache_budget_bytes": sum(b for _, b in caches.values()), "model_bytes": models}
 
@@ -234,7 +252,7 @@ def main() -> None:
             if line.strip() == "stats":
                 print(json.dumps(counts(app)), flush=True)
             elif line.strip() == "memory":
-                print(json.dumps(memory()), flush=True)
+                print(json.dumps(memory(app)), flush=True)
             elif line.strip() == "tensors":
                 print(json.dumps({**tensors(), "malloc": malloc_info()}), flush=True)
             elif line.strip() == "garbage":

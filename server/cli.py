@@ -123,27 +123,39 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from models.datasets.image_folder import ImageFolderError, parse_option
     from models.registry import get_entry
     from models.training.config import ConfigError, for_architecture
     from models.training.data import DataUnavailable
+    from models.training.plan import Sources
     from models.training.train import train_model
 
     try:
         entry = get_entry(args.model)
     except KeyError:
-        print(f"convscope: no model {args.model!r} (see `convscope models`)", file=sys.stderr)
-        return 2
-    if entry.family != "bundled":
+        entry = None  # a models-file model (--models-file), resolved with the run
+    if entry is not None and entry.family != "bundled":
         hint = f"; use `convscope download {args.model}`" if entry.family == "torchvision" else ""
         print(f"convscope: {args.model} is a {entry.family} model, not one ConvScope trains{hint}", file=sys.stderr)
         return 2
+    if entry is None and args.models_file is None:
+        print(f"convscope: no model {args.model!r} (see `convscope models`; a model of your own needs "
+              "--models-file)", file=sys.stderr)
+        return 2
+    try:
+        folders = dict(parse_option(text) for text in args.image_folder)
+    except ImageFolderError as exc:
+        print(f"convscope: {exc}", file=sys.stderr)
+        return 2
+    sources = Sources(image_folders=folders, models_file=args.models_file)
     knobs = {name: getattr(args, name) for name in TRAIN_KNOBS if getattr(args, name) is not None}
     if args.augment is not None:
         knobs["augment"] = {"default": True, "none": False}.get(args.augment, tuple(
             kind.strip() for kind in args.augment.split(",") if kind.strip()))
     try:
         config = for_architecture(args.model, seed=args.seed, **knobs)
-        metrics = train_model(args.model, data_dir=args.data, out_dir=args.out, download=args.download, config=config)
+        metrics = train_model(args.model, data_dir=args.data, out_dir=args.out, download=args.download, config=config,
+                              sources=sources)
     except ConfigError as exc:
         print(f"convscope: {exc.message}", file=sys.stderr)
         return 2
@@ -265,13 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--models-file", type=Path, default=None, help="a TOML file of your own models")
     explain.set_defaults(func=_explain)
 
-    train = sub.add_parser("train", help="retrain a bundled model from its data")
-    train.add_argument("model")
+    train = sub.add_parser("train", help="train a bundled architecture or a models-file model (the Train view's knobs)")
+    train.add_argument("model", help="lenet5, mnist-shallow, mnist-deep, tinyvgg-shapes, or a --models-file model's id "
+                                     "(input at most 64×64)")
+    train.add_argument("--models-file", type=Path, default=None, help="a TOML file of your own models")
+    train.add_argument("--image-folder", action="append", default=[], metavar="NAME=PATH",
+                       help="a named folder of class subfolders, trained on with --dataset folder:NAME; repeatable")
     train.add_argument("--data", type=Path, default=None, help="data folder (default: CONVSCOPE_DATA_DIR or ../shared/data)")
     train.add_argument("--out", type=Path, default=None, help="where to write weights and metrics (default models/weights)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--dataset", choices=["mnist", "fashion-mnist", "shapes"], default=None,
-                       help="default: the model's own")
+    train.add_argument("--dataset", default=None, metavar="DATASET",
+                       help="mnist, fashion-mnist, shapes or folder:NAME (see --image-folder); default: the model's own")
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--optimizer", choices=["sgd", "momentum", "adam", "adamw"], default=None)

@@ -208,6 +208,11 @@ class Settings(BaseSettings):
     training_client_grace_s: float = Field(60.0, gt=0)  # a run whose owner left (no stream, no request) ends
     training_point_interval_s: float = Field(0.4, gt=0, le=0.5)  # a streamed point at least this often
     training_maps_interval_s: float = Field(1.0, gt=0)  # the probe's feature maps in a point at most this often
+    training_folder_max_images: int = Field(2_000, ge=2)  # images one run reads from a folder:NAME (evenly thinned)
+    training_folder_max_bytes: int = Field(200 * 2**20, ge=1)  # bytes of image files one run reads from a folder
+    # a models-file model trains here when its input is at most 64×64 and it is within both of these
+    training_max_parameters: int = Field(5_000_000, ge=1)
+    training_max_flops: int = Field(200_000_000, ge=1)  # forward FLOPs of one image (torch's FlopCounterMode)
 
     @field_validator("image_folders")
     @classmethod

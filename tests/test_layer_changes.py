@@ -34,3 +34,21 @@ def test_the_changes_of_a_second_pass_are_relative_l2_of_the_outputs_before_in_p
     changes = dict(moved.ordered_changes())
     assert list(changes) == NAMES
     assert changes["1"] == pytest.approx(reference, rel=1e-5)
+
+
+def test_with_a_gate_only_layers_after_its_first_call_count() -> None:
+    model, x = _model(), torch.randn(1, 3, 8, 8)
+    watched = ["0", "2", "3"]
+    base = LayerChanges(model, watched, after="1")
+    with recording_hooks(model, base.hooks()), torch.no_grad():
+        model(x)
+    assert list(base.outputs) == ["2", "3"], "layer 0 ran before the gate"
+    with torch.no_grad():
+        head = model[1](model[0](x))
+    for opened in (False, True):  # a pass that starts right after the gate (the ablation's split tail)
+        moved = LayerChanges(model, watched, base.outputs, after="1")
+        if opened:
+            moved.start_after_gate()
+        with recording_hooks(model, moved.hooks()), torch.no_grad():
+            model[3](model[2](head * 2))
+        assert [name for name, _ in moved.ordered_changes()] == (["2", "3"] if opened else [])

@@ -7,11 +7,16 @@ are configs like any other) and the Train view's runs (``server.services.trainin
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 ARCHITECTURES = ("lenet5", "mnist-shallow", "mnist-deep", "tinyvgg-shapes")
 DATASETS = ("mnist", "fashion-mnist", "shapes")
+FOLDER_PREFIX = "folder:"  # a named image folder (``folder:NAME``), as the dataset examples name it
+FOLDER_DATASET = re.compile(r"folder:[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+# Any other architecture is a models-file model, named by its registry id (resolved by models.training.plan)
+MODEL_ID = re.compile(r"[a-z0-9._-]{1,80}")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 AUGMENTATIONS = ("shift", "flip", "rotate", "scale")
@@ -23,6 +28,7 @@ DEFAULT_AUGMENT = {
     "fashion-mnist": ("shift", "flip", "scale"),
     "shapes": ("flip",),
 }
+FOLDER_AUGMENT = ("shift", "scale")  # a user's folder: flips are offered, not assumed (a mirrored "b" is a "d")
 FLIP_MAKES_SENSE = ("fashion-mnist", "shapes")
 # The networks whose first layer reads 28×28 greyscale (MNIST, Fashion-MNIST); TinyVGG adapts to either.
 GREYSCALE_ONLY = ("lenet5", "mnist-shallow", "mnist-deep")
@@ -63,7 +69,7 @@ class RunConfig:
     train_size: int | None = None  # None: every training image the dataset has here
     seed: int = 0
     checkpoint_every_steps: int = 0  # 0: a checkpoint at each epoch's end only
-    init: str = "random"  # "current": start from the bundled model's trained weights (fine-tuning)
+    init: str = "random"  # "current": start from the model's trained weights (fine-tuning)
     # He-normal re-initialisation, which TinyVGG (four ReLU convolutions, no normalisation) needs: with the
     # default init its logits start almost constant and training stalls for epochs.
     kaiming_init: bool = False
@@ -78,8 +84,10 @@ class RunConfig:
 
 def checked(config: RunConfig) -> RunConfig:
     """``config`` when every knob is in range and the knobs fit each other; :class:`ConfigError` otherwise."""
-    _choice("architecture", config.architecture, ARCHITECTURES)
-    _choice("dataset", config.dataset, DATASETS)
+    if config.architecture not in ARCHITECTURES and not MODEL_ID.fullmatch(config.architecture):
+        _choice("architecture", config.architecture, ARCHITECTURES)
+    if not is_folder(config.dataset):
+        _choice("dataset", config.dataset, DATASETS, " or folder:NAME (a named image folder)")
     _choice("optimizer", config.optimizer, OPTIMIZERS)
     _choice("schedule", config.schedule, SCHEDULES)
     _range("epochs", config.epochs, 1, MAX_EPOCHS)
@@ -97,7 +105,7 @@ def checked(config: RunConfig) -> RunConfig:
     _check_init(config)
     for kind in config.augment:
         _choice("augment", kind, AUGMENTATIONS)
-    if "flip" in config.augment and config.dataset not in FLIP_MAKES_SENSE:
+    if "flip" in config.augment and config.dataset not in FLIP_MAKES_SENSE and not is_folder(config.dataset):
         raise ConfigError("augment", f"augment: flip does not make sense for {config.dataset} (a mirrored digit is "
                           "not the same digit); use shift, rotate or scale")
     if config.dataset == "shapes" and set(config.augment) - {"flip"}:
@@ -106,10 +114,20 @@ def checked(config: RunConfig) -> RunConfig:
     return config
 
 
+def is_folder(dataset: str) -> bool:
+    """``dataset`` names an image folder (``folder:NAME``)."""
+    return bool(FOLDER_DATASET.fullmatch(dataset))
+
+
+def is_bundled(architecture: str) -> bool:
+    """One of ConvScope's own architectures (else a models-file model)."""
+    return architecture in ARCHITECTURES
+
+
 def _check_init(config: RunConfig) -> None:
     _choice("init", config.init, INITS)
-    if config.init != "current":
-        return
+    if config.init != "current" or not is_bundled(config.architecture):
+        return  # a models-file model's own weights are checked where it is resolved (models.training.plan)
     native = ("shapes",) if config.architecture == "tinyvgg-shapes" else ("mnist", "fashion-mnist")
     if config.dataset not in native:
         raise ConfigError("init", f"init: {config.architecture}'s current weights read {' or '.join(native)} images, "
@@ -120,9 +138,9 @@ def _check_init(config: RunConfig) -> None:
                           "to fine-tune, or start from random weights")
 
 
-def _choice(knob: str, value: str, choices: tuple[str, ...]) -> None:
+def _choice(knob: str, value: str, choices: tuple[str, ...], more: str = "") -> None:
     if value not in choices:
-        raise ConfigError(knob, f"{knob}: {value!r} is not one of {', '.join(choices)}")
+        raise ConfigError(knob, f"{knob}: {value!r} is not one of {', '.join(choices)}{more}")
 
 
 def _range(knob: str, value: float, low: float, high: float) -> None:
@@ -153,10 +171,11 @@ def for_architecture(architecture: str, **changes: Any) -> RunConfig:
     base = BUNDLED_RECIPES.get(architecture, RunConfig(architecture=architecture))
     augment = changes.pop("augment", None)
     config = replace(base, **changes)
+    default = FOLDER_AUGMENT if is_folder(config.dataset) else DEFAULT_AUGMENT.get(config.dataset, ())
     if augment is True:
-        augment = DEFAULT_AUGMENT.get(config.dataset, ())
+        augment = default
     elif augment is False:
         augment = ()
     elif augment is None:
-        augment = DEFAULT_AUGMENT.get(config.dataset, ()) if config.dataset != base.dataset else base.augment
+        augment = default if config.dataset != base.dataset else base.augment
     return replace(config, augment=tuple(dict.fromkeys(augment)))

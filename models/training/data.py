@@ -48,8 +48,8 @@ class TrainingData:
     test_y: torch.Tensor
     val_x: torch.Tensor | None
     val_y: torch.Tensor | None
-    mean: float
-    std: float
+    mean: float | torch.Tensor  # one for every channel, or per channel (C×1×1: an image folder)
+    std: float | torch.Tensor
     train_source: str
     test_set: str
 

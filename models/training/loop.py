@@ -71,12 +71,15 @@ def make_schedule(config: RunConfig, optimizer: torch.optim.Optimizer, steps_per
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, data: datasets.TrainingData, device: torch.device | str = "cpu") -> None:
+    def __init__(self, config: RunConfig, data: datasets.TrainingData, device: torch.device | str = "cpu",
+                 network: nn.Module | None = None) -> None:
+        """``network``: the run's starting network (its plan's, :mod:`models.training.plan`); default
+        :func:`build_network` (a bundled architecture on its own dataset)."""
         self.config = config
         self.data = data
         self.device = torch.device(device)
         torch.manual_seed(config.seed)  # dropout draws from the global stream
-        model = build_network(config).to(self.device)
+        model = (network if network is not None else build_network(config)).to(self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = model.to(memory_format=self.memory_format)
         self.generator = torch.Generator().manual_seed(config.seed)

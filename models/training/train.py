@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 
 from models import registry
 from models.training import data as datasets
-from models.training.config import RunConfig, checked, recipe
+from models.training.config import RunConfig, recipe
 from models.training.data import dihedral as _dihedral  # noqa: F401  (tests reach it here)
 from models.training.loop import Trainer
+from models.training.plan import Sources, plan
 
 TRAIN_EVAL_MAX = 8_000  # train_accuracy is measured on at most this many training images (time)
 # One intra-op thread: on the shared 2-core machine, under load, two threads spent most of their time
@@ -62,31 +63,36 @@ def train_model(
     download: bool = False,
     limit: int | None = None,
     config: RunConfig | None = None,
+    sources: Sources | None = None,
 ) -> dict[str, Any]:
     """Train ``model_id`` (its bundled recipe, or ``config``) and write ``<out_dir>/<id>.pt`` and
     ``<out_dir>/<id>.metrics.json``. ``limit`` caps the training images (for Shapes, every split);
-    ``download`` lets torchvision fetch the MNIST training images. Returns the metrics dict."""
+    ``download`` lets torchvision fetch the MNIST training images. ``sources``: where named image folders
+    and the models file are (its ``data_dir`` gives way to ``data_dir``). Returns the metrics dict."""
     if config is None:
         config = recipe(model_id, seed=seed, train_size=limit)
     if epochs is not None:
         if epochs < 1:
             raise ValueError("epochs must be at least 1")
         config = replace(config, epochs=epochs)
-    checked(config)
+    sources = replace(sources or Sources(), data_dir=Path(data_dir) if data_dir is not None else
+                      (sources.data_dir if sources is not None else None))
+    run_plan = plan(config, sources, check_files=not download)
     out = Path(out_dir) if out_dir is not None else registry.WEIGHTS_DIR
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(min(MAX_THREADS, previous_threads))
     try:
-        return _train(model_id, config, data_dir, out, progress, download)
+        return _train(model_id, run_plan, sources, out, progress, download)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(model_id: str, config: RunConfig, data_dir: str | Path | None, out: Path, progress: bool,
-           download: bool) -> dict[str, Any]:
+def _train(model_id: str, run_plan: Any, sources: Sources, out: Path, progress: bool, download: bool
+           ) -> dict[str, Any]:
     started = time.perf_counter()
-    data = datasets.load(config.dataset, data_dir, config.train_size, download)
-    trainer = Trainer(config, data)
+    config = run_plan.config
+    data = run_plan.load_data(sources, download)
+    trainer = Trainer(config, data, network=run_plan.network())
     n = len(data.train_x)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     history: list[dict[str, float]] = []
@@ -167,10 +173,12 @@ def _metrics(model_id: str, config: RunConfig, data: datasets.TrainingData, test
         "dropout": config.dropout,
         "batch_norm": config.batch_norm,
         "config": config.as_json(),
-        "normalisation": {"mean": data.mean, "std": data.std, "formula": "(pixel/255 - mean) / std"},
+        "classes": list(data.classes),
+        "normalisation": {"mean": _number(data.mean), "std": _number(data.std), "formula": "(pixel/255 - mean) / std"},
         "initialisation": (
             f"He-normal (fan-in, ReLU gain), zero biases, drawn from the training seed {config.seed}"
-            if config.kaiming_init else f"PyTorch's default, seeded with the training seed {config.seed}"
+            if config.kaiming_init else f"PyTorch's default (reset_parameters), seeded with the training seed {config.seed}"
+            if config.init == "random" else "the model's current weights (fine-tuning)"
         ),
         "history": history,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -183,3 +191,8 @@ def _metrics(model_id: str, config: RunConfig, data: datasets.TrainingData, test
     if model_id == "lenet5":
         metrics["reference"] = LENET5_REFERENCE
     return metrics
+
+
+def _number(value: Any) -> float | list[float]:
+    """A normalisation constant for JSON: one number, or one per channel."""
+    return value.flatten().tolist() if isinstance(value, torch.Tensor) else value

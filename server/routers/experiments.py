@@ -119,14 +119,17 @@ def occlusion_probe_map(image_id: str, body: ProbeMapBody, loaded: LoadedModelDe
     return png_response(answers.overlay(loaded, inputs, image_id, values, body.colormap, 0.6), headers)
 
 
-MinFlip = Annotated[bool, Query(description="also search the smallest flipping ε (more work; cached)")]
+MinFlip = Annotated[bool, Query(description="also search the smallest flipping ε in this request (up to 16 "
+                                             "attacks; cached). Default: only when already known — "
+                                             "urls.min_flip asks for it on its own")]
 
 
 @router.get(IMAGE + "/adversarial.json")
 def adversarial_json(image_id: str, loaded: LoadedModelDep, spec: AttackDep, experiments: ExperimentsDep,
-                     min_flip: MinFlip = True) -> dict[str, Any]:
+                     min_flip: MinFlip = False) -> dict[str, Any]:
     """The prediction before and after the attack, per layer how far its output moved, the perturbation's
-    size, and the smallest ε that flips the top-1 (``min_flip=false``: only when already known)."""
+    size, and the smallest ε that flips the top-1 when it is known (``min_flip_known``; ``urls.min_flip``
+    searches it, ``min_flip=true`` in this request). The search is not part of the attack's cost."""
     result = experiments.attack(loaded, image_id, spec)
     if min_flip:
         known, epsilon = True, experiments.min_flip_epsilon(loaded, image_id, spec)

@@ -38,6 +38,7 @@ from server.services.saliency.gradcam_steps import GradCamStepsService
 from server.services.saliency.service import SaliencyMaps
 from server.services.step_through import StepThrough
 from server.services.training import TrainingLimits, TrainingRuns
+from server.services.training.run import training_sources
 from server.services.trust import TrustChecks
 from server.services.work import Scheduler, WorkLimiter, cancel_all, cancel_on_signals
 from server.services.work.clients import ClientIdentities
@@ -135,7 +136,8 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
         budget_bytes=settings.trust_cache_bytes, max_steps=settings.sanity_max_steps,
         batch_size=settings.deletion_batch_size)
     app.state.training = TrainingRuns(runtime, settings.training_dir or settings.storage_dir.parent / "training",
-                                      settings.data_dir, TrainingLimits.from_settings(settings))
+                                      settings.data_dir, TrainingLimits.from_settings(settings),
+                                      training_sources(settings))
     backend = make_backend(settings.redis_url)
     classroom = Classroom(backend, SessionLimits.from_settings(settings), WallPredictions(runtime, app.state.outputs),
                           settings.default_model, SessionPins(backend, app.state.image_store))

@@ -179,6 +179,10 @@ def _trainable(body: dict) -> dict:
     fine-tune keeps the bundled layers and input) and that ends in a moment (one epoch of a few images, no step
     checkpoints), as the API's description says."""
     body = {**body, "epochs": 1, "train_size": 16, "checkpoint_every_steps": 0}
+    if body.get("architecture") not in (None, "lenet5", "mnist-shallow", "mnist-deep", "tinyvgg-shapes"):
+        body["architecture"] = "lenet5"  # any other id is a models-file model's (422 invalid_architecture here)
+    if str(body.get("dataset")).startswith("folder:"):
+        body["dataset"] = None  # a named folder this app may not have (422 invalid_dataset)
     if body.get("init") == "current":
         body.update(batch_norm=False, dropout=0.0, dataset=None)
     dataset = body.get("dataset") or ("shapes" if body.get("architecture") == "tinyvgg-shapes" else "mnist")

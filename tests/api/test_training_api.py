@@ -6,7 +6,6 @@ and leave no process or file behind."""
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,23 +23,12 @@ from server.main import create_app
 from server.settings import Settings
 from tests.conftest import png_bytes
 from tests.harness import SHARED_DATA, live_server, wait_until
+from tests.training_support import events_until_end, workers
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
                                 reason="../shared/data/mnist is not present")
 SHORT = {"epochs": 2, "train_size": 128, "batch_size": 32}
 LONG = {"epochs": 50, "train_size": 8000, "batch_size": 16}  # minutes of work: only ever stopped
-
-
-def workers() -> list[psutil.Process]:
-    """This process's training workers (children running server.services.training.worker)."""
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "server.services.training.worker" in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return found
 
 
 @pytest.fixture
@@ -57,20 +45,6 @@ def app_client(training_settings: Settings) -> Iterator[TestClient]:
     assert not training_settings.training_dir.exists()  # and deleted every checkpoint
 
 
-def events_until_end(client: TestClient, run_id: str) -> list[tuple[str, dict]]:
-    events, kind = [], None
-    with client.stream("GET", f"/api/training/runs/{run_id}/events") as response:
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                events.append((kind, json.loads(line[6:])))
-                if kind == "end":
-                    break
-    return events
-
-
 def test_a_short_run_streams_and_its_checkpoints_work_in_every_view(app_client, upload):
     started = app_client.post("/api/training/runs", json={**SHORT, "dropout": 0.2, "batch_norm": True,
                                                           "checkpoint_every_steps": 3})
@@ -81,14 +55,16 @@ def test_a_short_run_streams_and_its_checkpoints_work_in_every_view(app_client, 
     events = events_until_end(app_client, run["id"])
     kinds = [kind for kind, _ in events]
     assert kinds[0] == "snapshot" and kinds[-1] == "end" and events[-1][1]["state"] == "done"
-    assert kinds.count("epoch") == 2 and kinds.count("checkpoint") == 4 and "point" in kinds
+    assert kinds.count("epoch") == 2 and kinds.count("checkpoint") == 5 and "point" in kinds
+    first = next(data for kind, data in events if kind == "checkpoint")  # epoch-0 comes before any step
+    assert (first["weights"], first["epoch"], first["step"]) == ("epoch-0", 0, 0) and kinds.index("checkpoint") < kinds.index("point")
     point = next(data for kind, data in events if kind == "point")
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "images_per_s", "filters", "top5"} <= set(point)
     assert point["filters"]["shape"] == [6, 1, 5, 5] and len(point["top5"]) == 5
 
     detail = app_client.get(f"/api/training/runs/{run['id']}").json()
     names = [c["weights"] for c in detail["checkpoints"]]  # 4 steps an epoch, and one every 3 steps
-    assert detail["state"] == "done" and names == ["step-3", "epoch-1", "step-6", "epoch-2"]
+    assert detail["state"] == "done" and names == ["epoch-0", "step-3", "epoch-1", "step-6", "epoch-2"]
     assert [row["epoch"] for row in detail["history"]] == [1, 2]
     assert all(0 <= row["val_accuracy"] <= 1 for row in detail["history"])
     models = {m["id"]: m for m in app_client.get("/api/models").json()["models"]}
@@ -102,6 +78,8 @@ def test_a_short_run_streams_and_its_checkpoints_work_in_every_view(app_client, 
     answer = app_client.get(f"{base}/predictions", params={"weights": "epoch-1", "top_k": 10})
     assert answer.status_code == 200 and answer.headers["X-ConvScope-Weights"] == "epoch-1"
     config = for_architecture("lenet5", **SHORT, dropout=0.2, batch_norm=True, checkpoint_every_steps=3)
+    untrained = torch.load(training_dir(app_client) / f"run-{run['id']}" / "epoch-0.pt", weights_only=True)
+    assert all(torch.equal(untrained[k], v) for k, v in build_network(config).state_dict().items())  # the start
     model = build_network(config)
     model.load_state_dict(torch.load(training_dir(app_client) / f"run-{run['id']}" / "epoch-1.pt", weights_only=True))
     with torch.no_grad():
@@ -126,7 +104,7 @@ def test_a_short_run_streams_and_its_checkpoints_work_in_every_view(app_client, 
     layers = app_client.get(f"/api/models/{run['model']}", params={"weights": "epoch-1"}).json()["layers"]
     conv = next(layer["name"] for layer in layers if layer["type"] == "Conv2d")
     for url in (f"{base}/layers/{conv}/activations.npy", f"{base}/layers/{conv}/trace", f"{base}/saliency.png"):
-        for weights in ("epoch-2", "step-3"):
+        for weights in ("epoch-2", "step-3", "epoch-0"):
             assert app_client.get(url, params={"weights": weights}).status_code == 200, (url, weights)
     assert app_client.get(f"{base}/predictions", params={"weights": "epoch-9"}).status_code == 404
 

@@ -109,7 +109,7 @@ def ablate(loaded: LoadedModel, batch: torch.Tensor, base: AblationBase, spec: A
         if base.split is not None:
             # the tail calls the layer's later uses itself (and edits them); only the recorders are hooks
             with forward_hooks(loaded, later.hooks()):
-                later.after = True
+                later.start_after_gate()
                 logits = base.split.run_tail(base.state, spec.edit)
         else:
             with forward_hooks(loaded, later.hooks([(spec.edited_module, edit_hook)])):

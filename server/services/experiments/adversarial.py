@@ -14,7 +14,7 @@ image, takes ``steps`` FGSM steps of ``step_size`` and projects onto the ε-ball
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -68,10 +68,48 @@ class PixelModel:
         """∂(−log p(label))/∂pixels, row by row (B×C×H×W); no weight gradients (the parameters are frozen)."""
         x = pixels.detach().requires_grad_(True)
         with torch.enable_grad():
+            return _gradient(self(x), labels, x)
+
+    def clean_gradient(self, pixels: torch.Tensor, target: int | None,
+                       known: torch.Tensor | None) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """One pass over the clean 1×C×H×W ``pixels``: (its logits N, the label attacked, the loss gradient).
+
+        The label is ``target``, else the clean top-1 — of ``known`` (the logits a prediction filed already),
+        else of this pass's own logits: the attack's forward is then also the image's prediction."""
+        x = pixels.detach().requires_grad_(True)
+        with torch.enable_grad():
             logits = self(x)
-            loss = -torch.log_softmax(logits.float(), dim=-1).gather(1, labels[:, None]).sum()
-            (grad,) = torch.autograd.grad(loss, x)
-        return grad
+            clean = known if known is not None else logits.detach().float().cpu()[0]
+            label = int(target) if target is not None else int(clean.argmax())
+            labels = torch.tensor([label], dtype=torch.long, device=x.device)
+            return clean, label, _gradient(logits, labels, x)
+
+
+def _gradient(logits: torch.Tensor, labels: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """∂(Σ −log p(label))/∂x: autograd to the input only (nothing else in the graph needs a gradient)."""
+    loss = -torch.log_softmax(logits.float(), dim=-1).gather(1, labels[:, None]).sum()
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+@dataclass(frozen=True)
+class AttackBase:
+    """What every attack on one image for one label shares, whatever ε, steps and step size: the clean
+    pixels (1×C×H×W), the clean logits (N), the label attacked, the loss gradient at the clean pixels
+    (FGSM's only gradient, PGD's first) and the clean pass's layer outputs with their norms (for the
+    per-layer distances). With it kept, moving the ε slider costs one forward pass (FGSM)."""
+
+    pixels: torch.Tensor
+    logits: torch.Tensor
+    label: int
+    gradient: torch.Tensor
+    outputs: dict[str, torch.Tensor]
+    norms: dict[str, float] = field(default_factory=dict)  # ‖output‖₂ per layer, filled on first use
+
+    @property
+    def nbytes(self) -> int:
+        tensors = (self.pixels, self.logits, self.gradient, *self.outputs.values())
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def fgsm_step(pixels: torch.Tensor, grad: torch.Tensor, size: torch.Tensor | float, targeted: bool) -> torch.Tensor:
@@ -86,7 +124,8 @@ def perturb(model: PixelModel, pixels: torch.Tensor, label: int, spec: AttackSpe
             first_gradient: torch.Tensor | None = None) -> torch.Tensor:
     """The perturbed pixels. ``pixels`` is 1×C×H×W, or B×C×H×W with ``epsilons`` (B, in [0, 1] units) for
     one attack per row (the smallest-flipping-ε search); ``on_step`` runs after every gradient;
-    ``first_gradient``: the loss gradient at ``pixels``, when the caller took it already."""
+    ``first_gradient``: the loss gradient at ``pixels`` (or at its one image, 1×C×H×W, for every row), when
+    the caller took it already."""
     rows = pixels.shape[0]
     eps = torch.full((rows,), spec.epsilon / 255.0) if epsilons is None else epsilons
     eps = eps.to(pixels.device, pixels.dtype).reshape(rows, 1, 1, 1)
@@ -118,16 +157,18 @@ def flipped(logits: torch.Tensor, clean_top: int, spec: AttackSpec) -> torch.Ten
 
 
 def min_flip_epsilon(model: PixelModel, pixels: torch.Tensor, clean_top: int, spec: AttackSpec,
-                     chunk: int = 4) -> int | None:
+                     chunk: int = 4, first_gradient: torch.Tensor | None = None) -> int | None:
     """The smallest ε of the slider (1…16, in 1/255) at which the attack flips the top-1, or None.
 
     Every ε is an attack of its own (PGD's path depends on ε); they run ``chunk`` at a time as one batch,
-    smallest first, and the search stops at the first chunk with a flip."""
+    smallest first, and the search stops at the first chunk with a flip. ``first_gradient``: the loss
+    gradient at ``pixels`` (1×C×H×W), when known — FGSM then needs no gradient at all, PGD one fewer."""
     for start in range(1, MAX_EPSILON + 1, chunk):
         values = list(range(start, min(MAX_EPSILON, start + chunk - 1) + 1))
         epsilons = torch.tensor(values, dtype=torch.float32) / 255.0
         batch = pixels.expand(len(values), *pixels.shape[1:]).contiguous()
-        adversarial = perturb(model, batch, clean_top if not spec.targeted else int(spec.target or 0), spec, epsilons)
+        adversarial = perturb(model, batch, clean_top if not spec.targeted else int(spec.target or 0), spec, epsilons,
+                              first_gradient=first_gradient)
         with torch.no_grad():
             hits = flipped(model(adversarial), clean_top, spec)
         checkpoint()

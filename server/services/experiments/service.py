@@ -140,44 +140,52 @@ class Experiments:
         return self.cache.get_or_compute((loaded.entry.id, image_id, "blur", size), lambda: probe.blurred(pixels, size))
 
     # --- adversarial -----------------------------------------------------------------------------------------
-    def attack(self, loaded: LoadedModel, image_id: str, spec: adv.AttackSpec) -> AttackResult:
-        def compute() -> AttackResult:
+    def attack_base(self, loaded: LoadedModel, image_id: str, target: int | None) -> adv.AttackBase:
+        """The clean pass every attack on the image for this label shares (kept: an ε change reuses it). Its
+        layer outputs are recorded while its gradient is taken, and with no prediction filed yet its logits
+        become the image's prediction: no pass of its own for either."""
+
+        def compute() -> adv.AttackBase:
             model = adv.PixelModel(loaded)
             pixels = model.pixels(self.inputs.batch(loaded, image_id))
-            label = self._attack_label(loaded, image_id, spec)
+            known = self.outputs.cached_logits(loaded, image_id)
+            with self._admitted(f"experiments/adversarial-base/{loaded.entry.id}"):
+                clean = LayerChanges(loaded.module, depth_layers(loaded.module))
+                with forward_hooks(loaded, clean.hooks()):
+                    logits, label, gradient = model.clean_gradient(pixels, target, known)
+            if known is None:
+                self.outputs.remember(loaded, image_id, logits)
+            return adv.AttackBase(pixels, logits, label, gradient, clean.outputs)
+
+        return self.cache.get_or_compute(self._key(loaded, image_id, "attack-base", target), compute)
+
+    def attack(self, loaded: LoadedModel, image_id: str, spec: adv.AttackSpec) -> AttackResult:
+        def compute() -> AttackResult:
+            base = self.attack_base(loaded, image_id, spec.target)
+            model = adv.PixelModel(loaded)
             prior = "heavy" if spec.attack == "pgd" and spec.steps > 10 else "cheap"
             with self._admitted(f"experiments/adversarial/{loaded.entry.id}/{spec.attack}", prior):
-                names = depth_layers(loaded.module)
-                # the clean pass's layer outputs are recorded while its gradient is taken: no extra pass
-                clean = LayerChanges(loaded.module, names)
-                labels = torch.tensor([label], dtype=torch.long, device=pixels.device)
-                with forward_hooks(loaded, clean.hooks()):
-                    first = model.loss_gradient(pixels, labels)
-                perturbed = adv.perturb(model, pixels, label, spec, first_gradient=first)
-                moved = LayerChanges(loaded.module, names, clean.outputs)
-                with forward_hooks(loaded, moved.hooks()), torch.no_grad():
+                perturbed = adv.perturb(model, base.pixels, base.label, spec, first_gradient=base.gradient)
+                moved = LayerChanges(loaded.module, list(base.outputs), base.outputs, norms=base.norms)
+                with forward_hooks(loaded, moved.hooks()), torch.inference_mode():
                     after = model(perturbed)
-            before = self.outputs.logits(loaded, image_id)
-            return AttackResult(pixels[0].float().cpu(), perturbed[0].float().cpu(), before,
-                                after.detach().float().cpu()[0], moved.ordered_changes())
+            return AttackResult(base.pixels[0].float().cpu(), perturbed[0].float().cpu(), base.logits,
+                                after.float().cpu()[0], moved.ordered_changes())
 
         return self.cache.get_or_compute(self._key(loaded, image_id, "attack", spec), compute)
 
-    def _attack_label(self, loaded: LoadedModel, image_id: str, spec: adv.AttackSpec) -> int:
-        if spec.target is not None:
-            return spec.target
-        return int(self.outputs.logits(loaded, image_id).argmax())
-
     def min_flip_epsilon(self, loaded: LoadedModel, image_id: str, spec: adv.AttackSpec) -> int | None:
-        """The smallest ε (1/255 steps) flipping the top-1 with this attack (ε itself plays no part)."""
+        """The smallest ε (1/255 steps) flipping the top-1 with this attack (ε itself plays no part). FGSM's
+        search reuses the clean gradient (forward passes only); PGD's, its first step."""
         search = spec.without_epsilon()
 
         def compute() -> dict[str, int | None]:
+            base = self.attack_base(loaded, image_id, spec.target)
             model = adv.PixelModel(loaded)
-            pixels = model.pixels(self.inputs.batch(loaded, image_id))
-            clean_top = int(self.outputs.logits(loaded, image_id).argmax())
+            clean_top = int(base.logits.argmax())
             with self._admitted(f"experiments/min-flip/{loaded.entry.id}/{spec.attack}", "heavy"):
-                return {"epsilon": adv.min_flip_epsilon(model, pixels, clean_top, search)}
+                return {"epsilon": adv.min_flip_epsilon(model, base.pixels, clean_top, search,
+                                                        first_gradient=base.gradient)}
 
         return self.cache.get_or_compute(self._key(loaded, image_id, "min-flip", search), compute)["epsilon"]
 

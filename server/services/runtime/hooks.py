@@ -90,34 +90,53 @@ class LayerRecorder:
     """The one capture type: what hooks recorded of layers in one forward pass, by layer name (the last
     call of a module that runs more than once wins, as everywhere in the API).
 
-    ``outputs[name]`` / ``inputs[name]``: the tensors as :meth:`hook` was asked to keep them;
-    ``counts[name]``: how many calls gave a tensor; ``shapes[name]``: every call's output shape (``()`` for
-    a non-tensor output).
+    ``outputs[name]`` / ``inputs[name]``: the tensors as :meth:`hook` was asked to keep them, in the order
+    of the calls kept; ``counts[name]``: how many calls gave a tensor; ``shapes[name]``: every call's output
+    shape (``()`` for a non-tensor output); ``changes[name]``: with ``keep="change"``, how far the output
+    moved from a baseline (relative L2).
     """
 
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     shapes: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
+    changes: dict[str, float] = field(default_factory=dict)
 
     def clear(self) -> None:
-        for table in (self.outputs, self.inputs, self.counts, self.shapes):
+        for table in (self.outputs, self.inputs, self.counts, self.shapes, self.changes):
             table.clear()
 
+    def seen(self, name: str) -> None:
+        """Count ``name`` as called (a pass that starts right after it: hooks waiting for it may record)."""
+        self.shapes.setdefault(name, [])
+
     def hook(self, name: str, *, keep: str = "tensor", with_input: bool = False, stop: bool = False,
-             dims: tuple[int, ...] | None = None, first_only: bool = False) -> ForwardHook:
+             dims: tuple[int, ...] | None = None, first_only: bool = False, after: str | None = None,
+             baseline: dict[str, torch.Tensor] | None = None, norms: dict[str, float] | None = None) -> ForwardHook:
         """A forward hook that records ``name``'s output.
 
         ``keep``: ``"tensor"`` the output as it is (still in the graph), ``"copy"`` row 0 detached as a float32
-        CPU copy (safe from later in-place operations), ``"leaf"`` the output made an autograd leaf (the rest
-        of the network gets a clone, so gradients of the scores stop at it). ``with_input``: also the first
-        input (as ``keep`` says). ``dims``: only tensors of these ranks count. ``first_only``: keep the first
-        call. ``stop``: raise :class:`StopForward` once recorded.
+        CPU copy, ``"clone"`` a detached clone of the whole output on its device (both safe from later in-place
+        operations), ``"leaf"`` the output made an autograd leaf (the rest of the network gets a clone, so
+        gradients of the scores stop at it), ``"change"`` only ‖output − baseline[name]‖₂ / ‖baseline[name]‖₂
+        in ``changes`` (when the shapes match; ``norms`` caches the baseline's norms), ``"none"`` only the
+        call (``shapes``). ``with_input``: also the first input (as ``keep`` says). ``dims``: only tensors of
+        these ranks count. ``first_only``: keep the first call. ``after``: only calls once the layer ``after``
+        was recorded (or :meth:`seen`). ``stop``: raise :class:`StopForward` once recorded.
         """
 
         def record(_module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+            if after is not None and after not in self.shapes:
+                return None
             self.shapes.setdefault(name, []).append(tuple(output.shape) if isinstance(output, torch.Tensor) else ())
             if not isinstance(output, torch.Tensor) or (dims is not None and output.dim() not in dims):
+                return None
+            if keep == "none":
+                return None
+            if keep == "change":
+                old = (baseline or {}).get(name)
+                if old is not None and old.shape == output.shape:
+                    self.changes[name] = _relative_l2(output.detach(), old, name, norms if norms is not None else {})
                 return None
             if first_only and name in self.outputs:
                 return None
@@ -131,8 +150,11 @@ class LayerRecorder:
                 replaced = kept.clone()
             elif keep == "copy":
                 kept = _row_copy(output)
+            elif keep == "clone":
+                kept = output.detach().clone()
             else:
                 kept = output
+            self.outputs.pop(name, None)  # a module run again moves to its last call
             self.outputs[name] = kept
             if with_input:
                 self.inputs[name] = _row_copy(inputs[0]) if keep == "copy" else inputs[0]
@@ -145,6 +167,14 @@ class LayerRecorder:
 
 def _row_copy(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach()[0].to("cpu", torch.float32, copy=True)
+
+
+def _relative_l2(new: torch.Tensor, old: torch.Tensor, name: str, norms: dict[str, float]) -> float:
+    """‖new − old‖₂ / ‖old‖₂ (the denominator at least 1e-12), ‖old‖₂ kept in ``norms[name]``."""
+    if name not in norms:
+        norms[name] = float(torch.linalg.vector_norm(old))
+    # ‖new − old‖ as the norm of the difference: torch.dist's general p-norm is slower on CPU
+    return float(torch.linalg.vector_norm(new - old)) / max(norms[name], 1e-12)
 
 
 class CapturedLayer:

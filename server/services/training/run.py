@@ -1,6 +1,6 @@
 """One training run as the server knows it: its config, state, curves, checkpoints and the event log that
 streams them (a browser that re-attaches gets the whole run, then what follows), and its checkpoints as
-the weights of the model ``run-<id>``."""
+the weights of the model ``run-<id>`` (:func:`run_entry`), ``epoch-0`` (the starting weights) first."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from typing import Any
 import torch
 
 from models.checkpoints import read_state_dict
-from models.registry import WeightsError, WeightsStatus
-from models.training.config import RunConfig
+from models.registry import InputSpec, ModelEntry, WeightsError, WeightsStatus
+from models.training import data as datasets
+from models.training.config import RunConfig, is_folder
+from models.training.plan import Plan, Sources, choices
 
 ACTIVE = ("queued", "running", "paused")
 MAX_POINTS = 2_000  # streamed points kept per run; beyond, every other old one is dropped (the curve keeps its shape)
@@ -146,3 +148,35 @@ class RunWeights:
         with self.run.lock:
             last = dict(self.run.history[-1]) if self.run.history else None
         return {"training_run": self.run.id, "last_epoch": last, "checkpoints": self.checkpoints()}
+
+
+def training_sources(settings: Any) -> Sources:
+    """Where the server's runs find their data and models, and the bounds of one run (``Settings`` fields)."""
+    return Sources(data_dir=settings.data_dir, image_folders=dict(settings.image_folders),
+                   models_file=settings.models_file, folder_max_images=settings.training_folder_max_images,
+                   folder_max_bytes=settings.training_folder_max_bytes,
+                   folder_max_listed=settings.image_folder_max_files, max_pixels=settings.max_image_pixels,
+                   max_parameters=settings.training_max_parameters, max_flops=settings.training_max_flops)
+
+
+def run_entry(run: Run, plan: Plan) -> ModelEntry:
+    """The registry entry of the model ``run-<id>``: the run's network as configured, reading the run's input
+    (an image folder's images as :func:`models.training.folders.preprocess` fits them), labelled with its
+    dataset's classes (a folder's subfolder names), its checkpoints as weights."""
+    config = plan.config
+    channels, height, width = plan.input
+    extras = f"{' with batch norm' if config.batch_norm else ''}{f', dropout {config.dropout:g}' if config.dropout else ''}"
+    return ModelEntry(
+        id=run.model, title=run.name,
+        dataset=config.dataset if is_folder(config.dataset) else datasets.TITLES[config.dataset],
+        family="run", input=InputSpec(channels, height, width), categories=plan.classes,
+        builder=plan.architecture, make_preprocess=plan.make_preprocess, weights=RunWeights(run),
+        description=f"A training run: {plan.title}{extras} on {config.dataset}, {config.optimizer}, "
+                    f"lr {config.lr:g} ({config.schedule}), {config.epochs} epochs, from "
+                    f"{'random weights' if config.init == 'random' else 'its current weights'}.",
+        meta={"training_run": run.id, "architecture": config.architecture})
+
+
+def training_choices(runs: Any) -> dict[str, list[dict[str, Any]]]:
+    """The architectures and datasets a run of ``runs`` (a TrainingRuns) can be made of (``GET /api/training/runs``)."""
+    return choices(runs.sources, runs.runtime.registry)

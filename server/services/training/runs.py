@@ -24,20 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.preprocessing import mnist_style, rgb_square
-from models.registry import InputSpec, ModelEntry
-from models.training import data as datasets
-from models.training.config import ConfigError, RunConfig, checked
-from models.training.networks import INPUTS, architecture, build_network
+from models.training.config import ConfigError, RunConfig
+from models.training.plan import Sources, plan
 from server.errors import ApiError
 from server.services.images.decode_worker import PARENT_ENV
 from server.services.runtime.model_runtime import ModelRuntime
-from server.services.training.run import Run, RunWeights
+from server.services.training.run import Run, run_entry
 from server.services.work.child_processes import ChildSpawner
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 STOP_WAIT_S = 5.0  # a worker asked to stop that is still there after this is killed
-TITLES = {"lenet5": "LeNet-5", "mnist-shallow": "MNIST shallow", "mnist-deep": "MNIST deep", "tinyvgg-shapes": "TinyVGG"}
 
 
 @dataclass
@@ -67,10 +63,11 @@ class TrainingLimits:
 
 
 class TrainingRuns:
-    def __init__(self, runtime: ModelRuntime, folder: Path, data_dir: Path | None, limits: TrainingLimits) -> None:
+    def __init__(self, runtime: ModelRuntime, folder: Path, data_dir: Path | None, limits: TrainingLimits,
+                 sources: Sources | None = None) -> None:
         self.runtime = runtime
         self.folder = folder
-        self.data_dir = data_dir
+        self.sources = sources or Sources(data_dir=data_dir)  # image folders, models file, a run's bounds
         self.limits = limits
         self._runs: dict[str, Run] = {}
         self._procs: dict[str, subprocess.Popen] = {}
@@ -106,13 +103,10 @@ class TrainingRuns:
     # --- starting --------------------------------------------------------------------------------
     def start(self, config: RunConfig, name: str | None, client: str) -> Run:
         try:
-            checked(config)
+            run_plan = plan(config, self.sources, self.runtime.registry)
         except ConfigError as exc:
             raise ApiError(422, f"invalid_{exc.knob}", exc.message) from None
-        reason = datasets.missing(config.dataset, self.data_dir)
-        if reason is not None:
-            raise ApiError(422, "invalid_dataset", f"dataset: {config.dataset} cannot be trained here: {reason}.")
-        self._check_budget(config)
+        self._check_budget(config, run_plan.weights_bytes)
         run_id = secrets.token_hex(4)
         with self._lock:
             active = [r for r in self._runs.values() if r.active]
@@ -125,11 +119,10 @@ class TrainingRuns:
                                "that many are going; try again when one ends.",
                                {"Retry-After": str(self._retry_after(active))})
             folder = self.folder / f"run-{run_id}"
-            run = Run(run_id, name or f"{TITLES[config.architecture]} on {config.dataset} ({run_id})", client,
-                      config, folder)
+            run = Run(run_id, name or f"{run_plan.title} on {config.dataset} ({run_id})", client, config, folder)
             self._runs[run_id] = run
         folder.mkdir(parents=True, exist_ok=True)
-        self.runtime.registry.register(self._entry(run))
+        self.runtime.registry.register(run_entry(run, run_plan))
         try:
             self._spawn(run)
         except OSError as exc:
@@ -137,9 +130,8 @@ class TrainingRuns:
         self._evict()
         return run
 
-    def _check_budget(self, config: RunConfig) -> None:
-        per_checkpoint = sum(t.numel() * t.element_size() for t in architecture(config).state_dict().values())
-        count = config.epochs
+    def _check_budget(self, config: RunConfig, per_checkpoint: int) -> None:
+        count = config.epochs + 1  # epoch-0: the starting weights
         if config.checkpoint_every_steps:
             n = config.train_size or 60_000
             count += config.epochs * math.ceil(n / config.batch_size) // config.checkpoint_every_steps
@@ -155,21 +147,6 @@ class TrainingRuns:
                 / run.latest["images_per_s"] for run in runs
                 if run.info.get("total_steps") and run.latest.get("images_per_s")]
         return max(1, min(3600, math.ceil(min(left, default=30.0))))
-
-    def _entry(self, run: Run) -> ModelEntry:
-        config = run.config
-        channels, height, width = INPUTS[config.dataset]
-        return ModelEntry(
-            id=run.model, title=run.name, dataset=datasets.TITLES[config.dataset],
-            family="run", input=InputSpec(channels, height, width), categories=datasets.CLASSES[config.dataset],
-            builder=lambda: build_network(config),
-            make_preprocess=mnist_style if channels == 1 else (lambda: rgb_square(height)),
-            weights=RunWeights(run),
-            description=f"A training run: {TITLES[config.architecture]}"
-                        f"{' with batch norm' if config.batch_norm else ''}"
-                        f"{f', dropout {config.dropout:g}' if config.dropout else ''}, {config.optimizer}, "
-                        f"lr {config.lr:g} ({config.schedule}), {config.epochs} epochs.",
-            meta={"training_run": run.id})
 
     def prepare(self) -> None:
         """Start a spare worker (its imports and warm-up take seconds) so that the next run's first point comes
@@ -202,7 +179,8 @@ class TrainingRuns:
             worker.run = run
             self._procs[run.id] = worker.proc
         job = {"config": run.config.as_json(), "run_dir": str(run.folder),
-               "data_dir": str(self.data_dir) if self.data_dir else None, "threads": self.limits.threads,
+               "sources": self.sources.as_json(), "classes": list(self.runtime.registry.get(run.model).categories),
+               "threads": self.limits.threads,
                "device": self._device(), "point_interval_s": self.limits.point_interval_s,
                "maps_interval_s": self.limits.maps_interval_s}
         assert worker.proc.stdin is not None

@@ -3,12 +3,14 @@
 It drives the one training loop (:class:`models.training.loop.Trainer`) and, between steps, streams what the
 Train view shows and writes checkpoints; the server's request threads never train.
 
-Protocol. stdin: one JSON line (the job: ``config``, ``run_dir``, ``data_dir``, ``threads``, ``device``,
-``point_interval_s``, ``maps_interval_s``), then control lines ``pause``, ``resume``, ``stop``; the end of
-stdin (the server went away) is a stop. stdout: one JSON event per line (``started``, ``point``, ``epoch``,
-``checkpoint``, ``state``, then ``done``, ``stopped`` or ``failed``). A checkpoint is written to a temporary
-name and renamed, so a file named ``epoch-<n>.pt`` is always whole. The process dies with the server
-(``die_with_server``).
+Protocol. stdin: one JSON line (the job: ``config``, ``run_dir``, ``sources`` (or only ``data_dir``), ``classes``
+(the run's model's labels: a folder whose classes changed since is a failed run, not mislabelled answers),
+``threads``, ``device``, ``point_interval_s``, ``maps_interval_s``), then control lines ``pause``, ``resume``,
+``stop``; the end of stdin (the server went away) is a stop. stdout: one JSON event per line (``started``,
+``point``, ``epoch``, ``checkpoint``, ``state``, then ``done``, ``stopped`` or ``failed``). The first checkpoint,
+``epoch-0``, holds the starting weights (before any step), so every view can show the untrained network. A
+checkpoint is written to a temporary name and renamed, so a file named ``epoch-<n>.pt`` is always whole. The
+process dies with the server (``die_with_server``).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from models.training import data as datasets
-from models.training.config import OPTIMIZERS, RunConfig, checked
+from models.training.config import OPTIMIZERS, RunConfig
 from models.training.loop import Trainer, make_optimizer
 from models.training.networks import architecture, first_conv
+from models.training.plan import Sources, plan
 from server.services.images.decode_worker import die_with_server
 from server.services.runtime.hooks import recording_hooks
 
@@ -108,10 +111,16 @@ class Snapshots:
 
 
 def _run(job: dict[str, Any], control: Control, emit: Emitter) -> str:
-    config = checked(RunConfig(**{**job["config"], "augment": tuple(job["config"]["augment"])}))
+    config = RunConfig(**{**job["config"], "augment": tuple(job["config"]["augment"])})
     torch.set_num_threads(int(job["threads"]))
-    data = datasets.load(config.dataset, job.get("data_dir"), config.train_size)
-    trainer = Trainer(config, data, job.get("device", "cpu"))
+    data_dir = Path(job["data_dir"]) if job.get("data_dir") else None
+    sources = Sources.from_json(job["sources"]) if job.get("sources") else Sources(data_dir=data_dir)
+    run_plan = plan(config, sources)
+    if job.get("classes") is not None and list(run_plan.classes) != job["classes"]:
+        raise ValueError(f"the dataset's classes changed since the run was started ({', '.join(job['classes'])} → "
+                         f"{', '.join(run_plan.classes)}); start it again")
+    data = run_plan.load_data(sources)
+    trainer = Trainer(config, data, job.get("device", "cpu"), network=run_plan.network())
     run_dir = Path(job["run_dir"])
     snapshots = Snapshots(trainer)
     held_x, held_y = data.test_x[:HELD_OUT_SUBSET], data.test_y[:HELD_OUT_SUBSET]
@@ -120,6 +129,8 @@ def _run(job: dict[str, Any], control: Control, emit: Emitter) -> str:
          train_source=data.train_source, test_set=data.test_set, layer=snapshots.layer_name,
          probe={"label": snapshots.probe_label, "image": _u8(snapshots.probe[0].float())},
          **snapshots(maps=True))
+    # epoch-0: the untrained network, before any step (nothing here draws a random number or changes a weight)
+    _checkpoint(trainer, "epoch-0", 0, 0, run_dir, snapshots, emit)
     point_every, maps_every = float(job["point_interval_s"]), float(job["maps_interval_s"])
     busy = 0.0  # seconds spent running (not paused), for images per second
     images = 0
