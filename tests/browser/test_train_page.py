@@ -88,6 +88,11 @@ def checkpoint_words(checkpoint: dict) -> str:
 def test_start_curves_pause_scrub_overlay_and_open_a_checkpoint_in_layers(page, shots) -> None:
     other = finished_run(page.request, AUGMENTED)  # the run to overlay, finished before this one starts
     run_id = start_run(page, epochs=4, train_size=1000, augment=False)
+    # the form's menus are what the server can train here
+    choices = api(page, "/api/training/runs")["choices"]
+    for name, key in (("architecture", "architectures"), ("dataset", "datasets")):
+        shown = page.eval_on_selector_all(f".train-form [name={name}] option", "os => os.map(o => o.value)")
+        assert shown == [c["id"] for c in choices[key]], name
     try:
         # curves: streamed points arrive and the speed readout fills
         page.wait_for_function("() => document.querySelector('.train-speed').textContent.includes('images/s')")

@@ -135,6 +135,7 @@ async function refreshRuns() {
   try {
     const answer = await trainingApi.list({ signal: view.abort.signal });
     if (!view) return;
+    view.form.setChoices(answer.choices);
     view.form.setRecipes(answer.recipes);
     view.runs = answer.runs;
     fillRunChoices();
