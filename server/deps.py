@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
@@ -96,6 +96,17 @@ TrainingRunsDep = Annotated[TrainingRuns, Depends(from_state("training"))]
 
 
 ClientAddressDep = Annotated[str, Depends(client_address)]
+
+
+async def get_last_event_id(last_event_id: Annotated[str | None, Header(
+        max_length=20, description="the id of the last event a reconnecting EventSource saw")] = None) -> int | None:
+    """The event number a reconnecting stream resumes after; anything but ASCII digits is no number (the stream
+    starts again from the whole state). ``str.isdigit`` alone lets "²" through, which ``int`` refuses."""
+    text = (last_event_id or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+LastEventIdDep = Annotated[int | None, Depends(get_last_event_id)]
 
 
 TrustDep = Annotated[TrustChecks, Depends(from_state("trust"))]

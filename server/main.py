@@ -17,6 +17,7 @@ from server.middleware import (
     NotModifiedMiddleware,
     RequestBodyLimitMiddleware,
     ScopeHeadersMiddleware,
+    ServerTimingMiddleware,
     SharedAnswers,
     install_edge_middlewares,
 )
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app = FastAPI(title="ConvScope", version=__version__, lifespan=lifespan)
     # Middlewares, innermost first (each add_middleware wraps the ones before it).
     app.add_middleware(ScopeHeadersMiddleware)  # headers dependencies set (X-ConvScope-Weights)
+    app.add_middleware(ServerTimingMiddleware)  # Server-Timing: where each request's time went
     app.add_middleware(DisconnectWatch)  # cancels the work of GETs whose client went away
     # identical view GETs in flight at once share one answer (a class opening the same view)
     app.state.shared_answers = SharedAnswers(max_body=settings.shared_answer_max_bytes)

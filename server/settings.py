@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     # most this many clients' shares (server/services/fairness/identity.py)
     session_client_shares: int = 8
     heavy_threshold_s: float = 0.5
+    # Quick work: cheap labels whose mean CPU time is below this may also take one of ``express_work`` extra slots,
+    # so they never wait for a slower cheap computation to end (work is not preempted). Measured on the loaded
+    # 2-core machine (scheduler.measured(), 20 runs each): LeNet-5's forward pass 31 ms and capture 30 ms,
+    # ResNet-18's layer1 capture of a 96 px photo 403 ms. See server/services/work/limiter.py
+    quick_threshold_s: float = Field(0.1, ge=0, le=1)
+    express_work: int = Field(1, ge=0, le=8)
     batch_window_ms: float = 2.0  # predictions for the same model wait this long to share a forward pass
     max_batch_size: int = 16
     activation_cache_bytes: int = 256 * 1024 * 1024  # layer outputs kept per (model, image), float32
@@ -206,6 +212,10 @@ class Settings(BaseSettings):
     training_checkpoint_budget_bytes: int = Field(512 * 1024 * 1024, ge=1)  # every run's checkpoints together
     max_kept_training_runs: int = Field(20, ge=1)  # finished runs kept (oldest deleted first)
     training_client_grace_s: float = Field(60.0, gt=0)  # a run whose owner left (no stream, no request) ends
+    training_max_checkpoints: int = Field(200, ge=1)  # one run's checkpoints (each keeps its pictures in memory
+    # and in every snapshot: ~55 KB for TinyVGG, so the disk budget alone let one run hold ~800 MB)
+    training_max_run_s: float = Field(3600.0, gt=0)  # a run still going after this ends (one client cannot hold the
+    # training slot, max_training_runs, for the whole day: 50 epochs at batch 1 would train for hours)
     training_point_interval_s: float = Field(0.4, gt=0, le=0.5)  # a streamed point at least this often
     training_maps_interval_s: float = Field(1.0, gt=0)  # the probe's feature maps in a point at most this often
     training_folder_max_images: int = Field(2_000, ge=2)  # images one run reads from a folder:NAME (evenly thinned)

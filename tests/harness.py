@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import uvicorn
 from fastapi import FastAPI
 from torch import nn
@@ -49,6 +50,12 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def client_at(address: str, base_url: str) -> httpx.Client:
+    """An HTTP client whose connections come from ``address`` (127.0.0.2, … are all this machine): distinct
+    clients the way a class's laptops are."""
+    return httpx.Client(base_url=base_url, timeout=60, transport=httpx.HTTPTransport(local_address=address))
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "the condition",

@@ -19,16 +19,11 @@ import pytest
 from PIL import Image
 
 from tests.conftest import png_bytes
-from tests.harness import LiveServer, live_server, wait_until
+from tests.harness import LiveServer, client_at, live_server, wait_until
 
 pytestmark = pytest.mark.slow
 
 DIGIT = png_bytes(np.full((28, 28), 200, np.uint8))
-
-
-def client_at(address: str, base_url: str) -> httpx.Client:
-    """An HTTP client whose connections come from ``address`` (127.0.0.2, … are all this machine)."""
-    return httpx.Client(base_url=base_url, timeout=60, transport=httpx.HTTPTransport(local_address=address))
 
 
 def raw_handshake(port: int, origin: str) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from contextlib import ExitStack
 
 import numpy as np
@@ -20,7 +21,7 @@ from server.main import create_app
 from server.services.work.background_jobs import BackgroundJobs
 from server.services.work.cancel import bound, current_token
 from server.services.work.clients import ClientId, ClientIdentities
-from server.services.work.limiter import WorkLimiter
+from server.services.work.limiter import RecentUse, WorkLimiter
 from server.services.work.shares import Shares
 from server.settings import Settings
 from tests.conftest import png_bytes
@@ -60,6 +61,8 @@ def test_a_live_sessions_student_gets_a_share_of_the_session_and_a_dead_one_noth
     assert student.member.endswith("/" + "s" * 12)
     again = _identify(identities, "10.0.0.9", x_convscope_session="K7XQ2M", x_convscope_student="t" * 12)
     assert again.group == student.group and again.member != student.member
+    stolen = _identify(identities, "10.0.0.9", x_convscope_session="K7XQ2M", x_convscope_student="s" * 12)
+    assert stolen.member != student.member  # another machine using a student's id does not spend its share
     assert asked == ["K7XQ2M"]  # remembered for a few seconds: one lookup for the whole class
     ended = _identify(identities, "10.0.0.5", x_convscope_session="K7XQ2N", x_convscope_student="s" * 12)
     assert ended == ClientId.of("10.0.0.5")  # a code that is no live session is only an address
@@ -214,6 +217,124 @@ def test_a_full_queue_gives_a_client_holding_little_the_place_of_one_holding_mos
         thread.join(30)
     assert heard == {"g1": "ran", "g2": "ran", "g3": 503, "m1": "ran", "t": "ran"}
     assert pool.active == 0 and pool.waiting == 0 and len(pool.shares) == 0
+
+
+def test_a_freed_slot_goes_to_the_client_holding_least_not_to_the_oldest_request() -> None:
+    """The class mix: ten clients queue feature maps (many places each, none running: two slots, forty
+    clients), then the teacher asks for one prediction. The teacher's request is the newest, but its client
+    holds the fewest places, so it gets the next free slot (it waited 15 s behind them, first come first
+    served among groups running nothing)."""
+    pool = WorkLimiter(max_active=1, max_waiting=16, wait_timeout_s=30, per_client=4)
+    order: list[str] = []
+    gate = threading.Event()
+
+    def ask(who: ClientId, name: str) -> None:
+        with pool.admit(client=who):
+            order.append(name)
+            if name != "blocker":
+                return
+            gate.wait(30)
+
+    blocker = threading.Thread(target=ask, args=(ClientId.of("10.0.0.1"), "blocker"))
+    blocker.start()
+    wait_until(lambda: pool.active == 1, 10, "the blocker to run")
+    threads = []
+    for n in range(3):
+        for k in range(3):  # three clients, three waiting requests each, all older than the teacher's
+            threads.append(threading.Thread(target=ask, args=(ClientId.of(f"10.0.1.{n}"), f"maps-{n}-{k}")))
+            threads[-1].start()
+            wait_until(lambda c=len(threads): pool.waiting == c, 10, "the feature maps to queue")
+    threads.append(threading.Thread(target=ask, args=(ClientId.of("10.0.0.7"), "teacher")))
+    threads[-1].start()
+    wait_until(lambda: pool.waiting == 10, 10, "the teacher's request to queue")
+    gate.set()
+    for thread in (blocker, *threads):
+        thread.join(30)
+    assert order[:2] == ["blocker", "teacher"], order
+    assert pool.active == 0 and pool.waiting == 0 and len(pool.shares) == 0
+
+
+def test_among_clients_holding_as_much_the_one_that_computed_least_lately_goes_first() -> None:
+    """A page whose feature maps held the slot for a while, and a teacher who asked one quick prediction:
+    each now waits with one request, the page's older. The teacher's goes first; the use is forgotten with
+    time and the table stays bounded."""
+    pool = WorkLimiter(max_active=1, max_waiting=8, wait_timeout_s=30, per_client=4)
+    now = time.monotonic()
+    pool.recent.add("10.0.1.1", 3.0, now)  # the page's feature maps, lately
+    pool.recent.add("10.0.0.7", 0.005, now)  # the teacher's last prediction
+    order: list[str] = []
+    gate = threading.Event()
+
+    def ask(who: str, name: str) -> None:
+        with pool.admit(client=ClientId.of(who)):
+            order.append(name)
+            if name == "blocker":
+                gate.wait(30)
+
+    threads = [threading.Thread(target=ask, args=(who, name)) for who, name in
+               (("10.9.9.9", "blocker"), ("10.0.1.1", "page"), ("10.0.0.7", "teacher"))]
+    for n, thread in enumerate(threads):
+        thread.start()
+        wait_until(lambda n=n: pool.active + pool.waiting == n + 1, 10, "the request to hold its place")
+    gate.set()
+    for thread in threads:
+        thread.join(30)
+    assert order == ["blocker", "teacher", "page"]
+    assert pool.recent.of("10.0.1.1", now + 10 * pool.recent.half_life_s) < 0.01
+    small = RecentUse(max_groups=4)
+    for n in range(9):
+        small.add(f"10.0.2.{n}", float(n), now)
+    assert len(small) <= 4 and small.of("10.0.2.8", now) == 8.0
+
+
+def test_every_answer_says_where_its_time_went(tmp_path) -> None:
+    """The Server-Timing header: a prediction's answer names its queue wait and its computation, and the
+    whole time in the app; a request that does no model work only the latter."""
+    with TestClient(create_app(Settings(storage_dir=tmp_path / "images"))) as client:
+        image_id = client.post("/api/images", files={"file": ("x.png", png_bytes(
+            np.full((28, 28), 50, dtype=np.uint8)), "image/png")}).json()["image_id"]
+        r = client.get(f"/api/models/lenet5/images/{image_id}/predictions")
+        phases = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
+        assert {"queue", "work", "app"} <= set(phases) and all(float(v) >= 0 for v in phases.values())
+        assert float(phases["work"]) <= float(phases["app"])
+        health = client.get("/api/health").headers["server-timing"]
+        assert health.startswith("app;dur=") and "queue" not in health
+
+
+def test_quick_work_takes_an_express_slot_while_slow_work_holds_every_other() -> None:
+    """Cheap work is not preempted: a LeNet prediction (milliseconds) waited for a ResNet capture holding the
+    slot to end. Quick work may take an express slot beside the others; other work may not, and a second
+    quick request waits for whichever slot frees first."""
+    pool = WorkLimiter(max_active=1, max_waiting=8, wait_timeout_s=30, per_client=4, express=1)
+    order: list[str] = []
+    gates = {name: threading.Event() for name in ("slow", "quick-1")}
+
+    def ask(who: str, name: str, quick: bool) -> None:
+        with pool.admit(client=ClientId.of(who), quick=quick):
+            order.append(name)
+            if name in gates:
+                gates[name].wait(30)
+
+    def start(who: str, name: str, quick: bool) -> threading.Thread:
+        thread = threading.Thread(target=ask, args=(who, name, quick))
+        thread.start()
+        return thread
+
+    threads = [start("10.0.1.1", "slow", False)]
+    wait_until(lambda: order == ["slow"], 10, "the slow work to run")
+    threads.append(start("10.0.1.2", "other-slow", False))
+    wait_until(lambda: pool.waiting == 1, 10, "other slow work to queue")
+    threads.append(start("10.0.0.7", "quick-1", True))
+    wait_until(lambda: order == ["slow", "quick-1"] and pool.active == 2, 10, "the quick work to run at once")
+    threads.append(start("10.0.0.8", "quick-2", True))
+    wait_until(lambda: pool.waiting == 2, 10, "a second quick request to queue (the express slot is taken)")
+    gates["quick-1"].set()
+    wait_until(lambda: "quick-2" in order, 10, "the second quick request to take the express slot")
+    assert order == ["slow", "quick-1", "quick-2"] and pool.waiting == 1  # the slow one still waits for its slot
+    gates["slow"].set()
+    for thread in threads:
+        thread.join(30)
+    assert order[-1] == "other-slow" and pool.active == 0 and pool.waiting == 0 and len(pool.shares) == 0
 
 
 def test_the_running_app_keeps_its_start_up_objects_out_of_the_collectors_walks(tmp_path) -> None:

@@ -87,7 +87,8 @@ def test_slots_come_back_after_errors_and_concurrency_is_capped() -> None:
 
 @pytest.fixture
 def tight_client(tmp_path) -> TestClient:
-    settings = Settings(storage_dir=tmp_path / "images", max_active_work=1, max_waiting_work=0)
+    # no express slot: LeNet's quick predictions would take it while the only slot is held
+    settings = Settings(storage_dir=tmp_path / "images", max_active_work=1, max_waiting_work=0, express_work=0)
     with TestClient(create_app(settings)) as client:
         yield client
 

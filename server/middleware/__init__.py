@@ -1,7 +1,7 @@
 """The ASGI middlewares, one module per concern: request guards and security headers (``security``), shared
 answers for identical GETs (``coalesce``), cancellation on disconnect (``disconnect``), 304 revalidation
 (``not_modified``), headers filed by dependencies (``scope_headers``), and whose address the client's is
-(``forwarded``); the names the server answers to are ``host_names``."""
+(``forwarded``), where each request's time went (``server_timing``); the names the server answers to are ``host_names``."""
 
 from server.middleware.coalesce import CoalesceIdenticalGets, SharedAnswers
 from server.middleware.disconnect import DisconnectWatch
@@ -15,6 +15,7 @@ from server.middleware.security import (
     install_edge_middlewares,
     install_request_guards,
 )
+from server.middleware.server_timing import ServerTimingMiddleware
 
 __all__ = [
     "CoalesceIdenticalGets",
@@ -25,6 +26,7 @@ __all__ = [
     "RequestBodyLimitMiddleware",
     "ScopeHeadersMiddleware",
     "SecurityHeadersMiddleware",
+    "ServerTimingMiddleware",
     "SharedAnswers",
     "add_response_header",
     "install_edge_middlewares",

@@ -33,7 +33,8 @@ Protocol (all server messages are JSON text; the client sends binary frames):
 4. A bad frame (not an image: 415, damaged: 422, empty: 400, too many bytes or pixels: 413) or a busy
    server (503, with ``retry_after_s``) gets ``{"error": {code, message, status}, "frame": n}``; the
    socket stays open. (A message over the WebSocket cap itself, ``live_socket_max_bytes``, 64 MiB, which
-   ``convscope serve`` gives uvicorn as ``ws_max_size``, closes the socket with 1009 unread.) A text message other than a patch gets a 400 error message, a
+   ``convscope serve`` gives uvicorn as ``ws_max_size``, closes the socket with 1009 unread.) A text
+   message other than a patch gets a 400 error message (one over 1,024 characters a 413, unread), a
    patch out of range or larger than the model input a 422 naming the field (``patch.size``); the
    socket stays open and the patch in force stays. After ``live_idle_timeout_s`` without a
    message the server says so and closes the socket.

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
-from server.deps import ClassroomDep, ClientAddressDep, SettingsDep
+from server.deps import ClassroomDep, ClientAddressDep, LastEventIdDep, SettingsDep
 from server.errors import ApiError
 from server.responses import EventStreamResponse, png_response
 from server.services.classroom.codes import normalize_code
@@ -73,7 +73,7 @@ async def set_state(code: str, body: StateBody, classroom: ClassroomDep, client:
 
 @router.get("/sessions/{code}/events", response_class=EventStreamResponse)
 async def follow(code: str, classroom: ClassroomDep, client: ClientAddressDep,
-                 last_event_id: Annotated[str | None, Header()] = None) -> EventStreamResponse:
+                 last_event_id: LastEventIdDep) -> EventStreamResponse:
     stream = await classroom.follow(code, last_event_id, client)
     return EventStreamResponse(stream, headers={"Cache-Control": "no-cache, no-transform",
                                                 "X-Accel-Buffering": "no"})

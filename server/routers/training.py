@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from models.training import config as knobs
 from models.training.config import BUNDLED_RECIPES, for_architecture
-from server.deps import ClientAddressDep, SettingsDep, TrainingRunsDep
+from server.deps import ClientAddressDep, LastEventIdDep, SettingsDep, TrainingRunsDep
 from server.openapi import json_example
 from server.responses import EventStreamResponse
 from server.services.training import run_events
@@ -117,7 +117,7 @@ def get_run(run_id: RunId, runs: TrainingRunsDep, client: ClientAddressDep) -> d
             summary="Event stream: the run (snapshot), then points (≥2 a second), epochs, checkpoints",
             description=CHECKPOINTS)
 async def follow_run(run_id: RunId, runs: TrainingRunsDep, client: ClientAddressDep, settings: SettingsDep,
-                     last_event_id: Annotated[str | None, Header(max_length=20)] = None) -> EventStreamResponse:
+                     last_event_id: LastEventIdDep) -> EventStreamResponse:
     run = runs.get(run_id, client)
     stream = run_events(runs, run, client, last_event_id, settings.sse_heartbeat_s, settings.sse_max_stream_s)
     return EventStreamResponse(stream, headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"})

@@ -75,11 +75,12 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     app.state.architectures = runtime.catalog
     app.state.limiter = WorkLimiter(settings.max_active_work, settings.max_waiting_work,
                                     settings.work_wait_timeout_s, per_client=settings.cheap_work_per_client,
-                                    name="model work")
+                                    name="model work", express=settings.express_work)
     app.state.heavy_limiter = WorkLimiter(settings.max_active_heavy_work, settings.max_waiting_heavy_work,
                                           settings.heavy_work_wait_timeout_s,
                                           per_client=settings.heavy_work_per_client, name="long computations")
-    scheduler = Scheduler(app.state.limiter, app.state.heavy_limiter, settings.heavy_threshold_s)
+    scheduler = Scheduler(app.state.limiter, app.state.heavy_limiter, settings.heavy_threshold_s,
+                          settings.quick_threshold_s)
     app.state.scheduler = scheduler
     app.state.batcher = PredictionBatcher(scheduler, settings.batch_window_ms / 1000, settings.max_batch_size)
     inputs = ModelInputs(app.state.image_store, settings.model_input_cache_bytes)
@@ -115,7 +116,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     # Sync endpoints run in threadpool threads, and queued model work waits in them: every such wait is
     # bounded (the pools' queues, the caches' waiters), so there are always threads left for the rest.
     threads = anyio.to_thread.current_default_thread_limiter()
-    waits = (settings.max_active_work + settings.max_waiting_work + settings.max_active_heavy_work
+    waits = (settings.max_active_work + settings.express_work + settings.max_waiting_work + settings.max_active_heavy_work
              + settings.max_waiting_heavy_work)
     threads.total_tokens = max(threads.total_tokens, waits + 64)
     # long background passes (dataset examples, feature visualisation) run in the heavy pool

@@ -165,8 +165,8 @@ def test_latest_frame_wins(live_client: TestClient, photo: bytes) -> None:
         ws.receive_json()
         (session,) = hub.sessions()
         with ExitStack() as busy:  # every work slot taken: frames wait for the model
-            for _ in range(limiter.max_active):
-                busy.enter_context(limiter.admit())
+            for quick in (False,) * limiter.max_active + (True,) * limiter.express:  # every slot, express ones too
+                busy.enter_context(limiter.admit(quick=quick))
             ws.send_bytes(photo)
             wait_until(lambda: limiter.waiting == 1, what="frame 1 waits for the model")
             ws.send_bytes(photo)
@@ -299,8 +299,8 @@ def test_a_frame_waiting_for_the_model_is_abandoned_on_disconnect(live_client: T
     limiter = live_client.app.state.limiter
     hub = live_client.app.state.live
     with ExitStack() as busy:  # every work slot stays taken until the end of the test
-        for _ in range(limiter.max_active):
-            busy.enter_context(limiter.admit())
+        for quick in (False,) * limiter.max_active + (True,) * limiter.express:  # every slot, express ones too
+            busy.enter_context(limiter.admit(quick=quick))
         with live_client.websocket_connect("/api/models/lenet5/live") as ws:
             ws.receive_json()
             ws.send_bytes(photo)

@@ -266,7 +266,7 @@ class Classroom:
             await self.pins.refresh_session(record.code)
 
     # following -------------------------------------------------------------------------------------------
-    async def follow(self, code: str, last_event_id: str | None, client: str | None = None) -> FollowStream:
+    async def follow(self, code: str, last_event_id: int | None, client: str | None = None) -> FollowStream:
         """Admit a follower (404 / 429 before any byte is sent) and return its event stream."""
         record = await self._record(code, client)
         if self.backend.hub.closing:
@@ -280,7 +280,7 @@ class Classroom:
         if result is Admission.FULL:
             raise _too_many("too_many_followers",
                             f"This session already has {self.limits.max_followers} followers.", 10)
-        return FollowStream(self._stream(record.code, follower, _event_id(last_event_id)),
+        return FollowStream(self._stream(record.code, follower, last_event_id),
                             lambda: self.backend.leave(record.code, follower))
 
     async def _stream(self, code: str, follower: str, last_seen: int | None) -> AsyncGenerator[bytes, None]:
@@ -358,9 +358,4 @@ class FollowStream:
                     log.debug("releasing a follower failed: %s", exc)
 
 
-def _event_id(text: str | None) -> int | None:
-    if text is None:
-        return None
-    text = text.strip()
-    return int(text) if text.isdigit() and len(text) < 12 else None
 

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torchvision.transforms.functional import gaussian_blur
+import torch.nn.functional as F
 
 from server.errors import ApiError
 from server.services.experiments.adversarial import PixelModel
@@ -45,7 +45,11 @@ class Patch:
 
 
 def blurred(pixels: torch.Tensor, size: int) -> torch.Tensor:
-    """``pixels`` (1×C×H×W) blurred for patches of ``size``: Gaussian, σ = size / 4 (at least 1)."""
+    """``pixels`` (1×C×H×W) blurred for patches of ``size``: Gaussian, σ = size / 4 (at least 1).
+
+    torchvision's ``gaussian_blur`` with reflection padding, computed as its two 1-D passes (the Gaussian is
+    separable): the same numbers, but 2k instead of k² multiplications a pixel. With k up to 2·H−1 that is
+    what keeps a large blurred patch cheap (224 px on a 224×224 input: 1.8 s as one 2-D kernel)."""
     sigma = max(1.0, size / 4.0)
     height, width = int(pixels.shape[-2]), int(pixels.shape[-1])
     kernel = 2 * math.ceil(2 * sigma) + 1
@@ -53,7 +57,13 @@ def blurred(pixels: torch.Tensor, size: int) -> torch.Tensor:
     kernel = min(kernel, limit if limit % 2 == 1 else limit - 1)
     if kernel < 3:
         return pixels.clone()
-    return gaussian_blur(pixels, [kernel, kernel], [sigma, sigma])
+    half, channels = kernel // 2, int(pixels.shape[1])
+    x = torch.linspace(-half, half, kernel, dtype=pixels.dtype, device=pixels.device)
+    taps = torch.exp(-0.5 * (x / sigma) ** 2)
+    taps = taps / taps.sum()  # torchvision's 1-D kernel (its 2-D kernel is the outer product of two)
+    padded = F.pad(pixels, [half, half, half, half], mode="reflect")
+    rows = F.conv2d(padded, taps.reshape(1, 1, 1, kernel).expand(channels, 1, 1, kernel), groups=channels)
+    return F.conv2d(rows, taps.reshape(1, 1, kernel, 1).expand(channels, 1, kernel, 1), groups=channels)
 
 
 def occluded(pixels: torch.Tensor, patches: list[Patch], blurs: dict[int, torch.Tensor]) -> torch.Tensor:

@@ -129,10 +129,12 @@ class Experiments:
         """Logits of the image with each patch pasted (one batched pass) and of the clean image."""
         model = adv.PixelModel(loaded)
         pixels = model.pixels(self.inputs.batch(loaded, image_id))
-        blurs = {size: self._blurred(loaded, image_id, pixels, size)
-                 for size in sorted({p.size for p in patches if p.fill == "blur"})}
         clean = self.outputs.logits(loaded, image_id)
         with self._admitted(f"experiments/probe/{loaded.entry.id}"):
+            blurs = {}  # one blurred copy per patch size (up to 64 sizes): admitted, and stopped when nobody waits
+            for size in sorted({p.size for p in patches if p.fill == "blur"}):
+                checkpoint()
+                blurs[size] = self._blurred(loaded, image_id, pixels, size)
             logits = probe.probe_logits(model, pixels, patches, blurs, self.probe_chunk)
         return ProbeResult(clean, logits)
 

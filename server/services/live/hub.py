@@ -50,6 +50,8 @@ from server.services.runtime.model_runtime import ModelRuntime
 from server.services.work import cancel
 from server.services.work.clients import LOCAL, ClientId
 
+MAX_TEXT_CHARS = 1024  # a patch message is under 100 characters; longer text is refused unread (not parsed)
+
 # --- the session: latest frame wins --------------------------------------------------------------------
 
 @dataclass
@@ -125,9 +127,12 @@ class LiveSession:
         self.patch: Patch | None = None  # the occlusion patch pasted on every frame, set by a text message
 
     def _patch(self, text: str) -> Patch | None:
+        if len(text) > MAX_TEXT_CHARS:  # parsing megabytes of JSON would hold the event loop for seconds
+            raise ApiError(413, "message_too_large", f"patch: a text message may have at most {MAX_TEXT_CHARS} "
+                           f"characters; this one has {len(text):,}.")
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python's stack
             message = None
         patch = parse_patch(message)
         return check_patches(self.config.loaded, [patch], "patch")[0] if patch is not None else None

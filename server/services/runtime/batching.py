@@ -25,6 +25,7 @@ from server.services.runtime.model_runtime import LoadedModel
 from server.services.work.cancel import current_token
 from server.services.work.limiter import WorkLimiter
 from server.services.work.scheduler import Scheduler
+from server.services.work.timing import phase
 
 
 @dataclass
@@ -97,8 +98,9 @@ class PredictionBatcher:
             self._lead(key, batch)
             return self._result(batch, slot)
         token = current_token()
-        while not batch.done.wait(0.05):  # bounded by the leader's admission; our client may leave earlier
-            token.check()
+        with phase("batch"):
+            while not batch.done.wait(0.05):  # bounded by the leader's admission; our client may leave earlier
+                token.check()
         if batch.error is not None:
             if isinstance(batch.error, ApiError):  # a fresh copy: each request raises its own
                 err = batch.error
@@ -120,7 +122,8 @@ class PredictionBatcher:
             scheduler = self.limiter if isinstance(self.limiter, Scheduler) else None
             pool = scheduler.select(label) if scheduler is not None else self.limiter
             if self.window_s and pool.active > 0:
-                batch.full.wait(self.window_s)  # others are computing: give followers a moment to join
+                with phase("batch"):
+                    batch.full.wait(self.window_s)  # others are computing: give followers a moment to join
             with scheduler.admit(label) if scheduler is not None else pool.admit():
                 self._close(key, batch)  # later requests start the next batch
                 stacked = torch.cat(batch.inputs) if len(batch.inputs) > 1 else batch.inputs[0]

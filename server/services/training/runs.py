@@ -3,9 +3,10 @@ server's request pools, each registered as the model ``run-<id>`` whose weights 
 
 Limits: one active run per client address and ``max_runs`` in all (429 with Retry-After beyond); the
 checkpoints of every run together within ``budget_bytes`` on disk (the oldest finished runs go first).
-A run ends on Stop, when its owner has had no stream open and sent no request for ``grace_s``, and when the
-server stops (SIGTERM: the lifespan closes this service; a killed server takes its workers with it, see
-``die_with_server``). No process or file outlives the service.
+A run ends on Stop, when its owner has had no stream open and sent no request for ``grace_s``, after
+``max_run_s`` (one client cannot hold the training slot all day), and when the server stops (SIGTERM: the
+lifespan closes this service; a killed server takes its workers with it, see ``die_with_server``). No
+process or file outlives the service.
 """
 
 from __future__ import annotations
@@ -53,13 +54,15 @@ class TrainingLimits:
     threads: int = 1
     point_interval_s: float = 0.4
     maps_interval_s: float = 1.0
+    max_run_s: float = 3600.0
+    max_checkpoints: int = 200
 
     @classmethod
     def from_settings(cls, settings: Any) -> TrainingLimits:
         return cls(settings.max_training_runs, settings.training_runs_per_client,
                    settings.training_checkpoint_budget_bytes, settings.max_kept_training_runs,
                    settings.training_client_grace_s, settings.training_threads, settings.training_point_interval_s,
-                   settings.training_maps_interval_s)
+                   settings.training_maps_interval_s, settings.training_max_run_s, settings.training_max_checkpoints)
 
 
 class TrainingRuns:
@@ -74,6 +77,7 @@ class TrainingRuns:
         self._stopping: dict[str, float] = {}  # run id → when a stop was asked
         self._spare: _Worker | None = None  # a worker started ahead, waiting for its job
         self._lock = threading.Lock()
+        self._preparing = threading.Lock()  # one spare started at a time (not one per concurrent request)
         self._spawner = ChildSpawner("training-spawner")
         self._closed = threading.Event()
         self._watch = threading.Thread(target=self._watchdog, name="training-watchdog", daemon=True)
@@ -135,8 +139,11 @@ class TrainingRuns:
         if config.checkpoint_every_steps:
             n = config.train_size or 60_000
             count += config.epochs * math.ceil(n / config.batch_size) // config.checkpoint_every_steps
+        knob = "checkpoint_every_steps" if config.checkpoint_every_steps else "epochs"
+        if count > self.limits.max_checkpoints:  # each keeps the pictures of its moment, in memory and in snapshots
+            raise ApiError(422, f"invalid_{knob}", f"{knob}: {count} checkpoints; a run keeps at most "
+                           f"{self.limits.max_checkpoints}; ask for fewer.")
         if per_checkpoint * count > self.limits.budget_bytes:
-            knob = "checkpoint_every_steps" if config.checkpoint_every_steps else "epochs"
             raise ApiError(422, f"invalid_{knob}", f"{knob}: {count} checkpoints of {per_checkpoint / 2**20:.1f} MB "
                            f"would not fit the {self.limits.budget_bytes / 2**20:.0f} MB this server keeps for "
                            "checkpoints; ask for fewer.")
@@ -151,6 +158,10 @@ class TrainingRuns:
     def prepare(self) -> None:
         """Start a spare worker (its imports and warm-up take seconds) so that the next run's first point comes
         soon after Start; called when someone looks at the runs (the Train view opens)."""
+        with self._preparing:  # concurrent callers (a class opening the Train view) wait for this one's spare
+            self._prepare()
+
+    def _prepare(self) -> None:
         with self._lock:
             if self._closed.is_set() or (self._spare is not None and self._spare.proc.poll() is None):
                 return
@@ -172,12 +183,13 @@ class TrainingRuns:
             return self._spare is not None and self._spare.ready.is_set()
 
     def _spawn(self, run: Run) -> None:
-        self.prepare()
-        with self._lock:
-            worker, self._spare = self._spare, None
-            assert worker is not None
-            worker.run = run
-            self._procs[run.id] = worker.proc
+        with self._preparing:  # two runs starting at once never take the same spare
+            self._prepare()
+            with self._lock:
+                worker, self._spare = self._spare, None
+                assert worker is not None
+                worker.run = run
+                self._procs[run.id] = worker.proc
         job = {"config": run.config.as_json(), "run_dir": str(run.folder),
                "sources": self.sources.as_json(), "classes": list(self.runtime.registry.get(run.model).categories),
                "threads": self.limits.threads,
@@ -298,6 +310,8 @@ class TrainingRuns:
             for run in self.list():
                 if run.active and run.attached <= 0 and now - run.last_seen > self.limits.grace_s:
                     self._stop(run)  # its owner left
+                elif run.active and time.time() - run.created > self.limits.max_run_s:
+                    self._stop(run)  # it has had its time (its checkpoints stay)
             with self._lock:
                 late = [self._procs[i] for i, t in self._stopping.items() if now - t > STOP_WAIT_S and i in self._procs]
             for proc in late:

@@ -16,15 +16,15 @@ POLL_S = 0.1  # how often a stream looks for new events (the worker sends a poin
 RETRY_MS = 2000
 
 
-async def run_events(runs: TrainingRuns, run: Run, client: str, last_event_id: str | None,
+async def run_events(runs: TrainingRuns, run: Run, client: str, last_event_id: int | None,
                      heartbeat_s: float, max_stream_s: float) -> AsyncIterator[bytes]:
     runs.attach(run, client)
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()
-        seq = int(last_event_id) if last_event_id and last_event_id.isdigit() else -1
+        seq = last_event_id if last_event_id is not None else -1
         started = quiet = time.monotonic()
         while True:
-            events = run.since(seq) if seq >= 0 else None
+            events = run.since(seq) if 0 <= seq <= run.seq else None  # an id from the future: the whole run
             if events is None:
                 snapshot = run.as_json(full=True)
                 seq = snapshot["seq"]

@@ -84,6 +84,15 @@ class Jobs(Protocol):
     def close(self, timeout_s: float = 10.0) -> None: ...
 
 
+def check_canceller(owner: str) -> None:
+    """Only the client that started a job may stop it (403 otherwise): a job is shared by everyone who asks
+    for the same result, so a classmate's Stop would otherwise throw away the work the others wait for."""
+    asking = str(current_client())
+    if owner not in (asking, str(LOCAL)):
+        raise ApiError(403, "not_your_job", "Another computer started this computation and others may be waiting "
+                       "for it; only that computer can stop it. It goes on.")
+
+
 class BackgroundJobs:
     def __init__(self, max_queue: int, retry_after_s: int = 2, per_client: int | None = None) -> None:
         self.max_queue = max(1, max_queue)
@@ -144,6 +153,8 @@ class BackgroundJobs:
             job = self._jobs.get(key)
             if job is None:
                 return None
+            if job.state in ("queued", "running"):
+                check_canceller(str(job.client))
             job.cancel_event.set()
             if job.state == "queued":
                 self._finish(job, "cancelled")

@@ -88,7 +88,9 @@ class ClientIdentities:
         code = normalize_code(typed[:32]) if typed else None
         if student and code and STUDENT.match(student) and await self._session_live(code):
             group = f"session:{code}"
-            return ClientId(group, f"{group}/{student}", self.session_scale)
+            # the address is part of the member: someone who learns another student's id cannot spend
+            # that student's share from elsewhere (students behind one NAT address still differ by id)
+            return ClientId(group, f"{group}/{address}/{student}", self.session_scale)
         hint = _header(scope, CLIENT_HEADER)
         if hint and _HINT.match(hint):
             return ClientId(address, f"{address}/{hint}")

@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.errors import ApiError
-from server.services.work.background_jobs import BackgroundJobs, Job
+from server.services.work.background_jobs import BackgroundJobs, Job, check_canceller
 from server.services.work.cancel import WorkCancelled, current_client
+from server.services.work.clients import LOCAL
 
 log = logging.getLogger("convscope.jobs")
 
@@ -239,6 +240,7 @@ class QueuedJobs:
                 return None
             if self._view(key, job).state not in ("queued", "running"):
                 return self._view(key, job)
+            check_canceller(str((job.meta or {}).get("client", LOCAL)))
             # the task also reads this flag (at its start and with its progress): no race with a worker taking it
             self.redis.set(cancel_key(job.id), 1, ex=self.result_ttl_s)
             try:

@@ -6,10 +6,13 @@ counted and bounded: by the queue's length (503 at once when full), by a timeout
 share (429: one client may hold at most ``per_client`` places, running or waiting, and the ids behind one
 address or one class session together a bounded number: :mod:`server.services.work.shares`), and by
 the client itself (a cancelled request leaves the queue at once). A freed slot goes to the waiting request
-whose client group runs the fewest computations, oldest first, so one client's burst does not push others back.
-A full queue does not shut out a client that holds little: its request takes the place of the newest waiting
-request of the group holding the most places (that one hears 503), so the queue stays bounded and a teacher
-asking one thing at a time is served while ten clients hold eight places each.
+whose client group holds the fewest places per share, then whose group computed least lately, oldest first,
+so one client's burst does not push others back. A full queue does not shut out a client that holds little:
+its request takes the place of the newest waiting request of the group holding the most places per share
+(that one hears 503), so the queue stays bounded and a teacher asking one thing at a time is served while
+ten clients hold eight places each. Inside a group whose share is full (the tabs of one address, the
+students of one class session), a member holding little takes the place of the member holding most, so
+ids made up inside the group cannot keep its other members out.
 Retry-After is the measured queue: the mean time a slot is held × places ahead ÷ slots.
 """
 
@@ -26,14 +29,46 @@ from server.errors import ApiError
 from server.services.work.cancel import CancelToken, WorkCancelled, current_client, current_token
 from server.services.work.clients import ClientId
 from server.services.work.shares import Shares
+from server.services.work.timing import note
 
 POLL_S = 0.05  # how often a waiting request looks at its cancellation token
 
 
+class RecentUse:
+    """Slot-seconds each client group used lately, halving every ``half_life_s``: among waiting requests
+    whose groups hold as many places, the one whose group computed least lately goes first (a teacher's
+    5 ms predictions before a page's 400 ms feature maps). Bounded: past ``max_groups`` the least used
+    half is forgotten. Not thread-safe (the pool's lock guards it)."""
+
+    def __init__(self, half_life_s: float = 10.0, max_groups: int = 4096) -> None:
+        self.half_life_s = half_life_s
+        self.max_groups = max_groups
+        self._used: dict[str, tuple[float, float]] = {}  # group → (seconds, when last added)
+
+    def of(self, group: str, now: float) -> float:
+        seconds, when = self._used.get(group, (0.0, now))
+        return seconds * 0.5 ** ((now - when) / self.half_life_s)
+
+    def add(self, group: str, seconds: float, now: float) -> None:
+        self._used[group] = (self.of(group, now) + seconds, now)
+        if len(self._used) > self.max_groups:
+            ranked = sorted(self._used, key=lambda g: self.of(g, now))
+            for forgotten in ranked[: len(ranked) // 2]:
+                del self._used[forgotten]
+
+    def __len__(self) -> int:
+        return len(self._used)
+
+
 class WorkLimiter:
     def __init__(self, max_active: int, max_waiting: int, wait_timeout_s: float = 30.0, retry_after_s: int = 1,
-                 per_client: int | None = None, name: str = "model work") -> None:
+                 per_client: int | None = None, name: str = "model work", express: int = 0) -> None:
         self.max_active = max(1, max_active)
+        # slots only quick work may take (admit(quick=True)), beside the ``max_active`` everyone takes: a
+        # computation of a few milliseconds then never waits for a slow one to end (they are not preempted)
+        self.express = max(0, express)
+        self._express_active = 0
+        self._quick: set[int] = set()  # waiting tickets of quick work
         self.max_waiting = max(0, max_waiting)
         self.wait_timeout_s = wait_timeout_s
         self.retry_after_s = retry_after_s
@@ -46,6 +81,7 @@ class WorkLimiter:
         self._tickets = itertools.count()
         self.shares = Shares(per_client)  # places (running + waiting) per client and per client group
         self._running: dict[str, int] = {}  # client group → computations running
+        self.recent = RecentUse()  # slot-seconds per client group, lately
         self.rejected = 0
         self.mean_hold_s = 0.0  # exponentially weighted mean time a slot is held (measured)
         self.completed = 0
@@ -70,47 +106,93 @@ class WorkLimiter:
         return ApiError(status, code, message, {"Retry-After": self.retry_after()})
 
     # --- admission -----------------------------------------------------------------------------------
-    def _next(self) -> int | None:
-        """The ticket that gets the next free slot: its client's group runs the fewest, then the oldest."""
-        if not self._queue:
+    def _load(self, client: ClientId) -> float:
+        """Places ``client``'s group holds (running + waiting) per share it may hold: the measure of who
+        has the most. Under the lock."""
+        return self.shares.held_by_group(client.group) / max(1, client.group_scale)
+
+    def _next(self, quick_only: bool = False) -> int | None:
+        """The ticket that gets the next free slot: the one whose client group holds the fewest places per
+        share, then whose group computed least lately (:class:`RecentUse`), then the oldest (``quick_only``: among
+        quick work, for an express slot). Not the group *running* the fewest: with two slots and forty clients almost
+        every group runs nothing, and the order fell back to first come, first served — a teacher asking
+        one prediction at a time waited 15 s behind the queued feature maps of ten clients holding eight
+        places each (measured with Server-Timing in bench/bench_fairness.py --scenario class-mix)."""
+        queue = [item for item in self._queue if item[0] in self._quick] if quick_only else self._queue
+        if not queue:
             return None
-        return min(self._queue, key=lambda item: (self._running.get(item[1].group, 0), item[0]))[0]
+        now = time.monotonic()
+        return min(queue, key=lambda item: (self._load(item[1]), self.recent.of(item[1].group, now), item[0]))[0]
+
+    def _lane(self, ticket: int | None, quick: bool) -> str | None:
+        """Which slot ``ticket`` (None: a request not queued yet) may take now: "slot", "express" (quick work,
+        when an express slot is free and it is the next quick one), or None. Under the lock."""
+        if self._active < self.max_active and (not self._queue if ticket is None else self._next() == ticket):
+            return "slot"
+        if quick and self._express_active < self.express and (
+                not self._quick if ticket is None else self._next(quick_only=True) == ticket):
+            return "express"
+        return None
 
     def _push_out(self, client: ClientId) -> bool:
-        """Free a queue place for ``client`` (which has taken its share already): the newest waiting request
-        of the group holding the most places goes, if that group holds more than ``client``'s. Under the lock."""
-        if self.max_waiting == 0:
+        """Free a queue place for ``client`` (which has taken its place already): the newest waiting request
+        of the group holding the most places per share goes, if that group holds more per share than
+        ``client``'s. Under the lock."""
+        if self.max_waiting == 0 or not self._queue:
             return False
-        held = self.shares.held_by_group
-        victim = max(reversed(self._queue), key=lambda item: held(item[1].group))  # the newest of the largest
-        if held(victim[1].group) <= held(client.group):
+        victim = max(reversed(self._queue), key=lambda item: self._load(item[1]))  # the newest of the largest
+        if self._load(victim[1]) <= self._load(client):
             return False
-        self._queue.remove(victim)
-        self._pushed_out.add(victim[0])
+        return self._drop(victim)
+
+    def _push_out_within(self, client: ClientId) -> bool:
+        """``client``'s group holds its whole share: free a place for ``client`` from the member of the same
+        group holding the most, when that member holds more than ``client`` will (its newest waiting request
+        goes). Ids made up inside an address or a class session then cannot hold the places of the group's
+        other members. Under the lock."""
+        mine = self.shares.held(client.member) + 1
+        same = [item for item in reversed(self._queue) if item[1].group == client.group]
+        if not same:
+            return False
+        victim = max(same, key=lambda item: self.shares.held(item[1].member))
+        if self.shares.held(victim[1].member) <= mine:
+            return False
+        return self._drop(victim)
+
+    def _drop(self, item: tuple[int, ClientId]) -> bool:
+        self._queue.remove(item)
+        self._pushed_out.add(item[0])
         self._cond.notify_all()
         return True
 
     @contextmanager
-    def admit(self, client: ClientId | str | None = None, token: CancelToken | None = None) -> Iterator[None]:
-        """Hold one of the ``max_active`` slots for the duration of the block."""
+    def admit(self, client: ClientId | str | None = None, token: CancelToken | None = None,
+              quick: bool = False) -> Iterator[None]:
+        """Hold one of the ``max_active`` slots for the duration of the block (``quick`` work, measured to take a
+        few milliseconds, may also take an express slot)."""
         client = current_client() if client is None else client
         if isinstance(client, str):
             client = ClientId.of(client)
         token = current_token() if token is None else token
+        asked = time.monotonic()
+        quick = quick and self.express > 0
         with self._cond:
             why = self.shares.refusal(client)
-            if why is not None:
+            if why is not None and not (self.shares.group_full(client) and self._push_out_within(client)):
                 raise self._refuse(429, "too_many_requests", why)
             self.shares.take(client)  # a place, waiting or running
             try:
-                if self._active >= self.max_active or self._queue:
+                lane = self._lane(None, quick)
+                if lane is None:
                     if len(self._queue) >= self.max_waiting and not self._push_out(client):
                         raise self._refuse(503, "overloaded", "queue full")
                     ticket = next(self._tickets)
                     self._queue.append((ticket, client))
+                    if quick:
+                        self._quick.add(ticket)
                     deadline = time.monotonic() + self.wait_timeout_s
                     try:
-                        while self._active >= self.max_active or self._next() != ticket:
+                        while (lane := self._lane(ticket, quick)) is None:
                             left = deadline - time.monotonic()
                             if ticket in self._pushed_out:
                                 raise self._refuse(503, "overloaded", "queue full; a client with fewer "
@@ -121,6 +203,7 @@ class WorkLimiter:
                                 raise WorkCancelled()
                             self._cond.wait(min(left, POLL_S))
                     finally:
+                        self._quick.discard(ticket)
                         if ticket in self._pushed_out:
                             self._pushed_out.discard(ticket)
                         else:
@@ -129,30 +212,40 @@ class WorkLimiter:
             except BaseException:
                 self.shares.release(client)
                 raise
-            self._active += 1
+            express = lane == "express"
+            if express:
+                self._express_active += 1
+            else:
+                self._active += 1
             self._running[client.group] = self._running.get(client.group, 0) + 1
             run = next(self._tickets)
             started = self._started[run] = time.monotonic()
+        note("queue", started - asked)
         try:
             yield
         finally:
             held = time.monotonic() - started
+            note("work", held)
             with self._cond:
                 self._started.pop(run, None)
-                self._active -= 1
+                if express:
+                    self._express_active -= 1
+                else:
+                    self._active -= 1
                 left = self._running.get(client.group, 0) - 1
                 if left > 0:
                     self._running[client.group] = left
                 else:
                     self._running.pop(client.group, None)
                 self.shares.release(client)
+                self.recent.add(client.group, held, time.monotonic())
                 self.completed += 1
                 self.mean_hold_s = held if self.completed == 1 else 0.8 * self.mean_hold_s + 0.2 * held
                 self._cond.notify_all()
 
     @property
     def active(self) -> int:
-        return self._active
+        return self._active + self._express_active
 
     @property
     def waiting(self) -> int:

@@ -50,10 +50,12 @@ class Measured:
 class Scheduler:
     """Two pools (``cheap``, ``heavy``) and the measured duration of every label."""
 
-    def __init__(self, cheap: WorkLimiter, heavy: WorkLimiter, heavy_threshold_s: float) -> None:
+    def __init__(self, cheap: WorkLimiter, heavy: WorkLimiter, heavy_threshold_s: float,
+                 quick_threshold_s: float = 0.0) -> None:
         self.cheap = cheap
         self.heavy = heavy
         self.heavy_threshold_s = heavy_threshold_s
+        self.quick_threshold_s = quick_threshold_s  # cheap labels measured below it may take an express slot
         self._measured: dict[str, Measured] = {}
         self._lock = threading.Lock()
 
@@ -71,7 +73,10 @@ class Scheduler:
     def admit(self, label: str, prior: str = "cheap") -> Iterator[None]:
         """Hold a slot of the label's pool for the block, and measure how long the block takes."""
         pool = self.select(label, prior)
-        with pool.admit():
+        with self._lock:
+            measured = self._measured.get(label)
+        quick = pool is self.cheap and measured is not None and measured.mean_s < self.quick_threshold_s
+        with pool.admit(quick=quick):
             # the label's cost is the CPU time its thread spends, not the wall time: on a busy CPU a cheap
             # forward pass can take longer than the threshold while it waits for a core, and must not be
             # moved behind the heavy work for that (measured: LeNet-5's first prediction, 0.59 s wall, load 13)

@@ -33,6 +33,12 @@ class Shares:
             return f"{together} computations from {who} (its share is {group_cap})"
         return None
 
+    def group_full(self, client: ClientId) -> bool:
+        """Whether ``client`` is refused only because its group holds its whole share (the member itself
+        holds less than one share)."""
+        return (self.per_client is not None and self._members.get(client.member, 0) < self.per_client
+                and self._groups.get(client.group, 0) >= self.per_client * max(1, client.group_scale))
+
     def take(self, client: ClientId) -> None:
         self._members[client.member] = self._members.get(client.member, 0) + 1
         self._groups[client.group] = self._groups.get(client.group, 0) + 1
