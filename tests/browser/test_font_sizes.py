@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser.fonts import FONT_PROBE, cut_texts, describe, small_texts
+from tests.browser.test_train_page import two_runs  # noqa: F401 — the fixture: two finished tiny training runs
 
 pytestmark = pytest.mark.browser
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.browser
 class ViewCase(NamedTuple):
     name: str       # for messages and screenshot names
     model: str      # 'lenet5' or 'efficientnet_lite0' (the image is uploaded for it)
-    query: str      # the view's URL keys
+    query: str      # the view's URL keys ({plain} / {augmented}: the ids of the two_runs fixture's runs)
     ready: str      # a JS expression true once the view has drawn everything
     fold: str = ""  # a selector whose whole box must be above the fold in projector mode (wall closed)
     wait_s: int = 120  # how long it may take to become ready
@@ -75,6 +76,10 @@ VIEW_CASES = [
              "document.querySelector(\".xp-ablate-body[data-state='ready']\") && document.querySelector('.channel-grid[data-open-ms] figure.tile.is-ablated')"),
     # issue 23's "Can we trust this map?" panel, run to the end (the server keeps the result: one run for all modes)
     ViewCase("saliency-trust", "lenet5", "view=saliency&trust=1", "document.querySelector(\".trust-card[data-state='done']\")", wait_s=600),
+    # issue 24: a run with a second one overlaid on its charts, "What am I looking at?" comparing them
+    ViewCase("train-overlay", "lenet5", "view=train&run={plain}&overlay={augmented}",
+             "document.querySelector('.train-legend-overlay') && document.querySelectorAll('.train-top5 li').length === 5"
+             " && (document.querySelector('.explain-panel[data-view=train]').open = true)"),
 ]
 
 MODES = [
@@ -113,11 +118,12 @@ def show(page, url: str, ready: str, wait_s: int = 120) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m[0])
-def test_every_text_is_readable(page, mode, photos: Path, shots: Path) -> None:
+def test_every_text_is_readable(page, mode, photos: Path, shots: Path, two_runs) -> None:  # noqa: F811
     name, (width, height), projector, wall, minimum = mode
     page.set_viewport_size({"width": width, "height": height})
     page.add_init_script(FONT_PROBE)
     images = {model: upload(page, model, photos) for model in {case.model for case in VIEW_CASES}}
+    runs = {"plain": two_runs[0]["id"], "augmented": two_runs[1]["id"]}
     first = VIEW_CASES[0]
     page.goto(f"/?model={first.model}&image={images[first.model]}&{first.query}")
     page.wait_for_function(f"() => Boolean({first.ready})")
@@ -132,7 +138,8 @@ def test_every_text_is_readable(page, mode, photos: Path, shots: Path) -> None:
         session = page.evaluate("new URLSearchParams(location.search).get('session') || ''")
         keep += f"&session={session}" if session else ""
         try:
-            show(page, f"/?model={case.model}&image={images[case.model]}&{case.query}{keep}", case.ready, case.wait_s)
+            show(page, f"/?model={case.model}&image={images[case.model]}&{case.query.format(**runs)}{keep}", case.ready,
+                 case.wait_s)
         except PlaywrightTimeout:
             failures.append(f"{case.name}: never became ready ({case.ready})")
             continue

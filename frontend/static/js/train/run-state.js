@@ -1,6 +1,8 @@
 // A run as the page keeps it, from its event stream: pure functions (no DOM), so the numbers the page
 // shows can be checked without a browser.
 
+import { formatInt } from '../common/format.js';
+
 const ENDED = { done: 'done', stopped: 'stopped', failed: 'failed' };
 const MAX_POINTS = 4000;
 
@@ -35,25 +37,37 @@ export function applyEvent(run, type, data) {
 /** Facts for "What am I looking at?", from the run's own numbers (null where not known yet). */
 export function runFacts(run) {
   if (!run) return null;
-  const last = run.history.length ? run.history[run.history.length - 1] : null;
-  const best = run.history.reduce((b, row) => (b === null || row.val_accuracy > b.val_accuracy ? row : b), null);
+  // an epoch-0 row (the untrained network, measured before the first step) is where training starts from,
+  // not an epoch of training
+  const trained = run.history.filter((row) => row.epoch > 0);
+  const untrained = run.history.find((row) => row.epoch === 0) || null;
+  const last = trained.length ? trained[trained.length - 1] : null;
+  const best = trained.reduce((b, row) => (b === null || row.val_accuracy > b.val_accuracy ? row : b), null);
   const gap = last ? last.accuracy - last.val_accuracy : null;
   return {
-    epochs: run.history.length,
+    epochs: last ? last.epoch : 0,
     of: run.config.epochs,
     accuracy: last ? last.accuracy : null,
     valAccuracy: last ? last.val_accuracy : null,
+    untrainedVal: untrained ? untrained.val_accuracy : null,
     gap,
     overfitting: gap !== null && gap > 0.05,
     bestEpoch: best ? best.epoch : null,
     bestVal: best ? best.val_accuracy : null,
-    valRising: run.history.length >= 3 && run.history.slice(-3).every((row, i, rows) => i === 0 || row.val_loss > rows[i - 1].val_loss),
+    valRising: trained.length >= 3 && trained.slice(-3).every((row, i, rows) => i === 0 || row.val_loss > rows[i - 1].val_loss),
     trainSize: run.info && run.info.train_size,
     heldout: run.info && run.info.heldout_size,
     augment: run.config.augment,
     dropout: run.config.dropout,
     lr: run.latest && run.latest.lr,
   };
+}
+
+/** The scrubber's words for a checkpoint: the initial weights (epoch-0) are "untrained, epoch 0". */
+export function checkpointLabel(snap) {
+  if (!snap) return '';
+  if (snap.epoch === 0 && snap.step === 0) return 'untrained, epoch 0';
+  return `${snap.weights} (step ${formatInt(snap.step)})`;
 }
 
 const pct = (v) => `${(100 * v).toFixed(1)}%`;
@@ -65,6 +79,11 @@ export function explainRun(run) {
   const lines = [['The two curves', `Training (solid) is measured on the ${f.trainSize ?? '…'} images the network learns `
     + `from; held-out (dashed) on ${f.heldout ?? '…'} images it never sees. Only the held-out curve says how well it `
     + 'will do on new pictures.']];
+  if (f.untrainedVal !== null) {
+    const classes = run.info && run.info.classes ? run.info.classes.length : null;
+    lines.push(['Before training', `With its random initial weights (epoch 0) the network got ${pct(f.untrainedVal)} of the `
+      + `held-out images right${classes ? `; guessing among ${classes} classes gets ${pct(1 / classes)}` : ''}.`]);
+  }
   if (f.accuracy === null) {
     lines.push(['So far', 'No epoch has ended yet: the points are running averages over the last steps.']);
     return lines;

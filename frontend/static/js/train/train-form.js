@@ -1,5 +1,7 @@
 // The course's knobs for a new run. Values start from the chosen architecture's bundled recipe (the server
-// lists the recipes); the server checks every knob and names the one that is out of range.
+// lists the recipes); the server checks every knob and names the one that is out of range. The architecture
+// and data menus are what the server can train here (its `choices`: models-file models that fit, named image
+// folders), the built-in lists until it has answered.
 
 import { el } from '../dom.js';
 
@@ -19,7 +21,7 @@ const LABELS = { architecture: 'Architecture', dataset: 'Data', optimizer: 'Opti
 
 /**
  * @param {(body: object) => void} onStart
- * @returns {{element, setRecipes(recipes), setBusy(bool)}}
+ * @returns {{element, setRecipes(recipes), setChoices(choices), setBusy(bool)}}
  */
 export function createTrainForm(onStart) {
   const fields = {};
@@ -68,6 +70,17 @@ export function createTrainForm(onStart) {
       const first = Object.keys(recipes).length === 0;
       recipes = next;
       if (first) fill(fields.architecture.value);
+    },
+    /** The menus from the server's `choices` ({architectures: [{id, title, family}], datasets: [{id, title}]}). */
+    setChoices(choices) {
+      if (!choices) return;
+      const refill = (select, options) => {
+        const keep = select.value;
+        select.replaceChildren(...options.map(([value, text]) => el('option', { value, text })));
+        if (options.some(([value]) => value === keep)) select.value = keep;
+      };
+      refill(fields.architecture, choices.architectures.map((a) => [a.id, a.family === 'file' ? `${a.title} (models file)` : a.title]));
+      refill(fields.dataset, choices.datasets.map((d) => [d.id, d.id.startsWith('folder:') ? `${d.title} (image folder)` : d.title]));
     },
     setBusy(busy) {
       start.disabled = busy;
