@@ -150,7 +150,7 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     log.info("ConvScope %s on %s", __version__, device_label(device))
     # SIGTERM cancels the work in flight first: shutdown takes seconds; start-up's objects stay out of the
     # garbage collector's walks, which held the GIL 0.3 s each (server/services/memory/collector.py)
-    with cancel_on_signals(), startup_frozen():
+    with cancel_on_signals(), startup_frozen() as app.state.refreezer:
         try:
             yield
         finally:
