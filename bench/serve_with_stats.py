@@ -39,6 +39,7 @@ def memory(app) -> dict:  # noqa: ANN001
     import types
 
     import torch
+
     from server.services.runtime.cache import ResultCache
 
     skip = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, torch.Tensor, torch.nn.Module)

@@ -22,6 +22,7 @@ from torchvision.transforms.functional import gaussian_blur
 from server.services.experiments.occlusion_probe import blurred
 from tests.conftest import png_bytes
 from tests.harness import SHARED_DATA, LiveServer, client_at, live_server, start_redis, wait_until
+from tests.training_support import workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
                                                    reason="../shared/data/mnist is not present")]
@@ -40,27 +41,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield live
 
 
-def training_workers(pid: int) -> list[psutil.Process]:
-    found = []
-    for child in psutil.Process(pid).children(recursive=True):
-        try:
-            if "server.services.training.worker" in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return found
-
-
 def test_a_class_opening_the_train_view_at_once_starts_one_spare_worker(server: LiveServer) -> None:
     """Each look at the runs readies a spare training process; 12 laptops asking at once started 12 Python
     processes (PyTorch imported in each, ~500 MB together per few) before the fix, and most were killed again."""
-    assert training_workers(server.pid) == [], "a fresh server has no training process yet"
+    assert workers(server.pid) == [], "a fresh server has no training process yet"
     peak = [0]
     done = threading.Event()
 
     def watch() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], len(training_workers(server.pid)))
+            peak[0] = max(peak[0], len(workers(server.pid)))
             time.sleep(0.02)
 
     clients = [client_at(f"127.0.0.{10 + i}", server.url) for i in range(12)]
@@ -85,7 +75,7 @@ def test_a_class_opening_the_train_view_at_once_starts_one_spare_worker(server: 
         client.close()
     assert codes == [200] * len(clients)
     assert peak[0] == 1, f"{peak[0]} training processes were started for one spare"
-    assert len(training_workers(server.pid)) == 1
+    assert len(workers(server.pid)) == 1
 
 
 def _first_event(response: httpx.Response) -> str:

@@ -315,8 +315,8 @@ def test_a_jpeg_with_thousands_of_scans_is_refused_quickly_and_a_normal_upload_i
     Now the scans are counted from the bytes: both crafted files get 422 about as fast as a normal upload."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.hostile_corpus import many_scans_jpeg
     from tests.harness import live_server
+    from tests.hostile_corpus import many_scans_jpeg
 
     crafted = many_scans_jpeg(4000, 2000)
     photo = encode(Image.fromarray(np.random.default_rng(3).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)),
@@ -363,8 +363,8 @@ def test_concurrent_palette_bombs_leave_the_server_memory_where_it_was(tmp_path:
 
     import psutil
 
-    from tests.hostile_corpus import palette_bomb_png
     from tests.harness import live_server
+    from tests.hostile_corpus import palette_bomb_png
 
     with live_server(tmp_path) as server:
         process = psutil.Process(server.pid)

@@ -9,10 +9,11 @@ import psutil
 from fastapi.testclient import TestClient
 
 
-def workers() -> list[psutil.Process]:
-    """This process's training workers (children running server.services.training.worker)."""
+def workers(pid: int | None = None) -> list[psutil.Process]:
+    """The training workers (children running server.services.training.worker) of process ``pid`` (this one
+    by default)."""
     found = []
-    for child in psutil.Process().children(recursive=True):
+    for child in psutil.Process(pid).children(recursive=True):
         try:
             if "server.services.training.worker" in " ".join(child.cmdline()):
                 found.append(child)

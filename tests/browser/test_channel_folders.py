@@ -11,8 +11,8 @@ import pytest
 
 from tests.browser.conftest import checked_page
 from tests.browser.page_helpers import api
-from tests.image_folder_support import make_crops
 from tests.harness import live_server as run_live_server
+from tests.image_folder_support import make_crops
 
 pytestmark = pytest.mark.browser
 UNIT = "/?model=efficientnet_lite0&image={image}&view=network&open=unit&layer=conv_head&channel=7"

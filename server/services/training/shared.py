@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -300,7 +299,7 @@ class QueuedTrainingRuns(TrainingRuns):
 
 def training_runs(runtime: ModelRuntime, settings: Any) -> TrainingRuns:
     """The runs in worker children of this process, or (Redis set and the job queue on) on RQ workers."""
-    
+
     limits = TrainingLimits.from_settings(settings)
     use_queue = settings.job_queue if settings.job_queue is not None else bool(settings.redis_url)
     if not (use_queue and settings.redis_url):

@@ -14,9 +14,10 @@ export function decodeU8(payload) {
 /**
  * Draw tiles of a tensor: filters (O×I×k×k: one tile per output filter, RGB when I is 3, else the mean of its
  * inputs), feature maps (C×H×W) or one picture (C×H×W with C 1 or 3, as one tile with `single`).
- * Grey ramp: the tensor's minimum is black, its maximum white.
+ * Grey ramp: the tensor's minimum is black, its maximum white; with `perTile`, each tile's own minimum and
+ * maximum (filters: a 5×5 filter's pattern shows even when its weights are small next to another filter's).
  */
-export function drawTiles(canvas, payload, { columns = 8, gap = 4, single = false } = {}) {
+export function drawTiles(canvas, payload, { columns = 8, gap = 4, single = false, perTile = false } = {}) {
   const ctx = canvas.getContext('2d');
   if (!payload) {
     ctx.fillStyle = COLOURS.surface;
@@ -41,16 +42,27 @@ export function drawTiles(canvas, payload, { columns = 8, gap = 4, single = fals
   const tileCtx = tile.getContext('2d');
   ctx.imageSmoothingEnabled = false;
   const plane = h * w;
+  const values = new Float32Array(plane * 3);
   for (let n = 0; n < count; n += 1) {
     for (let p = 0; p < plane; p += 1) {
-      let rgb;
-      if (inputs === 3) rgb = [0, 1, 2].map((c) => bytes[(n * 3 + c) * plane + p]);
-      else {
-        let sum = 0;
-        for (let c = 0; c < inputs; c += 1) sum += bytes[(n * inputs + c) * plane + p];
-        const v = Math.round(sum / inputs);
-        rgb = [v, v, v];
+      for (let c = 0; c < 3; c += 1) {
+        if (inputs === 3) values[p * 3 + c] = bytes[(n * 3 + c) * plane + p];
+        else {
+          let sum = 0;
+          for (let i = 0; i < inputs; i += 1) sum += bytes[(n * inputs + i) * plane + p];
+          values[p * 3 + c] = sum / inputs;
+        }
       }
+    }
+    let lo = 0;
+    let hi = 255;
+    if (perTile) {
+      lo = Math.min(...values);
+      hi = Math.max(...values);
+    }
+    const span = hi > lo ? hi - lo : 1;
+    for (let p = 0; p < plane; p += 1) {
+      const rgb = [0, 1, 2].map((c) => Math.round(((values[p * 3 + c] - lo) / span) * 255));
       image.data.set([...rgb, 255], p * 4);
     }
     tileCtx.putImageData(image, 0, 0);

@@ -72,7 +72,7 @@ export function mount(container, ctx) {
   const bar = el('div', { className: 'train-bar' }, [parts.runSelect, parts.status, parts.speed, parts.pause, parts.stop]);
   const overlayRow = el('label', { className: 'train-overlay-row' }, ['Overlay', parts.overlaySelect]);
   const pictures = el('div', { className: 'train-pictures' }, [
-    el('figure', { className: 'train-tiles-box' }, [parts.filters, el('figcaption', { className: 'train-filters-caption', text: 'First-layer filters' })]),
+    el('figure', { className: 'train-tiles-box' }, [parts.filters, el('figcaption', { className: 'train-filters-caption', text: 'First-layer filters, each on its own grey scale' })]),
     el('figure', {}, [parts.probe, el('figcaption', { text: 'Probe image' })]),
     el('figure', { className: 'train-top5-box' }, [parts.top5, el('figcaption', { text: 'Its top 5' })]),
     el('figure', { className: 'train-tiles-box' }, [parts.maps, el('figcaption', { text: 'Its feature maps' })]),
@@ -223,7 +223,7 @@ function render() {
   drawCurves(parts.accuracy, run, ACCURACY, { title: 'Accuracy', yMax: 1, marker, overlay: other });
   drawCurves(parts.lr, run, LR, { title: 'Learning rate', marker, overlay: other });
   const shown = snap || latest;
-  drawTiles(parts.filters, shown.filters, { columns: 10 });
+  drawTiles(parts.filters, shown.filters, { columns: 10, perTile: true });
   const probe = run && run.info && run.info.probe ? run.info.probe : null;
   drawTiles(parts.probe, probe ? probe.image : null, { single: true });
   drawTiles(parts.maps, shown.maps || latest.maps, { columns: 10 });
