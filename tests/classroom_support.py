@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness import REDIS_SERVER, REPO_ROOT, RedisServer, free_port, start_redis
+from tests.harness import REDIS_SERVER, REPO_ROOT, RedisServer, free_port, start_redis, stop_process
 
 __all__ = ["REDIS_SERVER", "REPO_ROOT", "RedisServer", "free_port", "start_redis"]
 
@@ -30,15 +29,7 @@ class Server:
 
     def stop(self, timeout: float = 15) -> float:
         """SIGTERM, then SIGKILL after ``timeout``; the seconds it took to exit."""
-        start = time.monotonic()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        return time.monotonic() - start
+        return stop_process(self.process, timeout)
 
 
 def start_server(tmp: Path, env: dict[str, str], name: str = "server", timeout: float = 120) -> Server:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from server.main import create_app
 from server.settings import Settings
-from tests.harness import SHARED_DATA
+from tests.harness import REDIS_SERVER, SHARED_DATA, RedisServer, start_redis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,3 +72,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Browser tests run last: sync Playwright keeps an asyncio loop running in the main thread for the rest
     of the session, which would break later tests that start their own loop (anyio.run, asyncio.run)."""
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port for a test module, stopped by pid afterwards."""
+    if not Path(REDIS_SERVER).exists():
+        pytest.skip("redis-server is not installed (apt install redis-server)")
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()

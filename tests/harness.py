@@ -136,14 +136,17 @@ def live_server(tmp: Path, env: dict[str, str] | None = None, host: str = "127.0
         stop_process(process)
 
 
-def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout`` seconds; waited for either way."""
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
+def stop_process(process: subprocess.Popen, timeout: float = 15.0, sig: int = signal.SIGTERM) -> float:
+    """``sig`` (SIGTERM), then SIGKILL after ``timeout`` seconds; waited for either way. The seconds it took."""
+    start = time.monotonic()
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+    return time.monotonic() - start
 
 
 @contextmanager
@@ -240,15 +243,7 @@ class UvicornProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> float:
         """Send ``sig`` and wait for the exit (SIGKILL after ``timeout``); the seconds it took."""
-        start = time.monotonic()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        return time.monotonic() - start
+        return 0.0 if self.process is None else stop_process(self.process, timeout, sig)
 
 
 @dataclass

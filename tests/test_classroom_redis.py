@@ -33,14 +33,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
 
 def test_redis_backend_contract(redis_server: RedisServer) -> None:
     from server.services.classroom.redis_backend import RedisBackend

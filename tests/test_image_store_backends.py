@@ -15,7 +15,7 @@ from PIL import Image
 from server.errors import ApiError
 from server.services.images.backends import LocalImages, RedisImages, open_backend
 from server.services.images.store import ImageStore
-from tests.harness import REDIS_SERVER, RedisServer, start_redis
+from tests.harness import RedisServer, start_redis
 
 
 def _noise_png(seed: int, size: int = 64) -> bytes:
@@ -27,16 +27,6 @@ def _noise_png(seed: int, size: int = 64) -> bytes:
 
 ONE = len(_noise_png(0)) + 2000  # a little more than one stored 64×64 noise image
 
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    if not Path(REDIS_SERVER).exists():
-        pytest.skip("redis-server is not installed (apt install redis-server)")
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["local", "redis"])

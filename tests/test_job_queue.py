@@ -25,14 +25,6 @@ from tests.harness import REDIS_SERVER, REPO_ROOT, RedisServer, start_redis
 pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed")
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
 
 @pytest.fixture
 def jobs(redis_server: RedisServer) -> Iterator[QueuedJobs]:

@@ -352,3 +352,8 @@ def test_the_run_list_says_what_can_be_trained_here(folder_client):
                                             "input": [1, 28, 28]}
     assert "tiny-big" not in architectures and architectures["lenet5"]["input"] == [1, 28, 28]
     assert {"mnist", "fashion-mnist", "shapes", "folder:digits", "folder:single"} == {d["id"] for d in answer["datasets"]}
+    # each models-file network is built and run once to count its cost, not on every visit to the Train view
+    costs = folder_client.app.state.training.costs
+    counted = costs.stats.computations
+    assert counted >= 1 and folder_client.get("/api/training/runs").json()["choices"] == answer
+    assert costs.stats.computations == counted

@@ -230,11 +230,19 @@ def _file_entry(model_id: str, sources: Sources, registry: Any) -> Any:
     return entry
 
 
-def choices(sources: Sources, registry: Any) -> dict[str, list[dict[str, Any]]]:
+def file_model_cost(entry: Any, shape: tuple[int, int, int]) -> tuple[int, int]:
+    """(parameters, FLOPs of one image) of a models-file entry's network (builds it and runs it once)."""
+    return network_cost(entry.builder, shape)
+
+
+def choices(sources: Sources, registry: Any,
+            cost: Callable[[Any, tuple[int, int, int]], tuple[int, int]] = file_model_cost
+            ) -> dict[str, list[dict[str, Any]]]:
     """What a run can be made of here, for the Train view's menus: the architectures (the bundled ones, and the
     models-file models in ``registry`` that fit: input at most 64×64, within the budgets) and the datasets (the
     built-in ones whose files are here, and every named image folder: ``GET /api/image-folders`` has their
-    classes). Nothing is trained or read but the models' one forward pass each (counting FLOPs)."""
+    classes). Nothing is trained or read but the models' one forward pass each (counting FLOPs), through ``cost``
+    (a server keeps its answers: the list is asked for on every visit to the Train view)."""
     architectures = [{"id": name, "title": TITLES[name], "family": "bundled", "input": list(BUNDLED_INPUTS[name])}
                      for name in TITLES]
     for entry in registry.list():
@@ -242,7 +250,7 @@ def choices(sources: Sources, registry: Any) -> dict[str, list[dict[str, Any]]]:
         if entry.family != "file" or entry.problem or max(spec.height, spec.width) > MAX_FILE_MODEL_SIDE:
             continue
         try:
-            parameters, flops = network_cost(entry.builder, (spec.channels, spec.height, spec.width))
+            parameters, flops = cost(entry, (spec.channels, spec.height, spec.width))
         except ValueError:
             continue
         if parameters <= sources.max_parameters and flops <= sources.max_flops:

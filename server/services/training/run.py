@@ -17,7 +17,7 @@ from models.checkpoints import read_state_dict
 from models.registry import InputSpec, ModelEntry, WeightsError, WeightsStatus
 from models.training import data as datasets
 from models.training.config import RunConfig, is_folder
-from models.training.plan import Plan, Sources, choices
+from models.training.plan import Plan, Sources, choices, file_model_cost
 
 ACTIVE = ("queued", "running", "paused")
 MAX_POINTS = 2_000  # streamed points kept per run; beyond, every other old one is dropped (the curve keeps its shape)
@@ -178,5 +178,10 @@ def run_entry(run: Run, plan: Plan) -> ModelEntry:
 
 
 def training_choices(runs: Any) -> dict[str, list[dict[str, Any]]]:
-    """The architectures and datasets a run of ``runs`` (a TrainingRuns) can be made of (``GET /api/training/runs``)."""
-    return choices(runs.sources, runs.runtime.registry)
+    """The architectures and datasets a run of ``runs`` (a TrainingRuns) can be made of (``GET /api/training/runs``).
+    A models-file network is built and run once to count its cost, then the answer is kept (``runs.costs``)."""
+
+    def cost(entry: Any, shape: tuple[int, int, int]) -> tuple[int, int]:
+        return runs.costs.get_or_compute((entry.id, id(entry.builder), shape), lambda: file_model_cost(entry, shape))
+
+    return choices(runs.sources, runs.runtime.registry, cost)

@@ -31,6 +31,7 @@ from models.training.config import ConfigError, RunConfig
 from models.training.plan import Sources, plan
 from server.errors import ApiError
 from server.services.images.decode_worker import PARENT_ENV
+from server.services.runtime.cache import ResultCache
 from server.services.runtime.model_runtime import ModelRuntime
 from server.services.training import records
 from server.services.training.run import Run, run_entry
@@ -82,6 +83,8 @@ class TrainingRuns:
         self._spare: _Worker | None = None  # a worker started ahead, waiting for its job
         self._lock = threading.Lock()
         self._preparing = threading.Lock()  # one spare started at a time (not one per concurrent request)
+        # (parameters, FLOPs) of each models-file network the run list offers: counted once, not per visit
+        self.costs: ResultCache[tuple[int, int]] = ResultCache("training network costs", 64 * 1024)
         self._spawner = ChildSpawner("training-spawner")
         self._closed = threading.Event()
         self._restore()

@@ -95,7 +95,7 @@ export const VIEWS = {
     + 'kernel, their products and the sums adding up to the number PyTorch computed. Space plays, arrows step.',
   train: 'A network learning: every step shows it a batch of training images, measures how wrong it is (the loss) '
     + 'and nudges every weight downhill, by the learning rate. The held-out curve is measured on images it never '
-    + 'trains on; the filters below are its first layer, changing as it learns.',
+    + 'trains on; the first-layer filters above change as it learns.',
   experiments: 'What if? Switch channels of a layer off, cover part of the picture, add a perturbation the eye '
     + 'cannot see, or put a second network beside this one — and read what changes, in the network\'s own numbers.',
   sandbox: 'A small grid you type yourself, convolved or pooled step by step with any kernel, padding, stride and '
