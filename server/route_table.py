@@ -19,7 +19,11 @@ from fastapi import FastAPI
 
 def build_route_table(app: FastAPI) -> int:
     """Build the lazily made matching state of every included router now; the number of routes it holds.
-    A FastAPI without that laziness (no ``effective_candidates``) has nothing to build: 0."""
+    A FastAPI without that laziness (no ``effective_candidates``) has nothing to build: 0.
+
+    Only the candidates, which hold every operation: building the *low-priority* lists from here as well (FastAPI
+    builds them from the root router, with that router's include context) broke the Train page's overlay of two
+    runs (tests/browser/test_train_page.py), so those few stay lazy."""
     return _build(app.router.routes)
 
 
@@ -30,8 +34,5 @@ def _build(routes: Iterable[Any]) -> int:
         if candidates is None:
             continue
         built = candidates()
-        low_priority = getattr(route, "effective_low_priority_routes", None)
-        if low_priority is not None:
-            low_priority()
         count += len(built) + _build(built)
     return count
