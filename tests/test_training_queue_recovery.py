@@ -26,16 +26,10 @@ from server.services.training import queued
 from server.settings import Settings
 from tests.conftest import png_bytes
 from tests.deploy.deployment import Worker
-from tests.harness import REDIS_SERVER, SHARED_DATA, RedisServer, start_redis, wait_until
-from tests.training_support import checkpoint_probabilities, run_state, run_until
+from tests.harness import SHARED_DATA, RedisServer, start_redis, wait_until
+from tests.training_support import LONG, ON_THE_QUEUE, SHORT, checkpoint_probabilities, run_state, run_until
 
-pytestmark = [
-    pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed"),
-    pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
-                       reason="../shared/data/mnist is not present"),
-]
-SHORT = {"epochs": 1, "train_size": 128, "batch_size": 32}
-LONG = {"epochs": 50, "train_size": 2000, "batch_size": 16}  # minutes of work: only ever stopped or interrupted
+pytestmark = ON_THE_QUEUE
 OWNER, OTHER, THIRD = ("10.0.0.1", 50000), ("10.0.0.2", 50000), ("10.0.0.3", 50000)
 
 

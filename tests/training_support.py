@@ -10,13 +10,23 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
+import pytest
 import torch
 from fastapi.testclient import TestClient
 
 from models.preprocessing import MNIST_MEAN, MNIST_STD
 from models.training.config import for_architecture
 from models.training.networks import build_network
-from tests.harness import wait_until
+from tests.harness import REDIS_SERVER, SHARED_DATA, wait_until
+
+SHORT = {"epochs": 1, "train_size": 128, "batch_size": 32}  # seconds of training on the bundled MNIST
+LONG = {"epochs": 50, "train_size": 2000, "batch_size": 16}  # minutes of work: only ever stopped, killed or interrupted
+# the marks of a module that trains on the job queue: a real redis-server and the offline MNIST
+ON_THE_QUEUE = [
+    pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed"),
+    pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
+                       reason="../shared/data/mnist is not present"),
+]
 
 
 def workers(pid: int | None = None) -> list[psutil.Process]:
