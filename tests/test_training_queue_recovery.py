@@ -12,6 +12,7 @@ replicas (apps on one real redis-server, as ``test_redis_away_is_a_503_not_a_500
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,6 +102,8 @@ def test_the_runs_outlive_a_redis_restart_without_persistence(queue) -> None:
                 for row in answer.json()["predictions"]:
                     assert row["probability"] == pytest.approx(reference[row["index"]], abs=1e-5)
         assert not (folder / "training" / f"run-{deleted}").exists()
+        on_disk = json.loads((folder / "training" / f"run-{training}" / "run.json").read_text())["run"]
+        assert on_disk["state"] == "failed" and on_disk["message"] == interrupted["message"]  # for the next restart
         again = _start(b, SHORT)  # the interrupted run holds no limit, and the worker takes jobs again
         run_until(a, again, "done")
 

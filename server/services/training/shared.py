@@ -109,13 +109,14 @@ class QueuedTrainingRuns(TrainingRuns):
         records.leftovers(self.folder)
         generation = secrets.token_hex(8)
         args: list[Any] = [generation, queued.PREFIX, queued.ENDED_TTL_S]
-        runs = {}
+        runs, changed = {}, set()
         for path in sorted(self.folder.glob("run-*")) if self.folder.is_dir() else []:
             run = records.read(path)
             if run is None:
                 continue  # being started (its record comes next) or unreadable: not a run to list again
             was_active = run.active
-            records.reopen(run, "the job queue's Redis lost its runs")
+            if records.reopen(run, "the job queue's Redis lost its runs"):
+                changed.add(run.id)
             runs[run.id] = run
             args += [run.id, queued.record_json(run, "0-0"), queued.summary(run), int(was_active)]
         answer = self._seed_script(keys=[queued.GENERATION, queued.INDEX], args=args)
@@ -125,7 +126,7 @@ class QueuedTrainingRuns(TrainingRuns):
             run = runs[run_id]
             if not run.folder.is_dir():  # deleted while this replica read the disk
                 queued.forget(self.redis, run_id)
-            else:
+            elif run_id in changed:
                 records.save(run)
         log.warning("training runs: Redis had no run list (restarted without persistence?); %d run(s) listed "
                     "again from %s", len(answer) - 1, self.folder)
