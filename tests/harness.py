@@ -29,6 +29,8 @@ from fastapi import FastAPI
 from torch import nn
 from torch.nn.modules import module as module_globals
 
+from server.services.runtime.hooks import PERMANENT_HOOKS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # the offline data every worktree shares (MNIST, Fashion-MNIST, photos): never committed
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -334,9 +336,12 @@ http {{
 
 
 def assert_no_hooks(model: nn.Module) -> None:
+    """No hook left on ``model`` but the permanent ones a loaded model is built with (its max-pools')."""
     for name, sub in model.named_modules():
-        assert not sub._forward_hooks, f"forward hook left on {name or 'the model'}"
-        assert not sub._forward_pre_hooks, f"forward pre-hook left on {name or 'the model'}"
+        forward = [h for h in sub._forward_hooks.values() if h not in PERMANENT_HOOKS]
+        pre = [h for h in sub._forward_pre_hooks.values() if h not in PERMANENT_HOOKS]
+        assert not forward, f"forward hook left on {name or 'the model'}"
+        assert not pre, f"forward pre-hook left on {name or 'the model'}"
         assert not sub._backward_hooks, f"backward hook left on {name or 'the model'}"
         assert not getattr(sub, "_backward_pre_hooks", {}), f"backward pre-hook left on {name or 'the model'}"
     assert not module_globals._global_forward_hooks

@@ -12,6 +12,7 @@ from torch import nn
 
 from models.architectures import TinyVGG
 from models.registry import InputSpec, get_entry
+from server.services.runtime.hooks import PERMANENT_HOOKS
 from server.services.runtime.model_runtime import LoadedModel
 
 
@@ -114,9 +115,11 @@ def aligned_upsample(raw: np.ndarray, size: int, start: float, jump: float) -> n
 
 
 def hooks_left(module: nn.Module) -> int:
-    """Hooks still registered on any submodule (forward, pre-forward, backward)."""
+    """Hooks still registered on any submodule (forward, pre-forward, backward), but the permanent ones a loaded
+    model is built with (its max-pools')."""
     total = 0
     for m in module.modules():
-        total += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        forward = [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]
+        total += sum(hook not in PERMANENT_HOOKS for hook in forward) + len(m._backward_hooks)
         total += len(getattr(m, "_backward_pre_hooks", {}))
     return total

@@ -15,7 +15,7 @@ import pytest
 from server.main import create_app
 from server.settings import Settings
 from tests.conftest import png_bytes
-from tests.harness import serving, wait_until
+from tests.harness import assert_no_hooks, serving, wait_until
 
 MODEL = "resnet18"  # Score-CAM at layer4: 512 masked passes in 16 batches, a checkpoint after each
 
@@ -71,7 +71,7 @@ def test_a_client_that_disconnects_stops_its_long_run(live) -> None:
     # a cheap request is served at once (no heavy work left, and it never queued behind it anyway)
     r = client.get(f"/api/models/lenet5/images/{digit}/predictions")
     assert r.status_code == 200 and len(r.json()["predictions"]) == 5
-    assert all(not m._forward_hooks for m in app.state.runtime.load(MODEL, "untrained").module.modules())
+    assert_no_hooks(app.state.runtime.load(MODEL, "untrained").module)
 
 
 def test_the_run_goes_on_while_another_client_waits_for_it(live) -> None:

@@ -24,7 +24,7 @@ from models.registry import BundledWeights, ModelEntry
 from server.main import create_app
 from server.settings import Settings
 from tests.conftest import png_bytes
-from tests.harness import serving
+from tests.harness import assert_no_hooks, serving
 
 BUNDLED = ("lenet5", "mnist-shallow", "mnist-deep", "tinyvgg-shapes")
 
@@ -181,10 +181,7 @@ def assert_nothing_left(app: FastAPI) -> None:
         assert time.monotonic() < deadline, "work never finished"
         time.sleep(0.01)
     for loaded in state.runtime.cache.values():
-        key = (loaded.entry.id, loaded.variant)
-        for name, module in loaded.module.named_modules():
-            for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
-                assert not getattr(module, attr), f"{key} {name or '<root>'} still has {attr}"
+        assert_no_hooks(loaded.module)
         for param in loaded.module.parameters():
             assert not param.requires_grad and param.grad is None
     leftovers = [p.name for p in state.image_store.root.iterdir() if not p.name.endswith(".png")]

@@ -16,6 +16,7 @@ from models.registry import InputSpec, ModelEntry
 from server.errors import ApiError
 from server.services.runtime.model_runtime import LoadedModel
 from server.services.step_through import trace as ct
+from tests.harness import assert_no_hooks
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 
@@ -173,8 +174,7 @@ def test_hooks_removed_after_normal_and_failed_calls(loaded: LoadedModel, batch:
     ct.capture(loaded, batch, loaded.named_layer("grouped"))
     with pytest.raises(RuntimeError):
         ct.capture(loaded, batch[:, :2], loaded.named_layer("grouped"))  # wrong channel count: the forward raises
-    for module in loaded.module.modules():
-        assert not module._forward_hooks and not module._forward_pre_hooks
+    assert_no_hooks(loaded.module)
     assert not loaded.lock.locked()
 
 

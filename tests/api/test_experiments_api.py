@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from server.main import create_app
 from server.settings import Settings
 from tests.conftest import load_npy
+from tests.harness import assert_no_hooks
 
 TOL = 1e-5
 
@@ -279,8 +280,7 @@ def test_no_hook_is_left_behind(client, photo):
         client.get(f"{base}/adversarial.json", params={"attack": "pgd", "epsilon": 3, "steps": 2, "min_flip": "false"})
         client.get(f"{base}/compare.json", params={"with_model": model, "with_weights": "untrained"})
         client.get(f"{base}/ablation/gradcam.npy", params={"channels": "0"})
-        for module in _loaded(client, model).module.modules():
-            assert not module._forward_hooks and not module._forward_pre_hooks and not module._backward_hooks
+        assert_no_hooks(_loaded(client, model).module)
 
 
 def test_every_experiment_works_on_a_models_file_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> None:

@@ -22,6 +22,7 @@ from models.registry import ModelEntry, ModelRegistry, WeightsError, WeightsStat
 from server.errors import ApiError
 from server.services.runtime.architecture_catalog import ArchitectureCatalog, LayerGeometry
 from server.services.runtime.cache import ResultCache
+from server.services.runtime.hooks import channels_last_max_pools
 
 WEIGHT_CHOICES = ("auto", "trained", "untrained")
 CHECKPOINT_NAME = re.compile(r"(epoch|step)-[0-9]{1,7}")
@@ -202,4 +203,5 @@ class ModelRuntime:
         for param in module.parameters():
             param.requires_grad_(False)
         module = module.to(self.device).eval()
+        channels_last_max_pools(module)
         return LoadedModel(entry, variant, module, self.device, entry.make_preprocess(), catalog=self.catalog)
