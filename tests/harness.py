@@ -177,15 +177,21 @@ def serving(app: FastAPI) -> Iterator[int]:
 class RedisServer:
     url: str
     process: subprocess.Popen
+    folder: Path
 
     def stop(self) -> None:
         if self.process.poll() is None:
             stop_process(self.process, timeout=10)
 
+    def restart(self) -> None:
+        """Stop it and start a new, empty one on the same port: a restart without persistence."""
+        self.stop()
+        self.process = start_redis(self.folder, int(self.url.rsplit(":", 1)[1].split("/")[0])).process
 
-def start_redis(tmp: Path) -> RedisServer:
-    """Debian's redis-server on a free loopback port, no persistence, in ``tmp``."""
-    port = free_port()
+
+def start_redis(tmp: Path, port: int | None = None) -> RedisServer:
+    """Debian's redis-server on a free loopback port (or ``port``), no persistence, in ``tmp``."""
+    port = port or free_port()
     process = subprocess.Popen(
         [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(tmp), "--protected-mode", "yes"],
@@ -198,7 +204,7 @@ def start_redis(tmp: Path) -> RedisServer:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
                 sock.sendall(b"PING\r\n")
                 if sock.recv(16).startswith(b"+PONG"):
-                    return RedisServer(f"redis://127.0.0.1:{port}/0", process)
+                    return RedisServer(f"redis://127.0.0.1:{port}/0", process, tmp)
         except OSError:
             time.sleep(0.1)
     process.kill()

@@ -17,23 +17,14 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-import torch
 
 from models.datasets import mnist
-from models.preprocessing import MNIST_MEAN, MNIST_STD
-from models.training.config import for_architecture
-from models.training.networks import build_network
 from tests.conftest import png_bytes
 from tests.deploy.deployment import Worker, distinct_ports
-from tests.harness import REDIS_SERVER, SHARED_DATA, UvicornProcess, start_redis, wait_until
+from tests.harness import SHARED_DATA, UvicornProcess, start_redis, wait_until
+from tests.training_support import LONG, ON_THE_QUEUE, SHORT, checkpoint_probabilities, run_state, run_until
 
-pytestmark = [
-    pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed"),
-    pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
-                       reason="../shared/data/mnist is not present"),
-]
-SHORT = {"epochs": 1, "train_size": 128, "batch_size": 32}
-LONG = {"epochs": 50, "train_size": 2000, "batch_size": 16}  # minutes of work: only ever stopped or killed
+pytestmark = ON_THE_QUEUE
 OWNER, OTHER = {"X-Forwarded-For": "10.0.0.1"}, {"X-Forwarded-For": "10.0.0.2"}  # two clients
 
 
@@ -65,19 +56,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[htt
         for part in (*workers, *replicas):
             part.stop()
         redis.stop()
-
-
-def _state(client: httpx.Client, run_id: str) -> dict:
-    answer = client.get(f"/api/training/runs/{run_id}")
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
-def _until(client: httpx.Client, run_id: str, state: str, timeout: float = 120) -> dict:
-    seen: list[dict] = []
-    wait_until(lambda: seen.append(_state(client, run_id)) or seen[-1]["state"] == state, timeout,
-               f"run {run_id} {state} (seen {seen[-1]['state'] if seen else '-'})", 0.1)
-    return seen[-1]
 
 
 def _events(client: httpx.Client, run_id: str, arrived: dict[str, float] | None = None,
@@ -115,19 +93,19 @@ def test_controls_and_limits_from_any_replica(cluster) -> None:
     assert busy.status_code == 429 and busy.json()["error"]["code"] == "training_busy"
     assert b.post(f"/api/training/runs/{run_id}/pause", headers=OTHER).status_code == 403  # only its owner
 
-    _until(b, run_id, "running")
+    run_until(b, run_id, "running")
     print(f"\nqueued run: running on the other replica {time.monotonic() - asked:.2f} s after Start")
     assert b.post(f"/api/training/runs/{run_id}/pause").status_code == 200
-    paused = _until(a, run_id, "paused")
+    paused = run_until(a, run_id, "paused")
     assert a.post(f"/api/training/runs/{run_id}/resume").status_code == 200
-    wait_until(lambda: _state(b, run_id)["latest"].get("step", 0) > paused["latest"].get("step", 0), 120,
+    wait_until(lambda: run_state(b, run_id)["latest"].get("step", 0) > paused["latest"].get("step", 0), 120,
                "a step after resuming, seen by the other replica", 0.1)
     assert b.post(f"/api/training/runs/{run_id}/stop").status_code == 200
-    assert _until(a, run_id, "stopped")["state"] == "stopped"
+    assert run_until(a, run_id, "stopped")["state"] == "stopped"
     assert b.post(f"/api/training/runs/{run_id}/pause").status_code == 409
     short = a.post("/api/training/runs", json=SHORT)  # the limit is free again
     assert short.status_code == 201, short.text
-    _until(b, short.json()["id"], "done")
+    run_until(b, short.json()["id"], "done")
 
 
 def test_a_worker_killed_mid_run_fails_it_with_the_reason(cluster) -> None:
@@ -135,19 +113,19 @@ def test_a_worker_killed_mid_run_fails_it_with_the_reason(cluster) -> None:
     started = b.post("/api/training/runs", json=LONG)
     assert started.status_code == 201, started.text
     run_id = started.json()["id"]
-    _until(a, run_id, "running")
+    run_until(a, run_id, "running")
     horses = [pid for worker in workers for pid in worker.children()]
     assert len(horses) == 1, horses  # one work horse trains it
     killed = time.monotonic()
     os.kill(horses[0], signal.SIGKILL)
     for client in (a, b):
-        failed = _until(client, run_id, "failed", 60)
+        failed = run_until(client, run_id, "failed", 60)
         assert "the worker process training it died (signal 9)" in failed["message"], failed["message"]
         print(f"\nkill -9 of the work horse: run failed on {client.base_url} after {time.monotonic() - killed:.2f} s "
               f"({failed['message']})")
     short = a.post("/api/training/runs", json=SHORT)  # the dead run holds no limit
     assert short.status_code == 201, short.text
-    _until(b, short.json()["id"], "done")
+    run_until(b, short.json()["id"], "done")
 
 
 def test_a_run_streams_to_the_other_replica_and_its_checkpoints_work_on_both(cluster) -> None:
@@ -176,15 +154,11 @@ def test_a_run_streams_to_the_other_replica_and_its_checkpoints_work_on_both(clu
 
     images, _labels = mnist.load_mnist_test(SHARED_DATA)
     digit = images[9002]
-    model = build_network(for_architecture("lenet5", **SHORT))
-    model.load_state_dict(torch.load(checkpoint, weights_only=True))
-    with torch.no_grad():
-        x = (torch.from_numpy(digit).float()[None, None] / 255 - MNIST_MEAN) / MNIST_STD
-        reference = torch.softmax(model.eval()(x)[0], 0).tolist()
+    reference = checkpoint_probabilities(SHORT, checkpoint, digit)
     image_id = a.post("/api/images", files={"file": ("d.png", png_bytes(digit), "image/png")}).json()["image_id"]
     answers = []
     for client in (a, b):
-        assert _state(client, run_id)["history"][0]["epoch"] == 1
+        assert run_state(client, run_id)["history"][0]["epoch"] == 1
         answer = client.get(f"/api/models/run-{run_id}/images/{image_id}/predictions",
                             params={"weights": "epoch-1", "top_k": 10})
         assert answer.status_code == 200, answer.text
@@ -193,7 +167,7 @@ def test_a_run_streams_to_the_other_replica_and_its_checkpoints_work_on_both(clu
             assert row["probability"] == pytest.approx(reference[row["index"]], abs=1e-5)
     assert answers[0] == answers[1]
     assert b.patch(f"/api/training/runs/{run_id}", json={"name": "renamed on b"}).status_code == 200
-    wait_until(lambda: _state(a, run_id)["name"] == "renamed on b", 30, "the rename to reach the other replica")
+    wait_until(lambda: run_state(a, run_id)["name"] == "renamed on b", 30, "the rename to reach the other replica")
     assert a.delete(f"/api/training/runs/{run_id}").status_code == 200
     wait_until(lambda: b.get(f"/api/training/runs/{run_id}").status_code == 404, 30, "the delete to reach b")
     assert b.get(f"/api/models/run-{run_id}").status_code == 404 and not checkpoint.parent.exists()

@@ -11,14 +11,11 @@ import signal
 import httpx
 import psutil
 import pytest
-import torch
 
 from models.datasets import mnist
-from models.preprocessing import MNIST_MEAN, MNIST_STD
-from models.training.config import for_architecture
-from models.training.networks import build_network
 from tests.conftest import png_bytes
 from tests.harness import SHARED_DATA, live_server, wait_until
+from tests.training_support import checkpoint_probabilities
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
                                 reason="../shared/data/mnist is not present")
@@ -28,14 +25,6 @@ LONG = {"epochs": 50, "train_size": 512, "batch_size": 32, "checkpoint_every_ste
 
 def _run(client: httpx.Client, run_id: str) -> dict:
     return client.get(f"/api/training/runs/{run_id}").json()
-
-
-def _probability(config_body: dict, checkpoint, digit) -> list[float]:
-    model = build_network(for_architecture("lenet5", **config_body))
-    model.load_state_dict(torch.load(checkpoint, weights_only=True))
-    with torch.no_grad():
-        x = (torch.from_numpy(digit).float()[None, None] / 255 - MNIST_MEAN) / MNIST_STD
-        return torch.softmax(model.eval()(x)[0], 0).tolist()
 
 
 def test_runs_and_checkpoints_are_listed_again_after_a_restart(tmp_path) -> None:
@@ -81,7 +70,7 @@ def test_runs_and_checkpoints_are_listed_again_after_a_restart(tmp_path) -> None
                                 params={"weights": weights, "top_k": 10})
             assert answer.status_code == 200, answer.text
             assert answer.headers["X-ConvScope-Weights"] == weights
-            reference = _probability(body, training / f"run-{run['id']}" / f"{weights}.pt", digit)
+            reference = checkpoint_probabilities(body, training / f"run-{run['id']}" / f"{weights}.pt", digit)
             for row in answer.json()["predictions"]:
                 assert row["probability"] == pytest.approx(reference[row["index"]], abs=1e-5)
         # the limit is free again: the interrupted run holds nothing

@@ -9,7 +9,11 @@ A run in Redis:
   capped at ``STREAM_LEN`` (a replica that falls behind further starts again from the record);
 - ``control:<id>``: pause / resume / stop words from any replica, for the worker; ``seen:<id>``: when the owner
   was last seen by any replica (a run whose owner left for ``grace_s`` stops, as in one process);
-- ``ACTIVE`` (hash, run id → owner): the runs that count against the limits, checked and taken in one script.
+- ``ACTIVE`` (hash, run id → owner): the runs that count against the limits, checked and taken in one script;
+- ``GENERATION``: set when the index was seeded. A Redis restarted without persistence has none: the first
+  replica to see that lists the runs again from their records on the shared disk (``SEED``, one script, so two
+  replicas doing it at once seed once), a run that was training as interrupted, as one server does after a
+  restart; ``ended:<id>`` then stops its worker, if it still trains, from writing over that.
 
 Checkpoints are files in the training folder (``CONVSCOPE_TRAINING_DIR``), which every replica and worker
 mounts: a checkpoint budget of hundreds of MB belongs on a disk, not in Redis's memory next to the sessions.
@@ -51,6 +55,46 @@ return 0
 """
 
 
+# the index seeded from the disk records, once among all replicas. KEYS: GENERATION, INDEX; ARGV: the new generation,
+# the key prefix, the ended keys' TTL, then per run: id, record, summary, ended ("1": it was training). Answers
+# the generation in force, then the ids this call listed (none when another replica seeded first).
+SEED = """
+local current = redis.call('GET', KEYS[1])
+if current then return {current} end
+local answer = {ARGV[1]}
+for i = 4, #ARGV, 4 do
+  local id = ARGV[i]
+  if redis.call('HSETNX', KEYS[2], id, ARGV[i + 2]) == 1 then
+    redis.call('SET', ARGV[2] .. ':record:' .. id, ARGV[i + 1])
+    if ARGV[i + 3] == '1' then redis.call('SET', ARGV[2] .. ':ended:' .. id, 1, 'EX', ARGV[3]) end
+    answer[#answer + 1] = id
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return answer
+"""
+
+# a run's record and index entry, unless the run was deleted (its record is gone) or ended by a replica
+# (``ended:<id>``, not by this publisher). KEYS: record, INDEX, ACTIVE, events, ended; ARGV: id, record, summary,
+# first, ending, over ("1": the run has ended), the stream's TTL once over. Answers 1 when written.
+SAVE = """
+if ARGV[4] == '1' then
+  redis.call('DEL', KEYS[5])  -- a new run: an ended key can only be a re-seed's that read its first record
+else
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+  if ARGV[5] ~= '1' and redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+if ARGV[6] == '1' then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  redis.call('EXPIRE', KEYS[4], ARGV[7])
+end
+return 1
+"""
+GENERATION = f"{PREFIX}:generation"
+
+
 def key(kind: str, run_id: str) -> str:
     return f"{PREFIX}:{kind}:{run_id}"
 
@@ -59,18 +103,39 @@ def rq_job_id(run_id: str) -> str:
     return f"cs-training-{run_id}"
 
 
+def summary(run: Run) -> str:
+    """The run's entry in ``INDEX``."""
+    return json.dumps({"owner": run.owner, "state": run.state, "created": run.created})
+
+
+def record_json(run: Run, last_id: str) -> str:
+    return json.dumps({**records.as_record(run), "stream_id": last_id}, separators=(",", ":"))
+
+
+def forget(redis: Any, run_id: str) -> None:
+    """Take a run out of Redis (every replica drops it at its next look at the index)."""
+    pipe = redis.pipeline()
+    for listing in (INDEX, NAMES, ACTIVE):
+        pipe.hdel(listing, run_id)
+    pipe.delete(*(key(kind, run_id) for kind in ("record", "events", "seen")))
+    pipe.execute()
+
+
 class Publisher:
     """Applies a run's events to its :class:`Run` here and publishes them to every replica (the stream, and the
     record at the moments it changes), in order, from one place at a time (the worker; a replica only when the
     worker is gone)."""
 
-    def __init__(self, redis: Any, run: Run, last_id: str = "0-0") -> None:
+    def __init__(self, redis: Any, run: Run, last_id: str = "0-0", ending: bool = False) -> None:
         self.redis = redis
         self.run = run
         self.last_id = last_id
+        self.ending = ending  # a replica ending the run for its vanished worker (end_run)
         self._saved = time.monotonic()
         self._lock = threading.Lock()
-        self.deleted = False  # the run was deleted meanwhile (its record is gone): publish nothing more
+        self._save = redis.register_script(SAVE)
+        # the run was deleted (its record is gone) or ended by a replica meanwhile: publish nothing more
+        self.deleted = False
 
     def __call__(self, event: dict[str, Any]) -> None:
         with self._lock:
@@ -86,21 +151,18 @@ class Publisher:
                 self.save()
 
     def save(self, first: bool = False) -> None:
-        if not first and not self.redis.exists(key("record", self.run.id)):
+        record = record_json(self.run, self.last_id)
+        written = self._save(
+            keys=[key("record", self.run.id), INDEX, ACTIVE, key("events", self.run.id), key("ended", self.run.id)],
+            args=[self.run.id, record, summary(self.run), int(first), int(self.ending), int(not self.run.active),
+                  ENDED_STREAM_TTL_S])
+        if not written:
             self.deleted = True
-            self.redis.delete(key("events", self.run.id))
+            if not self.redis.exists(key("record", self.run.id)):
+                self.redis.delete(key("events", self.run.id))
             return
-        record = {**records.as_record(self.run), "stream_id": self.last_id}
-        summary = {"owner": self.run.owner, "state": self.run.state, "created": self.run.created}
-        pipe = self.redis.pipeline()
-        pipe.set(key("record", self.run.id), json.dumps(record, separators=(",", ":")))
-        pipe.hset(INDEX, self.run.id, json.dumps(summary))
-        if not self.run.active:
-            pipe.hdel(ACTIVE, self.run.id)
-            pipe.expire(key("events", self.run.id), ENDED_STREAM_TTL_S)  # the record says it all from now on
-        pipe.execute()
         self._saved = time.monotonic()
-        records.save(self.run, record)  # the shared folder keeps it too
+        records.save(self.run, json.loads(record))  # the shared folder keeps it too
 
 
 def read_record(redis: Any, run_id: str, folder: Path) -> tuple[Run, str] | None:
@@ -137,7 +199,7 @@ def end_run(redis: Any, run_id: str, folder: Path, event: dict[str, Any]) -> boo
         run.record(earlier)
         last_id = entry
     if run.active:
-        Publisher(redis, run, last_id)(event)
+        Publisher(redis, run, last_id, ending=True)(event)
     redis.hdel(ACTIVE, run_id)
     return True
 
@@ -147,14 +209,25 @@ def end_run(redis: Any, run_id: str, folder: Path, event: dict[str, Any]) -> boo
 def _control_words(redis: Any, publish: Publisher, grace_s: float, max_run_s: float,
                    finished: threading.Event) -> Iterator[str]:
     """Pause / resume / stop words for the worker's :class:`Control`; ends (a stop) when the owner has not been
-    seen by any replica for ``grace_s``, when the run has had ``max_run_s``, or when it was deleted."""
+    seen by any replica for ``grace_s``, when the run has had ``max_run_s``, or when it was deleted or ended by a
+    replica (its ``Publisher`` says so). A Redis that is away is waited for (a restart empty ends the run: its
+    owner was seen by no replica since)."""
+    from redis.exceptions import ConnectionError as RedisAway
+    from redis.exceptions import TimeoutError as RedisSlow
+
     run = publish.run
     while not finished.is_set() and not publish.deleted:
-        item = redis.blpop([key("control", run.id)], timeout=1)
+        try:
+            item = redis.blpop([key("control", run.id)], timeout=1)
+            seen = redis.get(key("seen", run.id)) if item is None else b""
+        except (RedisAway, RedisSlow):  # Redis restarting: its words (and the owner's) wait; not its time
+            finished.wait(1.0)
+            if time.time() - run.created > max_run_s:
+                return
+            continue
         if item is not None:
             yield item[1].decode() + "\n"
             continue
-        seen = redis.get(key("seen", run.id))
         if seen is None or time.time() - float(seen) > grace_s or time.time() - run.created > max_run_s:
             return
 
@@ -174,11 +247,15 @@ def training_task(context: Any, params: dict[str, Any], progress: Any) -> None:
     if found is None or not found[0].active:
         return None  # deleted or stopped before this worker took it
     run, last_id = found
-    folder.mkdir(parents=True, exist_ok=True)
     publish = Publisher(redis, run, last_id)
+    if not folder.is_dir():  # made by the replica that started it; deleted meanwhile, or not a shared folder here
+        publish({"type": "failed", "message": f"the training folder {folder.parent} is not shared with the worker "
+                 "that took the run (CONVSCOPE_TRAINING_DIR must be one folder for every replica and worker)"})
+        return None
     finished = threading.Event()
-    control = Control(_control_words(redis, publish, settings.training_client_grace_s, settings.training_max_run_s,
-                                     finished))
+    # the limits of the replica that admitted the run (a worker with other settings does not change them)
+    control = Control(_control_words(redis, publish, float(params.get("grace_s", settings.training_client_grace_s)),
+                                     float(params.get("max_run_s", settings.training_max_run_s)), finished))
     job = {"config": run.config.as_json(), "run_dir": str(folder), "classes": params.get("classes"),
            "sources": training_sources(settings).as_json(), "threads": settings.training_threads,
            "device": training_device(context.runtime), "point_interval_s": settings.training_point_interval_s,

@@ -25,6 +25,7 @@ from server.services.training.run import Run
 log = logging.getLogger("convscope.training")
 
 RECORD = "run.json"
+DELETED = ".deleted-"  # a run folder being deleted is renamed to this prefix first
 SAVED_EVENTS = frozenset({"started", "epoch", "checkpoint", "state", "done", "stopped", "failed"})
 
 
@@ -72,10 +73,56 @@ def interrupted_message(run: Run, why: str) -> str:
     return f"Interrupted: {why} while it trained; {kept}."
 
 
+def read(path: Path) -> Run | None:
+    """The run recorded in the folder ``path``, changing nothing on disk (None: no record, or one this version
+    cannot read, which is left alone: a person may want its checkpoints)."""
+    try:
+        return restore(json.loads((path / RECORD).read_text()), path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("training: %s has a record this version cannot read (%s); not listed", path, exc)
+        return None
+
+
+def reopen(run: Run, why: str) -> bool:
+    """Make a run read back from its record true to the disk: a checkpoint whose file is gone is forgotten, and a
+    run recorded as still training ends as failed, interrupted by ``why`` (its checkpoints usable). Whether the
+    record changed."""
+    kept = [c for c in run.checkpoints if (run.folder / f"{c['weights']}.pt").is_file()]
+    changed = len(kept) != len(run.checkpoints)
+    run.checkpoints = kept
+    if run.active:
+        run.record({"type": "failed", "message": interrupted_message(run, why)})
+        changed = True
+    return changed
+
+
+def remove(folder: Path) -> None:
+    """Delete a run's folder: first renamed out of the runs in one step (from then on nothing lists, restores or
+    re-seeds it, even if this process dies before the rest), then removed."""
+    gone = folder.with_name(f"{DELETED}{folder.name}-{secrets.token_hex(4)}")
+    try:
+        os.rename(folder, gone)
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # a file system that cannot rename a folder: removed where it is
+        log.warning("training: could not rename %s before removing it (%s)", folder, exc)
+        gone = folder
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+def leftovers(folder: Path) -> None:
+    """Remove what a process that died while deleting a run left (its folder, renamed away)."""
+    for path in folder.glob(f"{DELETED}run-*") if folder.is_dir() else []:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def load(folder: Path) -> Iterator[Run]:
     """Every run recorded under ``folder``, oldest first. A run recorded as still training ends here as failed
     (its server died or stopped meanwhile); a checkpoint whose file is gone is forgotten; leftovers (temporary
-    files, a run folder without a record) are removed."""
+    files, a run folder without a record, a deleted run's folder) are removed."""
+    leftovers(folder)
     runs = []
     for path in sorted(folder.glob("run-*")) if folder.is_dir() else []:
         for partial in path.glob(".*.partial"):
@@ -83,18 +130,10 @@ def load(folder: Path) -> Iterator[Run]:
         if not (path / RECORD).is_file():  # a run whose server died before its first record: nothing to show
             shutil.rmtree(path, ignore_errors=True)
             continue
-        try:
-            run = restore(json.loads((path / RECORD).read_text()), path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # left alone: a person may want its checkpoints
-            log.warning("training: %s has a record this version cannot read (%s); not listed", path, exc)
+        run = read(path)
+        if run is None:
             continue
-        kept = [c for c in run.checkpoints if (path / f"{c['weights']}.pt").is_file()]
-        changed = len(kept) != len(run.checkpoints)
-        run.checkpoints = kept
-        if run.active:
-            run.record({"type": "failed", "message": interrupted_message(run, "the server stopped")})
-            changed = True
-        if changed:
+        if reopen(run, "the server stopped"):
             save(run)
         runs.append(run)
     yield from sorted(runs, key=lambda r: r.created)

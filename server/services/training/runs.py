@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import threading
@@ -332,7 +331,7 @@ class TrainingRuns:
         if proc is not None:
             _end_process(proc)
         self.runtime.drop(run.model)
-        shutil.rmtree(run.folder, ignore_errors=True)
+        records.remove(run.folder)
 
     # --- streams and owners ----------------------------------------------------------------------
     def attach(self, run: Run, client: str) -> None:

@@ -10,13 +10,17 @@ the limits (one run per client, ``max_runs`` in all) are one script over the run
 A run whose worker process dies (killed, out of memory) fails with that reason: every replica looks at the
 run's RQ job every ``CHECK_EVERY_S`` and the first to see it failed says so (once). A worker machine that
 vanishes is seen when RQ's heartbeat expires (about a minute). Runs are never retried (they would start over).
+
+Redis restarted without persistence (no run list, no ``queued.GENERATION``): the first replica to see it lists
+the runs again from their records in the shared folder (``_seed``), as one server does after a restart. The
+owner grace and ``max_run_s`` a worker applies are those of the replica that admitted the run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +53,8 @@ class QueuedTrainingRuns(TrainingRuns):
         self._known: set[str] = set()  # runs seen in the index (one missing from it later was deleted)
         self._checked = 0.0
         self._admit_script = self.redis.register_script(queued.ADMIT)
+        self._seed_script = self.redis.register_script(queued.SEED)
+        self._generation: bytes | None = None  # the index's generation this replica follows (queued.GENERATION)
         super().__init__(runtime, folder, sources.data_dir, limits, sources)
 
     # --- following Redis -------------------------------------------------------------------------
@@ -68,8 +74,18 @@ class QueuedTrainingRuns(TrainingRuns):
         return run
 
     def _sync(self) -> None:
-        index = {k.decode(): json.loads(v) for k, v in self.redis.hgetall(queued.INDEX).items()}
-        names = {k.decode(): v.decode() for k, v in self.redis.hgetall(queued.NAMES).items()}
+        pipe = self.redis.pipeline()  # one transaction: the index as seeded in that generation
+        pipe.get(queued.GENERATION)
+        pipe.hgetall(queued.INDEX)
+        pipe.hgetall(queued.NAMES)
+        generation, raw_index, raw_names = pipe.execute()
+        if generation is None:  # Redis restarted empty (or is new): the records on disk list the runs again
+            self._seed()
+            return self._sync()
+        reseeded = self._generation is not None and generation != self._generation
+        self._generation = generation
+        index = {k.decode(): json.loads(v) for k, v in raw_index.items()}
+        names = {k.decode(): v.decode() for k, v in raw_names.items()}
         with self._lock:
             local = dict(self._runs)
         for run_id in index.keys() - local.keys():
@@ -79,9 +95,41 @@ class QueuedTrainingRuns(TrainingRuns):
                 with self._lock:
                     self._runs.pop(run_id, None)
                 self.runtime.drop(run.model)
+            elif reseeded and run_id in index:  # what was going on here is what the disk records say now
+                self._catch_up(run)
             elif run_id in names and names[run_id] != run.name:
                 self._renamed(run, names[run_id])
         self._known = set(index)
+
+    def _seed(self) -> None:
+        """List again, from their records in the shared training folder, the runs Redis lost (a restart without
+        persistence): a run that was training as failed, interrupted, its checkpoints usable. One script, so the
+        first replica to run it seeds and the others find it done. A run deleted meanwhile stays deleted: a
+        deletion renames its folder away before it touches Redis, and a folder gone by now is taken out again."""
+        records.leftovers(self.folder)
+        generation = secrets.token_hex(8)
+        args: list[Any] = [generation, queued.PREFIX, queued.ENDED_TTL_S]
+        runs, changed = {}, set()
+        for path in sorted(self.folder.glob("run-*")) if self.folder.is_dir() else []:
+            run = records.read(path)
+            if run is None:
+                continue  # being started (its record comes next) or unreadable: not a run to list again
+            was_active = run.active
+            if records.reopen(run, "the job queue's Redis lost its runs"):
+                changed.add(run.id)
+            runs[run.id] = run
+            args += [run.id, queued.record_json(run, "0-0"), queued.summary(run), int(was_active)]
+        answer = self._seed_script(keys=[queued.GENERATION, queued.INDEX], args=args)
+        if answer[0].decode() != generation:
+            return  # another replica seeded first
+        for run_id in (raw.decode() for raw in answer[1:]):
+            run = runs[run_id]
+            if not run.folder.is_dir():  # deleted while this replica read the disk
+                queued.forget(self.redis, run_id)
+            elif run_id in changed:
+                records.save(run)
+        log.warning("training runs: Redis had no run list (restarted without persistence?); %d run(s) listed "
+                    "again from %s", len(answer) - 1, self.folder)
 
     def _watchdog(self) -> None:
         """Follow the runs in Redis until the service closes; a Redis outage is waited out."""
@@ -226,7 +274,8 @@ class QueuedTrainingRuns(TrainingRuns):
         try:
             Queue(QUEUE_NAME, connection=self.redis).enqueue(
                 "server.services.work.job_queue.run_task", "training",
-                {"run_id": run.id, "classes": list(self.runtime.registry.get(run.model).categories)},
+                {"run_id": run.id, "classes": list(self.runtime.registry.get(run.model).categories),
+                 "grace_s": self.limits.grace_s, "max_run_s": self.limits.max_run_s},
                 job_id=queued.rq_job_id(run.id), job_timeout=self.job_timeout_s, result_ttl=self.result_ttl_s,
                 failure_ttl=self.result_ttl_s, description=f"training run {run.id}")
         except Exception as exc:  # noqa: BLE001 - the run fails with the reason, the limit is free again
@@ -262,16 +311,11 @@ class QueuedTrainingRuns(TrainingRuns):
 
     def _remove(self, run: Run) -> None:
         self._stop(run)
-        pipe = self.redis.pipeline()
-        pipe.hdel(queued.INDEX, run.id)
-        pipe.hdel(queued.NAMES, run.id)
-        pipe.hdel(queued.ACTIVE, run.id)
-        pipe.delete(*(queued.key(kind, run.id) for kind in ("record", "events", "seen")))
-        pipe.execute()
+        records.remove(run.folder)  # first: from now on no replica lists it again, even if this one dies here
+        queued.forget(self.redis, run.id)
         with self._lock:
             self._runs.pop(run.id, None)
         self.runtime.drop(run.model)
-        shutil.rmtree(run.folder, ignore_errors=True)
 
     def prepare(self) -> None:
         return None  # the workers are ready or not; nothing to start here
