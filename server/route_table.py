@@ -1,6 +1,6 @@
 """FastAPI's routing state, built before the first request instead of during the first minute of a class.
 
-FastAPI (0.12x and later) keeps each included router as a node and builds its routes' matching state (each
+FastAPI (0.165, the version installed here) keeps each included router as a node and builds its routes' matching state (each
 endpoint's dependency tree, its parameter fields) the first time a request scans that router. A request
 scans every router before the one that matches it, so the first requests of a fresh server pay for most of
 the table: 0.38 s on this 2-core machine for ConvScope's ~100 operations, held on the event loop while a class

@@ -22,7 +22,11 @@ PHOTOS = ["cat.jpg", "zebra.jpg"]
 
 def photo_batch(entry) -> torch.Tensor:  # noqa: ANN001
     preprocess = entry.make_preprocess()
-    return torch.stack([preprocess(Image.open(SHARED_DATA / "images" / name).convert("RGB")) for name in PHOTOS])
+    pictures = []
+    for name in PHOTOS:
+        with Image.open(SHARED_DATA / "images" / name) as image:
+            pictures.append(preprocess(image.convert("RGB")))
+    return torch.stack(pictures)
 
 
 @pytest.mark.parametrize("model_id", MODELS)
