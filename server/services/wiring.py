@@ -14,7 +14,6 @@ from fastapi import FastAPI
 from models.models_file import app_registry
 from models.registry import ModelRegistry
 from server import __version__
-from server.route_table import build_route_table
 from server.services.channels import ChannelExamples, FeatureVisualisations
 from server.services.classroom import Classroom, SessionLimits, make_backend
 from server.services.classroom.pins import SessionPins
@@ -149,7 +148,6 @@ async def running_services(app: FastAPI, settings: Settings, registry: ModelRegi
     app.state.clients = ClientIdentities(session_live, settings.session_client_shares)
     undo_signal = on_stop_signal(classroom.shut_down_streams)  # open event streams must not hold a stop
     log.info("ConvScope %s on %s", __version__, device_label(device))
-    build_route_table(app)  # not lazily, on the event loop, under the first requests of a class
     # SIGTERM cancels the work in flight first: shutdown takes seconds; start-up's objects stay out of the
     # garbage collector's walks, which held the GIL 0.3 s each (server/services/memory/collector.py)
     with cancel_on_signals(), startup_frozen() as app.state.refreezer:
